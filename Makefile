@@ -1,0 +1,34 @@
+# `make demo` and `make test` each create or refresh .venv on their own.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint typecheck clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	# The conformance package declares Python >= 3.14 but runs on 3.11; its own
+	# dependencies (boto3, pyyaml, packaging) are in the dev extra above.
+	$(PY) -m pip install -q --no-deps --ignore-requires-python aws-durable-execution-conformance-tests==1.0.0
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m treadle.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check functions tests
+	$(VENV)/bin/ruff format --check functions tests
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .data output build

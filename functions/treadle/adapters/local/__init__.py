@@ -1,0 +1,1 @@
+"""Local adapters: clock, ids, code store, scheduler."""

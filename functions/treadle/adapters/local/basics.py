@@ -1,0 +1,45 @@
+"""Clock and id adapters (the same in embedded and AWS mode)."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import uuid
+
+
+class SystemClock:
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+
+class ManualClock:
+    """A clock tests move by hand."""
+
+    def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
+        self._now = start_ms
+        self._lock = threading.Lock()
+
+    def now_ms(self) -> int:
+        with self._lock:
+            return self._now
+
+    def advance(self, ms: int) -> None:
+        with self._lock:
+            self._now += ms
+
+
+class RandomIds:
+    def execution_id(self) -> str:
+        return str(uuid.uuid4())
+
+    def request_id(self) -> str:
+        return str(uuid.uuid4())
+
+    def callback_id(self) -> str:
+        # Unguessable (192 bits) and made of characters the API's pattern allows
+        # unescaped in a URL path segment.
+        return secrets.token_hex(24)
+
+    def revision_id(self) -> str:
+        return str(uuid.uuid4())

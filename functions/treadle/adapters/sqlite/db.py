@@ -1,0 +1,115 @@
+"""One SQLite database file shared by the embedded stores.
+
+WAL with `synchronous=NORMAL`: a committed transaction survives the kill -9 of the
+process at any instant (the WAL is in the OS before commit returns); only an OS crash
+can lose the last transactions, which is the trade every embedded engine makes for
+speed. All access goes through one connection under one lock: SQLite admits one
+writer at a time anyway, and reads are short.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS executions (
+    arn TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    function_name TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    status TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    invocation_active INTEGER NOT NULL,
+    version_seq INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    UNIQUE (tenant, function_name, name)
+);
+CREATE INDEX IF NOT EXISTS executions_by_function
+    ON executions (tenant, function_name, start_ms);
+CREATE INDEX IF NOT EXISTS executions_active ON executions (invocation_active)
+    WHERE invocation_active = 1;
+CREATE TABLE IF NOT EXISTS operations (
+    arn TEXT NOT NULL,
+    op_id TEXT NOT NULL,
+    create_seq INTEGER NOT NULL,
+    change_seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (arn, op_id)
+);
+CREATE INDEX IF NOT EXISTS operations_by_create ON operations (arn, create_seq);
+CREATE TABLE IF NOT EXISTS events (
+    arn TEXT NOT NULL,
+    event_id INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (arn, event_id)
+);
+CREATE TABLE IF NOT EXISTS timers (
+    arn TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    op_id TEXT NOT NULL,
+    due_ms INTEGER NOT NULL,
+    PRIMARY KEY (arn, kind, op_id)
+);
+CREATE INDEX IF NOT EXISTS timers_by_due ON timers (due_ms);
+CREATE TABLE IF NOT EXISTS callbacks (
+    callback_id TEXT PRIMARY KEY,
+    arn TEXT NOT NULL,
+    op_id TEXT NOT NULL,
+    heartbeat_s INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS callbacks_by_arn ON callbacks (arn);
+CREATE TABLE IF NOT EXISTS client_tokens (
+    arn TEXT NOT NULL,
+    token TEXT NOT NULL,
+    response TEXT NOT NULL,
+    PRIMARY KEY (arn, token)
+);
+CREATE TABLE IF NOT EXISTS functions (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    version_num INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (tenant, name, version)
+);
+"""
+
+
+class Database:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(
+            str(path), check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._lock = threading.RLock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.executescript(SCHEMA)
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield self._conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction: everything inside commits together or not at all."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

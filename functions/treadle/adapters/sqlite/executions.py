@@ -1,0 +1,279 @@
+"""SQLite adapter of the ExecutionStore port."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+
+from treadle.adapters.sqlite.db import Database
+from treadle.domain.errors import AlreadyExists, ConcurrentModification, InvalidParameter, NotFound
+from treadle.domain.models import Event, Execution, Operation
+from treadle.domain.ports import (
+    Commit,
+    ExecutionQuery,
+    Snapshot,
+    StoredOperation,
+    Timer,
+    TimerKind,
+)
+
+
+def _row_execution(record: str) -> Execution:
+    return Execution.model_validate_json(record)
+
+
+class SqliteExecutionStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- writes ----------------------------------------------------------------
+
+    def create(self, commit: Commit) -> None:
+        ex = commit.execution
+        try:
+            with self._db.write() as conn:
+                conn.execute(
+                    "INSERT INTO executions (arn, tenant, function_name, name, version, status,"
+                    " start_ms, invocation_active, version_seq, record)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+                    (
+                        ex.arn,
+                        ex.tenant,
+                        ex.function_name,
+                        ex.name,
+                        ex.version,
+                        ex.status.value,
+                        ex.start_ms,
+                        int(ex.invocation_active),
+                        ex.model_copy(update={"version_seq": 1}).model_dump_json(),
+                    ),
+                )
+                self._write_children(conn, commit)
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"Execution {ex.name} already exists.") from None
+        ex.version_seq = 1
+
+    def commit(self, commit: Commit) -> None:
+        ex = commit.execution
+        new_version = ex.version_seq + 1
+        record = ex.model_copy(update={"version_seq": new_version}).model_dump_json()
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "UPDATE executions SET status = ?, invocation_active = ?, version_seq = ?,"
+                " record = ? WHERE arn = ? AND version_seq = ?",
+                (
+                    ex.status.value,
+                    int(ex.invocation_active),
+                    new_version,
+                    record,
+                    ex.arn,
+                    ex.version_seq,
+                ),
+            )
+            if cur.rowcount != 1:
+                raise ConcurrentModification(f"Execution {ex.arn} changed concurrently.")
+            self._write_children(conn, commit)
+        ex.version_seq = new_version
+
+    @staticmethod
+    def _write_children(conn: sqlite3.Connection, commit: Commit) -> None:
+        arn = commit.execution.arn
+        conn.executemany(
+            "INSERT OR REPLACE INTO operations (arn, op_id, create_seq, change_seq, body)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [
+                (arn, s.op.Id, s.create_seq, s.change_seq, s.op.model_dump_json(exclude_none=True))
+                for s in commit.operations
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO events (arn, event_id, body) VALUES (?, ?, ?)",
+            [(arn, e.EventId, e.model_dump_json(exclude_none=True)) for e in commit.events],
+        )
+        if commit.clear_all_timers:
+            conn.execute("DELETE FROM timers WHERE arn = ?", (arn,))
+        conn.executemany(
+            "DELETE FROM timers WHERE arn = ? AND kind = ? AND op_id = ?",
+            [(arn, kind.value, op_id) for kind, op_id in commit.clear_timers],
+        )
+        conn.executemany(
+            "INSERT OR REPLACE INTO timers (arn, kind, op_id, due_ms) VALUES (?, ?, ?, ?)",
+            [(t.arn, t.kind.value, t.op_id, t.due_ms) for t in commit.set_timers],
+        )
+        conn.executemany(
+            "INSERT INTO callbacks (callback_id, arn, op_id, heartbeat_s) VALUES (?, ?, ?, ?)",
+            [(cid, arn, op_id, hb) for cid, op_id, hb in commit.new_callbacks],
+        )
+        if commit.client_token is not None:
+            conn.execute(
+                "INSERT OR REPLACE INTO client_tokens (arn, token, response) VALUES (?, ?, ?)",
+                (arn, *commit.client_token),
+            )
+
+    def delete(self, arn: str) -> None:
+        with self._db.write() as conn:
+            for table in ("operations", "events", "timers", "callbacks", "client_tokens"):
+                conn.execute(f"DELETE FROM {table} WHERE arn = ?", (arn,))
+            conn.execute("DELETE FROM executions WHERE arn = ?", (arn,))
+
+    # -- reads -----------------------------------------------------------------
+
+    def find_by_name(self, tenant: str, function_name: str, name: str) -> Execution | None:
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT record FROM executions WHERE tenant = ? AND function_name = ? AND name = ?",
+                (tenant, function_name, name),
+            ).fetchone()
+        return _row_execution(row[0]) if row else None
+
+    def get(self, arn: str) -> Execution:
+        with self._db.read() as conn:
+            row = conn.execute("SELECT record FROM executions WHERE arn = ?", (arn,)).fetchone()
+        if row is None:
+            raise NotFound(f"Durable execution {arn} not found.")
+        return _row_execution(row[0])
+
+    def load(self, arn: str) -> Snapshot:
+        with self._db.read() as conn:
+            row = conn.execute("SELECT record FROM executions WHERE arn = ?", (arn,)).fetchone()
+            if row is None:
+                raise NotFound(f"Durable execution {arn} not found.")
+            rows = conn.execute(
+                "SELECT create_seq, change_seq, body FROM operations WHERE arn = ?", (arn,)
+            ).fetchall()
+        ops = {}
+        for create_seq, change_seq, body in rows:
+            op = Operation.model_validate_json(body)
+            ops[op.Id] = StoredOperation(op=op, create_seq=create_seq, change_seq=change_seq)
+        return Snapshot(execution=_row_execution(row[0]), operations=ops)
+
+    def events(self, arn: str, *, after_id: int, limit: int, reverse: bool = False) -> list[Event]:
+        with self._db.read() as conn:
+            if reverse:
+                bound = after_id if after_id > 0 else 2**62
+                rows = conn.execute(
+                    "SELECT body FROM events WHERE arn = ? AND event_id < ?"
+                    " ORDER BY event_id DESC LIMIT ?",
+                    (arn, bound, limit),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT body FROM events WHERE arn = ? AND event_id > ?"
+                    " ORDER BY event_id LIMIT ?",
+                    (arn, after_id, limit),
+                ).fetchall()
+        return [Event.model_validate_json(r[0]) for r in rows]
+
+    def operations_page(self, arn: str, *, after_seq: int, limit: int) -> list[StoredOperation]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT create_seq, change_seq, body FROM operations"
+                " WHERE arn = ? AND create_seq > ? ORDER BY create_seq LIMIT ?",
+                (arn, after_seq, limit),
+            ).fetchall()
+        return [
+            StoredOperation(op=Operation.model_validate_json(b), create_seq=c, change_seq=ch)
+            for c, ch, b in rows
+        ]
+
+    def changed_operations(
+        self, arn: str, *, after_change: int, limit: int
+    ) -> list[StoredOperation]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT create_seq, change_seq, body FROM operations"
+                " WHERE arn = ? AND change_seq > ? ORDER BY change_seq LIMIT ?",
+                (arn, after_change, limit),
+            ).fetchall()
+        return [
+            StoredOperation(op=Operation.model_validate_json(b), create_seq=c, change_seq=ch)
+            for c, ch, b in rows
+        ]
+
+    def callback_owner(self, callback_id: str) -> tuple[str, str, int] | None:
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT arn, op_id, heartbeat_s FROM callbacks WHERE callback_id = ?",
+                (callback_id,),
+            ).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def client_token_response(self, arn: str, client_token: str) -> str | None:
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT response FROM client_tokens WHERE arn = ? AND token = ?",
+                (arn, client_token),
+            ).fetchone()
+        return row[0] if row else None
+
+    def due_timers(self, now_ms: int, limit: int) -> list[Timer]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT arn, kind, op_id, due_ms FROM timers WHERE due_ms <= ?"
+                " ORDER BY due_ms LIMIT ?",
+                (now_ms, limit),
+            ).fetchall()
+        return [Timer(a, TimerKind(k), o, d) for a, k, o, d in rows]
+
+    def next_due_ms(self) -> int | None:
+        with self._db.read() as conn:
+            row = conn.execute("SELECT MIN(due_ms) FROM timers").fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def active_invocations(self) -> list[str]:
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT arn FROM executions WHERE invocation_active = 1").fetchall()
+        return [r[0] for r in rows]
+
+    def list_executions(
+        self, tenant: str, function_name: str, query: ExecutionQuery
+    ) -> tuple[list[Execution], str | None]:
+        clauses = ["tenant = ?", "function_name = ?"]
+        args: list[object] = [tenant, function_name]
+        if query.statuses:
+            clauses.append(f"status IN ({','.join('?' * len(query.statuses))})")
+            args.extend(s.value for s in query.statuses)
+        if query.name:
+            clauses.append("name = ?")
+            args.append(query.name)
+        if query.version:
+            clauses.append("version = ?")
+            args.append(query.version)
+        if query.started_after_ms is not None:
+            clauses.append("start_ms >= ?")
+            args.append(query.started_after_ms)
+        if query.started_before_ms is not None:
+            clauses.append("start_ms <= ?")
+            args.append(query.started_before_ms)
+        order = "DESC" if query.reverse else "ASC"
+        if query.marker:
+            start_ms, rowid = _decode_marker(query.marker)
+            op = "<" if query.reverse else ">"
+            clauses.append(f"(start_ms, rowid) {op} (?, ?)")
+            args.extend([start_ms, rowid])
+        sql = (
+            "SELECT record, start_ms, rowid FROM executions WHERE "
+            + " AND ".join(clauses)
+            + f" ORDER BY start_ms {order}, rowid {order} LIMIT ?"
+        )
+        args.append(query.limit + 1)
+        with self._db.read() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        marker = None
+        if len(rows) > query.limit:
+            rows = rows[: query.limit]
+            marker = _encode_marker(rows[-1][1], rows[-1][2])
+        return [_row_execution(r[0]) for r in rows], marker
+
+
+def _encode_marker(start_ms: int, rowid: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([start_ms, rowid]).encode()).decode()
+
+
+def _decode_marker(marker: str) -> tuple[int, int]:
+    try:
+        start_ms, rowid = json.loads(base64.urlsafe_b64decode(marker.encode()))
+        return int(start_ms), int(rowid)
+    except (ValueError, TypeError):
+        raise InvalidParameter(f"Invalid marker {marker!r}.") from None

@@ -1,0 +1,127 @@
+"""SQLite adapter of the FunctionStore port: $LATEST and immutable published versions."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from treadle.adapters.sqlite.db import Database
+from treadle.domain.errors import AlreadyExists, InvalidParameter, NotFound
+from treadle.domain.ports import FunctionVersion
+
+LATEST = "$LATEST"
+
+
+class SqliteFunctionStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def put_latest(self, fn: FunctionVersion, *, create: bool) -> None:
+        body = fn.model_dump_json()
+        with self._db.write() as conn:
+            if create:
+                try:
+                    conn.execute(
+                        "INSERT INTO functions (tenant, name, version, version_num, body)"
+                        " VALUES (?, ?, ?, 0, ?)",
+                        (fn.tenant, fn.function_name, LATEST, body),
+                    )
+                except sqlite3.IntegrityError:
+                    raise AlreadyExists(f"Function already exist: {fn.function_name}") from None
+                return
+            cur = conn.execute(
+                "UPDATE functions SET body = ? WHERE tenant = ? AND name = ? AND version = ?",
+                (body, fn.tenant, fn.function_name, LATEST),
+            )
+            if cur.rowcount != 1:
+                raise NotFound(f"Function not found: {fn.function_arn}")
+
+    def get(self, tenant: str, name: str, version: str = LATEST) -> FunctionVersion:
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT body FROM functions WHERE tenant = ? AND name = ? AND version = ?",
+                (tenant, name, version),
+            ).fetchone()
+        if row is None:
+            suffix = "" if version == LATEST else f":{version}"
+            raise NotFound(f"Function not found: {name}{suffix}")
+        return FunctionVersion.model_validate_json(row[0])
+
+    def publish(self, tenant: str, name: str, description: str | None) -> FunctionVersion:
+        with self._db.write() as conn:
+            row = conn.execute(
+                "SELECT body FROM functions WHERE tenant = ? AND name = ? AND version = ?",
+                (tenant, name, LATEST),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"Function not found: {name}")
+            latest = FunctionVersion.model_validate_json(row[0])
+            last = conn.execute(
+                "SELECT version_num, body FROM functions WHERE tenant = ? AND name = ?"
+                " AND version != ? ORDER BY version_num DESC LIMIT 1",
+                (tenant, name, LATEST),
+            ).fetchone()
+            if last is not None:
+                previous = FunctionVersion.model_validate_json(last[1])
+                if previous.revision_id == latest.revision_id:
+                    return previous  # Lambda: publishing unchanged code returns that version
+            number = (last[0] if last else 0) + 1
+            version = latest.model_copy(
+                update={
+                    "version": str(number),
+                    "description": description if description is not None else latest.description,
+                }
+            )
+            conn.execute(
+                "INSERT INTO functions (tenant, name, version, version_num, body)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (tenant, name, str(number), number, version.model_dump_json()),
+            )
+        return version
+
+    def list_latest(
+        self, tenant: str, marker: str | None, limit: int
+    ) -> tuple[list[FunctionVersion], str | None]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT name, body FROM functions WHERE tenant = ? AND version = ? AND name > ?"
+                " ORDER BY name LIMIT ?",
+                (tenant, LATEST, marker or "", limit + 1),
+            ).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = [FunctionVersion.model_validate_json(r[1]) for r in rows]
+        return items, (rows[-1][0] if more else None)
+
+    def list_versions(
+        self, tenant: str, name: str, marker: str | None, limit: int
+    ) -> tuple[list[FunctionVersion], str | None]:
+        try:
+            after = int(marker) if marker else -1
+        except ValueError:
+            raise InvalidParameter(f"Invalid marker {marker!r}.") from None
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT version_num, body FROM functions WHERE tenant = ? AND name = ?"
+                " AND version_num > ? ORDER BY version_num LIMIT ?",
+                (tenant, name, after, limit + 1),
+            ).fetchall()
+        if not rows and after < 0:
+            raise NotFound(f"Function not found: {name}")
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = [FunctionVersion.model_validate_json(r[1]) for r in rows]
+        return items, (str(rows[-1][0]) if more else None)
+
+    def delete(self, tenant: str, name: str, version: str | None = None) -> None:
+        with self._db.write() as conn:
+            if version is None:
+                cur = conn.execute(
+                    "DELETE FROM functions WHERE tenant = ? AND name = ?", (tenant, name)
+                )
+            else:
+                cur = conn.execute(
+                    "DELETE FROM functions WHERE tenant = ? AND name = ? AND version = ?",
+                    (tenant, name, version),
+                )
+            if cur.rowcount == 0:
+                raise NotFound(f"Function not found: {name}")

@@ -1,0 +1,179 @@
+"""Invoke and the durable-execution control plane, tenant-scoped."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from treadle.app.completion import CompletionNotifier
+from treadle.domain.engine.control import DurableEngine
+from treadle.domain.errors import InvalidParameter, NotFound
+from treadle.domain.models import TERMINAL_EXECUTION_STATUSES, Event, Execution
+from treadle.domain.ports import (
+    ExecutionQuery,
+    FunctionRuntime,
+    FunctionStore,
+    FunctionVersion,
+    Ids,
+)
+
+log = logging.getLogger(__name__)
+
+SYNC_INVOKE_LIMIT_S = 900.0
+_FUNCTION_REF = re.compile(
+    r"^(?:arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):)?(?:(?P<account>\d{12}):)?"
+    r"(?:function:)?(?P<name>[a-zA-Z0-9\-_]{1,64})(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9\-_]+))?$"
+)
+_EXEC_ARN = re.compile(
+    r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:(?P<account>\d{12}):function:[a-zA-Z0-9_-]+:"
+    r"(?:\$LATEST|[0-9]+)/durable-execution/[a-zA-Z0-9_-]+/[a-zA-Z0-9_-]+$"
+)
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    status_code: int
+    payload: bytes
+    executed_version: str
+    execution_arn: str | None = None
+    function_error: str | None = None
+
+
+def parse_function_ref(tenant: str, ref: str, qualifier: str | None) -> tuple[str, str | None]:
+    m = _FUNCTION_REF.match(ref)
+    if m is None:
+        raise InvalidParameter(f"Invalid function name or ARN: {ref}")
+    if m.group("account") and m.group("account") != tenant:
+        raise NotFound(f"Function not found: {ref}")
+    q = m.group("qualifier")
+    if q and qualifier and q != qualifier:
+        raise InvalidParameter("The derived qualifier from the function name does not match.")
+    return m.group("name"), q or qualifier
+
+
+def check_execution_arn(tenant: str, arn: str) -> str:
+    m = _EXEC_ARN.match(arn)
+    if m is None:
+        raise InvalidParameter(f"Invalid durable execution ARN: {arn}")
+    if m.group("account") != tenant:
+        raise NotFound(f"Durable execution {arn} not found.")
+    return arn
+
+
+class ExecutionService:
+    def __init__(
+        self,
+        *,
+        engine: DurableEngine,
+        functions: FunctionStore,
+        runtime: FunctionRuntime,
+        notifier: CompletionNotifier,
+        ids: Ids,
+    ) -> None:
+        self.engine = engine
+        self.functions = functions
+        self.runtime = runtime
+        self.notifier = notifier
+        self.ids = ids
+        self._async = ThreadPoolExecutor(max_workers=16, thread_name_prefix="async-invoke")
+
+    def invoke(
+        self,
+        tenant: str,
+        ref: str,
+        qualifier: str | None,
+        payload: bytes,
+        invocation_type: str,
+        execution_name: str | None,
+    ) -> InvokeResult:
+        name, qualifier = parse_function_ref(tenant, ref, qualifier)
+        if invocation_type not in ("RequestResponse", "Event", "DryRun"):
+            raise InvalidParameter(f"Invalid InvocationType {invocation_type}.")
+        fn = self.functions.get(tenant, name, qualifier or "$LATEST")
+        text = payload.decode("utf-8", errors="strict") if payload else ""
+        if text.strip():
+            try:
+                json.loads(text)
+            except ValueError:
+                raise InvalidParameter("Could not parse request body into json.") from None
+        if invocation_type == "DryRun":
+            return InvokeResult(204, b"", fn.version)
+        if not fn.durable:
+            return self._invoke_plain(fn, payload, invocation_type)
+        if execution_name is not None and not re.fullmatch(r"[a-zA-Z0-9\-_]{1,64}", execution_name):
+            raise InvalidParameter(f"Invalid durable execution name: {execution_name}")
+        ex, _ = self.engine.start(fn, execution_name, text or None)
+        if invocation_type == "Event":
+            return InvokeResult(202, b"", fn.version, ex.arn)
+        self.notifier.wait(ex.arn, SYNC_INVOKE_LIMIT_S, lambda: self._closed(ex.arn))
+        final = self.engine.store.get(ex.arn)
+        if final.status.value == "SUCCEEDED":
+            return InvokeResult(200, (final.result or "null").encode(), fn.version, ex.arn)
+        if final.status in TERMINAL_EXECUTION_STATUSES:
+            err = final.error
+            body = {
+                "errorType": err.ErrorType if err else final.status.value,
+                "errorMessage": err.ErrorMessage if err else "",
+            }
+            if err and err.StackTrace:
+                body["stackTrace"] = err.StackTrace  # type: ignore[assignment]
+            return InvokeResult(200, json.dumps(body).encode(), fn.version, ex.arn, "Unhandled")
+        return InvokeResult(200, b"null", fn.version, ex.arn)
+
+    def _closed(self, arn: str) -> bool:
+        try:
+            return self.engine.store.get(arn).status in TERMINAL_EXECUTION_STATUSES
+        except NotFound:
+            return True
+
+    def _invoke_plain(
+        self, fn: FunctionVersion, payload: bytes, invocation_type: str
+    ) -> InvokeResult:
+        request_id = self.ids.request_id()
+        if invocation_type == "Event":
+            self._async.submit(self.runtime.invoke, fn, payload or b"{}", request_id)
+            return InvokeResult(202, b"", fn.version)
+        outcome = self.runtime.invoke(fn, payload or b"{}", request_id)
+        if outcome.error is not None:
+            return InvokeResult(
+                200, json.dumps(dict(outcome.error)).encode(), fn.version, None, "Unhandled"
+            )
+        return InvokeResult(200, outcome.payload or b"null", fn.version)
+
+    # -- control plane -------------------------------------------------------------
+
+    def get(self, tenant: str, arn: str) -> Execution:
+        return self.engine.store.get(check_execution_arn(tenant, arn))
+
+    def history(
+        self, tenant: str, arn: str, *, marker: str | None, max_items: int | None, reverse: bool
+    ) -> tuple[list[Event], str | None]:
+        self.get(tenant, arn)
+        limit = _limit(max_items, default=100)
+        try:
+            after = int(marker) if marker else 0
+        except ValueError:
+            raise InvalidParameter(f"Invalid marker {marker!r}.") from None
+        events = self.engine.store.events(arn, after_id=after, limit=limit + 1, reverse=reverse)
+        more = len(events) > limit
+        events = events[:limit]
+        return events, (str(events[-1].EventId) if more else None)
+
+    def list_by_function(
+        self, tenant: str, ref: str, query: ExecutionQuery
+    ) -> tuple[list[Execution], str | None]:
+        name, qualifier = parse_function_ref(tenant, ref, query.version)
+        self.functions.get(tenant, name)
+        q = ExecutionQuery(**{**query.__dict__, "version": qualifier})
+        return self.engine.store.list_executions(tenant, name, q)
+
+
+def _limit(max_items: int | None, default: int) -> int:
+    if max_items is None or max_items == 0:
+        return default
+    if not 1 <= max_items <= 1000:
+        raise InvalidParameter("MaxItems must be between 0 and 1000.")
+    return max_items

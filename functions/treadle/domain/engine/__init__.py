@@ -1,0 +1,1 @@
+"""The durable execution engine: pure logic over ports."""

@@ -1,0 +1,75 @@
+"""Builders of history events, one per accepted change, in the wire shape of AWS.
+
+Payload-carrying fields follow AWS: `{"Payload": ...}` for inputs and results and
+`{"Payload": ErrorObject}` for errors, so `IncludeExecutionData=false` can strip them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from treadle.domain.models import ErrorObject, Event, Operation
+
+
+class EventLog:
+    """Appends events with dense ids to a commit's event list."""
+
+    def __init__(self, next_id: int, events: list[Event]) -> None:
+        self.next_id = next_id
+        self.events = events
+
+    def add(
+        self,
+        event_type: str,
+        ts_ms: int,
+        details: dict[str, Any],
+        op: Operation | None = None,
+        *,
+        op_id: str | None = None,
+        name: str | None = None,
+    ) -> Event:
+        fields: dict[str, Any] = {f"{event_type}Details": details}
+        event = Event(
+            EventType=event_type,
+            EventId=self.next_id,
+            EventTimestamp=ts_ms,
+            SubType=op.SubType if op else None,
+            Id=op.Id if op else op_id,
+            Name=op.Name if op else name,
+            ParentId=op.ParentId if op else None,
+            **fields,
+        )
+        self.next_id += 1
+        self.events.append(event)
+        return event
+
+
+def payload(value: str | None) -> dict[str, Any]:
+    return {"Payload": value} if value is not None else {}
+
+
+def error_payload(error: ErrorObject | None) -> dict[str, Any]:
+    return {"Payload": error.wire()} if error is not None else {}
+
+
+def retry_details(attempt: int, delay_s: int | None = None) -> dict[str, Any]:
+    details: dict[str, Any] = {"CurrentAttempt": attempt}
+    if delay_s is not None:
+        details["NextAttemptDelaySeconds"] = delay_s
+    return details
+
+
+_PAYLOAD_KEYS = ("Input", "Result", "Error")
+
+
+def strip_execution_data(event: dict[str, Any]) -> dict[str, Any]:
+    """Drop inputs, results and error payloads, as `IncludeExecutionData=false` asks."""
+    out = dict(event)
+    for key, value in event.items():
+        if key.endswith("Details") and isinstance(value, dict):
+            details = dict(value)
+            for pk in _PAYLOAD_KEYS:
+                if isinstance(details.get(pk), dict) and "Payload" in details[pk]:
+                    details[pk] = {"Truncated": True}
+            out[key] = details
+    return out

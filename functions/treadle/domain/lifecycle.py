@@ -1,0 +1,79 @@
+"""Execution and operation lifecycles, loaded from `statemachine/*.json`.
+
+The JSON files are the single source of truth: the engine asks them for the target
+state of every change and refuses transitions they do not list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from treadle.domain.errors import InvalidParameter
+
+# The files live at the repository root (`statemachine/`) so docs and tests read the
+# same data; a packaged deployment points TREADLE_STATEMACHINE_DIR at its copy.
+_ENV_DIR = "TREADLE_STATEMACHINE_DIR"
+
+
+def _default_dir() -> Path:
+    override = os.environ.get(_ENV_DIR)
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[3] / "statemachine"
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    states: frozenset[str]
+    transitions: dict[tuple[str | None, str], str]
+
+    def target(self, current: str | None, trigger: str) -> str | None:
+        return self.transitions.get((current, trigger))
+
+
+def _parse(spec: dict[str, object]) -> Lifecycle:
+    states = frozenset(str(s) for s in spec["states"])  # type: ignore[attr-defined]
+    table: dict[tuple[str | None, str], str] = {}
+    for t in spec["transitions"]:  # type: ignore[attr-defined]
+        key = (t["from"], t["trigger"])
+        if key in table:
+            raise ValueError(f"ambiguous transition {key} in lifecycle")
+        if t["to"] not in states or (t["from"] is not None and t["from"] not in states):
+            raise ValueError(f"transition {t} names an unknown state")
+        table[key] = t["to"]
+    return Lifecycle(states=states, transitions=table)
+
+
+@cache
+def execution_lifecycle(directory: Path | None = None) -> Lifecycle:
+    path = (directory or _default_dir()) / "execution.json"
+    return _parse(json.loads(path.read_text()))
+
+
+@cache
+def operation_lifecycles(directory: Path | None = None) -> dict[str, Lifecycle]:
+    path = (directory or _default_dir()) / "operation.json"
+    data = json.loads(path.read_text())
+    return {name: _parse(spec) for name, spec in data["types"].items()}
+
+
+def next_operation_status(op_type: str, current: str | None, trigger: str) -> str:
+    """Target status of an operation change, or InvalidParameter if not allowed."""
+    target = operation_lifecycles()[op_type].target(current, trigger)
+    if target is None:
+        state = current or "new"
+        raise InvalidParameter(
+            f"Invalid transition for {op_type} operation: {trigger} from {state}."
+        )
+    return target
+
+
+def next_execution_status(current: str | None, trigger: str) -> str:
+    target = execution_lifecycle().target(current, trigger)
+    if target is None:
+        raise InvalidParameter(f"Invalid execution transition: {trigger} from {current}.")
+    return target

@@ -1,0 +1,263 @@
+"""Wire-shaped models of durable executions: operations, updates, history events.
+
+Field names are the AWS wire names (PascalCase) on purpose: these models are serialised
+to and parsed from the Lambda durable-execution JSON with no mapping layer, which keeps
+the translation exact. Timestamps are kept as epoch milliseconds (`int`), which is what
+the invocation envelope carries; the API layer converts them for JSON responses.
+"""
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Wire(BaseModel):
+    """Base for wire models: unknown fields rejected, None fields omitted on dump."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True, mode="json")
+
+
+class OperationType(StrEnum):
+    EXECUTION = "EXECUTION"
+    CONTEXT = "CONTEXT"
+    STEP = "STEP"
+    WAIT = "WAIT"
+    CALLBACK = "CALLBACK"
+    CHAINED_INVOKE = "CHAINED_INVOKE"
+
+
+class OperationStatus(StrEnum):
+    STARTED = "STARTED"
+    PENDING = "PENDING"
+    READY = "READY"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+    STOPPED = "STOPPED"
+
+
+TERMINAL_OPERATION_STATUSES = frozenset(
+    {
+        OperationStatus.SUCCEEDED,
+        OperationStatus.FAILED,
+        OperationStatus.CANCELLED,
+        OperationStatus.TIMED_OUT,
+        OperationStatus.STOPPED,
+    }
+)
+
+
+class OperationAction(StrEnum):
+    START = "START"
+    SUCCEED = "SUCCEED"
+    FAIL = "FAIL"
+    RETRY = "RETRY"
+    CANCEL = "CANCEL"
+
+
+class ExecutionStatus(StrEnum):
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    STOPPED = "STOPPED"
+    PAUSED = "PAUSED"
+
+
+TERMINAL_EXECUTION_STATUSES = frozenset(
+    {
+        ExecutionStatus.SUCCEEDED,
+        ExecutionStatus.FAILED,
+        ExecutionStatus.TIMED_OUT,
+        ExecutionStatus.STOPPED,
+    }
+)
+
+
+class ErrorObject(Wire):
+    ErrorType: str | None = None
+    ErrorMessage: str | None = None
+    ErrorData: str | None = None
+    StackTrace: list[str] | None = None
+
+
+class ExecutionDetails(Wire):
+    InputPayload: str | None = None
+
+
+class ContextDetails(Wire):
+    ReplayChildren: bool | None = None
+    Result: str | None = None
+    Error: ErrorObject | None = None
+
+
+class StepDetails(Wire):
+    Attempt: int | None = None
+    NextAttemptTimestamp: int | None = None
+    Result: str | None = None
+    Error: ErrorObject | None = None
+
+
+class WaitDetails(Wire):
+    ScheduledEndTimestamp: int | None = None
+
+
+class CallbackDetails(Wire):
+    CallbackId: str | None = None
+    Result: str | None = None
+    Error: ErrorObject | None = None
+
+
+class ChainedInvokeDetails(Wire):
+    Result: str | None = None
+    Error: ErrorObject | None = None
+
+
+# Aliases: the wire field names equal their type names, which pydantic cannot resolve.
+_ExecutionDetails = ExecutionDetails
+_ContextDetails = ContextDetails
+_StepDetails = StepDetails
+_WaitDetails = WaitDetails
+_CallbackDetails = CallbackDetails
+_ChainedInvokeDetails = ChainedInvokeDetails
+
+
+class Operation(Wire):
+    Id: str
+    ParentId: str | None = None
+    Name: str | None = None
+    Type: OperationType
+    SubType: str | None = None
+    StartTimestamp: int
+    EndTimestamp: int | None = None
+    Status: OperationStatus
+    ExecutionDetails: _ExecutionDetails | None = None
+    ContextDetails: _ContextDetails | None = None
+    StepDetails: _StepDetails | None = None
+    WaitDetails: _WaitDetails | None = None
+    CallbackDetails: _CallbackDetails | None = None
+    ChainedInvokeDetails: _ChainedInvokeDetails | None = None
+
+
+class ContextOptions(Wire):
+    ReplayChildren: bool | None = None
+
+
+class StepOptions(Wire):
+    NextAttemptDelaySeconds: int | None = Field(default=None, ge=0, le=31_622_400)
+
+
+class WaitOptions(Wire):
+    WaitSeconds: int | None = Field(default=None, ge=0, le=31_622_400)
+
+
+class CallbackOptions(Wire):
+    TimeoutSeconds: int | None = Field(default=None, ge=0, le=99_999_999)
+    HeartbeatTimeoutSeconds: int | None = Field(default=None, ge=0, le=99_999_999)
+
+
+class ChainedInvokeOptions(Wire):
+    FunctionName: str
+    TenantId: str | None = None
+    XAmznTraceId: str | None = None
+
+
+_ContextOptions = ContextOptions
+_StepOptions = StepOptions
+_WaitOptions = WaitOptions
+_CallbackOptions = CallbackOptions
+_ChainedInvokeOptions = ChainedInvokeOptions
+
+_OPERATION_ID = r"^[a-zA-Z0-9\-_]+$"
+
+
+class OperationUpdate(Wire):
+    Id: str = Field(min_length=1, max_length=64, pattern=_OPERATION_ID)
+    ParentId: str | None = Field(default=None, min_length=1, max_length=64, pattern=_OPERATION_ID)
+    Name: str | None = Field(default=None, min_length=1, max_length=256)
+    Type: OperationType
+    SubType: str | None = Field(default=None, min_length=1, max_length=32)
+    Action: OperationAction
+    Payload: str | None = None
+    Error: ErrorObject | None = None
+    ContextOptions: _ContextOptions | None = None
+    StepOptions: _StepOptions | None = None
+    WaitOptions: _WaitOptions | None = None
+    CallbackOptions: _CallbackOptions | None = None
+    ChainedInvokeOptions: _ChainedInvokeOptions | None = None
+
+
+class CheckpointRequest(Wire):
+    CheckpointToken: str = Field(min_length=1, max_length=2048)
+    Updates: list[OperationUpdate] = Field(default_factory=list)
+    ClientToken: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class Event(Wire):
+    """One history event; its `<EventType>Details` object is kept as wire JSON."""
+
+    model_config = ConfigDict(extra="allow")
+
+    EventType: str
+    SubType: str | None = None
+    EventId: int
+    Id: str | None = None
+    Name: str | None = None
+    EventTimestamp: int
+    ParentId: str | None = None
+
+
+class DurableConfig(Wire):
+    ExecutionTimeout: int | None = Field(default=None, ge=1, le=31_622_400)
+    RetentionPeriodInDays: int | None = Field(default=None, ge=1, le=90)
+    KMSKeyArn: str | None = None
+
+
+class Execution(BaseModel):
+    """The execution record: what the control plane shows, plus the invocation lease."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arn: str
+    tenant: str
+    function_name: str
+    version: str
+    name: str
+    exec_id: str
+    status: ExecutionStatus
+    input_payload: str | None
+    input_hash: str
+    result: str | None = None
+    error: ErrorObject | None = None
+    start_ms: int
+    end_ms: int | None = None
+    execution_timeout_s: int
+    retention_days: int
+    # Invocation lease: each invocation gets a new generation; tokens of older
+    # generations are fenced. `token_seq` counts checkpoints within a generation.
+    generation: int = 0
+    token_seq: int = 0
+    invocation_active: bool = False
+    invocation_start_ms: int | None = None
+    request_id: str | None = None
+    invocation_attempts: int = 0
+    # Change counters: every operation change gets the next `change_seq`; the
+    # handler has seen everything up to `delivered_seq`; backend completions
+    # bump `backend_seq` so a suspended handler is re-invoked.
+    change_seq: int = 0
+    delivered_seq: int = 0
+    backend_seq: int = 0
+    next_event_id: int = 1
+    paused: bool = False
+    pause_pending: bool = False
+    # Set when the handler checkpointed EXECUTION SUCCEED/FAIL: closing is
+    # completed when the invocation ends, after its InvocationCompleted event.
+    closing_status: ExecutionStatus | None = None
+    parent_arn: str | None = None
+    parent_op_id: str | None = None
+    version_seq: int = 0  # optimistic concurrency for the store

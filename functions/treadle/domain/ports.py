@@ -1,0 +1,231 @@
+"""Ports: what the domain needs from the outside world, as Protocols.
+
+Every port has an embedded adapter (SQLite, local sandbox, threads) and an AWS one
+(DynamoDB, Lambda, SQS); both pass the same contract suite under `tests/contract/`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from treadle.domain.models import DurableConfig, Event, Execution, ExecutionStatus, Operation
+
+
+class TimerKind(StrEnum):
+    INVOKE = "INVOKE"  # run an invocation; while one runs, its lease deadline
+    WAIT = "WAIT"
+    RETRY = "RETRY"
+    CALLBACK_TIMEOUT = "CALLBACK_TIMEOUT"
+    CALLBACK_HEARTBEAT = "CALLBACK_HEARTBEAT"
+    EXECUTION_TIMEOUT = "EXECUTION_TIMEOUT"
+    RETENTION = "RETENTION"
+
+
+@dataclass(frozen=True)
+class Timer:
+    arn: str
+    kind: TimerKind
+    op_id: str  # "" for execution-level timers
+    due_ms: int
+
+
+@dataclass
+class StoredOperation:
+    op: Operation
+    create_seq: int  # order of creation: the envelope's order
+    change_seq: int  # last change: what a handler has not seen yet
+
+
+@dataclass
+class Snapshot:
+    execution: Execution
+    operations: dict[str, StoredOperation]
+
+
+@dataclass
+class Commit:
+    """One atomic change of one execution.
+
+    `execution.version_seq` is the version the change was computed from; the store
+    applies the commit only if that is still the stored version (then increments it).
+    Its size is bounded (one checkpoint batch) so a DynamoDB adapter can fit it in
+    TransactWriteItems, offloading large payloads.
+    """
+
+    execution: Execution
+    operations: list[StoredOperation] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    set_timers: list[Timer] = field(default_factory=list)
+    clear_timers: list[tuple[TimerKind, str]] = field(default_factory=list)
+    clear_all_timers: bool = False
+    # (callback id, operation id, heartbeat timeout seconds or 0)
+    new_callbacks: list[tuple[str, str, int]] = field(default_factory=list)
+    client_token: tuple[str, str] | None = None  # (ClientToken, stored response JSON)
+
+
+@dataclass(frozen=True)
+class ExecutionQuery:
+    statuses: frozenset[ExecutionStatus] | None = None
+    name: str | None = None
+    version: str | None = None
+    started_after_ms: int | None = None
+    started_before_ms: int | None = None
+    reverse: bool = False
+    marker: str | None = None
+    limit: int = 100
+
+
+class ExecutionStore(Protocol):
+    def create(self, commit: Commit) -> None:
+        """Insert a new execution; AlreadyExists if its (tenant, function, name) exists."""
+
+    def find_by_name(self, tenant: str, function_name: str, name: str) -> Execution | None: ...
+
+    def get(self, arn: str) -> Execution:
+        """The execution record; NotFound if absent."""
+
+    def load(self, arn: str) -> Snapshot:
+        """Record and operations; NotFound if absent."""
+
+    def commit(self, commit: Commit) -> None:
+        """Apply atomically; ConcurrentModification if the version moved."""
+
+    def events(
+        self, arn: str, *, after_id: int, limit: int, reverse: bool = False
+    ) -> list[Event]: ...
+
+    def operations_page(self, arn: str, *, after_seq: int, limit: int) -> list[StoredOperation]:
+        """Operations in creation order with create_seq > after_seq."""
+
+    def changed_operations(
+        self, arn: str, *, after_change: int, limit: int
+    ) -> list[StoredOperation]:
+        """Operations in change order with change_seq > after_change."""
+
+    def callback_owner(self, callback_id: str) -> tuple[str, str, int] | None:
+        """(execution arn, operation id, heartbeat seconds) of a callback id, if known."""
+
+    def client_token_response(self, arn: str, client_token: str) -> str | None: ...
+
+    def due_timers(self, now_ms: int, limit: int) -> list[Timer]: ...
+
+    def next_due_ms(self) -> int | None: ...
+
+    def list_executions(
+        self, tenant: str, function_name: str, query: ExecutionQuery
+    ) -> tuple[list[Execution], str | None]: ...
+
+    def active_invocations(self) -> list[str]:
+        """ARNs of executions whose invocation lease is held (for crash recovery)."""
+
+    def delete(self, arn: str) -> None: ...
+
+
+class FunctionVersion(BaseModel):
+    """An immutable function version (or the mutable $LATEST) as the engine sees it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str
+    function_name: str
+    version: str  # "$LATEST" or "1", "2", ...
+    function_arn: str  # unqualified
+    runtime: str = "python3.11"
+    role: str = ""
+    handler: str
+    description: str = ""
+    timeout_s: int = Field(default=3, ge=1, le=900)
+    memory_mb: int = Field(default=128, ge=128, le=10240)
+    environment: dict[str, str] = Field(default_factory=dict)
+    durable_config: DurableConfig | None = None
+    code_sha256: str  # base64 of the zip's SHA-256, as Lambda reports it
+    code_size: int
+    code_key: str  # hex SHA-256 of the zip: where the code store keeps it
+    last_modified_ms: int
+    revision_id: str
+    commit_sha: str | None = None
+
+    @property
+    def qualified_arn(self) -> str:
+        return f"{self.function_arn}:{self.version}"
+
+    @property
+    def durable(self) -> bool:
+        return self.durable_config is not None
+
+
+class FunctionStore(Protocol):
+    def put_latest(self, fn: FunctionVersion, *, create: bool) -> None:
+        """Create (AlreadyExists if present) or replace $LATEST."""
+
+    def get(self, tenant: str, name: str, version: str = "$LATEST") -> FunctionVersion:
+        """NotFound if absent."""
+
+    def publish(self, tenant: str, name: str, description: str | None) -> FunctionVersion:
+        """Freeze $LATEST as the next version number; return it (idempotent on same code)."""
+
+    def list_latest(
+        self, tenant: str, marker: str | None, limit: int
+    ) -> tuple[list[FunctionVersion], str | None]: ...
+
+    def list_versions(
+        self, tenant: str, name: str, marker: str | None, limit: int
+    ) -> tuple[list[FunctionVersion], str | None]: ...
+
+    def delete(self, tenant: str, name: str, version: str | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class InvocationOutcome:
+    request_id: str
+    payload: bytes | None  # the handler's JSON return value
+    error: Mapping[str, Any] | None  # Lambda error payload when it did not return
+    started_ms: int
+    ended_ms: int
+
+
+class FunctionRuntime(Protocol):
+    def invoke(self, fn: FunctionVersion, payload: bytes, request_id: str) -> InvocationOutcome:
+        """Run one invocation of a deployed version; never raises for handler faults."""
+
+
+class CodeStore(Protocol):
+    def put(self, zip_bytes: bytes) -> str:
+        """Store a code package; return its key (hex SHA-256). Idempotent."""
+
+    def get(self, key: str) -> bytes: ...
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int: ...
+
+
+class Ids(Protocol):
+    def execution_id(self) -> str: ...
+
+    def request_id(self) -> str: ...
+
+    def callback_id(self) -> str: ...
+
+    def revision_id(self) -> str: ...
+
+
+class Scheduler(Protocol):
+    """Told about timers that became due earlier than it may expect."""
+
+    def wake(self, due_ms: int) -> None: ...
+
+
+class CompletionListener(Protocol):
+    def execution_closed(self, arn: str) -> None: ...
+
+
+class LogSink(Protocol):
+    def write(
+        self, tenant: str, function_name: str, stream: str, lines: Sequence[tuple[int, str]]
+    ) -> None: ...

@@ -1,0 +1,368 @@
+"""Engine semantics with a scripted runtime: each test's 'handler' checkpoints directly.
+
+The runtime is a real fake: it receives the envelope the engine built and talks to the
+engine the way the SDK would (checkpoint with the envelope's token), then returns the
+durable invocation output.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from treadle.adapters.local.basics import ManualClock, RandomIds
+from treadle.adapters.sqlite.db import Database
+from treadle.adapters.sqlite.executions import SqliteExecutionStore
+from treadle.adapters.sqlite.functions import SqliteFunctionStore
+from treadle.domain.engine.base import EngineConfig
+from treadle.domain.engine.control import DurableEngine
+from treadle.domain.engine.tokens import TokenCodec
+from treadle.domain.errors import (
+    CallbackTimedOut,
+    ExecutionAlreadyStarted,
+    InvalidParameter,
+    InvalidToken,
+)
+from treadle.domain.models import CheckpointRequest, DurableConfig, ErrorObject
+from treadle.domain.ports import FunctionVersion, InvocationOutcome
+
+Script = Callable[[dict[str, Any], "Harness"], dict[str, Any]]
+
+
+class ScriptedRuntime:
+    def __init__(self) -> None:
+        self.scripts: list[Script] = []
+        self.harness: Harness | None = None
+        self.envelopes: list[dict[str, Any]] = []
+
+    def invoke(self, fn: FunctionVersion, payload: bytes, request_id: str) -> InvocationOutcome:
+        envelope = json.loads(payload)
+        self.envelopes.append(envelope)
+        assert self.harness is not None
+        script = self.scripts.pop(0)
+        now = self.harness.clock.now_ms()
+        try:
+            out = script(envelope, self.harness)
+        except RuntimeError as exc:
+            return InvocationOutcome(
+                request_id, None, {"errorType": "Crash", "errorMessage": str(exc)}, now, now
+            )
+        return InvocationOutcome(request_id, json.dumps(out).encode(), None, now, now)
+
+
+class Harness:
+    def __init__(self, tmp: Path) -> None:
+        self.db = Database(tmp / "t.db")
+        self.store = SqliteExecutionStore(self.db)
+        self.functions = SqliteFunctionStore(self.db)
+        self.clock = ManualClock()
+        self.runtime = ScriptedRuntime()
+        self.runtime.harness = self
+        self.closed: list[str] = []
+        self.engine = DurableEngine(
+            store=self.store,
+            functions=self.functions,
+            runtime=self.runtime,
+            clock=self.clock,
+            ids=RandomIds(),
+            tokens=TokenCodec(b"k" * 32),
+            scheduler=self,
+            listener=self,
+            config=EngineConfig(invocation_retry_base_s=1.0),
+        )
+        self.fn = FunctionVersion(
+            tenant="123456789012",
+            function_name="f",
+            version="$LATEST",
+            function_arn="arn:aws:lambda:us-east-1:123456789012:function:f",
+            handler="h.handler",
+            durable_config=DurableConfig(ExecutionTimeout=3600),
+            code_sha256="x",
+            code_size=1,
+            code_key="k",
+            last_modified_ms=0,
+            revision_id="r",
+        )
+        self.functions.put_latest(self.fn, create=True)
+
+    def wake(self, due_ms: int) -> None:
+        pass
+
+    def execution_closed(self, arn: str) -> None:
+        self.closed.append(arn)
+
+    def pump(self) -> None:
+        """Fire every timer due at the current (manual) time, until none is."""
+        for _ in range(100):
+            due = self.store.due_timers(self.clock.now_ms(), 100)
+            if not due:
+                return
+            for timer in due:
+                self.engine.fire(timer)
+        raise AssertionError("timers keep firing")
+
+    def checkpoint(
+        self, env: dict[str, Any], updates: list[dict[str, Any]], token: str | None = None
+    ) -> Any:
+        req = CheckpointRequest.model_validate(
+            {"CheckpointToken": token or env["CheckpointToken"], "Updates": updates}
+        )
+        return self.engine.checkpoint(env["DurableExecutionArn"], req)
+
+    def history(self, arn: str) -> list[str]:
+        return [e.EventType for e in self.store.events(arn, after_id=0, limit=1000)]
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
+
+
+def step(op_id: str, action: str, **extra: Any) -> dict[str, Any]:
+    return {"Id": op_id, "Type": "STEP", "SubType": "Step", "Action": action, **extra}
+
+
+def test_step_then_success_records_dense_history(h: Harness) -> None:
+    def script(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        ops = env["InitialExecutionState"]["Operations"]
+        assert (
+            ops[0]["Type"] == "EXECUTION" and ops[0]["ExecutionDetails"]["InputPayload"] == '"in"'
+        )
+        res = hh.checkpoint(env, [step("s1", "START"), step("s1", "SUCCEED", Payload='"ok"')])
+        assert res.CheckpointToken and {o.Id for o in res.Operations} == {"s1"}
+        return {"Status": "SUCCEEDED", "Result": '"done"'}
+
+    h.runtime.scripts.append(script)
+    ex, created = h.engine.start(h.fn, "n1", '"in"')
+    assert created
+    h.pump()
+    final = h.store.get(ex.arn)
+    assert final.status.value == "SUCCEEDED" and final.result == '"done"'
+    events = h.store.events(ex.arn, after_id=0, limit=100)
+    assert [e.EventType for e in events] == [
+        "ExecutionStarted",
+        "StepStarted",
+        "StepSucceeded",
+        "InvocationCompleted",
+        "ExecutionSucceeded",
+    ]
+    assert [e.EventId for e in events] == [1, 2, 3, 4, 5]
+    assert ex.arn in h.closed
+
+
+def test_start_is_idempotent_on_name(h: Harness) -> None:
+    a, created_a = h.engine.start(h.fn, "same", '{"x":1}')
+    b, created_b = h.engine.start(h.fn, "same", '{"x":1}')
+    assert created_a and not created_b and a.arn == b.arn
+    with pytest.raises(ExecutionAlreadyStarted):
+        h.engine.start(h.fn, "same", '{"x":2}')
+
+
+def test_stale_and_forged_tokens(h: Harness) -> None:
+    seen: dict[str, Any] = {}
+
+    def first(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        seen["env"] = env
+        res = hh.checkpoint(env, [step("s1", "START")])
+        with pytest.raises(InvalidToken):  # a token is consumed by its checkpoint
+            hh.checkpoint(env, [step("s2", "START")])
+        with pytest.raises(InvalidToken):
+            hh.checkpoint(env, [], token="Zm9yZ2VkOjE6MA" + "A" * 24)
+        seen["token"] = res.CheckpointToken
+        return {"Status": "PENDING"}
+
+    h.runtime.scripts.append(first)
+    ex, _ = h.engine.start(h.fn, None, None)
+    h.pump()
+    before = h.history(ex.arn)
+    # The invocation ended: its latest token is fenced, the response carries no token.
+    res = h.checkpoint(seen["env"], [step("s9", "START")], token=seen["token"])
+    assert res.CheckpointToken is None and res.Operations == []
+    assert h.history(ex.arn) == before
+
+
+@pytest.mark.parametrize(
+    ("updates", "message"),
+    [
+        ([{"Id": "e", "Type": "EXECUTION", "Action": "SUCCEED"}, step("s", "START")], "last"),
+        ([step("s", "START"), step("s", "START")], "same ID"),
+        ([step("s", "SUCCEED"), step("s", "FAIL")], "same ID"),
+        ([step("s", "START", ParentId="nope")], "parent"),
+        ([{"Id": "w", "Type": "WAIT", "Action": "SUCCEED"}], "Invalid action"),
+        ([{"Id": "w", "Type": "WAIT", "Action": "START"}], "WaitSeconds"),
+        ([step("s", "FAIL", Payload='"x"')], "Payload"),
+        ([step("s", "START", Payload="x" * (256 * 1024 + 1))], "exceeds"),
+    ],
+)
+def test_invalid_batches_are_refused_whole(
+    h: Harness, updates: list[dict[str, Any]], message: str
+) -> None:
+    def script(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        good = step("ok", "START")
+        with pytest.raises(InvalidParameter, match=message):
+            hh.checkpoint(env, [good, *updates])
+        # Nothing of the refused batch was applied, and the token is still valid.
+        res = hh.checkpoint(env, [])
+        assert res.CheckpointToken is not None
+        return {"Status": "SUCCEEDED", "Result": "1"}
+
+    h.runtime.scripts.append(script)
+    ex, _ = h.engine.start(h.fn, None, None)
+    h.pump()
+    assert h.history(ex.arn) == ["ExecutionStarted", "InvocationCompleted", "ExecutionSucceeded"]
+
+
+def test_wait_fires_and_reinvokes(h: Harness) -> None:
+    def first(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        hh.checkpoint(
+            env, [{"Id": "w", "Type": "WAIT", "Action": "START", "WaitOptions": {"WaitSeconds": 5}}]
+        )
+        return {"Status": "PENDING"}
+
+    def second(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        ops = {o["Id"]: o for o in env["InitialExecutionState"]["Operations"]}
+        assert ops["w"]["Status"] == "SUCCEEDED"
+        return {"Status": "SUCCEEDED", "Result": "2"}
+
+    h.runtime.scripts += [first, second]
+    ex, _ = h.engine.start(h.fn, None, None)
+    h.pump()
+    assert h.store.get(ex.arn).status.value == "RUNNING"
+    h.clock.advance(4_000)
+    h.pump()
+    assert h.store.get(ex.arn).status.value == "RUNNING"
+    h.clock.advance(1_000)
+    h.pump()
+    assert h.history(ex.arn) == [
+        "ExecutionStarted",
+        "WaitStarted",
+        "InvocationCompleted",
+        "WaitSucceeded",
+        "InvocationCompleted",
+        "ExecutionSucceeded",
+    ]
+    waited = h.store.events(ex.arn, after_id=3, limit=1)[0]
+    assert waited.model_extra and waited.model_extra["WaitSucceededDetails"] == {"Duration": 5}
+
+
+def test_callback_success_timeout_and_late_answer(h: Harness) -> None:
+    ids: dict[str, str] = {}
+
+    def first(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        res = hh.checkpoint(
+            env,
+            [
+                {
+                    "Id": "a",
+                    "Type": "CALLBACK",
+                    "Action": "START",
+                    "CallbackOptions": {"TimeoutSeconds": 10},
+                },
+                {
+                    "Id": "b",
+                    "Type": "CALLBACK",
+                    "Action": "START",
+                    "CallbackOptions": {"HeartbeatTimeoutSeconds": 3},
+                },
+            ],
+        )
+        for op in res.Operations:
+            ids[op.Id] = op.CallbackDetails.CallbackId
+        return {"Status": "PENDING"}
+
+    def pending(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        return {"Status": "PENDING"}
+
+    h.runtime.scripts += [first, pending, pending, pending]
+    ex, _ = h.engine.start(h.fn, None, None)
+    h.pump()
+    h.engine.complete_callback(h.fn.tenant, ids["a"], result='"yes"')
+    with pytest.raises(CallbackTimedOut):
+        h.engine.complete_callback(h.fn.tenant, ids["a"], result='"again"')
+    h.pump()
+    h.clock.advance(2_000)
+    h.engine.heartbeat_callback(h.fn.tenant, ids["b"])
+    h.clock.advance(2_000)
+    h.pump()  # heartbeat moved the deadline: not timed out yet
+    assert "CallbackTimedOut" not in h.history(ex.arn)
+    h.clock.advance(1_500)
+    h.pump()
+    events = h.store.events(ex.arn, after_id=0, limit=100)
+    timed_out = [e for e in events if e.EventType == "CallbackTimedOut"]
+    assert len(timed_out) == 1 and timed_out[0].model_extra
+    assert (
+        timed_out[0].model_extra["CallbackTimedOutDetails"]["Error"]["Payload"]["ErrorType"]
+        == "Callback.Heartbeat"
+    )
+    with pytest.raises(Exception, match="not found"):
+        h.engine.complete_callback("999999999999", ids["b"], result="1")
+
+
+def test_step_retry_goes_pending_then_ready(h: Harness) -> None:
+    def first(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        err = {"ErrorType": "Boom", "ErrorMessage": "no"}
+        res = hh.checkpoint(
+            env,
+            [
+                step("s", "START"),
+                step("s", "RETRY", Error=err, StepOptions={"NextAttemptDelaySeconds": 2}),
+            ],
+        )
+        assert res.Operations[0].Status.value == "PENDING"
+        return {"Status": "PENDING"}
+
+    def second(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        ops = {o["Id"]: o for o in env["InitialExecutionState"]["Operations"]}
+        assert ops["s"]["Status"] == "READY" and ops["s"]["StepDetails"]["Attempt"] == 1
+        hh.checkpoint(env, [step("s", "START"), step("s", "SUCCEED", Payload="1")])
+        return {"Status": "SUCCEEDED", "Result": "1"}
+
+    h.runtime.scripts += [first, second]
+    ex, _ = h.engine.start(h.fn, None, None)
+    h.pump()
+    h.clock.advance(2_000)
+    h.pump()
+    events = h.store.events(ex.arn, after_id=0, limit=100)
+    details = [e.model_extra for e in events if e.EventType in ("StepFailed", "StepSucceeded")]
+    assert details[0]["StepFailedDetails"]["RetryDetails"] == {
+        "CurrentAttempt": 1,
+        "NextAttemptDelaySeconds": 2,
+    }
+    assert details[1]["StepSucceededDetails"]["RetryDetails"] == {"CurrentAttempt": 2}
+
+
+def test_invocation_errors_are_retried_then_fail(h: Harness) -> None:
+    def crash(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        raise RuntimeError("exploded")
+
+    h.runtime.scripts += [crash, crash, crash]
+    ex, _ = h.engine.start(h.fn, None, None)
+    for _ in range(3):
+        h.pump()
+        h.clock.advance(10_000)
+    final = h.store.get(ex.arn)
+    assert final.status.value == "FAILED" and final.error and final.error.ErrorType == "Crash"
+    assert h.history(ex.arn).count("InvocationCompleted") == 3
+
+
+def test_stop_fences_running_invocation_and_refuses_twice(h: Harness) -> None:
+    def script(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        hh.engine.stop(
+            env["DurableExecutionArn"], ErrorObject(ErrorType="Stop", ErrorMessage="by test")
+        )
+        res = hh.checkpoint(env, [step("s", "START")])
+        assert res.CheckpointToken is None
+        return {"Status": "SUCCEEDED", "Result": "1"}
+
+    h.runtime.scripts.append(script)
+    ex, _ = h.engine.start(h.fn, None, None)
+    h.pump()
+    final = h.store.get(ex.arn)
+    assert final.status.value == "STOPPED"
+    assert h.history(ex.arn) == ["ExecutionStarted", "ExecutionStopped"]
+    with pytest.raises(Exception, match="already STOPPED"):
+        h.engine.stop(ex.arn, None)
