@@ -1,0 +1,78 @@
+"""FunctionRuntime adapter: runs a function version in the local sandbox.
+
+Maps a FunctionVersion onto the sandbox's process model, gives the handler the
+platform endpoint (so the unmodified SDK checkpoints to us), and ships each
+invocation's log lines to the log store under `/aws/lambda/<function>`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+from treadle.adapters.local.code import LocalCodeStore
+from treadle.adapters.sandbox import LocalSandbox, SandboxFunction
+from treadle.domain.logs import LogStore
+from treadle.domain.ports import FunctionVersion, InvocationOutcome
+
+log = logging.getLogger(__name__)
+
+
+class SandboxRuntime:
+    def __init__(
+        self,
+        *,
+        sandbox: LocalSandbox,
+        code: LocalCodeStore,
+        logs: LogStore,
+        platform_env: Mapping[str, str],
+    ) -> None:
+        self._sandbox = sandbox
+        self._code = code
+        self._logs = logs
+        self._platform_env = dict(platform_env)
+
+    def _spec(self, fn: FunctionVersion) -> SandboxFunction:
+        env = {**fn.environment, **self._platform_env}
+        return SandboxFunction(
+            key=f"{fn.tenant}/{fn.function_name}/{fn.version}/{fn.code_key}/{fn.revision_id}",
+            code_dir=self._code.unpacked(fn.code_key),
+            handler=fn.handler,
+            function_name=fn.function_name,
+            function_version=fn.version,
+            invoked_function_arn=fn.qualified_arn,
+            memory_mb=fn.memory_mb,
+            timeout_s=float(fn.timeout_s),
+            environment=env,
+            log_group=f"/aws/lambda/{fn.function_name}",
+        )
+
+    def invoke(self, fn: FunctionVersion, payload: bytes, request_id: str) -> InvocationOutcome:
+        outcome = self._sandbox.invoke(self._spec(fn), payload, request_id)
+        if outcome.logs:
+            stream = time.strftime("%Y/%m/%d", time.gmtime(outcome.started_at))
+            stream = f"{stream}/[{fn.version}]{request_id.replace('-', '')}"
+            ts = int(outcome.started_at * 1000)
+            try:
+                self._logs.append(
+                    fn.tenant,
+                    f"/aws/lambda/{fn.function_name}",
+                    stream,
+                    [(ts, line) for line in outcome.logs],
+                )
+            except Exception:  # logs are best effort; the invocation's outcome is not
+                log.exception("could not store logs of %s", request_id)
+        return InvocationOutcome(
+            request_id=request_id,
+            payload=outcome.payload,
+            error=outcome.error,
+            started_ms=int(outcome.started_at * 1000),
+            ended_ms=int(outcome.ended_at * 1000),
+        )
+
+    def evict(self, fn: FunctionVersion) -> None:
+        self._sandbox.evict(self._spec(fn).key)
+
+    def set_platform_env(self, env: Mapping[str, str]) -> None:
+        self._platform_env = dict(env)

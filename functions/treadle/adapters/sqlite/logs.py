@@ -1,0 +1,121 @@
+"""SQLite adapter of the LogStore port (its own database file: logs are not state)."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from treadle.domain.logfilter import compile_pattern
+from treadle.domain.logs import FilterResult
+
+_SCAN_BATCH = 1000
+
+
+class SqliteLogStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS log_events (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " tenant TEXT NOT NULL, log_group TEXT NOT NULL, log_stream TEXT NOT NULL,"
+                " timestamp_ms INTEGER NOT NULL, ingestion_ms INTEGER NOT NULL,"
+                " message TEXT NOT NULL)"
+            )
+            self._conn.execute(
+                "CREATE INDEX IF NOT EXISTS log_events_by_group"
+                " ON log_events (tenant, log_group, timestamp_ms, seq)"
+            )
+
+    def append(
+        self, tenant: str, log_group: str, log_stream: str, events: Sequence[tuple[int, str]]
+    ) -> None:
+        now = int(time.time() * 1000)
+        with self._lock:
+            self._conn.execute("BEGIN")
+            self._conn.executemany(
+                "INSERT INTO log_events (tenant, log_group, log_stream, timestamp_ms,"
+                " ingestion_ms, message) VALUES (?, ?, ?, ?, ?, ?)",
+                [(tenant, log_group, log_stream, ts, now, msg) for ts, msg in events],
+            )
+            self._conn.execute("COMMIT")
+
+    def log_group_exists(self, tenant: str, log_group: str) -> bool:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM log_events WHERE tenant = ? AND log_group = ? LIMIT 1",
+                (tenant, log_group),
+            ).fetchone()
+        return row is not None
+
+    def filter(
+        self,
+        tenant: str,
+        log_group: str,
+        *,
+        start_ms: int | None,
+        end_ms: int | None,
+        pattern: str | None,
+        stream_names: Sequence[str] | None,
+        stream_prefix: str | None,
+        limit: int,
+        next_token: str | None,
+    ) -> FilterResult:
+        if not 1 <= limit <= 10000:
+            raise ValueError("limit must be between 1 and 10000.")
+        match = compile_pattern(pattern)
+        cursor = (-1, -1)
+        if next_token:
+            try:
+                ts, seq = base64.urlsafe_b64decode(next_token.encode()).decode().split(":")
+                cursor = (int(ts), int(seq))
+            except ValueError:
+                raise ValueError("Invalid nextToken.") from None
+        events: list[dict[str, object]] = []
+        while True:
+            sql = (
+                "SELECT seq, log_stream, timestamp_ms, ingestion_ms, message FROM log_events"
+                " WHERE tenant = ? AND log_group = ? AND (timestamp_ms, seq) > (?, ?)"
+                " AND timestamp_ms >= ? AND timestamp_ms <= ?"
+                " ORDER BY timestamp_ms, seq LIMIT ?"
+            )
+            args = (
+                tenant,
+                log_group,
+                cursor[0],
+                cursor[1],
+                start_ms if start_ms is not None else 0,
+                end_ms if end_ms is not None else 2**62,
+                _SCAN_BATCH,
+            )
+            with self._lock:
+                rows = self._conn.execute(sql, args).fetchall()
+            for seq, stream, ts, ingested, message in rows:
+                cursor = (ts, seq)
+                if stream_names and stream not in stream_names:
+                    continue
+                if stream_prefix and not stream.startswith(stream_prefix):
+                    continue
+                if not match(message):
+                    continue
+                events.append(
+                    {
+                        "logStreamName": stream,
+                        "timestamp": ts,
+                        "message": message,
+                        "ingestionTime": ingested,
+                        "eventId": str(seq),
+                    }
+                )
+                if len(events) >= limit:
+                    token = base64.urlsafe_b64encode(f"{ts}:{seq}".encode()).decode()
+                    return FilterResult(events=events, next_token=token)
+            if len(rows) < _SCAN_BATCH:
+                return FilterResult(events=events, next_token=None)

@@ -1,0 +1,94 @@
+"""`treadle` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from treadle.api.asgi import AsgiAdapter
+from treadle.server import Platform
+from treadle.settings import Settings
+
+log = logging.getLogger("treadle")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def dev(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(
+        host=args.host,
+        port=args.port,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        wait_time_scale=args.wait_time_scale,
+    )
+    sock = _bind(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    platform = Platform(settings)
+    platform.set_port(port)
+    platform.start()
+    adapter = AsgiAdapter(platform.app)
+    config = uvicorn.Config(
+        adapter, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=75
+    )
+    server = uvicorn.Server(config)
+    url = f"http://{settings.host}:{port}"
+
+    def _ready() -> None:
+        print(f"Treadle is ready at {url} (data in {settings.data_dir})", flush=True)
+
+    original_startup = server.startup
+
+    async def startup(sockets: list[socket.socket] | None = None) -> None:
+        await original_startup(sockets=sockets)
+        _ready()
+
+    server.startup = startup  # type: ignore[method-assign]
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        server.should_exit = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        adapter.close()
+        platform.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="treadle", description="Durable workflows, embedded.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_dev = sub.add_parser("dev", help="run the embedded platform in the foreground")
+    p_dev.add_argument("--host", default=None)
+    p_dev.add_argument("--port", type=int, default=None)
+    p_dev.add_argument("--data-dir", default=None)
+    p_dev.add_argument(
+        "--wait-time-scale",
+        type=float,
+        default=None,
+        help="test clock: fire waits and retries after this fraction of their duration",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "dev":
+        return dev(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

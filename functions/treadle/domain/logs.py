@@ -1,0 +1,35 @@
+"""The LogStore port: function logs, queried like CloudWatch Logs' FilterLogEvents."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    events: list[dict[str, Any]]  # FilterLogEvents items: logStreamName, timestamp, message...
+    next_token: str | None
+
+
+class LogStore(Protocol):
+    def append(
+        self, tenant: str, log_group: str, log_stream: str, events: Sequence[tuple[int, str]]
+    ) -> None: ...
+
+    def filter(
+        self,
+        tenant: str,
+        log_group: str,
+        *,
+        start_ms: int | None,
+        end_ms: int | None,
+        pattern: str | None,
+        stream_names: Sequence[str] | None,
+        stream_prefix: str | None,
+        limit: int,
+        next_token: str | None,
+    ) -> FilterResult: ...
+
+    def log_group_exists(self, tenant: str, log_group: str) -> bool: ...

@@ -1,0 +1,1 @@
+"""Shared test helpers: a real embedded server in a subprocess, deployment helpers."""

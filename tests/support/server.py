@@ -1,0 +1,113 @@
+"""Run `treadle dev` in a subprocess, as a user would, and talk to it with boto3."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+REGION = "us-east-1"
+
+
+class ServerProcess:
+    def __init__(self, data_dir: Path, *, wait_time_scale: float | None = None) -> None:
+        self.data_dir = data_dir
+        self.wait_time_scale = wait_time_scale
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+
+    def start(self, port: int = 0) -> str:
+        cmd = [sys.executable, "-m", "treadle.cli", "dev", "--host", "127.0.0.1"]
+        cmd += ["--port", str(port), "--data-dir", str(self.data_dir)]
+        if self.wait_time_scale is not None:
+            cmd += ["--wait-time-scale", str(self.wait_time_scale)]
+        log = self.log_path.open("a")
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ}
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited: see {self.log_path}")
+                continue
+            if "ready at " in line:
+                self.url = line.split("ready at ")[1].split()[0]
+                return self.url
+        raise RuntimeError("server did not become ready in 60 s")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def kill(self) -> None:
+        """SIGKILL: nothing gets a chance to flush or clean up."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def client(url: str, service: str = "lambda", **config: Any) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name=REGION,
+        aws_access_key_id="AKIDTREADLETEST",
+        aws_secret_access_key="treadle-test-secret",
+        config=Config(retries={"max_attempts": 2, "mode": "standard"}, read_timeout=900, **config),
+    )
+
+
+def zip_files(files: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return buf.getvalue()
+
+
+def deploy(
+    lam: Any,
+    name: str,
+    files: dict[str, str],
+    *,
+    handler: str = "handler.handler",
+    durable: bool = True,
+    timeout: int = 60,
+    memory: int = 256,
+    **extra: Any,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "FunctionName": name,
+        "Runtime": "python3.11",
+        "Role": "arn:aws:iam::123456789012:role/treadle-tenant",
+        "Handler": handler,
+        "Code": {"ZipFile": zip_files(files)},
+        "Timeout": timeout,
+        "MemorySize": memory,
+    }
+    if durable:
+        params["DurableConfig"] = {"ExecutionTimeout": 3600, "RetentionPeriodInDays": 1}
+    params.update(extra)
+    return lam.create_function(**params)  # type: ignore[no-any-return]
