@@ -24,8 +24,8 @@ test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check functions tests
-	$(VENV)/bin/ruff format --check functions tests
+	$(VENV)/bin/ruff check functions tests examples
+	$(VENV)/bin/ruff format --check functions tests examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -1,0 +1,141 @@
+"""`make demo`: start the embedded platform, deliver examples/ through boto3, run them.
+
+Everything goes through the public surface, as a user would: `treadle dev` runs as its
+own process, functions are created with `create_function`, executions are driven and
+observed with the Lambda durable-execution API.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+console = Console()
+
+
+def _zip_dir(path: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(path.rglob("*.py")):
+            zf.write(file, file.relative_to(path))
+    return buf.getvalue()
+
+
+def _start_server(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+    cmd = [sys.executable, "-m", "treadle.cli", "dev", "--port", "0", "--data-dir", str(data_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if "ready at " in line:
+            return proc, line.split("ready at ")[1].split()[0]
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise SystemExit("treadle dev did not start")
+
+
+def _history_table(events: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, expand=False)
+    for col in ("#", "event", "operation", "details"):
+        table.add_column(col)
+    for e in events:
+        details: dict[str, Any] = next((v for k, v in e.items() if k.endswith("Details")), {})
+        shown = {k: v for k, v in details.items() if k not in ("StartTimestamp", "EndTimestamp")}
+        text = json.dumps(shown, default=str)
+        table.add_row(
+            str(e["EventId"]),
+            e["EventType"],
+            e.get("Name") or "",
+            text if len(text) < 90 else text[:87] + "...",
+        )
+    return table
+
+
+def _run_order(lam: Any) -> dict[str, Any]:
+    name = f"order-{int(time.time())}"
+    resp = lam.invoke(
+        FunctionName="order_workflow",
+        InvocationType="Event",
+        DurableExecutionName=name,
+        Payload=json.dumps({"items": ["book", "lamp"], "amount": 99, "cooling_off_seconds": 2}),
+    )
+    arn = resp["ResponseMetadata"]["HTTPHeaders"]["x-amz-durable-execution-arn"]
+    console.print(f"started execution [bold]{name}[/]")
+    answered = False
+    deadline = time.monotonic() + 120
+    with Live(console=console, refresh_per_second=8) as live:
+        while True:
+            events = lam.get_durable_execution_history(DurableExecutionArn=arn, MaxItems=1000)[
+                "Events"
+            ]
+            live.update(_history_table(events, f"{name}: live history"))
+            status = lam.get_durable_execution(DurableExecutionArn=arn)["Status"]
+            if status != "RUNNING":
+                break
+            started = [e for e in events if e["EventType"] == "CallbackStarted"]
+            if started and not answered:
+                callback_id = started[0]["CallbackStartedDetails"]["CallbackId"]
+                lam.send_durable_execution_callback_success(
+                    CallbackId=callback_id, Result=json.dumps({"approved_by": "demo-manager"})
+                )
+                answered = True
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{name} did not finish in time")
+            time.sleep(0.2)
+    return lam.get_durable_execution(DurableExecutionArn=arn)  # type: ignore[no-any-return]
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="treadle-demo-") as tmp:
+        proc, url = _start_server(Path(tmp) / "data")
+        try:
+            console.print(f"[green]Treadle embedded platform at {url}[/]")
+            lam = boto3.client(
+                "lambda",
+                endpoint_url=url,
+                region_name="us-east-1",
+                aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "demo"),
+                aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "demo"),
+                config=Config(read_timeout=300),
+            )
+            for example in sorted(p for p in EXAMPLES.iterdir() if p.is_dir()):
+                fn = lam.create_function(
+                    FunctionName=example.name,
+                    Runtime="python3.11",
+                    Role="arn:aws:iam::123456789012:role/demo",
+                    Handler="handler.handler",
+                    Code={"ZipFile": _zip_dir(example)},
+                    Timeout=30,
+                    DurableConfig={"ExecutionTimeout": 3600, "RetentionPeriodInDays": 1},
+                )
+                console.print(f"deployed [bold]{fn['FunctionName']}[/] ({fn['CodeSha256'][:12]})")
+            greeting = lam.invoke(FunctionName="greeter", Payload=json.dumps("Treadle"))
+            console.print(f"greeter says: {json.loads(greeting['Payload'].read())}")
+            final = _run_order(lam)
+            console.print(f"order workflow: [bold]{final['Status']}[/]")
+            console.print_json(final.get("Result", "null"))
+            return 0 if final["Status"] == "SUCCEEDED" else 1
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
