@@ -28,7 +28,7 @@ from treadle.domain.errors import (
     InvalidToken,
 )
 from treadle.domain.models import CheckpointRequest, DurableConfig, ErrorObject
-from treadle.domain.ports import FunctionVersion, InvocationOutcome
+from treadle.domain.ports import FunctionVersion, InvocationOutcome, Timer, TimerKind
 
 Script = Callable[[dict[str, Any], "Harness"], dict[str, Any]]
 
@@ -366,3 +366,91 @@ def test_stop_fences_running_invocation_and_refuses_twice(h: Harness) -> None:
     assert h.history(ex.arn) == ["ExecutionStarted", "ExecutionStopped"]
     with pytest.raises(Exception, match="already STOPPED"):
         h.engine.stop(ex.arn, None)
+
+
+def test_envelope_pages_and_state_paging(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.engine.config = EngineConfig(envelope_max_operations=2)
+    seen: dict[str, Any] = {}
+
+    def first(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        hh.checkpoint(env, [step(f"s{i}", "SUCCEED", Payload=str(i)) for i in range(5)])
+        return {"Status": "PENDING"}
+
+    def second(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        state = env["InitialExecutionState"]
+        ids = [o["Id"] for o in state["Operations"]]
+        marker = state["NextMarker"]
+        assert len(ids) == 2 and marker
+        while marker:
+            ops, marker = hh.engine.get_state(
+                env["DurableExecutionArn"], env["CheckpointToken"], marker, 2
+            )
+            ids += [o.Id for o in ops]
+        seen["ids"] = ids
+        return {"Status": "SUCCEEDED", "Result": "1"}
+
+    h.runtime.scripts += [first, second]
+    ex, _ = h.engine.start(h.fn, None, None)
+    h.pump()
+    h.engine.fire(Timer(ex.arn, TimerKind.INVOKE, "", h.clock.now_ms()))
+    assert seen["ids"] == [ex.exec_id, "s0", "s1", "s2", "s3", "s4"]
+
+
+def test_client_token_makes_checkpoint_idempotent(h: Harness) -> None:
+    def script(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        req = CheckpointRequest.model_validate(
+            {
+                "CheckpointToken": env["CheckpointToken"],
+                "Updates": [step("s", "START")],
+                "ClientToken": "retry-me",
+            }
+        )
+        first = hh.engine.checkpoint(env["DurableExecutionArn"], req)
+        again = hh.engine.checkpoint(env["DurableExecutionArn"], req)  # a lost response, retried
+        assert again == first
+        return {"Status": "SUCCEEDED", "Result": "1"}
+
+    h.runtime.scripts.append(script)
+    ex, _ = h.engine.start(h.fn, None, None)
+    h.pump()
+    assert h.history(ex.arn).count("StepStarted") == 1
+
+
+def test_execution_timeout_closes_and_fences(h: Harness) -> None:
+    def pending(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        hh.checkpoint(
+            env,
+            [{"Id": "w", "Type": "WAIT", "Action": "START", "WaitOptions": {"WaitSeconds": 7200}}],
+        )
+        return {"Status": "PENDING"}
+
+    h.runtime.scripts.append(pending)
+    ex, _ = h.engine.start(h.fn, None, None)
+    h.pump()
+    h.clock.advance(3600 * 1000)
+    h.pump()
+    final = h.store.get(ex.arn)
+    assert final.status.value == "TIMED_OUT"
+    assert h.history(ex.arn)[-1] == "ExecutionTimedOut"
+    # The wait's timer went with the execution: nothing fires later.
+    h.clock.advance(7200 * 1000)
+    h.pump()
+    assert h.history(ex.arn)[-1] == "ExecutionTimedOut"
+
+
+def test_large_result_checkpointed_on_execution_operation(h: Harness) -> None:
+    def script(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        exec_id = env["InitialExecutionState"]["Operations"][0]["Id"]
+        res = hh.checkpoint(
+            env, [{"Id": exec_id, "Type": "EXECUTION", "Action": "SUCCEED", "Payload": '"big"'}]
+        )
+        assert res.CheckpointToken is None  # the execution is completing: token revoked
+        return {"Status": "SUCCEEDED", "Result": ""}
+
+    h.runtime.scripts.append(script)
+    ex, _ = h.engine.start(h.fn, None, None)
+    h.pump()
+    final = h.store.get(ex.arn)
+    assert final.status.value == "SUCCEEDED" and final.result == '"big"'
+    assert h.history(ex.arn)[-2:] == ["InvocationCompleted", "ExecutionSucceeded"]
