@@ -27,7 +27,7 @@ from treadle.app.completion import CompletionNotifier
 from treadle.app.executions import ExecutionService
 from treadle.app.functions import FunctionService
 from treadle.domain.engine.base import EngineConfig
-from treadle.domain.engine.control import DurableEngine
+from treadle.domain.engine.chained import ChainedEngine
 from treadle.domain.engine.tokens import TokenCodec
 from treadle.domain.ports import Timer
 from treadle.settings import Settings
@@ -68,7 +68,7 @@ class Platform:
         )
         self.notifier = CompletionNotifier()
         self._late = _LateScheduler()
-        self.engine = DurableEngine(
+        self.engine = ChainedEngine(
             store=self.executions_store,
             functions=self.functions_store,
             runtime=self.runtime,

@@ -19,7 +19,7 @@ from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
 from treadle.adapters.sqlite.functions import SqliteFunctionStore
 from treadle.domain.engine.base import EngineConfig
-from treadle.domain.engine.control import DurableEngine
+from treadle.domain.engine.chained import ChainedEngine
 from treadle.domain.engine.tokens import TokenCodec
 from treadle.domain.errors import (
     CallbackTimedOut,
@@ -63,7 +63,7 @@ class Harness:
         self.runtime = ScriptedRuntime()
         self.runtime.harness = self
         self.closed: list[str] = []
-        self.engine = DurableEngine(
+        self.engine = ChainedEngine(
             store=self.store,
             functions=self.functions,
             runtime=self.runtime,
@@ -454,3 +454,75 @@ def test_large_result_checkpointed_on_execution_operation(h: Harness) -> None:
     final = h.store.get(ex.arn)
     assert final.status.value == "SUCCEEDED" and final.result == '"big"'
     assert h.history(ex.arn)[-2:] == ["InvocationCompleted", "ExecutionSucceeded"]
+
+
+def test_chained_invoke_of_a_durable_function(h: Harness) -> None:
+    h.functions.put_latest(h.fn.model_copy(update={"function_name": "child"}), create=True)
+    parent_arn: dict[str, str] = {}
+
+    def parent_first(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        parent_arn["arn"] = env["DurableExecutionArn"]
+        hh.checkpoint(
+            env,
+            [
+                {
+                    "Id": "inv",
+                    "Type": "CHAINED_INVOKE",
+                    "Action": "START",
+                    "Payload": '{"x": 1}',
+                    "ChainedInvokeOptions": {"FunctionName": "child"},
+                }
+            ],
+        )
+        return {"Status": "PENDING"}
+
+    def child(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        ops = env["InitialExecutionState"]["Operations"]
+        assert ops[0]["ExecutionDetails"]["InputPayload"] == '{"x": 1}'
+        return {"Status": "SUCCEEDED", "Result": '"from child"'}
+
+    def parent_second(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        ops = {o["Id"]: o for o in env["InitialExecutionState"]["Operations"]}
+        assert ops["inv"]["Status"] == "SUCCEEDED"
+        assert ops["inv"]["ChainedInvokeDetails"]["Result"] == '"from child"'
+        return {"Status": "SUCCEEDED", "Result": ops["inv"]["ChainedInvokeDetails"]["Result"]}
+
+    h.runtime.scripts += [parent_first, child, parent_second]
+    ex, _ = h.engine.start(h.fn, None, None)
+    h.pump()
+    assert h.store.get(ex.arn).status.value == "SUCCEEDED"
+    events = h.store.events(ex.arn, after_id=0, limit=100)
+    assert [e.EventType for e in events] == [
+        "ExecutionStarted",
+        "ChainedInvokeStarted",
+        "InvocationCompleted",
+        "ChainedInvokeSucceeded",
+        "InvocationCompleted",
+        "ExecutionSucceeded",
+    ]
+    started = events[1].model_extra["ChainedInvokeStartedDetails"]  # type: ignore[index]
+    child_ex = h.store.get(started["DurableExecutionArn"])
+    assert child_ex.status.value == "SUCCEEDED" and child_ex.parent_arn == ex.arn
+    assert started["ExecutedVersion"] == "$LATEST" and started["Input"] == {"Payload": '{"x": 1}'}
+
+
+def test_chained_invoke_of_missing_function_fails_the_operation(h: Harness) -> None:
+    def parent_first(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        res = hh.checkpoint(
+            env,
+            [
+                {
+                    "Id": "inv",
+                    "Type": "CHAINED_INVOKE",
+                    "Action": "START",
+                    "ChainedInvokeOptions": {"FunctionName": "nope"},
+                }
+            ],
+        )
+        assert res.Operations[0].Status.value == "FAILED"
+        return {"Status": "FAILED", "Error": {"ErrorType": "X"}}
+
+    h.runtime.scripts.append(parent_first)
+    ex, _ = h.engine.start(h.fn, None, None)
+    h.pump()
+    assert h.history(ex.arn)[1:3] == ["ChainedInvokeStarted", "ChainedInvokeFailed"]

@@ -24,6 +24,8 @@ class TimerKind(StrEnum):
     CALLBACK_HEARTBEAT = "CALLBACK_HEARTBEAT"
     EXECUTION_TIMEOUT = "EXECUTION_TIMEOUT"
     RETENTION = "RETENTION"
+    CHAINED_START = "CHAINED_START"  # start the target of a chained invoke (outbox)
+    CHILD_DONE = "CHILD_DONE"  # a chained invoke's child execution closed
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,9 @@ class ExecutionStore(Protocol):
         self, arn: str, *, after_change: int, limit: int
     ) -> list[StoredOperation]:
         """Operations in change order with change_seq > after_change."""
+
+    def find_event(self, arn: str, op_id: str, event_type: str) -> Event | None:
+        """The first event of that type about that operation, if any."""
 
     def callback_owner(self, callback_id: str) -> tuple[str, str, int] | None:
         """(execution arn, operation id, heartbeat seconds) of a callback id, if known."""

@@ -45,9 +45,12 @@ CREATE INDEX IF NOT EXISTS operations_by_create ON operations (arn, create_seq);
 CREATE TABLE IF NOT EXISTS events (
     arn TEXT NOT NULL,
     event_id INTEGER NOT NULL,
+    op_id TEXT,
+    event_type TEXT NOT NULL,
     body TEXT NOT NULL,
     PRIMARY KEY (arn, event_id)
 );
+CREATE INDEX IF NOT EXISTS events_by_op ON events (arn, op_id);
 CREATE TABLE IF NOT EXISTS timers (
     arn TEXT NOT NULL,
     kind TEXT NOT NULL,

@@ -88,8 +88,11 @@ class SqliteExecutionStore:
             ],
         )
         conn.executemany(
-            "INSERT INTO events (arn, event_id, body) VALUES (?, ?, ?)",
-            [(arn, e.EventId, e.model_dump_json(exclude_none=True)) for e in commit.events],
+            "INSERT INTO events (arn, event_id, op_id, event_type, body) VALUES (?, ?, ?, ?, ?)",
+            [
+                (arn, e.EventId, e.Id, e.EventType, e.model_dump_json(exclude_none=True))
+                for e in commit.events
+            ],
         )
         if commit.clear_all_timers:
             conn.execute("DELETE FROM timers WHERE arn = ?", (arn,))
@@ -190,6 +193,15 @@ class SqliteExecutionStore:
             StoredOperation(op=Operation.model_validate_json(b), create_seq=c, change_seq=ch)
             for c, ch, b in rows
         ]
+
+    def find_event(self, arn: str, op_id: str, event_type: str) -> Event | None:
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT body FROM events WHERE arn = ? AND op_id = ? AND event_type = ?"
+                " ORDER BY event_id LIMIT 1",
+                (arn, op_id, event_type),
+            ).fetchone()
+        return Event.model_validate_json(row[0]) if row else None
 
     def callback_owner(self, callback_id: str) -> tuple[str, str, int] | None:
         with self._db.read() as conn:

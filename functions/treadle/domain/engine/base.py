@@ -203,6 +203,9 @@ class EngineBase:
         ws.log.add(_CLOSE_EVENTS[status], now, details, op_id=ex.exec_id, name=ex.name)
         retention_ms = ex.retention_days * _DAY_MS
         ws.set_timers.append(Timer(ex.arn, TimerKind.RETENTION, "", now + retention_ms))
+        if ex.parent_arn and ex.parent_op_id:
+            # Outbox to the parent of a chained invoke, in this same transaction.
+            ws.set_timers.append(Timer(ex.parent_arn, TimerKind.CHILD_DONE, ex.parent_op_id, now))
 
     @staticmethod
     def _event_json(events: list[Event]) -> str:

@@ -149,7 +149,7 @@ class WorkingSet:
     set_timers: list[Timer] = field(default_factory=list)
     clear_timers: list[tuple[TimerKind, str]] = field(default_factory=list)
     new_callbacks: list[tuple[str, str, int]] = field(default_factory=list)
-    chained_invokes: list[Operation] = field(default_factory=list)
+    chained_invokes: list[tuple[Operation, OperationUpdate]] = field(default_factory=list)
     clear_all_timers: bool = False
 
     def put(self, op: Operation) -> StoredOperation:
@@ -198,7 +198,7 @@ def apply_update(ws: WorkingSet, u: OperationUpdate, arn: str, new_callback_id: 
         _apply_callback(ws, u, op, arn, new_callback_id)
     elif u.Type is OperationType.CHAINED_INVOKE:
         ws.put(op)
-        ws.chained_invokes.append(op)
+        ws.chained_invokes.append((op, u))
 
 
 def _apply_step(ws: WorkingSet, u: OperationUpdate, op: Operation, arn: str) -> None:

@@ -31,6 +31,7 @@ from treadle.domain.models import (
     OperationAction,
     OperationStatus,
     OperationType,
+    OperationUpdate,
     Wire,
 )
 from treadle.domain.ports import (
@@ -71,6 +72,11 @@ def execution_arn(fn: FunctionVersion, name: str, exec_id: str) -> str:
 
 
 class Engine(EngineBase):
+    def _chained_started(
+        self, ex: Execution, ws: Any, op: Operation, update: OperationUpdate
+    ) -> None:
+        raise NotImplementedError  # provided by ChainedInvokes
+
     # -- start ---------------------------------------------------------------------
 
     def start(
@@ -80,6 +86,7 @@ class Engine(EngineBase):
         input_payload: str | None,
         *,
         parent: tuple[str, str] | None = None,
+        exec_id: str | None = None,
     ) -> tuple[Execution, bool]:
         """Start an execution, idempotently on its name. Returns (execution, created)."""
         digest = input_hash(input_payload)
@@ -87,7 +94,7 @@ class Engine(EngineBase):
             existing = self.store.find_by_name(fn.tenant, fn.function_name, name)
             if existing is not None:
                 return self._same_start(existing, digest), False
-        exec_id = self.ids.execution_id()
+        exec_id = exec_id or self.ids.execution_id()
         name = name or exec_id
         now = self.clock.now_ms()
         cfg = fn.durable_config
@@ -327,8 +334,8 @@ class Engine(EngineBase):
                 else None
             )
             apply_update(ws, update, ex.arn, callback_id)
-        if ws.chained_invokes:
-            raise InvalidParameter("Chained invokes are not supported yet.")
+        for op, update in ws.chained_invokes:
+            self._chained_started(ex, ws, op, update)
         ex.token_seq += 1
         changed = [s for s in ws.ops.values() if s.change_seq > seen]
         changed.sort(key=lambda s: s.change_seq)
