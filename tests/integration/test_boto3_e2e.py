@@ -232,3 +232,39 @@ def test_stop_pause_resume_delete_and_list(lam: Any, wf: str) -> None:
     with pytest.raises(ClientError) as err:
         lam.get_durable_execution(DurableExecutionArn=stopped)
     assert err.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+PINNED = """
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+from aws_durable_execution_sdk_python.config import Duration
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    context.wait(Duration.from_seconds(1))
+    return "CODE"
+"""
+
+
+def test_execution_is_pinned_to_the_code_it_started_on(lam: Any) -> None:
+    from support.server import zip_files
+
+    deploy(lam, "pinned", {"handler.py": PINNED.replace("CODE", "v1")})
+    old = _arn(lam.invoke(FunctionName="pinned", InvocationType="Event", Payload=b"{}"))
+    _wait_for_event(lam, old, "WaitStarted")
+    lam.update_function_code(
+        FunctionName="pinned", ZipFile=zip_files({"handler.py": PINNED.replace("CODE", "v2")})
+    )
+    assert json.loads(_wait_status(lam, old, "SUCCEEDED")["Result"]) == "v1"
+    fresh = lam.invoke(FunctionName="pinned", Payload=b"{}")
+    assert json.loads(fresh["Payload"].read()) == "v2"
+
+
+def _wait_for_event(lam: Any, arn: str, event_type: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        events = lam.get_durable_execution_history(DurableExecutionArn=arn)["Events"]
+        if any(e["EventType"] == event_type for e in events):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {event_type}")

@@ -260,4 +260,7 @@ class Execution(BaseModel):
     closing_status: ExecutionStatus | None = None
     parent_arn: str | None = None
     parent_op_id: str | None = None
+    # The function configuration at start: an execution replays only against the code
+    # it started on, even when it started on the mutable $LATEST.
+    pinned_function: dict[str, Any] | None = None
     version_seq: int = 0  # optimistic concurrency for the store

@@ -120,6 +120,7 @@ class Engine(EngineBase):
             retention_days=retention,
             parent_arn=parent[0] if parent else None,
             parent_op_id=parent[1] if parent else None,
+            pinned_function=fn.model_dump(mode="json"),
             change_seq=1,
         )
         op = Operation(
@@ -195,7 +196,7 @@ class Engine(EngineBase):
             if self._invocation_failed(ex, ws, crash):
                 return self._commit_of(ex, ws), None
         try:
-            fn = self.functions.get(ex.tenant, ex.function_name, ex.version)
+            fn = self._pinned(ex)
         except NotFound:
             gone = ErrorObject(
                 ErrorType="ResourceNotFoundException",
@@ -223,6 +224,13 @@ class Engine(EngineBase):
         }
         begun = _Begun(fn, envelope, ex.generation, ex.request_id)
         return self._commit_of(ex, ws), begun
+
+    def _pinned(self, ex: Execution) -> FunctionVersion:
+        # The function must still exist; its code is the one the execution started on.
+        current = self.functions.get(ex.tenant, ex.function_name, ex.version)
+        if ex.pinned_function is None:
+            return current
+        return FunctionVersion.model_validate(ex.pinned_function)
 
     def _page(
         self, stored: list[StoredOperation], after_seq: int, max_items: int | None = None
