@@ -7,7 +7,9 @@ invocations that died with a previous process) and shut-down.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 from pathlib import Path
 
 from treadle.adapters.local.basics import RandomIds, SystemClock
@@ -35,6 +37,17 @@ from treadle.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def _lock_data_dir(data: Path) -> int:
+    """One platform per data directory: the stores cache what they wrote."""
+    fd = os.open(data / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SystemExit(f"{data} is in use by another treadle process") from None
+    return fd
+
+
 class _LateScheduler:
     """Engine and scheduler need each other; this breaks the cycle at construction."""
 
@@ -51,6 +64,7 @@ class Platform:
         self.settings = settings
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_data_dir(data)
         self.db = Database(data / "treadle.db")
         self.clock = SystemClock()
         self.ids = RandomIds()
@@ -143,6 +157,7 @@ class Platform:
         self.scheduler.stop()
         self.sandbox.close()
         self.db.close()
+        os.close(self._lock_fd)
 
     @property
     def data_dir(self) -> Path:

@@ -1,4 +1,4 @@
-"""Local sandbox: tenant handlers in separate, warm, forked processes."""
+"""Local sandbox: tenant handlers in separate, warm processes forked from a zygote."""
 
 from treadle.adapters.sandbox.sandbox import InvocationOutcome, LocalSandbox, SandboxFunction
 

@@ -1,50 +1,52 @@
-"""Parent side of the local sandbox: warm worker processes per function version.
+"""Local sandbox: tenant handlers in separate processes that honour the Lambda contract.
 
-Workers are forked by multiprocessing's fork server, which is started once with a
-scrubbed environment and pre-imports the durable SDK and boto3: a new function version
-costs a fork, not an interpreter start. The server process itself (threads, sockets,
-secrets) is never forked.
+Processes: the (multi-threaded) server never forks. `start()` launches one zygote
+(`zygote.py`) with a scrubbed environment; it pre-imports boto3 and the durable SDK and
+forks a worker per function version on demand, so a cold start costs a fork and the
+handler's own imports. Workers of one `key` stay warm and serve one invocation at a
+time; idle ones are evicted least recently used first.
+
+Memory: the server samples each busy worker's peak RSS (VmHWM) and kills it past the
+function's memory size, which is what Lambda's cgroup does; RLIMIT_DATA in the worker
+stops allocations too fast for the sampling (see `runtime.DATA_SLACK_MB`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import multiprocessing
 import os
 import shutil
+import socket
+import sys
+import tempfile
 import threading
 import time
+import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from multiprocessing.context import ForkServerContext
-from multiprocessing.process import BaseProcess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from treadle.adapters.sandbox import worker
+from treadle.adapters.sandbox.handle import Failure, WorkerHandle, exit_reason
+from treadle.adapters.sandbox.spawner import Zygote, ZygoteGone
 
 log = logging.getLogger(__name__)
 
-PRELOAD = [
-    "json",
-    "logging",
-    "boto3",
-    "botocore.session",
-    "aws_durable_execution_sdk_python",
-    "aws_durable_execution_sdk_python.execution",
-    "aws_durable_execution_sdk_python.context",
-    "treadle.adapters.sandbox.worker",
-]
-_SAFE_ENV = ("PATH", "LANG", "LC_ALL", "PYTHONHASHSEED")
+# Lambda's Init phase has its own 10 s; beyond that, init eats into the timeout.
+INIT_TIMEOUT_S = 10.0
+EXIT_WAIT_S = 5.0
+WATCHDOG_INTERVAL_S = 0.05
+# What Lambda reports when its cgroup's OOM killer ends the runtime.
+_KILLED = "Runtime exited with error: signal: killed"
+_RUNTIME_DIR = str(Path(__file__).resolve().parent)
 
 
 @dataclass(frozen=True)
 class SandboxFunction:
-    key: str
+    key: str  # unique per function version + code
     code_dir: Path
-    handler: str
+    handler: str  # "module.func", "dir/module.func" or "pkg.module.func"
     function_name: str
     function_version: str
     invoked_function_arn: str
@@ -57,190 +59,343 @@ class SandboxFunction:
 @dataclass(frozen=True)
 class InvocationOutcome:
     request_id: str
-    payload: bytes | None
-    error: dict[str, Any] | None
+    payload: bytes | None  # the handler's JSON result, when it returned
+    error: dict[str, Any] | None  # Lambda's error payload, when it did not
     logs: list[str]
     started_at: float
     ended_at: float
 
 
-@dataclass
-class _Worker:
-    process: BaseProcess
-    conn: Connection
-    tmp: Path
-    used: float = field(default_factory=time.monotonic)
+def lambda_environment(fn: SandboxFunction, tmp_dir: Path, log_stream: str) -> dict[str, str]:
+    """What a Lambda execution environment sees, and nothing of the server's."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    defaults = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+        "LANG": "en_US.UTF-8",
+        "TZ": ":UTC",
+        "TMPDIR": str(tmp_dir),
+        "HOME": str(tmp_dir),
+    }
+    reserved = {
+        "LAMBDA_TASK_ROOT": os.path.abspath(fn.code_dir),
+        "LAMBDA_RUNTIME_DIR": _RUNTIME_DIR,
+        "AWS_LAMBDA_FUNCTION_NAME": fn.function_name,
+        "AWS_LAMBDA_FUNCTION_VERSION": fn.function_version,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb),
+        "AWS_LAMBDA_LOG_GROUP_NAME": fn.log_group,
+        "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
+        "AWS_LAMBDA_LOG_FORMAT": "JSON",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{version}",
+        "_HANDLER": fn.handler,
+    }
+    # Lambda refuses reserved names in a function's configuration; here they just lose.
+    return {**defaults, **fn.environment, **reserved}
 
-    def kill(self) -> None:
-        with contextlib.suppress(OSError):
-            self.conn.close()
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(timeout=5)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+
+def _error(error_type: str, request_id: str, detail: str) -> dict[str, Any]:
+    return {"errorType": error_type, "errorMessage": f"RequestId: {request_id} Error: {detail}"}
 
 
 class LocalSandbox:
     def __init__(
         self, *, work_dir: Path, max_warm_per_function: int = 4, max_workers: int = 256
     ) -> None:
-        self._work_dir = work_dir
-        self._max_warm = max_warm_per_function
-        self._max_workers = max_workers
-        self._idle: dict[str, list[_Worker]] = {}
-        self._busy = 0
+        self._work_dir = Path(work_dir)
+        self._tmp_root = self._work_dir / "tmp"
+        self._max_warm = max(1, max_warm_per_function)
+        self._max_workers = max(1, max_workers)
         self._lock = threading.Lock()
-        self._ctx: ForkServerContext | None = None
+        self._capacity = threading.Condition(self._lock)
+        self._idle: dict[str, list[WorkerHandle]] = {}
+        self._lru: OrderedDict[WorkerHandle, None] = OrderedDict()  # idle, oldest first
+        self._busy: set[WorkerHandle] = set()
+        self._spawning = 0
+        self._generations: dict[str, int] = {}
+        self._closed = False
+        self._zygote_lock = threading.Lock()
+        self._zygote: Zygote | None = None
+        self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._ctx is not None:
-            return
-        self._work_dir.mkdir(parents=True, exist_ok=True)
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(PRELOAD)
-        # The fork server inherits the environment it is started with: start it with
-        # a scrubbed one so no platform secret ever reaches a worker's process image.
-        saved = dict(os.environ)
-        try:
-            os.environ.clear()
-            os.environ.update({k: saved[k] for k in _SAFE_ENV if k in saved})
-            from multiprocessing import forkserver
+        with self._zygote_lock:
+            with self._lock:
+                self._closed = False
+            self._running_zygote_locked(stale=None)
 
-            forkserver.ensure_running()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-        self._ctx = ctx
+    def _live_zygote(self, stale: Zygote | None) -> Zygote:
+        with self._zygote_lock:
+            if self._closed:
+                raise RuntimeError("sandbox is closed")
+            return self._running_zygote_locked(stale)
 
-    def _spawn(self, fn: SandboxFunction) -> _Worker:
-        assert self._ctx is not None, "sandbox not started"
-        tmp = Path(os.path.realpath(self._work_dir)) / f"w-{os.urandom(6).hex()}"
-        tmp.mkdir(mode=0o700)
-        env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "LANG": "en_US.UTF-8",
-            "TZ": ":UTC",
-            "LAMBDA_TASK_ROOT": str(fn.code_dir),
-            "LAMBDA_RUNTIME_DIR": str(Path(worker.__file__).parent),
-            "AWS_LAMBDA_FUNCTION_NAME": fn.function_name,
-            "AWS_LAMBDA_FUNCTION_VERSION": fn.function_version,
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb),
-            "AWS_LAMBDA_LOG_GROUP_NAME": fn.log_group,
-            "AWS_LAMBDA_LOG_FORMAT": "JSON",
-            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
-            "_HANDLER": fn.handler,
-            "TMPDIR": str(tmp),
-            "HOME": str(tmp),
-            **fn.environment,
-        }
-        spec = {
-            "code_dir": str(fn.code_dir),
-            "handler": fn.handler,
-            "function_name": fn.function_name,
-            "function_version": fn.function_version,
-            "invoked_function_arn": fn.invoked_function_arn,
-            "memory_mb": fn.memory_mb,
-            "log_group": fn.log_group,
-            "env": env,
-        }
-        parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=worker.main, args=(child, spec), daemon=True)
-        process.start()
-        child.close()
-        return _Worker(process=process, conn=parent, tmp=tmp)
-
-    def _acquire(self, fn: SandboxFunction) -> _Worker:
-        with self._lock:
-            idle = self._idle.get(fn.key)
-            while idle:
-                w = idle.pop()
-                if w.process.is_alive():
-                    self._busy += 1
-                    return w
-                w.kill()
-            self._evict_lru_locked()
-            self._busy += 1
-        return self._spawn(fn)
-
-    def _evict_lru_locked(self) -> None:
-        total = self._busy + sum(len(v) for v in self._idle.values())
-        while total >= self._max_workers:
-            candidates = [(w.used, k, w) for k, ws in self._idle.items() for w in ws]
-            if not candidates:
-                return
-            _, key, oldest = min(candidates, key=lambda c: c[0])
-            self._idle[key].remove(oldest)
-            oldest.kill()
-            total -= 1
-
-    def _release(self, fn: SandboxFunction, w: _Worker, healthy: bool) -> None:
-        with self._lock:
-            self._busy -= 1
-            idle = self._idle.setdefault(fn.key, [])
-            if healthy and len(idle) < self._max_warm:
-                w.used = time.monotonic()
-                idle.append(w)
-                return
-        w.kill()
-
-    def invoke(self, fn: SandboxFunction, payload: bytes, request_id: str) -> InvocationOutcome:
-        started = time.time()
-        w = self._acquire(fn)
-        healthy = False
-        try:
-            try:
-                w.conn.send((request_id, payload, fn.timeout_s))
-                ready = w.conn.poll(fn.timeout_s)
-                reply = w.conn.recv() if ready else None
-            except (EOFError, OSError, BrokenPipeError):
-                ready, reply = True, None
-            if not ready:
-                w.kill()
-                error = {
-                    "errorType": "Sandbox.Timedout",
-                    "errorMessage": f"RequestId: {request_id} Error: Task timed out after "
-                    f"{fn.timeout_s:.2f} seconds",
-                }
-                return InvocationOutcome(request_id, None, error, [], started, time.time())
-            if reply is None:
-                w.process.join(timeout=5)
-                code = w.process.exitcode
-                reason = (
-                    f"signal: {-code}" if code is not None and code < 0 else f"exit status {code}"
-                )
-                if code == 137 or code == -9:
-                    reason = "signal: killed"
-                error = {
-                    "errorType": "Runtime.ExitError",
-                    "errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: "
-                    f"{reason}",
-                }
-                return InvocationOutcome(request_id, None, error, [], started, time.time())
-            healthy = "error" not in reply or reply["error"].get("errorType") not in (
-                "Runtime.OutOfMemory",
-                "Runtime.ImportModuleError",
-                "Runtime.HandlerNotFound",
+    def _running_zygote_locked(self, stale: Zygote | None) -> Zygote:
+        zygote = self._zygote
+        if zygote is not None and zygote.alive and zygote is not stale:
+            return zygote
+        if zygote is None:
+            # Leftovers of a server that died without close().
+            shutil.rmtree(self._tmp_root, ignore_errors=True)
+        else:
+            log.warning("sandbox zygote %d is gone; starting a new one", zygote.pid)
+            zygote.stop()
+        self._tmp_root.mkdir(parents=True, exist_ok=True)
+        zygote = Zygote(home=self._work_dir / "zygote-home")
+        zygote.start()
+        self._zygote = zygote
+        if self._watchdog is None or not self._watchdog.is_alive():
+            self._stop.clear()
+            self._watchdog = threading.Thread(
+                target=self._watch, name="sandbox-watchdog", daemon=True
             )
-            return InvocationOutcome(
-                request_id,
-                reply.get("payload"),
-                reply.get("error"),
-                reply.get("logs", []),
-                started,
-                time.time(),
-            )
-        finally:
-            self._release(fn, w, healthy)
+            self._watchdog.start()
+        return zygote
+
+    def close(self) -> None:
+        with self._zygote_lock:
+            with self._lock:
+                self._closed = True
+                idle = list(self._lru)
+                busy = list(self._busy)
+                self._idle.clear()
+                self._lru.clear()
+                self._capacity.notify_all()
+            for handle in idle:
+                handle.discard()
+            for handle in busy:
+                handle.kill()  # its invocation reports the exit and discards it
+            self._stop.set()
+            if self._watchdog is not None:
+                self._watchdog.join(timeout=5)
+                self._watchdog = None
+            if self._zygote is not None:
+                self._zygote.stop()
+                self._zygote = None
+            shutil.rmtree(self._tmp_root, ignore_errors=True)
+            shutil.rmtree(self._work_dir / "zygote-home", ignore_errors=True)
 
     def evict(self, key: str) -> None:
         with self._lock:
-            workers = self._idle.pop(key, [])
-        for w in workers:
-            w.kill()
+            self._generations[key] = self._generations.get(key, 0) + 1
+            handles = self._idle.pop(key, [])
+            for handle in handles:
+                self._lru.pop(handle, None)
+            self._capacity.notify_all()
+        for handle in handles:
+            handle.discard()
 
-    def close(self) -> None:
+    # -- the pool -------------------------------------------------------------------
+
+    def _acquire(self, fn: SandboxFunction) -> WorkerHandle:
         with self._lock:
-            workers = [w for ws in self._idle.values() for w in ws]
-            self._idle.clear()
-        for w in workers:
-            w.kill()
+            while True:
+                if self._closed:
+                    raise RuntimeError("sandbox is closed")
+                handle = self._pop_idle_locked(fn.key)
+                if handle is not None:
+                    self._busy.add(handle)
+                    return handle
+                if len(self._lru) + len(self._busy) + self._spawning < self._max_workers:
+                    break
+                if not self._evict_lru_locked():
+                    self._capacity.wait()
+            self._spawning += 1
+            generation = self._generations.get(fn.key, 0)
+        handle = None
+        try:
+            handle = self._spawn(fn, generation)
+        finally:
+            with self._lock:
+                self._spawning -= 1
+                if handle is not None:
+                    self._busy.add(handle)
+                self._capacity.notify()
+        return handle
+
+    def _pop_idle_locked(self, key: str) -> WorkerHandle | None:
+        while idle := self._idle.get(key):
+            handle = idle[-1]  # most recently used: the others may age out
+            self._forget_idle_locked(handle)
+            if handle.proc.running():
+                return handle
+            handle.discard()
+        return None
+
+    def _forget_idle_locked(self, handle: WorkerHandle) -> None:
+        self._lru.pop(handle, None)
+        idle = self._idle.get(handle.key, [])
+        if handle in idle:
+            idle.remove(handle)
+        if not idle:
+            self._idle.pop(handle.key, None)
+
+    def _evict_lru_locked(self) -> bool:
+        if not self._lru:
+            return False
+        handle = next(iter(self._lru))
+        self._forget_idle_locked(handle)
+        handle.discard()
+        return True
+
+    def _release(self, handle: WorkerHandle, healthy: bool) -> None:
+        with self._lock:
+            self._busy.discard(handle)
+            keep = (
+                healthy
+                and not self._closed
+                and handle.generation == self._generations.get(handle.key, 0)
+                and len(self._idle.get(handle.key, ())) < self._max_warm
+                and not handle.proc.exited.is_set()
+            )
+            if keep:
+                self._idle.setdefault(handle.key, []).append(handle)
+                self._lru[handle] = None
+            self._capacity.notify()
+        if not keep:
+            handle.discard()
+
+    def _spawn(self, fn: SandboxFunction, generation: int) -> WorkerHandle:
+        stale: Zygote | None = None
+        for attempt in range(2):
+            zygote = self._live_zygote(stale)
+            try:
+                return self._spawn_from(zygote, fn, generation)
+            except ZygoteGone:
+                if attempt:
+                    raise
+                stale = zygote
+        raise AssertionError("unreachable")
+
+    def _spawn_from(self, zygote: Zygote, fn: SandboxFunction, generation: int) -> WorkerHandle:
+        tmp_dir = Path(tempfile.mkdtemp(prefix="w-", dir=self._tmp_root))
+        stream = f"{time.strftime('%Y/%m/%d', time.gmtime())}/[{fn.function_version}]"
+        spec = {
+            "code_dir": os.path.abspath(fn.code_dir),
+            "handler": fn.handler,
+            "memory_mb": fn.memory_mb,
+            "env": lambda_environment(fn, tmp_dir, stream + uuid.uuid4().hex),
+        }
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        log_r, log_w = os.pipe()
+        try:
+            proc = zygote.spawn(spec, theirs.fileno(), log_w, tmp_dir)
+        except BaseException:
+            ours.close()
+            os.close(log_r)
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
+        finally:
+            theirs.close()
+            os.close(log_w)
+        os.set_blocking(log_r, False)
+        return WorkerHandle(
+            key=fn.key,
+            generation=generation,
+            proc=proc,
+            chan=ours,
+            log_fd=log_r,
+            memory_mb=fn.memory_mb,
+        )
+
+    def _watch(self) -> None:
+        while not self._stop.wait(WATCHDOG_INTERVAL_S):
+            with self._lock:
+                busy = list(self._busy)
+                dead = [h for h in self._lru if h.proc.exited.is_set()]
+                for handle in dead:
+                    self._forget_idle_locked(handle)
+            for handle in dead:
+                handle.discard()
+            for handle in busy:
+                if not handle.oom and handle.over_memory():
+                    handle.oom = True
+                    handle.kill()
+
+    # -- invocations ----------------------------------------------------------------
+
+    def invoke(self, fn: SandboxFunction, payload: bytes, request_id: str) -> InvocationOutcome:
+        started = time.time()
+        handle = self._acquire(fn)
+        healthy = False
+        try:
+            error, body, healthy = self._run(handle, fn, payload, request_id)
+            logs = handle.end_logs()
+        finally:
+            self._release(handle, healthy)
+        return InvocationOutcome(
+            request_id=request_id,
+            payload=None if error is not None else body,
+            error=error,
+            logs=logs,
+            started_at=started,
+            ended_at=time.time(),
+        )
+
+    def _run(
+        self, handle: WorkerHandle, fn: SandboxFunction, payload: bytes, request_id: str
+    ) -> tuple[dict[str, Any] | None, bytes, bool]:
+        """(error, result body, whether the worker may serve again)."""
+        handle.begin()
+        budget = fn.timeout_s
+        if not handle.ready:
+            got = handle.wait_frame("ready", handle.spawned_at + INIT_TIMEOUT_S + fn.timeout_s)
+            if isinstance(got, str):
+                return self._failed(handle, fn, request_id, got), b"", False
+            header, _ = got
+            if header.get("oom"):
+                return self._out_of_memory(handle, request_id), b"", False
+            if header.get("error") is not None:
+                handle.wait_exit(EXIT_WAIT_S)  # it exits after an init error, like Lambda's
+                return _as_error(header["error"]), b"", False
+            handle.ready = True
+            init_s = time.monotonic() - handle.spawned_at
+            budget -= max(0.0, init_s - INIT_TIMEOUT_S)
+        deadline = time.monotonic() + budget
+        request = {
+            "t": "invoke",
+            "id": request_id,
+            "deadline_ms": int((time.time() + budget) * 1000),
+            "arn": fn.invoked_function_arn,
+        }
+        failure = handle.send(request, payload, deadline)
+        got = failure or handle.wait_frame("result", deadline)
+        if isinstance(got, str):
+            return self._failed(handle, fn, request_id, got), b"", False
+        header, body = got
+        if header.get("oom") or handle.oom or handle.over_memory():
+            return self._out_of_memory(handle, request_id), b"", False
+        error = header.get("error")
+        return (None if error is None else _as_error(error)), body, True
+
+    def _out_of_memory(self, handle: WorkerHandle, request_id: str) -> dict[str, Any]:
+        handle.kill()
+        handle.wait_exit(EXIT_WAIT_S)
+        return _error("Runtime.OutOfMemory", request_id, _KILLED)
+
+    def _failed(
+        self, handle: WorkerHandle, fn: SandboxFunction, request_id: str, failure: Failure
+    ) -> dict[str, Any]:
+        if failure != "exit":
+            handle.kill()
+        status = handle.wait_exit(EXIT_WAIT_S)
+        if handle.oom:
+            return _error("Runtime.OutOfMemory", request_id, _KILLED)
+        if failure == "timeout":
+            detail = f"Task timed out after {fn.timeout_s:.2f} seconds"
+            return _error("Sandbox.Timedout", request_id, detail)
+        if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            return _error(
+                "Runtime.ExitError", request_id, "Runtime exited without providing a reason"
+            )
+        reason = exit_reason(status)
+        return _error("Runtime.ExitError", request_id, f"Runtime exited with error: {reason}")
+
+
+def _as_error(value: object) -> dict[str, Any]:
+    # The worker runs tenant code: what it sends is data, shaped here or replaced.
+    if isinstance(value, dict) and isinstance(value.get("errorType"), str):
+        return value
+    return {"errorType": "Runtime.InvalidError", "errorMessage": "malformed error payload"}

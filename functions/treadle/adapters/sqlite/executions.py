@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import threading
+from collections import OrderedDict
 
 from treadle.adapters.sqlite.db import Database
 from treadle.domain.errors import AlreadyExists, ConcurrentModification, InvalidParameter, NotFound
@@ -24,8 +26,44 @@ def _row_execution(record: str) -> Execution:
 
 
 class SqliteExecutionStore:
-    def __init__(self, db: Database) -> None:
+    """Executions in SQLite, with a write-through cache of recent snapshots.
+
+    The embedded platform is the only writer of its data directory (the server holds a
+    lock on it), so a snapshot cached after a successful commit is exactly what the
+    database holds; the cache spares re-reading and re-parsing every operation of an
+    execution on each checkpoint.
+    """
+
+    def __init__(self, db: Database, cache_size: int = 4096) -> None:
         self._db = db
+        self._cache: OrderedDict[str, Snapshot] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
+
+    def _cache_put(self, snap: Snapshot) -> None:
+        with self._cache_lock:
+            self._cache[snap.execution.arn] = snap
+            self._cache.move_to_end(snap.execution.arn)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def _cache_get(self, arn: str) -> Snapshot | None:
+        with self._cache_lock:
+            snap = self._cache.get(arn)
+            if snap is not None:
+                self._cache.move_to_end(arn)
+            return snap
+
+    def _cache_apply(self, commit: Commit) -> None:
+        arn = commit.execution.arn
+        with self._cache_lock:
+            old = self._cache.get(arn)
+        if old is None:
+            return
+        ops = dict(old.operations)
+        for stored in commit.operations:
+            ops[stored.op.Id] = stored
+        self._cache_put(Snapshot(execution=commit.execution.model_copy(), operations=ops))
 
     # -- writes ----------------------------------------------------------------
 
@@ -53,6 +91,8 @@ class SqliteExecutionStore:
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"Execution {ex.name} already exists.") from None
         ex.version_seq = 1
+        ops = {s.op.Id: s for s in commit.operations}
+        self._cache_put(Snapshot(execution=ex.model_copy(), operations=ops))
 
     def commit(self, commit: Commit) -> None:
         ex = commit.execution
@@ -75,6 +115,7 @@ class SqliteExecutionStore:
                 raise ConcurrentModification(f"Execution {ex.arn} changed concurrently.")
             self._write_children(conn, commit)
         ex.version_seq = new_version
+        self._cache_apply(commit)
 
     @staticmethod
     def _write_children(conn: sqlite3.Connection, commit: Commit) -> None:
@@ -115,6 +156,8 @@ class SqliteExecutionStore:
             )
 
     def delete(self, arn: str) -> None:
+        with self._cache_lock:
+            self._cache.pop(arn, None)
         with self._db.write() as conn:
             for table in ("operations", "events", "timers", "callbacks", "client_tokens"):
                 conn.execute(f"DELETE FROM {table} WHERE arn = ?", (arn,))
@@ -138,6 +181,11 @@ class SqliteExecutionStore:
         return _row_execution(row[0])
 
     def load(self, arn: str) -> Snapshot:
+        cached = self._cache_get(arn)
+        if cached is not None:
+            return Snapshot(
+                execution=cached.execution.model_copy(), operations=dict(cached.operations)
+            )
         with self._db.read() as conn:
             row = conn.execute("SELECT record FROM executions WHERE arn = ?", (arn,)).fetchone()
             if row is None:
@@ -149,7 +197,9 @@ class SqliteExecutionStore:
         for create_seq, change_seq, body in rows:
             op = Operation.model_validate_json(body)
             ops[op.Id] = StoredOperation(op=op, create_seq=create_seq, change_seq=change_seq)
-        return Snapshot(execution=_row_execution(row[0]), operations=ops)
+        snap = Snapshot(execution=_row_execution(row[0]), operations=ops)
+        self._cache_put(Snapshot(execution=snap.execution.model_copy(), operations=dict(ops)))
+        return snap
 
     def events(self, arn: str, *, after_id: int, limit: int, reverse: bool = False) -> list[Event]:
         with self._db.read() as conn:

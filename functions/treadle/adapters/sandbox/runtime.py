@@ -1,0 +1,224 @@
+"""A worker process, forked by the zygote: isolate it, import the handler, serve.
+
+After the fork the worker becomes what a Lambda execution environment looks like from
+inside: its own session and process group, only the function's environment, cwd and
+sys.path[0] at the code, Lambda's file descriptor limit, a memory backstop. It then
+speaks the frame protocol with the server: one `ready` after init, one `result` per
+`invoke`. The contract itself (context, errors, logs) is in `contract` and
+`lambda_logging`; like them, this module imports only the stdlib.
+
+Logs go to file descriptors 1 and 2, which are one pipe read by the server: print(),
+logging, C extensions and subprocesses all land there in the order they were written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import importlib.machinery
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from treadle.adapters.sandbox import contract, lambda_logging, protocol
+
+# Thread stacks (8 MB each) count in RLIMIT_DATA without being resident; the RSS
+# watchdog in the server enforces the real limit, RLIMIT_DATA only stops a runaway
+# allocation faster than the watchdog samples.
+DATA_SLACK_MB = 256
+LAMBDA_NOFILE = 1024
+_PR_SET_PDEATHSIG = 1
+
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once in the zygote, not per fork
+
+
+def _set_pdeathsig() -> None:
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _close_other_fds(keep: set[int]) -> None:
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _vm_data_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmData:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _shadowed(code_dir: Path, names: set[str]) -> set[str]:
+    try:
+        entries = set(os.listdir(code_dir))
+    except OSError:
+        return set()
+    suffixes = importlib.machinery.all_suffixes()
+
+    def shadows(name: str) -> bool:
+        if any(f"{name}{suffix}" in entries for suffix in suffixes):
+            return True
+        # A directory without __init__ is a namespace portion: an installed package wins.
+        return name in entries and any(
+            (code_dir / name / f"__init__{suffix}").exists() for suffix in suffixes
+        )
+
+    return {name for name in names if shadows(name)}
+
+
+def drop_shadowed(code_dir: Path, preloaded: Iterable[str]) -> list[str]:
+    """Forget the zygote's imports if the function bundles any of those packages.
+
+    On Lambda nothing but the runtime is imported before the handler, so a bundled
+    package wins, and so do the runtime packages that depend on it. When one
+    pre-imported package is shadowed, all of them are dropped: a bundled botocore must
+    not meet the zygote's boto3.
+    """
+    preloaded = set(preloaded)
+    shadowed = sorted(_shadowed(code_dir, preloaded))
+    if shadowed:
+        for module in list(sys.modules):
+            if module.partition(".")[0] in preloaded:
+                del sys.modules[module]
+    return shadowed
+
+
+class _Runtime:
+    def __init__(
+        self, chan: socket.socket, sink: lambda_logging.LogSink, spec: dict[str, Any]
+    ) -> None:
+        self.chan = chan
+        self.sink = sink
+        self.spec = spec
+
+    def init(self) -> Callable[..., Any] | None:
+        error: dict[str, Any] | None = None
+        handler = None
+        oom = False
+        try:
+            handler = contract.load_handler(self.spec["handler"])
+        except MemoryError:
+            oom = True
+        except Exception as exc:
+            error = contract.fault_result(exc)
+            lambda_logging.log_error(self.sink, error)
+        _flush_std()
+        protocol.send_frame(self.chan, {"t": "ready", "error": error, "oom": oom})
+        return handler
+
+    def serve(self, handler: Callable[..., Any]) -> int:
+        while True:
+            frame = protocol.recv_frame(self.chan)
+            if frame is None:
+                return 0
+            header, body = frame
+            lambda_logging.request_id = request_id = str(header["id"])
+            error: dict[str, Any] | None = None
+            payload = b""
+            oom = False
+            try:
+                event = contract.unmarshal(body)
+                context = contract.LambdaContext(
+                    request_id, int(header["deadline_ms"]), str(header["arn"]), self.sink
+                )
+                payload = contract.marshal(handler(event, context))
+            except MemoryError:
+                oom = True
+            except Exception as exc:
+                error = contract.fault_result(exc, request_id)
+                lambda_logging.log_error(self.sink, error)
+            _flush_std()
+            protocol.send_frame(self.chan, {"t": "result", "error": error, "oom": oom}, payload)
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+
+
+def _isolate(chan_fd: int, log_fd: int, spec: dict[str, Any]) -> None:
+    os.setsid()  # its own process group: a timeout kills the tenant's subprocesses too
+    _set_pdeathsig()
+    if os.getppid() != spec["zygote_pid"]:
+        os._exit(1)  # the zygote died between fork and prctl
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    _close_other_fds({0, 1, 2, chan_fd})
+    for name in ("stdout", "stderr"):
+        stream = lambda_logging.text_stream(1 if name == "stdout" else 2)
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+    sys.argv = [os.path.abspath(__file__)]  # not the zygote's bootstrap arguments
+    os.environ.clear()
+    os.environ.update(spec["env"])
+    time.tzset()
+    tempfile: Any = sys.modules.get("tempfile")
+    if tempfile is not None:
+        tempfile.tempdir = None  # re-read TMPDIR, which the zygote had cached
+    code_dir = spec["code_dir"]
+    os.chdir(code_dir)
+    sys.path.insert(0, code_dir)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    nofile = LAMBDA_NOFILE if hard == resource.RLIM_INFINITY else min(LAMBDA_NOFILE, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+
+def _limit_memory(memory_mb: int) -> None:
+    limit = _vm_data_bytes() + ((memory_mb + DATA_SLACK_MB) << 20)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def main(
+    chan_fd: int,
+    log_fd: int,
+    spec: dict[str, Any],
+    preloaded: Iterable[str],
+    on_environment: Callable[[], None],
+) -> NoReturn:
+    """Run as a worker until the server hangs up; never returns (the image is a fork)."""
+    code = 70
+    try:
+        _isolate(chan_fd, log_fd, spec)
+        drop_shadowed(Path(spec["code_dir"]), preloaded)
+        on_environment()
+        importlib.invalidate_caches()
+        sink = lambda_logging.LogSink(1)
+        lambda_logging.setup_logging(sink)
+        _limit_memory(int(spec["memory_mb"]))
+        runtime = _Runtime(socket.socket(fileno=chan_fd), sink, spec)
+        handler = runtime.init()
+        # After an init failure awslambdaric exits; the next invocation starts afresh.
+        code = 1 if handler is None else runtime.serve(handler)
+    except SystemExit as exc:
+        code = _exit_code(exc)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        _flush_std()
+        os._exit(code)
