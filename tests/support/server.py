@@ -75,7 +75,12 @@ def client(url: str, service: str = "lambda", **config: Any) -> Any:
         region_name=REGION,
         aws_access_key_id="AKIDTREADLETEST",
         aws_secret_access_key="treadle-test-secret",
-        config=Config(retries={"max_attempts": 2, "mode": "standard"}, read_timeout=900, **config),
+        config=Config(
+            retries={"max_attempts": 2, "mode": "standard"},
+            read_timeout=900,
+            max_pool_connections=64,
+            **config,
+        ),
     )
 
 

@@ -45,11 +45,12 @@ class EventLog:
 
 
 def payload(value: str | None) -> dict[str, Any]:
-    return {"Payload": value} if value is not None else {}
+    # Payloads are stored whole (size limits are enforced at the door), so never truncated.
+    return {"Payload": value, "Truncated": False} if value is not None else {}
 
 
 def error_payload(error: ErrorObject | None) -> dict[str, Any]:
-    return {"Payload": error.wire()} if error is not None else {}
+    return {"Payload": error.wire(), "Truncated": False} if error is not None else {}
 
 
 def retry_details(attempt: int, delay_s: int | None = None) -> dict[str, Any]:
