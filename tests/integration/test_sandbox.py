@@ -494,7 +494,7 @@ def test_scrubbed_environment(tmp_path: Path, code: Path, monkeypatch: pytest.Mo
     tmp = Path(env["TMPDIR"])
     assert env["HOME"] == str(tmp) and got["tmp_exists"]
     assert tmp.is_relative_to(work_dir)
-    assert not tmp.exists()  # removed with its worker
+    assert not tmp.exists()  # removed with the sandbox
     assert got["platform_modules"] == []  # the zygote imports none of the server's code
 
 

@@ -13,12 +13,12 @@ stops allocations too fast for the sampling (see `runtime.DATA_SLACK_MB`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
 import socket
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -186,6 +186,23 @@ class LocalSandbox:
             self._capacity.notify_all()
         for handle in handles:
             handle.discard()
+        shutil.rmtree(self._env_tmp_path(key), ignore_errors=True)
+
+    def _env_tmp_path(self, key: str) -> Path:
+        return self._tmp_root / hashlib.sha256(key.encode()).hexdigest()[:24]
+
+    def _env_tmp(self, key: str) -> Path:
+        """/tmp of a function version's execution environment.
+
+        As on Lambda, it outlives a runtime crash (the runtime is re-initialised in
+        the same environment), so a worker that replaces a crashed one sees what its
+        predecessor wrote. It is removed when the version is evicted or the sandbox
+        closes. Workers of one version belong to one tenant's function, so sharing it
+        between that version's warm workers crosses no isolation boundary.
+        """
+        path = self._env_tmp_path(key)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return path
 
     # -- the pool -------------------------------------------------------------------
 
@@ -270,7 +287,7 @@ class LocalSandbox:
         raise AssertionError("unreachable")
 
     def _spawn_from(self, zygote: Zygote, fn: SandboxFunction, generation: int) -> WorkerHandle:
-        tmp_dir = Path(tempfile.mkdtemp(prefix="w-", dir=self._tmp_root))
+        tmp_dir = self._env_tmp(fn.key)
         stream = f"{time.strftime('%Y/%m/%d', time.gmtime())}/[{fn.function_version}]"
         spec = {
             "code_dir": os.path.abspath(fn.code_dir),
@@ -285,7 +302,6 @@ class LocalSandbox:
         except BaseException:
             ours.close()
             os.close(log_r)
-            shutil.rmtree(tmp_dir, ignore_errors=True)
             raise
         finally:
             theirs.close()

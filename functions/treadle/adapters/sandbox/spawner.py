@@ -6,7 +6,6 @@ import contextlib
 import logging
 import os
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -198,7 +197,6 @@ class Zygote:
         if proc is None:
             return
         proc.status = status
-        shutil.rmtree(proc.tmp_dir, ignore_errors=True)
         proc.exited.set()
 
     def _lost(self) -> None:
