@@ -1,0 +1,14 @@
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+from aws_durable_execution_sdk_python.config import CallbackConfig, Duration
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    try:
+        message = context.create_callback(
+            name=event, config=CallbackConfig(timeout=Duration.from_seconds(3))
+        ).result()
+    except Exception as exc:
+        message = f"callback timed out: {exc}"
+    context.wait(Duration.from_seconds(2))
+    return message

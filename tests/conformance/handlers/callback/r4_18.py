@@ -1,0 +1,10 @@
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    cb_a = context.create_callback(name=event[0])
+    cb_b = context.create_callback(name=event[1])
+    a = cb_a.result()
+    b = cb_b.result()
+    return {"a": a, "b": b}

@@ -1,0 +1,18 @@
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+from aws_durable_execution_sdk_python.config import StepConfig
+from aws_durable_execution_sdk_python.retries import RetryPresets
+
+
+def failing(ctx):
+    raise RuntimeError("step failed inside child")
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    try:
+        context.run_in_child_context(
+            lambda child: child.step(failing, config=StepConfig(retry_strategy=RetryPresets.none()))
+        )
+    except Exception:
+        pass
+    return context.step(lambda ctx: event, name="recovery")

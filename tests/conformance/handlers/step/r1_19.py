@@ -1,0 +1,13 @@
+from aws_durable_execution_sdk_python import DurableContext, durable_execution, durable_step
+from aws_durable_execution_sdk_python.config import StepConfig
+from aws_durable_execution_sdk_python.retries import RetryPresets
+
+
+@durable_step
+def failing(step_ctx):
+    raise RuntimeError("always fails")
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    return context.step(failing(), config=StepConfig(retry_strategy=RetryPresets.none()))

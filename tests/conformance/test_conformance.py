@@ -1,0 +1,179 @@
+"""The official conformance requirements, run by the package's own validator.
+
+Each requirement's handler (written from its YAML under `handlers/<suite>/`) is deployed
+through `create_function` on an embedded server, then `validate.validate_description`
+invokes it, reads the history, answers callbacks and checks logs exactly as it does
+against AWS. All requirements run concurrently in the background (waits dominate their
+time); each parametrized test waits for its own result.
+
+Requirements without external callback actions run on a server whose waits and step
+retries use a skipping test clock (`--wait-time-scale`): recorded durations and
+scheduled timestamps stay those asked for. Requirements whose validator answers
+callbacks run on a second server with the real clock, because the order of a callback
+answer and a wait's end is part of their expected history.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+from aws_durable_execution_conformance_tests import validate
+from aws_durable_execution_conformance_tests.clients import AwsClients
+from aws_durable_execution_conformance_tests.config import TESTS_DIR
+from aws_durable_execution_conformance_tests.sam import Invoker
+
+from support.server import ServerProcess, client, deploy
+
+SUITES = os.environ.get("TREADLE_CONFORMANCE_SUITES", "step,wait,child,callback").split(",")
+HANDLERS = Path(
+    os.environ.get("TREADLE_CONFORMANCE_HANDLERS") or Path(__file__).parent / "handlers"
+)
+WAIT_TIME_SCALE = 0.01
+CONCURRENCY = 24
+
+# Requirements declared not implemented, with the reason (shown in the report).
+NOT_IMPLEMENTED: dict[str, str] = {}
+
+
+def _needs_real_clock(path: Path) -> bool:
+    text = path.read_text()
+    return "CallbackActions:" in text or "CallbackStarted" in text
+
+
+def _requirements() -> list[tuple[str, str, Path]]:
+    found = []
+    for suite in SUITES:
+        for path in sorted((Path(TESTS_DIR) / suite).glob("*.yaml")):
+            found.append((suite, path.stem, path))
+    return found
+
+
+REQUIREMENTS = _requirements()
+
+
+def _module_for(suite: str, rid: str) -> Path:
+    return HANDLERS / suite / f"r{rid.replace('-', '_')}.py"
+
+
+def _function_config(source: str) -> dict[str, Any]:
+    """The handler's FUNCTION_CONFIG literal, read without importing the module."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "FUNCTION_CONFIG" for t in node.targets
+        ):
+            return dict(ast.literal_eval(node.value))
+    return {}
+
+
+class _Invoker(Invoker):  # type: ignore[misc]
+    """The package's invoker, minus CloudFormation: our names are physical already."""
+
+    def _resolve_function(self, logical_id: str) -> str:
+        return logical_id
+
+
+class _Stack:
+    """Stands in for CloudFormation: the log retriever asks it for physical names."""
+
+    def describe_stack_resource(self, StackName: str, LogicalResourceId: str) -> dict[str, Any]:
+        return {"StackResourceDetail": {"PhysicalResourceId": LogicalResourceId}}
+
+
+class _Target:
+    """One server and the clients the validator uses against it."""
+
+    def __init__(self, url: str) -> None:
+        self.lam = client(url)
+        self.clients = AwsClients(
+            MappingProxyType(
+                {"lambda": self.lam, "logs": client(url, "logs"), "cloudformation": _Stack()}
+            )
+        )
+        self.invoker = _Invoker(stack_name="treadle", region="us-east-1", lambda_client=self.lam)
+
+
+class ConformanceRun:
+    def __init__(self, fast_url: str, real_url: str, workdir: Path) -> None:
+        self.fast = _Target(fast_url)
+        self.real = _Target(real_url)
+        self.workdir = workdir
+        self.pool = ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="conf")
+        self.results: dict[str, Future[Any]] = {}
+        self.lock = threading.Lock()
+
+    def submit_all(self) -> None:
+        for suite, rid, path in REQUIREMENTS:
+            self.results[rid] = self.pool.submit(self._run, suite, rid, path)
+
+    def _run(self, suite: str, rid: str, yaml_path: Path) -> Any:
+        module = _module_for(suite, rid)
+        if not module.exists():
+            return f"no handler written at {module}"
+        source = module.read_text()
+        config = _function_config(source)
+        target = self.real if _needs_real_clock(yaml_path) else self.fast
+        name = f"conf-{suite}-{rid}"
+        extra: dict[str, Any] = {}
+        if "Environment" in config:
+            extra["Environment"] = {"Variables": config["Environment"]}
+        durable = {"ExecutionTimeout": 3600, "RetentionPeriodInDays": 1}
+        durable.update(config.get("DurableConfig", {}))
+        deploy(
+            target.lam,
+            name,
+            {"handler.py": source},
+            timeout=int(config.get("Timeout", 60)),
+            memory=int(config.get("MemorySize", 256)),
+            durable=False,
+            DurableConfig=durable,
+            **extra,
+        )
+        out = self.workdir / "output"
+        return validate.validate_description(
+            function_name=name,
+            description_id=rid,
+            test_file=str(yaml_path),
+            invoker=target.invoker,
+            tmp_dir=str(self.workdir),
+            region="us-east-1",
+            aws_clients=target.clients,
+            output_dir=str(out),
+        )
+
+
+@pytest.fixture(scope="module")
+def conformance() -> Iterator[ConformanceRun]:
+    with tempfile.TemporaryDirectory(prefix="treadle-conf-") as tmp:
+        fast = ServerProcess(Path(tmp) / "fast", wait_time_scale=WAIT_TIME_SCALE)
+        real = ServerProcess(Path(tmp) / "real")
+        os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+        run = ConformanceRun(fast.start(), real.start(), Path(tmp))
+        run.submit_all()
+        try:
+            yield run
+        finally:
+            run.pool.shutdown(wait=False, cancel_futures=True)
+            fast.stop()
+            real.stop()
+
+
+@pytest.mark.xdist_group("conformance")
+@pytest.mark.parametrize(
+    ("suite", "rid"), [(s, r) for s, r, _ in REQUIREMENTS], ids=[r for _, r, _ in REQUIREMENTS]
+)
+def test_requirement(conformance: ConformanceRun, suite: str, rid: str) -> None:
+    if rid in NOT_IMPLEMENTED:
+        pytest.skip(f"not implemented: {NOT_IMPLEMENTED[rid]}")
+    result = conformance.results[rid].result(timeout=540)
+    if isinstance(result, str):
+        pytest.fail(result)
+    assert result.passed, "\n".join(result.errors)
