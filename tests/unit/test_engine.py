@@ -527,3 +527,32 @@ def test_chained_invoke_of_missing_function_fails_the_operation(h: Harness) -> N
     ex, _ = h.engine.start(h.fn, None, None)
     h.pump()
     assert h.history(ex.arn)[1:3] == ["ChainedInvokeStarted", "ChainedInvokeFailed"]
+
+
+@pytest.mark.parametrize(
+    ("second", "message"),
+    [
+        (step("s", "SUCCEED", Name="other"), "name"),
+        (step("s", "SUCCEED", SubType="Other"), "subtype"),
+        (step("s", "SUCCEED", ParentId="ctx"), "parent"),
+        ({"Id": "s", "Type": "WAIT", "Action": "CANCEL"}, "type"),
+    ],
+)
+def test_existing_operation_keeps_its_identity(
+    h: Harness, second: dict[str, Any], message: str
+) -> None:
+    def script(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        res = hh.checkpoint(
+            env,
+            [
+                {"Id": "ctx", "Type": "CONTEXT", "Action": "START"},
+                step("s", "START", Name="mine"),
+            ],
+        )
+        with pytest.raises(InvalidParameter, match=message):
+            hh.checkpoint(env, [second], token=res.CheckpointToken)
+        return {"Status": "SUCCEEDED", "Result": "1"}
+
+    h.runtime.scripts.append(script)
+    h.engine.start(h.fn, None, None)
+    h.pump()
