@@ -33,7 +33,8 @@ from aws_durable_execution_conformance_tests.sam import Invoker
 
 from support.server import ServerProcess, client, deploy
 
-SUITES = os.environ.get("TREADLE_CONFORMANCE_SUITES", "step,wait,child,callback").split(",")
+DEFAULT_SUITES = "step,wait,child,callback,wait_for_condition,wait_for_callback,invoke,plugin"
+SUITES = os.environ.get("TREADLE_CONFORMANCE_SUITES", DEFAULT_SUITES).split(",")
 HANDLERS = Path(
     os.environ.get("TREADLE_CONFORMANCE_HANDLERS") or Path(__file__).parent / "handlers"
 )
@@ -110,7 +111,23 @@ class ConformanceRun:
         self.results: dict[str, Future[Any]] = {}
         self.lock = threading.Lock()
 
+    def deploy_targets(self) -> None:
+        """Functions a suite's handlers call (chained invokes): `<suite>/_<role>.py` is
+        deployed as `conf-<suite>-<role>` on every server, before any requirement runs."""
+        for suite in SUITES:
+            for module in sorted((HANDLERS / suite).glob("_*.py")):
+                role = module.stem.lstrip("_")
+                for target in (self.fast, self.real):
+                    deploy(
+                        target.lam,
+                        f"conf-{suite}-{role}",
+                        {"handler.py": module.read_text()},
+                        DurableConfig={"ExecutionTimeout": 3600, "RetentionPeriodInDays": 1},
+                        durable=False,
+                    )
+
     def submit_all(self) -> None:
+        self.deploy_targets()
         for suite, rid, path in REQUIREMENTS:
             self.results[rid] = self.pool.submit(self._run, suite, rid, path)
 
@@ -123,8 +140,10 @@ class ConformanceRun:
         target = self.real if _needs_real_clock(yaml_path) else self.fast
         name = f"conf-{suite}-{rid}"
         extra: dict[str, Any] = {}
-        if "Environment" in config:
-            extra["Environment"] = {"Variables": config["Environment"]}
+        # Handlers name the functions they invoke from this prefix (see deploy_targets).
+        variables = {"CONFORMANCE_TARGET_PREFIX": f"conf-{suite}-"}
+        variables.update(config.get("Environment", {}))
+        extra["Environment"] = {"Variables": variables}
         durable = {"ExecutionTimeout": 3600, "RetentionPeriodInDays": 1}
         durable.update(config.get("DurableConfig", {}))
         deploy(

@@ -179,6 +179,12 @@ class ChainedEngine(DurableEngine):
 
     def _child_done(self, snap: Snapshot, timer: Timer) -> Commit:
         ex, ws = self._working_set(snap)
+        if ex.invocation_active:
+            # The parent is still running the invocation that started the child (it is
+            # about to suspend): record the outcome after that invocation's end, so
+            # its history reads invoke, invocation end, outcome, as on AWS.
+            ws.set_timers.append(Timer(ex.arn, TimerKind.CHILD_DONE, timer.op_id, ws.now_ms + 20))
+            return self._commit_of(ex, ws)
         ws.clear_timers.append((timer.kind, timer.op_id))
         stored = ws.ops.get(timer.op_id)
         if stored is None or stored.op.Status is not OperationStatus.STARTED:

@@ -1,0 +1,12 @@
+import os
+
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+
+PREFIX = os.environ.get("CONFORMANCE_TARGET_PREFIX", "")
+ECHO = PREFIX + "echo"
+FAIL = PREFIX + "fail"
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    return context.run_in_child_context(lambda child: child.invoke(ECHO, {"inside": "child"}))

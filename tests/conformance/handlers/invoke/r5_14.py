@@ -1,0 +1,14 @@
+import os
+
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+
+PREFIX = os.environ.get("CONFORMANCE_TARGET_PREFIX", "")
+ECHO = PREFIX + "echo"
+FAIL = PREFIX + "fail"
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    first = context.invoke(ECHO, {"call": 1})
+    second = context.invoke(ECHO, {"call": 2})
+    return [first, second]

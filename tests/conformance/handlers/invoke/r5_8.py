@@ -1,0 +1,13 @@
+import os
+
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+from aws_durable_execution_sdk_python.config import InvokeConfig
+
+PREFIX = os.environ.get("CONFORMANCE_TARGET_PREFIX", "")
+ECHO = PREFIX + "echo"
+FAIL = PREFIX + "fail"
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    return context.invoke(ECHO, event["payload"], config=InvokeConfig(tenant_id=event["tenantId"]))
