@@ -268,3 +268,43 @@ def _wait_for_event(lam: Any, arn: str, event_type: str) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"no {event_type}")
+
+
+def test_list_executions_filters(lam: Any) -> None:
+    deploy(lam, "filters", {"handler.py": WORKFLOW})
+    lam.publish_version(FunctionName="filters")
+    before = time.time()
+    arns = []
+    for i in range(3):
+        resp = lam.invoke(
+            FunctionName="filters",
+            Payload=json.dumps({"n": i}),
+            DurableExecutionName=f"run-{i}",
+            Qualifier="1" if i == 2 else "$LATEST",
+        )
+        arns.append(_arn(resp))
+        time.sleep(0.01)
+    running = _arn(
+        lam.invoke(
+            FunctionName="filters",
+            InvocationType="Event",
+            Payload=json.dumps({"n": 9, "callback": True}),
+            DurableExecutionName="waiting",
+        )
+    )
+    _callback_id(lam, running)
+
+    def names(**kwargs: Any) -> list[str]:
+        page = lam.list_durable_executions_by_function(FunctionName="filters", **kwargs)
+        return [e["DurableExecutionName"] for e in page["DurableExecutions"]]
+
+    assert names() == ["run-0", "run-1", "run-2", "waiting"]
+    assert names(ReverseOrder=True) == ["waiting", "run-2", "run-1", "run-0"]
+    assert names(Statuses=["RUNNING"]) == ["waiting"]
+    assert names(Statuses=["SUCCEEDED"], DurableExecutionName="run-1") == ["run-1"]
+    assert names(Qualifier="1") == ["run-2"]
+    started_second = lam.get_durable_execution(DurableExecutionArn=arns[1])["StartTimestamp"]
+    assert names(StartedAfter=started_second) == ["run-1", "run-2", "waiting"]
+    assert names(StartedBefore=started_second) == ["run-0", "run-1"]
+    assert names(StartedBefore=before - 60) == []
+    lam.stop_durable_execution(DurableExecutionArn=running)

@@ -556,3 +556,21 @@ def test_existing_operation_keeps_its_identity(
     h.runtime.scripts.append(script)
     h.engine.start(h.fn, None, None)
     h.pump()
+
+
+def test_retention_sweeps_closed_executions_after_their_period(h: Harness) -> None:
+    def done(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        return {"Status": "SUCCEEDED", "Result": "1"}
+
+    h.runtime.scripts.append(done)
+    ex, _ = h.engine.start(h.fn, None, None)
+    h.pump()
+    assert h.store.get(ex.arn).retention_days == 14  # the default
+    h.clock.advance(14 * 86_400_000 - 1)
+    h.pump()
+    assert h.store.get(ex.arn).status.value == "SUCCEEDED"
+    h.clock.advance(1)
+    h.pump()
+    with pytest.raises(Exception, match="not found"):
+        h.store.get(ex.arn)
+    assert h.store.events(ex.arn, after_id=0, limit=10) == []
