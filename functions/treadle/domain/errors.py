@@ -22,7 +22,11 @@ class InvalidParameter(TreadleError):
 
 
 class InvalidToken(InvalidParameter):
-    """A checkpoint token that is forged, malformed or of another execution."""
+    """A checkpoint token that is forged, malformed, used or of another execution.
+
+    Messages start with "Invalid checkpoint token": the SDK treats exactly those as
+    an invocation-level problem (re-drive) rather than failing the execution.
+    """
 
 
 class PayloadTooLarge(InvalidParameter):

@@ -309,7 +309,7 @@ class Engine(EngineBase):
     def checkpoint(self, arn: str, request: CheckpointRequest) -> CheckpointResult:
         claims = self.tokens.decode(request.CheckpointToken)
         if not arn.endswith("/" + claims.exec_id):
-            raise InvalidToken("Checkpoint token does not belong to this execution.")
+            raise InvalidToken("Invalid checkpoint token: it belongs to another execution.")
         return self._mutate(arn, lambda snap: self._checkpoint(snap, claims, request))
 
     def _checkpoint(
@@ -329,7 +329,7 @@ class Engine(EngineBase):
         if fenced:
             return None, CheckpointResult()
         if claims.seq != ex.token_seq:
-            raise InvalidToken("Checkpoint token has already been used.")
+            raise InvalidToken("Invalid checkpoint token: it has already been used.")
         validate_batch(request.Updates, ws.ops, ex.exec_id)
         seen = ex.delivered_seq
         for update in request.Updates:
@@ -384,7 +384,9 @@ class Engine(EngineBase):
         claims = self.tokens.decode(token)
         ex = self.store.get(arn)
         if claims.exec_id != ex.exec_id or claims.generation != ex.generation:
-            raise InvalidToken("Checkpoint token is not valid for this execution.")
+            raise InvalidToken(
+                "Invalid checkpoint token: it is not the current one of this execution."
+            )
         try:
             after = int(marker) if marker else 0
         except ValueError:
