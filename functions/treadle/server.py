@@ -16,12 +16,14 @@ from treadle.adapters.local.basics import RandomIds, SystemClock
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.local.scheduler import TimerScheduler
 from treadle.adapters.sandbox import LocalSandbox
+from treadle.adapters.sandbox.durable_channel import ENV_FLAG as DURABLE_CHANNEL_FLAG
 from treadle.adapters.sandbox_runtime import SandboxRuntime
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
 from treadle.adapters.sqlite.functions import SqliteFunctionStore
 from treadle.adapters.sqlite.logs import SqliteLogStore
 from treadle.api.app import Application
+from treadle.api.channel import DurableChannel
 from treadle.api.http import Request, Response, Router
 from treadle.api.lambda_routes import LambdaApi
 from treadle.api.logs_routes import LogsApi
@@ -93,6 +95,8 @@ class Platform:
             listener=self.notifier,
             config=EngineConfig(wait_time_scale=settings.wait_time_scale),
         )
+        if settings.durable_channel:
+            self.runtime.serve_durable_calls(DurableChannel(self.engine))
         self.scheduler = TimerScheduler(self.executions_store, self.clock, self._fire)
         self._late.target = self.scheduler
         self.function_service = FunctionService(
@@ -115,13 +119,16 @@ class Platform:
         # What a Lambda sandbox gets from the service: where the durable API is, a
         # region and credentials. The credentials are placeholders until tenant keys
         # exist; the endpoint is loopback only.
-        return {
+        env = {
             "AWS_ENDPOINT_URL_LAMBDA": self.endpoint,
             "AWS_REGION": self.settings.region,
             "AWS_DEFAULT_REGION": self.settings.region,
             "AWS_ACCESS_KEY_ID": "treadle-sandbox",
             "AWS_SECRET_ACCESS_KEY": "treadle-sandbox",
         }
+        if self.settings.durable_channel:
+            env[DURABLE_CHANNEL_FLAG] = "1"
+        return env
 
     def _application(self) -> Application:
         router = Router()

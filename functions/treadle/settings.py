@@ -19,6 +19,7 @@ ENV_REGION = "TREADLE_REGION"
 ENV_ACCOUNT = "TREADLE_DEFAULT_ACCOUNT"
 ENV_WAIT_TIME_SCALE = "TREADLE_WAIT_TIME_SCALE"
 ENV_SANDBOX_WARM = "TREADLE_SANDBOX_WARM_PER_FUNCTION"
+ENV_DURABLE_CHANNEL = "TREADLE_DURABLE_CHANNEL"
 
 
 class Settings(BaseModel):
@@ -32,6 +33,8 @@ class Settings(BaseModel):
     wait_time_scale: float = Field(default=1.0, gt=0.0, le=1.0)
     sandbox_warm_per_function: int = Field(default=4, ge=1, le=64)
     max_request_bytes: int = 6 * 1024 * 1024
+    # Sandbox workers send the SDK's checkpoints over their own channel instead of HTTP.
+    durable_channel: bool = True
 
     @field_validator("data_dir")
     @classmethod
@@ -50,6 +53,7 @@ class Settings(BaseModel):
             ("default_account", ENV_ACCOUNT),
             ("wait_time_scale", ENV_WAIT_TIME_SCALE),
             ("sandbox_warm_per_function", ENV_SANDBOX_WARM),
+            ("durable_channel", ENV_DURABLE_CHANNEL),
         ):
             if name in env:
                 values[key] = env[name]

@@ -19,9 +19,16 @@ REGION = "us-east-1"
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, *, wait_time_scale: float | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        wait_time_scale: float | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.wait_time_scale = wait_time_scale
+        self.env = env or {}
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
@@ -33,7 +40,7 @@ class ServerProcess:
             cmd += ["--wait-time-scale", str(self.wait_time_scale)]
         log = self.log_path.open("a")
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ}
+            cmd, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **self.env}
         )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 60

@@ -1,129 +1,27 @@
-"""Engine semantics with a scripted runtime: each test's 'handler' checkpoints directly.
-
-The runtime is a real fake: it receives the envelope the engine built and talks to the
-engine the way the SDK would (checkpoint with the envelope's token), then returns the
-durable invocation output.
-"""
+"""Engine semantics with a scripted runtime: each test's 'handler' checkpoints directly."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from treadle.adapters.local.basics import ManualClock, RandomIds
-from treadle.adapters.sqlite.db import Database
-from treadle.adapters.sqlite.executions import SqliteExecutionStore
-from treadle.adapters.sqlite.functions import SqliteFunctionStore
+from support.engine_harness import Harness, step
 from treadle.domain.engine.base import EngineConfig
-from treadle.domain.engine.chained import ChainedEngine
-from treadle.domain.engine.tokens import TokenCodec
 from treadle.domain.errors import (
     CallbackTimedOut,
     ExecutionAlreadyStarted,
     InvalidParameter,
     InvalidToken,
 )
-from treadle.domain.models import CheckpointRequest, DurableConfig, ErrorObject
-from treadle.domain.ports import FunctionVersion, InvocationOutcome, Timer, TimerKind
-
-Script = Callable[[dict[str, Any], "Harness"], dict[str, Any]]
-
-
-class ScriptedRuntime:
-    def __init__(self) -> None:
-        self.scripts: list[Script] = []
-        self.harness: Harness | None = None
-        self.envelopes: list[dict[str, Any]] = []
-
-    def invoke(self, fn: FunctionVersion, payload: bytes, request_id: str) -> InvocationOutcome:
-        envelope = json.loads(payload)
-        self.envelopes.append(envelope)
-        assert self.harness is not None
-        script = self.scripts.pop(0)
-        now = self.harness.clock.now_ms()
-        try:
-            out = script(envelope, self.harness)
-        except RuntimeError as exc:
-            return InvocationOutcome(
-                request_id, None, {"errorType": "Crash", "errorMessage": str(exc)}, now, now
-            )
-        return InvocationOutcome(request_id, json.dumps(out).encode(), None, now, now)
-
-
-class Harness:
-    def __init__(self, tmp: Path) -> None:
-        self.db = Database(tmp / "t.db")
-        self.store = SqliteExecutionStore(self.db)
-        self.functions = SqliteFunctionStore(self.db)
-        self.clock = ManualClock()
-        self.runtime = ScriptedRuntime()
-        self.runtime.harness = self
-        self.closed: list[str] = []
-        self.engine = ChainedEngine(
-            store=self.store,
-            functions=self.functions,
-            runtime=self.runtime,
-            clock=self.clock,
-            ids=RandomIds(),
-            tokens=TokenCodec(b"k" * 32),
-            scheduler=self,
-            listener=self,
-            config=EngineConfig(invocation_retry_base_s=1.0),
-        )
-        self.fn = FunctionVersion(
-            tenant="123456789012",
-            function_name="f",
-            version="$LATEST",
-            function_arn="arn:aws:lambda:us-east-1:123456789012:function:f",
-            handler="h.handler",
-            durable_config=DurableConfig(ExecutionTimeout=3600),
-            code_sha256="x",
-            code_size=1,
-            code_key="k",
-            last_modified_ms=0,
-            revision_id="r",
-        )
-        self.functions.put_latest(self.fn, create=True)
-
-    def wake(self, due_ms: int) -> None:
-        pass
-
-    def execution_closed(self, arn: str) -> None:
-        self.closed.append(arn)
-
-    def pump(self) -> None:
-        """Fire every timer due at the current (manual) time, until none is."""
-        for _ in range(100):
-            due = self.store.due_timers(self.clock.now_ms(), 100)
-            if not due:
-                return
-            for timer in due:
-                self.engine.fire(timer)
-        raise AssertionError("timers keep firing")
-
-    def checkpoint(
-        self, env: dict[str, Any], updates: list[dict[str, Any]], token: str | None = None
-    ) -> Any:
-        req = CheckpointRequest.model_validate(
-            {"CheckpointToken": token or env["CheckpointToken"], "Updates": updates}
-        )
-        return self.engine.checkpoint(env["DurableExecutionArn"], req)
-
-    def history(self, arn: str) -> list[str]:
-        return [e.EventType for e in self.store.events(arn, after_id=0, limit=1000)]
+from treadle.domain.models import CheckpointRequest, ErrorObject
+from treadle.domain.ports import Timer, TimerKind
 
 
 @pytest.fixture
 def h(tmp_path: Path) -> Harness:
     return Harness(tmp_path)
-
-
-def step(op_id: str, action: str, **extra: Any) -> dict[str, Any]:
-    return {"Id": op_id, "Type": "STEP", "SubType": "Step", "Action": action, **extra}
 
 
 def test_step_then_success_records_dense_history(h: Harness) -> None:

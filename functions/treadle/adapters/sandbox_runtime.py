@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.sandbox import LocalSandbox, SandboxFunction
+from treadle.adapters.sandbox.handle import CallHandler
 from treadle.domain.logs import LogStore
 from treadle.domain.ports import FunctionVersion, InvocationOutcome
 
@@ -32,6 +33,11 @@ class SandboxRuntime:
         self._code = code
         self._logs = logs
         self._platform_env = dict(platform_env)
+        self._on_call: CallHandler | None = None
+
+    def serve_durable_calls(self, on_call: CallHandler) -> None:
+        """Answer the SDK's checkpoints from workers in-process (see durable_channel)."""
+        self._on_call = on_call
 
     def _spec(self, fn: FunctionVersion) -> SandboxFunction:
         env = {**fn.environment, **self._platform_env}
@@ -49,7 +55,7 @@ class SandboxRuntime:
         )
 
     def invoke(self, fn: FunctionVersion, payload: bytes, request_id: str) -> InvocationOutcome:
-        outcome = self._sandbox.invoke(self._spec(fn), payload, request_id)
+        outcome = self._sandbox.invoke(self._spec(fn), payload, request_id, self._on_call)
         if outcome.logs:
             stream = time.strftime("%Y/%m/%d", time.gmtime(outcome.started_at))
             stream = f"{stream}/[{fn.version}]{request_id.replace('-', '')}"

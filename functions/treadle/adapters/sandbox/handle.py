@@ -9,6 +9,7 @@ import select
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from treadle.adapters.sandbox import protocol
@@ -19,6 +20,10 @@ _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 # A tenant printing in a loop must not exhaust the server's memory.
 MAX_LOG_BYTES = 16 << 20
 _TRUNCATED = "[treadle] log output of this invocation truncated"
+
+
+# (operation, request body) -> (reply header fields, reply body)
+CallHandler = Callable[[str, bytes], tuple[dict[str, Any], bytes]]
 
 
 def exit_reason(status: int | None) -> str:
@@ -79,8 +84,13 @@ class WorkerHandle:
             self._chan.settimeout(None)
         return None
 
-    def wait_frame(self, kind: str, deadline: float) -> protocol.Frame | Failure:
-        """Pump logs and the channel until a frame of this kind, the end, or the deadline."""
+    def wait_frame(
+        self, kind: str, deadline: float, on_call: CallHandler | None = None
+    ) -> protocol.Frame | Failure:
+        """Pump logs and the channel until a frame of this kind, the end, or the deadline.
+
+        `call` frames (the durable channel) met on the way are answered with `on_call`.
+        """
         # poll, not select: a busy server holds more than FD_SETSIZE descriptors.
         poller = select.poll()
         poller.register(self._chan, _READABLE)
@@ -89,6 +99,12 @@ class WorkerHandle:
         while True:
             if self._queued:
                 header, body = self._queued.pop(0)
+                if header.get("t") == "call" and on_call is not None:
+                    reply_header, reply_body = on_call(str(header.get("op")), body)
+                    failure = self.send({"t": "reply", **reply_header}, reply_body, deadline)
+                    if failure is not None:
+                        return failure
+                    continue
                 return (header, body) if header.get("t") == kind else "broken"
             remaining = deadline - time.monotonic()
             if remaining <= 0:

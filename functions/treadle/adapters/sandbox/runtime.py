@@ -22,13 +22,14 @@ import resource
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from treadle.adapters.sandbox import contract, lambda_logging, protocol
+from treadle.adapters.sandbox import contract, durable_channel, lambda_logging, protocol
 
 # Thread stacks (8 MB each) count in RLIMIT_DATA without being resident; the RSS
 # watchdog in the server enforces the real limit, RLIMIT_DATA only stops a runaway
@@ -101,6 +102,8 @@ class _Runtime:
         self.chan = chan
         self.sink = sink
         self.spec = spec
+        # The durable channel's calls (SDK threads) and this loop share the socket.
+        self.lock = threading.Lock()
 
     def init(self) -> Callable[..., Any] | None:
         error: dict[str, Any] | None = None
@@ -139,7 +142,8 @@ class _Runtime:
                 error = contract.fault_result(exc, request_id)
                 lambda_logging.log_error(self.sink, error)
             _flush_std()
-            protocol.send_frame(self.chan, {"t": "result", "error": error, "oom": oom}, payload)
+            with self.lock:
+                protocol.send_frame(self.chan, {"t": "result", "error": error, "oom": oom}, payload)
 
 
 def _flush_std() -> None:
@@ -211,6 +215,7 @@ def main(
         lambda_logging.setup_logging(sink)
         _limit_memory(int(spec["memory_mb"]))
         runtime = _Runtime(socket.socket(fileno=chan_fd), sink, spec)
+        durable_channel.install(runtime.chan, runtime.lock, spec["env"])
         handler = runtime.init()
         # After an init failure awslambdaric exits; the next invocation starts afresh.
         code = 1 if handler is None else runtime.serve(handler)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from treadle.adapters.sandbox.handle import Failure, WorkerHandle, exit_reason
+from treadle.adapters.sandbox.handle import CallHandler, Failure, WorkerHandle, exit_reason
 from treadle.adapters.sandbox.spawner import Zygote, ZygoteGone
 
 log = logging.getLogger(__name__)
@@ -332,12 +332,18 @@ class LocalSandbox:
 
     # -- invocations ----------------------------------------------------------------
 
-    def invoke(self, fn: SandboxFunction, payload: bytes, request_id: str) -> InvocationOutcome:
+    def invoke(
+        self,
+        fn: SandboxFunction,
+        payload: bytes,
+        request_id: str,
+        on_call: CallHandler | None = None,
+    ) -> InvocationOutcome:
         started = time.time()
         handle = self._acquire(fn)
         healthy = False
         try:
-            error, body, healthy = self._run(handle, fn, payload, request_id)
+            error, body, healthy = self._run(handle, fn, payload, request_id, on_call)
             logs = handle.end_logs()
         finally:
             self._release(handle, healthy)
@@ -351,7 +357,12 @@ class LocalSandbox:
         )
 
     def _run(
-        self, handle: WorkerHandle, fn: SandboxFunction, payload: bytes, request_id: str
+        self,
+        handle: WorkerHandle,
+        fn: SandboxFunction,
+        payload: bytes,
+        request_id: str,
+        on_call: CallHandler | None = None,
     ) -> tuple[dict[str, Any] | None, bytes, bool]:
         """(error, result body, whether the worker may serve again)."""
         handle.begin()
@@ -377,7 +388,7 @@ class LocalSandbox:
             "arn": fn.invoked_function_arn,
         }
         failure = handle.send(request, payload, deadline)
-        got = failure or handle.wait_frame("result", deadline)
+        got = failure or handle.wait_frame("result", deadline, on_call)
         if isinstance(got, str):
             return self._failed(handle, fn, request_id, got), b"", False
         header, body = got

@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL,
     PRIMARY KEY (arn, event_id)
 );
-CREATE INDEX IF NOT EXISTS events_by_op ON events (arn, op_id);
+
 CREATE TABLE IF NOT EXISTS timers (
     arn TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -95,6 +95,15 @@ class Database:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a data directory written by an older Treadle up to this schema."""
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(events)")}
+        if "op_id" not in columns:
+            self._conn.execute("ALTER TABLE events ADD COLUMN op_id TEXT")
+            self._conn.execute("ALTER TABLE events ADD COLUMN event_type TEXT NOT NULL DEFAULT ''")
+        self._conn.execute("CREATE INDEX IF NOT EXISTS events_by_op ON events (arn, op_id)")
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

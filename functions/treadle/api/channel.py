@@ -1,0 +1,59 @@
+"""The durable channel: the SDK's data-plane calls arriving from sandbox workers.
+
+It is a second door to the same two operations as the HTTP routes
+(CheckpointDurableExecution, GetDurableExecutionState), with the same validation and
+the same AWS error codes, minus HTTP. The worker's runtime presents the answers to the
+SDK in boto3's shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from treadle.api.errors import lambda_error
+from treadle.domain.engine.core import Engine
+from treadle.domain.errors import InvalidParameter
+from treadle.domain.models import CheckpointRequest
+
+
+class DurableChannel:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def __call__(self, op: str, body: bytes) -> tuple[dict[str, Any], bytes]:
+        try:
+            params = json.loads(body)
+            arn = params.pop("DurableExecutionArn")
+            if op == "checkpoint":
+                result = self._engine.checkpoint(arn, CheckpointRequest.model_validate(params))
+                out: dict[str, Any] = {
+                    "NewExecutionState": {"Operations": [o.wire() for o in result.Operations]}
+                }
+                if result.CheckpointToken:
+                    out["CheckpointToken"] = result.CheckpointToken
+            elif op == "state":
+                ops, marker = self._engine.get_state(
+                    arn, params["CheckpointToken"], params.get("Marker"), params.get("MaxItems")
+                )
+                out = {"Operations": [o.wire() for o in ops]}
+                if marker:
+                    out["NextMarker"] = marker
+            else:
+                raise InvalidParameter(f"Unknown durable channel operation {op!r}.")
+        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+            if isinstance(exc, ValidationError):
+                return _error_of(exc)
+            return _error_of(InvalidParameter(f"Malformed durable channel request: {exc}"))
+        except Exception as exc:  # mapped exactly as the HTTP surface maps it
+            return _error_of(exc)
+        return {}, json.dumps(out, separators=(",", ":")).encode()
+
+
+def _error_of(exc: BaseException) -> tuple[dict[str, Any], bytes]:
+    response = lambda_error(exc)
+    body = json.loads(response.body)
+    code = response.headers.get("x-amzn-errortype", "ServiceException")
+    return {"error": {"code": code, "message": body["message"], "status": response.status}}, b""

@@ -1,0 +1,68 @@
+"""The durable channel answers like the HTTP surface: same results, same AWS errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from support.engine_harness import Harness, step
+from treadle.api.channel import DurableChannel
+
+
+def test_checkpoint_and_state_over_the_channel(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    channel = DurableChannel(h.engine)
+    seen: dict[str, Any] = {}
+
+    def script(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        arn, token = env["DurableExecutionArn"], env["CheckpointToken"]
+        header, body = channel(
+            "checkpoint",
+            json.dumps(
+                {
+                    "DurableExecutionArn": arn,
+                    "CheckpointToken": token,
+                    "Updates": [step("s", "START")],
+                }
+            ).encode(),
+        )
+        seen["ok"] = (header, json.loads(body))
+        seen["reused"] = channel(
+            "checkpoint",
+            json.dumps({"DurableExecutionArn": arn, "CheckpointToken": token}).encode(),
+        )
+        new_token = seen["ok"][1]["CheckpointToken"]
+        header, body = channel(
+            "state",
+            json.dumps({"DurableExecutionArn": arn, "CheckpointToken": new_token}).encode(),
+        )
+        seen["state"] = json.loads(body)
+        seen["bad_batch"] = channel(
+            "checkpoint",
+            json.dumps(
+                {
+                    "DurableExecutionArn": arn,
+                    "CheckpointToken": new_token,
+                    "Updates": [{"Id": "w", "Type": "WAIT", "Action": "START"}],
+                }
+            ).encode(),
+        )
+        seen["unknown"] = channel("nope", json.dumps({"DurableExecutionArn": arn}).encode())
+        seen["garbage"] = channel("checkpoint", b"{not json")
+        return {"Status": "SUCCEEDED", "Result": "1"}
+
+    h.runtime.scripts.append(script)
+    h.engine.start(h.fn, None, None)
+    h.pump()
+    header, body = seen["ok"]
+    assert header == {} and body["CheckpointToken"]
+    assert [o["Id"] for o in body["NewExecutionState"]["Operations"]] == ["s"]
+    assert {o["Id"] for o in seen["state"]["Operations"]} >= {"s"}
+    reused = seen["reused"][0]["error"]
+    assert reused["code"] == "InvalidParameterValueException" and reused["status"] == 400
+    assert reused["message"].startswith("Invalid checkpoint token")
+    assert seen["bad_batch"][0]["error"]["code"] == "InvalidParameterValueException"
+    assert "WaitSeconds" in seen["bad_batch"][0]["error"]["message"]
+    assert seen["unknown"][0]["error"]["code"] == "InvalidParameterValueException"
+    assert seen["garbage"][0]["error"]["status"] == 400
