@@ -1,0 +1,39 @@
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+from aws_durable_execution_sdk_python.config import (
+    CompletionConfig,
+    ParallelConfig,
+)
+
+SEQUENTIAL = ParallelConfig(max_concurrency=1)
+
+
+def sequential(**completion):
+    return ParallelConfig(max_concurrency=1, completion_config=CompletionConfig(**completion))
+
+
+def fail(ctx):
+    raise RuntimeError("branch failed")
+
+
+def projection(result, *fields):
+    values = {
+        "completionReason": result.completion_reason.value,
+        "status": result.status.value,
+        "successCount": result.success_count,
+        "failureCount": result.failure_count,
+        "totalCount": result.total_count,
+    }
+    return {k: values[k] for k in fields}
+
+
+def inner(ctx):
+    branches = [
+        lambda c: c.step(lambda s: "i1", name="i1"),
+        lambda c: c.step(lambda s: "i2", name="i2"),
+    ]
+    return ctx.parallel(branches, config=SEQUENTIAL).get_results()
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    return context.parallel([inner], config=SEQUENTIAL).get_results()
