@@ -42,6 +42,8 @@ HANDLERS = Path(
 # TREADLE_CONFORMANCE_WAIT_SCALE=1 runs everything on the real clock (over an hour:
 # one requirement waits an hour).
 WAIT_TIME_SCALE = float(os.environ.get("TREADLE_CONFORMANCE_WAIT_SCALE", "0.01"))
+# How long one test may wait for its requirement (all of them run at once).
+TEST_TIMEOUT_S = 900 if WAIT_TIME_SCALE < 1 else 3 * 3600
 CONCURRENCY = 24
 
 # Requirements declared not implemented, with the reason (shown in the report).
@@ -190,7 +192,7 @@ def conformance() -> Iterator[ConformanceRun]:
 
 # Each test waits on requirements that all run concurrently from the first test on, so
 # its time includes others' (and the fixture's): the default per-test limit is too tight.
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(TEST_TIMEOUT_S)
 @pytest.mark.xdist_group("conformance")
 @pytest.mark.parametrize(
     ("suite", "rid"), [(s, r) for s, r, _ in REQUIREMENTS], ids=[r for _, r, _ in REQUIREMENTS]
@@ -198,7 +200,7 @@ def conformance() -> Iterator[ConformanceRun]:
 def test_requirement(conformance: ConformanceRun, suite: str, rid: str) -> None:
     if rid in NOT_IMPLEMENTED:
         pytest.skip(f"not implemented: {NOT_IMPLEMENTED[rid]}")
-    result = conformance.results[rid].result(timeout=540)
+    result = conformance.results[rid].result(timeout=TEST_TIMEOUT_S - 60)
     if isinstance(result, str):
         pytest.fail(result)
     assert result.passed, "\n".join(result.errors)
