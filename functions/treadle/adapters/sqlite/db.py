@@ -3,8 +3,9 @@
 WAL with `synchronous=NORMAL`: a committed transaction survives the kill -9 of the
 process at any instant (the WAL is in the OS before commit returns); only an OS crash
 can lose the last transactions, which is the trade every embedded engine makes for
-speed. All access goes through one connection under one lock: SQLite admits one
-writer at a time anyway, and reads are short.
+speed. Writes go through one connection under one lock (SQLite admits one writer at a
+time anyway); reads use a connection per thread, which WAL lets run beside the writer
+and each other instead of queueing on the writer's lock.
 """
 
 from __future__ import annotations
@@ -89,7 +90,11 @@ class Database:
         self._conn = sqlite3.connect(
             str(path), check_same_thread=False, isolation_level=None, timeout=30
         )
+        self._path = path
         self._lock = threading.RLock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -107,8 +112,15 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            yield self._conn
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                str(self._path), check_same_thread=False, isolation_level=None, timeout=30
+            )
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        yield conn
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -125,3 +137,7 @@ class Database:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()

@@ -12,10 +12,22 @@ LATEST = "$LATEST"
 
 
 class SqliteFunctionStore:
+    """Function versions in SQLite, with a cache of what was read.
+
+    Every invocation looks its function up; the platform is the only writer of its data
+    directory, so the cache is invalidated on every write of that function.
+    """
+
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._cache: dict[tuple[str, str, str], FunctionVersion] = {}
+
+    def _forget(self, tenant: str, name: str) -> None:
+        for key in [k for k in self._cache if k[0] == tenant and k[1] == name]:
+            self._cache.pop(key, None)
 
     def put_latest(self, fn: FunctionVersion, *, create: bool) -> None:
+        self._forget(fn.tenant, fn.function_name)
         body = fn.model_dump_json()
         with self._db.write() as conn:
             if create:
@@ -27,6 +39,7 @@ class SqliteFunctionStore:
                     )
                 except sqlite3.IntegrityError:
                     raise AlreadyExists(f"Function already exist: {fn.function_name}") from None
+                self._forget(fn.tenant, fn.function_name)
                 return
             cur = conn.execute(
                 "UPDATE functions SET body = ? WHERE tenant = ? AND name = ? AND version = ?",
@@ -34,8 +47,12 @@ class SqliteFunctionStore:
             )
             if cur.rowcount != 1:
                 raise NotFound(f"Function not found: {fn.function_arn}")
+        self._forget(fn.tenant, fn.function_name)
 
     def get(self, tenant: str, name: str, version: str = LATEST) -> FunctionVersion:
+        cached = self._cache.get((tenant, name, version))
+        if cached is not None:
+            return cached
         with self._db.read() as conn:
             row = conn.execute(
                 "SELECT body FROM functions WHERE tenant = ? AND name = ? AND version = ?",
@@ -44,9 +61,12 @@ class SqliteFunctionStore:
         if row is None:
             suffix = "" if version == LATEST else f":{version}"
             raise NotFound(f"Function not found: {name}{suffix}")
-        return FunctionVersion.model_validate_json(row[0])
+        fn = FunctionVersion.model_validate_json(row[0])
+        self._cache[(tenant, name, version)] = fn
+        return fn
 
     def publish(self, tenant: str, name: str, description: str | None) -> FunctionVersion:
+        self._forget(tenant, name)
         with self._db.write() as conn:
             row = conn.execute(
                 "SELECT body FROM functions WHERE tenant = ? AND name = ? AND version = ?",
@@ -113,6 +133,7 @@ class SqliteFunctionStore:
         return items, (str(rows[-1][0]) if more else None)
 
     def delete(self, tenant: str, name: str, version: str | None = None) -> None:
+        self._forget(tenant, name)
         with self._db.write() as conn:
             if version is None:
                 cur = conn.execute(
@@ -125,3 +146,4 @@ class SqliteFunctionStore:
                 )
             if cur.rowcount == 0:
                 raise NotFound(f"Function not found: {name}")
+        self._forget(tenant, name)
