@@ -15,7 +15,7 @@ from treadle.domain.errors import (
     InvalidParameter,
     InvalidToken,
 )
-from treadle.domain.models import CheckpointRequest, ErrorObject
+from treadle.domain.models import CheckpointRequest, DurableConfig, ErrorObject
 from treadle.domain.ports import Timer, TimerKind
 
 
@@ -472,3 +472,52 @@ def test_retention_sweeps_closed_executions_after_their_period(h: Harness) -> No
     with pytest.raises(Exception, match="not found"):
         h.store.get(ex.arn)
     assert h.store.events(ex.arn, after_id=0, limit=10) == []
+
+
+@pytest.mark.parametrize(
+    ("how", "event_type"),
+    [("stop", "ChainedInvokeStopped"), ("timeout", "ChainedInvokeTimedOut")],
+)
+def test_child_stop_or_timeout_reaches_the_parent(h: Harness, how: str, event_type: str) -> None:
+    child_cfg = DurableConfig(ExecutionTimeout=60)
+    child_fn = h.fn.model_copy(update={"function_name": "child", "durable_config": child_cfg})
+    h.functions.put_latest(child_fn, create=True)
+
+    def parent_first(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        invoke = {"FunctionName": "child"}
+        hh.checkpoint(
+            env,
+            [
+                {
+                    "Id": "inv",
+                    "Type": "CHAINED_INVOKE",
+                    "Action": "START",
+                    "ChainedInvokeOptions": invoke,
+                }
+            ],
+        )
+        return {"Status": "PENDING"}
+
+    def child_waits(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        return {"Status": "PENDING"}
+
+    def parent_second(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        ops = {o["Id"]: o for o in env["InitialExecutionState"]["Operations"]}
+        status = ops["inv"]["Status"]
+        return {"Status": "FAILED", "Error": {"ErrorType": status}}
+
+    h.runtime.scripts += [parent_first, child_waits, parent_second]
+    parent, _ = h.engine.start(h.fn, None, None)
+    h.pump()
+    started = h.store.find_event(parent.arn, "inv", "ChainedInvokeStarted")
+    assert started is not None and started.model_extra
+    child_arn = started.model_extra["ChainedInvokeStartedDetails"]["DurableExecutionArn"]
+    if how == "stop":
+        h.engine.stop(child_arn, None)
+    else:
+        h.clock.advance(60_000)
+    h.pump()
+    assert h.history(parent.arn)[-3:] == [event_type, "InvocationCompleted", "ExecutionFailed"]
+    final = h.store.get(parent.arn)
+    expected = "STOPPED" if how == "stop" else "TIMED_OUT"
+    assert final.error is not None and final.error.ErrorType == expected
