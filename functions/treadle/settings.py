@@ -31,7 +31,9 @@ class Settings(BaseModel):
     region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
     default_account: str = Field(default="123456789012", pattern=r"^\d{12}$")
     wait_time_scale: float = Field(default=1.0, gt=0.0, le=1.0)
-    sandbox_warm_per_function: int = Field(default=4, ge=1, le=64)
+    # Warm workers kept per function version: as many as invocations commonly run at
+    # once, or each extra invocation costs a fork (forked workers share most pages).
+    sandbox_warm_per_function: int = Field(default=16, ge=1, le=256)
     max_request_bytes: int = 6 * 1024 * 1024
     # Sandbox workers send the SDK's checkpoints over their own channel instead of HTTP.
     durable_channel: bool = True

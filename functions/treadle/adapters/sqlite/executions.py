@@ -92,7 +92,11 @@ class SqliteExecutionStore:
             raise AlreadyExists(f"Execution {ex.name} already exists.") from None
         ex.version_seq = 1
         ops = {s.op.Id: s for s in commit.operations}
-        self._cache_put(Snapshot(execution=ex.model_copy(), operations=ops))
+        # Only if nothing newer is there: the first invocation may already have changed
+        # the execution between this commit and here (it does not wait for create()).
+        with self._cache_lock:
+            if ex.arn not in self._cache:
+                self._cache[ex.arn] = Snapshot(execution=ex.model_copy(), operations=ops)
 
     def commit(self, commit: Commit) -> None:
         ex = commit.execution
@@ -112,6 +116,9 @@ class SqliteExecutionStore:
                 ),
             )
             if cur.rowcount != 1:
+                # What this writer saw is stale: the next load must come from the database.
+                with self._cache_lock:
+                    self._cache.pop(ex.arn, None)
                 raise ConcurrentModification(f"Execution {ex.arn} changed concurrently.")
             self._write_children(conn, commit)
         ex.version_seq = new_version
