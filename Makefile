@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck clean
+.PHONY: venv demo test bench lint typecheck clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup
 
+# Benchmarks against a real `treadle dev` (see benchmarks/README.md); BENCH_ARGS passes
+# options through, e.g. make bench BENCH_ARGS="--only W1,C1 --runs 5".
+bench: $(STAMP)
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check functions tests examples
-	$(VENV)/bin/ruff format --check functions tests examples
+	$(VENV)/bin/ruff check functions tests examples benchmarks
+	$(VENV)/bin/ruff format --check functions tests examples benchmarks
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -1,0 +1,1 @@
+"""Treadle benchmarks: plain scripts that drive a real `treadle dev` server (`make bench`)."""
