@@ -98,6 +98,8 @@ def test_malformed_json_and_unknown_routes(server: ServerProcess) -> None:
     assert status == 400 and "FunctionName" in body["message"]
     status, headers, _ = _raw(server.url, "GET", "/nope", b"")
     assert status == 404
+    status, _, body = _raw(server.url, "GET", "/v1/health", b"")
+    assert status == 200 and body == {"status": "ok"}
 
 
 def test_unknown_function_and_execution(lam: Any) -> None:

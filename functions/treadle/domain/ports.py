@@ -55,8 +55,14 @@ class Commit:
 
     `execution.version_seq` is the version the change was computed from; the store
     applies the commit only if that is still the stored version (then increments it).
-    Its size is bounded (one checkpoint batch) so a DynamoDB adapter can fit it in
-    TransactWriteItems, offloading large payloads.
+
+    A commit is one checkpoint batch (at most 250 updates from the SDK) or one backend
+    event. The DynamoDB adapter writes it with one TransactWriteItems inside the limits
+    (100 items, 4 MB, 400 KB each): the execution item updated on condition of
+    `version_seq`, plus one append-only batch item keyed by (execution, version) holding
+    this commit's operations, events, timers and callbacks (compressed; payloads over
+    ~200 KB go to S3 first and are referenced). Operations and history are folded from
+    the batch log (and cached), so the commit never needs one item per operation.
     """
 
     execution: Execution
