@@ -110,11 +110,6 @@ class ExecutionStore(Protocol):
     def operations_page(self, arn: str, *, after_seq: int, limit: int) -> list[StoredOperation]:
         """Operations in creation order with create_seq > after_seq."""
 
-    def changed_operations(
-        self, arn: str, *, after_change: int, limit: int
-    ) -> list[StoredOperation]:
-        """Operations in change order with change_seq > after_change."""
-
     def find_event(self, arn: str, op_id: str, event_type: str) -> Event | None:
         """The first event of that type about that operation, if any."""
 

@@ -237,20 +237,6 @@ class SqliteExecutionStore:
             for c, ch, b in rows
         ]
 
-    def changed_operations(
-        self, arn: str, *, after_change: int, limit: int
-    ) -> list[StoredOperation]:
-        with self._db.read() as conn:
-            rows = conn.execute(
-                "SELECT create_seq, change_seq, body FROM operations"
-                " WHERE arn = ? AND change_seq > ? ORDER BY change_seq LIMIT ?",
-                (arn, after_change, limit),
-            ).fetchall()
-        return [
-            StoredOperation(op=Operation.model_validate_json(b), create_seq=c, change_seq=ch)
-            for c, ch, b in rows
-        ]
-
     def find_event(self, arn: str, op_id: str, event_type: str) -> Event | None:
         with self._db.read() as conn:
             row = conn.execute(

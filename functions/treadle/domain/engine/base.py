@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -16,7 +15,6 @@ from treadle.domain.errors import ConcurrentModification
 from treadle.domain.lifecycle import next_execution_status, next_operation_status
 from treadle.domain.models import (
     ErrorObject,
-    Event,
     Execution,
     ExecutionStatus,
     OperationStatus,
@@ -206,7 +204,3 @@ class EngineBase:
         if ex.parent_arn and ex.parent_op_id:
             # Outbox to the parent of a chained invoke, in this same transaction.
             ws.set_timers.append(Timer(ex.parent_arn, TimerKind.CHILD_DONE, ex.parent_op_id, now))
-
-    @staticmethod
-    def _event_json(events: list[Event]) -> str:
-        return json.dumps([e.wire() for e in events])
