@@ -11,6 +11,7 @@ from typing import Any
 from treadle.domain.engine.base import EngineBase
 from treadle.domain.engine.checkpoint import apply_update, validate_batch
 from treadle.domain.engine.history import EventLog, error_payload, payload
+from treadle.domain.engine.outcome import parse_outcome
 from treadle.domain.engine.tokens import TokenClaims
 from treadle.domain.errors import (
     AlreadyExists,
@@ -287,7 +288,7 @@ class Engine(EngineBase):
         if ex.generation != generation or not ex.invocation_active:
             return None, None  # fenced: a stop, timeout or newer invocation won
         ws.clear_timers.append((TimerKind.INVOKE, ""))
-        status, result, error, runtime_error = _parse_outcome(outcome)
+        status, result, error, runtime_error = parse_outcome(outcome)
         self._invocation_completed(ex, ws, runtime_error)
         if runtime_error is not None:
             self._invocation_failed(ex, ws, runtime_error)
@@ -394,45 +395,3 @@ class Engine(EngineBase):
         stored = self.store.operations_page(arn, after_seq=after, limit=(max_items or 1000) + 1)
         page, next_marker = self._page(stored, after, max_items)
         return [s.op for s in page], next_marker
-
-
-def _parse_outcome(
-    outcome: InvocationOutcome,
-) -> tuple[str | None, str | None, ErrorObject | None, ErrorObject | None]:
-    """(status, result, error, runtime_error) of one invocation."""
-    if outcome.error is not None:
-        err = outcome.error
-        trace = err.get("stackTrace")
-        return (
-            None,
-            None,
-            None,
-            ErrorObject(
-                ErrorType=str(err.get("errorType", "Runtime.Unknown")),
-                ErrorMessage=str(err.get("errorMessage", "")),
-                StackTrace=[str(t) for t in trace] if isinstance(trace, list) else None,
-            ),
-        )
-    try:
-        body = json.loads(outcome.payload or b"null")
-        status = body["Status"]
-        if status not in ("SUCCEEDED", "FAILED", "PENDING"):
-            raise ValueError(status)
-    except (ValueError, KeyError, TypeError):
-        return (
-            None,
-            None,
-            None,
-            ErrorObject(
-                ErrorType="Runtime.InvalidOutput",
-                ErrorMessage="A durable function must return the durable invocation output "
-                "({Status, Result, Error}); is the handler decorated with @durable_execution?",
-            ),
-        )
-    raw_error = body.get("Error")
-    error = None
-    if isinstance(raw_error, dict):
-        error = ErrorObject.model_validate(
-            {k: v for k, v in raw_error.items() if k in ErrorObject.model_fields}
-        )
-    return status, body.get("Result"), error, None
