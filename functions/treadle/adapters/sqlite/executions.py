@@ -7,6 +7,7 @@ import json
 import sqlite3
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from treadle.adapters.sqlite.db import Database
 from treadle.domain.errors import AlreadyExists, ConcurrentModification, InvalidParameter, NotFound
@@ -19,6 +20,12 @@ from treadle.domain.ports import (
     Timer,
     TimerKind,
 )
+
+
+@dataclass(frozen=True)
+class _Rows:
+    operations: list[tuple[str, str, int, int, str]]
+    events: list[tuple[str, int, str | None, str, str]]
 
 
 def _row_execution(record: str) -> Execution:
@@ -69,6 +76,8 @@ class SqliteExecutionStore:
 
     def create(self, commit: Commit) -> None:
         ex = commit.execution
+        rows = self._rows(commit)
+        record = ex.model_copy(update={"version_seq": 1}).model_dump_json()
         try:
             with self._db.write() as conn:
                 conn.execute(
@@ -84,10 +93,10 @@ class SqliteExecutionStore:
                         ex.status.value,
                         ex.start_ms,
                         int(ex.invocation_active),
-                        ex.model_copy(update={"version_seq": 1}).model_dump_json(),
+                        record,
                     ),
                 )
-                self._write_children(conn, commit)
+                self._write_children(conn, commit, rows)
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"Execution {ex.name} already exists.") from None
         ex.version_seq = 1
@@ -102,6 +111,7 @@ class SqliteExecutionStore:
         ex = commit.execution
         new_version = ex.version_seq + 1
         record = ex.model_copy(update={"version_seq": new_version}).model_dump_json()
+        rows = self._rows(commit)
         with self._db.write() as conn:
             cur = conn.execute(
                 "UPDATE executions SET status = ?, invocation_active = ?, version_seq = ?,"
@@ -120,27 +130,36 @@ class SqliteExecutionStore:
                 with self._cache_lock:
                     self._cache.pop(ex.arn, None)
                 raise ConcurrentModification(f"Execution {ex.arn} changed concurrently.")
-            self._write_children(conn, commit)
+            self._write_children(conn, commit, rows)
         ex.version_seq = new_version
         self._cache_apply(commit)
 
     @staticmethod
-    def _write_children(conn: sqlite3.Connection, commit: Commit) -> None:
+    def _rows(commit: Commit) -> _Rows:
+        """Serialise a commit's rows before taking the writer's lock, to hold it briefly."""
+        arn = commit.execution.arn
+        return _Rows(
+            operations=[
+                (arn, s.op.Id, s.create_seq, s.change_seq, s.op.model_dump_json(exclude_none=True))
+                for s in commit.operations
+            ],
+            events=[
+                (arn, e.EventId, e.Id, e.EventType, e.model_dump_json(exclude_none=True))
+                for e in commit.events
+            ],
+        )
+
+    @staticmethod
+    def _write_children(conn: sqlite3.Connection, commit: Commit, rows: _Rows) -> None:
         arn = commit.execution.arn
         conn.executemany(
             "INSERT OR REPLACE INTO operations (arn, op_id, create_seq, change_seq, body)"
             " VALUES (?, ?, ?, ?, ?)",
-            [
-                (arn, s.op.Id, s.create_seq, s.change_seq, s.op.model_dump_json(exclude_none=True))
-                for s in commit.operations
-            ],
+            rows.operations,
         )
         conn.executemany(
             "INSERT INTO events (arn, event_id, op_id, event_type, body) VALUES (?, ?, ?, ?, ?)",
-            [
-                (arn, e.EventId, e.Id, e.EventType, e.model_dump_json(exclude_none=True))
-                for e in commit.events
-            ],
+            rows.events,
         )
         if commit.clear_all_timers:
             conn.execute("DELETE FROM timers WHERE arn = ?", (arn,))
