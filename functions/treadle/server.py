@@ -165,7 +165,3 @@ class Platform:
         self.sandbox.close()
         self.db.close()
         os.close(self._lock_fd)
-
-    @property
-    def data_dir(self) -> Path:
-        return self.settings.data_dir

@@ -77,8 +77,5 @@ class SandboxRuntime:
             ended_ms=int(outcome.ended_at * 1000),
         )
 
-    def evict(self, fn: FunctionVersion) -> None:
-        self._sandbox.evict(self._spec(fn).key)
-
     def set_platform_env(self, env: Mapping[str, str]) -> None:
         self._platform_env = dict(env)
