@@ -11,8 +11,10 @@ from pathlib import Path
 from types import FrameType
 
 import uvicorn
+from pydantic import ValidationError
 
 from treadle.api.asgi import AsgiAdapter
+from treadle.api.errors import validation_message
 from treadle.server import Platform
 from treadle.settings import Settings
 
@@ -33,13 +35,24 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def dev(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(
-        host=args.host,
-        port=args.port,
-        data_dir=Path(args.data_dir) if args.data_dir else None,
-        wait_time_scale=args.wait_time_scale,
-    )
-    sock = _bind(settings.host, settings.port)
+    try:
+        settings = Settings.from_env(
+            host=args.host,
+            port=args.port,
+            data_dir=Path(args.data_dir) if args.data_dir else None,
+            wait_time_scale=args.wait_time_scale,
+        )
+    except ValidationError as exc:
+        print(f"treadle: invalid settings: {validation_message(exc)}", file=sys.stderr)
+        return 2
+    try:
+        sock = _bind(settings.host, settings.port)
+    except OSError as exc:
+        print(
+            f"treadle: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 2
     port = sock.getsockname()[1]
     platform = Platform(settings)
     platform.set_port(port)
