@@ -51,3 +51,9 @@ def test_terminal_execution_states_have_no_way_out() -> None:
             with pytest.raises(InvalidParameter):
                 next_execution_status(terminal, trigger)
     assert next_execution_status("RUNNING", "pause") == "PAUSED"
+
+
+def test_lifecycle_document_is_current() -> None:
+    from treadle.lifecycle_docs import DOC, render
+
+    assert DOC.read_text() == render(), "run: python -m treadle.lifecycle_docs"

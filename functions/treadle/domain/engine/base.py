@@ -174,9 +174,11 @@ class EngineBase:
         *,
         result: str | None = None,
         error: ErrorObject | None = None,
+        trigger: str | None = None,
     ) -> None:
         now = ws.now_ms
-        ex.status = ExecutionStatus(next_execution_status(ex.status, _CLOSE_TRIGGERS[status]))
+        trigger = trigger or _CLOSE_TRIGGERS[status]
+        ex.status = ExecutionStatus(next_execution_status(ex.status, trigger))
         ex.end_ms = now
         ex.result = result if status is ExecutionStatus.SUCCEEDED else None
         ex.error = error if status is not ExecutionStatus.SUCCEEDED else None

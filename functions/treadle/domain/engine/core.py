@@ -268,7 +268,9 @@ class Engine(EngineBase):
             return True
         ex.invocation_attempts += 1
         if ex.invocation_attempts >= self.config.max_invocation_attempts:
-            self._close(ex, ws, ExecutionStatus.FAILED, error=error)
+            self._close(
+                ex, ws, ExecutionStatus.FAILED, error=error, trigger="invocation_retries_exhausted"
+            )
             return True
         delay_ms = int(
             self.config.invocation_retry_base_s * 1000 * 2 ** (ex.invocation_attempts - 1)
