@@ -1,5 +1,6 @@
 """Local sandbox: tenant handlers in separate, warm processes forked from a zygote."""
 
-from treadle.adapters.sandbox.sandbox import InvocationOutcome, LocalSandbox, SandboxFunction
+from treadle.adapters.sandbox.sandbox import LocalSandbox
+from treadle.adapters.sandbox.spec import InvocationOutcome, SandboxFunction
 
 __all__ = ["InvocationOutcome", "LocalSandbox", "SandboxFunction"]

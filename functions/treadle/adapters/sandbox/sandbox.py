@@ -18,18 +18,16 @@ import logging
 import os
 import shutil
 import socket
-import sys
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from treadle.adapters.sandbox.handle import CallHandler, Failure, WorkerHandle, exit_reason
 from treadle.adapters.sandbox.spawner import Zygote, ZygoteGone
+from treadle.adapters.sandbox.spec import InvocationOutcome, SandboxFunction, lambda_environment
 
 log = logging.getLogger(__name__)
 
@@ -39,58 +37,6 @@ EXIT_WAIT_S = 5.0
 WATCHDOG_INTERVAL_S = 0.05
 # What Lambda reports when its cgroup's OOM killer ends the runtime.
 _KILLED = "Runtime exited with error: signal: killed"
-_RUNTIME_DIR = str(Path(__file__).resolve().parent)
-
-
-@dataclass(frozen=True)
-class SandboxFunction:
-    key: str  # unique per function version + code
-    code_dir: Path
-    handler: str  # "module.func", "dir/module.func" or "pkg.module.func"
-    function_name: str
-    function_version: str
-    invoked_function_arn: str
-    memory_mb: int
-    timeout_s: float
-    environment: Mapping[str, str]
-    log_group: str
-
-
-@dataclass(frozen=True)
-class InvocationOutcome:
-    request_id: str
-    payload: bytes | None  # the handler's JSON result, when it returned
-    error: dict[str, Any] | None  # Lambda's error payload, when it did not
-    logs: list[str]
-    started_at: float
-    ended_at: float
-
-
-def lambda_environment(fn: SandboxFunction, tmp_dir: Path, log_stream: str) -> dict[str, str]:
-    """What a Lambda execution environment sees, and nothing of the server's."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    defaults = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
-        "LANG": "en_US.UTF-8",
-        "TZ": ":UTC",
-        "TMPDIR": str(tmp_dir),
-        "HOME": str(tmp_dir),
-    }
-    reserved = {
-        "LAMBDA_TASK_ROOT": os.path.abspath(fn.code_dir),
-        "LAMBDA_RUNTIME_DIR": _RUNTIME_DIR,
-        "AWS_LAMBDA_FUNCTION_NAME": fn.function_name,
-        "AWS_LAMBDA_FUNCTION_VERSION": fn.function_version,
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb),
-        "AWS_LAMBDA_LOG_GROUP_NAME": fn.log_group,
-        "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
-        "AWS_LAMBDA_LOG_FORMAT": "JSON",
-        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{version}",
-        "_HANDLER": fn.handler,
-    }
-    # Lambda refuses reserved names in a function's configuration; here they just lose.
-    return {**defaults, **fn.environment, **reserved}
 
 
 def _error(error_type: str, request_id: str, detail: str) -> dict[str, Any]:

@@ -1,0 +1,63 @@
+"""What the sandbox is asked to run, what it answers, and the environment it gives."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_RUNTIME_DIR = str(Path(__file__).resolve().parent)
+
+
+@dataclass(frozen=True)
+class SandboxFunction:
+    key: str  # unique per function version + code
+    code_dir: Path
+    handler: str  # "module.func", "dir/module.func" or "pkg.module.func"
+    function_name: str
+    function_version: str
+    invoked_function_arn: str
+    memory_mb: int
+    timeout_s: float
+    environment: Mapping[str, str]
+    log_group: str
+
+
+@dataclass(frozen=True)
+class InvocationOutcome:
+    request_id: str
+    payload: bytes | None  # the handler's JSON result, when it returned
+    error: dict[str, Any] | None  # Lambda's error payload, when it did not
+    logs: list[str]
+    started_at: float
+    ended_at: float
+
+
+def lambda_environment(fn: SandboxFunction, tmp_dir: Path, log_stream: str) -> dict[str, str]:
+    """What a Lambda execution environment sees, and nothing of the server's."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    defaults = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+        "LANG": "en_US.UTF-8",
+        "TZ": ":UTC",
+        "TMPDIR": str(tmp_dir),
+        "HOME": str(tmp_dir),
+    }
+    reserved = {
+        "LAMBDA_TASK_ROOT": os.path.abspath(fn.code_dir),
+        "LAMBDA_RUNTIME_DIR": _RUNTIME_DIR,
+        "AWS_LAMBDA_FUNCTION_NAME": fn.function_name,
+        "AWS_LAMBDA_FUNCTION_VERSION": fn.function_version,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb),
+        "AWS_LAMBDA_LOG_GROUP_NAME": fn.log_group,
+        "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
+        "AWS_LAMBDA_LOG_FORMAT": "JSON",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{version}",
+        "_HANDLER": fn.handler,
+    }
+    # Lambda refuses reserved names in a function's configuration; here they just lose.
+    return {**defaults, **fn.environment, **reserved}
