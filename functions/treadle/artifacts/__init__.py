@@ -1,0 +1,42 @@
+"""Git-native artifact repositories per tenant.
+
+Objects live as packs in an `ObjectStore` (a directory embedded, S3 on AWS), refs in a
+`RefStore` updated by compare-and-swap (SQLite embedded, DynamoDB on AWS). Dulwich is
+the Git engine: `git clone`/`fetch`/`push` over smart HTTP (`GitHttp`), and the REST use
+cases (`ArtifactService`) commit and read through the same repositories.
+"""
+
+from treadle.artifacts.git_http import GitHttp
+from treadle.artifacts.local_objects import LocalObjectStore
+from treadle.artifacts.ports import (
+    ObjectNotFound,
+    ObjectStore,
+    RefConflict,
+    RefStore,
+    RefUpdate,
+    RepoAlreadyExists,
+    RepoNotFound,
+    RepoPage,
+)
+from treadle.artifacts.repository import ArtifactRepo, Repositories
+from treadle.artifacts.service import ArtifactService, CommitInfo, TreeEntry
+from treadle.artifacts.sqlite_refs import SqliteRefStore
+
+__all__ = [
+    "ArtifactRepo",
+    "ArtifactService",
+    "CommitInfo",
+    "GitHttp",
+    "LocalObjectStore",
+    "ObjectNotFound",
+    "ObjectStore",
+    "RefConflict",
+    "RefStore",
+    "RefUpdate",
+    "RepoAlreadyExists",
+    "RepoNotFound",
+    "RepoPage",
+    "Repositories",
+    "SqliteRefStore",
+    "TreeEntry",
+]

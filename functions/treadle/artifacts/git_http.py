@@ -1,0 +1,166 @@
+"""Git smart HTTP (protocol v0/v1) over Treadle's framework-free Request/Response.
+
+The same exchange as `dulwich.web` (and `git http-backend`), minus WSGI:
+- `GET  info/refs?service=git-upload-pack|git-receive-pack`: the ref advertisement;
+- `POST git-upload-pack`: negotiation and the pack (clone, fetch);
+- `POST git-receive-pack`: commands and pack in, status report out (push).
+Every request is stateless: dulwich's handlers run with `stateless_rpc=True` over the
+buffered body, writing into a buffered response (API Gateway has no streaming either).
+
+Clients asking for protocol v2 (the default of git >= 2.26) get a v0 advertisement and
+fall back, exactly as with a server that predates v2. Authentication happened before:
+the caller passes the tenant it authenticated.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from io import BytesIO
+from typing import cast
+
+from dulwich.errors import GitProtocolError
+from dulwich.protocol import ReceivableProtocol
+from dulwich.server import Backend, BackendRepo, UploadPackHandler
+
+from treadle.api.http import Request, Response
+from treadle.artifacts.ports import RepoNotFound
+from treadle.artifacts.receive import GuardedReceivePackHandler
+from treadle.artifacts.repository import ArtifactRepo, Repositories
+
+log = logging.getLogger(__name__)
+
+_HANDLERS: dict[str, type[UploadPackHandler] | type[GuardedReceivePackHandler]] = {
+    "git-upload-pack": UploadPackHandler,
+    "git-receive-pack": GuardedReceivePackHandler,
+}
+_NO_CACHE = {
+    "expires": "Fri, 01 Jan 1980 00:00:00 GMT",
+    "pragma": "no-cache",
+    "cache-control": "no-cache, max-age=0, must-revalidate",
+}
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _OneRepoBackend(Backend):
+    """dulwich's handlers open their repository by path; ours is already open."""
+
+    def __init__(self, repo: ArtifactRepo) -> None:
+        self._repo = repo
+
+    def open_repository(self, path: str) -> BackendRepo:
+        return cast(BackendRepo, self._repo)
+
+
+def _text(status: int, message: str) -> Response:
+    # Plain text: git prints the body of a failed smart-HTTP request as is.
+    return Response(
+        status=status, body=(message + "\n").encode(), headers={"content-type": "text/plain"}
+    )
+
+
+def _protocol_version(request: Request) -> int:
+    """1 if the client asked for v1 (`Git-Protocol: version=1`); 0 otherwise (v2 too)."""
+    for item in (request.header("git-protocol") or "").split(":"):
+        if item.strip() == "version=1":
+            return 1
+    return 0
+
+
+class GitHttp:
+    def __init__(self, repositories: Repositories, *, max_body_bytes: int = 512 << 20) -> None:
+        self._repos = repositories
+        self._max_body = max_body_bytes
+
+    def handle(self, request: Request, tenant: str, repo: str, rest_path: str) -> Response:
+        """Serve `<repo>.git/<rest_path>` of the (already authenticated) tenant."""
+        path = rest_path.strip("/")
+        try:
+            if path == "info/refs":
+                if request.method not in ("GET", "HEAD"):
+                    return _text(405, f"{request.method} not allowed on info/refs")
+                return self._advertise(request, tenant, repo)
+            if path in _HANDLERS:
+                if request.method != "POST":
+                    return _text(405, f"{request.method} not allowed on {path}")
+                return self._rpc(request, tenant, repo, path)
+            return _text(404, f"Not found: {path} (only the smart HTTP protocol is served)")
+        except RepoNotFound as exc:
+            return _text(404, exc.message)
+        except _BadRequest as exc:
+            return _text(exc.status, exc.message)
+
+    def _advertise(self, request: Request, tenant: str, repo: str) -> Response:
+        service = request.q("service")
+        if service is None:
+            raise _BadRequest(403, "Treadle serves only the smart HTTP protocol (git >= 1.6.6)")
+        handler_cls = _HANDLERS.get(service)
+        if handler_cls is None:
+            raise _BadRequest(403, f"Unsupported service: {service}")
+        out = BytesIO()
+        proto = ReceivableProtocol(BytesIO().read, out.write)
+        proto.write_pkt_line(b"# service=" + service.encode("ascii") + b"\n")
+        proto.write_pkt_line(None)
+        if _protocol_version(request) == 1:
+            proto.write_pkt_line(b"version 1\n")
+        with self._repos.open(tenant, repo) as opened:
+            handler = handler_cls(
+                _OneRepoBackend(opened), [repo], proto, stateless_rpc=True, advertise_refs=True
+            )
+            handler.handle()
+        headers = {"content-type": f"application/x-{service}-advertisement", **_NO_CACHE}
+        return Response(status=200, body=out.getvalue(), headers=headers)
+
+    def _rpc(self, request: Request, tenant: str, repo: str, service: str) -> Response:
+        content_type = (request.header("content-type") or "").split(";")[0].strip()
+        if content_type != f"application/x-{service}-request":
+            raise _BadRequest(415, f"Content-Type must be application/x-{service}-request")
+        body = self._body(request)
+        started = time.monotonic()
+        out = BytesIO()
+        proto = ReceivableProtocol(BytesIO(body).read, out.write)
+        with self._repos.open(tenant, repo) as opened:
+            handler = _HANDLERS[service](_OneRepoBackend(opened), [repo], proto, stateless_rpc=True)
+            try:
+                handler.handle()
+            except GitProtocolError as exc:
+                log.info("%s %s/%s: protocol error: %s", service, tenant, repo, exc)
+                raise _BadRequest(400, f"Git protocol error: {exc}") from None
+        log.debug(
+            "%s %s/%s: %d bytes in, %d out, %.1f ms",
+            service,
+            tenant,
+            repo,
+            len(body),
+            out.tell(),
+            (time.monotonic() - started) * 1000,
+        )
+        headers = {"content-type": f"application/x-{service}-result", **_NO_CACHE}
+        return Response(status=200, body=out.getvalue(), headers=headers)
+
+    def _body(self, request: Request) -> bytes:
+        """The request body, gunzipped if the client compressed it, within the size limit."""
+        encoding = (request.header("content-encoding") or "identity").strip().lower()
+        if encoding == "identity":
+            body = request.body
+        elif encoding in ("gzip", "x-gzip"):
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                # Bounded: a small gzip body must not inflate into gigabytes.
+                body = inflater.decompress(request.body, self._max_body + 1)
+            except zlib.error as exc:
+                raise _BadRequest(400, f"Invalid gzip request body: {exc}") from None
+            if len(body) <= self._max_body and not inflater.eof:
+                raise _BadRequest(400, "Invalid gzip request body: truncated")
+        else:
+            raise _BadRequest(415, f"Unsupported Content-Encoding: {encoding}")
+        if len(body) > self._max_body:
+            raise _BadRequest(413, f"Request body exceeds {self._max_body} bytes")
+        return body

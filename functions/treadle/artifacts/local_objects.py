@@ -1,0 +1,119 @@
+"""`ObjectStore` over a local directory: the embedded stand-in for S3."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+
+from treadle.artifacts.ports import ObjectNotFound
+
+# Temporary files live beside their target (os.replace must not cross file systems)
+# under a name no valid key can have, so `list` can skip them.
+_TMP_PREFIX = ".tmp-"
+_MAX_KEY = 1024  # S3's limit: a key valid here is valid there
+
+
+def check_key(key: str) -> None:
+    """Refuse keys that could escape the root or that S3 would treat differently."""
+    if not key or len(key) > _MAX_KEY:
+        raise ValueError(f"object key must be 1 to {_MAX_KEY} characters: {key!r}")
+    if key.startswith("/") or "\\" in key or "\x00" in key:
+        raise ValueError(f"object key must be a relative '/'-separated path: {key!r}")
+    for segment in key.split("/"):
+        if segment in ("", ".", "..") or segment.startswith(_TMP_PREFIX):
+            raise ValueError(f"object key has an invalid segment {segment!r}: {key!r}")
+
+
+class LocalObjectStore:
+    """Keys map to files under `root`; each put is atomic and durable.
+
+    A put writes a temporary file, fsyncs it, renames it over the target and fsyncs
+    the directory: after a crash the key holds the old bytes or the new, and once put
+    returns the new bytes survive a power cut.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        check_key(key)
+        return self._root.joinpath(*key.split("/"))
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+        for attempt in range(3):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                break
+            except FileNotFoundError:
+                # A concurrent delete pruned the just-created empty directory.
+                if attempt == 2:
+                    raise
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        _fsync_dir(path.parent)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        if "\\" in prefix or "\x00" in prefix or prefix.startswith("/"):
+            raise ValueError(f"invalid key prefix: {prefix!r}")
+        if ".." in prefix.split("/"):
+            raise ValueError(f"invalid key prefix: {prefix!r}")
+        # Walk only the deepest directory the prefix names, not the whole root.
+        directory = prefix if prefix.endswith("/") else prefix.rpartition("/")[0]
+        base = self._root.joinpath(*[s for s in directory.split("/") if s])
+        keys: list[str] = []
+        for dirpath, _dirs, files in os.walk(base):
+            rel = Path(dirpath).relative_to(self._root).as_posix()
+            for name in files:
+                if name.startswith(_TMP_PREFIX):
+                    continue
+                key = name if rel == "." else f"{rel}/{name}"
+                if key.startswith(prefix):
+                    keys.append(key)
+        keys.sort()
+        return keys
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        # Prune now-empty directories so deleted repositories leave nothing behind.
+        parent = path.parent
+        while parent != self._root:
+            try:
+                parent.rmdir()
+            except OSError:  # not empty (or already gone): stop
+                break
+            parent = parent.parent
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

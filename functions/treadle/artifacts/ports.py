@@ -1,0 +1,152 @@
+"""Ports of the artifact repositories: where Git objects and refs are kept.
+
+Objects (packs and their indexes) go to an `ObjectStore`: a flat, S3-like key space of
+immutable blobs. Refs go to a `RefStore` whose one write operation is an all-or-nothing
+compare-and-swap, which is what keeps two concurrent pushes from losing a commit.
+
+Stdlib only (plus Treadle's own stdlib-only error tree, so the API maps these errors
+without a translation table): the S3 and DynamoDB adapters implement the same
+Protocols and pass the same contract suite (`tests/contract/test_artifact_stores.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from treadle.domain.errors import AlreadyExists, Conflict, NotFound
+
+# The "absent" value of a ref in a compare-and-swap, as on Git's wire. Any all-zero
+# value (40 or 64 digits, for SHA-1 or SHA-256 repositories) means the same.
+ZERO_SHA = b"0" * 40
+
+
+def is_zero(value: bytes) -> bool:
+    return not value.strip(b"0")
+
+
+def repo_prefix(tenant: str, repo: str) -> str:
+    """The key prefix under which one repository's objects live."""
+    for part in (tenant, repo):
+        # Defence in depth: callers validate names, but a key must never leave its prefix.
+        if not part or "/" in part or part in (".", ".."):
+            raise ValueError(f"invalid tenant or repository name in an object key: {part!r}")
+    return f"tenants/{tenant}/repos/{repo}/"
+
+
+def pack_key(tenant: str, repo: str, name: str, ext: str) -> str:
+    """`tenants/<tenant>/repos/<repo>/packs/<name>.<ext>`, ext being `pack` or `idx`."""
+    return f"{repo_prefix(tenant, repo)}packs/{name}.{ext}"
+
+
+def check_updates(updates: Sequence[RefUpdate]) -> None:
+    """Validation every RefStore adapter runs first, so they all refuse the same batches."""
+    if not updates:
+        raise ValueError("compare_and_swap needs at least one update")
+    seen: set[bytes] = set()
+    for ref, old, new in updates:
+        if not ref:
+            raise ValueError("ref name must not be empty")
+        if not old or not new:
+            raise ValueError(f"old and new values of {ref!r} must not be empty (use ZERO_SHA)")
+        if ref in seen:
+            raise ValueError(f"ref {ref!r} appears twice in one compare_and_swap")
+        seen.add(ref)
+
+
+class ObjectNotFound(KeyError):
+    """`ObjectStore.get` of a key that does not exist."""
+
+
+class RepoNotFound(NotFound):
+    def __init__(self, tenant: str, repo: str) -> None:
+        super().__init__(f"Repository '{repo}' does not exist.")
+        self.tenant = tenant
+        self.repo = repo
+
+
+class RepoAlreadyExists(AlreadyExists):
+    def __init__(self, tenant: str, repo: str) -> None:
+        super().__init__(f"Repository '{repo}' already exists.")
+        self.tenant = tenant
+        self.repo = repo
+
+
+class RefConflict(Conflict):
+    """A compare-and-swap found a ref at another value than expected; nothing changed."""
+
+    def __init__(self, ref: bytes, expected: bytes, actual: bytes | None) -> None:
+        shown_actual = "absent" if actual is None else f"at {actual.decode(errors='replace')}"
+        shown_expected = (
+            "absent" if is_zero(expected) else f"at {expected.decode(errors='replace')}"
+        )
+        super().__init__(
+            f"Ref {ref.decode(errors='replace')} is {shown_actual}, "
+            f"but the update expected it {shown_expected}."
+        )
+        self.ref = ref
+        self.expected = expected
+        self.actual = actual
+
+
+class RefUpdate(NamedTuple):
+    """Move `ref` from `old` to `new`; ZERO_SHA as `old` means "must not exist", as
+    `new` means "delete". Values are opaque bytes: hex SHAs or `ref: <target>` symrefs.
+    """
+
+    ref: bytes
+    old: bytes
+    new: bytes
+
+
+@dataclass(frozen=True)
+class RepoPage:
+    names: list[str]
+    next_marker: str | None  # pass as `after` for the next page; None on the last page
+
+
+class ObjectStore(Protocol):
+    """Immutable-blob key space (a directory, S3). Keys are `/`-separated relative paths
+    without empty, `.` or `..` segments; adapters raise ValueError for any other key.
+    A `put` is atomic: readers see the old bytes or the new ones, never a mix.
+    """
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def get(self, key: str) -> bytes:
+        """The bytes; ObjectNotFound if the key does not exist."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str) -> list[str]:
+        """Every key starting with `prefix` (a plain string prefix), sorted."""
+
+    def delete(self, key: str) -> None:
+        """Remove the key; no error if it does not exist."""
+
+
+class RefStore(Protocol):
+    """Repositories and their refs, per tenant."""
+
+    def create_repo(self, tenant: str, repo: str) -> None:
+        """Register an empty repository; RepoAlreadyExists if it exists."""
+
+    def delete_repo(self, tenant: str, repo: str) -> None:
+        """Remove the repository and all its refs at once; RepoNotFound if absent."""
+
+    def repo_exists(self, tenant: str, repo: str) -> bool: ...
+
+    def list_repos(self, tenant: str, *, limit: int = 100, after: str | None = None) -> RepoPage:
+        """Names in ascending order, strictly after `after`, at most `limit` (>= 1)."""
+
+    def get_refs(self, tenant: str, repo: str) -> dict[bytes, bytes]:
+        """Every ref of the repository (name -> value); RepoNotFound if absent."""
+
+    def compare_and_swap(self, tenant: str, repo: str, updates: Sequence[RefUpdate]) -> None:
+        """Apply every update or none.
+
+        RefConflict (naming the first ref found at another value than its `old`) if any
+        does not match; RepoNotFound if the repository is absent; ValueError if the
+        batch is empty or names a ref twice.
+        """

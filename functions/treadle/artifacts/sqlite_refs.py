@@ -1,0 +1,145 @@
+"""`RefStore` over its own SQLite file: the embedded stand-in for DynamoDB.
+
+Each compare-and-swap is one `BEGIN IMMEDIATE` transaction: it takes SQLite's write lock
+before reading the current values, so no other writer (thread or process) can move a
+ref between the comparison and the swap. WAL lets readers run beside it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from treadle.artifacts.ports import (
+    RefConflict,
+    RefUpdate,
+    RepoAlreadyExists,
+    RepoNotFound,
+    RepoPage,
+    check_updates,
+    is_zero,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS repos (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS refs (
+    tenant TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    ref BLOB NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (tenant, repo, ref)
+) WITHOUT ROWID;
+"""
+
+
+class SqliteRefStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection under one lock: every statement here takes microseconds, and
+        # a connection per thread would leak under a thread-per-request server.
+        self._conn = sqlite3.connect(
+            str(path), check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._lock = threading.RLock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _exists(self, conn: sqlite3.Connection, tenant: str, repo: str) -> bool:
+        row = conn.execute(
+            "SELECT 1 FROM repos WHERE tenant = ? AND name = ?", (tenant, repo)
+        ).fetchone()
+        return row is not None
+
+    def create_repo(self, tenant: str, repo: str) -> None:
+        with self._write() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO repos (tenant, name, created_ms) VALUES (?, ?, ?)",
+                    (tenant, repo, int(time.time() * 1000)),
+                )
+            except sqlite3.IntegrityError:
+                raise RepoAlreadyExists(tenant, repo) from None
+
+    def delete_repo(self, tenant: str, repo: str) -> None:
+        with self._write() as conn:
+            cur = conn.execute("DELETE FROM repos WHERE tenant = ? AND name = ?", (tenant, repo))
+            if cur.rowcount == 0:
+                raise RepoNotFound(tenant, repo)
+            conn.execute("DELETE FROM refs WHERE tenant = ? AND repo = ?", (tenant, repo))
+
+    def repo_exists(self, tenant: str, repo: str) -> bool:
+        with self._lock:
+            return self._exists(self._conn, tenant, repo)
+
+    def list_repos(self, tenant: str, *, limit: int = 100, after: str | None = None) -> RepoPage:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT name FROM repos WHERE tenant = ? AND name > ? ORDER BY name LIMIT ?",
+                (tenant, after or "", limit + 1),
+            ).fetchall()
+        names = [str(r[0]) for r in rows[:limit]]
+        return RepoPage(names=names, next_marker=names[-1] if len(rows) > limit else None)
+
+    def get_refs(self, tenant: str, repo: str) -> dict[bytes, bytes]:
+        with self._lock:
+            # Both reads under the lock: one consistent snapshot without a transaction.
+            if not self._exists(self._conn, tenant, repo):
+                raise RepoNotFound(tenant, repo)
+            rows = self._conn.execute(
+                "SELECT ref, value FROM refs WHERE tenant = ? AND repo = ?", (tenant, repo)
+            ).fetchall()
+        return {bytes(ref): bytes(value) for ref, value in rows}
+
+    def compare_and_swap(self, tenant: str, repo: str, updates: Sequence[RefUpdate]) -> None:
+        check_updates(updates)
+        with self._write() as conn:
+            if not self._exists(conn, tenant, repo):
+                raise RepoNotFound(tenant, repo)
+            for ref, old, _new in updates:
+                row = conn.execute(
+                    "SELECT value FROM refs WHERE tenant = ? AND repo = ? AND ref = ?",
+                    (tenant, repo, ref),
+                ).fetchone()
+                actual = None if row is None else bytes(row[0])
+                if (actual is not None) if is_zero(old) else (actual != old):
+                    raise RefConflict(ref, old, actual)  # rolls the transaction back
+            for ref, _old, new in updates:
+                if is_zero(new):
+                    conn.execute(
+                        "DELETE FROM refs WHERE tenant = ? AND repo = ? AND ref = ?",
+                        (tenant, repo, ref),
+                    )
+                else:
+                    conn.execute(
+                        "INSERT INTO refs (tenant, repo, ref, value) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (tenant, repo, ref) DO UPDATE SET value = excluded.value",
+                        (tenant, repo, ref, new),
+                    )

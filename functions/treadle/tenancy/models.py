@@ -1,0 +1,88 @@
+"""Tenant, access key and quota records, and the generators of their identifiers."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+ACCOUNT_ID_PATTERN = r"^\d{12}$"
+# AWS long-term key ids are "AKIA" + 16 characters of the base32 alphabet.
+ACCESS_KEY_ID_PATTERN = r"^AKIA[A-Z2-7]{16}$"
+_KEY_ID_ALPHABET = string.ascii_uppercase + "234567"
+# AWS secrets are 40 characters of base64 (with '+' and '/'). Ours are 40 alphanumerics
+# (~238 bits): the same length, but safe unescaped in a Git URL's userinfo and in INI.
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+SECRET_LENGTH = 40
+
+
+class KeyStatus(StrEnum):
+    ACTIVE = "Active"  # IAM's spelling, which the AWS CLI users know
+    INACTIVE = "Inactive"
+
+
+class Quotas(BaseModel):
+    """Per-tenant limits. Defaults suit a shared self-hosted install; admins raise them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_functions: int = Field(default=500, ge=0)
+    max_code_bytes: int = Field(default=5 * 1024**3, ge=0)  # total stored zips
+    max_running_executions: int = Field(default=1000, ge=0)
+    max_starts_per_second: float = Field(default=20.0, gt=0)
+
+
+class Tenant(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    account_id: str = Field(pattern=ACCOUNT_ID_PATTERN)
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
+    created_ms: int = Field(ge=0)
+    disabled: bool = False
+    quotas: Quotas = Field(default_factory=Quotas)
+
+
+class AccessKey(BaseModel):
+    """A key pair of one tenant.
+
+    The secret is kept in plain text by the store: SigV4 verification must recompute
+    the HMAC with it, so a one-way hash cannot work. The SQLite file is created 0600
+    (owner only); encryption at rest is out of scope. `SecretStr` keeps it out of
+    reprs and logs; read it with `secret.get_secret_value()`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    access_key_id: str = Field(pattern=ACCESS_KEY_ID_PATTERN)
+    tenant: str = Field(pattern=ACCOUNT_ID_PATTERN)
+    secret: SecretStr
+    status: KeyStatus = KeyStatus.ACTIVE
+    created_ms: int = Field(ge=0)
+
+    @property
+    def active(self) -> bool:
+        return self.status is KeyStatus.ACTIVE
+
+
+def new_account_id() -> str:
+    # Never a leading zero: some tools treat account ids as numbers and drop it.
+    return str(secrets.randbelow(9 * 10**11) + 10**11)
+
+
+def new_access_key_id() -> str:
+    return "AKIA" + "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(16))
+
+
+def new_secret() -> str:
+    return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(SECRET_LENGTH))
+
+
+def new_access_key(tenant: str, now_ms: int) -> AccessKey:
+    return AccessKey(
+        access_key_id=new_access_key_id(),
+        tenant=tenant,
+        secret=SecretStr(new_secret()),
+        created_ms=now_ms,
+    )

@@ -1,0 +1,304 @@
+"""`TenantStore` over its own SQLite file.
+
+The file holds access-key secrets in plain text (SigV4 needs them to recompute
+signatures), so it is created with mode 0600 and re-chmodded on open; SQLite gives its
+`-wal` and `-shm` files the database file's mode. Each write is one `BEGIN IMMEDIATE`
+transaction: it takes the write lock before reading, so checks (key is active, account
+id is free) and changes cannot interleave with another writer, thread or process.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import SecretStr
+
+from treadle.domain.errors import AlreadyExists, Conflict, NotFound
+from treadle.tenancy.models import (
+    AccessKey,
+    KeyStatus,
+    Quotas,
+    Tenant,
+    new_access_key,
+    new_account_id,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (
+    account_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    quotas TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS access_keys (
+    access_key_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL REFERENCES tenants(account_id),
+    secret TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS access_keys_by_tenant ON access_keys (tenant, created_ms);
+"""
+
+_TENANT_COLS = "t.account_id, t.name, t.created_ms, t.disabled, t.quotas"
+_KEY_COLS = "k.access_key_id, k.tenant, k.secret, k.status, k.created_ms"
+# Random ids collide with negligible odds; a few retries make it impossible in practice.
+_ID_ATTEMPTS = 8
+
+T = TypeVar("T")
+
+
+def _tenant(row: Sequence[Any]) -> Tenant:
+    account_id, name, created_ms, disabled, quotas = row
+    return Tenant(
+        account_id=str(account_id),
+        name=str(name),
+        created_ms=int(created_ms),
+        disabled=bool(disabled),
+        quotas=Quotas.model_validate_json(str(quotas)),
+    )
+
+
+def _key(row: Sequence[Any]) -> AccessKey:
+    key_id, tenant, secret, status, created_ms = row
+    return AccessKey(
+        access_key_id=str(key_id),
+        tenant=str(tenant),
+        secret=SecretStr(str(secret)),
+        status=KeyStatus(str(status)),
+        created_ms=int(created_ms),
+    )
+
+
+def _private_file(path: Path) -> None:
+    # Create owner-only before SQLite opens it, so the secrets are never world-readable,
+    # even for an instant; chmod also tightens a file an older version left wider.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+class SqliteTenantStore:
+    def __init__(self, path: Path) -> None:
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, mode=0o700)
+        _private_file(path)
+        # One connection under one lock, as the other SQLite adapters: statements take
+        # microseconds, and a connection per thread leaks under thread-per-request.
+        self._conn = sqlite3.connect(
+            str(path), check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._lock = threading.RLock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.executescript(_SCHEMA)
+        for suffix in ("-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                os.chmod(side, 0o600)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            return fn(self._conn)
+
+    # -- tenants ------------------------------------------------------------------
+
+    def _insert_tenant(
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        now_ms: int,
+        account_id: str | None,
+        quotas: Quotas | None,
+    ) -> Tenant:
+        for _ in range(_ID_ATTEMPTS):
+            tenant = Tenant(
+                account_id=account_id or new_account_id(),
+                name=name,
+                created_ms=now_ms,
+                quotas=quotas or Quotas(),
+            )
+            if self._tenant_row(conn, tenant.account_id) is None:
+                conn.execute(
+                    "INSERT INTO tenants VALUES (?, ?, ?, 0, ?)",
+                    (tenant.account_id, tenant.name, now_ms, tenant.quotas.model_dump_json()),
+                )
+                return tenant
+            if account_id is not None:
+                raise AlreadyExists(f"Tenant {account_id} already exists.")
+        raise Conflict("Could not allocate a free account id; try again.")
+
+    def _insert_key(self, conn: sqlite3.Connection, tenant: str, now_ms: int) -> AccessKey:
+        for _ in range(_ID_ATTEMPTS):
+            key = new_access_key(tenant, now_ms)
+            taken = conn.execute(
+                "SELECT 1 FROM access_keys WHERE access_key_id = ?", (key.access_key_id,)
+            ).fetchone()
+            if taken is None:
+                conn.execute(
+                    "INSERT INTO access_keys VALUES (?, ?, ?, ?, ?)",
+                    (
+                        key.access_key_id,
+                        tenant,
+                        key.secret.get_secret_value(),
+                        key.status.value,
+                        now_ms,
+                    ),
+                )
+                return key
+        raise Conflict("Could not allocate a free access key id; try again.")
+
+    def _tenant_row(self, conn: sqlite3.Connection, account_id: str) -> Tenant | None:
+        row = conn.execute(
+            f"SELECT {_TENANT_COLS} FROM tenants t WHERE t.account_id = ?", (account_id,)
+        ).fetchone()
+        return None if row is None else _tenant(row)
+
+    def _require_tenant(self, conn: sqlite3.Connection, account_id: str) -> Tenant:
+        tenant = self._tenant_row(conn, account_id)
+        if tenant is None:
+            raise NotFound(f"Tenant not found: {account_id}")
+        return tenant
+
+    def create_tenant(
+        self,
+        name: str,
+        *,
+        now_ms: int,
+        account_id: str | None = None,
+        quotas: Quotas | None = None,
+    ) -> Tenant:
+        with self._write() as conn:
+            return self._insert_tenant(conn, name, now_ms, account_id, quotas)
+
+    def create_tenant_with_key(
+        self,
+        name: str,
+        *,
+        now_ms: int,
+        account_id: str | None = None,
+        quotas: Quotas | None = None,
+    ) -> tuple[Tenant, AccessKey]:
+        with self._write() as conn:
+            tenant = self._insert_tenant(conn, name, now_ms, account_id, quotas)
+            return tenant, self._insert_key(conn, tenant.account_id, now_ms)
+
+    def get_tenant(self, account_id: str) -> Tenant:
+        return self._read(lambda conn: self._require_tenant(conn, account_id))
+
+    def list_tenants(
+        self, marker: str | None = None, limit: int = 100
+    ) -> tuple[list[Tenant], str | None]:
+        limit = max(1, min(limit, 1000))
+        rows = self._read(
+            lambda conn: conn.execute(
+                f"SELECT {_TENANT_COLS} FROM tenants t WHERE t.account_id > ? "
+                "ORDER BY t.account_id LIMIT ?",
+                (marker or "", limit + 1),
+            ).fetchall()
+        )
+        tenants = [_tenant(r) for r in rows[:limit]]
+        return tenants, (tenants[-1].account_id if len(rows) > limit else None)
+
+    def set_tenant_disabled(self, account_id: str, disabled: bool) -> Tenant:
+        with self._write() as conn:
+            tenant = self._require_tenant(conn, account_id)
+            conn.execute(
+                "UPDATE tenants SET disabled = ? WHERE account_id = ?",
+                (int(disabled), account_id),
+            )
+            return tenant.model_copy(update={"disabled": disabled})
+
+    def update_quotas(self, account_id: str, quotas: Quotas) -> Tenant:
+        with self._write() as conn:
+            tenant = self._require_tenant(conn, account_id)
+            conn.execute(
+                "UPDATE tenants SET quotas = ? WHERE account_id = ?",
+                (quotas.model_dump_json(), account_id),
+            )
+            return tenant.model_copy(update={"quotas": quotas})
+
+    # -- keys -----------------------------------------------------------------------
+
+    def _owned_key(self, conn: sqlite3.Connection, account_id: str, key_id: str) -> AccessKey:
+        row = conn.execute(
+            f"SELECT {_KEY_COLS} FROM access_keys k WHERE k.access_key_id = ? AND k.tenant = ?",
+            (key_id, account_id),
+        ).fetchone()
+        if row is None:
+            # The same answer whether the key is absent or another tenant's.
+            raise NotFound(f"Access key not found: {key_id}")
+        return _key(row)
+
+    def create_key(self, account_id: str, *, now_ms: int) -> AccessKey:
+        with self._write() as conn:
+            self._require_tenant(conn, account_id)
+            return self._insert_key(conn, account_id, now_ms)
+
+    def list_keys(self, account_id: str) -> list[AccessKey]:
+        def run(conn: sqlite3.Connection) -> list[AccessKey]:
+            self._require_tenant(conn, account_id)
+            rows = conn.execute(
+                f"SELECT {_KEY_COLS} FROM access_keys k WHERE k.tenant = ? "
+                "ORDER BY k.created_ms, k.access_key_id",
+                (account_id,),
+            ).fetchall()
+            return [_key(r) for r in rows]
+
+        return self._read(run)
+
+    def set_key_status(self, account_id: str, access_key_id: str, status: KeyStatus) -> AccessKey:
+        with self._write() as conn:
+            key = self._owned_key(conn, account_id, access_key_id)
+            conn.execute(
+                "UPDATE access_keys SET status = ? WHERE access_key_id = ?",
+                (status.value, access_key_id),
+            )
+            return key.model_copy(update={"status": status})
+
+    def rotate_key(self, account_id: str, access_key_id: str, *, now_ms: int) -> AccessKey:
+        with self._write() as conn:
+            old = self._owned_key(conn, account_id, access_key_id)
+            if not old.active:
+                raise Conflict(f"Access key {access_key_id} is not active; it cannot be rotated.")
+            conn.execute(
+                "UPDATE access_keys SET status = ? WHERE access_key_id = ?",
+                (KeyStatus.INACTIVE.value, access_key_id),
+            )
+            return self._insert_key(conn, account_id, now_ms)
+
+    def find_key(self, access_key_id: str) -> tuple[AccessKey, Tenant] | None:
+        row = self._read(
+            lambda conn: conn.execute(
+                f"SELECT {_KEY_COLS}, {_TENANT_COLS} FROM access_keys k "
+                "JOIN tenants t ON t.account_id = k.tenant WHERE k.access_key_id = ?",
+                (access_key_id,),
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        return _key(row[:5]), _tenant(row[5:])

@@ -1,0 +1,282 @@
+"""One contract for every ObjectStore and RefStore adapter of the artifact repositories.
+
+Adding an adapter (S3, DynamoDB) is one entry in OBJECT_STORES / REF_STORES: a factory
+taking a fresh temporary directory and returning (store, cleanup).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from treadle.artifacts.local_objects import LocalObjectStore
+from treadle.artifacts.ports import (
+    ZERO_SHA,
+    ObjectNotFound,
+    ObjectStore,
+    RefConflict,
+    RefStore,
+    RefUpdate,
+    RepoAlreadyExists,
+    RepoNotFound,
+)
+from treadle.artifacts.sqlite_refs import SqliteRefStore
+from treadle.domain.errors import AlreadyExists, Conflict, NotFound
+
+Factory = Callable[[Path], tuple[Any, Callable[[], None]]]
+
+
+def _sqlite_refs(tmp: Path) -> tuple[Any, Callable[[], None]]:
+    store = SqliteRefStore(tmp / "refs.sqlite")
+    return store, store.close
+
+
+OBJECT_STORES: dict[str, Factory] = {
+    "local": lambda tmp: (LocalObjectStore(tmp / "objects"), lambda: None),
+}
+REF_STORES: dict[str, Factory] = {
+    "sqlite": _sqlite_refs,
+}
+
+
+@pytest.fixture(params=sorted(OBJECT_STORES))
+def objects(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
+    store, cleanup = OBJECT_STORES[request.param](tmp_path)
+    yield store
+    cleanup()
+
+
+@pytest.fixture(params=sorted(REF_STORES))
+def refs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RefStore]:
+    store, cleanup = REF_STORES[request.param](tmp_path)
+    yield store
+    cleanup()
+
+
+T = "123456789012"
+A = b"a" * 40
+B = b"b" * 40
+C = b"c" * 40
+MAIN = b"refs/heads/main"
+DEV = b"refs/heads/dev"
+
+
+# -- ObjectStore ---------------------------------------------------------------------
+
+
+def test_put_get_exists_overwrite(objects: ObjectStore) -> None:
+    key = f"tenants/{T}/repos/r/packs/abc.pack"
+    assert not objects.exists(key)
+    with pytest.raises(ObjectNotFound):
+        objects.get(key)
+    objects.put(key, b"\x00binary\xff")
+    assert objects.exists(key)
+    assert objects.get(key) == b"\x00binary\xff"
+    objects.put(key, b"")
+    assert objects.get(key) == b""
+
+
+def test_list_by_prefix_sorted(objects: ObjectStore) -> None:
+    keys = [
+        "tenants/t1/repos/r/packs/b.idx",
+        "tenants/t1/repos/r/packs/a.pack",
+        "tenants/t1/repos/r2/packs/c.pack",
+        "tenants/t2/repos/r/packs/d.pack",
+    ]
+    for key in keys:
+        objects.put(key, key.encode())
+    assert objects.list("tenants/t1/repos/r/") == sorted(keys[:2])
+    assert objects.list("tenants/t1/repos/r") == sorted(keys[:3])  # a plain string prefix
+    assert objects.list("tenants/t1/repos/r/packs/a") == [keys[1]]
+    assert objects.list("tenants/") == sorted(keys)
+    assert objects.list("tenants/t3/") == []
+
+
+def test_delete_is_idempotent(objects: ObjectStore) -> None:
+    objects.put("x/y/z", b"1")
+    objects.put("x/w", b"2")
+    objects.delete("x/y/z")
+    objects.delete("x/y/z")
+    assert not objects.exists("x/y/z")
+    assert objects.list("x/") == ["x/w"]
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a//b", "a/../b", "./a", "a/", "a\\b", "a\x00"])
+def test_invalid_keys_are_refused(objects: ObjectStore, key: str) -> None:
+    with pytest.raises(ValueError):
+        objects.put(key, b"x")
+
+
+def test_concurrent_puts_leave_one_whole_value(objects: ObjectStore) -> None:
+    values = [bytes([i]) * 200_000 for i in range(8)]
+    threads = [threading.Thread(target=objects.put, args=("k/v", v)) for v in values]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert objects.get("k/v") in values
+    assert objects.list("k/") == ["k/v"]  # no temporary file is ever listed
+
+
+# -- RefStore: repositories ----------------------------------------------------------
+
+
+def test_repo_lifecycle(refs: RefStore) -> None:
+    assert not refs.repo_exists(T, "r")
+    refs.create_repo(T, "r")
+    assert refs.repo_exists(T, "r")
+    assert refs.get_refs(T, "r") == {}
+    with pytest.raises(RepoAlreadyExists) as exc:
+        refs.create_repo(T, "r")
+    assert isinstance(exc.value, AlreadyExists)
+    refs.compare_and_swap(T, "r", [RefUpdate(MAIN, ZERO_SHA, A)])
+    refs.delete_repo(T, "r")
+    assert not refs.repo_exists(T, "r")
+    with pytest.raises(RepoNotFound) as missing:
+        refs.get_refs(T, "r")
+    assert isinstance(missing.value, NotFound)
+    with pytest.raises(RepoNotFound):
+        refs.delete_repo(T, "r")
+    with pytest.raises(RepoNotFound):
+        refs.compare_and_swap(T, "r", [RefUpdate(MAIN, ZERO_SHA, A)])
+    refs.create_repo(T, "r")
+    assert refs.get_refs(T, "r") == {}  # a re-created repository starts empty
+
+
+def test_list_repos_pages_in_name_order_per_tenant(refs: RefStore) -> None:
+    names = [f"repo-{i:02d}" for i in range(25)]
+    for name in reversed(names):
+        refs.create_repo(T, name)
+    refs.create_repo("other", "zzz")
+    seen: list[str] = []
+    after: str | None = None
+    pages = 0
+    while True:
+        page = refs.list_repos(T, limit=10, after=after)
+        seen += page.names
+        pages += 1
+        if page.next_marker is None:
+            break
+        after = page.next_marker
+    assert seen == names and pages == 3
+    exact = refs.list_repos(T, limit=25)
+    assert exact.names == names and exact.next_marker is None
+    assert refs.list_repos("other").names == ["zzz"]
+    assert refs.list_repos("nobody").names == []
+
+
+# -- RefStore: compare-and-swap ------------------------------------------------------
+
+
+def test_cas_create_update_delete(refs: RefStore) -> None:
+    refs.create_repo(T, "r")
+    refs.compare_and_swap(T, "r", [RefUpdate(MAIN, ZERO_SHA, A)])
+    refs.compare_and_swap(T, "r", [RefUpdate(MAIN, A, B), RefUpdate(DEV, ZERO_SHA, A)])
+    assert refs.get_refs(T, "r") == {MAIN: B, DEV: A}
+    refs.compare_and_swap(T, "r", [RefUpdate(DEV, A, ZERO_SHA)])
+    assert refs.get_refs(T, "r") == {MAIN: B}
+    symref = b"ref: refs/heads/main"  # values are opaque bytes
+    refs.compare_and_swap(T, "r", [RefUpdate(b"HEAD", b"0" * 64, symref)])
+    assert refs.get_refs(T, "r")[b"HEAD"] == symref
+
+
+@pytest.mark.parametrize(
+    ("update", "actual"),
+    [
+        (RefUpdate(MAIN, B, C), A),  # wrong old value
+        (RefUpdate(MAIN, ZERO_SHA, C), A),  # create, but it exists
+        (RefUpdate(DEV, A, C), None),  # update, but it does not exist
+        (RefUpdate(DEV, A, ZERO_SHA), None),  # delete, but it does not exist
+    ],
+)
+def test_cas_conflict_names_the_ref_and_changes_nothing(
+    refs: RefStore, update: RefUpdate, actual: bytes | None
+) -> None:
+    refs.create_repo(T, "r")
+    refs.compare_and_swap(T, "r", [RefUpdate(MAIN, ZERO_SHA, A)])
+    before = refs.get_refs(T, "r")
+    tag = RefUpdate(b"refs/tags/v1", ZERO_SHA, B)  # valid on its own: must not apply
+    with pytest.raises(RefConflict) as exc:
+        refs.compare_and_swap(T, "r", [tag, update])
+    assert isinstance(exc.value, Conflict)
+    assert exc.value.ref == update.ref and exc.value.actual == actual
+    assert update.ref.decode() in exc.value.message
+    assert refs.get_refs(T, "r") == before
+
+
+def test_cas_refuses_malformed_batches(refs: RefStore) -> None:
+    refs.create_repo(T, "r")
+    for batch in (
+        [],
+        [RefUpdate(MAIN, ZERO_SHA, A), RefUpdate(MAIN, ZERO_SHA, B)],
+        [RefUpdate(b"", ZERO_SHA, A)],
+        [RefUpdate(MAIN, b"", A)],
+    ):
+        with pytest.raises(ValueError):
+            refs.compare_and_swap(T, "r", batch)
+    assert refs.get_refs(T, "r") == {}
+
+
+def test_repositories_and_tenants_are_isolated(refs: RefStore) -> None:
+    for tenant, repo in ((T, "r"), (T, "s"), ("other", "r")):
+        refs.create_repo(tenant, repo)
+    refs.compare_and_swap(T, "r", [RefUpdate(MAIN, ZERO_SHA, A)])
+    assert refs.get_refs(T, "s") == {}
+    assert refs.get_refs("other", "r") == {}
+    refs.delete_repo("other", "r")
+    assert refs.get_refs(T, "r") == {MAIN: A}
+
+
+def test_concurrent_cas_from_one_old_value_has_exactly_one_winner(refs: RefStore) -> None:
+    refs.create_repo(T, "r")
+    refs.compare_and_swap(T, "r", [RefUpdate(MAIN, ZERO_SHA, A)])
+    results: list[bytes] = []
+    lock = threading.Lock()
+    start = threading.Barrier(16)
+
+    def move(i: int) -> None:
+        new = b"%040x" % (i + 1)
+        start.wait()
+        try:
+            refs.compare_and_swap(T, "r", [RefUpdate(MAIN, A, new)])
+        except RefConflict:
+            return
+        with lock:
+            results.append(new)
+
+    threads = [threading.Thread(target=move, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 1
+    assert refs.get_refs(T, "r") == {MAIN: results[0]}
+
+
+def test_concurrent_increments_lose_nothing(refs: RefStore) -> None:
+    """Read-then-CAS loops in threads: every successful swap is a step of one chain."""
+    refs.create_repo(T, "r")
+    refs.compare_and_swap(T, "r", [RefUpdate(MAIN, ZERO_SHA, b"%040x" % 1)])  # 0 = delete
+
+    def bump(times: int) -> None:
+        done = 0
+        while done < times:
+            current = refs.get_refs(T, "r")[MAIN]
+            try:
+                refs.compare_and_swap(
+                    T, "r", [RefUpdate(MAIN, current, b"%040x" % (int(current, 16) + 1))]
+                )
+                done += 1
+            except RefConflict:
+                continue
+
+    threads = [threading.Thread(target=bump, args=(25,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert int(refs.get_refs(T, "r")[MAIN], 16) == 101

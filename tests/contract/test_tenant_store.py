@@ -1,0 +1,181 @@
+"""One contract for every TenantStore adapter.
+
+Adding an adapter (DynamoDB) is one entry in STORES: a factory taking a fresh temporary
+directory and returning (store, cleanup).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from treadle.domain.errors import AlreadyExists, Conflict, NotFound
+from treadle.tenancy.models import KeyStatus, Quotas
+from treadle.tenancy.ports import TenantStore
+from treadle.tenancy.sqlite_store import SqliteTenantStore
+
+Factory = Callable[[Path], tuple[Any, Callable[[], None]]]
+
+
+def _sqlite(tmp: Path) -> tuple[Any, Callable[[], None]]:
+    store = SqliteTenantStore(tmp / "tenants.sqlite")
+    return store, store.close
+
+
+STORES: dict[str, Factory] = {"sqlite": _sqlite}
+NOW = 1_700_000_000_000
+
+
+@pytest.fixture(params=sorted(STORES))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TenantStore]:
+    instance, cleanup = STORES[request.param](tmp_path)
+    yield instance
+    cleanup()
+
+
+def _active(store: TenantStore, account_id: str) -> list[str]:
+    return [k.access_key_id for k in store.list_keys(account_id) if k.active]
+
+
+def test_tenants_get_unique_generated_or_given_account_ids(store: TenantStore) -> None:
+    generated = {store.create_tenant(f"t{i}", now_ms=NOW).account_id for i in range(20)}
+    assert len(generated) == 20 and all(len(a) == 12 and a.isdigit() for a in generated)
+    given = store.create_tenant("acme", now_ms=NOW, account_id="123456789012")
+    assert given.account_id == "123456789012" and given.created_ms == NOW
+    assert store.get_tenant("123456789012") == given
+    with pytest.raises(AlreadyExists):
+        store.create_tenant("again", now_ms=NOW, account_id="123456789012")
+    with pytest.raises(NotFound):
+        store.get_tenant("999999999999")
+
+
+def test_tenants_list_in_pages(store: TenantStore) -> None:
+    ids = sorted(store.create_tenant(f"t{i}", now_ms=NOW).account_id for i in range(5))
+    page, marker = store.list_tenants(limit=2)
+    seen = [t.account_id for t in page]
+    while marker is not None:
+        page, marker = store.list_tenants(marker, limit=2)
+        seen += [t.account_id for t in page]
+    assert seen == ids
+
+
+def test_disable_and_quotas_persist(store: TenantStore) -> None:
+    tenant = store.create_tenant("acme", now_ms=NOW, quotas=Quotas(max_functions=7))
+    assert tenant.quotas.max_functions == 7 and not tenant.disabled
+    assert store.set_tenant_disabled(tenant.account_id, True).disabled
+    assert store.get_tenant(tenant.account_id).disabled
+    assert not store.set_tenant_disabled(tenant.account_id, False).disabled
+    quotas = Quotas(max_functions=1, max_starts_per_second=0.5)
+    assert store.update_quotas(tenant.account_id, quotas).quotas == quotas
+    assert store.get_tenant(tenant.account_id).quotas == quotas
+    with pytest.raises(NotFound):
+        store.set_tenant_disabled("999999999999", True)
+    with pytest.raises(NotFound):
+        store.update_quotas("999999999999", quotas)
+
+
+def test_keys_are_created_listed_and_switched(store: TenantStore) -> None:
+    tenant, first = store.create_tenant_with_key("acme", now_ms=NOW)
+    second = store.create_key(tenant.account_id, now_ms=NOW + 1)
+    assert store.list_keys(tenant.account_id) == [first, second]
+    assert first.secret.get_secret_value() != second.secret.get_secret_value()
+    off = store.set_key_status(tenant.account_id, first.access_key_id, KeyStatus.INACTIVE)
+    assert off.status is KeyStatus.INACTIVE
+    assert _active(store, tenant.account_id) == [second.access_key_id]
+    found = store.find_key(first.access_key_id)
+    assert found is not None and found[0].status is KeyStatus.INACTIVE
+    assert found[0].secret.get_secret_value() == first.secret.get_secret_value()
+    with pytest.raises(NotFound):
+        store.create_key("999999999999", now_ms=NOW)
+    with pytest.raises(NotFound):
+        store.list_keys("999999999999")
+
+
+def test_rotation_leaves_exactly_one_active_key(store: TenantStore) -> None:
+    tenant, key = store.create_tenant_with_key("acme", now_ms=NOW)
+    new = store.rotate_key(tenant.account_id, key.access_key_id, now_ms=NOW + 1)
+    assert new.active and new.access_key_id != key.access_key_id
+    assert _active(store, tenant.account_id) == [new.access_key_id]
+    with pytest.raises(Conflict):  # the old key is inactive now
+        store.rotate_key(tenant.account_id, key.access_key_id, now_ms=NOW + 2)
+    assert _active(store, tenant.account_id) == [new.access_key_id]
+
+
+def test_concurrent_rotations_of_one_key_make_one_new_key(store: TenantStore) -> None:
+    tenant, key = store.create_tenant_with_key("acme", now_ms=NOW)
+    results: list[str] = []
+    errors: list[Exception] = []
+    barrier = threading.Barrier(8)
+
+    def rotate() -> None:
+        barrier.wait()
+        try:
+            results.append(
+                store.rotate_key(tenant.account_id, key.access_key_id, now_ms=NOW).access_key_id
+            )
+        except Conflict as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=rotate) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 1 and len(errors) == 7
+    assert _active(store, tenant.account_id) == results
+
+
+def test_one_tenant_never_reaches_anothers_keys(store: TenantStore) -> None:
+    a, key_a = store.create_tenant_with_key("a", now_ms=NOW)
+    b, key_b = store.create_tenant_with_key("b", now_ms=NOW)
+    found = store.find_key(key_a.access_key_id)
+    assert found is not None and found[1] == a and found[0].tenant == a.account_id
+    found_b = store.find_key(key_b.access_key_id)
+    assert found_b is not None and found_b[1] == b
+    assert store.find_key("AKIAAAAAAAAAAAAAAAAA") is None
+    assert [k.access_key_id for k in store.list_keys(b.account_id)] == [key_b.access_key_id]
+    with pytest.raises(NotFound):
+        store.set_key_status(b.account_id, key_a.access_key_id, KeyStatus.INACTIVE)
+    with pytest.raises(NotFound):
+        store.rotate_key(b.account_id, key_a.access_key_id, now_ms=NOW)
+    assert _active(store, a.account_id) == [key_a.access_key_id]
+
+
+def test_concurrent_creates_are_all_kept(store: TenantStore) -> None:
+    created: list[str] = []
+
+    def create(i: int) -> None:
+        _, key = store.create_tenant_with_key(f"t{i}", now_ms=NOW)
+        created.append(key.access_key_id)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(created)) == 16
+    assert all(store.find_key(k) is not None for k in created)
+
+
+# -- SQLite specifics ------------------------------------------------------------------------
+
+
+def test_the_sqlite_file_is_private_and_durable(tmp_path: Path) -> None:
+    path = tmp_path / "db" / "tenants.sqlite"
+    store = SqliteTenantStore(path)
+    tenant, key = store.create_tenant_with_key("acme", now_ms=NOW)
+    for name in os.listdir(path.parent):
+        assert stat.S_IMODE((path.parent / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    store.close()
+    os.chmod(path, 0o644)
+    reopened = SqliteTenantStore(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert reopened.find_key(key.access_key_id) == (key, tenant)
+    reopened.close()
