@@ -28,6 +28,7 @@ import boto3
 from botocore.config import Config
 
 from benchmarks import procfs
+from treadle.tenancy.credentials import read_profile
 
 REGION = "us-east-1"
 READY_TIMEOUT_S = 60.0
@@ -138,15 +139,21 @@ class BenchServer:
         self.stop()
 
 
-def client(url: str, *, pool: int = 10, read_timeout: float = 120.0) -> Any:
-    """A Lambda client with retries off: a retry would hide a failure inside a latency."""
+def client(srv: BenchServer, *, pool: int = 10, read_timeout: float = 120.0) -> Any:
+    """A Lambda client with retries off: a retry would hide a failure inside a latency.
+
+    It signs as the default tenant, with the keys `treadle dev` wrote to its data dir.
+    """
+    found = read_profile(srv.data_dir / "credentials", "treadle")
+    if found is None:
+        raise RuntimeError(f"no credentials in {srv.data_dir}: is the server started?")
     session = boto3.session.Session()
     return session.client(
         "lambda",
-        endpoint_url=url,
+        endpoint_url=srv.url,
         region_name=REGION,
-        aws_access_key_id="AKIDTREADLEBENCH",
-        aws_secret_access_key="treadle-bench-secret",
+        aws_access_key_id=found["aws_access_key_id"],
+        aws_secret_access_key=found["aws_secret_access_key"],
         config=Config(
             retries={"total_max_attempts": 1},
             read_timeout=read_timeout,

@@ -75,7 +75,7 @@ class Env:
     def clients(self, n: int) -> list[Any]:
         """`n` boto3 clients, made once and reused: creating one costs ~50 ms of CPU."""
         while len(self._clients) < n:
-            self._clients.append(client(self.srv.url))
+            self._clients.append(client(self.srv))
         return self._clients[:n]
 
     @property

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from treadle.api.asgi import AsgiAdapter
 from treadle.api.errors import validation_message
-from treadle.server import Platform
+from treadle.server import ADMIN_PROFILE, TENANT_PROFILE, Platform
 from treadle.settings import Settings
 
 log = logging.getLogger("treadle")
@@ -65,7 +65,16 @@ def dev(args: argparse.Namespace) -> int:
     url = f"http://{settings.host}:{port}"
 
     def _ready() -> None:
-        print(f"Treadle is ready at {url} (data in {settings.data_dir})", flush=True)
+        creds = platform.credentials_path
+        print(
+            f"Treadle is ready at {url} (data in {settings.data_dir})\n"
+            f"  Tenant {settings.default_account}: its keys are profile '{TENANT_PROFILE}' in "
+            f"{creds} (the admin's: '{ADMIN_PROFILE}'). Use them with:\n"
+            f"    export AWS_SHARED_CREDENTIALS_FILE={creds} AWS_PROFILE={TENANT_PROFILE} "
+            f"AWS_ENDPOINT_URL={url}\n"
+            f"    aws lambda list-functions",
+            flush=True,
+        )
 
     original_startup = server.startup
 

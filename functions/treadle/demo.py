@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,9 @@ from botocore.config import Config
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+
+from treadle.server import TENANT_PROFILE
+from treadle.tenancy.credentials import read_profile
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 console = Console()
@@ -107,12 +109,14 @@ def main() -> int:
         proc, url = _start_server(Path(tmp) / "data")
         try:
             console.print(f"[green]Treadle embedded platform at {url}[/]")
+            # Sign as the default tenant `treadle dev` made, with the keys it wrote.
+            keys = read_profile(Path(tmp) / "data" / "credentials", TENANT_PROFILE) or {}
             lam = boto3.client(
                 "lambda",
                 endpoint_url=url,
                 region_name="us-east-1",
-                aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "demo"),
-                aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "demo"),
+                aws_access_key_id=keys["aws_access_key_id"],
+                aws_secret_access_key=keys["aws_secret_access_key"],
                 config=Config(read_timeout=300),
             )
             for example in sorted(p for p in EXAMPLES.iterdir() if p.is_dir()):

@@ -23,18 +23,36 @@ from treadle.adapters.sqlite.executions import SqliteExecutionStore
 from treadle.adapters.sqlite.functions import SqliteFunctionStore
 from treadle.adapters.sqlite.logs import SqliteLogStore
 from treadle.api.app import Application
+from treadle.api.auth import Authenticator
 from treadle.api.channel import DurableChannel
-from treadle.api.http import Request, Response, Router
+from treadle.api.git_routes import GitRoutes
+from treadle.api.http import Response, Router
 from treadle.api.lambda_routes import LambdaApi
 from treadle.api.logs_routes import LogsApi
+from treadle.api.v1_repos import ReposApi
+from treadle.api.v1_tenants import TenantsApi
 from treadle.app.completion import CompletionNotifier
 from treadle.app.executions import ExecutionService
 from treadle.app.functions import FunctionService
+from treadle.artifacts import (
+    ArtifactService,
+    GitHttp,
+    LocalObjectStore,
+    Repositories,
+    SqliteRefStore,
+)
 from treadle.domain.engine.base import EngineConfig
 from treadle.domain.engine.chained import ChainedEngine
 from treadle.domain.engine.tokens import TokenCodec
 from treadle.domain.ports import Timer
 from treadle.settings import Settings
+from treadle.tenancy.admin import TenantAdmin, ensure_dev_tenant
+from treadle.tenancy.credentials import write_shared_credentials
+from treadle.tenancy.sandbox_keys import SandboxKeys
+from treadle.tenancy.sqlite_store import SqliteTenantStore
+
+ADMIN_PROFILE = "treadle-admin"
+TENANT_PROFILE = "treadle"
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +97,26 @@ class Platform:
             max_warm_per_function=settings.sandbox_warm_per_function,
         )
         self.endpoint = f"http://{settings.host}:{settings.port}"
+        self.tenants = TenantAdmin(SqliteTenantStore(data / "tenants.db"), self.clock)
+        self.sandbox_keys = SandboxKeys(settings.token_secret())
         self.runtime = SandboxRuntime(
-            sandbox=self.sandbox, code=self.code, logs=self.logs, platform_env=self._function_env()
+            sandbox=self.sandbox,
+            code=self.code,
+            logs=self.logs,
+            platform_env=self._function_env(),
+            tenant_env=self._tenant_env,
+        )
+        self.repositories = Repositories(
+            LocalObjectStore(data / "git" / "objects"), SqliteRefStore(data / "git" / "refs.db")
+        )
+        self.artifacts = ArtifactService(self.repositories)
+        self.credentials_path = data / "credentials"
+        self.auth = Authenticator(
+            tenant_keys=self.tenants.lookup_secret,
+            sandbox_keys=self.sandbox_keys,
+            admin_key=settings.admin_key(),
+            now_ms=self.clock.now_ms,
+            max_skew_s=settings.max_clock_skew_s,
         )
         self.notifier = CompletionNotifier()
         self._late = _LateScheduler()
@@ -116,34 +152,56 @@ class Platform:
         self.app = self._application()
 
     def _function_env(self) -> dict[str, str]:
-        # What a Lambda sandbox gets from the service: where the durable API is, a
-        # region and credentials. The credentials are placeholders until tenant keys
-        # exist; the endpoint is loopback only.
+        # What a Lambda sandbox gets from the service: where the durable API is and a
+        # region; credentials are per tenant (`_tenant_env`).
         env = {
             "AWS_ENDPOINT_URL_LAMBDA": self.endpoint,
             "AWS_REGION": self.settings.region,
             "AWS_DEFAULT_REGION": self.settings.region,
-            "AWS_ACCESS_KEY_ID": "treadle-sandbox",
-            "AWS_SECRET_ACCESS_KEY": "treadle-sandbox",
         }
         if self.settings.durable_channel:
             env[DURABLE_CHANNEL_FLAG] = "1"
         return env
 
+    def _tenant_env(self, tenant: str) -> dict[str, str]:
+        key_id, secret = self.sandbox_keys.for_tenant(tenant)
+        return {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}
+
     def _application(self) -> Application:
         router = Router()
         LambdaApi(self.function_service, self.execution_service).register(router)
-        router.add("GET", "/v1/health", lambda _req: Response.json({"status": "ok"}))
+        v1 = Router()
+        v1.add("GET", "/v1/health", lambda _req: Response.json({"status": "ok"}))
+        TenantsApi(self.tenants).register(v1)
+        self.repos_api = ReposApi(self.artifacts, public_url=self.endpoint)
+        self.repos_api.register(v1)
         logs_api = LogsApi(self.logs)
         return Application(
             router=router,
-            resolve_tenant=self._tenant,
+            v1=v1,
+            auth=self.auth,
             targets={"Logs_20140328": logs_api.handle},
+            git=GitRoutes(GitHttp(self.repositories), self.auth),
             max_request_bytes=self.settings.max_request_bytes,
         )
 
-    def _tenant(self, _request: Request) -> str:
-        return self.settings.default_account
+    def ensure_credentials(self) -> None:
+        """The default tenant and its key, and the admin key, as shared-credential profiles.
+
+        `AWS_SHARED_CREDENTIALS_FILE=DATA_DIR/credentials AWS_PROFILE=treadle` then makes
+        boto3 and the AWS CLI sign as the default tenant.
+        """
+        ensure_dev_tenant(
+            self.tenants,
+            self.credentials_path,
+            account_id=self.settings.default_account,
+            region=self.settings.region,
+            profile=TENANT_PROFILE,
+        )
+        key_id, secret = self.settings.admin_key()
+        write_shared_credentials(
+            self.credentials_path, ADMIN_PROFILE, key_id, secret, self.settings.region
+        )
 
     def _fire(self, timer: Timer) -> None:
         self.engine.fire(timer)
@@ -152,8 +210,10 @@ class Platform:
         """The real port is known only once the socket is bound (port 0 in tests)."""
         self.endpoint = f"http://{self.settings.host}:{port}"
         self.runtime.set_platform_env(self._function_env())
+        self.repos_api.public_url = self.endpoint
 
     def start(self) -> None:
+        self.ensure_credentials()
         self.sandbox.start()
         recovered = self.engine.recover()
         if recovered:

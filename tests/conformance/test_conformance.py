@@ -97,20 +97,20 @@ class _Stack:
 class _Target:
     """One server and the clients the validator uses against it."""
 
-    def __init__(self, url: str) -> None:
-        self.lam = client(url)
+    def __init__(self, server: ServerProcess) -> None:
+        self.lam = client(server)
         self.clients = AwsClients(
             MappingProxyType(
-                {"lambda": self.lam, "logs": client(url, "logs"), "cloudformation": _Stack()}
+                {"lambda": self.lam, "logs": client(server, "logs"), "cloudformation": _Stack()}
             )
         )
         self.invoker = _Invoker(stack_name="treadle", region="us-east-1", lambda_client=self.lam)
 
 
 class ConformanceRun:
-    def __init__(self, fast_url: str, real_url: str, workdir: Path) -> None:
-        self.fast = _Target(fast_url)
-        self.real = _Target(real_url)
+    def __init__(self, fast: ServerProcess, real: ServerProcess, workdir: Path) -> None:
+        self.fast = _Target(fast)
+        self.real = _Target(real)
         self.workdir = workdir
         self.pool = ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="conf")
         self.results: dict[str, Future[Any]] = {}
@@ -180,7 +180,9 @@ def conformance() -> Iterator[ConformanceRun]:
         fast = ServerProcess(Path(tmp) / "fast", wait_time_scale=WAIT_TIME_SCALE)
         real = ServerProcess(Path(tmp) / "real")
         os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-        run = ConformanceRun(fast.start(), real.start(), Path(tmp))
+        fast.start()
+        real.start()
+        run = ConformanceRun(fast, real, Path(tmp))
         run.submit_all()
         try:
             yield run

@@ -23,7 +23,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def lam(server: ServerProcess) -> Any:
-    return client(server.url)
+    return client(server)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from support.server import ServerProcess, deploy
+from support.server import ServerProcess, deploy, signed
 
 # A durable function without the SDK: it receives the raw envelope and probes the
 # checkpoint API with invalid batches and tokens, then reports the error codes.
@@ -78,9 +78,11 @@ def handler(event, context: DurableContext):
 """
 
 
-def _raw(url: str, method: str, path: str, body: bytes) -> tuple[int, dict[str, str], Any]:
-    req = urllib.request.Request(url + path, data=body, method=method)
-    req.add_header("content-type", "application/json")
+def _raw(
+    server: ServerProcess, method: str, path: str, body: bytes
+) -> tuple[int, dict[str, str], Any]:
+    headers = signed(server, method, path, body, {"content-type": "application/json"})
+    req = urllib.request.Request(server.url + path, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, dict(resp.headers), json.loads(resp.read() or b"null")
@@ -89,16 +91,16 @@ def _raw(url: str, method: str, path: str, body: bytes) -> tuple[int, dict[str, 
 
 
 def test_malformed_json_and_unknown_routes(server: ServerProcess) -> None:
-    status, headers, body = _raw(server.url, "POST", "/2015-03-31/functions", b"{not json")
+    status, headers, body = _raw(server, "POST", "/2015-03-31/functions", b"{not json")
     assert status == 400 and headers["x-amzn-errortype"] == "InvalidParameterValueException"
     assert "json" in body["message"]
     status, headers, body = _raw(
-        server.url, "POST", "/2015-03-31/functions", b'{"FunctionName": 5}'
+        server, "POST", "/2015-03-31/functions", b'{"FunctionName": 5}'
     )
     assert status == 400 and "FunctionName" in body["message"]
-    status, headers, _ = _raw(server.url, "GET", "/nope", b"")
+    status, headers, _ = _raw(server, "GET", "/nope", b"")
     assert status == 404
-    status, _, body = _raw(server.url, "GET", "/v1/health", b"")
+    status, _, body = _raw(server, "GET", "/v1/health", b"")
     assert status == 200 and body == {"status": "ok"}
 
 

@@ -67,7 +67,8 @@ def _wait_for(lam: Any, arn: str, event_type: str, timeout: float = 30) -> dict[
 def test_executions_survive_sigkill(tmp_path: Path) -> None:
     data = tmp_path / "data"
     first = ServerProcess(data)
-    lam = client(first.start())
+    first.start()
+    lam = client(first)
     deploy(lam, "durable", {"handler.py": WORKFLOW})
     arns = {}
     for mode in ("step", "wait", "callback"):
@@ -84,7 +85,8 @@ def test_executions_survive_sigkill(tmp_path: Path) -> None:
     first.kill()
 
     second = ServerProcess(data)
-    lam = client(second.start())
+    second.start()
+    lam = client(second)
     try:
         cid = callback["CallbackStartedDetails"]["CallbackId"]
         lam.send_durable_execution_callback_success(CallbackId=cid, Result=b"ok")

@@ -39,7 +39,7 @@ def http_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     )
     srv.start()
     try:
-        yield client(srv.url)
+        yield client(srv)
     finally:
         srv.stop()
 

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
+
+from treadle.tenancy.credentials import read_profile
 
 REGION = "us-east-1"
 
@@ -55,6 +60,12 @@ class ServerProcess:
                 return self.url
         raise RuntimeError("server did not become ready in 60 s")
 
+    def credentials(self, profile: str = "treadle") -> tuple[str, str]:
+        """A key pair `treadle dev` wrote to DATA_DIR/credentials (default tenant, or admin)."""
+        found = read_profile(self.data_dir / "credentials", profile)
+        assert found is not None, f"no profile {profile} in {self.data_dir / 'credentials'}"
+        return found["aws_access_key_id"], found["aws_secret_access_key"]
+
     @property
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
@@ -75,13 +86,21 @@ class ServerProcess:
                 self.proc.wait(timeout=10)
 
 
-def client(url: str, service: str = "lambda", **config: Any) -> Any:
+def client(
+    server: ServerProcess,
+    service: str = "lambda",
+    *,
+    credentials: tuple[str, str] | None = None,
+    **config: Any,
+) -> Any:
+    """A boto3 client of the server, signing as its default tenant unless told otherwise."""
+    key_id, secret = credentials or server.credentials()
     return boto3.client(
         service,
-        endpoint_url=url,
+        endpoint_url=server.url,
         region_name=REGION,
-        aws_access_key_id="AKIDTREADLETEST",
-        aws_secret_access_key="treadle-test-secret",
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
         config=Config(
             retries={"max_attempts": 2, "mode": "standard"},
             read_timeout=900,
@@ -89,6 +108,22 @@ def client(url: str, service: str = "lambda", **config: Any) -> Any:
             **config,
         ),
     )
+
+
+def signed(
+    server: ServerProcess,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    *,
+    credentials: tuple[str, str] | None = None,
+) -> dict[str, str]:
+    """The headers of `method path` signed with SigV4, as boto3 would sign them."""
+    key_id, secret = credentials or server.credentials()
+    request = AWSRequest(method=method, url=server.url + path, data=body, headers=headers or {})
+    SigV4Auth(Credentials(key_id, secret), "lambda", REGION).add_auth(request)
+    return dict(request.headers.items())
 
 
 def zip_files(files: dict[str, str]) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.sandbox import LocalSandbox, SandboxFunction
@@ -28,11 +28,14 @@ class SandboxRuntime:
         code: LocalCodeStore,
         logs: LogStore,
         platform_env: Mapping[str, str],
+        tenant_env: Callable[[str], Mapping[str, str]] | None = None,
     ) -> None:
         self._sandbox = sandbox
         self._code = code
         self._logs = logs
         self._platform_env = dict(platform_env)
+        # Per tenant: the credentials its code signs with (its "execution role").
+        self._tenant_env = tenant_env
         self._on_call: CallHandler | None = None
 
     def serve_durable_calls(self, on_call: CallHandler) -> None:
@@ -41,6 +44,8 @@ class SandboxRuntime:
 
     def _spec(self, fn: FunctionVersion) -> SandboxFunction:
         env = {**fn.environment, **self._platform_env}
+        if self._tenant_env is not None:
+            env.update(self._tenant_env(fn.tenant))
         return SandboxFunction(
             key=f"{fn.tenant}/{fn.function_name}/{fn.version}/{fn.code_key}/{fn.revision_id}",
             code_dir=self._code.unpacked(fn.code_key),

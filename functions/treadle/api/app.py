@@ -1,17 +1,26 @@
-"""The HTTP application: routing, tenant resolution, size limits and error mapping."""
+"""The HTTP application: surfaces, authentication, size limits and error mapping.
+
+Three surfaces share one application, told apart by the path:
+- `/git/<tenant>/<repo>.git/...`: Git smart HTTP, Basic auth, plain-text errors;
+- `/v1/...`: platform extensions, SigV4 or Basic, JSON errors `{"error": {...}}`;
+- everything else: the Lambda-compatible surface (and CloudWatch Logs' awsJson
+  targets), SigV4, AWS's error shape.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
-from treadle.api.errors import aws_error, lambda_error
+from treadle.api.auth import Authenticator
+from treadle.api.errors import aws_error, lambda_error, text_error, v1_error, v1_json_error
 from treadle.api.http import Request, Response, Router
 
 log = logging.getLogger(__name__)
 
-TenantResolver = Callable[[Request], str]
 TargetHandler = Callable[[Request], Response]
+GitHandler = Callable[[Request], Response]
+_PUBLIC = ("/v1/health", "/v1/openapi.json")
 
 
 class Application:
@@ -19,20 +28,38 @@ class Application:
         self,
         *,
         router: Router,
-        resolve_tenant: TenantResolver,
+        v1: Router,
+        auth: Authenticator,
         targets: dict[str, TargetHandler],
+        git: GitHandler,
         max_request_bytes: int,
     ) -> None:
         self.router = router
-        self.resolve_tenant = resolve_tenant
+        self.v1 = v1
+        self.auth = auth
         # awsJson services (CloudWatch Logs) post to "/" and name the operation in
         # X-Amz-Target; they are dispatched by that header's prefix.
         self.targets = targets
+        self.git = git
         self.max_request_bytes = max_request_bytes
 
     def handle(self, request: Request) -> Response:
+        if request.path.startswith("/git/"):
+            # Pushes are bigger than API requests; the Git handler bounds them itself.
+            try:
+                return self.git(request)
+            except Exception as exc:
+                return text_error(exc)
+        if request.path.startswith("/v1/") or request.path == "/v1":
+            return self._v1(request)
+        return self._lambda(request)
+
+    def _too_large(self, request: Request) -> bool:
+        return len(request.body) > self.max_request_bytes
+
+    def _lambda(self, request: Request) -> Response:
         try:
-            if len(request.body) > self.max_request_bytes:
+            if self._too_large(request):
                 return aws_error(
                     413,
                     "RequestTooLargeException",
@@ -44,15 +71,38 @@ class Application:
                 handler = self.targets.get(service)
                 if handler is None:
                     return aws_error(400, "UnknownOperationException", f"Unknown target {target}")
-                request.tenant = self.resolve_tenant(request)
+                request.tenant = self.auth.lambda_tenant(request)
                 return handler(request)
             route, known = self.router.match(request)
+            # Authenticate before telling 404 from 405: an anonymous caller learns nothing.
+            request.tenant = self.auth.lambda_tenant(request)
             if route is None:
                 if known:
                     return aws_error(405, "MethodNotAllowedException", "Method not allowed.")
                 return aws_error(404, "UnknownOperationException", f"No route for {request.path}")
-            if not request.path.startswith("/v1/health"):
-                request.tenant = self.resolve_tenant(request)
             return route(request)
         except Exception as exc:  # the one place errors become responses
             return lambda_error(exc)
+
+    def _v1(self, request: Request) -> Response:
+        try:
+            if self._too_large(request):
+                return v1_json_error(
+                    413,
+                    "RequestTooLargeException",
+                    f"Request must be smaller than {self.max_request_bytes} bytes.",
+                )
+            route, known = self.v1.match(request)
+            public = request.path.rstrip("/") in _PUBLIC
+            if not public:
+                if request.path.startswith("/v1/tenants"):
+                    self.auth.v1_admin(request)
+                else:
+                    request.tenant = self.auth.v1_tenant(request)
+            if route is None:
+                if known:
+                    return v1_json_error(405, "MethodNotAllowed", "Method not allowed.")
+                return v1_json_error(404, "NotFound", f"No route for {request.path}")
+            return route(request)
+        except Exception as exc:
+            return v1_error(exc)

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from treadle.api.http import Response
 from treadle.domain import errors as e
+from treadle.tenancy.errors import BasicAuthRequired, RateExceeded, TenancyError
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +35,55 @@ def aws_error(status: int, code: str, message: str) -> Response:
     )
 
 
-def lambda_error(exc: BaseException) -> Response:
+def classify(exc: BaseException) -> tuple[int, str, str]:
+    """(HTTP status, AWS error code, message) of any error; unknown ones are logged."""
     if isinstance(exc, ValidationError):
-        return aws_error(400, "InvalidParameterValueException", validation_message(exc))
+        return 400, "InvalidParameterValueException", validation_message(exc)
+    if isinstance(exc, TenancyError):
+        # Tenancy errors carry their own code and status (see tenancy/errors.py).
+        return exc.http_status, exc.aws_code, exc.message
     if isinstance(exc, e.TreadleError):
         for cls, status, code in _LAMBDA_ERRORS:
             if isinstance(exc, cls):
-                return aws_error(status, code, exc.message)
+                return status, code, exc.message
     log.exception("unhandled error", exc_info=exc)
-    return aws_error(500, "ServiceException", "An internal error occurred; it has been logged.")
+    return 500, "ServiceException", "An internal error occurred; it has been logged."
+
+
+def _extra_headers(exc: BaseException) -> dict[str, str]:
+    if isinstance(exc, BasicAuthRequired):
+        return {"www-authenticate": exc.www_authenticate}
+    if isinstance(exc, RateExceeded):
+        return {"retry-after": str(max(1, round(exc.retry_after_s)))}
+    return {}
+
+
+def lambda_error(exc: BaseException) -> Response:
+    """AWS's error shape: what botocore parses into `ClientError`."""
+    status, code, message = classify(exc)
+    response = aws_error(status, code, message)
+    response.headers.update(_extra_headers(exc))
+    return response
+
+
+def v1_error(exc: BaseException) -> Response:
+    """`/v1` errors: the same codes and statuses, in a plain JSON object."""
+    status, code, message = classify(exc)
+    return v1_json_error(status, code, message, _extra_headers(exc))
+
+
+def v1_json_error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    body = {"error": {"code": code, "message": message, "retryable": status in (429, 500, 503)}}
+    return Response.json(body, status=status, headers=headers)
+
+
+def text_error(exc: BaseException) -> Response:
+    """Git prints the body of a refused smart-HTTP request as is: plain text."""
+    status, _code, message = classify(exc)
+    headers = {"content-type": "text/plain", **_extra_headers(exc)}
+    return Response(status=status, body=(message + "\n").encode(), headers=headers)
 
 
 def validation_message(exc: ValidationError) -> str:

@@ -117,6 +117,14 @@ class ArtifactService:
             objects.delete(key)
         log.info("deleted repository %s/%s", tenant, name)
 
+    def refs(self, tenant: str, name: str) -> dict[str, str]:
+        """The repository's refs (name to commit sha); RepoNotFound if it does not exist."""
+        check_repo_name(name)
+        return {
+            ref.decode("utf-8", "replace"): sha.decode("utf-8", "replace")
+            for ref, sha in self._repos.refs.get_refs(tenant, name).items()
+        }
+
     # -- writes ----------------------------------------------------------------------
 
     def commit_files(

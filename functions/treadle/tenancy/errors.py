@@ -98,3 +98,10 @@ class ServiceQuotaExceeded(QuotaExceeded):
 
     aws_code = "ServiceQuotaExceededException"
     http_status = 402
+
+
+class AccessDenied(AuthError):
+    """Authenticated, but this principal may not call this operation."""
+
+    aws_code = "AccessDeniedException"
+    http_status = 403

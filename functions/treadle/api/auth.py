@@ -1,0 +1,122 @@
+"""Who is calling: SigV4 (boto3, the AWS CLI) or HTTP Basic (git, curl) to a principal.
+
+Three kinds of principal hold keys: a tenant (its own key pairs), a tenant's sandbox
+(derived keys, `SandboxKeys`) and the platform admin (one key pair from the settings).
+What each may reach is decided here too, so every route is covered by one policy:
+- the Lambda-compatible surface and CloudWatch Logs: tenants; sandboxes only the
+  checkpoint API (as the tenant execution role on AWS);
+- `/v1/tenants`: the admin only; the rest of `/v1` and Git: tenants only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from treadle.api.http import Request
+from treadle.tenancy.basic import parse_basic, verify_basic
+from treadle.tenancy.errors import AccessDenied, MissingAuthenticationToken
+from treadle.tenancy.ports import KeySecret, SecretLookup
+from treadle.tenancy.sandbox_keys import SandboxKeys
+from treadle.tenancy.sigv4 import verify_sigv4
+
+log = logging.getLogger(__name__)
+
+ADMIN = "admin"
+_SANDBOX_PATHS = re.compile(r"^/2025-12-01/durable-executions/[^/]+/(checkpoint|state)/?$")
+
+
+class Kind(StrEnum):
+    TENANT = "tenant"
+    SANDBOX = "sandbox"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: Kind
+    tenant: str  # the account id; empty for the admin
+    access_key_id: str
+
+
+class Authenticator:
+    def __init__(
+        self,
+        *,
+        tenant_keys: SecretLookup,
+        sandbox_keys: SandboxKeys,
+        admin_key: tuple[str, str],
+        now_ms: Callable[[], int],
+        max_skew_s: int = 300,
+    ) -> None:
+        self._tenant_keys = tenant_keys
+        self._sandbox_keys = sandbox_keys
+        self._admin_id, self._admin_secret = admin_key
+        self._now_ms = now_ms
+        self._max_skew_s = max_skew_s
+
+    def _lookup(self, access_key_id: str) -> KeySecret | None:
+        if access_key_id == self._admin_id:
+            return KeySecret(ADMIN, self._admin_secret)
+        return self._sandbox_keys.lookup(access_key_id) or self._tenant_keys(access_key_id)
+
+    def _principal(self, tenant: str, access_key_id: str) -> Principal:
+        if access_key_id == self._admin_id:
+            return Principal(Kind.ADMIN, "", access_key_id)
+        if self._sandbox_keys.lookup(access_key_id) is not None:
+            return Principal(Kind.SANDBOX, tenant, access_key_id)
+        return Principal(Kind.TENANT, tenant, access_key_id)
+
+    def sigv4(self, request: Request) -> Principal:
+        # Replays within the skew window are accepted, as AWS does: SDK retries and
+        # pollers legitimately resend identical signed requests. Old ones are refused
+        # by the date check.
+        tenant, key_id = verify_sigv4(
+            request, self._lookup, self._now_ms(), self._max_skew_s, replay_guard=None
+        )
+        return self._principal(tenant, key_id)
+
+    def basic(self, request: Request) -> Principal:
+        header = request.header("authorization")
+        tenant = verify_basic(header, self._lookup)
+        return self._principal(tenant, parse_basic(header)[0])
+
+    def any(self, request: Request) -> Principal:
+        """SigV4 when the request is signed, else Basic (curl -u KEY:SECRET)."""
+        auth = request.header("authorization") or ""
+        if auth.startswith("AWS4-") or "X-Amz-Signature" in request.query:
+            return self.sigv4(request)
+        if not auth:
+            raise MissingAuthenticationToken()
+        return self.basic(request)
+
+    # -- policy ----------------------------------------------------------------------
+
+    def lambda_tenant(self, request: Request) -> str:
+        principal = self.sigv4(request)
+        if principal.kind is Kind.TENANT:
+            return principal.tenant
+        if principal.kind is Kind.SANDBOX and _SANDBOX_PATHS.match(request.path):
+            return principal.tenant
+        raise AccessDenied(
+            f"The key {principal.access_key_id} is not authorized to perform this operation."
+        )
+
+    def v1_tenant(self, request: Request) -> str:
+        principal = self.any(request)
+        if principal.kind is not Kind.TENANT:
+            raise AccessDenied("This operation needs a tenant's access key.")
+        return principal.tenant
+
+    def v1_admin(self, request: Request) -> None:
+        if self.any(request).kind is not Kind.ADMIN:
+            raise AccessDenied("Managing tenants needs the platform admin credential.")
+
+    def git_tenant(self, request: Request) -> str:
+        principal = self.basic(request)
+        if principal.kind is not Kind.TENANT:
+            raise AccessDenied("Git needs a tenant's access key.")
+        return principal.tenant

@@ -1,0 +1,163 @@
+"""`/v1/repos`: a tenant's Git repositories as REST (create, list, commit, read)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from treadle.api.http import Request, Response, Router
+from treadle.artifacts.service import ArtifactService, CommitInfo, TreeEntry
+from treadle.domain.errors import InvalidParameter
+
+R = "/v1/repos"
+
+
+class CreateRepoBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="1 to 100 letters, digits, '.', '_' or '-'.")
+
+
+class FileContent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content: str
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+
+
+class CommitBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    branch: str = "main"
+    message: str = Field(min_length=1)
+    author: str = Field(default="Treadle <treadle@localhost>", description="'Name <email>'")
+    expectedParent: str | None = Field(
+        default=None,
+        description="Compare-and-swap: the branch must be at this commit (40 zeros: must "
+        "not exist yet), else 409 and nothing changes.",
+    )
+    files: dict[str, FileContent | None] = Field(
+        description="Path to new content; null deletes the path.", min_length=1
+    )
+
+
+def _decode(path: str, item: FileContent | None) -> bytes | None:
+    if item is None:
+        return None
+    if item.encoding == "utf-8":
+        return item.content.encode("utf-8")
+    try:
+        return base64.b64decode(item.content, validate=True)
+    except binascii.Error:
+        raise InvalidParameter(f"files.{path}.content is not valid base64.") from None
+
+
+def _entry(e: TreeEntry) -> dict[str, object]:
+    return {"name": e.name, "path": e.path, "type": e.kind, "mode": f"{e.mode:06o}", "sha": e.sha}
+
+
+def _commit(c: CommitInfo) -> dict[str, object]:
+    return {
+        "sha": c.sha,
+        "tree": c.tree,
+        "parents": list(c.parents),
+        "author": c.author,
+        "authoredAt": c.author_time,
+        "committer": c.committer,
+        "committedAt": c.commit_time,
+        "message": c.message,
+    }
+
+
+def _limit(request: Request, default: int) -> int:
+    raw = request.q("limit")
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidParameter(f"limit must be an integer, not {raw!r}.") from None
+
+
+class ReposApi:
+    def __init__(self, artifacts: ArtifactService, *, public_url: str) -> None:
+        self.artifacts = artifacts
+        self.public_url = public_url
+
+    def register(self, r: Router) -> None:
+        r.add("POST", R, self.create)
+        r.add("GET", R, self.list)
+        r.add("GET", R + "/{Repo}", self.describe)
+        r.add("DELETE", R + "/{Repo}", self.delete)
+        r.add("POST", R + "/{Repo}/commits", self.commit)
+        r.add("GET", R + "/{Repo}/commits", self.log)
+        r.add("GET", R + "/{Repo}/tree", self.tree)
+        r.add("GET", R + "/{Repo}/blob", self.blob)
+
+    def clone_url(self, tenant: str, name: str) -> str:
+        return f"{self.public_url}/git/{tenant}/{name}.git"
+
+    def create(self, request: Request) -> Response:
+        body = CreateRepoBody.model_validate(request.json())
+        self.artifacts.create_repo(request.tenant, body.name)
+        info = {"name": body.name, "cloneUrl": self.clone_url(request.tenant, body.name)}
+        return Response.json(info, status=201)
+
+    def list(self, request: Request) -> Response:
+        page = self.artifacts.list_repos(
+            request.tenant, limit=_limit(request, 100), marker=request.q("marker")
+        )
+        return Response.json(
+            {
+                "repositories": [
+                    {"name": n, "cloneUrl": self.clone_url(request.tenant, n)} for n in page.names
+                ],
+                "nextMarker": page.next_marker,
+            }
+        )
+
+    def describe(self, request: Request) -> Response:
+        name = request.params["Repo"]
+        refs = self.artifacts.refs(request.tenant, name)
+        return Response.json(
+            {"name": name, "cloneUrl": self.clone_url(request.tenant, name), "refs": refs}
+        )
+
+    def delete(self, request: Request) -> Response:
+        self.artifacts.delete_repo(request.tenant, request.params["Repo"])
+        return Response(status=204)
+
+    def commit(self, request: Request) -> Response:
+        body = CommitBody.model_validate(request.json())
+        files = {path: _decode(path, item) for path, item in body.files.items()}
+        sha = self.artifacts.commit_files(
+            request.tenant,
+            request.params["Repo"],
+            body.branch,
+            files,
+            body.message,
+            body.author,
+            expected_parent=body.expectedParent,
+        )
+        return Response.json({"sha": sha, "branch": body.branch}, status=201)
+
+    def log(self, request: Request) -> Response:
+        commits = self.artifacts.log(
+            request.tenant, request.params["Repo"], request.q("ref") or "HEAD", _limit(request, 50)
+        )
+        return Response.json({"commits": [_commit(c) for c in commits]})
+
+    def tree(self, request: Request) -> Response:
+        ref = request.q("ref") or "HEAD"
+        path = request.q("path") or ""
+        entries = self.artifacts.read_tree(request.tenant, request.params["Repo"], ref, path)
+        return Response.json({"ref": ref, "path": path, "entries": [_entry(e) for e in entries]})
+
+    def blob(self, request: Request) -> Response:
+        path = request.q("path")
+        if not path:
+            raise InvalidParameter("The query parameter 'path' is required.")
+        data = self.artifacts.read_blob(
+            request.tenant, request.params["Repo"], request.q("ref") or "HEAD", path
+        )
+        return Response(status=200, body=data, headers={"content-type": "application/octet-stream"})

@@ -1,0 +1,242 @@
+"""The platform Lambdas: API, orchestrator (SQS consumer) and timer sweep (every minute).
+
+Code: the `functions/` source root is the asset, as is (no bundling: bundling needs
+Docker, which CI does not have). Third-party dependencies (pydantic, dulwich, a recent
+boto3, Powertools...) come from a layer built by `infra/layer/build.py` (see
+`infra/layer/README.md`); the lifecycle files `statemachine/*.json` ship in a second,
+always-present layer because they live outside the source root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from aws_cdk import Annotations, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra import iam as grants
+from infra import names
+from infra.storage import Storage
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS_DIR = REPO_ROOT / "functions"
+STATEMACHINE_DIR = REPO_ROOT / "statemachine"
+
+RUNTIME = lambda_.Runtime.PYTHON_3_12
+ARCHITECTURE = lambda_.Architecture.ARM_64
+
+# API Gateway HTTP APIs give up after 30 s.
+API_TIMEOUT = Duration.seconds(29)
+# A drive invokes the pinned tenant version synchronously, and a Lambda may run 15 min.
+ORCHESTRATOR_TIMEOUT = Duration.minutes(15)
+SWEEP_TIMEOUT = Duration.seconds(60)
+SWEEP_RATE = Duration.minutes(1)
+ORCHESTRATOR_BATCH_SIZE = 10
+LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+
+# Kept out of the code asset: caches and build metadata.
+ASSET_EXCLUDES = [
+    "**/__pycache__",
+    "**/*.pyc",
+    "*.egg-info",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+]
+
+
+@dataclass(frozen=True)
+class _Spec:
+    id: str
+    role_name: str
+    handler: str
+    timeout: Duration
+    memory_mb: int
+    description: str
+
+
+class PlatformFunctions(Construct):
+    """The three platform functions, their roles and log groups, the queue and the schedule."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        stage: str,
+        storage: Storage,
+        tenant_role: iam.IRole,
+        dependency_layer_dir: Path | None,
+    ) -> None:
+        super().__init__(scope, id)
+        self._stage = stage
+        self._code = lambda_.Code.from_asset(str(FUNCTIONS_DIR), exclude=ASSET_EXCLUDES)
+        self._layers = self._make_layers(dependency_layer_dir)
+        self._environment: dict[str, str] = {
+            names.ENV_STAGE: stage,
+            names.ENV_REGION: Stack.of(self).region,
+            names.ENV_TABLE: storage.table.table_name,
+            names.ENV_BUCKET: storage.bucket.bucket_name,
+            names.ENV_QUEUE_URL: storage.queue.queue_url,
+            names.ENV_TENANT_ROLE_ARN: tenant_role.role_arn,
+            names.ENV_TENANT_FUNCTION_PREFIX: names.tenant_function_prefix(stage),
+            names.ENV_TOKEN_SECRET_ARN: storage.token_secret.secret_arn,
+            names.ENV_DATA_DIR: names.LAMBDA_DATA_DIR,
+            names.ENV_STATEMACHINE_DIR: names.LAMBDA_STATEMACHINE_DIR,
+            names.ENV_POWERTOOLS_SERVICE_NAME: names.POWERTOOLS_SERVICE_NAME,
+            names.ENV_POWERTOOLS_METRICS_NAMESPACE: names.POWERTOOLS_METRICS_NAMESPACE,
+            names.ENV_POWERTOOLS_LOG_LEVEL: "INFO",
+        }
+
+        self.api = self._function(
+            _Spec("Api", "api", names.API_HANDLER, API_TIMEOUT, 1024, "HTTP API")
+        )
+        self.orchestrator = self._function(
+            _Spec(
+                "Orchestrator",
+                "orchestrator",
+                names.ORCHESTRATOR_HANDLER,
+                ORCHESTRATOR_TIMEOUT,
+                1024,
+                "drives executions from the work queue",
+            )
+        )
+        self.sweep = self._function(
+            _Spec("Sweep", "sweep", names.SWEEP_HANDLER, SWEEP_TIMEOUT, 256, "timer sweep")
+        )
+
+        deployer = grants.DeployerPolicy(self, "Deployer", stage=stage, tenant_role=tenant_role)
+        deployer.attach_to([self.api.role, self.orchestrator.role])
+        self.deployer_policy = deployer.policy
+
+        for fn in (self.api, self.orchestrator):
+            grants.allow_table(fn.role, storage.table)
+            grants.allow_bucket(fn.role, storage.bucket)
+            grants.allow_send(fn.role, storage.queue)
+            grants.allow_token_key(fn.role, storage.token_secret)
+        grants.allow_tenant_log_reads(self.api.role, stage)
+        grants.allow_table(self.sweep.role, storage.table)
+        grants.allow_send(self.sweep.role, storage.queue)
+
+        # Partial batch responses: one failed execution does not redeliver the others.
+        self.orchestrator.function.add_event_source(
+            event_sources.SqsEventSource(
+                storage.queue,
+                batch_size=ORCHESTRATOR_BATCH_SIZE,
+                report_batch_item_failures=True,
+            )
+        )
+        # A missed sweep is harmless (the next one runs a minute later): no retries.
+        self.schedule = events.Rule(
+            self,
+            "SweepSchedule",
+            description=f"Treadle {stage}: wake due timers",
+            schedule=events.Schedule.rate(SWEEP_RATE),
+            targets=[
+                targets.LambdaFunction(
+                    self.sweep.function,
+                    retry_attempts=0,
+                    max_event_age=Duration.minutes(1),
+                )
+            ],
+        )
+
+    def add_environment(self, key: str, value: str) -> None:
+        for fn in (self.api, self.orchestrator, self.sweep):
+            fn.function.add_environment(key, value)
+
+    def _make_layers(self, dependency_layer_dir: Path | None) -> list[lambda_.ILayerVersion]:
+        layers: list[lambda_.ILayerVersion] = [
+            lambda_.LayerVersion(
+                self,
+                "StateMachines",
+                code=lambda_.Code.from_asset(str(STATEMACHINE_DIR)),
+                compatible_architectures=[ARCHITECTURE],
+                compatible_runtimes=[RUNTIME],
+                description="Treadle lifecycles (statemachine/*.json), unpacked at /opt",
+            )
+        ]
+        if dependency_layer_dir is not None and dependency_layer_dir.is_dir():
+            layers.append(
+                lambda_.LayerVersion(
+                    self,
+                    "Dependencies",
+                    code=lambda_.Code.from_asset(str(dependency_layer_dir)),
+                    compatible_architectures=[ARCHITECTURE],
+                    compatible_runtimes=[RUNTIME],
+                    description="Treadle third-party dependencies (infra/layer/build.py)",
+                )
+            )
+        else:
+            Annotations.of(self).add_warning_v2(
+                "treadle:no-dependency-layer",
+                "No dependency layer: run `.venv/bin/python infra/layer/build.py` before "
+                "deploying, or the platform functions cannot import their dependencies.",
+            )
+        return layers
+
+    def _function(self, spec: _Spec) -> _PlatformFunction:
+        return _PlatformFunction(
+            self,
+            spec,
+            stage=self._stage,
+            code=self._code,
+            layers=self._layers,
+            environment=self._environment,
+        )
+
+
+class _PlatformFunction(Construct):
+    """One function with its own role (no permission but writing its own log group)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        spec: _Spec,
+        *,
+        stage: str,
+        code: lambda_.Code,
+        layers: list[lambda_.ILayerVersion],
+        environment: Mapping[str, str],
+    ) -> None:
+        super().__init__(scope, spec.id)
+        name = names.platform_function_name(stage, spec.role_name)
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            log_group_name=f"/aws/lambda/{name}",
+            retention=LOG_RETENTION,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.role = grants.lambda_role(self, "Role", f"Treadle {stage}: {spec.description}")
+        # Only its own log group: a role given to a Function gets no AWSLambdaBasicExecutionRole.
+        grants.allow(
+            self.role,
+            "OwnLogs",
+            ("logs:CreateLogStream", "logs:PutLogEvents"),
+            [self.log_group.log_group_arn],
+        )
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            function_name=name,
+            description=f"Treadle {stage}: {spec.description}",
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            code=code,
+            handler=spec.handler,
+            role=self.role,
+            layers=layers,
+            timeout=spec.timeout,
+            memory_size=spec.memory_mb,
+            environment=dict(environment),
+            log_group=self.log_group,
+        )

@@ -1,0 +1,188 @@
+"""Least-privilege IAM: the tenant execution role, the deployer policy, platform grants.
+
+Every statement names its actions one by one (no `*`, not even `s3:GetObject*`) and its
+resources by ARN. The CDK `grant_*` helpers are avoided on purpose: they add actions the
+platform does not use (stream reads, object ACLs, tagging).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import ArnFormat, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct, IConstruct
+
+from infra import names
+
+LAMBDA_PRINCIPAL = "lambda.amazonaws.com"
+
+# What the control plane does to tenant functions (section 2 of the architecture):
+# create/update code, publish versions, aliases where cheap, invoke, delete.
+DEPLOYER_LAMBDA_ACTIONS: tuple[str, ...] = (
+    "lambda:CreateFunction",
+    "lambda:UpdateFunctionCode",
+    "lambda:UpdateFunctionConfiguration",
+    "lambda:PublishVersion",
+    "lambda:GetFunction",
+    "lambda:GetFunctionConfiguration",
+    "lambda:ListVersionsByFunction",
+    "lambda:InvokeFunction",
+    "lambda:DeleteFunction",
+    "lambda:CreateAlias",
+    "lambda:UpdateAlias",
+    "lambda:GetAlias",
+    "lambda:DeleteAlias",
+)
+# What tenant code may do: the durable SDK's two data-plane calls, nothing else.
+TENANT_CHECKPOINT_ACTIONS: tuple[str, ...] = (
+    "lambda:CheckpointDurableExecution",
+    "lambda:GetDurableExecutionState",
+)
+LOG_WRITE_ACTIONS: tuple[str, ...] = (
+    "logs:CreateLogGroup",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+)
+LOG_READ_ACTIONS: tuple[str, ...] = (
+    "logs:DescribeLogStreams",
+    "logs:FilterLogEvents",
+    "logs:GetLogEvents",
+)
+# TransactWriteItems is authorised as the Put/Update/Delete/ConditionCheck it contains.
+TABLE_ACTIONS: tuple[str, ...] = (
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:DescribeTable",
+)
+BUCKET_OBJECT_ACTIONS: tuple[str, ...] = (
+    "s3:GetObject",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:AbortMultipartUpload",
+)
+# ListBucket turns a missing object into 404 instead of 403, which the adapter relies on.
+BUCKET_ACTIONS: tuple[str, ...] = ("s3:ListBucket",)
+QUEUE_SEND_ACTIONS: tuple[str, ...] = ("sqs:SendMessage",)
+SECRET_READ_ACTIONS: tuple[str, ...] = ("secretsmanager:GetSecretValue",)
+
+
+def tenant_function_arn(scope: IConstruct, stage: str, suffix: str = "") -> str:
+    """ARN pattern of every tenant function of the stage: `...:function:treadle-<stage>-*`."""
+    return Stack.of(scope).format_arn(
+        service="lambda",
+        resource="function",
+        resource_name=f"{names.tenant_function_prefix(stage)}*{suffix}",
+        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+    )
+
+
+def tenant_log_group_arns(scope: IConstruct, stage: str) -> list[str]:
+    """The log groups (and their streams) Lambda writes for tenant functions."""
+    group = Stack.of(scope).format_arn(
+        service="logs",
+        resource="log-group",
+        resource_name=f"/aws/lambda/{names.tenant_function_prefix(stage)}*",
+        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+    )
+    return [group, f"{group}:log-stream:*"]
+
+
+def lambda_role(scope: Construct, id: str, description: str) -> iam.Role:
+    """A role for Lambda with no permission at all: every grant is explicit."""
+    return iam.Role(
+        scope,
+        id,
+        assumed_by=iam.ServicePrincipal(LAMBDA_PRINCIPAL),
+        description=description,
+    )
+
+
+class TenantExecutionRole(Construct):
+    """The only role tenant functions run with: checkpoint API and their own logs."""
+
+    def __init__(self, scope: Construct, id: str, *, stage: str) -> None:
+        super().__init__(scope, id)
+        self.role = lambda_role(self, "Role", f"Treadle {stage}: tenant function execution role")
+        # The durable-execution ARN extends a *qualified* function ARN
+        # (`function:<name>:<version>/durable-execution/...`), hence the `:*` suffix.
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="DurableCheckpoints",
+                actions=list(TENANT_CHECKPOINT_ACTIONS),
+                resources=[tenant_function_arn(self, stage, ":*")],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="OwnLogs",
+                actions=list(LOG_WRITE_ACTIONS),
+                resources=tenant_log_group_arns(self, stage),
+            )
+        )
+
+
+class DeployerPolicy(Construct):
+    """Create, update, invoke and delete `treadle-<stage>-*` functions; pass only the tenant role."""
+
+    def __init__(self, scope: Construct, id: str, *, stage: str, tenant_role: iam.IRole) -> None:
+        super().__init__(scope, id)
+        self.policy = iam.ManagedPolicy(
+            self,
+            "Policy",
+            description=f"Treadle {stage}: manage and invoke tenant functions",
+            statements=[
+                iam.PolicyStatement(
+                    sid="TenantFunctions",
+                    actions=list(DEPLOYER_LAMBDA_ACTIONS),
+                    resources=[tenant_function_arn(self, stage)],
+                ),
+                iam.PolicyStatement(
+                    sid="PassTenantRoleToLambda",
+                    actions=["iam:PassRole"],
+                    resources=[tenant_role.role_arn],
+                    conditions={"StringEquals": {"iam:PassedToService": LAMBDA_PRINCIPAL}},
+                ),
+            ],
+        )
+
+    def attach_to(self, roles: Sequence[iam.IRole]) -> None:
+        for role in roles:
+            role.add_managed_policy(self.policy)
+
+
+def allow(role: iam.IRole, sid: str, actions: Sequence[str], resources: Sequence[str]) -> None:
+    role.add_to_principal_policy(
+        iam.PolicyStatement(sid=sid, actions=list(actions), resources=list(resources))
+    )
+
+
+def allow_table(role: iam.IRole, table: dynamodb.ITable) -> None:
+    allow(role, "Table", TABLE_ACTIONS, [table.table_arn, f"{table.table_arn}/index/*"])
+
+
+def allow_bucket(role: iam.IRole, bucket: s3.IBucket) -> None:
+    allow(role, "ArtifactObjects", BUCKET_OBJECT_ACTIONS, [bucket.arn_for_objects("*")])
+    allow(role, "ArtifactBucket", BUCKET_ACTIONS, [bucket.bucket_arn])
+
+
+def allow_send(role: iam.IRole, queue: sqs.IQueue) -> None:
+    allow(role, "SendWork", QUEUE_SEND_ACTIONS, [queue.queue_arn])
+
+
+def allow_token_key(role: iam.IRole, secret: secretsmanager.ISecret) -> None:
+    allow(role, "TokenKey", SECRET_READ_ACTIONS, [secret.secret_arn])
+
+
+def allow_tenant_log_reads(role: iam.IRole, stage: str) -> None:
+    allow(role, "TenantLogs", LOG_READ_ACTIONS, tenant_log_group_arns(role, stage))

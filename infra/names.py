@@ -1,0 +1,121 @@
+"""Names shared by the CDK app, its tests and (by copy) the platform code.
+
+Keep this module free of aws_cdk imports: the constants describe the deployed shape
+(table keys, index names, environment variables) and are meant to be mirrored by the
+platform's Settings model and DynamoDB adapter.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+# --- stage and naming -------------------------------------------------------------
+
+DEFAULT_STAGE: Final = "dev"
+CONTEXT_STAGE: Final = "stage"
+CONTEXT_LAYER_DIR: Final = "layerDir"
+DEFAULT_LAYER_DIR: Final = "build/lambda-layer"
+
+# Lowercase letters and digits only: a hyphen in a stage would let the tenant function
+# pattern of one stage ("treadle-dev-*") match the functions of another ("treadle-dev-x-...").
+STAGE_PATTERN: Final = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+
+# Tenant functions are created at runtime as `treadle-<stage>-<tenant>-<name>`.
+TENANT_FUNCTION_PREFIX: Final = "treadle"
+# Platform functions must never match the tenant pattern, or the deployer permission
+# (create/update/invoke `treadle-<stage>-*`) would let the API replace the platform's own
+# code: they live under a different prefix.
+PLATFORM_FUNCTION_PREFIX: Final = "treadlectl"
+
+
+def validate_stage(stage: str) -> str:
+    if not STAGE_PATTERN.fullmatch(stage):
+        raise ValueError(
+            f"invalid stage {stage!r}: use 1-12 lowercase letters or digits, starting with a letter"
+        )
+    return stage
+
+
+def stack_name(stage: str) -> str:
+    return f"Treadle-{stage}"
+
+
+def tenant_function_prefix(stage: str) -> str:
+    """Prefix of every tenant function name of a stage (ends with a hyphen)."""
+    return f"{TENANT_FUNCTION_PREFIX}-{stage}-"
+
+
+def platform_function_name(stage: str, role: str) -> str:
+    return f"{PLATFORM_FUNCTION_PREFIX}-{stage}-{role}"
+
+
+# --- platform Lambda handlers (modules under functions/) -----------------------------
+
+API_HANDLER: Final = "treadle.entrypoints.api.handler"
+ORCHESTRATOR_HANDLER: Final = "treadle.entrypoints.orchestrator.handler"
+SWEEP_HANDLER: Final = "treadle.entrypoints.sweep.handler"
+
+# --- DynamoDB single table ----------------------------------------------------------
+
+TABLE_PARTITION_KEY: Final = "pk"
+TABLE_SORT_KEY: Final = "sk"
+TABLE_TTL_ATTRIBUTE: Final = "ttl"
+
+# GSI1: executions of a function by status (ListDurableExecutionsByFunction).
+GSI1_NAME: Final = "gsi1"
+GSI1_PARTITION_KEY: Final = "gsi1pk"
+GSI1_SORT_KEY: Final = "gsi1sk"
+# GSI2: due timers (sparse: only timer rows carry the keys), read by the sweep.
+GSI2_NAME: Final = "gsi2"
+GSI2_PARTITION_KEY: Final = "gsi2pk"
+GSI2_SORT_KEY: Final = "gsi2sk"
+
+# --- environment variables the platform Lambdas receive ---------------------------
+
+ENV_STAGE: Final = "TREADLE_STAGE"
+ENV_REGION: Final = "TREADLE_REGION"
+ENV_TABLE: Final = "TREADLE_TABLE"
+ENV_BUCKET: Final = "TREADLE_BUCKET"
+ENV_QUEUE_URL: Final = "TREADLE_QUEUE_URL"
+ENV_TENANT_ROLE_ARN: Final = "TREADLE_TENANT_ROLE_ARN"
+ENV_TENANT_FUNCTION_PREFIX: Final = "TREADLE_TENANT_FUNCTION_PREFIX"
+ENV_TOKEN_SECRET_ARN: Final = "TREADLE_TOKEN_SECRET_ARN"
+ENV_API_URL: Final = "TREADLE_API_URL"
+ENV_DATA_DIR: Final = "TREADLE_DATA_DIR"
+ENV_STATEMACHINE_DIR: Final = "TREADLE_STATEMACHINE_DIR"
+ENV_POWERTOOLS_SERVICE_NAME: Final = "POWERTOOLS_SERVICE_NAME"
+ENV_POWERTOOLS_METRICS_NAMESPACE: Final = "POWERTOOLS_METRICS_NAMESPACE"
+ENV_POWERTOOLS_LOG_LEVEL: Final = "POWERTOOLS_LOG_LEVEL"
+
+PLATFORM_ENV_VARS: Final = (
+    ENV_STAGE,
+    ENV_REGION,
+    ENV_TABLE,
+    ENV_BUCKET,
+    ENV_QUEUE_URL,
+    ENV_TENANT_ROLE_ARN,
+    ENV_TENANT_FUNCTION_PREFIX,
+    ENV_TOKEN_SECRET_ARN,
+    ENV_API_URL,
+    ENV_DATA_DIR,
+    ENV_STATEMACHINE_DIR,
+    ENV_POWERTOOLS_SERVICE_NAME,
+    ENV_POWERTOOLS_METRICS_NAMESPACE,
+    ENV_POWERTOOLS_LOG_LEVEL,
+)
+
+POWERTOOLS_SERVICE_NAME: Final = "treadle"
+POWERTOOLS_METRICS_NAMESPACE: Final = "Treadle"
+# Lambda's only writable directory.
+LAMBDA_DATA_DIR: Final = "/tmp/treadle"
+# The lifecycle JSON files (statemachine/*.json) ship in their own layer, unpacked at /opt.
+LAMBDA_STATEMACHINE_DIR: Final = "/opt"
+
+# --- outputs --------------------------------------------------------------------------
+
+OUTPUT_API_URL: Final = "ApiUrl"
+OUTPUT_TABLE_NAME: Final = "TableName"
+OUTPUT_BUCKET_NAME: Final = "BucketName"
+OUTPUT_QUEUE_URL: Final = "QueueUrl"
+OUTPUT_TENANT_ROLE_ARN: Final = "TenantRoleArn"
