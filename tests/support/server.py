@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import datetime
 import io
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import boto3
 from botocore.auth import SigV4Auth
@@ -118,12 +124,64 @@ def signed(
     headers: dict[str, str] | None = None,
     *,
     credentials: tuple[str, str] | None = None,
+    at: datetime.datetime | None = None,
 ) -> dict[str, str]:
-    """The headers of `method path` signed with SigV4, as boto3 would sign them."""
+    """The headers of `method path` signed with SigV4, as boto3 would sign them.
+
+    `at` signs as if at that time (botocore reads its clock through one function).
+    """
     key_id, secret = credentials or server.credentials()
     request = AWSRequest(method=method, url=server.url + path, data=body, headers=headers or {})
-    SigV4Auth(Credentials(key_id, secret), "lambda", REGION).add_auth(request)
+    signer = SigV4Auth(Credentials(key_id, secret), "lambda", REGION)
+    if at is None:
+        signer.add_auth(request)
+    else:
+        with mock.patch("botocore.auth.get_current_datetime", return_value=at):
+            signer.add_auth(request)
     return dict(request.headers.items())
+
+
+def http(
+    server: ServerProcess,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """A raw HTTP exchange: (status, lower-case headers, body), errors included."""
+    req = urllib.request.Request(
+        server.url + path, data=body or None, method=method, headers=headers or {}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
+
+
+def basic(credentials: tuple[str, str]) -> dict[str, str]:
+    token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+    return {"authorization": f"Basic {token}"}
+
+
+def v1(
+    server: ServerProcess,
+    method: str,
+    path: str,
+    payload: Any = None,
+    *,
+    credentials: tuple[str, str] | None = None,
+) -> tuple[int, Any]:
+    """A /v1 call with Basic auth (the default tenant's keys unless told otherwise)."""
+    headers = basic(credentials or server.credentials())
+    body = b""
+    if payload is not None:
+        body = json.dumps(payload).encode()
+        headers["content-type"] = "application/json"
+    status, resp_headers, raw = http(server, method, path, body, headers)
+    if resp_headers.get("content-type", "").startswith("application/json"):
+        return status, json.loads(raw)
+    return status, raw
 
 
 def zip_files(files: dict[str, str]) -> bytes:

@@ -120,7 +120,8 @@ class DurableEngine(Engine):
 
     def _callback_target(self, tenant: str, callback_id: str) -> tuple[str, str, int]:
         owner = self.store.callback_owner(callback_id)
-        if owner is None or f":{tenant}:" not in owner[0]:
+        # The account field of the ARN, exactly: a substring test could match a name.
+        if owner is None or owner[0].split(":")[4:5] != [tenant]:
             raise NotFound(f"Callback {callback_id} not found.")
         return owner
 
