@@ -29,6 +29,7 @@ from treadle.api.git_routes import GitRoutes
 from treadle.api.http import Response, Router
 from treadle.api.lambda_routes import LambdaApi
 from treadle.api.logs_routes import LogsApi
+from treadle.api.openapi import build_document
 from treadle.api.v1_repos import ReposApi
 from treadle.api.v1_tenants import TenantsApi
 from treadle.app.completion import CompletionNotifier
@@ -172,6 +173,8 @@ class Platform:
         LambdaApi(self.function_service, self.execution_service).register(router)
         v1 = Router()
         v1.add("GET", "/v1/health", lambda _req: Response.json({"status": "ok"}))
+        document = build_document()
+        v1.add("GET", "/v1/openapi.json", lambda _req: Response.json(document))
         TenantsApi(self.tenants).register(v1)
         self.repos_api = ReposApi(self.artifacts, public_url=self.endpoint)
         self.repos_api.register(v1)

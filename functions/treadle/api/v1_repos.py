@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,7 +47,7 @@ def _decode(path: str, item: FileContent | None) -> bytes | None:
         return item.content.encode("utf-8")
     try:
         return base64.b64decode(item.content, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII characters
         raise InvalidParameter(f"files.{path}.content is not valid base64.") from None
 
 
