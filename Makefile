@@ -29,8 +29,8 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check functions tests examples benchmarks
-	$(VENV)/bin/ruff format --check functions tests examples benchmarks
+	$(VENV)/bin/ruff check functions tests examples benchmarks infra
+	$(VENV)/bin/ruff format --check functions tests examples benchmarks infra
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+import jsii
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_apigateway as apigw_v1
 from aws_cdk import aws_apigatewayv2 as apigw
@@ -39,7 +40,25 @@ _ACCESS_LOG_FIELDS = {
 }
 
 
+@jsii.implements(apigw.IAccessLogSettings)
+class _AccessLogSettings:
+    """JSON access logs into a log group (jsii interface, hence a class and not a dict)."""
+
+    def __init__(self, log_group: logs.ILogGroup) -> None:
+        self._destination = apigw.LogGroupLogDestination(log_group)
+
+    @property
+    def destination(self) -> apigw.IAccessLogDestination:
+        return self._destination
+
+    @property
+    def format(self) -> apigw_v1.AccessLogFormat | None:
+        return apigw_v1.AccessLogFormat.custom(json.dumps(_ACCESS_LOG_FIELDS))
+
+
 class PublicApi(Construct):
+    """HTTP API whose `$default` route (every method, every path) proxies to one Lambda."""
+
     def __init__(
         self, scope: Construct, id: str, *, stage: str, handler: lambda_.IFunction
     ) -> None:
@@ -49,20 +68,12 @@ class PublicApi(Construct):
             "HttpApi",
             api_name=f"treadle-{stage}",
             description=f"Treadle {stage}: Lambda-compatible API, /v1 extensions and Git",
+            default_integration=integrations.HttpLambdaIntegration(
+                "ProxyIntegration",
+                handler,
+                payload_format_version=apigw.PayloadFormatVersion.VERSION_2_0,
+            ),
             create_default_stage=False,
-        )
-        self.http_api.add_routes(
-            path="/{proxy+}",
-            methods=[apigw.HttpMethod.ANY],
-            integration=self._integration(handler),
-        )
-        # `/{proxy+}` does not match the root path: the catch-all route does.
-        apigw.HttpRoute(
-            self,
-            "DefaultRoute",
-            http_api=self.http_api,
-            route_key=apigw.HttpRouteKey.DEFAULT,
-            integration=self._integration(handler, "DefaultIntegration"),
         )
         access_logs = logs.LogGroup(
             self,
@@ -79,24 +90,9 @@ class PublicApi(Construct):
             throttle=apigw.ThrottleSettings(
                 rate_limit=THROTTLE_RATE_LIMIT, burst_limit=THROTTLE_BURST_LIMIT
             ),
-            access_log_settings=apigw.AccessLogSettings(
-                destination=apigw.LogGroupLogDestination(access_logs),
-                format=apigw_v1.AccessLogFormat.custom(json.dumps(_ACCESS_LOG_FIELDS)),
-            ),
+            access_log_settings=_AccessLogSettings(access_logs),
         )
 
     @property
     def url(self) -> str:
-        url = self.stage.url
-        assert url is not None
-        return url
-
-    @staticmethod
-    def _integration(
-        handler: lambda_.IFunction, id: str = "ProxyIntegration"
-    ) -> integrations.HttpLambdaIntegration:
-        return integrations.HttpLambdaIntegration(
-            id,
-            handler,
-            payload_format_version=apigw.PayloadFormatVersion.VERSION_2_0,
-        )
+        return self.stage.url

@@ -113,6 +113,9 @@ class PlatformFunctions(Construct):
             _Spec("Sweep", "sweep", names.SWEEP_HANDLER, SWEEP_TIMEOUT, 256, "timer sweep")
         )
 
+        # Both the API (CreateFunction, UpdateFunctionCode, PublishVersion, Invoke of a
+        # non-durable function) and the orchestrator (invoking the pinned version, which the
+        # FunctionRuntime may have to deploy first) act on tenant functions; the sweep never.
         deployer = grants.DeployerPolicy(self, "Deployer", stage=stage, tenant_role=tenant_role)
         deployer.attach_to([self.api.role, self.orchestrator.role])
         self.deployer_policy = deployer.policy

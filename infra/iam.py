@@ -133,7 +133,7 @@ class TenantExecutionRole(Construct):
 
 
 class DeployerPolicy(Construct):
-    """Create, update, invoke and delete `treadle-<stage>-*` functions; pass only the tenant role."""
+    """Manage and invoke `treadle-<stage>-*` functions; pass no role but the tenant role."""
 
     def __init__(self, scope: Construct, id: str, *, stage: str, tenant_role: iam.IRole) -> None:
         super().__init__(scope, id)

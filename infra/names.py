@@ -1,14 +1,16 @@
 """Names shared by the CDK app, its tests and (by copy) the platform code.
 
-Keep this module free of aws_cdk imports: the constants describe the deployed shape
-(table keys, index names, environment variables) and are meant to be mirrored by the
-platform's Settings model and DynamoDB adapter.
+Free of aws_cdk imports: the constants describe the deployed shape (names, environment
+variables, outputs). The environment variable names are meant to be mirrored by the
+platform's Settings model; the table's shape is imported from the DynamoDB adapter.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Final
+
+from treadle.adapters.aws import tables
 
 # --- stage and naming -------------------------------------------------------------
 
@@ -56,20 +58,17 @@ API_HANDLER: Final = "treadle.entrypoints.api.handler"
 ORCHESTRATOR_HANDLER: Final = "treadle.entrypoints.orchestrator.handler"
 SWEEP_HANDLER: Final = "treadle.entrypoints.sweep.handler"
 
-# --- DynamoDB single table ----------------------------------------------------------
+# --- DynamoDB single table ---------------------------------------------------------
+# The DynamoDB adapter owns the table's shape (functions/treadle/adapters/aws/tables.py):
+# the stack declares exactly its keys, indexes and TTL attribute, so they cannot drift.
 
-TABLE_PARTITION_KEY: Final = "pk"
-TABLE_SORT_KEY: Final = "sk"
-TABLE_TTL_ATTRIBUTE: Final = "ttl"
-
-# GSI1: executions of a function by status (ListDurableExecutionsByFunction).
-GSI1_NAME: Final = "gsi1"
-GSI1_PARTITION_KEY: Final = "gsi1pk"
-GSI1_SORT_KEY: Final = "gsi1sk"
-# GSI2: due timers (sparse: only timer rows carry the keys), read by the sweep.
-GSI2_NAME: Final = "gsi2"
-GSI2_PARTITION_KEY: Final = "gsi2pk"
-GSI2_SORT_KEY: Final = "gsi2sk"
+TABLE_PARTITION_KEY: Final = tables.PARTITION_KEY
+TABLE_SORT_KEY: Final = tables.SORT_KEY
+TABLE_TTL_ATTRIBUTE: Final = tables.TTL_ATTRIBUTE
+GSI_BY_FUNCTION: Final = tables.GSI_BY_FUNCTION
+GSI_BY_FUNCTION_STATUS: Final = tables.GSI_BY_FUNCTION_STATUS
+GSI_DUE_TIMERS: Final = tables.GSI_DUE_TIMERS
+GSI_ACTIVE_INVOCATIONS: Final = tables.GSI_ACTIVE_INVOCATIONS
 
 # --- environment variables the platform Lambdas receive ---------------------------
 

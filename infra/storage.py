@@ -15,6 +15,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import names
+from treadle.adapters.aws import tables
 
 # SQS redrive: a message that fails this many receives goes to the dead-letter queue.
 MAX_RECEIVE_COUNT = 5
@@ -24,6 +25,13 @@ VISIBILITY_TIMEOUT_FACTOR = 6
 DLQ_RETENTION = Duration.days(14)
 # Noncurrent object versions (overwritten or deleted packs) are kept this long.
 NONCURRENT_VERSION_RETENTION = Duration.days(90)
+
+
+_ATTRIBUTE_TYPES = {
+    "S": dynamodb.AttributeType.STRING,
+    "N": dynamodb.AttributeType.NUMBER,
+    "B": dynamodb.AttributeType.BINARY,
+}
 
 
 def _string_key(name: str) -> dynamodb.Attribute:
@@ -65,20 +73,29 @@ class Storage(Construct):
             deletion_protection=True,
             removal_policy=RemovalPolicy.RETAIN,
         )
-        # Both indexes project every attribute: list and sweep queries then need no
-        # follow-up GetItem, and the rows they index are small.
-        table.add_global_secondary_index(
-            index_name=names.GSI1_NAME,
-            partition_key=_string_key(names.GSI1_PARTITION_KEY),
-            sort_key=_string_key(names.GSI1_SORT_KEY),
-            projection_type=dynamodb.ProjectionType.ALL,
-        )
-        table.add_global_secondary_index(
-            index_name=names.GSI2_NAME,
-            partition_key=_string_key(names.GSI2_PARTITION_KEY),
-            sort_key=_string_key(names.GSI2_SORT_KEY),
-            projection_type=dynamodb.ProjectionType.ALL,
-        )
+        # The indexes are the adapter's own definition (see tables.py for why they are
+        # KEYS_ONLY or INCLUDE, and sharded).
+        attribute_types = {
+            a["AttributeName"]: _ATTRIBUTE_TYPES[a["AttributeType"]]
+            for a in tables.attribute_definitions()
+        }
+        for index in tables.global_secondary_indexes():
+            keys = {k["KeyType"]: k["AttributeName"] for k in index["KeySchema"]}
+            projection = index["Projection"]
+            sort_key = keys.get("RANGE")
+            table.add_global_secondary_index(
+                index_name=index["IndexName"],
+                partition_key=dynamodb.Attribute(
+                    name=keys["HASH"], type=attribute_types[keys["HASH"]]
+                ),
+                sort_key=(
+                    None
+                    if sort_key is None
+                    else dynamodb.Attribute(name=sort_key, type=attribute_types[sort_key])
+                ),
+                projection_type=dynamodb.ProjectionType(projection.get("ProjectionType", "ALL")),
+                non_key_attributes=projection.get("NonKeyAttributes"),
+            )
         return table
 
     def _bucket(self) -> s3.Bucket:

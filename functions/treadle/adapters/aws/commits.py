@@ -1,0 +1,182 @@
+"""One commit of one execution as ONE TransactWriteItems (see `dynamodb_executions`).
+
+The 100-item limit: a commit needs at most 5 items (META, its batch of operations, its
+events, its ClientToken response; at creation the name guard) plus one per new callback,
+per timer it sets on another execution and per such timer it clears. If that passes 100
+(a checkpoint that starts more than ~95 callbacks), the surplus callback items are
+written just before the transaction, marked unconfirmed: `callback_owner` trusts them
+only once the operation they name holds that callback id, which only the transaction
+writes, and a cancelled transaction leaves unreachable items that TTL reclaims. Surplus
+clears of outbox timers are deleted just after the transaction, each conditioned on the
+due time seen, so a timer set again meanwhile survives; until then the sweep may see a
+cleared timer, which the engine ignores after loading the execution.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from treadle.adapters.aws import items as it
+from treadle.adapters.aws.dynamo import Table
+from treadle.adapters.aws.errors import error_code, transaction_error
+from treadle.adapters.aws.payloads import PayloadCodec
+from treadle.adapters.aws.tables import DUE_MS, PARTITION_KEY, SORT_KEY
+from treadle.domain.errors import PayloadTooLarge, TreadleError, Unavailable
+from treadle.domain.ports import Commit, Timer
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
+
+    Item = dict[str, AttributeValueTypeDef]
+
+log = logging.getLogger(__name__)
+
+MAX_TRANSACTION_ITEMS = 100
+
+
+@dataclass
+class CommitPlan:
+    items: list[TransactWriteItemTypeDef] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    before: list[Item] = field(default_factory=list)  # unconfirmed callback items
+    after: list[tuple[str, str, int]] = field(default_factory=list)  # outbox timers to clear
+    timers: dict[str, int] = field(default_factory=dict)  # own timers once applied
+
+
+class CommitWriter:
+    def __init__(self, table: Table, codec: PayloadCodec) -> None:
+        self.table = table
+        self.codec = codec
+
+    def plan(
+        self, commit: Commit, *, version: int, timers_before: dict[str, int], creating: bool
+    ) -> CommitPlan:
+        ex = commit.execution
+        arn = ex.arn
+        plan = CommitPlan(timers={} if commit.clear_all_timers else dict(timers_before))
+        # Same order as the embedded store: clear all, clear some, then set.
+        missed: set[str] = set()
+        for kind, op_id in commit.clear_timers:
+            name = it.timer_key(kind, op_id)
+            if plan.timers.pop(name, None) is None:
+                missed.add(name)
+        foreign: list[Timer] = []
+        for timer in commit.set_timers:
+            if timer.arn == arn:
+                plan.timers[it.timer_key(timer.kind, timer.op_id)] = timer.due_ms
+            else:
+                foreign.append(timer)
+        doomed = [] if creating else self._outbox_timers(arn, missed, commit.clear_all_timers)
+
+        meta = it.meta_item(
+            ex, version, self.codec.encode(arn, it.record_json(ex, version)), plan.timers
+        )
+        if creating:
+            self._put(plan, "meta", meta, absent=True)
+            self._put(plan, "name", it.name_item(ex), absent=True)
+        else:
+            self._put(plan, "meta", meta, version=version - 1)
+        callbacks = [cid for cid, _, _ in commit.new_callbacks]
+        if commit.operations or callbacks:
+            ops = self.codec.encode(arn, it.operations_json(commit.operations))
+            self._put(plan, "batch", it.batch_item(ex, version, ops, callbacks), absent=True)
+        if commit.events:
+            events = self.codec.encode(arn, it.events_json(commit.events))
+            self._put(plan, "events", it.events_item(ex, commit.events, events), absent=True)
+        if commit.client_token is not None:
+            token, response = commit.client_token
+            encoded = self.codec.encode(arn, response.encode())
+            self._put(plan, "token", it.token_item(ex, token, encoded))
+        for timer in foreign:
+            self._put(plan, "timer", it.standalone_timer_item(timer, ex))
+        room = MAX_TRANSACTION_ITEMS - len(plan.items)
+        if room < 0:
+            raise PayloadTooLarge(
+                f"A commit of {arn} sets {len(foreign)} timers on other executions;"
+                f" at most {MAX_TRANSACTION_ITEMS} items fit in one transaction."
+            )
+        for pk, sk, _ in doomed[:room]:
+            plan.items.append({"Delete": {"TableName": self.table.name, "Key": it.key(pk, sk)}})
+            plan.labels.append("timer")
+        plan.after = doomed[room:]
+        room = max(0, room - len(doomed))
+        for i, (cid, op_id, heartbeat) in enumerate(commit.new_callbacks):
+            if i < room:
+                item = it.callback_item(ex, cid, op_id, heartbeat, confirmed=True)
+                self._put(plan, "callback", item, absent=True)
+            else:
+                plan.before.append(it.callback_item(ex, cid, op_id, heartbeat, confirmed=False))
+        if plan.before or plan.after:
+            log.info(
+                "commit of %s overflows one transaction: %d callbacks before, %d timer"
+                " deletes after it",
+                arn,
+                len(plan.before),
+                len(plan.after),
+            )
+        return plan
+
+    def _put(
+        self, plan: CommitPlan, label: str, item: Item, *, absent: bool = False, version: int = 0
+    ) -> None:
+        put: TransactWriteItemTypeDef = {"Put": {"TableName": self.table.name, "Item": item}}
+        if absent:
+            put["Put"]["ConditionExpression"] = "attribute_not_exists(#pk)"
+            put["Put"]["ExpressionAttributeNames"] = {"#pk": PARTITION_KEY}
+        elif version:
+            put["Put"]["ConditionExpression"] = "#v = :v"
+            put["Put"]["ExpressionAttributeNames"] = {"#v": it.VERSION_SEQ}
+            put["Put"]["ExpressionAttributeValues"] = {":v": {"N": str(version)}}
+        plan.items.append(put)
+        plan.labels.append(label)
+
+    def _outbox_timers(
+        self, arn: str, keys: set[str], everything: bool
+    ) -> list[tuple[str, str, int]]:
+        """Timers other executions set on this one that the commit clears.
+
+        Read only when a cleared timer is not among the execution's own: that is rare
+        (a chained invoke's CHILD_DONE), so most commits make no extra read.
+        """
+        if not keys and not everything:
+            return []
+        pk = it.execution_pk(arn)
+        found = []
+        for item in self.table.query(
+            f"read outbox timers of {arn}",
+            key_condition="#pk = :pk AND begins_with(#sk, :t)",
+            names={"#pk": PARTITION_KEY, "#sk": SORT_KEY},
+            values={":pk": {"S": pk}, ":t": {"S": it.TIMER_PREFIX}},
+        ):
+            sk = it.text(item, SORT_KEY)
+            if everything or sk[len(it.TIMER_PREFIX) :] in keys:
+                found.append((pk, sk, it.number(item, DUE_MS)))
+        return found
+
+    def apply(self, plan: CommitPlan, action: str, refused: Callable[[str], TreadleError]) -> None:
+        if plan.before:
+            self.table.batch_put(plan.before, f"{action}: callbacks")
+        try:
+            self.table.transact(plan.items, str(uuid.uuid4()))
+        except ClientError as exc:
+            raise transaction_error(exc, action, plan.labels, refused) from exc
+        except BotoCoreError as exc:
+            raise Unavailable(f"{action}: the store is unreachable ({exc}).") from exc
+        for pk, sk, due in plan.after:
+            try:
+                self.table.client.delete_item(
+                    TableName=self.table.name,
+                    Key=it.key(pk, sk),
+                    ConditionExpression="#d = :d",
+                    ExpressionAttributeNames={"#d": DUE_MS},
+                    ExpressionAttributeValues={":d": {"N": str(due)}},
+                )
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    log.warning("%s: timer %s left for the sweep: %s", action, sk, exc)

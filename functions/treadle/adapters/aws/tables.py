@@ -1,0 +1,155 @@
+"""The DynamoDB single table of the AWS adapters: names, shape and creation.
+
+These constants are the contract between the adapters, `create_tables` (tests and
+`treadle dev --backend aws`) and the CDK stack, which must declare the same keys, indexes
+and TTL attribute. Changing one of them is a data migration, not a refactoring.
+
+Key schema (all key attributes are strings unless noted):
+
+| item | pk | sk |
+|---|---|---|
+| execution record, own timers | `X#<arn>` | `META` |
+| operations of one commit (batch log) | `X#<arn>` | `B#<version:012d>` |
+| history events of one commit | `X#<arn>` | `E#<last event id:012d>` |
+| a timer set by another execution | `X#<arn>` | `T#<kind>#<op id>` |
+| a checkpoint ClientToken response | `X#<arn>` | `K#<client token>` |
+| execution-name uniqueness guard | `N#<tenant>#<function>#<name>` | `N` |
+| callback id -> owner | `C#<callback id>` | `C` |
+
+Indexes (every one KEYS_ONLY or near it: an index is rewritten whenever an attribute it
+projects changes, and the execution record changes on every checkpoint):
+
+- `by-function`: `function_key` / `start_key` -- executions of a function by start time.
+- `by-function-status`: `status_key` / `start_key` -- the same, one partition per status.
+- `due-timers` (sparse): `due_shard` / `due_ms` (number) -- executions with timers, by
+  their earliest due time, plus timers set by other executions.
+- `active-invocations` (sparse): `active_shard` -- executions holding an invocation lease.
+
+The two sweep indexes spread their items over `INDEX_SHARDS` partition values so that one
+hot partition key does not cap the write rate; readers query every shard and merge.
+
+TTL (`ttl`, epoch seconds) is a backstop, not the retention mechanism: the engine deletes
+an execution when its RETENTION timer fires. Every item of an execution carries
+start + execution timeout + retention + `TTL_GRACE_S`, a time by which the engine has
+deleted it, so TTL only reclaims what an interrupted delete or a cancelled transaction
+left behind. That bound holds because the execution timeout keeps running while an
+execution is paused; if pausing ever stops that clock, `items.expires_at` must follow.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Final
+
+from botocore.exceptions import ClientError
+
+from treadle.adapters.aws.errors import error_code, translated
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeDefinitionTypeDef,
+        GlobalSecondaryIndexTypeDef,
+        KeySchemaElementTypeDef,
+        ProjectionTypeDef,
+    )
+
+log = logging.getLogger(__name__)
+
+PARTITION_KEY: Final = "pk"
+SORT_KEY: Final = "sk"
+TTL_ATTRIBUTE: Final = "ttl"
+
+GSI_BY_FUNCTION: Final = "by-function"
+GSI_BY_FUNCTION_STATUS: Final = "by-function-status"
+GSI_DUE_TIMERS: Final = "due-timers"
+GSI_ACTIVE_INVOCATIONS: Final = "active-invocations"
+
+FUNCTION_KEY: Final = "function_key"
+STATUS_KEY: Final = "status_key"
+START_KEY: Final = "start_key"
+DUE_SHARD: Final = "due_shard"
+DUE_MS: Final = "due_ms"
+ACTIVE_SHARD: Final = "active_shard"
+# Immutable per execution, so projecting them into the listing indexes costs no writes.
+EXECUTION_NAME: Final = "execution_name"
+FUNCTION_VERSION: Final = "function_version"
+
+# Readers query every shard, so raising this is safe only if readers are deployed first.
+INDEX_SHARDS: Final = 4
+# A day beyond the last moment the engine itself would delete the execution.
+TTL_GRACE_S: Final = 86_400
+
+
+def _string(name: str) -> AttributeDefinitionTypeDef:
+    return {"AttributeName": name, "AttributeType": "S"}
+
+
+def attribute_definitions() -> list[AttributeDefinitionTypeDef]:
+    return [
+        _string(PARTITION_KEY),
+        _string(SORT_KEY),
+        _string(FUNCTION_KEY),
+        _string(STATUS_KEY),
+        _string(START_KEY),
+        _string(DUE_SHARD),
+        {"AttributeName": DUE_MS, "AttributeType": "N"},
+        _string(ACTIVE_SHARD),
+    ]
+
+
+def _index(
+    name: str, hash_key: str, range_key: str | None, *, listing: bool
+) -> GlobalSecondaryIndexTypeDef:
+    schema: list[KeySchemaElementTypeDef] = [{"AttributeName": hash_key, "KeyType": "HASH"}]
+    if range_key is not None:
+        schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
+    projection: ProjectionTypeDef = (
+        {"ProjectionType": "INCLUDE", "NonKeyAttributes": [EXECUTION_NAME, FUNCTION_VERSION]}
+        if listing
+        else {"ProjectionType": "KEYS_ONLY"}
+    )
+    return {"IndexName": name, "KeySchema": schema, "Projection": projection}
+
+
+def global_secondary_indexes() -> list[GlobalSecondaryIndexTypeDef]:
+    return [
+        _index(GSI_BY_FUNCTION, FUNCTION_KEY, START_KEY, listing=True),
+        _index(GSI_BY_FUNCTION_STATUS, STATUS_KEY, START_KEY, listing=True),
+        _index(GSI_DUE_TIMERS, DUE_SHARD, DUE_MS, listing=False),
+        _index(GSI_ACTIVE_INVOCATIONS, ACTIVE_SHARD, None, listing=False),
+    ]
+
+
+def create_tables(client: DynamoDBClient, table_name: str) -> None:
+    """Create the table with its indexes and TTL; a table that exists is left as it is.
+
+    Waits until the table is ACTIVE: on AWS creation takes seconds and writes before
+    that fail with ResourceNotFoundException.
+    """
+    with translated(f"create table {table_name}"):
+        try:
+            client.create_table(
+                TableName=table_name,
+                KeySchema=[
+                    {"AttributeName": PARTITION_KEY, "KeyType": "HASH"},
+                    {"AttributeName": SORT_KEY, "KeyType": "RANGE"},
+                ],
+                AttributeDefinitions=attribute_definitions(),
+                GlobalSecondaryIndexes=global_secondary_indexes(),
+                BillingMode="PAY_PER_REQUEST",
+            )
+            log.info("created DynamoDB table %s", table_name)
+        except ClientError as exc:
+            if error_code(exc) != "ResourceInUseException":
+                raise
+            log.debug("DynamoDB table %s exists already", table_name)
+        client.get_waiter("table_exists").wait(
+            TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+        )
+        ttl = client.describe_time_to_live(TableName=table_name)["TimeToLiveDescription"]
+        if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+            client.update_time_to_live(
+                TableName=table_name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+            )

@@ -1,0 +1,1 @@
+"""The CDK app of Treadle (see app.py); constants shared with the platform in names.py."""

@@ -1,0 +1,55 @@
+"""TreadleStack: one deployable stage of the platform."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from constructs import Construct
+
+from infra import names
+from infra.api import PublicApi
+from infra.functions import ORCHESTRATOR_TIMEOUT, PlatformFunctions
+from infra.iam import TenantExecutionRole
+from infra.storage import Storage
+
+
+class TreadleStack(Stack):
+    """Table, bucket, queue, platform functions, HTTP API and the IAM that ties them.
+
+    Environment-agnostic: account and region are the deploy target's (pseudo parameters).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        stage: str = names.DEFAULT_STAGE,
+        dependency_layer_dir: Path | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        self.stage = names.validate_stage(stage)
+
+        self.storage = Storage(self, "Storage", orchestrator_timeout=ORCHESTRATOR_TIMEOUT)
+        self.tenant = TenantExecutionRole(self, "TenantExecution", stage=stage)
+        self.functions = PlatformFunctions(
+            self,
+            "Platform",
+            stage=stage,
+            storage=self.storage,
+            tenant_role=self.tenant.role,
+            dependency_layer_dir=dependency_layer_dir,
+        )
+        self.api = PublicApi(self, "Api", stage=stage, handler=self.functions.api.function)
+        # The control plane gives tenant functions this endpoint (AWS_ENDPOINT_URL_LAMBDA)
+        # so that the durable SDK inside them checkpoints against Treadle.
+        self.functions.add_environment(names.ENV_API_URL, self.api.url)
+
+        CfnOutput(self, names.OUTPUT_API_URL, value=self.api.url)
+        CfnOutput(self, names.OUTPUT_TABLE_NAME, value=self.storage.table.table_name)
+        CfnOutput(self, names.OUTPUT_BUCKET_NAME, value=self.storage.bucket.bucket_name)
+        CfnOutput(self, names.OUTPUT_QUEUE_URL, value=self.storage.queue.queue_url)
+        CfnOutput(self, names.OUTPUT_TENANT_ROLE_ARN, value=self.tenant.role.role_arn)
