@@ -17,6 +17,7 @@ from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.local.scheduler import TimerScheduler
 from treadle.adapters.sandbox import LocalSandbox
 from treadle.adapters.sandbox.durable_channel import ENV_FLAG as DURABLE_CHANNEL_FLAG
+from treadle.adapters.sandbox.hardening import protect_data_dir
 from treadle.adapters.sandbox_runtime import SandboxRuntime
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
@@ -30,11 +31,13 @@ from treadle.api.http import Response, Router
 from treadle.api.lambda_routes import LambdaApi
 from treadle.api.logs_routes import LogsApi
 from treadle.api.openapi import build_document
+from treadle.api.v1_functions import FunctionsApi
 from treadle.api.v1_repos import ReposApi
 from treadle.api.v1_tenants import TenantsApi
 from treadle.app.completion import CompletionNotifier
 from treadle.app.executions import ExecutionService
 from treadle.app.functions import FunctionService
+from treadle.app.quotas import TenantQuotas
 from treadle.artifacts import (
     ArtifactService,
     GitHttp,
@@ -49,10 +52,17 @@ from treadle.domain.ports import Timer
 from treadle.settings import Settings
 from treadle.tenancy.admin import TenantAdmin, ensure_dev_tenant
 from treadle.tenancy.credentials import write_shared_credentials
+from treadle.tenancy.models import Quotas
 from treadle.tenancy.sandbox_keys import SandboxKeys
 from treadle.tenancy.sqlite_store import SqliteTenantStore
 
 ADMIN_PROFILE = "treadle-admin"
+DEV_TENANT_QUOTAS = Quotas(
+    max_functions=10_000,
+    max_code_bytes=50 * 1024**3,
+    max_running_executions=1_000_000,
+    max_starts_per_second=100_000.0,
+)
 TENANT_PROFILE = "treadle"
 
 log = logging.getLogger(__name__)
@@ -85,6 +95,8 @@ class Platform:
         self.settings = settings
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
+        # Before any store opens: the platform's files are private (0600/0700, umask 077).
+        protect_data_dir(data)
         self._lock_fd = _lock_data_dir(data)
         self.db = Database(data / "treadle.db")
         self.clock = SystemClock()
@@ -139,6 +151,7 @@ class Platform:
         self.function_service = FunctionService(
             store=self.functions_store,
             code=self.code,
+            artifacts=self.artifacts,
             clock=self.clock,
             ids=self.ids,
             region=settings.region,
@@ -149,6 +162,7 @@ class Platform:
             runtime=self.runtime,
             notifier=self.notifier,
             ids=self.ids,
+            quotas=TenantQuotas(self.tenants, running=self.executions_store.count_running),
         )
         self.app = self._application()
 
@@ -178,6 +192,7 @@ class Platform:
         TenantsApi(self.tenants).register(v1)
         self.repos_api = ReposApi(self.artifacts, public_url=self.endpoint)
         self.repos_api.register(v1)
+        FunctionsApi(self.function_service).register(v1)
         logs_api = LogsApi(self.logs)
         return Application(
             router=router,
@@ -200,6 +215,8 @@ class Platform:
             account_id=self.settings.default_account,
             region=self.settings.region,
             profile=TENANT_PROFILE,
+            # The developer's own tenant on their own machine: limits of a big account.
+            quotas=DEV_TENANT_QUOTAS,
         )
         key_id, secret = self.settings.admin_key()
         write_shared_credentials(

@@ -1,18 +1,32 @@
 """One contract for every ObjectStore and RefStore adapter of the artifact repositories.
 
-Adding an adapter (S3, DynamoDB) is one entry in OBJECT_STORES / REF_STORES: a factory
-taking a fresh temporary directory and returning (store, cleanup).
+Adding an adapter is one entry in OBJECT_STORES / REF_STORES: a factory taking a fresh
+temporary directory and returning (store, cleanup). The S3 and DynamoDB adapters run
+against moto (`mock_aws`, a fresh account per test).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
+from moto.core.botocore_stubber import BotocoreStubber
 
+from treadle.adapters.aws import create_tables, tables
+from treadle.adapters.aws.dynamodb_refs import (
+    DELETING,
+    MAX_REFS_PER_SWAP,
+    DynamoRefStore,
+    repo_pk,
+)
+from treadle.adapters.aws.items import key as item_key
+from treadle.adapters.aws.s3_objects import S3ObjectStore
 from treadle.artifacts.local_objects import LocalObjectStore
 from treadle.artifacts.ports import (
     ZERO_SHA,
@@ -25,9 +39,14 @@ from treadle.artifacts.ports import (
     RepoNotFound,
 )
 from treadle.artifacts.sqlite_refs import SqliteRefStore
-from treadle.domain.errors import AlreadyExists, Conflict, NotFound
+from treadle.domain.errors import AlreadyExists, Conflict, NotFound, PayloadTooLarge
 
 Factory = Callable[[Path], tuple[Any, Callable[[], None]]]
+
+
+REGION = "us-east-1"
+TABLE = "treadle-test"
+BUCKET = "treadle-test-artifacts"
 
 
 def _sqlite_refs(tmp: Path) -> tuple[Any, Callable[[], None]]:
@@ -35,23 +54,75 @@ def _sqlite_refs(tmp: Path) -> tuple[Any, Callable[[], None]]:
     return store, store.close
 
 
+def _moto() -> Callable[[], None]:
+    mock: AbstractContextManager[Any] = mock_aws()
+    mock.__enter__()
+    return lambda: mock.__exit__(None, None, None)
+
+
+def _s3_objects(_tmp: Path) -> tuple[Any, Callable[[], None]]:
+    stop = _moto()
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=BUCKET)
+    # Something outside the store's prefix that it must never list nor touch.
+    s3.put_object(Bucket=BUCKET, Key="executions/x", Body=b"not a pack")
+    return S3ObjectStore(s3, BUCKET), stop
+
+
+def _dynamodb_refs(_tmp: Path) -> tuple[Any, Callable[[], None]]:
+    stop = _moto()
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    create_tables(dynamodb, TABLE)
+    return DynamoRefStore(dynamodb, TABLE), stop
+
+
 OBJECT_STORES: dict[str, Factory] = {
     "local": lambda tmp: (LocalObjectStore(tmp / "objects"), lambda: None),
+    "s3": _s3_objects,
 }
 REF_STORES: dict[str, Factory] = {
     "sqlite": _sqlite_refs,
+    "dynamodb": _dynamodb_refs,
 }
 
 
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Never reach a real account or an endpoint configured in the environment.
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    # moto applies a request without isolation from concurrent ones (a failed
+    # transaction restores a copy of the table taken before it began, undoing what
+    # other threads wrote meanwhile). DynamoDB and S3 apply each request atomically,
+    # so serialize moto's requests: the adapters' own interleavings, between requests,
+    # are what the concurrency tests below exercise.
+    lock = threading.RLock()
+    process = BotocoreStubber.process_request
+
+    def serialized(self: BotocoreStubber, request: Any) -> Any:
+        with lock:
+            return process(self, request)
+
+    monkeypatch.setattr(BotocoreStubber, "process_request", serialized)
+
+
 @pytest.fixture(params=sorted(OBJECT_STORES))
-def objects(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
+def objects(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ObjectStore]:
+    _aws_env(monkeypatch)
     store, cleanup = OBJECT_STORES[request.param](tmp_path)
     yield store
     cleanup()
 
 
 @pytest.fixture(params=sorted(REF_STORES))
-def refs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RefStore]:
+def refs(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RefStore]:
+    _aws_env(monkeypatch)
     store, cleanup = REF_STORES[request.param](tmp_path)
     yield store
     cleanup()
@@ -280,3 +351,78 @@ def test_concurrent_increments_lose_nothing(refs: RefStore) -> None:
     for t in threads:
         t.join()
     assert int(refs.get_refs(T, "r")[MAIN], 16) == 101
+
+
+# -- AWS specifics -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def dynamo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[DynamoRefStore]:
+    _aws_env(monkeypatch)
+    store, cleanup = _dynamodb_refs(tmp_path)
+    yield store
+    cleanup()
+
+
+def test_s3_store_keeps_to_its_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _aws_env(monkeypatch)
+    store, cleanup = _s3_objects(tmp_path)
+    try:
+        store.put("tenants/t/repos/r/packs/a.pack", b"1")
+        s3 = boto3.client("s3", region_name=REGION)
+        listed = s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+        assert sorted(o["Key"] for o in listed) == [
+            "executions/x",
+            "git/tenants/t/repos/r/packs/a.pack",
+        ]
+        assert store.list("") == ["tenants/t/repos/r/packs/a.pack"]
+        many = [f"k/{i:04d}" for i in range(1_005)]  # more than one ListObjectsV2 page
+        for key in many:
+            store.put(key, b"")
+        assert store.list("k/") == many
+    finally:
+        cleanup()
+
+
+def test_dynamodb_refs_of_any_bytes_and_many_of_them(dynamo: DynamoRefStore) -> None:
+    dynamo.create_repo(T, "r")
+    odd = b"refs/heads/\xff\xfe-not-utf8"
+    dynamo.compare_and_swap(T, "r", [RefUpdate(odd, ZERO_SHA, A)])
+    tags = [RefUpdate(b"refs/tags/v%03d" % i, ZERO_SHA, B) for i in range(MAX_REFS_PER_SWAP)]
+    dynamo.compare_and_swap(T, "r", tags)
+    assert len(dynamo.get_refs(T, "r")) == MAX_REFS_PER_SWAP + 1
+    assert dynamo.get_refs(T, "r")[odd] == A
+    with pytest.raises(PayloadTooLarge):
+        dynamo.compare_and_swap(T, "r", [*tags, RefUpdate(MAIN, ZERO_SHA, A)])
+    # Over 98 refs the delete is fenced, then purged; nothing of the repository remains.
+    dynamo.delete_repo(T, "r")
+    assert not dynamo.repo_exists(T, "r")
+    assert dynamo.list_repos(T).names == []
+    dynamo.create_repo(T, "r")
+    assert dynamo.get_refs(T, "r") == {}
+
+
+def test_dynamodb_an_interrupted_big_delete_is_finished_by_create(dynamo: DynamoRefStore) -> None:
+    dynamo.create_repo(T, "r")
+    dynamo.compare_and_swap(T, "r", [RefUpdate(MAIN, ZERO_SHA, A)])
+    # A big delete that "crashed" right after its fence: the repository is gone for
+    # every reader and writer, its ref items are still there.
+    client = boto3.client("dynamodb", region_name=REGION)
+    client.update_item(
+        TableName=TABLE,
+        Key=item_key(repo_pk(T, "r"), tables.REPO_SK),
+        UpdateExpression="SET #d = :t",
+        ExpressionAttributeNames={"#d": DELETING},
+        ExpressionAttributeValues={":t": {"BOOL": True}},
+    )
+    client.delete_item(TableName=TABLE, Key=item_key(f"{tables.REPO_LIST_PREFIX}{T}", "r"))
+    assert not dynamo.repo_exists(T, "r")
+    assert dynamo.list_repos(T).names == []
+    with pytest.raises(RepoNotFound):
+        dynamo.get_refs(T, "r")
+    with pytest.raises(RepoNotFound):
+        dynamo.compare_and_swap(T, "r", [RefUpdate(MAIN, A, B)])
+    dynamo.create_repo(T, "r")  # finishes the purge first
+    assert dynamo.get_refs(T, "r") == {}
+    items = client.scan(TableName=TABLE)["Items"]
+    assert sorted(i["sk"]["S"] for i in items) == ["REPO", "r"]

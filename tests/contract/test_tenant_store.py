@@ -1,7 +1,8 @@
 """One contract for every TenantStore adapter.
 
-Adding an adapter (DynamoDB) is one entry in STORES: a factory taking a fresh temporary
-directory and returning (store, cleanup).
+Adding an adapter is one entry in STORES: a factory taking a fresh temporary directory
+and returning (store, cleanup). The DynamoDB adapter runs against moto (`mock_aws`, a
+fresh account per test).
 """
 
 from __future__ import annotations
@@ -10,11 +11,17 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
+from moto.core.botocore_stubber import BotocoreStubber
 
+from treadle.adapters.aws import create_tables, dynamodb_tenants
+from treadle.adapters.aws.dynamodb_tenants import DynamoTenantStore
 from treadle.domain.errors import AlreadyExists, Conflict, NotFound
 from treadle.tenancy.models import KeyStatus, Quotas
 from treadle.tenancy.ports import TenantStore
@@ -28,12 +35,48 @@ def _sqlite(tmp: Path) -> tuple[Any, Callable[[], None]]:
     return store, store.close
 
 
-STORES: dict[str, Factory] = {"sqlite": _sqlite}
+REGION = "us-east-1"
+TABLE = "treadle-test"
+
+
+def _dynamodb(_tmp: Path) -> tuple[Any, Callable[[], None]]:
+    mock: AbstractContextManager[Any] = mock_aws()
+    mock.__enter__()
+    client = boto3.client("dynamodb", region_name=REGION)
+    create_tables(client, TABLE)
+    return DynamoTenantStore(client, TABLE), lambda: mock.__exit__(None, None, None)
+
+
+STORES: dict[str, Factory] = {"sqlite": _sqlite, "dynamodb": _dynamodb}
 NOW = 1_700_000_000_000
 
 
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Never reach a real account or an endpoint configured in the environment.
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    # moto applies a request without isolation from concurrent ones (a failed
+    # transaction restores a copy of the table taken before it began, undoing what
+    # other threads wrote meanwhile); DynamoDB applies each atomically. Serialize
+    # moto's requests so the concurrency tests exercise the adapter, not moto.
+    lock = threading.RLock()
+    process = BotocoreStubber.process_request
+
+    def serialized(self: BotocoreStubber, request: Any) -> Any:
+        with lock:
+            return process(self, request)
+
+    monkeypatch.setattr(BotocoreStubber, "process_request", serialized)
+
+
 @pytest.fixture(params=sorted(STORES))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TenantStore]:
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TenantStore]:
+    _aws_env(monkeypatch)
     instance, cleanup = STORES[request.param](tmp_path)
     yield instance
     cleanup()
@@ -179,3 +222,51 @@ def test_the_sqlite_file_is_private_and_durable(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert reopened.find_key(key.access_key_id) == (key, tenant)
     reopened.close()
+
+
+# -- DynamoDB specifics ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def dynamo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[DynamoTenantStore]:
+    _aws_env(monkeypatch)
+    instance, cleanup = _dynamodb(tmp_path)
+    yield instance
+    cleanup()
+
+
+def test_dynamodb_taken_generated_ids_are_drawn_again(
+    dynamo: DynamoTenantStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, first_key = dynamo.create_tenant_with_key("first", now_ms=NOW)
+    # Attempt 1: the account id is taken. Attempt 2: the access key id is. Attempt 3 works.
+    ids = iter([first.account_id, "222222222222", "222222222222"])
+    monkeypatch.setattr(dynamodb_tenants, "new_account_id", lambda: next(ids))
+    real_new_key = dynamodb_tenants.new_access_key
+    keys = iter([None, first_key.access_key_id])
+
+    def colliding_key(tenant: str, now_ms: int) -> Any:
+        made = real_new_key(tenant, now_ms)
+        taken = next(keys, None)
+        return made if taken is None else made.model_copy(update={"access_key_id": taken})
+
+    monkeypatch.setattr(dynamodb_tenants, "new_access_key", colliding_key)
+    tenant, key = dynamo.create_tenant_with_key("second", now_ms=NOW)
+    assert next(ids, None) is None and next(keys, "done") == "done"  # three attempts made
+    assert tenant.account_id == "222222222222" and key.access_key_id != first_key.access_key_id
+    found = dynamo.find_key(first_key.access_key_id)
+    assert found is not None and found[1] == first  # the colliding key was not overwritten
+    assert [t.account_id for t in dynamo.list_tenants()[0]] == sorted(
+        [first.account_id, "222222222222"]
+    )
+
+
+def test_dynamodb_find_key_reads_two_items_by_key(dynamo: DynamoTenantStore) -> None:
+    tenant, key = dynamo.create_tenant_with_key("acme", now_ms=NOW)
+    calls: list[str] = []
+    client = dynamo._client
+    client.meta.events.register(
+        "before-call.dynamodb.*", lambda model, **_: calls.append(model.name)
+    )
+    assert dynamo.find_key(key.access_key_id) == (key, tenant)
+    assert calls == ["GetItem", "GetItem"]  # no Query, no Scan, on every request

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +199,70 @@ def test_git_asks_for_basic_credentials_and_refuses_wrong_ones(server: ServerPro
     assert status == 401 and b"Invalid access key id or secret" in body
     status, _, body = http(server, "GET", path, headers=basic(server.credentials()))
     assert status == 404 and b"does not exist" in body
+
+
+WAITER = """
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+
+@durable_execution
+def handler(event, context: DurableContext):
+    return context.wait_for_callback(lambda cid, ctx: None, name="hold")
+"""
+
+
+def test_quotas_on_running_executions_and_starts(server: ServerProcess) -> None:
+    admin = server.credentials("treadle-admin")
+    status, body = v1(
+        server,
+        "POST",
+        "/v1/tenants",
+        {"name": "small", "quotas": {"maxRunningExecutions": 1, "maxStartsPerSecond": 1}},
+        credentials=admin,
+    )
+    assert status == 201
+    account = body["tenant"]["accountId"]
+    keys = (body["accessKey"]["accessKeyId"], body["accessKey"]["secretAccessKey"])
+    lam = client(server, credentials=keys, retries={"max_attempts": 1})
+    deploy(lam, "holder", {"handler.py": WAITER})
+    lam.invoke(FunctionName="holder", InvocationType="Event", Payload=b"{}")
+    with pytest.raises(ClientError) as running:
+        lam.invoke(FunctionName="holder", InvocationType="Event", Payload=b"{}")
+    assert _code(running) == (429, "TooManyRequestsException")
+    assert "running executions" in running.value.response["Error"]["Message"]
+    # More running executions allowed: now the rate (1 start per second) refuses a burst.
+    quotas = {"quotas": {"maxRunningExecutions": 10}}
+    assert v1(server, "PATCH", f"/v1/tenants/{account}", quotas, credentials=admin)[0] == 200
+    refusals = []
+    for _ in range(3):
+        try:
+            lam.invoke(FunctionName="holder", InvocationType="Event", Payload=b"{}")
+        except ClientError as exc:
+            refusals.append(exc.response["Error"]["Message"])
+    assert refusals and all("executions per second" in m for m in refusals)
+
+
+def test_the_aws_cli_works_with_what_treadle_dev_prints(server: ServerProcess, lam: Any) -> None:
+    """`export AWS_SHARED_CREDENTIALS_FILE=... AWS_PROFILE=treadle AWS_ENDPOINT_URL=...`."""
+    deploy(lam, "cli-visible", {"handler.py": "def handler(e, c):\n    return 1\n"}, durable=False)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AWS_") or k == "AWS_EC2_METADATA_DISABLED"
+    }
+    env |= {
+        "AWS_SHARED_CREDENTIALS_FILE": str(server.data_dir / "credentials"),
+        "AWS_PROFILE": "treadle",
+        "AWS_ENDPOINT_URL": server.url,
+        "AWS_CONFIG_FILE": os.devnull,
+    }
+    aws = str(Path(sys.executable).with_name("aws"))
+    out = subprocess.run(
+        [aws, "lambda", "list-functions"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "cli-visible" in [f["FunctionName"] for f in json.loads(out.stdout)["Functions"]]
+    env["AWS_PROFILE"] = "treadle-admin"
+    out = subprocess.run(
+        [aws, "lambda", "list-functions"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode != 0 and "AccessDeniedException" in out.stderr

@@ -94,9 +94,7 @@ def test_malformed_json_and_unknown_routes(server: ServerProcess) -> None:
     status, headers, body = _raw(server, "POST", "/2015-03-31/functions", b"{not json")
     assert status == 400 and headers["x-amzn-errortype"] == "InvalidParameterValueException"
     assert "json" in body["message"]
-    status, headers, body = _raw(
-        server, "POST", "/2015-03-31/functions", b'{"FunctionName": 5}'
-    )
+    status, headers, body = _raw(server, "POST", "/2015-03-31/functions", b'{"FunctionName": 5}')
     assert status == 400 and "FunctionName" in body["message"]
     status, headers, _ = _raw(server, "GET", "/nope", b"")
     assert status == 404

@@ -108,10 +108,12 @@ def client(
         aws_access_key_id=key_id,
         aws_secret_access_key=secret,
         config=Config(
-            retries={"max_attempts": 2, "mode": "standard"},
-            read_timeout=900,
-            max_pool_connections=64,
-            **config,
+            **{
+                "retries": {"max_attempts": 2, "mode": "standard"},
+                "read_timeout": 900,
+                "max_pool_connections": 64,
+                **config,
+            }
         ),
     )
 

@@ -46,9 +46,13 @@ class SandboxRuntime:
         env = {**fn.environment, **self._platform_env}
         if self._tenant_env is not None:
             env.update(self._tenant_env(fn.tenant))
+        # The tenant's own copy of the code, readable by the gid its workers run with.
+        code_dir = self._code.unpacked(
+            fn.code_key, fn.tenant, group=self._sandbox.tenant_group(fn.tenant)
+        )
         return SandboxFunction(
             key=f"{fn.tenant}/{fn.function_name}/{fn.version}/{fn.code_key}/{fn.revision_id}",
-            code_dir=self._code.unpacked(fn.code_key),
+            code_dir=code_dir,
             handler=fn.handler,
             function_name=fn.function_name,
             function_version=fn.version,
@@ -57,6 +61,7 @@ class SandboxRuntime:
             timeout_s=float(fn.timeout_s),
             environment=env,
             log_group=f"/aws/lambda/{fn.function_name}",
+            tenant=fn.tenant,
         )
 
     def invoke(self, fn: FunctionVersion, payload: bytes, request_id: str) -> InvocationOutcome:

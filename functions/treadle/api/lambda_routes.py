@@ -108,6 +108,8 @@ class LambdaApi:
             {
                 "Configuration": s.function_configuration(fn),
                 "Code": {"RepositoryType": "S3", "Location": f"treadle://code/{fn.code_key}"},
+                "Tags": s.code_delivery_tags(fn),
+                "Treadle": s.code_delivery(fn),
             }
         )
 

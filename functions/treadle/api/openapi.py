@@ -170,7 +170,8 @@ OPERATIONS: list[Op] = [
        query={**_REF, "path": {"type": "string", "minLength": 1}}),
 ]  # fmt: skip
 
-_PARAMS = {"Account": ACCOUNT, "Repo": REPO, "KeyId": KEY_ID}
+NAME = {"type": "string", "pattern": r"^[a-zA-Z0-9_-]{1,64}$"}
+_PARAMS = {"Account": ACCOUNT, "Repo": REPO, "KeyId": KEY_ID, "Name": NAME}
 _ERRORS = {
     "400": "Invalid request",
     "401": "Missing or wrong credentials (HTTP Basic)",
@@ -183,7 +184,10 @@ _ERRORS = {
 
 
 def build_document(extra: list[Op] | None = None) -> dict[str, Any]:
-    ops = OPERATIONS + (extra or [])
+    # Imported here: v1_functions declares its operations with this module's `Op`.
+    from treadle.api.v1_functions import OPENAPI_OPERATIONS
+
+    ops = OPERATIONS + OPENAPI_OPERATIONS + (extra or [])
     models: set[type[BaseModel]] = {ErrorOut}
     for op in ops:
         models.update(m for m in (op.response, op.body) if m is not None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from treadle.app.code_delivery import FUNCTIONS_REPO, function_dir
 from treadle.domain.engine.history import strip_execution_data
 from treadle.domain.models import Event, Execution, Operation
 from treadle.domain.ports import FunctionVersion
@@ -108,3 +109,42 @@ def function_configuration(fn: FunctionVersion) -> dict[str, Any]:
     if fn.durable_config is not None:
         out["DurableConfig"] = fn.durable_config.wire()
     return out
+
+
+# Where a version's code came from. botocore keeps only the fields of its model, so
+# GetFunction carries it twice: as `Tags` under the reserved `treadle:` prefix (like
+# AWS's own `aws:` tags), which boto3 users see, and as a top-level `Treadle` object in
+# the raw JSON. Versions uploaded before code was mirrored have no commit: only the
+# code hash is shown.
+
+
+def code_delivery(fn: FunctionVersion) -> dict[str, Any]:
+    """GetFunction's `Treadle` object."""
+    out: dict[str, Any] = {"CodeSha256": fn.code_sha256}
+    if fn.commit_sha is not None:
+        out["Repository"] = FUNCTIONS_REPO
+        out["Path"] = f"{function_dir(fn.function_name)}/"
+        out["CommitSha"] = fn.commit_sha
+    if fn.source is not None:
+        out["Source"] = {
+            "Repository": fn.source.repository,
+            "Ref": fn.source.ref,
+            "Path": fn.source.path,
+            "CommitSha": fn.source.commit_sha,
+        }
+    return out
+
+
+def code_delivery_tags(fn: FunctionVersion) -> dict[str, str]:
+    """The same as `code_delivery`, flattened into GetFunction's `Tags` map."""
+    tags = {"treadle:code-sha256": fn.code_sha256}
+    if fn.commit_sha is not None:
+        tags["treadle:repository"] = FUNCTIONS_REPO
+        tags["treadle:path"] = f"{function_dir(fn.function_name)}/"
+        tags["treadle:commit-sha"] = fn.commit_sha
+    if fn.source is not None:
+        tags["treadle:source-repository"] = fn.source.repository
+        tags["treadle:source-ref"] = fn.source.ref
+        tags["treadle:source-path"] = fn.source.path
+        tags["treadle:source-commit-sha"] = fn.source.commit_sha
+    return tags

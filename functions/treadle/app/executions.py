@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from treadle.app.completion import CompletionNotifier
+from treadle.app.quotas import NoQuotas, Quotas
 from treadle.domain.engine.control import DurableEngine
 from treadle.domain.errors import InvalidParameter, NotFound
 from treadle.domain.models import TERMINAL_EXECUTION_STATUSES, Event, Execution
@@ -72,12 +73,14 @@ class ExecutionService:
         runtime: FunctionRuntime,
         notifier: CompletionNotifier,
         ids: Ids,
+        quotas: Quotas | None = None,
     ) -> None:
         self.engine = engine
         self.functions = functions
         self.runtime = runtime
         self.notifier = notifier
         self.ids = ids
+        self.quotas = quotas or NoQuotas()
         self._async = ThreadPoolExecutor(max_workers=16, thread_name_prefix="async-invoke")
 
     def invoke(
@@ -105,6 +108,7 @@ class ExecutionService:
             return self._invoke_plain(fn, payload, invocation_type)
         if execution_name is not None and not re.fullmatch(r"[a-zA-Z0-9\-_]{1,64}", execution_name):
             raise InvalidParameter(f"Invalid durable execution name: {execution_name}")
+        self.quotas.check_start(tenant)
         ex, _ = self.engine.start(fn, execution_name, text or None)
         if invocation_type == "Event":
             return InvokeResult(202, b"", fn.version, ex.arn)

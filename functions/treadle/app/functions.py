@@ -1,20 +1,58 @@
-"""Function management use cases (the Lambda function API, tenant-scoped)."""
+"""Function management use cases (the Lambda function API, tenant-scoped).
+
+Order of writes for any new code, and why it is crash safe:
+1. the package goes to the content-addressed code store (an unreferenced package is
+   garbage, never wrong);
+2. it is committed to the tenant's `functions` repository (`code_delivery.CodeMirror`);
+3. the function record ($LATEST) is written, naming that commit; a publish follows.
+The record is the truth and is written last: a crash or a failed record write after
+step 2 leaves a commit no version names (the next upload commits on top of it), never
+a version naming a commit or package that does not exist. A failed Git commit fails
+the request before any record changes.
+
+Writes to one function are serialized in this process (mirror, record, publish), so
+the branch's order is the records' order and a deploy publishes the code it wrote. On
+a multi-process deployment that lock does not span processes; the invariant that
+matters still holds (each recorded commit holds exactly its version's code) and a
+deploy detects a publish of someone else's code (ConcurrentModification).
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import logging
+import re
+import threading
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from treadle.adapters.local.code import LocalCodeStore
-from treadle.domain.errors import InvalidParameter
+from treadle.app.code_delivery import (
+    CodeMirror,
+    DeployRequest,
+    build_zip,
+    function_dir,
+    read_source,
+    unpack_zip,
+)
+from treadle.artifacts.service import ArtifactService
+from treadle.domain.errors import (
+    AlreadyExists,
+    ConcurrentModification,
+    InvalidParameter,
+    NotFound,
+    TreadleError,
+)
 from treadle.domain.models import DurableConfig
-from treadle.domain.ports import Clock, FunctionStore, FunctionVersion, Ids
+from treadle.domain.ports import Clock, CodeSource, FunctionStore, FunctionVersion, Ids
+
+log = logging.getLogger(__name__)
 
 SUPPORTED_RUNTIMES = frozenset({"python3.11", "python3.12", "python3.13", "python3.14"})
 _NAME = r"^[a-zA-Z0-9\-_]{1,64}$"
+_LOCK_STRIPES = 64
 
 
 class FunctionCode(BaseModel):
@@ -63,68 +101,164 @@ def _decode_zip(b64: str | None) -> bytes:
 
 class FunctionService:
     def __init__(
-        self, *, store: FunctionStore, code: LocalCodeStore, clock: Clock, ids: Ids, region: str
+        self,
+        *,
+        store: FunctionStore,
+        code: LocalCodeStore,
+        artifacts: ArtifactService,
+        clock: Clock,
+        ids: Ids,
+        region: str,
     ) -> None:
         self.store = store
         self.code = code
+        self.artifacts = artifacts
+        self.mirror = CodeMirror(artifacts)
         self.clock = clock
         self.ids = ids
         self.region = region
+        # Striped: bounded memory whatever the number of functions; two functions
+        # sharing a stripe only wait for each other.
+        self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
 
     def function_arn(self, tenant: str, name: str) -> str:
         return f"arn:aws:lambda:{self.region}:{tenant}:function:{name}"
 
-    def _with_code(self, zip_bytes: bytes) -> dict[str, Any]:
+    def _lock(self, tenant: str, name: str) -> threading.Lock:
+        return self._locks[hash((tenant, name)) % _LOCK_STRIPES]
+
+    def _with_code(
+        self, tenant: str, name: str, zip_bytes: bytes, files: dict[str, bytes], action: str
+    ) -> dict[str, Any]:
+        """Steps 1 and 2 of the module docstring; the fields the record gets."""
         key = self.code.put(zip_bytes)
+        digest = hashlib.sha256(zip_bytes)
+        commit = self.mirror.commit(
+            tenant, name, files, f"{action} {name} (sha256 {digest.hexdigest()})"
+        )
         return {
             "code_key": key,
-            "code_sha256": base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode(),
+            "code_sha256": base64.b64encode(digest.digest()).decode(),
             "code_size": len(zip_bytes),
+            "commit_sha": commit,
         }
 
-    def create(self, tenant: str, req: CreateFunctionRequest) -> FunctionVersion:
-        if req.Runtime not in SUPPORTED_RUNTIMES:
+    def _find(self, tenant: str, name: str) -> FunctionVersion | None:
+        try:
+            return self.store.get(tenant, name)
+        except NotFound:
+            return None
+
+    @staticmethod
+    def _check_runtime(runtime: str) -> None:
+        if runtime not in SUPPORTED_RUNTIMES:
             raise InvalidParameter(
-                f"Runtime {req.Runtime} is not supported; use one of {sorted(SUPPORTED_RUNTIMES)}."
+                f"Runtime {runtime} is not supported; use one of {sorted(SUPPORTED_RUNTIMES)}."
             )
-        fn = FunctionVersion(
-            tenant=tenant,
-            function_name=req.FunctionName,
-            version="$LATEST",
-            function_arn=self.function_arn(tenant, req.FunctionName),
-            runtime=req.Runtime,
-            role=req.Role,
-            handler=req.Handler,
-            description=req.Description,
-            timeout_s=req.Timeout,
-            memory_mb=req.MemorySize,
-            environment=req.Environment.Variables if req.Environment else {},
-            durable_config=req.DurableConfig,
-            last_modified_ms=self.clock.now_ms(),
-            revision_id=self.ids.revision_id(),
-            **self._with_code(_decode_zip(req.Code.ZipFile)),
-        )
-        self.store.put_latest(fn, create=True)
-        if req.Publish:
-            self.store.publish(tenant, fn.function_name, None)
+
+    def create(self, tenant: str, req: CreateFunctionRequest) -> FunctionVersion:
+        self._check_runtime(req.Runtime)
+        zip_bytes = _decode_zip(req.Code.ZipFile)
+        files = unpack_zip(zip_bytes)
+        name = req.FunctionName
+        with self._lock(tenant, name):
+            # Refused before anything reaches Git: a rejected create must not
+            # overwrite the mirror of the existing function.
+            if self._find(tenant, name) is not None:
+                raise AlreadyExists(f"Function already exist: {name}")
+            fn = FunctionVersion(
+                tenant=tenant,
+                function_name=name,
+                version="$LATEST",
+                function_arn=self.function_arn(tenant, name),
+                runtime=req.Runtime,
+                role=req.Role,
+                handler=req.Handler,
+                description=req.Description,
+                timeout_s=req.Timeout,
+                memory_mb=req.MemorySize,
+                environment=req.Environment.Variables if req.Environment else {},
+                durable_config=req.DurableConfig,
+                last_modified_ms=self.clock.now_ms(),
+                revision_id=self.ids.revision_id(),
+                **self._with_code(tenant, name, zip_bytes, files, "CreateFunction"),
+            )
+            self.store.put_latest(fn, create=True)
+            if req.Publish:
+                self.store.publish(tenant, fn.function_name, None)
         return fn
 
     def update_code(self, tenant: str, name: str, req: UpdateCodeRequest) -> FunctionVersion:
-        current = self.store.get(tenant, name)
-        fn = current.model_copy(
-            update={
-                **self._with_code(_decode_zip(req.ZipFile)),
+        zip_bytes = _decode_zip(req.ZipFile)
+        files = unpack_zip(zip_bytes)
+        with self._lock(tenant, name):
+            current = self.store.get(tenant, name)
+            fn = current.model_copy(
+                update={
+                    **self._with_code(tenant, name, zip_bytes, files, "UpdateFunctionCode"),
+                    "source": None,  # uploaded, not deployed from a repository
+                    "last_modified_ms": self.clock.now_ms(),
+                    "revision_id": self.ids.revision_id(),
+                }
+            )
+            self.store.put_latest(fn, create=False)
+            if req.Publish:
+                return self.store.publish(tenant, name, None)
+        return fn
+
+    def deploy(self, tenant: str, name: str, req: DeployRequest) -> FunctionVersion:
+        """Publish a version from the tree at `req.ref`/`req.path` of a tenant repository,
+        creating the function or updating its code and the configuration given.
+
+        Deploying what $LATEST already is (same code, source and configuration) changes
+        nothing, so the publish returns the version that has it, as PublishVersion does.
+        """
+        if not re.fullmatch(_NAME, name):
+            raise InvalidParameter(f"Invalid function name {name!r}.")
+        if req.runtime is not None:
+            self._check_runtime(req.runtime)
+        tree = read_source(self.artifacts, tenant, req.repo, req.ref, req.path)
+        zip_bytes = build_zip(tree.files)
+        source = CodeSource(
+            repository=tree.repository, ref=tree.ref, path=tree.path, commit_sha=tree.commit_sha
+        )
+        action = f"Deploy from {tree.repository} {tree.ref}:{tree.path or '/'} ({tree.commit_sha})"
+        config = _deploy_config(req)
+        with self._lock(tenant, name):
+            current = self._find(tenant, name)
+            code = self._with_code(tenant, name, zip_bytes, tree.files, action)
+            fresh = {
                 "last_modified_ms": self.clock.now_ms(),
                 "revision_id": self.ids.revision_id(),
             }
-        )
-        self.store.put_latest(fn, create=False)
-        if req.Publish:
-            return self.store.publish(tenant, name, None)
-        return fn
+            if current is None:
+                fn = FunctionVersion(
+                    tenant=tenant,
+                    function_name=name,
+                    version="$LATEST",
+                    function_arn=self.function_arn(tenant, name),
+                    source=source,
+                    **config,
+                    **code,
+                    **fresh,
+                )
+                self.store.put_latest(fn, create=True)
+            else:
+                fn = current.model_copy(update={**config, **code, "source": source})
+                if fn != current:
+                    fn = fn.model_copy(update=fresh)
+                    self.store.put_latest(fn, create=False)
+            version = self.store.publish(tenant, name, None)
+        if version.revision_id != fn.revision_id:
+            raise ConcurrentModification(
+                f"Function {name} changed while it was deployed; version {version.version} "
+                "holds the other change. Deploy again."
+            )
+        return version
 
     def publish(self, tenant: str, name: str, description: str | None) -> FunctionVersion:
-        return self.store.publish(tenant, name, description)
+        with self._lock(tenant, name):
+            return self.store.publish(tenant, name, description)
 
     def get(self, tenant: str, name: str, qualifier: str | None) -> FunctionVersion:
         return self.store.get(tenant, name, qualifier or "$LATEST")
@@ -144,4 +278,32 @@ class FunctionService:
             raise InvalidParameter(
                 "$LATEST version cannot be deleted without deleting the function."
             )
-        self.store.delete(tenant, name, qualifier)
+        with self._lock(tenant, name):
+            self.store.delete(tenant, name, qualifier)
+            if qualifier is not None:
+                return
+            # The mirror shows the functions that exist; history keeps the code. Best
+            # effort: the function is gone whatever Git says, and a stale directory is
+            # replaced wholesale if the name is reused.
+            try:
+                self.mirror.remove(tenant, name, f"DeleteFunction {name}")
+            except TreadleError as exc:
+                log.warning("%s/ of %s stays in Git: %s", function_dir(name), tenant, exc)
+
+
+def _deploy_config(req: DeployRequest) -> dict[str, Any]:
+    """The FunctionVersion fields a deploy sets: those given (handler always)."""
+    given: dict[str, Any] = {
+        "handler": req.handler,
+        "runtime": req.runtime,
+        "timeout_s": req.timeout,
+        "memory_mb": req.memorySize,
+        "environment": req.environment,
+        "description": req.description,
+    }
+    if req.durableConfig is not None:
+        given["durable_config"] = DurableConfig(
+            ExecutionTimeout=req.durableConfig.executionTimeout,
+            RetentionPeriodInDays=req.durableConfig.retentionPeriodInDays,
+        )
+    return {key: value for key, value in given.items() if value is not None}

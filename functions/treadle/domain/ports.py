@@ -132,8 +132,23 @@ class ExecutionStore(Protocol):
     def delete(self, arn: str) -> None: ...
 
 
+class CodeSource(BaseModel):
+    """Where a deploy-from-ref took its code: a directory of one of the tenant's repos."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repository: str
+    ref: str  # as asked for ("main", a tag, a sha)
+    path: str  # "" for the repository's root
+    commit_sha: str  # what `ref` resolved to when the code was read
+
+
 class FunctionVersion(BaseModel):
-    """An immutable function version (or the mutable $LATEST) as the engine sees it."""
+    """An immutable function version (or the mutable $LATEST) as the engine sees it.
+
+    Stored as one JSON document (and copied into each execution it pins), so a field
+    added with a default reads old data unchanged: no schema migration needed.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -154,7 +169,10 @@ class FunctionVersion(BaseModel):
     code_key: str  # hex SHA-256 of the zip: where the code store keeps it
     last_modified_ms: int
     revision_id: str
+    # The commit of the tenant's `functions` repository whose `functions/<name>/` is
+    # exactly this code (None: uploaded before code was mirrored into Git).
     commit_sha: str | None = None
+    source: CodeSource | None = None  # set when the code was deployed from a repository ref
 
     @property
     def qualified_arn(self) -> str:

@@ -97,6 +97,7 @@ def ensure_dev_tenant(
     region: str,
     name: str = "default",
     profile: str = "treadle",
+    quotas: Quotas | None = None,
 ) -> tuple[Tenant, AccessKey]:
     """`treadle dev` start-up: the default tenant, an active key, and the profile.
 
@@ -108,7 +109,7 @@ def ensure_dev_tenant(
         active = [k for k in admin.list_keys(account_id) if k.active]
         key = active[-1] if active else admin.create_key(account_id)
     except NotFound:
-        tenant, key = admin.create_tenant(name, account_id=account_id)
+        tenant, key = admin.create_tenant(name, account_id=account_id, quotas=quotas)
         active = [key]
     current = read_profile(credentials_path, profile)
     current_id = (current or {}).get("aws_access_key_id")

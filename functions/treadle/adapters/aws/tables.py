@@ -15,6 +15,21 @@ Key schema (all key attributes are strings unless noted):
 | a checkpoint ClientToken response | `X#<arn>` | `K#<client token>` |
 | execution-name uniqueness guard | `N#<tenant>#<function>#<name>` | `N` |
 | callback id -> owner | `C#<callback id>` | `C` |
+| repository (exists, fence, `seq`) | `R#<tenant>#<repo>` | `REPO` |
+| one ref of a repository | `R#<tenant>#<repo>` | `REF#<sha256(ref name) hex>` |
+| repository listing entry | `RL#<tenant>` | `<repo>` |
+| tenant record | `A#<account id>` | `TENANT` |
+| access key listing entry (per tenant) | `A#<account id>` | `K#<created_ms:015d>#<key id>` |
+| tenants listing entry | `AL` | `<account id>` |
+| access key record (by id: request auth) | `AK#<access key id>` | `KEY` |
+| function $LATEST (+ version counter) | `F#<tenant>#<name>` | `V#$LATEST` |
+| published function version | `F#<tenant>#<name>` | `V#<version:012d>` |
+| function listing entry | `FL#<tenant>` | `<name>` |
+
+The artifact, tenant and function records are found by key or by a Query of one
+partition only: none of them carries an index attribute or a TTL (they live until
+deleted). Listing entries exist because "every repository/function of a tenant" and
+"every tenant" would otherwise need a Scan or a new index.
 
 Indexes (every one KEYS_ONLY or near it: an index is rewritten whenever an attribute it
 projects changes, and the execution record changes on every checkpoint):
@@ -74,6 +89,26 @@ ACTIVE_SHARD: Final = "active_shard"
 # Immutable per execution, so projecting them into the listing indexes costs no writes.
 EXECUTION_NAME: Final = "execution_name"
 FUNCTION_VERSION: Final = "function_version"
+
+# -- artifact refs, tenants, functions: key prefixes (see the table above) -------------
+# A tenant is a 12-digit account id and holds no '#', so `<prefix><tenant>#<name>` is
+# unambiguous whatever the name contains.
+REPO_PREFIX: Final = "R#"
+REPO_SK: Final = "REPO"
+REF_SK_PREFIX: Final = "REF#"
+REPO_LIST_PREFIX: Final = "RL#"
+ACCOUNT_PREFIX: Final = "A#"
+TENANT_SK: Final = "TENANT"
+TENANT_KEY_SK_PREFIX: Final = "K#"
+TENANT_LIST_PK: Final = "AL"
+ACCESS_KEY_PREFIX: Final = "AK#"
+ACCESS_KEY_SK: Final = "KEY"
+# Not to be confused with the `function_key` GSI attribute of executions, which has
+# the same spelling: that is another attribute, and these items never carry it.
+FUNCTION_PREFIX: Final = "F#"
+FUNCTION_VERSION_SK_PREFIX: Final = "V#"
+FUNCTION_LATEST_SK: Final = "V#$LATEST"  # '$' sorts before digits: $LATEST comes first
+FUNCTION_LIST_PREFIX: Final = "FL#"
 
 # Readers query every shard, so raising this is safe only if readers are deployed first.
 INDEX_SHARDS: Final = 4

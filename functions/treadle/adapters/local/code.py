@@ -1,10 +1,27 @@
-"""Local code store: code packages by SHA-256, unpacked once per package."""
+"""Local code store: code packages by SHA-256, unpacked once per package and tenant.
+
+Zips are stored once per content, whoever uploaded them (only the platform reads
+them). Unpacked trees, which tenant code reads, are one per tenant: the same zip
+deployed by two tenants is unpacked twice, so that each copy can belong to its
+tenant's group alone. Layout and modes, when the sandbox runs tenants as their own
+uids (`group` given):
+
+    code/                      0711 the platform's; passable, not listable
+      zips/                    0700
+      unpacked/                0711
+        <tenant>/              0750 root:<tenant gid>
+          <sha256>/...         0550 dirs, 0440 files, root:<tenant gid>: read-only
+
+Without uids (an unprivileged platform) the same tree is the platform user's alone.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -14,15 +31,27 @@ from pathlib import Path
 from treadle.domain.errors import InvalidCode, NotFound
 
 MAX_UNZIPPED_BYTES = 250 * 1024 * 1024  # Lambda's limit for unzipped code
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a path component, never ".."
+_SHARED_ENTRY = re.compile(r"[0-9a-f]{64}|\.tmp-.*")
 
 
 class LocalCodeStore:
     def __init__(self, root: Path) -> None:
         self._zips = root / "zips"
         self._unpacked = root / "unpacked"
-        self._zips.mkdir(parents=True, exist_ok=True)
-        self._unpacked.mkdir(parents=True, exist_ok=True)
+        for path, mode in ((root, 0o711), (self._zips, 0o700), (self._unpacked, 0o711)):
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(mode)
         self._lock = threading.Lock()
+        self._homes: dict[str, int | None] = {}  # tenant -> group its directory was set for
+        self._drop_shared_trees()
+
+    def _drop_shared_trees(self) -> None:
+        # Trees unpacked before they were per tenant (unpacked/<sha256>, readable by any
+        # uid), and leftovers of an unpacking cut short: a cache, rebuilt on demand.
+        for entry in self._unpacked.iterdir():
+            if _SHARED_ENTRY.fullmatch(entry.name):
+                _remove_tree(entry)
 
     def put(self, zip_bytes: bytes) -> str:
         validate_zip(zip_bytes)
@@ -38,26 +67,71 @@ class LocalCodeStore:
             raise NotFound(f"Code package {key} not found.")
         return path.read_bytes()
 
-    def unpacked(self, key: str) -> Path:
-        """Directory with the package's files, unpacked on first use (atomically)."""
-        target = self._unpacked / key
-        if target.exists():
+    def unpacked(self, key: str, tenant: str, *, group: int | None = None) -> Path:
+        """`tenant`'s copy of the package's files, unpacked on first use (atomically).
+
+        `group`: the gid the sandbox runs the tenant's code with (None: uids are not
+        changed); the copy is readable by that group and the platform only.
+        """
+        if not _TENANT.fullmatch(tenant):
+            raise ValueError(f"not a tenant id: {tenant!r}")
+        target = self._unpacked / tenant / key
+        if tenant in self._homes and self._homes[tenant] == group and target.exists():
             return target
         with self._lock:
-            if target.exists():
-                return target
-            tmp = Path(tempfile.mkdtemp(dir=self._unpacked, prefix=".tmp-"))
-            try:
-                with zipfile.ZipFile(io.BytesIO(self.get(key))) as zf:
-                    zf.extractall(tmp)
-                for p in [tmp, *tmp.rglob("*")]:
-                    # Tenant code is read-only for the tenant's own process.
-                    p.chmod(0o555 if p.is_dir() else 0o444)
-                os.rename(tmp, target)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            home = self._home(tenant, group)
+            if not target.exists():
+                self._unpack(key, home, target, group)
         return target
+
+    def _home(self, tenant: str, group: int | None) -> Path:
+        home = self._unpacked / tenant
+        if tenant in self._homes and self._homes[tenant] == group:
+            return home
+        try:
+            found: int | None = home.stat().st_gid
+        except FileNotFoundError:
+            found = None
+        if found is not None and group is not None and found != group:
+            # Unpacked for another gid (the uid registry was lost): that gid may be
+            # another tenant's now. A cache: unpacked again below.
+            _remove_tree(home)
+            found = None
+        if found is None:
+            home.mkdir()
+        for leftover in home.glob(".tmp-*"):  # of an unpacking cut short by a crash
+            _remove_tree(leftover)
+        if group is not None:
+            os.chown(home, -1, group)
+        home.chmod(0o750 if group is not None else 0o700)
+        self._homes[tenant] = group
+        return home
+
+    def _unpack(self, key: str, home: Path, target: Path, group: int | None) -> None:
+        # Unpacked next to its final place: renaming a read-only directory into another
+        # parent needs write access to it (its ".." changes), which only root has.
+        tmp = Path(tempfile.mkdtemp(dir=home, prefix=".tmp-"))
+        try:
+            with zipfile.ZipFile(io.BytesIO(self.get(key))) as zf:
+                zf.extractall(tmp)
+            # Tenant code is read-only, even for the tenant's own process.
+            dir_mode, file_mode = (0o550, 0o440) if group is not None else (0o500, 0o400)
+            for p in [tmp, *tmp.rglob("*")]:
+                if group is not None:
+                    os.chown(p, -1, group)
+                p.chmod(dir_mode if p.is_dir() else file_mode)
+            os.rename(tmp, target)
+        except BaseException:
+            _remove_tree(tmp)
+            raise
+
+
+def _remove_tree(path: Path) -> None:
+    # Unpacked trees are read-only: their (unprivileged) owner must open them up first.
+    for dirpath, _, _ in os.walk(path):
+        with contextlib.suppress(OSError):
+            os.chmod(dirpath, 0o700)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def validate_zip(zip_bytes: bytes) -> None:

@@ -78,10 +78,8 @@ class ChannelDurableClient:
         return _datetimes(data)  # type: ignore[no-any-return]
 
 
-def install(chan: socket.socket, lock: threading.Lock, env: dict[str, str]) -> bool:
-    """Point the pre-imported SDK at the channel, if the platform asked for it."""
-    if env.get(ENV_FLAG) != "1":
-        return False
+def install(chan: socket.socket, lock: threading.Lock) -> bool:
+    """Point the pre-imported SDK at the channel (the platform sets ENV_FLAG to ask)."""
     service = sys.modules.get(_SDK_SERVICE)
     client_class = getattr(service, "LambdaClient", None)
     if client_class is None:

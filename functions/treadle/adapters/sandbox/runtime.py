@@ -1,11 +1,13 @@
 """A worker process, forked by the zygote: isolate it, import the handler, serve.
 
 After the fork the worker becomes what a Lambda execution environment looks like from
-inside: its own session and process group, only the function's environment, cwd and
-sys.path[0] at the code, Lambda's file descriptor limit, a memory backstop. It then
-speaks the frame protocol with the server: one `ready` after init, one `result` per
-`invoke`. The contract itself (context, errors, logs) is in `contract` and
-`lambda_logging`; like them, this module imports only the stdlib.
+inside: its own session and process group, then (reading its spec from its channel)
+confined to its tenant (`confine`: own uid, only its own files visible), only the
+function's environment, cwd and sys.path[0] at the code, Lambda's file descriptor
+limit, a memory backstop. It then speaks the frame protocol with the server: one
+`ready` after init, one `result` per `invoke`. The contract itself (context, errors,
+logs) is in `contract` and `lambda_logging`; like them, this module imports only the
+stdlib.
 
 Logs go to file descriptors 1 and 2, which are one pipe read by the server: print(),
 logging, C extensions and subprocesses all land there in the order they were written.
@@ -29,7 +31,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from treadle.adapters.sandbox import contract, durable_channel, lambda_logging, protocol
+from treadle.adapters.sandbox import confine, contract, durable_channel, lambda_logging, protocol
 
 # Thread stacks (8 MB each) count in RLIMIT_DATA without being resident; the RSS
 # watchdog in the server enforces the real limit, RLIMIT_DATA only stops a runaway
@@ -155,11 +157,16 @@ def _flush_std() -> None:
             pass
 
 
-def _isolate(chan_fd: int, log_fd: int, spec: dict[str, Any]) -> None:
-    os.setsid()  # its own process group: a timeout kills the tenant's subprocesses too
+def _watch_parent(zygote_pid: int) -> None:
     _set_pdeathsig()
-    if os.getppid() != spec["zygote_pid"]:
-        os._exit(1)  # the zygote died between fork and prctl
+    if os.getppid() != zygote_pid:
+        os._exit(1)  # the zygote died before prctl: nobody would kill this worker
+
+
+def _detach(chan_fd: int, log_fd: int, zygote_pid: int) -> None:
+    os.setsid()  # its own process group: a timeout kills the tenant's subprocesses too
+    _watch_parent(zygote_pid)
+    os.umask(0o022)  # Lambda's; the platform's own (077) is for the platform's files
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     _close_other_fds({0, 1, 2, chan_fd})
@@ -168,8 +175,25 @@ def _isolate(chan_fd: int, log_fd: int, spec: dict[str, Any]) -> None:
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
     sys.argv = [os.path.abspath(__file__)]  # not the zygote's bootstrap arguments
+
+
+def _receive_spec(chan: socket.socket) -> dict[str, Any] | None:
+    frame = protocol.recv_frame(chan)
+    if frame is None:
+        return None  # the server gave up on this worker before sending it
+    header, _ = frame
+    if header.get("t") != "spec":
+        raise protocol.ProtocolError(f"expected the spec, got {header.get('t')!r}")
+    return header
+
+
+def _enter(spec: dict[str, Any]) -> bool:
+    """The function's environment, cwd and limits; whether the durable channel is on."""
+    env: dict[str, str] = dict(spec["env"])
+    # A switch for this runtime, not a variable of the function: no TREADLE_* reaches it.
+    durable = env.pop(durable_channel.ENV_FLAG, None) == "1"
     os.environ.clear()
-    os.environ.update(spec["env"])
+    os.environ.update(env)
     time.tzset()
     tempfile: Any = sys.modules.get("tempfile")
     if tempfile is not None:
@@ -181,6 +205,7 @@ def _isolate(chan_fd: int, log_fd: int, spec: dict[str, Any]) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     nofile = LAMBDA_NOFILE if hard == resource.RLIM_INFINITY else min(LAMBDA_NOFILE, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    return durable
 
 
 def _limit_memory(memory_mb: int) -> None:
@@ -200,22 +225,34 @@ def _exit_code(exc: SystemExit) -> int:
 def main(
     chan_fd: int,
     log_fd: int,
-    spec: dict[str, Any],
+    zygote_pid: int,
+    caps: dict[str, Any],
     preloaded: Iterable[str],
     on_environment: Callable[[], None],
 ) -> NoReturn:
     """Run as a worker until the server hangs up; never returns (the image is a fork)."""
     code = 70
     try:
-        _isolate(chan_fd, log_fd, spec)
+        _detach(chan_fd, log_fd, zygote_pid)
+        chan = socket.socket(fileno=chan_fd)
+        spec = _receive_spec(chan)
+        if spec is None:
+            raise SystemExit(0)
+        plan = spec.get("confine")
+        if plan is not None:
+            # Any failure raises: a worker that could not be confined never runs code.
+            confine.apply(plan, spec["code_dir"], caps)
+            _watch_parent(zygote_pid)  # a change of uid clears the parent-death signal
+        durable = _enter(spec)
         drop_shadowed(Path(spec["code_dir"]), preloaded)
         on_environment()
         importlib.invalidate_caches()
         sink = lambda_logging.LogSink(1)
         lambda_logging.setup_logging(sink)
         _limit_memory(int(spec["memory_mb"]))
-        runtime = _Runtime(socket.socket(fileno=chan_fd), sink, spec)
-        durable_channel.install(runtime.chan, runtime.lock, spec["env"])
+        runtime = _Runtime(chan, sink, spec)
+        if durable:
+            durable_channel.install(runtime.chan, runtime.lock)
         handler = runtime.init()
         # After an init failure awslambdaric exits; the next invocation starts afresh.
         code = 1 if handler is None else runtime.serve(handler)

@@ -9,10 +9,14 @@ time; idle ones are evicted least recently used first.
 Memory: the server samples each busy worker's peak RSS (VmHWM) and kills it past the
 function's memory size, which is what Lambda's cgroup does; RLIMIT_DATA in the worker
 stops allocations too fast for the sampling (see `runtime.DATA_SLACK_MB`).
+
+Tenants: a worker of a tenant's function runs as that tenant's uid and sees none of
+the platform's files nor other tenants' code (`identity`, `confine`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -20,14 +24,15 @@ import shutil
 import socket
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from treadle.adapters.sandbox import protocol
 from treadle.adapters.sandbox.handle import CallHandler, Failure, WorkerHandle, exit_reason
+from treadle.adapters.sandbox.identity import Confinement
 from treadle.adapters.sandbox.spawner import Zygote, ZygoteGone
-from treadle.adapters.sandbox.spec import InvocationOutcome, SandboxFunction, lambda_environment
+from treadle.adapters.sandbox.spec import InvocationOutcome, SandboxFunction, worker_spec
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +50,20 @@ def _error(error_type: str, request_id: str, detail: str) -> dict[str, Any]:
 
 class LocalSandbox:
     def __init__(
-        self, *, work_dir: Path, max_warm_per_function: int = 4, max_workers: int = 256
+        self,
+        *,
+        work_dir: Path,
+        max_warm_per_function: int = 4,
+        max_workers: int = 256,
+        private_root: Path | None = None,
+        privileged: bool | None = None,
     ) -> None:
+        # private_root: what tenant code must not see (default: the work dir's parent,
+        # the data dir). privileged: tenants as own uids (default: if root; else Landlock).
         self._work_dir = Path(work_dir)
         self._tmp_root = self._work_dir / "tmp"
+        root = self._work_dir.parent if private_root is None else Path(private_root)
+        self._confinement = Confinement(self._work_dir, root, privileged)
         self._max_warm = max(1, max_warm_per_function)
         self._max_workers = max(1, max_workers)
         self._lock = threading.Lock()
@@ -89,8 +104,10 @@ class LocalSandbox:
             log.warning("sandbox zygote %d is gone; starting a new one", zygote.pid)
             zygote.stop()
         self._tmp_root.mkdir(parents=True, exist_ok=True)
+        self._confinement.protect(self._tmp_root)
         zygote = Zygote(home=self._work_dir / "zygote-home")
         zygote.start()
+        self._confinement.report(zygote.caps)
         self._zygote = zygote
         if self._watchdog is None or not self._watchdog.is_alive():
             self._stop.clear()
@@ -122,6 +139,10 @@ class LocalSandbox:
                 self._zygote = None
             shutil.rmtree(self._tmp_root, ignore_errors=True)
             shutil.rmtree(self._work_dir / "zygote-home", ignore_errors=True)
+
+    def tenant_group(self, tenant: str) -> int | None:
+        """The gid the tenant's code runs with (None: not changed); for its files."""
+        return self._confinement.group(tenant)
 
     def evict(self, key: str) -> None:
         with self._lock:
@@ -234,17 +255,15 @@ class LocalSandbox:
 
     def _spawn_from(self, zygote: Zygote, fn: SandboxFunction, generation: int) -> WorkerHandle:
         tmp_dir = self._env_tmp(fn.key)
-        stream = f"{time.strftime('%Y/%m/%d', time.gmtime())}/[{fn.function_version}]"
-        spec = {
-            "code_dir": os.path.abspath(fn.code_dir),
-            "handler": fn.handler,
-            "memory_mb": fn.memory_mb,
-            "env": lambda_environment(fn, tmp_dir, stream + uuid.uuid4().hex),
-        }
+        if fn.tenant is not None:
+            # Real paths: a confined worker's mounts are made at them (`confine.veil`).
+            tmp_dir = Path(os.path.realpath(tmp_dir))
+            fn = dataclasses.replace(fn, code_dir=Path(os.path.realpath(fn.code_dir)))
+        spec = worker_spec(fn, tmp_dir, self._confinement.plan(fn.tenant, tmp_dir))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_r, log_w = os.pipe()
         try:
-            proc = zygote.spawn(spec, theirs.fileno(), log_w, tmp_dir)
+            proc = zygote.spawn(theirs.fileno(), log_w, tmp_dir)
         except BaseException:
             ours.close()
             os.close(log_r)
@@ -253,6 +272,13 @@ class LocalSandbox:
             theirs.close()
             os.close(log_w)
         os.set_blocking(log_r, False)
+        try:
+            ours.settimeout(INIT_TIMEOUT_S)
+            protocol.send_frame(ours, spec)
+        except (OSError, protocol.ProtocolError):
+            pass  # it died (or will, on a bad first frame): the first wait reports how
+        finally:
+            ours.settimeout(None)
         return WorkerHandle(
             key=fn.key,
             generation=generation,

@@ -87,6 +87,7 @@ class Zygote:
         self._reader: threading.Thread | None = None
         self.pid = 0
         self.preload_ms = 0.0
+        self.caps: dict[str, Any] = {}  # what the host allows workers (`confine.probe`)
 
     def start(self) -> None:
         self._home.mkdir(parents=True, exist_ok=True)
@@ -123,6 +124,7 @@ class Zygote:
         ours.settimeout(None)
         self.pid = int(ready[0]["pid"])
         self.preload_ms = float(ready[0]["preload_ms"])
+        self.caps = dict(ready[0].get("caps") or {})
         log.info("sandbox zygote %d ready, preload %.0f ms", self.pid, self.preload_ms)
         self._reader = threading.Thread(target=self._read, name="sandbox-zygote", daemon=True)
         self._reader.start()
@@ -131,9 +133,12 @@ class Zygote:
     def alive(self) -> bool:
         return not self._dead and self._process is not None and self._process.poll() is None
 
-    def spawn(
-        self, spec: dict[str, Any], chan_fd: int, log_fd: int, tmp_dir: Path
-    ) -> WorkerProcess:
+    def spawn(self, chan_fd: int, log_fd: int, tmp_dir: Path) -> WorkerProcess:
+        """A new worker on these descriptors; what it runs is sent over `chan_fd`.
+
+        The zygote never sees a function's spec: its memory, which every later worker
+        inherits, must hold no tenant's environment.
+        """
         future: Future[WorkerProcess] = Future()
         with self._lock:
             if self._dead or self._control is None:
@@ -143,9 +148,7 @@ class Zygote:
             self._pending[seq] = (future, tmp_dir)
         try:
             with self._send_lock:
-                protocol.send_msg(
-                    self._control, {"op": "spawn", "seq": seq, "spec": spec}, [chan_fd, log_fd]
-                )
+                protocol.send_msg(self._control, {"op": "spawn", "seq": seq}, [chan_fd, log_fd])
             return future.result(timeout=SPAWN_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             with self._lock:

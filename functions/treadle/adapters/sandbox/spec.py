@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,9 @@ class SandboxFunction:
     timeout_s: float
     environment: Mapping[str, str]
     log_group: str
+    # Whose code this is: its workers run confined to it (`identity.Confinement`).
+    # None only for code the program embedding the sandbox trusts (its own tests).
+    tenant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,3 +66,19 @@ def lambda_environment(fn: SandboxFunction, tmp_dir: Path, log_stream: str) -> d
     }
     # Lambda refuses reserved names in a function's configuration; here they just lose.
     return {**defaults, **fn.environment, **reserved}
+
+
+def worker_spec(
+    fn: SandboxFunction, tmp_dir: Path, confine: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The first frame a new worker reads: what to run, with which environment, and how
+    it confines itself (`confine.apply`)."""
+    stream = f"{time.strftime('%Y/%m/%d', time.gmtime())}/[{fn.function_version}]"
+    return {
+        "t": "spec",
+        "code_dir": os.path.abspath(fn.code_dir),
+        "handler": fn.handler,
+        "memory_mb": fn.memory_mb,
+        "env": lambda_environment(fn, tmp_dir, stream + uuid.uuid4().hex),
+        "confine": confine,
+    }

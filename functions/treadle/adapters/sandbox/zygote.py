@@ -5,9 +5,11 @@ scrubbed environment. It imports what every worker would otherwise import at a c
 of hundreds of milliseconds (boto3, botocore's service data, the durable SDK), then
 serves commands on a SOCK_SEQPACKET control socket (fd passed as argv[1]):
 
-- ``{"op": "spawn", "seq", "spec"}`` with fds [worker channel, log pipe]: fork a
-  worker; reply ``{"op": "spawned", "seq", "pid"}`` carrying a pidfd of the worker,
-  which lets the server signal it without pid-reuse races.
+- ``{"op": "spawn", "seq"}`` with fds [worker channel, log pipe]: fork a worker;
+  reply ``{"op": "spawned", "seq", "pid"}`` carrying a pidfd of the worker, which lets
+  the server signal it without pid-reuse races. The worker reads what to run from its
+  channel: no tenant's spec (environment) ever enters this process, whose memory
+  every worker inherits.
 - ``{"op": "shutdown"}`` (or the socket closing): kill every worker, reap, exit.
 
 It reaps its children (it is a child subreaper, so orphaned grandchildren come back to
@@ -32,7 +34,7 @@ import sys
 import time
 from typing import Any
 
-from treadle.adapters.sandbox import protocol, runtime
+from treadle.adapters.sandbox import confine, protocol, runtime
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +110,12 @@ def rebind_boto3_session() -> None:
 
 
 class Zygote:
-    def __init__(self, control: socket.socket, preloaded: frozenset[str]) -> None:
+    def __init__(
+        self, control: socket.socket, preloaded: frozenset[str], caps: dict[str, Any]
+    ) -> None:
         self.control = control
         self.preloaded = preloaded
+        self.caps = caps
         self.workers: set[int] = set()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -148,7 +153,7 @@ class Zygote:
             protocol.send_msg(self.control, {"op": "spawn_failed", "seq": seq, "error": "fds"})
             return
         chan_fd, log_fd = fds
-        spec = dict(message["spec"], zygote_pid=os.getpid())
+        zygote_pid = os.getpid()
         try:
             pid = os.fork()
         except OSError as exc:
@@ -160,7 +165,9 @@ class Zygote:
             try:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                runtime.main(chan_fd, log_fd, spec, self.preloaded, rebind_boto3_session)
+                runtime.main(
+                    chan_fd, log_fd, zygote_pid, self.caps, self.preloaded, rebind_boto3_session
+                )
             finally:
                 os._exit(70)
         os.close(chan_fd)
@@ -220,6 +227,7 @@ def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    caps = confine.probe()  # before the imports: its probe forks a small image
     started = time.perf_counter()
     before = {name.partition(".")[0] for name in sys.modules}
     _preload()
@@ -232,9 +240,10 @@ def main() -> None:
         "op": "ready",
         "pid": os.getpid(),
         "preload_ms": round((time.perf_counter() - started) * 1000, 1),
+        "caps": caps,
     }
     protocol.send_msg(control, ready)
-    Zygote(control, preloaded).serve()
+    Zygote(control, preloaded, caps).serve()
 
 
 if __name__ == "__main__":

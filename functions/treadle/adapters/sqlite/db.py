@@ -34,6 +34,8 @@ CREATE INDEX IF NOT EXISTS executions_by_function
     ON executions (tenant, function_name, start_ms);
 CREATE INDEX IF NOT EXISTS executions_active ON executions (invocation_active)
     WHERE invocation_active = 1;
+CREATE INDEX IF NOT EXISTS executions_running ON executions (tenant)
+    WHERE status = 'RUNNING';
 CREATE TABLE IF NOT EXISTS operations (
     arn TEXT NOT NULL,
     op_id TEXT NOT NULL,

@@ -300,6 +300,15 @@ class SqliteExecutionStore:
             rows = conn.execute("SELECT arn FROM executions WHERE invocation_active = 1").fetchall()
         return [r[0] for r in rows]
 
+    def count_running(self, tenant: str) -> int:
+        """The tenant's RUNNING executions (for its quota), from a partial index."""
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM executions WHERE tenant = ? AND status = 'RUNNING'",
+                (tenant,),
+            ).fetchone()
+        return int(row[0])
+
     def list_executions(
         self, tenant: str, function_name: str, query: ExecutionQuery
     ) -> tuple[list[Execution], str | None]:

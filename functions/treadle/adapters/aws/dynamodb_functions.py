@@ -1,0 +1,456 @@
+"""DynamoDB adapter of the `FunctionStore`, in the single table (see `tables`).
+
+Items of one function share the partition `F#<tenant>#<name>`:
+
+- `V#$LATEST`: the mutable $LATEST (`body`: the whole FunctionVersion as JSON, so a
+  field added to the model needs no change here), its `revision_id` (for conditions),
+  `counter` (the last version number handed out), `published_revision` and
+  `published_version` (which version froze which revision, for idempotent publishes),
+  and `deleting` while a big delete is under way;
+- `V#<version:012d>`: one published version, immutable (`body`).
+
+'$' sorts before every digit, so one Query of the partition lists $LATEST first and
+then the versions in number order, which is ListVersionsByFunction's order.
+
+`FL#<tenant>` / `<name>` lists a tenant's functions in name order; it is written and
+removed in the same transactions as $LATEST.
+
+A publish is ONE TransactWriteItems: an update of $LATEST conditioned on the
+`counter` and `revision_id` it read (bumping the counter) and a put of the new
+version conditioned on its absence. Of two concurrent publishes exactly one moves the
+counter from n to n+1; the other is cancelled, re-reads, and either finds that its
+revision was just published (and returns that version, as Lambda does) or takes n+2.
+Numbers are never reused while the function exists, even after a version is deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import islice
+from typing import TYPE_CHECKING, Final
+
+from botocore.exceptions import ClientError
+
+from treadle.adapters.aws import tables as t
+from treadle.adapters.aws.dynamo import Table
+from treadle.adapters.aws.errors import (
+    cancellation_codes,
+    error_code,
+    transaction_error,
+    translated,
+)
+from treadle.adapters.aws.items import key
+from treadle.domain.errors import (
+    AlreadyExists,
+    ConcurrentModification,
+    InvalidParameter,
+    NotFound,
+    TreadleError,
+)
+from treadle.domain.ports import FunctionVersion
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
+
+    Item = dict[str, AttributeValueTypeDef]
+
+log = logging.getLogger(__name__)
+
+LATEST: Final = "$LATEST"
+BODY: Final = "body"
+REVISION: Final = "revision_id"
+COUNTER: Final = "counter"
+PUBLISHED_REVISION: Final = "published_revision"
+PUBLISHED_VERSION: Final = "published_version"
+DELETING: Final = "deleting"
+
+_NAMES: Final = {
+    "#body": BODY,
+    "#rev": REVISION,
+    "#counter": COUNTER,
+    "#prev": PUBLISHED_REVISION,
+    "#pver": PUBLISHED_VERSION,
+    "#deleting": DELETING,
+}
+_LIVE: Final = "attribute_exists(pk) AND attribute_not_exists(#deleting)"
+_CANCELLED: Final = "TransactionCanceledException"
+# A function with more items than fit one transaction is fenced, then purged.
+_TRANSACTION_MAX: Final = 100
+# Lost races resolved by re-reading (publish, delete) before ConcurrentModification.
+_ATTEMPTS: Final = 10
+
+
+def function_pk(tenant: str, name: str) -> str:
+    return f"{t.FUNCTION_PREFIX}{tenant}#{name}"
+
+
+def listing_pk(tenant: str) -> str:
+    return f"{t.FUNCTION_LIST_PREFIX}{tenant}"
+
+
+def version_sk(number: int) -> str:
+    return f"{t.FUNCTION_VERSION_SK_PREFIX}{number:012d}"
+
+
+def _number(version: str) -> int | None:
+    """The number of a published version as written ("7"), None for anything else."""
+    return int(version) if version.isdigit() and version == str(int(version)) else None
+
+
+@contextmanager
+def _conditional(action: str, refused: TreadleError | None) -> Iterator[None]:
+    """One conditional write: its refused condition raises `refused` (None: ignored)."""
+    with translated(action):
+        try:
+            yield
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            if refused is not None:
+                raise refused from None
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(random.uniform(0, min(0.01 * 2**attempt, 0.5)))
+
+
+def _body(item: Item) -> FunctionVersion:
+    return FunctionVersion.model_validate_json(item[BODY]["S"])
+
+
+def _not_found(name: str, version: str = LATEST) -> NotFound:
+    suffix = "" if version == LATEST else f":{version}"
+    return NotFound(f"Function not found: {name}{suffix}")
+
+
+class DynamoFunctionStore:
+    """$LATEST and published versions of every tenant's functions in one table.
+
+    No cache, unlike the SQLite twin: many processes (one per Lambda) write the table,
+    so a cached $LATEST could be stale, and a version number is reused once its
+    function is deleted and re-created.
+    """
+
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+        self._client = client
+        self._table = Table(client, table_name)
+        self._name = table_name
+
+    def _latest(self, tenant: str, name: str) -> Item | None:
+        """The $LATEST item of a live function (None if absent or being deleted)."""
+        item = self._table.get(key(function_pk(tenant, name), t.FUNCTION_LATEST_SK), "get function")
+        return None if item is None or DELETING in item else item
+
+    # -- $LATEST ---------------------------------------------------------------------
+
+    def put_latest(self, fn: FunctionVersion, *, create: bool) -> None:
+        pk = function_pk(fn.tenant, fn.function_name)
+        body: AttributeValueTypeDef = {"S": fn.model_dump_json()}
+        revision: AttributeValueTypeDef = {"S": fn.revision_id}
+        if not create:
+            self._replace_latest(pk, fn, body, revision)
+            return
+        items: list[TransactWriteItemTypeDef] = [
+            {
+                "Put": {
+                    "TableName": self._name,
+                    "Item": {
+                        **key(pk, t.FUNCTION_LATEST_SK),
+                        BODY: body,
+                        REVISION: revision,
+                        COUNTER: {"N": "0"},
+                    },
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self._name,
+                    "Item": key(listing_pk(fn.tenant), fn.function_name),
+                }
+            },
+        ]
+        exists = AlreadyExists(f"Function already exist: {fn.function_name}")
+        for _ in range(2):
+            try:
+                self._table.transact(items, uuid.uuid4().hex)
+                return
+            except ClientError as exc:
+                error = transaction_error(
+                    exc, f"create function {fn.function_name}", ["latest"], lambda _l: exists
+                )
+                if error is not exists:
+                    raise error from exc
+            leftover = self._table.get(key(pk, t.FUNCTION_LATEST_SK), "get function")
+            if leftover is None or DELETING not in leftover:
+                raise exists
+            log.warning("finishing the interrupted deletion of %s", fn.function_arn)
+            self._purge(pk)
+        raise exists
+
+    def _replace_latest(
+        self,
+        pk: str,
+        fn: FunctionVersion,
+        body: AttributeValueTypeDef,
+        revision: AttributeValueTypeDef,
+    ) -> None:
+        # An update, not a put: the counter and the publish pointer must survive.
+        missing = NotFound(f"Function not found: {fn.function_arn}")
+        with _conditional(f"update function {fn.function_name}", missing):
+            self._client.update_item(
+                TableName=self._name,
+                Key=key(pk, t.FUNCTION_LATEST_SK),
+                UpdateExpression="SET #body = :body, #rev = :rev",
+                ConditionExpression=_LIVE,
+                ExpressionAttributeNames={k: _NAMES[k] for k in ("#body", "#rev", "#deleting")},
+                ExpressionAttributeValues={":body": body, ":rev": revision},
+            )
+
+    def get(self, tenant: str, name: str, version: str = LATEST) -> FunctionVersion:
+        if version == LATEST:
+            item = self._latest(tenant, name)
+        else:
+            number = _number(version)
+            item = (
+                None
+                if number is None
+                else self._table.get(key(function_pk(tenant, name), version_sk(number)), "get")
+            )
+        if item is None:
+            raise _not_found(name, version)
+        return _body(item)
+
+    # -- versions --------------------------------------------------------------------
+
+    def publish(self, tenant: str, name: str, description: str | None) -> FunctionVersion:
+        pk = function_pk(tenant, name)
+        for attempt in range(_ATTEMPTS):
+            latest_item = self._latest(tenant, name)
+            if latest_item is None:
+                raise _not_found(name)
+            latest = _body(latest_item)
+            if latest_item.get(PUBLISHED_REVISION, {}).get("S") == latest.revision_id:
+                # Lambda: publishing unchanged code returns the version that has it.
+                frozen = int(latest_item[PUBLISHED_VERSION]["N"])
+                existing = self._table.get(key(pk, version_sk(frozen)), "get function version")
+                if existing is not None:
+                    return _body(existing)
+            counter = latest_item[COUNTER]
+            number = int(counter["N"]) + 1
+            version = latest.model_copy(
+                update={
+                    "version": str(number),
+                    "description": description if description is not None else latest.description,
+                }
+            )
+            if self._commit_version(pk, version, counter):
+                return version
+            _backoff(attempt)
+        raise ConcurrentModification(f"Function {name} is being published concurrently; retry.")
+
+    def _commit_version(
+        self, pk: str, version: FunctionVersion, counter: AttributeValueTypeDef
+    ) -> bool:
+        """True if the version was written; False if another writer got there first."""
+        number: AttributeValueTypeDef = {"N": version.version}
+        revision: AttributeValueTypeDef = {"S": version.revision_id}
+        items: list[TransactWriteItemTypeDef] = [
+            {
+                "Update": {
+                    "TableName": self._name,
+                    "Key": key(pk, t.FUNCTION_LATEST_SK),
+                    "UpdateExpression": "SET #counter = :n, #prev = :rev, #pver = :n",
+                    # Unchanged since read: no other publish, no other code or config.
+                    "ConditionExpression": f"{_LIVE} AND #counter = :old AND #rev = :rev",
+                    "ExpressionAttributeNames": {
+                        k: _NAMES[k] for k in ("#counter", "#prev", "#pver", "#rev", "#deleting")
+                    },
+                    "ExpressionAttributeValues": {":n": number, ":old": counter, ":rev": revision},
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self._name,
+                    "Item": {
+                        **key(pk, version_sk(int(version.version))),
+                        BODY: {"S": version.model_dump_json()},
+                    },
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+        ]
+        try:
+            self._table.transact(items, uuid.uuid4().hex)
+            return True
+        except ClientError as exc:
+            self._retryable_or_raise(exc, f"publish {version.function_name}")
+            return False
+
+    def list_latest(
+        self, tenant: str, marker: str | None, limit: int
+    ) -> tuple[list[FunctionVersion], str | None]:
+        limit = max(1, limit)
+        values: dict[str, AttributeValueTypeDef] = {":pk": {"S": listing_pk(tenant)}}
+        condition = "pk = :pk"
+        if marker:  # an empty sort key value is invalid in a key condition
+            condition += " AND sk > :marker"
+            values[":marker"] = {"S": marker}
+        found = self._table.query(
+            "list functions", key_condition=condition, values=values, page_size=limit + 1
+        )
+        names = [item[t.SORT_KEY]["S"] for item in islice(found, limit + 1)]
+        more = len(names) > limit
+        names = names[:limit]
+        latest = self._table.batch_get(
+            [(function_pk(tenant, n), t.FUNCTION_LATEST_SK) for n in names], "get functions"
+        )
+        items = [latest.get((function_pk(tenant, n), t.FUNCTION_LATEST_SK)) for n in names]
+        # Listing entries leave with the fence of a delete: a miss is a race with one.
+        functions = [_body(i) for i in items if i is not None and DELETING not in i]
+        return functions, (names[-1] if more else None)
+
+    def list_versions(
+        self, tenant: str, name: str, marker: str | None, limit: int
+    ) -> tuple[list[FunctionVersion], str | None]:
+        limit = max(1, limit)
+        try:
+            after = int(marker) if marker else -1
+        except ValueError:
+            raise InvalidParameter(f"Invalid marker {marker!r}.") from None
+        values: dict[str, AttributeValueTypeDef] = {":pk": {"S": function_pk(tenant, name)}}
+        condition = "pk = :pk"
+        if after >= 0:  # the marker is the last number returned; $LATEST counts as 0
+            condition += " AND sk > :after"
+            values[":after"] = {"S": t.FUNCTION_LATEST_SK if after == 0 else version_sk(after)}
+        found = self._table.query(
+            "list function versions", key_condition=condition, values=values, page_size=limit + 1
+        )
+        rows = list(islice(found, limit + 1))
+        if after < 0 and (not rows or DELETING in rows[0]):
+            raise _not_found(name)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        versions = [_body(r) for r in rows]
+        if not more:
+            return versions, None
+        # The marker is what SQLite pages on: the version number, 0 for $LATEST.
+        last = versions[-1].version
+        return versions, "0" if last == LATEST else last
+
+    # -- deletes ---------------------------------------------------------------------
+
+    def delete(self, tenant: str, name: str, version: str | None = None) -> None:
+        if version is None:
+            self._delete_function(tenant, name)
+            return
+        number = _number(version)
+        if number is None:
+            if version == LATEST:  # it holds the counter: refuse rather than orphan it
+                raise InvalidParameter(
+                    "$LATEST version cannot be deleted without deleting the function."
+                )
+            raise _not_found(name, version)
+        with _conditional(f"delete {name}:{version}", _not_found(name, version)):
+            self._client.delete_item(
+                TableName=self._name,
+                Key=key(function_pk(tenant, name), version_sk(number)),
+                ConditionExpression="attribute_exists(pk)",
+            )
+
+    def _delete_function(self, tenant: str, name: str) -> None:
+        """Atomic while the function has at most 98 versions; else fenced, then purged."""
+        pk = function_pk(tenant, name)
+        listing: TransactWriteItemTypeDef = {
+            "Delete": {"TableName": self._name, "Key": key(listing_pk(tenant), name)}
+        }
+        for attempt in range(_ATTEMPTS):
+            latest = self._table.get(key(pk, t.FUNCTION_LATEST_SK), "get function")
+            if latest is None:
+                raise _not_found(name)
+            if DELETING in latest:
+                self._purge(pk)
+                return
+            versions = self._version_sks(pk)  # read after $LATEST: its counter fences them
+            items: list[TransactWriteItemTypeDef]
+            if len(versions) + 2 <= _TRANSACTION_MAX:
+                items = [
+                    {
+                        "Delete": {
+                            "TableName": self._name,
+                            "Key": key(pk, t.FUNCTION_LATEST_SK),
+                            # No publish since the versions were read: none is orphaned.
+                            "ConditionExpression": f"{_LIVE} AND #counter = :counter",
+                            "ExpressionAttributeNames": {
+                                "#counter": COUNTER,
+                                "#deleting": DELETING,
+                            },
+                            "ExpressionAttributeValues": {":counter": latest[COUNTER]},
+                        }
+                    },
+                    listing,
+                    *self._deletes(pk, versions),
+                ]
+            else:
+                items = [
+                    {
+                        "Update": {
+                            "TableName": self._name,
+                            "Key": key(pk, t.FUNCTION_LATEST_SK),
+                            "UpdateExpression": "SET #deleting = :true",
+                            "ConditionExpression": _LIVE,
+                            "ExpressionAttributeNames": {"#deleting": DELETING},
+                            "ExpressionAttributeValues": {":true": {"BOOL": True}},
+                        }
+                    },
+                    listing,
+                ]
+            try:
+                self._table.transact(items, uuid.uuid4().hex)
+            except ClientError as exc:
+                self._retryable_or_raise(exc, f"delete function {name}")
+                _backoff(attempt)
+                continue
+            if len(versions) + 2 > _TRANSACTION_MAX:
+                log.info("fenced %s (%d versions) for deletion", pk, len(versions))
+                self._purge(pk)
+            return
+        raise ConcurrentModification(f"Function {name} kept changing while deleted; retry.")
+
+    def _deletes(self, pk: str, sks: list[str]) -> list[TransactWriteItemTypeDef]:
+        return [{"Delete": {"TableName": self._name, "Key": key(pk, sk)}} for sk in sks]
+
+    def _version_sks(self, pk: str) -> list[str]:
+        found = self._table.query(
+            "list function versions",
+            key_condition="pk = :pk",
+            values={":pk": {"S": pk}},
+            projection="sk",
+        )
+        return [sk for item in found if (sk := item[t.SORT_KEY]["S"]) != t.FUNCTION_LATEST_SK]
+
+    def _purge(self, pk: str) -> None:
+        """Remove every version of a fenced function, then its $LATEST."""
+        self._table.batch_delete([(pk, sk) for sk in self._version_sks(pk)], "delete versions")
+        # Refused: another delete finished the purge first, which is as good.
+        with _conditional("delete function", None):
+            self._client.delete_item(
+                TableName=self._name,
+                Key=key(pk, t.FUNCTION_LATEST_SK),
+                ConditionExpression="attribute_exists(#deleting)",
+                ExpressionAttributeNames={"#deleting": DELETING},
+            )
+
+    @staticmethod
+    def _retryable_or_raise(exc: ClientError, action: str) -> None:
+        """Return if a cancelled transaction lost a race (re-read and retry); else raise."""
+        codes = cancellation_codes(exc) if error_code(exc) == _CANCELLED else []
+        if any(c in ("ConditionalCheckFailed", "TransactionConflict") for c in codes):
+            return
+        raise transaction_error(exc, action, [], ConcurrentModification) from exc

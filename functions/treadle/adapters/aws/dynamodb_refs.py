@@ -1,0 +1,376 @@
+"""DynamoDB adapter of the artifacts' `RefStore`, in the single table (see `tables`).
+
+Items of one repository share the partition `R#<tenant>#<repo>`:
+
+- `REPO`: the repository exists. `seq` counts the compare-and-swaps applied to it,
+  `deleting` fences a deletion too big for one transaction.
+- `REF#<sha256(ref name)>`: one ref, its raw name in `ref` and its value in `value`
+  (both binary: ref names and values are opaque bytes to the port). Hashing the name
+  keeps the sort key short and valid whatever bytes the name holds.
+
+`RL#<tenant>` / `<repo>` lists a tenant's repositories (a Query of one partition, in
+name order), written and removed in the same transactions as the `REPO` item.
+
+A compare-and-swap is ONE TransactWriteItems: an update of `REPO` (condition: exists,
+not fenced; it bumps `seq`) and one write per ref conditioned on its expected value
+(`attribute_not_exists` for ZERO_SHA; a delete when the new value is ZERO_SHA), so at
+most 99 refs per batch. When DynamoDB cancels it, the current values are read back to
+name the first mismatching ref, as the SQLite twin does; if none mismatches any more
+(another writer moved a ref away and back), the swap is simply tried again.
+
+`seq` is what makes the multi-item reads safe: `get_refs` reads `REPO`, queries the
+refs, and reads `REPO` again; equal `seq` means no swap landed in between, so the refs
+are one snapshot. A delete is conditioned on the `seq` it read the refs at, so a swap
+racing with it cannot leave an orphaned ref behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from itertools import islice
+from typing import TYPE_CHECKING, Final, cast
+
+from botocore.exceptions import ClientError
+
+from treadle.adapters.aws import tables as t
+from treadle.adapters.aws.dynamo import Table
+from treadle.adapters.aws.errors import (
+    cancellation_codes,
+    error_code,
+    transaction_error,
+    translated,
+)
+from treadle.adapters.aws.items import key
+from treadle.artifacts.ports import (
+    RefConflict,
+    RefUpdate,
+    RepoAlreadyExists,
+    RepoNotFound,
+    RepoPage,
+    check_updates,
+    is_zero,
+)
+from treadle.domain.errors import ConcurrentModification, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeValueTypeDef,
+        ConditionCheckTypeDef,
+        DeleteTypeDef,
+        PutTypeDef,
+        TransactWriteItemTypeDef,
+    )
+
+    Item = dict[str, AttributeValueTypeDef]
+
+log = logging.getLogger(__name__)
+
+SEQ: Final = "seq"
+DELETING: Final = "deleting"
+CREATED_MS: Final = "created_ms"
+REF: Final = "ref"
+VALUE: Final = "value"
+
+# TransactWriteItems takes 100 items; the REPO update is one of them.
+_TRANSACTION_MAX: Final = 100
+MAX_REFS_PER_SWAP: Final = _TRANSACTION_MAX - 1
+# Lost races that resolve by trying again (a ref moved and back, a transaction
+# conflict, a snapshot torn by a concurrent swap) before ConcurrentModification.
+_ATTEMPTS: Final = 8
+_LIVE: Final = "attribute_exists(pk) AND attribute_not_exists(#deleting)"
+_CANCELLED: Final = "TransactionCanceledException"
+
+
+def repo_pk(tenant: str, repo: str) -> str:
+    return f"{t.REPO_PREFIX}{tenant}#{repo}"
+
+
+def ref_sk(ref: bytes) -> str:
+    return f"{t.REF_SK_PREFIX}{hashlib.sha256(ref).hexdigest()}"
+
+
+def _backoff(attempt: int) -> None:
+    # Jittered: writers that collided once must not collide again in lockstep.
+    time.sleep(random.uniform(0, min(0.01 * 2**attempt, 0.5)))
+
+
+class DynamoRefStore:
+    """Repositories and refs of every tenant in one DynamoDB table."""
+
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+        self._client = client
+        self._table = Table(client, table_name)
+        self._name = table_name
+
+    # -- repositories ----------------------------------------------------------------
+
+    def _repo_item(self, tenant: str, repo: str) -> Item | None:
+        """The REPO item of a live repository (None if absent or being deleted)."""
+        item = self._table.get(key(repo_pk(tenant, repo), t.REPO_SK), "read repository")
+        return None if item is None or DELETING in item else item
+
+    def create_repo(self, tenant: str, repo: str) -> None:
+        pk = repo_pk(tenant, repo)
+        exists = RepoAlreadyExists(tenant, repo)
+        for _ in range(2):
+            items: list[TransactWriteItemTypeDef] = [
+                {
+                    "Put": {
+                        "TableName": self._name,
+                        "Item": {
+                            **key(pk, t.REPO_SK),
+                            SEQ: {"N": "0"},
+                            CREATED_MS: {"N": str(int(time.time() * 1000))},
+                        },
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self._name,
+                        "Item": key(f"{t.REPO_LIST_PREFIX}{tenant}", repo),
+                    }
+                },
+            ]
+            try:
+                self._table.transact(items, uuid.uuid4().hex)
+                return
+            except ClientError as exc:
+                error = transaction_error(
+                    exc, f"create repository {repo}", ["repo"], lambda _label: exists
+                )
+                if error is not exists:
+                    raise error from exc
+            existing = self._table.get(key(pk, t.REPO_SK), "read repository")
+            if existing is None or DELETING not in existing:
+                raise exists
+            # The leftover of an interrupted big delete: finish it, then create.
+            log.warning("finishing the interrupted deletion of %s/%s", tenant, repo)
+            self._purge(pk)
+        raise ConcurrentModification(f"Repository '{repo}' is being created and deleted.")
+
+    def delete_repo(self, tenant: str, repo: str) -> None:
+        """Atomic while the repository has at most 98 refs; else fenced, then purged.
+
+        The fence (one transaction: `deleting` on REPO, listing entry removed) makes the
+        repository absent to every reader and refuses every swap; the refs are then
+        batch-deleted and REPO last, so an interrupted purge is finished by the next
+        delete or create of that name.
+        """
+        pk = repo_pk(tenant, repo)
+        for attempt in range(_ATTEMPTS):
+            repo_item = self._table.get(key(pk, t.REPO_SK), "read repository")
+            if repo_item is None:
+                raise RepoNotFound(tenant, repo)
+            if DELETING in repo_item:
+                self._purge(pk)
+                return
+            refs = self._ref_keys(pk)
+            listing = key(f"{t.REPO_LIST_PREFIX}{tenant}", repo)
+            items: list[TransactWriteItemTypeDef]
+            if len(refs) + 2 <= _TRANSACTION_MAX:
+                items = [
+                    {
+                        "Delete": {
+                            "TableName": self._name,
+                            "Key": key(pk, t.REPO_SK),
+                            # No swap since the refs were read: none is left behind.
+                            "ConditionExpression": "#seq = :seq",
+                            "ExpressionAttributeNames": {"#seq": SEQ},
+                            "ExpressionAttributeValues": {":seq": repo_item[SEQ]},
+                        }
+                    },
+                    {"Delete": {"TableName": self._name, "Key": listing}},
+                    *self._deletes(pk, refs),
+                ]
+            else:
+                items = [
+                    {
+                        "Update": {
+                            "TableName": self._name,
+                            "Key": key(pk, t.REPO_SK),
+                            "UpdateExpression": "SET #deleting = :true",
+                            "ConditionExpression": _LIVE,
+                            "ExpressionAttributeNames": {"#deleting": DELETING},
+                            "ExpressionAttributeValues": {":true": {"BOOL": True}},
+                        }
+                    },
+                    {"Delete": {"TableName": self._name, "Key": listing}},
+                ]
+            try:
+                self._table.transact(items, uuid.uuid4().hex)
+            except ClientError as exc:
+                self._retryable_or_raise(exc, f"delete repository {repo}")
+                _backoff(attempt)
+                continue
+            if len(refs) + 2 > _TRANSACTION_MAX:
+                log.info("fenced %s/%s (%d refs) for deletion", tenant, repo, len(refs))
+                self._purge(pk)
+            return
+        raise ConcurrentModification(f"Repository '{repo}' kept changing while deleted.")
+
+    def _deletes(self, pk: str, sks: list[str]) -> list[TransactWriteItemTypeDef]:
+        return [{"Delete": {"TableName": self._name, "Key": key(pk, sk)}} for sk in sks]
+
+    def _ref_keys(self, pk: str) -> list[str]:
+        found = self._table.query(
+            "list refs",
+            key_condition="pk = :pk AND begins_with(sk, :refs)",
+            values={":pk": {"S": pk}, ":refs": {"S": t.REF_SK_PREFIX}},
+            projection="sk",
+        )
+        return [item[t.SORT_KEY]["S"] for item in found]
+
+    def _purge(self, pk: str) -> None:
+        """Remove every ref of a fenced repository, then its REPO item."""
+        self._table.batch_delete([(pk, sk) for sk in self._ref_keys(pk)], "delete refs")
+        with translated("delete repository"):
+            try:
+                self._client.delete_item(
+                    TableName=self._name,
+                    Key=key(pk, t.REPO_SK),
+                    ConditionExpression="attribute_exists(#deleting)",
+                    ExpressionAttributeNames={"#deleting": DELETING},
+                )
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                # Someone else finished the purge (and maybe re-created the name).
+
+    def repo_exists(self, tenant: str, repo: str) -> bool:
+        return self._repo_item(tenant, repo) is not None
+
+    def list_repos(self, tenant: str, *, limit: int = 100, after: str | None = None) -> RepoPage:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        values: dict[str, AttributeValueTypeDef] = {":pk": {"S": f"{t.REPO_LIST_PREFIX}{tenant}"}}
+        condition = "pk = :pk"
+        if after:  # an empty sort key value is invalid in a key condition
+            condition += " AND sk > :after"
+            values[":after"] = {"S": after}
+        found = self._table.query(
+            "list repositories", key_condition=condition, values=values, page_size=limit + 1
+        )
+        names = [item[t.SORT_KEY]["S"] for item in islice(found, limit + 1)]
+        more = len(names) > limit
+        names = names[:limit]
+        return RepoPage(names=names, next_marker=names[-1] if more else None)
+
+    # -- refs ----------------------------------------------------------------------
+
+    def get_refs(self, tenant: str, repo: str) -> dict[bytes, bytes]:
+        pk = repo_pk(tenant, repo)
+        for attempt in range(_ATTEMPTS):
+            before = self._repo_item(tenant, repo)
+            if before is None:
+                raise RepoNotFound(tenant, repo)
+            found = self._table.query(
+                "read refs",
+                key_condition="pk = :pk AND begins_with(sk, :refs)",
+                values={":pk": {"S": pk}, ":refs": {"S": t.REF_SK_PREFIX}},
+            )
+            refs = {bytes(item[REF]["B"]): bytes(item[VALUE]["B"]) for item in found}
+            after = self._repo_item(tenant, repo)
+            if after is None:
+                raise RepoNotFound(tenant, repo)
+            if after[SEQ] == before[SEQ]:
+                return refs
+            _backoff(attempt)  # a swap landed while we read: the refs may be torn
+        raise ConcurrentModification(f"The refs of '{repo}' kept changing while read.")
+
+    def compare_and_swap(self, tenant: str, repo: str, updates: Sequence[RefUpdate]) -> None:
+        check_updates(updates)
+        if len(updates) > MAX_REFS_PER_SWAP:
+            # One transaction is what makes the batch all-or-nothing; DynamoDB caps it.
+            raise PayloadTooLarge(
+                f"An atomic update of {len(updates)} refs exceeds the limit of "
+                f"{MAX_REFS_PER_SWAP}; push fewer refs at once or without --atomic."
+            )
+        pk = repo_pk(tenant, repo)
+        items = [self._bump(pk), *(self._ref_write(pk, u) for u in updates)]
+        for attempt in range(_ATTEMPTS):
+            try:
+                self._table.transact(items, uuid.uuid4().hex)
+                return
+            except ClientError as exc:
+                self._retryable_or_raise(exc, f"update refs of {repo}")
+            self._raise_mismatch(tenant, repo, updates)
+            _backoff(attempt)
+        raise ConcurrentModification(f"The refs of '{repo}' are too contended; try again.")
+
+    def _bump(self, pk: str) -> TransactWriteItemTypeDef:
+        return {
+            "Update": {
+                "TableName": self._name,
+                "Key": key(pk, t.REPO_SK),
+                "UpdateExpression": "ADD #seq :one",
+                "ConditionExpression": _LIVE,
+                "ExpressionAttributeNames": {"#seq": SEQ, "#deleting": DELETING},
+                "ExpressionAttributeValues": {":one": {"N": "1"}},
+            }
+        }
+
+    def _ref_write(self, pk: str, update: RefUpdate) -> TransactWriteItemTypeDef:
+        ref, old, new = update
+        item_key = key(pk, ref_sk(ref))
+        if is_zero(old):
+            check: ConditionCheckTypeDef = {
+                "TableName": self._name,
+                "Key": item_key,
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        else:
+            check = {
+                "TableName": self._name,
+                "Key": item_key,
+                "ConditionExpression": "#value = :old",
+                "ExpressionAttributeNames": {"#value": VALUE},
+                "ExpressionAttributeValues": {":old": {"B": old}},
+            }
+        if not is_zero(new):
+            put: PutTypeDef = {
+                "TableName": self._name,
+                "Item": {**item_key, REF: {"B": ref}, VALUE: {"B": new}},
+                "ConditionExpression": check["ConditionExpression"],
+            }
+            if "ExpressionAttributeNames" in check:
+                put["ExpressionAttributeNames"] = check["ExpressionAttributeNames"]
+                put["ExpressionAttributeValues"] = check["ExpressionAttributeValues"]
+            return {"Put": put}
+        if not is_zero(old):
+            # A ConditionCheck and a Delete take the same fields.
+            return {"Delete": cast("DeleteTypeDef", check)}
+        # ZERO_SHA -> ZERO_SHA: "must not exist, and stays absent" only checks.
+        return {"ConditionCheck": check}
+
+    @staticmethod
+    def _retryable_or_raise(exc: ClientError, action: str) -> None:
+        """Return if a cancelled transaction is worth re-checking; raise otherwise.
+
+        A refused condition or a conflicting transaction may be a real mismatch or a
+        race that is already over: only re-reading the values tells which.
+        """
+        codes = cancellation_codes(exc) if error_code(exc) == _CANCELLED else []
+        if any(c in ("ConditionalCheckFailed", "TransactionConflict") for c in codes):
+            return
+        raise transaction_error(exc, action, [], ConcurrentModification) from exc
+
+    def _raise_mismatch(self, tenant: str, repo: str, updates: Sequence[RefUpdate]) -> None:
+        """Raise what the current values say about a cancelled swap, if anything."""
+        if self._repo_item(tenant, repo) is None:
+            raise RepoNotFound(tenant, repo)
+        pk = repo_pk(tenant, repo)
+        current = self._table.batch_get(
+            [(pk, ref_sk(u.ref)) for u in updates], "read refs", attributes=[VALUE]
+        )
+        for ref, old, _new in updates:
+            item = current.get((pk, ref_sk(ref)))
+            actual = None if item is None else bytes(item[VALUE]["B"])
+            if (actual is not None) if is_zero(old) else (actual != old):
+                raise RefConflict(ref, old, actual)

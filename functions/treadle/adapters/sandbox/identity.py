@@ -1,0 +1,158 @@
+"""Who a tenant's code runs as, and what each of its workers is told to confine itself to.
+
+Privileged (the platform runs as root): every tenant has a uid of its own, gid equal,
+so that one tenant's processes cannot open another's files, nor the platform's. The
+uid is allocated on first use and recorded (`tenant-ids.json` in the sandbox's work
+directory), not derived by hashing: 12-digit account ids do not fit injectively in 32
+bits, and two tenants sharing a uid would share their files. Allocation starts at
+0x70000000: above the range systemd hands to containers (0x00080000-0x6FFFFFFF),
+below its "foreign" range (0x7FFE0000) and below 2**31 (tools that read uids as signed
+ints); login accounts and subordinate-uid ranges (/etc/subuid) are not up there.
+A uid that does belong to an account is skipped.
+
+Unprivileged: no uids to hand out; workers confine themselves with Landlock if the
+kernel has it. Either way the worker does the work itself (`confine.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+import re
+import tempfile
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+UID_BASE = 0x7000_0000
+UID_LIMIT = 0x7FFE_0000
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_warned: set[str] = set()  # each warning once per process, not once per sandbox
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+
+
+class TenantIds:
+    """tenant -> uid, allocated once and kept (a file written atomically, 0600)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._ids: dict[str, int] | None = None
+
+    def _load(self) -> dict[str, int]:
+        if self._ids is None:
+            try:
+                raw = json.loads(self._path.read_text())
+                self._ids = {str(k): int(v) for k, v in raw["tenants"].items()}
+            except FileNotFoundError:
+                self._ids = {}
+        return self._ids
+
+    def uid(self, tenant: str) -> int:
+        if not _TENANT.fullmatch(tenant):
+            raise ValueError(f"not a tenant id: {tenant!r}")
+        with self._lock:
+            ids = self._load()
+            found = ids.get(tenant)
+            if found is not None:
+                return found
+            taken = set(ids.values())
+            uid = max(taken, default=UID_BASE - 1) + 1
+            while uid in taken or _is_account(uid):
+                uid += 1
+            if uid >= UID_LIMIT:
+                raise RuntimeError("no sandbox uid left")
+            self._save({**ids, tenant: uid})
+            return uid
+
+    def _save(self, ids: dict[str, int]) -> None:
+        # Written before use: a uid handed out and then forgotten in a crash could be
+        # given to another tenant while files of the first still carry it.
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=".tenant-ids-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"tenants": ids}, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._ids = ids
+
+
+def _is_account(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+class Confinement:
+    """The sandbox's side: uids, directory ownership, and each worker's plan."""
+
+    def __init__(self, work_dir: Path, private_root: Path, privileged: bool | None) -> None:
+        self.privileged = os.geteuid() == 0 if privileged is None else privileged
+        if self.privileged and os.geteuid() != 0:
+            raise ValueError("privileged confinement needs the platform to run as root")
+        self._work_dir = work_dir
+        self._private_root = private_root
+        self._ids = TenantIds(work_dir / "tenant-ids.json")
+
+    def group(self, tenant: str) -> int | None:
+        """The gid the tenant's code runs with; None when uids are not changed."""
+        return self._ids.uid(tenant) if self.privileged else None
+
+    def protect(self, tmp_root: Path) -> None:
+        """Work dir and /tmp root: traversable, not listable, by the tenant uids.
+
+        Traversable so that a worker without a mount namespace still reaches its own
+        /tmp directory; not listable, and each directory below is its tenant's (0700).
+        """
+        if self.privileged:
+            for path in (self._work_dir, tmp_root):
+                path.chmod(0o711)
+
+    def plan(self, tenant: str | None, tmp_dir: Path) -> dict[str, Any] | None:
+        """What a worker of `tenant` confines itself to; None for trusted code.
+
+        A spec without a tenant is code of the program embedding the sandbox (its own
+        tests); the platform always names the tenant.
+        """
+        if tenant is None:
+            return None
+        uid = None
+        if self.privileged:
+            uid = self._ids.uid(tenant)
+            os.chown(tmp_dir, uid, uid)
+            tmp_dir.chmod(0o700)
+        # Hidden whole: the platform's files, other versions' /tmp, the zygote's home.
+        hide = sorted({str(self._private_root.resolve()), str(self._work_dir.resolve())})
+        return {"uid": uid, "tmp_dir": str(tmp_dir), "hide": hide}
+
+    def report(self, caps: Mapping[str, Any]) -> None:
+        """Say once, at start, when the host leaves tenant code less confined."""
+        if self.privileged and not caps.get("mount_ns"):
+            _warn_once(
+                "sandbox: no mount namespaces here (CAP_SYS_ADMIN?); tenant code runs as "
+                "its own uid and the platform's files are protected by their modes only. "
+                "Tenants need to traverse the data directory's and Python's ancestors."
+            )
+        elif not self.privileged and not caps.get("landlock"):
+            _warn_once(
+                "sandbox: not running as root and the kernel has no Landlock: tenant "
+                "code runs as this user and can read what it can; isolation is by "
+                "environment scrubbing only"
+            )

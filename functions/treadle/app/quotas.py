@@ -1,0 +1,41 @@
+"""Tenant quotas applied by the use cases: starts per second, running executions,
+functions and code bytes. Limits live with the tenant (`/v1/tenants`); counting is the
+stores' job, so the check is one read of each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from treadle.tenancy.admin import QuotaGuard, TenantAdmin
+
+
+class Quotas(Protocol):
+    def check_start(self, tenant: str) -> None:
+        """Raise a retryable RateExceeded if the tenant may not start one more execution."""
+
+
+class NoQuotas:
+    """For tests and tools that drive the use cases without tenants."""
+
+    def check_start(self, tenant: str) -> None:
+        return None
+
+
+class TenantQuotas:
+    def __init__(
+        self,
+        tenants: TenantAdmin,
+        *,
+        running: Callable[[str], int],
+        guard: QuotaGuard | None = None,
+    ) -> None:
+        self._tenants = tenants
+        self._running = running
+        self._guard = guard or QuotaGuard()
+
+    def check_start(self, tenant: str) -> None:
+        record = self._tenants.get_tenant(tenant)
+        # Running first: a refused start must not spend a token of the rate bucket.
+        self._guard.check_running(record, self._running(tenant) + 1)
+        self._guard.check_starts(record)
