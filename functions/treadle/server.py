@@ -148,7 +148,13 @@ class Platform:
             self.runtime.serve_durable_calls(DurableChannel(self.engine))
         self.scheduler = TimerScheduler(self.executions_store, self.clock, self._fire)
         self._late.target = self.scheduler
+        self.quotas = TenantQuotas(
+            self.tenants,
+            running=self.executions_store.count_running,
+            usage=self.functions_store.usage,
+        )
         self.function_service = FunctionService(
+            quotas=self.quotas,
             store=self.functions_store,
             code=self.code,
             artifacts=self.artifacts,
@@ -162,7 +168,7 @@ class Platform:
             runtime=self.runtime,
             notifier=self.notifier,
             ids=self.ids,
-            quotas=TenantQuotas(self.tenants, running=self.executions_store.count_running),
+            quotas=self.quotas,
         )
         self.app = self._application()
 

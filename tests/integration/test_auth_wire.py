@@ -17,7 +17,17 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from support.server import REGION, ServerProcess, basic, client, deploy, http, signed, v1
+from support.server import (
+    REGION,
+    ServerProcess,
+    basic,
+    client,
+    deploy,
+    http,
+    signed,
+    v1,
+    zip_files,
+)
 
 FUNCTIONS = "/2015-03-31/functions"
 
@@ -266,3 +276,29 @@ def test_the_aws_cli_works_with_what_treadle_dev_prints(server: ServerProcess, l
         [aws, "lambda", "list-functions"], env=env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode != 0 and "AccessDeniedException" in out.stderr
+
+
+def test_quotas_on_functions_and_code_bytes(server: ServerProcess) -> None:
+    admin = server.credentials("treadle-admin")
+    status, body = v1(
+        server,
+        "POST",
+        "/v1/tenants",
+        {"name": "tiny", "quotas": {"maxFunctions": 1, "maxCodeBytes": 4000}},
+        credentials=admin,
+    )
+    assert status == 201
+    keys = (body["accessKey"]["accessKeyId"], body["accessKey"]["secretAccessKey"])
+    lam = client(server, credentials=keys)
+    small = {"handler.py": "def handler(e, c):\n    return 1\n"}
+    deploy(lam, "first", small, durable=False)
+    with pytest.raises(ClientError) as second:
+        deploy(lam, "second", small, durable=False)
+    assert _code(second) == (402, "ServiceQuotaExceededException")
+    big = {"handler.py": "def handler(e, c):\n    return 1\n", "pad.bin": os.urandom(6000).hex()}
+    with pytest.raises(ClientError) as storage:
+        lam.update_function_code(FunctionName="first", ZipFile=zip_files(big))
+    assert _code(storage) == (400, "CodeStorageExceededException")
+    # Refused before anything was stored: the function still runs its first code.
+    assert json.loads(lam.invoke(FunctionName="first", Payload=b"{}")["Payload"].read()) == 1
+    assert [f["FunctionName"] for f in lam.list_functions()["Functions"]] == ["first"]

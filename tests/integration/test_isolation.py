@@ -82,8 +82,10 @@ def _refused(
     assert exc.value.response["Error"]["Code"] in codes, exc.value.response["Error"]
 
 
-def test_functions_and_versions(world: World) -> None:
+def test_functions_and_versions(server: ServerProcess, world: World) -> None:
     b = world.b
+    status, body = v1(server, "GET", "/v1/functions/secret-fn/versions", credentials=world.b_keys)
+    assert status == 404, body
     for ref in ("secret-fn", world.fn_arn, world.fn_arn + ":1"):
         _refused(lambda ref=ref: b.get_function(FunctionName=ref))
         _refused(lambda ref=ref: b.get_function_configuration(FunctionName=ref))
@@ -168,6 +170,9 @@ def test_repositories(server: ServerProcess, world: World) -> None:
     ):
         status, body = v1(server, method, path, payload, credentials=keys)
         assert status == 404, (method, path, body)
+    deploy_a = {"repo": "a-repo", "handler": "secret.handler"}
+    status, body = v1(server, "POST", "/v1/functions/stolen/deploy", deploy_a, credentials=keys)
+    assert status == 404, body
     # B creating a repository of the same name gets its own, empty one.
     assert v1(server, "POST", "/v1/repos", {"name": "a-repo"}, credentials=keys)[0] == 201
     status, body = v1(server, "GET", "/v1/repos/a-repo/commits?ref=main", credentials=keys)

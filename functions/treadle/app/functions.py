@@ -37,6 +37,7 @@ from treadle.app.code_delivery import (
     read_source,
     unpack_zip,
 )
+from treadle.app.quotas import NoQuotas, Quotas
 from treadle.artifacts.service import ArtifactService
 from treadle.domain.errors import (
     AlreadyExists,
@@ -109,7 +110,9 @@ class FunctionService:
         clock: Clock,
         ids: Ids,
         region: str,
+        quotas: Quotas | None = None,
     ) -> None:
+        self.quotas = quotas or NoQuotas()
         self.store = store
         self.code = code
         self.artifacts = artifacts
@@ -128,9 +131,18 @@ class FunctionService:
         return self._locks[hash((tenant, name)) % _LOCK_STRIPES]
 
     def _with_code(
-        self, tenant: str, name: str, zip_bytes: bytes, files: dict[str, bytes], action: str
+        self,
+        tenant: str,
+        name: str,
+        zip_bytes: bytes,
+        files: dict[str, bytes],
+        action: str,
+        *,
+        new_function: bool,
     ) -> dict[str, Any]:
         """Steps 1 and 2 of the module docstring; the fields the record gets."""
+        # Before anything is stored: a refused upload leaves no trace.
+        self.quotas.check_code(tenant, len(zip_bytes), new_function=new_function)
         key = self.code.put(zip_bytes)
         digest = hashlib.sha256(zip_bytes)
         commit = self.mirror.commit(
@@ -181,7 +193,9 @@ class FunctionService:
                 durable_config=req.DurableConfig,
                 last_modified_ms=self.clock.now_ms(),
                 revision_id=self.ids.revision_id(),
-                **self._with_code(tenant, name, zip_bytes, files, "CreateFunction"),
+                **self._with_code(
+                    tenant, name, zip_bytes, files, "CreateFunction", new_function=True
+                ),
             )
             self.store.put_latest(fn, create=True)
             if req.Publish:
@@ -195,7 +209,9 @@ class FunctionService:
             current = self.store.get(tenant, name)
             fn = current.model_copy(
                 update={
-                    **self._with_code(tenant, name, zip_bytes, files, "UpdateFunctionCode"),
+                    **self._with_code(
+                        tenant, name, zip_bytes, files, "UpdateFunctionCode", new_function=False
+                    ),
                     "source": None,  # uploaded, not deployed from a repository
                     "last_modified_ms": self.clock.now_ms(),
                     "revision_id": self.ids.revision_id(),
@@ -226,7 +242,9 @@ class FunctionService:
         config = _deploy_config(req)
         with self._lock(tenant, name):
             current = self._find(tenant, name)
-            code = self._with_code(tenant, name, zip_bytes, tree.files, action)
+            code = self._with_code(
+                tenant, name, zip_bytes, tree.files, action, new_function=current is None
+            )
             fresh = {
                 "last_modified_ms": self.clock.now_ms(),
                 "revision_id": self.ids.revision_id(),

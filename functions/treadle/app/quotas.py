@@ -14,11 +14,17 @@ class Quotas(Protocol):
     def check_start(self, tenant: str) -> None:
         """Raise a retryable RateExceeded if the tenant may not start one more execution."""
 
+    def check_code(self, tenant: str, adding_bytes: int, *, new_function: bool) -> None:
+        """Raise if storing `adding_bytes` more code (and one more function) is over quota."""
+
 
 class NoQuotas:
     """For tests and tools that drive the use cases without tenants."""
 
     def check_start(self, tenant: str) -> None:
+        return None
+
+    def check_code(self, tenant: str, adding_bytes: int, *, new_function: bool) -> None:
         return None
 
 
@@ -28,10 +34,12 @@ class TenantQuotas:
         tenants: TenantAdmin,
         *,
         running: Callable[[str], int],
+        usage: Callable[[str], tuple[int, int]],
         guard: QuotaGuard | None = None,
     ) -> None:
         self._tenants = tenants
         self._running = running
+        self._usage = usage
         self._guard = guard or QuotaGuard()
 
     def check_start(self, tenant: str) -> None:
@@ -39,3 +47,10 @@ class TenantQuotas:
         # Running first: a refused start must not spend a token of the rate bucket.
         self._guard.check_running(record, self._running(tenant) + 1)
         self._guard.check_starts(record)
+
+    def check_code(self, tenant: str, adding_bytes: int, *, new_function: bool) -> None:
+        record = self._tenants.get_tenant(tenant)
+        functions, code_bytes = self._usage(tenant)
+        if new_function:
+            self._guard.check_functions(record, functions + 1)
+        self._guard.check_code_bytes(record, code_bytes + adding_bytes)

@@ -49,6 +49,17 @@ class SqliteFunctionStore:
                 raise NotFound(f"Function not found: {fn.function_arn}")
         self._forget(fn.tenant, fn.function_name)
 
+    def usage(self, tenant: str) -> tuple[int, int]:
+        """(functions, code bytes over $LATEST and every version), as Lambda counts them."""
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FILTER (WHERE version = ?),"
+                " COALESCE(SUM(json_extract(body, '$.code_size')), 0)"
+                " FROM functions WHERE tenant = ?",
+                (LATEST, tenant),
+            ).fetchone()
+        return int(row[0]), int(row[1])
+
     def get(self, tenant: str, name: str, version: str = LATEST) -> FunctionVersion:
         cached = self._cache.get((tenant, name, version))
         if cached is not None:
