@@ -9,6 +9,7 @@ import socket
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 from pydantic import ValidationError
@@ -17,6 +18,9 @@ from treadle.api.asgi import AsgiAdapter
 from treadle.api.errors import validation_message
 from treadle.server import ADMIN_PROFILE, TENANT_PROFILE, Platform
 from treadle.settings import Settings
+
+if TYPE_CHECKING:
+    from treadle.aws_platform import AwsPlatform
 
 log = logging.getLogger("treadle")
 
@@ -41,6 +45,7 @@ def dev(args: argparse.Namespace) -> int:
             port=args.port,
             data_dir=Path(args.data_dir) if args.data_dir else None,
             wait_time_scale=args.wait_time_scale,
+            backend=args.backend,
         )
     except ValidationError as exc:
         print(f"treadle: invalid settings: {validation_message(exc)}", file=sys.stderr)
@@ -54,8 +59,23 @@ def dev(args: argparse.Namespace) -> int:
         )
         return 2
     port = sock.getsockname()[1]
-    platform = Platform(settings)
-    platform.set_port(port)
+    platform: Platform | AwsPlatform
+    if settings.backend == "aws":
+        # Imported here: the embedded mode never loads the AWS adapters.
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from treadle.aws_platform import AwsPlatform
+        from treadle.domain.errors import TreadleError
+
+        try:
+            platform = AwsPlatform(settings, endpoint=f"http://{settings.host}:{port}")
+        except (BotoCoreError, ClientError, TreadleError) as exc:
+            where = settings.aws_endpoint_url or "AWS"
+            print(f"treadle: cannot set up the AWS backend at {where}: {exc}", file=sys.stderr)
+            return 2
+    else:
+        platform = Platform(settings)
+        platform.set_port(port)
     platform.start()
     adapter = AsgiAdapter(platform.app)
     config = uvicorn.Config(
@@ -66,8 +86,13 @@ def dev(args: argparse.Namespace) -> int:
 
     def _ready() -> None:
         creds = platform.credentials_path
+        where = f"data in {settings.data_dir}"
+        if settings.backend == "aws":
+            where += f"; DynamoDB table {settings.table_name}, S3 bucket {settings.bucket_name}"
+            if settings.aws_endpoint_url:
+                where += f" at {settings.aws_endpoint_url}"
         print(
-            f"Treadle is ready at {url} (data in {settings.data_dir})\n"
+            f"Treadle is ready at {url} ({where})\n"
             f"  Tenant {settings.default_account}: its keys are profile '{TENANT_PROFILE}' in "
             f"{creds} (the admin's: '{ADMIN_PROFILE}'). Use them with:\n"
             f"    export AWS_SHARED_CREDENTIALS_FILE={creds} AWS_PROFILE={TENANT_PROFILE} "
@@ -103,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     p_dev.add_argument("--host", default=None)
     p_dev.add_argument("--port", type=int, default=None)
     p_dev.add_argument("--data-dir", default=None)
+    p_dev.add_argument(
+        "--backend",
+        choices=("embedded", "aws"),
+        default=None,
+        help="aws: DynamoDB, S3, SQS and Lambda through boto3 (at AWS_ENDPOINT_URL if set)",
+    )
     p_dev.add_argument(
         "--wait-time-scale",
         type=float,

@@ -3,12 +3,19 @@
 Everything goes through the public surface, as a user would: `treadle dev` runs as its
 own process, functions are created with `create_function`, executions are driven and
 observed with the Lambda durable-execution API.
+
+`TREADLE_BACKEND=aws` runs the same demo on the AWS backend: DynamoDB, S3, SQS and
+Lambda at `AWS_ENDPOINT_URL` (LocalStack, a moto server), or, when that is unset, at a
+moto server the demo starts itself (moto is a development dependency).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
+import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +31,7 @@ from rich.live import Live
 from rich.table import Table
 
 from treadle.server import TENANT_PROFILE
+from treadle.settings import ENV_AWS_ENDPOINT_URL, ENV_BACKEND, ENV_STAGE
 from treadle.tenancy.credentials import read_profile
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -38,9 +46,26 @@ def _zip_dir(path: Path) -> bytes:
     return buf.getvalue()
 
 
-def _start_server(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+def _start_moto() -> tuple[Any, str]:
+    """A moto server on a free port, for the AWS backend when no endpoint is given."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        raise SystemExit(f"set {ENV_AWS_ENDPOINT_URL}, or install moto[server]") from None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server.start()
+    return server, f"http://127.0.0.1:{port}"
+
+
+def _start_server(data_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     cmd = [sys.executable, "-m", "treadle.cli", "dev", "--port", "0", "--data-dir", str(data_dir)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -105,10 +130,21 @@ def _run_order(lam: Any) -> dict[str, Any]:
 
 
 def main() -> int:
+    env = dict(os.environ)
+    moto = None
+    backend = "embedded platform"
+    if env.get(ENV_BACKEND) == "aws":
+        if not env.get(ENV_AWS_ENDPOINT_URL):
+            moto, env[ENV_AWS_ENDPOINT_URL] = _start_moto()
+            # moto takes any key; without one boto3 would look for a profile.
+            env.setdefault("AWS_ACCESS_KEY_ID", "demo")
+            env.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
+        env.setdefault(ENV_STAGE, f"demo{int(time.time()) % 100_000}")
+        backend = f"AWS backend (DynamoDB, S3, SQS, Lambda at {env[ENV_AWS_ENDPOINT_URL]})"
     with tempfile.TemporaryDirectory(prefix="treadle-demo-") as tmp:
-        proc, url = _start_server(Path(tmp) / "data")
+        proc, url = _start_server(Path(tmp) / "data", env)
         try:
-            console.print(f"[green]Treadle embedded platform at {url}[/]")
+            console.print(f"[green]Treadle {backend} at {url}[/]")
             # Sign as the default tenant `treadle dev` made, with the keys it wrote.
             keys = read_profile(Path(tmp) / "data" / "credentials", TENANT_PROFILE) or {}
             lam = boto3.client(
@@ -139,6 +175,8 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(timeout=15)
+            if moto is not None:
+                moto.stop()
 
 
 if __name__ == "__main__":

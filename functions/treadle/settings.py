@@ -9,6 +9,7 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -26,6 +27,22 @@ ENV_DURABLE_CHANNEL = "TREADLE_DURABLE_CHANNEL"
 ENV_ADMIN_KEY_ID = "TREADLE_ADMIN_ACCESS_KEY_ID"
 ENV_ADMIN_SECRET = "TREADLE_ADMIN_SECRET_ACCESS_KEY"
 ENV_MAX_CLOCK_SKEW = "TREADLE_MAX_CLOCK_SKEW_SECONDS"
+# The AWS backend (`treadle dev --backend aws` and the platform Lambdas). The names the
+# CDK stack sets (infra/names.py) are these; tests/entrypoints checks that they agree.
+ENV_BACKEND = "TREADLE_BACKEND"
+ENV_STAGE = "TREADLE_STAGE"
+ENV_TABLE = "TREADLE_TABLE"
+ENV_BUCKET = "TREADLE_BUCKET"
+ENV_QUEUE_URL = "TREADLE_QUEUE_URL"
+ENV_TENANT_ROLE_ARN = "TREADLE_TENANT_ROLE_ARN"
+ENV_TOKEN_SECRET_ARN = "TREADLE_TOKEN_SECRET_ARN"
+ENV_API_URL = "TREADLE_API_URL"
+ENV_FUNCTION_RUNTIME = "TREADLE_FUNCTION_RUNTIME"
+ENV_SWEEP_INTERVAL = "TREADLE_SWEEP_INTERVAL_SECONDS"
+# boto3's own name: one endpoint for every service (moto server, LocalStack).
+ENV_AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
+
+Backend = Literal["embedded", "aws"]
 
 
 class Settings(BaseModel):
@@ -49,6 +66,28 @@ class Settings(BaseModel):
     admin_secret_access_key: SecretStr | None = None
     # How far a signed request's date may be from ours (AWS allows 5 minutes).
     max_clock_skew_s: int = Field(default=300, ge=1, le=3600)
+
+    # -- AWS backend ---------------------------------------------------------------------
+    backend: Backend = "embedded"
+    # Names the tenant Lambdas (`treadle-<stage>-...`) and, unless given, the resources.
+    stage: str = Field(default="dev", pattern=r"^[a-z][a-z0-9]{0,11}$")
+    table: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9_.-]{3,255}$")
+    bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    queue_url: str | None = None
+    # The role tenant Lambdas run with; unset in emulated mode: one is created.
+    tenant_role_arn: str | None = None
+    # Secrets Manager secret holding the checkpoint-token key; unset: DATA_DIR/secrets.
+    token_secret_arn: str | None = None
+    # Where tenant code reaches the durable API (the API Gateway URL on AWS).
+    api_url: str | None = None
+    # Unset: AWS itself. Set (moto server, LocalStack): emulated mode, which creates
+    # missing resources at start-up and runs tenant code in the local sandbox.
+    aws_endpoint_url: str | None = None
+    # "sandbox": tenant code runs locally while Lambda's control plane is still used
+    # (moto has no Docker to run code); unset: the sandbox when emulated, else Lambda.
+    function_runtime: Literal["lambda", "sandbox"] | None = None
+    # The sweep's period; must equal how often it really runs (infra: every minute).
+    sweep_interval_s: int = Field(default=60, ge=1, le=900)
 
     @field_validator("data_dir")
     @classmethod
@@ -77,11 +116,41 @@ class Settings(BaseModel):
             ("admin_access_key_id", ENV_ADMIN_KEY_ID),
             ("admin_secret_access_key", ENV_ADMIN_SECRET),
             ("max_clock_skew_s", ENV_MAX_CLOCK_SKEW),
+            ("backend", ENV_BACKEND),
+            ("stage", ENV_STAGE),
+            ("table", ENV_TABLE),
+            ("bucket", ENV_BUCKET),
+            ("queue_url", ENV_QUEUE_URL),
+            ("tenant_role_arn", ENV_TENANT_ROLE_ARN),
+            ("token_secret_arn", ENV_TOKEN_SECRET_ARN),
+            ("api_url", ENV_API_URL),
+            ("aws_endpoint_url", ENV_AWS_ENDPOINT_URL),
+            ("function_runtime", ENV_FUNCTION_RUNTIME),
+            ("sweep_interval_s", ENV_SWEEP_INTERVAL),
         ):
             if name in env:
                 values[key] = env[name]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
+
+    @property
+    def emulated(self) -> bool:
+        return self.aws_endpoint_url is not None
+
+    @property
+    def table_name(self) -> str:
+        return self.table or f"treadle-{self.stage}"
+
+    @property
+    def bucket_name(self) -> str:
+        # Bucket names are global on AWS: an unset name is for emulators only.
+        return self.bucket or f"treadle-{self.stage}-{self.default_account}"
+
+    @property
+    def local_sandbox(self) -> bool:
+        if self.function_runtime is not None:
+            return self.function_runtime == "sandbox"
+        return self.emulated
 
     def token_secret(self) -> bytes:
         """The HMAC key of checkpoint tokens: made once per data dir, never logged."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol
 
-from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.sandbox import LocalSandbox, SandboxFunction
 from treadle.adapters.sandbox.handle import CallHandler
 from treadle.domain.logs import LogStore
@@ -20,12 +21,18 @@ from treadle.domain.ports import FunctionVersion, InvocationOutcome
 log = logging.getLogger(__name__)
 
 
+class UnpackedCode(Protocol):
+    """Code packages as directories (LocalCodeStore, or S3CodeStore's local cache)."""
+
+    def unpacked(self, key: str, tenant: str, *, group: int | None = None) -> Path: ...
+
+
 class SandboxRuntime:
     def __init__(
         self,
         *,
         sandbox: LocalSandbox,
-        code: LocalCodeStore,
+        code: UnpackedCode,
         logs: LogStore,
         platform_env: Mapping[str, str],
         tenant_env: Callable[[str], Mapping[str, str]] | None = None,

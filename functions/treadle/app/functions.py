@@ -28,7 +28,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from treadle.adapters.local.code import LocalCodeStore
 from treadle.app.code_delivery import (
     CodeMirror,
     DeployRequest,
@@ -47,7 +46,14 @@ from treadle.domain.errors import (
     TreadleError,
 )
 from treadle.domain.models import DurableConfig
-from treadle.domain.ports import Clock, CodeSource, FunctionStore, FunctionVersion, Ids
+from treadle.domain.ports import (
+    Clock,
+    CodeSource,
+    CodeStore,
+    FunctionStore,
+    FunctionVersion,
+    Ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +111,7 @@ class FunctionService:
         self,
         *,
         store: FunctionStore,
-        code: LocalCodeStore,
+        code: CodeStore,
         artifacts: ArtifactService,
         clock: Clock,
         ids: Ids,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from treadle.domain.dispatch import Dispatcher
 from treadle.domain.engine.checkpoint import WorkingSet
 from treadle.domain.engine.history import EventLog, error_payload, payload
 from treadle.domain.engine.tokens import TokenCodec
@@ -79,6 +80,7 @@ class EngineBase:
         scheduler: Scheduler,
         listener: CompletionListener,
         config: EngineConfig | None = None,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self.store = store
         self.functions = functions
@@ -89,6 +91,9 @@ class EngineBase:
         self.scheduler = scheduler
         self.listener = listener
         self.config = config or EngineConfig()
+        # None: the scheduler reads the timer rows itself and only needs waking. A queue
+        # (SQS) must be handed the timers: then every timer a commit sets goes to it.
+        self.dispatcher = dispatcher
         self._locks = [threading.RLock() for _ in range(512)]
 
     # -- serialisation -------------------------------------------------------------
@@ -118,10 +123,24 @@ class EngineBase:
         raise ConcurrentModification(f"Execution {arn} is changing too fast; try again.")
 
     def _after_commit(self, commit: Commit) -> None:
-        if commit.set_timers:
-            self.scheduler.wake(min(t.due_ms for t in commit.set_timers))
+        self._timers_set(commit.set_timers)
         if commit.execution.status in _CLOSE_EVENTS:
             self.listener.execution_closed(commit.execution.arn)
+
+    def _timers_set(self, timers: Sequence[Timer]) -> None:
+        """Timers a commit just wrote: get them to whoever fires them."""
+        if not timers:
+            return
+        if self.dispatcher is None:
+            self.scheduler.wake(min(t.due_ms for t in timers))
+            return
+        try:
+            self.dispatcher.dispatch(timers, self.clock.now_ms())
+        except Exception:
+            # The commit stands and its timers are rows: the sweep's overdue net sends
+            # them late rather than never. Failing the caller would report a change
+            # that happened as one that did not.
+            log.exception("could not dispatch %d timers; the sweep will", len(timers))
 
     # -- working sets --------------------------------------------------------------
 

@@ -156,7 +156,7 @@ class Engine(EngineBase):
             if existing is None:
                 raise
             return self._same_start(existing, digest), False
-        self.scheduler.wake(now)
+        self._timers_set(commit.set_timers)
         return ex, True
 
     @staticmethod

@@ -1,0 +1,212 @@
+"""What both backends build the same way: engine, use cases, authentication, HTTP app.
+
+A backend (`server.Platform` embedded, `aws_platform.AwsPlatform`) chooses the adapters
+behind the ports and hands them to `build_core`; everything above the ports is built
+here once, so the two backends cannot drift apart in routes, auth or error mapping.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from treadle.api.app import Application
+from treadle.api.auth import Authenticator
+from treadle.api.git_routes import GitRoutes
+from treadle.api.http import Response, Router
+from treadle.api.lambda_routes import LambdaApi
+from treadle.api.logs_routes import LogsApi
+from treadle.api.openapi import build_document
+from treadle.api.v1_functions import FunctionsApi
+from treadle.api.v1_repos import ReposApi
+from treadle.api.v1_tenants import TenantsApi
+from treadle.app.completion import CompletionNotifier
+from treadle.app.executions import ExecutionService
+from treadle.app.functions import FunctionService
+from treadle.app.quotas import TenantQuotas
+from treadle.artifacts import ArtifactService, GitHttp, Repositories
+from treadle.domain.dispatch import Dispatcher
+from treadle.domain.engine.base import EngineConfig
+from treadle.domain.engine.chained import ChainedEngine
+from treadle.domain.engine.tokens import TokenCodec
+from treadle.domain.logs import LogStore
+from treadle.domain.ports import (
+    Clock,
+    CodeStore,
+    ExecutionStore,
+    FunctionRuntime,
+    FunctionStore,
+    Ids,
+    Scheduler,
+)
+from treadle.settings import Settings
+from treadle.tenancy.admin import TenantAdmin, ensure_dev_tenant
+from treadle.tenancy.credentials import write_shared_credentials
+from treadle.tenancy.models import Quotas
+from treadle.tenancy.sandbox_keys import SandboxKeys
+
+ADMIN_PROFILE = "treadle-admin"
+TENANT_PROFILE = "treadle"
+DEV_TENANT_QUOTAS = Quotas(
+    max_functions=10_000,
+    max_code_bytes=50 * 1024**3,
+    max_running_executions=1_000_000,
+    max_starts_per_second=100_000.0,
+)
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The adapters a backend chose."""
+
+    executions: ExecutionStore
+    functions: FunctionStore
+    code: CodeStore
+    logs: LogStore
+    tenants: TenantAdmin
+    repositories: Repositories
+    runtime: FunctionRuntime
+    clock: Clock
+    ids: Ids
+    # For the tenant's quotas: its running executions; its (functions, code bytes).
+    running: Callable[[str], int]
+    usage: Callable[[str], tuple[int, int]]
+
+
+class LateScheduler:
+    """Engine and scheduler need each other; this breaks the cycle at construction."""
+
+    def __init__(self) -> None:
+        self.target: Scheduler | None = None
+
+    def wake(self, due_ms: int) -> None:
+        if self.target is not None:
+            self.target.wake(due_ms)
+
+
+@dataclass
+class Core:
+    engine: ChainedEngine
+    notifier: CompletionNotifier
+    auth: Authenticator
+    artifacts: ArtifactService
+    function_service: FunctionService
+    execution_service: ExecutionService
+    repos_api: ReposApi
+    app: Application
+
+
+def build_core(
+    settings: Settings,
+    ports: Ports,
+    *,
+    token_secret: bytes,
+    admin_key: tuple[str, str],
+    endpoint: str,
+    scheduler: Scheduler,
+    dispatcher: Dispatcher | None = None,
+) -> Core:
+    sandbox_keys = SandboxKeys(token_secret)
+    auth = Authenticator(
+        tenant_keys=ports.tenants.lookup_secret,
+        sandbox_keys=sandbox_keys,
+        admin_key=admin_key,
+        now_ms=ports.clock.now_ms,
+        max_skew_s=settings.max_clock_skew_s,
+    )
+    notifier = CompletionNotifier()
+    engine = ChainedEngine(
+        store=ports.executions,
+        functions=ports.functions,
+        runtime=ports.runtime,
+        clock=ports.clock,
+        ids=ports.ids,
+        tokens=TokenCodec(token_secret),
+        scheduler=scheduler,
+        listener=notifier,
+        config=EngineConfig(wait_time_scale=settings.wait_time_scale),
+        dispatcher=dispatcher,
+    )
+    artifacts = ArtifactService(ports.repositories)
+    quotas = TenantQuotas(ports.tenants, running=ports.running, usage=ports.usage)
+    function_service = FunctionService(
+        quotas=quotas,
+        store=ports.functions,
+        code=ports.code,
+        artifacts=artifacts,
+        clock=ports.clock,
+        ids=ports.ids,
+        region=settings.region,
+    )
+    execution_service = ExecutionService(
+        engine=engine,
+        functions=ports.functions,
+        runtime=ports.runtime,
+        notifier=notifier,
+        ids=ports.ids,
+        quotas=quotas,
+    )
+    router = Router()
+    LambdaApi(function_service, execution_service).register(router)
+    v1 = Router()
+    v1.add("GET", "/v1/health", lambda _req: Response.json({"status": "ok"}))
+    document = build_document()
+    v1.add("GET", "/v1/openapi.json", lambda _req: Response.json(document))
+    TenantsApi(ports.tenants).register(v1)
+    repos_api = ReposApi(artifacts, public_url=endpoint)
+    repos_api.register(v1)
+    FunctionsApi(function_service).register(v1)
+    logs_api = LogsApi(ports.logs)
+    app = Application(
+        router=router,
+        v1=v1,
+        auth=auth,
+        targets={"Logs_20140328": logs_api.handle},
+        git=GitRoutes(GitHttp(ports.repositories), auth),
+        max_request_bytes=settings.max_request_bytes,
+    )
+    return Core(
+        engine=engine,
+        notifier=notifier,
+        auth=auth,
+        artifacts=artifacts,
+        function_service=function_service,
+        execution_service=execution_service,
+        repos_api=repos_api,
+        app=app,
+    )
+
+
+def ensure_credentials(
+    settings: Settings, tenants: TenantAdmin, credentials_path: Path, admin_key: tuple[str, str]
+) -> None:
+    """The default tenant and its key, and the admin key, as shared-credential profiles.
+
+    `AWS_SHARED_CREDENTIALS_FILE=DATA_DIR/credentials AWS_PROFILE=treadle` then makes
+    boto3 and the AWS CLI sign as the default tenant.
+    """
+    ensure_dev_tenant(
+        tenants,
+        credentials_path,
+        account_id=settings.default_account,
+        region=settings.region,
+        profile=TENANT_PROFILE,
+        # The developer's own tenant on their own machine: limits of a big account.
+        quotas=DEV_TENANT_QUOTAS,
+    )
+    key_id, secret = admin_key
+    write_shared_credentials(credentials_path, ADMIN_PROFILE, key_id, secret, settings.region)
+
+
+def lock_data_dir(data: Path) -> int:
+    """One platform per data directory: the stores cache what they wrote."""
+    fd = os.open(data / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SystemExit(f"{data} is in use by another treadle process") from None
+    return fd

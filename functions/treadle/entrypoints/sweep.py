@@ -1,0 +1,39 @@
+"""The sweep Lambda, run by the EventBridge schedule: hands timers entering SQS's
+15-minute reach, and long-overdue ones, to the queue (see `adapters/aws/sweep.py`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from treadle.entrypoints.runtime import logger, metrics, platform, tracer
+
+
+def scheduled_ms(event: dict[str, Any]) -> int | None:
+    """The run's scheduled time: consecutive windows stay contiguous even when a run
+    starts late (a message is then sent late, never early)."""
+    when = EventBridgeEvent(event).get("time")
+    if not isinstance(when, str):
+        return None
+    try:
+        return int(datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics(raise_on_empty_metrics=False)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    report = platform().sweep(scheduled_ms(event))
+    metrics.add_metric(name="TimersEntering", unit=MetricUnit.Count, value=report.entering)
+    metrics.add_metric(name="TimersOverdue", unit=MetricUnit.Count, value=report.overdue)
+    if report.truncated:
+        metrics.add_metric(name="SweepTruncated", unit=MetricUnit.Count, value=1)
+    logger.info("sweep", extra=asdict(report))
+    return asdict(report)

@@ -1,0 +1,42 @@
+"""The sweep handler: a recorded EventBridge schedule event moves a far timer into SQS."""
+
+from __future__ import annotations
+
+import copy
+import time
+from datetime import UTC, datetime
+
+from support.lambda_calls import create_function, start
+from support.lambda_events import Context, LambdaEnv, load_event
+from treadle.entrypoints import sweep
+
+
+def _delayed(env: LambdaEnv) -> int:
+    attributes = env.clients.sqs.get_queue_attributes(
+        QueueUrl=env.queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessagesDelayed"])
+
+
+def test_a_timer_entering_the_queue_horizon_is_sent(
+    lambda_env: LambdaEnv, context: Context
+) -> None:
+    # An execution timeout of 930 s: beyond SQS's 15 minutes when the execution starts,
+    # so it stays a row until a sweep finds it within reach.
+    create_function(lambda_env, "slow", timeout_s=930)
+    start(lambda_env, "slow", {"n": 1})
+    before = _delayed(lambda_env)
+    event = copy.deepcopy(load_event("eventbridge_scheduled"))
+    # The run scheduled a minute later: the timeout is then 870 s away, in its window.
+    event["time"] = datetime.fromtimestamp(time.time() + 60, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    report = sweep.handler(event, context)
+
+    assert report["entering"] == 1 and report["overdue"] == 0, report
+    assert _delayed(lambda_env) == before + 1
+
+
+def test_the_recorded_event_runs_at_its_own_time(lambda_env: LambdaEnv, context: Context) -> None:
+    report = sweep.handler(load_event("eventbridge_scheduled"), context)
+    assert report == {"read": 0, "entering": 0, "overdue": 0, "deferred": 0, "truncated": False}
+    assert sweep.scheduled_ms({"time": "not a time"}) is None

@@ -1,0 +1,168 @@
+"""`treadle dev --backend aws` against a moto server: a step, a wait and a callback end to
+end through boto3, and the state really is in DynamoDB, S3, SQS and Lambda's control plane."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.moto_server import aws_env, moto_client, moto_server
+from support.server import ServerProcess, client, deploy
+
+STAGE = "itest"
+TENANT = "123456789012"
+WORKFLOW = """
+from aws_durable_execution_sdk_python import DurableContext, durable_execution, durable_step
+from aws_durable_execution_sdk_python.config import Duration
+
+
+@durable_step
+def double(step_ctx, n):
+    return n * 2
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    first = context.step(double(event["n"]), name="double")
+    context.wait(Duration.from_seconds(event["wait"]), name="pause")
+    approval = context.wait_for_callback(lambda cid, ctx: None, name="approval")
+    return {"first": first, "approval": approval}
+"""
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def server(moto: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path_factory.mktemp("aws") / "data", env=aws_env(moto, STAGE))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _until(check: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _callback_id(lam: Any, arn: str) -> str | None:
+    for e in lam.get_durable_execution_history(DurableExecutionArn=arn)["Events"]:
+        if e["EventType"] == "CallbackStarted":
+            return str(e["CallbackStartedDetails"]["CallbackId"])
+    return None
+
+
+def test_step_wait_and_callback_end_to_end_in_aws_resources(
+    server: ServerProcess, moto: str
+) -> None:
+    lam = client(server)
+    deploy(lam, "wf", {"handler.py": WORKFLOW})
+    resp = lam.invoke(
+        FunctionName="wf", InvocationType="Event", Payload=json.dumps({"n": 21, "wait": 2})
+    )
+    arn = resp["ResponseMetadata"]["HTTPHeaders"]["x-amz-durable-execution-arn"]
+    started = time.monotonic()
+    callback_id = _until(lambda: _callback_id(lam, arn))
+    assert time.monotonic() - started >= 2  # the wait ran out through an SQS delay
+    lam.send_durable_execution_callback_success(CallbackId=callback_id, Result='"yes"')
+    ex = _until(
+        lambda: (
+            (e := lam.get_durable_execution(DurableExecutionArn=arn))["Status"] != "RUNNING" and e
+        )
+    )
+    assert ex["Status"] == "SUCCEEDED", ex
+    assert json.loads(ex["Result"]) == {"first": 42, "approval": '"yes"'}
+    events = [
+        e["EventType"] for e in lam.get_durable_execution_history(DurableExecutionArn=arn)["Events"]
+    ]
+    assert events[0] == "ExecutionStarted" and events[-1] == "ExecutionSucceeded"
+    assert {"StepSucceeded", "WaitSucceeded", "CallbackSucceeded"} <= set(events)
+
+    # DynamoDB: the execution's record, batch log and history are items of the table.
+    ddb = moto_client(moto, "dynamodb")
+    items = ddb.query(
+        TableName=f"treadle-{STAGE}",
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"X#{arn}"}},
+    )["Items"]
+    kinds = {item["sk"]["S"].split("#")[0] for item in items}
+    assert {"META", "B", "E"} <= kinds, kinds
+    tenant_items = ddb.get_item(
+        TableName=f"treadle-{STAGE}", Key={"pk": {"S": f"A#{TENANT}"}, "sk": {"S": "TENANT"}}
+    )
+    assert "Item" in tenant_items  # tenants too
+    # S3: the code package and the tenant's Git packs.
+    s3 = moto_client(moto, "s3")
+    keys = [
+        o["Key"] for o in s3.list_objects_v2(Bucket=f"treadle-{STAGE}-{TENANT}").get("Contents", [])
+    ]
+    assert any(k.startswith("code/") for k in keys), keys
+    assert any(k.startswith(f"git/tenants/{TENANT}/repos/functions/") for k in keys), keys
+    # SQS: timers went through the work queue (lease deadlines are still on their way).
+    sqs = moto_client(moto, "sqs")
+    url = sqs.get_queue_url(QueueName=f"treadle-{STAGE}-work")["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert int(attributes["ApproximateNumberOfMessagesDelayed"]) >= 1, attributes
+    # Lambda's control plane: the tenant function exists there, published and aliased.
+    functions = moto_client(moto, "lambda").list_functions()["Functions"]
+    assert f"treadle-{STAGE}-{TENANT}-wf" in [f["FunctionName"] for f in functions]
+
+
+def test_a_restart_keeps_a_waiting_execution(server: ServerProcess) -> None:
+    lam = client(server)
+    deploy(lam, "wf2", {"handler.py": WORKFLOW})
+    resp = lam.invoke(
+        FunctionName="wf2", InvocationType="Event", Payload=json.dumps({"n": 1, "wait": 3})
+    )
+    arn = resp["ResponseMetadata"]["HTTPHeaders"]["x-amz-durable-execution-arn"]
+    _until(
+        lambda: any(
+            e["EventType"] == "WaitStarted"
+            for e in lam.get_durable_execution_history(DurableExecutionArn=arn)["Events"]
+        )
+    )
+    # kill -9 mid-wait: the wait's timer is a row and an SQS message, not process memory.
+    server.kill()
+    server.start(port=server.port)
+    lam = client(server)
+    callback_id = _until(lambda: _callback_id(lam, arn))
+    lam.send_durable_execution_callback_success(CallbackId=callback_id, Result='"ok"')
+    ex = _until(
+        lambda: (
+            (e := lam.get_durable_execution(DurableExecutionArn=arn))["Status"] != "RUNNING" and e
+        )
+    )
+    assert ex["Status"] == "SUCCEEDED", ex
+
+
+def test_an_unreachable_endpoint_is_reported_plainly(tmp_path: Path) -> None:
+    env = {**os.environ, **aws_env("http://127.0.0.1:1", "nowhere")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "treadle.cli", "dev", "--port", "0", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 2
+    assert "cannot set up the AWS backend at http://127.0.0.1:1" in proc.stderr
+    assert "Traceback" not in proc.stderr
