@@ -40,14 +40,19 @@ from treadle.adapters.aws.sweep import DynamoTimerLookup, SweepReport, sweep
 from treadle.adapters.local.basics import RandomIds, SystemClock
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.sandbox import LocalSandbox
-from treadle.adapters.sandbox.durable_channel import ENV_FLAG as DURABLE_CHANNEL_FLAG
 from treadle.adapters.sandbox.hardening import protect_data_dir
 from treadle.adapters.sandbox_runtime import SandboxRuntime
 from treadle.adapters.sqlite.logs import SqliteLogStore
 from treadle.api.channel import DurableChannel
 from treadle.artifacts import Repositories
 from treadle.aws_loops import Periodic, QueuePoller
-from treadle.composition import Ports, build_core, ensure_credentials, lock_data_dir
+from treadle.composition import (
+    Ports,
+    build_core,
+    ensure_credentials,
+    lock_data_dir,
+    sandbox_env,
+)
 from treadle.domain.errors import InvalidParameter, NotFound
 from treadle.domain.ports import FunctionStore
 from treadle.settings import ENV_QUEUE_URL, ENV_TENANT_ROLE_ARN, Settings
@@ -184,8 +189,8 @@ class AwsPlatform:
                 sandbox=self.sandbox,
                 code=self.code,
                 logs=self.logs,
-                platform_env=self._function_env(),
-                tenant_env=self._tenant_env,
+                platform_env=sandbox_env(self.settings, self.endpoint),
+                tenant_env=self.sandbox_keys.env,
             )
             invoker = self.sandbox_runtime.invoke
         self.runtime = LambdaRuntime(
@@ -252,20 +257,6 @@ class AwsPlatform:
         )
 
     # -- the local sandbox's environment (emulated mode) ------------------------------
-
-    def _function_env(self) -> dict[str, str]:
-        env = {
-            "AWS_ENDPOINT_URL_LAMBDA": self.endpoint,
-            "AWS_REGION": self.settings.region,
-            "AWS_DEFAULT_REGION": self.settings.region,
-        }
-        if self.settings.durable_channel:
-            env[DURABLE_CHANNEL_FLAG] = "1"
-        return env
-
-    def _tenant_env(self, tenant: str) -> dict[str, str]:
-        key_id, secret = self.sandbox_keys.for_tenant(tenant)
-        return {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}
 
     # -- `treadle dev --backend aws` ---------------------------------------------------
 

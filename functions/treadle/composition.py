@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from treadle.adapters.sandbox.durable_channel import ENV_FLAG as DURABLE_CHANNEL_FLAG
 from treadle.api.app import Application
 from treadle.api.auth import Authenticator
 from treadle.api.git_routes import GitRoutes
@@ -178,6 +179,19 @@ def build_core(
         repos_api=repos_api,
         app=app,
     )
+
+
+def sandbox_env(settings: Settings, endpoint: str) -> dict[str, str]:
+    """What a sandbox gets from the service, as on Lambda: where the durable API is and a
+    region. Credentials are per tenant (`SandboxKeys.env`)."""
+    env = {
+        "AWS_ENDPOINT_URL_LAMBDA": endpoint,
+        "AWS_REGION": settings.region,
+        "AWS_DEFAULT_REGION": settings.region,
+    }
+    if settings.durable_channel:
+        env[DURABLE_CHANNEL_FLAG] = "1"
+    return env
 
 
 def ensure_credentials(

@@ -15,7 +15,6 @@ from treadle.adapters.local.basics import RandomIds, SystemClock
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.local.scheduler import TimerScheduler
 from treadle.adapters.sandbox import LocalSandbox
-from treadle.adapters.sandbox.durable_channel import ENV_FLAG as DURABLE_CHANNEL_FLAG
 from treadle.adapters.sandbox.hardening import protect_data_dir
 from treadle.adapters.sandbox_runtime import SandboxRuntime
 from treadle.adapters.sqlite.db import Database
@@ -32,6 +31,7 @@ from treadle.composition import (
     build_core,
     ensure_credentials,
     lock_data_dir,
+    sandbox_env,
 )
 from treadle.domain.ports import Timer
 from treadle.settings import Settings
@@ -71,8 +71,8 @@ class Platform:
             sandbox=self.sandbox,
             code=self.code,
             logs=self.logs,
-            platform_env=self._function_env(),
-            tenant_env=self._tenant_env,
+            platform_env=sandbox_env(self.settings, self.endpoint),
+            tenant_env=self.sandbox_keys.env,
         )
         self.repositories = Repositories(
             LocalObjectStore(data / "git" / "objects"), SqliteRefStore(data / "git" / "refs.db")
@@ -112,22 +112,6 @@ class Platform:
         self.scheduler = TimerScheduler(self.executions_store, self.clock, self._fire)
         self._late.target = self.scheduler
 
-    def _function_env(self) -> dict[str, str]:
-        # What a Lambda sandbox gets from the service: where the durable API is and a
-        # region; credentials are per tenant (`_tenant_env`).
-        env = {
-            "AWS_ENDPOINT_URL_LAMBDA": self.endpoint,
-            "AWS_REGION": self.settings.region,
-            "AWS_DEFAULT_REGION": self.settings.region,
-        }
-        if self.settings.durable_channel:
-            env[DURABLE_CHANNEL_FLAG] = "1"
-        return env
-
-    def _tenant_env(self, tenant: str) -> dict[str, str]:
-        key_id, secret = self.sandbox_keys.for_tenant(tenant)
-        return {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}
-
     def ensure_credentials(self) -> None:
         ensure_credentials(
             self.settings, self.tenants, self.credentials_path, self.settings.admin_key()
@@ -139,7 +123,7 @@ class Platform:
     def set_port(self, port: int) -> None:
         """The real port is known only once the socket is bound (port 0 in tests)."""
         self.endpoint = f"http://{self.settings.host}:{port}"
-        self.runtime.set_platform_env(self._function_env())
+        self.runtime.set_platform_env(sandbox_env(self.settings, self.endpoint))
         self.repos_api.public_url = self.endpoint
 
     def start(self) -> None:

@@ -57,6 +57,11 @@ class SandboxKeys:
         key_id = "AKIA" + _b32_int(int(account), _ACCOUNT_CHARS) + self._tag(account)
         return key_id, self._secret(account)
 
+    def env(self, account: str) -> dict[str, str]:
+        """The credential variables of the tenant's sandboxes."""
+        key_id, secret = self.for_tenant(account)
+        return {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}
+
     def lookup(self, access_key_id: str) -> KeySecret | None:
         """The tenant and secret of a sandbox key id; None for any other key id."""
         if len(access_key_id) != 4 + _ACCOUNT_CHARS + _TAG_CHARS or not access_key_id.startswith(
