@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench lint typecheck clean
+.PHONY: venv demo test bench lint typecheck cfn-lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
+
+# The CDK stack synthesised in-process (no CDK CLI, no Docker) and its template checked
+# by cfn-lint: a few seconds (infra/cfn_lint.py).
+cfn-lint: $(STAMP)
+	$(PY) -m infra.cfn_lint
 
 clean:
 	rm -rf $(VENV) .data output build

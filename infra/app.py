@@ -10,6 +10,9 @@ Context:
 - `stage` (default "dev"): `cdk synth -c stage=prod`;
 - `layerDir` (default "build/lambda-layer"): the dependency layer built by
   `infra/layer/build.py`; synth only warns when it is missing.
+- `tenantLayerDir` (default "build/tenant-layer"): the tenant layer built by
+  `infra/layer/build.py --target tenant`; missing, the layer has the wrapper only
+  (a warning again).
 """
 
 from __future__ import annotations
@@ -28,19 +31,22 @@ from infra.stack import TreadleStack
 def build_app(app: App | None = None) -> App:
     app = app or App()
     stage = str(app.node.try_get_context(names.CONTEXT_STAGE) or names.DEFAULT_STAGE)
-    layer_dir = Path(
-        str(app.node.try_get_context(names.CONTEXT_LAYER_DIR) or names.DEFAULT_LAYER_DIR)
-    )
-    if not layer_dir.is_absolute():
-        layer_dir = REPO_ROOT / layer_dir
     TreadleStack(
         app,
         names.stack_name(stage),
         stage=stage,
-        dependency_layer_dir=layer_dir,
+        dependency_layer_dir=_context_dir(app, names.CONTEXT_LAYER_DIR, names.DEFAULT_LAYER_DIR),
+        tenant_layer_dir=_context_dir(
+            app, names.CONTEXT_TENANT_LAYER_DIR, names.DEFAULT_TENANT_LAYER_DIR
+        ),
         description=f"Treadle durable workflows platform ({stage})",
     )
     return app
+
+
+def _context_dir(app: App, key: str, default: str) -> Path:
+    path = Path(str(app.node.try_get_context(key) or default))
+    return path if path.is_absolute() else REPO_ROOT / path
 
 
 def _standalone_app() -> App:

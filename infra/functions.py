@@ -74,6 +74,7 @@ class PlatformFunctions(Construct):
         stage: str,
         storage: Storage,
         tenant_role: iam.IRole,
+        tenant_layer_arn: str,
         dependency_layer_dir: Path | None,
     ) -> None:
         super().__init__(scope, id)
@@ -89,6 +90,7 @@ class PlatformFunctions(Construct):
             names.ENV_TENANT_ROLE_ARN: tenant_role.role_arn,
             names.ENV_TENANT_FUNCTION_PREFIX: names.tenant_function_prefix(stage),
             names.ENV_TOKEN_SECRET_ARN: storage.token_secret.secret_arn,
+            names.ENV_TENANT_LAYER_ARN: tenant_layer_arn,
             names.ENV_DATA_DIR: names.LAMBDA_DATA_DIR,
             names.ENV_STATEMACHINE_DIR: names.LAMBDA_STATEMACHINE_DIR,
             names.ENV_POWERTOOLS_SERVICE_NAME: names.POWERTOOLS_SERVICE_NAME,
@@ -116,7 +118,13 @@ class PlatformFunctions(Construct):
         # Both the API (CreateFunction, UpdateFunctionCode, PublishVersion, Invoke of a
         # non-durable function) and the orchestrator (invoking the pinned version, which the
         # FunctionRuntime may have to deploy first) act on tenant functions; the sweep never.
-        deployer = grants.DeployerPolicy(self, "Deployer", stage=stage, tenant_role=tenant_role)
+        deployer = grants.DeployerPolicy(
+            self,
+            "Deployer",
+            stage=stage,
+            tenant_role=tenant_role,
+            tenant_layer_arn=tenant_layer_arn,
+        )
         deployer.attach_to([self.api.role, self.orchestrator.role])
         self.deployer_policy = deployer.policy
 
@@ -126,6 +134,11 @@ class PlatformFunctions(Construct):
             grants.allow_send(fn.role, storage.queue)
             grants.allow_token_key(fn.role, storage.token_secret)
         grants.allow_tenant_log_reads(self.api.role, stage)
+        # Only the API serves /v1/tenants: the others derive an admin key they never use.
+        self.api.function.add_environment(
+            names.ENV_ADMIN_SECRET_ARN, storage.admin_secret.secret_arn
+        )
+        grants.allow_admin_key(self.api.role, storage.admin_secret)
         grants.allow_table(self.sweep.role, storage.table)
         grants.allow_send(self.sweep.role, storage.queue)
 

@@ -23,10 +23,15 @@ LAMBDA_PRINCIPAL = "lambda.amazonaws.com"
 
 # What the control plane does to tenant functions (section 2 of the architecture):
 # create/update code, publish versions, aliases where cheap, invoke, delete.
-DEPLOYER_LAMBDA_ACTIONS: tuple[str, ...] = (
+# The two that can attach layers are granted apart, on the condition that the only layer
+# is the platform's tenant layer (`lambda:Layer`, multivalued: ForAllValues).
+DEPLOYER_LAYERED_ACTIONS: tuple[str, ...] = (
     "lambda:CreateFunction",
-    "lambda:UpdateFunctionCode",
     "lambda:UpdateFunctionConfiguration",
+)
+DEPLOYER_LAMBDA_ACTIONS: tuple[str, ...] = (
+    *DEPLOYER_LAYERED_ACTIONS,
+    "lambda:UpdateFunctionCode",
     "lambda:PublishVersion",
     "lambda:GetFunction",
     "lambda:GetFunctionConfiguration",
@@ -38,11 +43,8 @@ DEPLOYER_LAMBDA_ACTIONS: tuple[str, ...] = (
     "lambda:GetAlias",
     "lambda:DeleteAlias",
 )
-# What tenant code may do: the durable SDK's two data-plane calls, nothing else.
-TENANT_CHECKPOINT_ACTIONS: tuple[str, ...] = (
-    "lambda:CheckpointDurableExecution",
-    "lambda:GetDurableExecutionState",
-)
+# Attaching a layer to a function needs read access to the layer version.
+LAYER_USE_ACTIONS: tuple[str, ...] = ("lambda:GetLayerVersion",)
 LOG_WRITE_ACTIONS: tuple[str, ...] = (
     "logs:CreateLogGroup",
     "logs:CreateLogStream",
@@ -109,20 +111,17 @@ def lambda_role(scope: Construct, id: str, description: str) -> iam.Role:
 
 
 class TenantExecutionRole(Construct):
-    """The only role tenant functions run with: checkpoint API and their own logs."""
+    """The only role tenant functions run with: their own logs, nothing else.
+
+    No Lambda permission: tenant functions checkpoint against Treadle, not AWS, and sign
+    with their tenant's sandbox key (the tenant layer's wrapper drops the role's STS
+    credentials from the runtime's environment), which Treadle's API lets reach only
+    that tenant's checkpoint API.
+    """
 
     def __init__(self, scope: Construct, id: str, *, stage: str) -> None:
         super().__init__(scope, id)
         self.role = lambda_role(self, "Role", f"Treadle {stage}: tenant function execution role")
-        # The durable-execution ARN extends a *qualified* function ARN
-        # (`function:<name>:<version>/durable-execution/...`), hence the `:*` suffix.
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                sid="DurableCheckpoints",
-                actions=list(TENANT_CHECKPOINT_ACTIONS),
-                resources=[tenant_function_arn(self, stage, ":*")],
-            )
-        )
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="OwnLogs",
@@ -133,10 +132,20 @@ class TenantExecutionRole(Construct):
 
 
 class DeployerPolicy(Construct):
-    """Manage and invoke `treadle-<stage>-*` functions; pass no role but the tenant role."""
+    """Manage and invoke `treadle-<stage>-*` functions; pass no role but the tenant role,
+    attach no layer but the tenant layer."""
 
-    def __init__(self, scope: Construct, id: str, *, stage: str, tenant_role: iam.IRole) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        stage: str,
+        tenant_role: iam.IRole,
+        tenant_layer_arn: str,
+    ) -> None:
         super().__init__(scope, id)
+        layered = set(DEPLOYER_LAYERED_ACTIONS)
         self.policy = iam.ManagedPolicy(
             self,
             "Policy",
@@ -144,8 +153,20 @@ class DeployerPolicy(Construct):
             statements=[
                 iam.PolicyStatement(
                     sid="TenantFunctions",
-                    actions=list(DEPLOYER_LAMBDA_ACTIONS),
+                    actions=[a for a in DEPLOYER_LAMBDA_ACTIONS if a not in layered],
                     resources=[tenant_function_arn(self, stage)],
+                ),
+                iam.PolicyStatement(
+                    sid="TenantFunctionConfiguration",
+                    actions=list(DEPLOYER_LAYERED_ACTIONS),
+                    resources=[tenant_function_arn(self, stage)],
+                    # Any layer in the request must be this one (none at all passes too).
+                    conditions={"ForAllValues:StringEquals": {"lambda:Layer": [tenant_layer_arn]}},
+                ),
+                iam.PolicyStatement(
+                    sid="TenantLayer",
+                    actions=list(LAYER_USE_ACTIONS),
+                    resources=[tenant_layer_arn],
                 ),
                 iam.PolicyStatement(
                     sid="PassTenantRoleToLambda",
@@ -182,6 +203,10 @@ def allow_send(role: iam.IRole, queue: sqs.IQueue) -> None:
 
 def allow_token_key(role: iam.IRole, secret: secretsmanager.ISecret) -> None:
     allow(role, "TokenKey", SECRET_READ_ACTIONS, [secret.secret_arn])
+
+
+def allow_admin_key(role: iam.IRole, secret: secretsmanager.ISecret) -> None:
+    allow(role, "AdminKey", SECRET_READ_ACTIONS, [secret.secret_arn])
 
 
 def allow_tenant_log_reads(role: iam.IRole, stage: str) -> None:

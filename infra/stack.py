@@ -13,6 +13,7 @@ from infra.api import PublicApi
 from infra.functions import ORCHESTRATOR_TIMEOUT, PlatformFunctions
 from infra.iam import TenantExecutionRole
 from infra.storage import Storage
+from infra.tenant_layer import TenantLayer
 
 
 class TreadleStack(Stack):
@@ -28,19 +29,26 @@ class TreadleStack(Stack):
         *,
         stage: str = names.DEFAULT_STAGE,
         dependency_layer_dir: Path | None = None,
+        tenant_layer_dir: Path | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, id, **kwargs)
         self.stage = names.validate_stage(stage)
 
-        self.storage = Storage(self, "Storage", orchestrator_timeout=ORCHESTRATOR_TIMEOUT)
+        self.storage = Storage(
+            self, "Storage", stage=stage, orchestrator_timeout=ORCHESTRATOR_TIMEOUT
+        )
         self.tenant = TenantExecutionRole(self, "TenantExecution", stage=stage)
+        self.tenant_layer = TenantLayer(
+            self, "TenantLayer", stage=stage, built_dir=tenant_layer_dir
+        )
         self.functions = PlatformFunctions(
             self,
             "Platform",
             stage=stage,
             storage=self.storage,
             tenant_role=self.tenant.role,
+            tenant_layer_arn=self.tenant_layer.arn,
             dependency_layer_dir=dependency_layer_dir,
         )
         self.api = PublicApi(self, "Api", stage=stage, handler=self.functions.api.function)
@@ -53,3 +61,10 @@ class TreadleStack(Stack):
         CfnOutput(self, names.OUTPUT_BUCKET_NAME, value=self.storage.bucket.bucket_name)
         CfnOutput(self, names.OUTPUT_QUEUE_URL, value=self.storage.queue.queue_url)
         CfnOutput(self, names.OUTPUT_TENANT_ROLE_ARN, value=self.tenant.role.role_arn)
+        CfnOutput(self, names.OUTPUT_TENANT_LAYER_ARN, value=self.tenant_layer.arn)
+        CfnOutput(
+            self,
+            names.OUTPUT_ADMIN_SECRET_ARN,
+            value=self.storage.admin_secret.secret_arn,
+            description="The admin key pair: aws secretsmanager get-secret-value --secret-id",
+        )

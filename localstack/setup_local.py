@@ -15,10 +15,10 @@ changes a function's environment resets it to the template's):
 - TREADLE_FUNCTION_RUNTIME=lambda: LocalStack sets AWS_ENDPOINT_URL in every Lambda
   container, which makes the platform "emulated" and, unless told otherwise, run tenant
   code in its local sandbox; LocalStack runs Lambda code itself, so use it.
-- TREADLE_ADMIN_ACCESS_KEY_ID / TREADLE_ADMIN_SECRET_ACCESS_KEY: the stack gives the
-  platform no admin credential (each Lambda instance would generate its own in /tmp),
-  so nothing could call /v1/tenants. Taken from the environment, else from an earlier
-  run's state file, else generated.
+- TREADLE_ADMIN_ACCESS_KEY_ID / TREADLE_ADMIN_SECRET_ACCESS_KEY: the stack generates an
+  admin key secret (output AdminSecretArn) that the API reads; an explicit pair takes
+  precedence, which keeps the key the tests use stable across deploys. Taken from the
+  environment, else from an earlier run's state file, else generated.
 
 It then waits until the API answers `GET /v1/health` and writes the values the e2e tests
 read to localstack/.state/<stage>.env (mode 0600, git-ignored).

@@ -11,10 +11,13 @@ and sweep Lambdas in threads (`aws_loops`).
 | Git packs, code zips, big payloads | S3, one bucket |
 | Dispatcher (timers) | SQS + the sweep |
 | FunctionRuntime | Lambda; emulated: Lambda's control plane, code in the local sandbox |
+| LogStore | CloudWatch Logs, the groups Lambda writes (`log_store="local"`: a file) |
 
 Secrets: the checkpoint-token key is the Secrets Manager secret the stack made (a data
-directory file in emulated mode without one). The admin key, unless configured, is
-derived from that key: every container must agree on it and no container keeps files.
+directory file in emulated mode without one). The admin key is, in this order: the
+configured pair, the admin secret the stack generates (only the API function is given
+its ARN and may read it), or derived from the token key: every container must agree on
+it and no container keeps files.
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from treadle.adapters.aws.cloudwatch_logs import CloudWatchLogStore
 from treadle.adapters.aws.dynamodb_executions import DynamoExecutionStore
 from treadle.adapters.aws.dynamodb_functions import DynamoFunctionStore
 from treadle.adapters.aws.dynamodb_refs import DynamoRefStore
 from treadle.adapters.aws.dynamodb_tenants import DynamoTenantStore
 from treadle.adapters.aws.lambda_runtime import Invoker, LambdaRuntime
-from treadle.adapters.aws.resources import AwsClients, provision, read_secret
+from treadle.adapters.aws.resources import AwsClients, provision, read_admin_key, read_secret
 from treadle.adapters.aws.s3_code import S3CodeStore
 from treadle.adapters.aws.s3_objects import S3ObjectStore
 from treadle.adapters.aws.sqs_dispatcher import SqsDispatcher, handle_messages
@@ -54,8 +58,9 @@ from treadle.composition import (
     sandbox_env,
 )
 from treadle.domain.errors import InvalidParameter, NotFound
+from treadle.domain.logs import LogStore
 from treadle.domain.ports import FunctionStore
-from treadle.settings import ENV_QUEUE_URL, ENV_TENANT_ROLE_ARN, Settings
+from treadle.settings import ENV_QUEUE_URL, ENV_TENANT_LAYER_ARN, ENV_TENANT_ROLE_ARN, Settings
 from treadle.tenancy.admin import TenantAdmin
 from treadle.tenancy.sandbox_keys import SandboxKeys
 
@@ -158,7 +163,9 @@ class AwsPlatform:
             self.token_secret = read_secret(self.clients.secrets, settings.token_secret_arn)
         else:
             self.token_secret = settings.token_secret()
-        if settings.admin_access_key_id or not settings.token_secret_arn:
+        if settings.admin_secret_arn and not settings.admin_access_key_id:
+            self.admin_key = read_admin_key(self.clients.secrets, settings.admin_secret_arn)
+        elif settings.admin_access_key_id or not settings.token_secret_arn:
             self.admin_key = settings.admin_key()
         else:
             self.admin_key = derived_admin_key(self.token_secret)
@@ -173,9 +180,14 @@ class AwsPlatform:
         self.functions_store = DynamoFunctionStore(ddb, self.table)
         self.tenants = TenantAdmin(DynamoTenantStore(ddb, self.table), self.clock)
         self.code = S3CodeStore(s3, self.bucket, LocalCodeStore(data / "code"))
-        # Logs stay local: tenant code runs here in emulated mode; on AWS its logs are
-        # CloudWatch's (reading them through the Logs API is not wired yet).
-        self.logs = SqliteLogStore(data / "logs.db")
+        self.logs: LogStore
+        if settings.log_store == "local":
+            self.logs = SqliteLogStore(data / "logs.db")
+        else:
+            # Emulators evaluate few filter patterns (moto: plain terms), AWS all of them.
+            self.logs = CloudWatchLogStore(
+                self.clients.logs, stage=settings.stage, filter_locally=settings.emulated
+            )
         self.sandbox_keys = SandboxKeys(self.token_secret)
         self.sandbox: LocalSandbox | None = None
         self.sandbox_runtime: SandboxRuntime | None = None
@@ -200,7 +212,13 @@ class AwsPlatform:
             code=self.code,
             api_url=self.endpoint,
             invoker=invoker,
+            # Tenant Lambdas sign checkpoints with their tenant's sandbox key.
+            sandbox_credentials=self.sandbox_keys.for_tenant,
+            layers=[settings.tenant_layer_arn] if settings.tenant_layer_arn else [],
         )
+        if not settings.local_sandbox and not settings.tenant_layer_arn:
+            # Tenant Lambdas would sign with their role's STS credentials: refused.
+            log.warning("%s is unset: tenant checkpoints will be refused", ENV_TENANT_LAYER_ARN)
         self.dispatcher = SqsDispatcher(self.clients.sqs, queue_url)
         self.timer_lookup = DynamoTimerLookup(ddb, self.table)
         self.repositories = Repositories(
@@ -218,9 +236,8 @@ class AwsPlatform:
                 runtime=self.runtime,
                 clock=self.clock,
                 ids=ids,
-                # The table has no per-tenant count of running executions yet (it needs
-                # a counter item in the commit transaction): that quota is not enforced.
-                running=lambda _tenant: 0,
+                # A counter the commit transactions keep (see `adapters.aws.commits`).
+                running=self.executions_store.count_running,
                 usage=lambda tenant: function_usage(self.functions_store, tenant),
             ),
             token_secret=self.token_secret,

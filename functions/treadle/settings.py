@@ -23,6 +23,7 @@ ENV_REGION = "TREADLE_REGION"
 ENV_ACCOUNT = "TREADLE_DEFAULT_ACCOUNT"
 ENV_WAIT_TIME_SCALE = "TREADLE_WAIT_TIME_SCALE"
 ENV_SANDBOX_WARM = "TREADLE_SANDBOX_WARM_PER_FUNCTION"
+ENV_INVOKE_CONCURRENCY = "TREADLE_INVOKE_CONCURRENCY"
 ENV_DURABLE_CHANNEL = "TREADLE_DURABLE_CHANNEL"
 ENV_ADMIN_KEY_ID = "TREADLE_ADMIN_ACCESS_KEY_ID"
 ENV_ADMIN_SECRET = "TREADLE_ADMIN_SECRET_ACCESS_KEY"
@@ -36,9 +37,12 @@ ENV_BUCKET = "TREADLE_BUCKET"
 ENV_QUEUE_URL = "TREADLE_QUEUE_URL"
 ENV_TENANT_ROLE_ARN = "TREADLE_TENANT_ROLE_ARN"
 ENV_TOKEN_SECRET_ARN = "TREADLE_TOKEN_SECRET_ARN"
+ENV_ADMIN_SECRET_ARN = "TREADLE_ADMIN_SECRET_ARN"
+ENV_TENANT_LAYER_ARN = "TREADLE_TENANT_LAYER_ARN"
 ENV_API_URL = "TREADLE_API_URL"
 ENV_FUNCTION_RUNTIME = "TREADLE_FUNCTION_RUNTIME"
 ENV_SWEEP_INTERVAL = "TREADLE_SWEEP_INTERVAL_SECONDS"
+ENV_LOG_STORE = "TREADLE_LOG_STORE"
 # boto3's own name: one endpoint for every service (moto server, LocalStack).
 ENV_AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 
@@ -57,6 +61,9 @@ class Settings(BaseModel):
     # Warm workers kept per function version: as many as invocations commonly run at
     # once, or each extra invocation costs a fork (forked workers share most pages).
     sandbox_warm_per_function: int = Field(default=16, ge=1, le=256)
+    # Durable invocations running at once (each holds a sandbox worker); more wait in
+    # the scheduler's queue. Past the warm count, each extra one would fork a worker.
+    invoke_concurrency: int = Field(default=16, ge=1, le=1024)
     max_request_bytes: int = 6 * 1024 * 1024
     # Sandbox workers send the SDK's checkpoints over their own channel instead of HTTP.
     durable_channel: bool = True
@@ -78,6 +85,13 @@ class Settings(BaseModel):
     tenant_role_arn: str | None = None
     # Secrets Manager secret holding the checkpoint-token key; unset: DATA_DIR/secrets.
     token_secret_arn: str | None = None
+    # Secrets Manager secret holding the admin key pair (JSON, see
+    # `adapters/aws/resources.read_admin_key`); the stack generates it. Unset: the admin
+    # key is configured (above) or derived.
+    admin_secret_arn: str | None = None
+    # The platform's tenant layer (durable SDK + credential wrapper) that tenant Lambdas
+    # get; unset: they get no layer (emulated mode runs their code in the local sandbox).
+    tenant_layer_arn: str | None = None
     # Where tenant code reaches the durable API (the API Gateway URL on AWS).
     api_url: str | None = None
     # Unset: AWS itself. Set (moto server, LocalStack): emulated mode, which creates
@@ -88,6 +102,10 @@ class Settings(BaseModel):
     function_runtime: Literal["lambda", "sandbox"] | None = None
     # The sweep's period; must equal how often it really runs (infra: every minute).
     sweep_interval_s: int = Field(default=60, ge=1, le=900)
+    # Where the AWS backend keeps and reads function logs: "cloudwatch" (the groups
+    # Lambda writes), or "local" (DATA_DIR/logs.db, for an emulator without CloudWatch
+    # Logs). Unset: cloudwatch. The embedded backend always keeps them locally.
+    log_store: Literal["cloudwatch", "local"] | None = None
 
     @field_validator("data_dir")
     @classmethod
@@ -112,6 +130,7 @@ class Settings(BaseModel):
             ("default_account", ENV_ACCOUNT),
             ("wait_time_scale", ENV_WAIT_TIME_SCALE),
             ("sandbox_warm_per_function", ENV_SANDBOX_WARM),
+            ("invoke_concurrency", ENV_INVOKE_CONCURRENCY),
             ("durable_channel", ENV_DURABLE_CHANNEL),
             ("admin_access_key_id", ENV_ADMIN_KEY_ID),
             ("admin_secret_access_key", ENV_ADMIN_SECRET),
@@ -123,10 +142,13 @@ class Settings(BaseModel):
             ("queue_url", ENV_QUEUE_URL),
             ("tenant_role_arn", ENV_TENANT_ROLE_ARN),
             ("token_secret_arn", ENV_TOKEN_SECRET_ARN),
+            ("admin_secret_arn", ENV_ADMIN_SECRET_ARN),
+            ("tenant_layer_arn", ENV_TENANT_LAYER_ARN),
             ("api_url", ENV_API_URL),
             ("aws_endpoint_url", ENV_AWS_ENDPOINT_URL),
             ("function_runtime", ENV_FUNCTION_RUNTIME),
             ("sweep_interval_s", ENV_SWEEP_INTERVAL),
+            ("log_store", ENV_LOG_STORE),
         ):
             if name in env:
                 values[key] = env[name]

@@ -25,6 +25,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from treadle.adapters.aws import DynamoExecutionStore, create_tables, tables
+from treadle.adapters.aws.items import running_key
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
 from treadle.domain.errors import (
@@ -842,6 +843,103 @@ def test_payloads_over_the_offload_threshold_round_trip(backend: Backend) -> Non
         assert len(backend.s3_keys()) >= 6
 
 
+# -- the running count (the tenant's running-executions quota) ----------------------------
+
+
+def _running(store: ExecutionStore, tenant: str = T) -> int:
+    # Not part of the ExecutionStore port: the composition roots hand it to the quotas.
+    assert isinstance(store, SqliteExecutionStore | DynamoExecutionStore)
+    return store.count_running(tenant)
+
+
+def _set_status(status: ExecutionStatus) -> Callable[[Execution], Commit]:
+    def edit(loaded: Execution) -> Commit:
+        loaded.status = status
+        return Commit(execution=loaded)
+
+    return edit
+
+
+def test_starts_raise_the_running_count_and_closes_lower_it(store: ExecutionStore) -> None:
+    assert _running(store) == 0
+    runs = [_start(store, f"run{i}", start_ms=1_000 + i) for i in range(5)]
+    _start(store, "run0", function="g")  # same name, other function: another execution
+    assert _running(store) == 6
+    for ex, status in zip(
+        runs,
+        [
+            ExecutionStatus.SUCCEEDED,
+            ExecutionStatus.FAILED,
+            ExecutionStatus.TIMED_OUT,
+            ExecutionStatus.STOPPED,
+        ],
+        strict=False,
+    ):
+        _close(store, ex.arn, status)
+    assert _running(store) == 2
+    # Commits that leave the status as it is move nothing, closed or running.
+    _change(store, runs[0].arn, lambda loaded: _with_events(loaded, 2))
+    _change(store, runs[4].arn, lambda loaded: _with_events(loaded, 2))
+    assert _running(store) == 2
+    # Like the embedded store, only RUNNING counts: a paused execution is not running.
+    _change(store, runs[4].arn, _set_status(ExecutionStatus.PAUSED))
+    assert _running(store) == 1
+    _change(store, runs[4].arn, _set_status(ExecutionStatus.RUNNING))
+    assert _running(store) == 2
+    _change(store, runs[4].arn, _set_status(ExecutionStatus.PAUSED))
+    _close(store, runs[4].arn, ExecutionStatus.STOPPED)  # stopped while paused
+    assert _running(store) == 1
+
+
+def test_a_duplicate_start_is_not_counted_twice(store: ExecutionStore) -> None:
+    first = _start(store, "once")
+    for _ in range(2):  # a client retrying its start with the same name
+        with pytest.raises(AlreadyExists):
+            _start(store, "once")
+    assert store.find_by_name(T, "f", "once") == first
+    assert _running(store) == 1
+
+
+def test_each_tenant_counts_only_its_own_executions(store: ExecutionStore) -> None:
+    mine = _start(store, "a")
+    _start(store, "b")
+    theirs = _start(store, "a", tenant=OTHER_TENANT)
+    assert (_running(store), _running(store, OTHER_TENANT)) == (2, 1)
+    _close(store, theirs.arn, ExecutionStatus.SUCCEEDED)
+    assert (_running(store), _running(store, OTHER_TENANT)) == (2, 0)
+    _close(store, mine.arn, ExecutionStatus.STOPPED)
+    assert (_running(store), _running(store, OTHER_TENANT)) == (1, 0)
+    assert _running(store, "999999999999") == 0  # a tenant that never started anything
+
+
+def test_a_close_raced_or_replayed_moves_the_count_once(backend: Backend) -> None:
+    store, other = backend.store, backend.another()
+    ex = _start(store, "raced")
+    _start(store, "bystander")
+    mine, theirs = store.load(ex.arn).execution, other.load(ex.arn).execution
+    mine.status, theirs.status = ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED
+    store.commit(Commit(execution=mine))
+    with pytest.raises(ConcurrentModification):
+        other.commit(Commit(execution=theirs))  # computed from the version before the close
+    assert _running(store) == 1
+    # The loser retries from what is stored now: already closed, so nothing moves again.
+    _close(other, ex.arn, ExecutionStatus.SUCCEEDED)
+    _close(other, ex.arn, ExecutionStatus.SUCCEEDED)
+    assert _running(store) == _running(other) == 1
+
+
+def test_deleting_a_running_execution_uncounts_it_once(backend: Backend) -> None:
+    store = backend.store
+    closed, running = _start(store, "closed"), _start(store, "running")
+    _close(store, closed.arn, ExecutionStatus.SUCCEEDED)
+    assert _running(store) == 1
+    store.delete(closed.arn)
+    assert _running(store) == 1
+    store.delete(running.arn)  # the engine deletes only closed ones; the store allows it
+    store.delete(running.arn)
+    assert _running(store) == 0
+
+
 # -- DynamoDB only: no bucket, error translation ------------------------------------------
 
 
@@ -933,3 +1031,53 @@ def test_throttled_reads_say_retry(aws: Any) -> None:
             store.get("arn:x")
     assert throttled.value.retryable and transient.value.retryable
     assert not missing.value.retryable and not isinstance(missing.value, NotFound)
+
+
+def test_an_execution_written_before_the_counter_is_counted_from_its_next_commit(
+    aws: Any,
+) -> None:
+    store = DynamoExecutionStore(aws, TABLE)
+    legacy = _start(store, "legacy")
+    # As items written before the counter existed: no flag, no counter shard.
+    aws.update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": f"X#{legacy.arn}"}, "sk": {"S": "META"}},
+        UpdateExpression="REMOVE running_counted",
+    )
+    for shard in aws.query(
+        TableName=TABLE,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"U#{T}"}},
+    )["Items"]:
+        aws.delete_item(TableName=TABLE, Key={"pk": shard["pk"], "sk": shard["sk"]})
+    fresh = DynamoExecutionStore(aws, TABLE)  # nothing cached
+    assert _running(fresh) == 0
+    _change(fresh, legacy.arn, lambda loaded: _with_events(loaded, 1))  # still RUNNING
+    assert _running(fresh) == 1
+    _close(fresh, legacy.arn, ExecutionStatus.SUCCEEDED)
+    assert _running(fresh) == 0
+    # One that closes before any commit flags it is never uncounted: no negative count.
+    other = _start(store, "legacy-2")
+    aws.update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": f"X#{other.arn}"}, "sk": {"S": "META"}},
+        UpdateExpression="REMOVE running_counted",
+    )
+    aws.update_item(
+        TableName=TABLE,
+        Key=running_key(T, other.arn),
+        UpdateExpression="ADD running :d",
+        ExpressionAttributeValues={":d": {"N": "-1"}},
+    )
+    _close(DynamoExecutionStore(aws, TABLE), other.arn, ExecutionStatus.STOPPED)
+    assert _running(fresh) == 0
+
+
+def test_a_start_that_meets_a_transaction_conflict_is_retried(aws: Any) -> None:
+    store = DynamoExecutionStore(aws, TABLE)
+    with Stubber(aws) as stubber:
+        # Another start of the tenant held the counter shard: cancelled whole, retried.
+        _cancelled(stubber, "None", "None", "TransactionConflict", "None", "None")
+        stubber.add_response("transact_write_items", {})
+        _start(store, "contended")
+        stubber.assert_no_pending_responses()

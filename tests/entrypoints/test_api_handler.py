@@ -110,6 +110,8 @@ def test_settings_read_the_variables_the_stack_sets() -> None:
         "ENV_QUEUE_URL",
         "ENV_TENANT_ROLE_ARN",
         "ENV_TOKEN_SECRET_ARN",
+        "ENV_ADMIN_SECRET_ARN",
+        "ENV_TENANT_LAYER_ARN",
         "ENV_API_URL",
         "ENV_DATA_DIR",
     ):
@@ -125,6 +127,26 @@ def test_a_decoded_raw_path_is_served_as_signed(lambda_env: LambdaEnv, context: 
     response = api.handler(event, context)
     assert response["statusCode"] == 200, response
     assert json.loads(response["body"])["Events"][0]["EventType"] == "ExecutionStarted"
+
+
+def test_a_get_function_by_arn_with_the_path_as_http_apis_deliver_it(
+    lambda_env: LambdaEnv, context: Context
+) -> None:
+    # `aws lambda get-function --function-name <ARN>`: botocore sends (and signs) the ARN
+    # percent-encoded (`arn%3Aaws%3A...`); an HTTP API hands `rawPath` on decoded, with
+    # `rawQueryString` still encoded (the event reproduces that shape, see api.py).
+    create_function(lambda_env, "wf")
+    recorded = load_event("http_api_get_function_decoded_path")
+    decoded, query = recorded["rawPath"], recorded["rawQueryString"]
+    assert ":" in decoded and "%" in query
+    head, _, arn = decoded.rpartition("/")
+    sent = f"{head}/{quote(arn, safe='')}"  # what botocore put on the wire
+    event = lambda_env.sign_v2("GET", sent, query=query)
+    event["rawPath"] = event["requestContext"]["http"]["path"] = decoded
+    response = api.handler(event, context)
+    assert response["statusCode"] == 200, response
+    configuration = json.loads(response["body"])["Configuration"]
+    assert configuration["FunctionName"] == "wf" and configuration["Version"] == "$LATEST"
 
 
 def test_reencoded_restores_botocore_encoding_only_of_decoded_paths() -> None:

@@ -1,4 +1,7 @@
-"""The CDK app, checked on its synthesised template (one synth per module)."""
+"""The CDK app, checked on its synthesised template: storage, functions, API, outputs.
+
+IAM, secrets and the tenant layer: test_access.py. The synthesis is conftest.py's.
+"""
 
 from __future__ import annotations
 
@@ -9,54 +12,23 @@ from typing import Any
 
 import pytest
 from aws_cdk import App, assertions
-from cfn_helpers import (
-    Json,
-    actions,
-    as_list,
-    function_by_name,
-    one,
-    policy_documents,
-    render,
-    resources,
-    role_of,
-    statements_of_role,
+from cfn_helpers import Json, function_by_name, one, resources
+from qa_stack import (
+    API,
+    ORCHESTRATOR,
+    STAGE,
+    SWEEP,
+    TENANT_FUNCTIONS,
+    TENANT_PATTERN,
+    admin_secret_id,
+    tenant_layer_id,
 )
 
 from infra import app as infra_app
-from infra import functions, iam, names, storage
-from infra import stack as infra_stack
+from infra import cfn_lint, functions, names, storage
 from treadle.adapters.aws import tables
 
 pytestmark = pytest.mark.xdist_group("infra")
-
-STAGE = "qa"
-ARN_PREFIX = "arn:${AWS::Partition}:{service}:${AWS::Region}:${AWS::AccountId}:"
-TENANT_FUNCTIONS = ARN_PREFIX.replace("{service}", "lambda") + "function:"
-TENANT_LOG_GROUPS = (
-    ARN_PREFIX.replace("{service}", "logs") + f"log-group:/aws/lambda/treadle-{STAGE}-*"
-)
-TENANT_PATTERN = f"{TENANT_FUNCTIONS}treadle-{STAGE}-*"
-API = names.platform_function_name(STAGE, "api")
-ORCHESTRATOR = names.platform_function_name(STAGE, "orchestrator")
-SWEEP = names.platform_function_name(STAGE, "sweep")
-
-
-@pytest.fixture(scope="module")
-def assertion() -> assertions.Template:
-    """The one synthesis of this module (about 2 s: jsii runs the CDK in node)."""
-    stack = infra_stack.TreadleStack(App(), names.stack_name(STAGE), stage=STAGE)
-    return assertions.Template.from_stack(stack)
-
-
-@pytest.fixture(scope="module")
-def template(assertion: assertions.Template) -> Json:
-    rendered: Json = render(assertion.to_json())
-    return rendered
-
-
-def _role_statements(template: Json, function_name: str) -> list[Json]:
-    _, function = function_by_name(template, function_name)
-    return statements_of_role(template, role_of(function))
 
 
 # --- S3 -----------------------------------------------------------------------------
@@ -230,8 +202,11 @@ def test_platform_function_runtime_handler_and_settings(
     assert props["Runtime"] == "python3.12"
     assert props["Architectures"] == ["arm64"]
     env = props["Environment"]["Variables"]
-    assert set(env) == set(names.PLATFORM_ENV_VARS)
+    only_api = set(names.API_ONLY_ENV_VARS) if name == API else set()
+    assert set(env) == set(names.PLATFORM_ENV_VARS) | only_api
     assert env[names.ENV_STAGE] == STAGE
+    # The version ARN (a Ref of a LayerVersion), which CreateFunction takes in Layers.
+    assert env[names.ENV_TENANT_LAYER_ARN] == f"${{{tenant_layer_id(template)}}}"
     assert env[names.ENV_TENANT_FUNCTION_PREFIX] == f"treadle-{STAGE}-"
     assert env[names.ENV_TENANT_ROLE_ARN].endswith(".Arn}")
     assert props["LoggingConfig"]["LogGroup"].startswith("${")
@@ -246,100 +221,6 @@ def test_platform_functions_are_outside_the_tenant_pattern(template: Json) -> No
         assert not fnmatch.fnmatchcase(f"{TENANT_FUNCTIONS}{name}", TENANT_PATTERN)
 
 
-# --- IAM ------------------------------------------------------------------------------
-
-
-def test_deployer_policy_limited_to_tenant_functions_and_tenant_role(template: Json) -> None:
-    policy_id, policy = one(template, "AWS::IAM::ManagedPolicy")
-    statements = policy["Properties"]["PolicyDocument"]["Statement"]
-    tenant_role_id, _ = one(
-        template, "AWS::IAM::Role", Description=f"Treadle {STAGE}: tenant function execution role"
-    )
-    lambda_statements = [s for s in statements if as_list(s["Action"])[0].startswith("lambda:")]
-    assert actions(lambda_statements) == set(iam.DEPLOYER_LAMBDA_ACTIONS)
-    for statement in lambda_statements:
-        assert as_list(statement["Resource"]) == [TENANT_PATTERN]
-    (pass_role,) = [s for s in statements if "iam:PassRole" in as_list(s["Action"])]
-    assert as_list(pass_role["Action"]) == ["iam:PassRole"]
-    assert as_list(pass_role["Resource"]) == [f"${{{tenant_role_id}.Arn}}"]
-    assert pass_role["Condition"] == {
-        "StringEquals": {"iam:PassedToService": "lambda.amazonaws.com"}
-    }
-    assert len(statements) == len(lambda_statements) + 1
-    # Attached to the API and the orchestrator, never to the sweep or the tenant role.
-    holders = {
-        role_id
-        for role_id, role in resources(template, "AWS::IAM::Role").items()
-        if f"${{{policy_id}}}" in role["Properties"].get("ManagedPolicyArns", [])
-    }
-    expected = {role_of(function_by_name(template, n)[1]) for n in (API, ORCHESTRATOR)}
-    assert holders == expected
-
-
-def test_tenant_role_reaches_only_the_checkpoint_api_and_its_logs(template: Json) -> None:
-    role_id, role = one(
-        template, "AWS::IAM::Role", Description=f"Treadle {STAGE}: tenant function execution role"
-    )
-    trust = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-    assert trust == [
-        {
-            "Action": "sts:AssumeRole",
-            "Effect": "Allow",
-            "Principal": {"Service": "lambda.amazonaws.com"},
-        }
-    ]
-    assert "ManagedPolicyArns" not in role["Properties"]
-    statements = statements_of_role(template, role_id)
-    assert actions(statements) == set(iam.TENANT_CHECKPOINT_ACTIONS) | set(iam.LOG_WRITE_ACTIONS)
-    for statement in statements:
-        assert statement["Effect"] == "Allow"
-        if as_list(statement["Action"])[0].startswith("lambda:"):
-            assert as_list(statement["Resource"]) == [f"{TENANT_PATTERN}:*"]
-        else:
-            assert as_list(statement["Resource"]) == [
-                TENANT_LOG_GROUPS,
-                f"{TENANT_LOG_GROUPS}:log-stream:*",
-            ]
-    services = {a.split(":")[0] for a in actions(statements)}
-    assert services == {"lambda", "logs"}
-
-
-def test_no_allow_statement_has_a_wildcard_action_or_resource(template: Json) -> None:
-    checked = 0
-    for where, document in policy_documents(template):
-        for statement in document["Statement"]:
-            if statement["Effect"] != "Allow":
-                continue  # the SSL-only denies are `s3:*` / `sqs:*` on purpose
-            checked += 1
-            for action in as_list(statement["Action"]):
-                assert "*" not in action, f"{where}: wildcard action {action}"
-            for resource in as_list(statement.get("Resource", [])):
-                assert resource != "*", f"{where}: resource *"
-    assert checked > 10
-
-
-def test_platform_roles_reach_only_platform_resources(template: Json) -> None:
-    api, orchestrator, sweep = (
-        actions(_role_statements(template, n)) for n in (API, ORCHESTRATOR, SWEEP)
-    )
-    assert "iam:PassRole" in api and "iam:PassRole" in orchestrator
-    assert not any(a.startswith(("lambda:", "iam:", "s3:", "secretsmanager:")) for a in sweep)
-    assert "sqs:ReceiveMessage" in orchestrator and "sqs:ReceiveMessage" not in api
-    table_id, _ = one(template, "AWS::DynamoDB::Table")
-    for name in (API, ORCHESTRATOR, SWEEP):
-        for statement in _role_statements(template, name):
-            if as_list(statement["Action"])[0].startswith("dynamodb:"):
-                assert as_list(statement["Resource"]) == [
-                    f"${{{table_id}.Arn}}",
-                    f"${{{table_id}.Arn}}/index/*",
-                ]
-    # No role gets an AWS managed policy (AWSLambdaBasicExecutionRole allows logs on `*`):
-    # the only managed policy attached anywhere is the stack's own deployer policy.
-    deployer_id, _ = one(template, "AWS::IAM::ManagedPolicy")
-    for role in resources(template, "AWS::IAM::Role").values():
-        assert set(role["Properties"].get("ManagedPolicyArns", [])) <= {f"${{{deployer_id}}}"}
-
-
 # --- outputs and lint ---------------------------------------------------------------
 
 
@@ -350,25 +231,17 @@ def test_outputs(template: Json) -> None:
         names.OUTPUT_TABLE_NAME,
         names.OUTPUT_BUCKET_NAME,
         names.OUTPUT_QUEUE_URL,
+        names.OUTPUT_TENANT_ROLE_ARN,
     ):
         assert key in outputs
     assert outputs[names.OUTPUT_API_URL]["Value"].startswith("https://${")
-
-
-# W3005 ("DependsOn already enforced by GetAtt") is how CDK orders a function after its
-# role's policy; it is redundant, not wrong.
-CFN_LINT_IGNORED = {"W3005"}
+    assert outputs[names.OUTPUT_ADMIN_SECRET_ARN]["Value"] == f"${{{admin_secret_id(template)}}}"
+    assert outputs[names.OUTPUT_TENANT_LAYER_ARN]["Value"] == f"${{{tenant_layer_id(template)}}}"
 
 
 def test_cfn_lint_passes(assertion: assertions.Template) -> None:
-    from cfnlint.api import ManualArgs, lint  # type: ignore[import-untyped]
-
-    matches = lint(
-        json.dumps(assertion.to_json()),
-        config=ManualArgs(regions=["us-east-1", "eu-west-1"]),
-    )
-    problems = [str(m) for m in matches if m.rule.id not in CFN_LINT_IGNORED]
-    assert problems == []
+    # The same check as `make cfn-lint` (infra/cfn_lint.py), on this module's synthesis.
+    assert cfn_lint.lint_template(assertion.to_json()) == []
 
 
 # --- app entry point ----------------------------------------------------------------
@@ -381,13 +254,24 @@ def test_stage_must_not_contain_separators() -> None:
             names.validate_stage(bad)
 
 
-def test_app_reads_stage_and_dependency_layer_from_context(tmp_path: Path) -> None:
-    (tmp_path / "python").mkdir()
-    (tmp_path / "python" / "marker.py").write_text("")
-    app = infra_app.build_app(App(context={"stage": "ctx", "layerDir": str(tmp_path)}))
+def test_app_reads_stage_and_layers_from_context(tmp_path: Path) -> None:
+    for layer in ("deps", "tenant"):
+        (tmp_path / layer / "python").mkdir(parents=True)
+        (tmp_path / layer / "python" / "marker.py").write_text("")
+    context = {
+        names.CONTEXT_STAGE: "ctx",
+        names.CONTEXT_LAYER_DIR: str(tmp_path / "deps"),
+        names.CONTEXT_TENANT_LAYER_DIR: str(tmp_path / "tenant"),
+    }
+    app = infra_app.build_app(App(context=context))
     stack: Any = app.node.find_child(names.stack_name("ctx"))
     template = assertions.Template.from_stack(stack)
-    template.resource_count_is("AWS::Lambda::LayerVersion", 2)
+    # State machines, platform dependencies, tenant layer; no missing-layer warning.
+    template.resource_count_is("AWS::Lambda::LayerVersion", 3)
+    warnings = assertions.Annotations.from_stack(stack).find_warning(
+        "*", assertions.Match.any_value()
+    )
+    assert not [w for w in warnings if "treadle:no-" in json.dumps(w.entry.data)]
     template.has_resource_properties(
         "AWS::Lambda::Function", {"FunctionName": names.platform_function_name("ctx", "api")}
     )

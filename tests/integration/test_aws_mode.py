@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from support.moto_server import aws_env, moto_client, moto_server
-from support.server import ServerProcess, client, deploy
+from support.server import ServerProcess, client, deploy, v1
 
 STAGE = "itest"
 TENANT = "123456789012"
@@ -152,6 +153,84 @@ def test_a_restart_keeps_a_waiting_execution(server: ServerProcess) -> None:
         )
     )
     assert ex["Status"] == "SUCCEEDED", ex
+
+
+WAITER = """
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    return context.wait_for_callback(lambda cid, ctx: None, name="approval")
+"""
+LOGGER = """
+def handler(event, context):
+    print("hello from " + context.function_name)
+    return "ok"
+"""
+
+
+def _new_tenant(server: ServerProcess, name: str, **quotas: int) -> tuple[str, tuple[str, str]]:
+    admin = server.credentials("treadle-admin")
+    body = {"name": name, "quotas": quotas} if quotas else {"name": name}
+    status, made = v1(server, "POST", "/v1/tenants", body, credentials=admin)
+    assert status == 201, made
+    key = made["accessKey"]
+    return made["tenant"]["accountId"], (key["accessKeyId"], key["secretAccessKey"])
+
+
+def test_the_running_executions_quota_holds_on_dynamodb(server: ServerProcess) -> None:
+    _, keys = _new_tenant(server, "quota-two", maxRunningExecutions=2)
+    lam = client(server, credentials=keys, retries={"max_attempts": 1, "mode": "standard"})
+    deploy(lam, "waiter", {"handler.py": WAITER})
+
+    def start(name: str) -> str:
+        resp = lam.invoke(
+            FunctionName="waiter",
+            InvocationType="Event",
+            DurableExecutionName=name,
+            Payload=b"{}",
+        )
+        return str(resp["ResponseMetadata"]["HTTPHeaders"]["x-amz-durable-execution-arn"])
+
+    first = start("one")
+    assert start("one") == first  # the same start again is not another running execution
+    start("two")
+    with pytest.raises(ClientError) as refused:
+        start("three")
+    assert refused.value.response["Error"]["Code"] == "TooManyRequestsException"
+    # Other tenants are not held back by this one's executions.
+    other = client(server)
+    deploy(other, "waiter-q", {"handler.py": WAITER})
+    other.invoke(FunctionName="waiter-q", InvocationType="Event", Payload=b"{}")
+    # Once one stops, there is room again.
+    lam.stop_durable_execution(DurableExecutionArn=first)
+    assert start("three")
+    with pytest.raises(ClientError):
+        start("four")
+
+
+def test_function_logs_are_read_from_cloudwatch_logs(server: ServerProcess, moto: str) -> None:
+    lam = client(server)
+    deploy(lam, "talker", {"handler.py": LOGGER}, durable=False)
+    assert json.loads(lam.invoke(FunctionName="talker", Payload=b"{}")["Payload"].read()) == "ok"
+    logs = client(server, "logs")
+    events = _until(
+        lambda: logs.filter_log_events(logGroupName="/aws/lambda/talker", filterPattern="hello")[
+            "events"
+        ]
+    )
+    assert [e["message"].strip() for e in events] == ["hello from talker"]
+    # They are in the group Lambda itself writes for the tenant function.
+    groups = moto_client(moto, "logs").describe_log_groups()["logGroups"]
+    assert f"/aws/lambda/treadle-{STAGE}-{TENANT}-talker" in [g["logGroupName"] for g in groups]
+    # Another tenant asking for the same name reaches nothing of this tenant's.
+    _, keys = _new_tenant(server, "log-reader")
+    with pytest.raises(ClientError) as missing:
+        client(server, "logs", credentials=keys).filter_log_events(
+            logGroupName="/aws/lambda/talker"
+        )
+    assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
 def test_an_unreachable_endpoint_is_reported_plainly(tmp_path: Path) -> None:

@@ -8,11 +8,20 @@ base64-encoded, headers per payload format) and the Lambda context.
 The request the application sees must be the one the client signed (SigV4 covers the
 method, the path as sent, the query, the signed headers and the body):
 - HTTP API (payload 2.0, what the stack deploys, stage `$default`): `rawPath` and
-  `rawQueryString` as they arrived, the body decoded from base64 when
-  `isBase64Encoded` (Git packs are binary);
-  Should `rawPath` arrive percent-decoded (reported of HTTP APIs, not documented),
-  `reencoded` restores botocore's encoding of the Lambda paths: such a path holds a
-  literal `:` or `$`, which botocore never leaves unencoded there;
+  `rawQueryString`, the body decoded from base64 when `isBase64Encoded` (Git packs are
+  binary).
+  `rawPath` is NOT raw. AWS's page on the 2.0 format ("Create AWS Lambda proxy
+  integrations for HTTP APIs", developerguide/http-api-develop-integrations-lambda.html,
+  "Payload format differences") names the field but says nothing of its encoding;
+  live captures do: a request for `/a%2Fb` reaches the Lambda with `"rawPath": "/a/b"`
+  (github.com/fastify/aws-lambda-fastify/issues/169, honojs/hono#2156; REST APIs and
+  function URLs keep the encoding, middleapi/standard-server#93), while
+  `rawQueryString` stays percent-encoded. So `reencoded` restores botocore's encoding of
+  the Lambda paths: a decoded one holds a literal `:` or `$` (ARNs, `$LATEST`), which
+  botocore never leaves unencoded there, and an encoded one is left as it is, so either
+  behaviour is served. The other routes need nothing: Treadle's names, callback ids
+  (hex), tenants and repositories are made of characters no client encodes, and file
+  paths travel in the query;
 - REST API (payload 1.0): it has no raw path: `path` and the multi-value query and
   headers are used, which is right behind a custom domain without a stage prefix.
 """

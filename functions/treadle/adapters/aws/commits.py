@@ -1,24 +1,34 @@
 """One commit of one execution as ONE TransactWriteItems (see `dynamodb_executions`).
 
-The 100-item limit: a commit needs at most 5 items (META, its batch of operations, its
-events, its ClientToken response; at creation the name guard) plus one per new callback,
-per timer it sets on another execution and per such timer it clears. If that passes 100
-(a checkpoint that starts more than ~95 callbacks), the surplus callback items are
-written just before the transaction, marked unconfirmed: `callback_owner` trusts them
-only once the operation they name holds that callback id, which only the transaction
-writes, and a cancelled transaction leaves unreachable items that TTL reclaims. Surplus
-clears of outbox timers are deleted just after the transaction, each conditioned on the
-due time seen, so a timer set again meanwhile survives; until then the sweep may see a
-cleared timer, which the engine ignores after loading the execution.
+The running counter: a commit whose META item gains or loses the `COUNTED` flag (the
+execution enters or leaves RUNNING) adds one update of its tenant's counter shard. It is
+decided from the flag of the META item at the version the commit is conditioned on, so
+it moves exactly when that state change applies: a cancelled transaction moves nothing,
+botocore's retries reuse the ClientRequestToken, and a commit replayed on top of an
+applied one starts from a META item already flagged accordingly and moves nothing again.
+
+The 100-item limit: a commit needs at most 6 items (META, its batch of operations, its
+events, its ClientToken response, the running counter; at creation the name guard) plus
+one per new callback, per timer it sets on another execution and per such timer it
+clears. If that passes 100 (a checkpoint that starts more than ~94 callbacks), the
+surplus callback items are written just before the transaction, marked unconfirmed:
+`callback_owner` trusts them only once the operation they name holds that callback id,
+which only the transaction writes, and a cancelled transaction leaves unreachable items
+that TTL reclaims. Surplus clears of outbox timers are deleted just after the
+transaction, each conditioned on the due time seen, so a timer set again meanwhile
+survives; until then the sweep may see a cleared timer, which the engine ignores after
+loading the execution. The counter update is placed before that count is taken, so it
+always fits: only callbacks and outbox clears spill over.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -27,7 +37,13 @@ from treadle.adapters.aws.dynamo import Table
 from treadle.adapters.aws.errors import error_code, transaction_error
 from treadle.adapters.aws.payloads import PayloadCodec
 from treadle.adapters.aws.tables import DUE_MS, PARTITION_KEY, SORT_KEY
-from treadle.domain.errors import PayloadTooLarge, TreadleError, Unavailable
+from treadle.domain.errors import (
+    ConcurrentModification,
+    PayloadTooLarge,
+    TreadleError,
+    Unavailable,
+)
+from treadle.domain.models import Execution
 from treadle.domain.ports import Commit, Timer
 
 if TYPE_CHECKING:
@@ -38,6 +54,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_TRANSACTION_ITEMS = 100
+# Tries of a write that touches a tenant's counter shard, which concurrent starts and
+# closes of that tenant's executions share (a TransactionConflict cancels the loser).
+CONFLICT_ATTEMPTS = 4
+
+R = TypeVar("R")
+
+
+def retry_conflicts(write: Callable[[], R]) -> R:
+    """Run `write` again, after a short backoff, while it raises ConcurrentModification.
+
+    Only for writes whose every try is computed afresh or cancelled whole (a transaction).
+    """
+    for attempt in range(CONFLICT_ATTEMPTS - 1):
+        try:
+            return write()
+        except ConcurrentModification:
+            log.debug("write conflicted (try %d); retrying", attempt + 1)
+            time.sleep(0.02 * 2**attempt)
+    return write()
 
 
 @dataclass
@@ -47,6 +82,7 @@ class CommitPlan:
     before: list[Item] = field(default_factory=list)  # unconfirmed callback items
     after: list[tuple[str, str, int]] = field(default_factory=list)  # outbox timers to clear
     timers: dict[str, int] = field(default_factory=dict)  # own timers once applied
+    counted: bool = False  # the META item's COUNTED flag once applied
 
 
 class CommitWriter:
@@ -55,11 +91,21 @@ class CommitWriter:
         self.codec = codec
 
     def plan(
-        self, commit: Commit, *, version: int, timers_before: dict[str, int], creating: bool
+        self,
+        commit: Commit,
+        *,
+        version: int,
+        timers_before: dict[str, int],
+        counted_before: bool,
+        creating: bool,
     ) -> CommitPlan:
+        """`timers_before` and `counted_before`: the META item at `version - 1`."""
         ex = commit.execution
         arn = ex.arn
-        plan = CommitPlan(timers={} if commit.clear_all_timers else dict(timers_before))
+        plan = CommitPlan(
+            timers={} if commit.clear_all_timers else dict(timers_before),
+            counted=it.counted(ex),
+        )
         # Same order as the embedded store: clear all, clear some, then set.
         missed: set[str] = set()
         for kind, op_id in commit.clear_timers:
@@ -82,6 +128,9 @@ class CommitWriter:
             self._put(plan, "name", it.name_item(ex), absent=True)
         else:
             self._put(plan, "meta", meta, version=version - 1)
+        if plan.counted != counted_before:
+            plan.items.append(self.count_update(ex.tenant, arn, 1 if plan.counted else -1))
+            plan.labels.append("running")
         callbacks = [cid for cid, _, _ in commit.new_callbacks]
         if commit.operations or callbacks:
             ops = self.codec.encode(arn, it.operations_json(commit.operations))
@@ -121,6 +170,57 @@ class CommitWriter:
                 len(plan.after),
             )
         return plan
+
+    def count_update(self, tenant: str, arn: str, delta: int) -> TransactWriteItemTypeDef:
+        """Move the tenant's running counter (no condition: the META item's is the fence)."""
+        return {
+            "Update": {
+                "TableName": self.table.name,
+                "Key": it.running_key(tenant, arn),
+                "UpdateExpression": "ADD #n :d",
+                "ExpressionAttributeNames": {"#n": it.RUNNING_COUNT},
+                "ExpressionAttributeValues": {":d": {"N": str(delta)}},
+            }
+        }
+
+    def delete_record(self, ex: Execution, meta: Item) -> None:
+        """Delete the META item `meta` of `ex` and its name guard in one transaction.
+
+        Conditioned on the version read, so the counter is decremented only for the flag
+        really deleted, never a second time for a commit that unflagged it meanwhile
+        (that is ConcurrentModification: read again).
+        """
+        arn = ex.arn
+        items: list[TransactWriteItemTypeDef] = [
+            {
+                "Delete": {
+                    "TableName": self.table.name,
+                    "Key": it.meta_key(arn),
+                    "ConditionExpression": "#v = :v",
+                    "ExpressionAttributeNames": {"#v": it.VERSION_SEQ},
+                    "ExpressionAttributeValues": {":v": meta[it.VERSION_SEQ]},
+                }
+            },
+            {
+                "Delete": {
+                    "TableName": self.table.name,
+                    "Key": it.key(it.name_pk(ex.tenant, ex.function_name, ex.name), it.NAME_SK),
+                }
+            },
+        ]
+        if it.was_counted(meta):
+            items.append(self.count_update(ex.tenant, arn, -1))
+        try:
+            self.table.transact(items, str(uuid.uuid4()))
+        except ClientError as exc:
+            raise transaction_error(
+                exc,
+                f"delete execution {arn}",
+                ["meta", "name", "running"],
+                lambda _: ConcurrentModification(f"Execution {arn} changed concurrently."),
+            ) from exc
+        except BotoCoreError as exc:
+            raise Unavailable(f"delete execution {arn}: the store is unreachable ({exc}).") from exc
 
     def _put(
         self, plan: CommitPlan, label: str, item: Item, *, absent: bool = False, version: int = 0

@@ -15,10 +15,11 @@ the batch log of `Commit`'s docstring:
 A commit is ONE TransactWriteItems (built in `commits`): the `META` put conditioned on
 the `version_seq` the commit was computed from, the batch and events items, the
 ClientToken response, timers set on other executions (outbox items, e.g. a child's
-CHILD_DONE on its parent), deletes of such timers it clears, and one item per new
-callback id. Every commit bumps `version_seq`, so the condition fences stale token
-generations as well as any other concurrent writer: of two writers that loaded the same
-version, exactly one applies. Bulky values are uploaded to S3 before the transaction
+CHILD_DONE on its parent), deletes of such timers it clears, one item per new callback
+id, and an update of the tenant's running counter when the execution enters or leaves
+RUNNING (see `commits`). Every commit bumps `version_seq`, so the condition fences stale
+token generations as well as any other concurrent writer: of two writers that loaded the
+same version, exactly one applies. Bulky values are uploaded to S3 before the transaction
 (content-addressed, so an upload whose transaction is cancelled is only garbage).
 """
 
@@ -26,19 +27,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import ClientError
-
 from treadle.adapters.aws import items as it
 from treadle.adapters.aws import listing
-from treadle.adapters.aws.commits import CommitWriter
+from treadle.adapters.aws.commits import CommitWriter, retry_conflicts
 from treadle.adapters.aws.dynamo import Table
-from treadle.adapters.aws.errors import transaction_error
 from treadle.adapters.aws.payloads import PayloadCodec
 from treadle.adapters.aws.tables import PARTITION_KEY, SORT_KEY
 from treadle.domain.errors import (
@@ -52,7 +49,7 @@ from treadle.domain.ports import Commit, ExecutionQuery, Snapshot, StoredOperati
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
     from mypy_boto3_s3 import S3Client
 
     Item = dict[str, AttributeValueTypeDef]
@@ -68,6 +65,7 @@ class _Entry:
     execution: Execution
     operations: dict[str, StoredOperation]
     timers: dict[str, int]
+    counted: bool  # the META item's COUNTED flag (see `items.COUNTED`)
 
 
 class DynamoExecutionStore:
@@ -123,11 +121,16 @@ class DynamoExecutionStore:
                 return AlreadyExists(f"Execution {ex.name} already exists.")
             return ConcurrentModification(f"Execution {ex.arn} changed concurrently.")
 
-        plan = self._writer.plan(commit, version=1, timers_before={}, creating=True)
-        self._writer.apply(plan, f"create execution {ex.arn}", refused)
+        plan = self._writer.plan(
+            commit, version=1, timers_before={}, counted_before=False, creating=True
+        )
+        # A taken name is AlreadyExists; a conflict is another transaction holding the
+        # tenant's counter shard, and nothing applied, so the same items may go again.
+        retry_conflicts(lambda: self._writer.apply(plan, f"create execution {ex.arn}", refused))
         ex.version_seq = 1
         ops = {s.op.Id: s for s in commit.operations}
-        self._remember(ex.arn, _Entry(1, ex.model_copy(deep=True), ops, plan.timers))
+        entry = _Entry(1, ex.model_copy(deep=True), ops, plan.timers, plan.counted)
+        self._remember(ex.arn, entry)
 
     def commit(self, commit: Commit) -> None:
         ex = commit.execution
@@ -137,9 +140,13 @@ class DynamoExecutionStore:
             return ConcurrentModification(f"Execution {ex.arn} changed concurrently.")
 
         try:
-            before = self._timers_at(ex.arn, expected)
+            timers, counted = self._state_at(ex.arn, expected)
             plan = self._writer.plan(
-                commit, version=expected + 1, timers_before=before, creating=False
+                commit,
+                version=expected + 1,
+                timers_before=timers,
+                counted_before=counted,
+                creating=False,
             )
             self._writer.apply(plan, f"commit execution {ex.arn}", refused)
         except ConcurrentModification:
@@ -154,17 +161,18 @@ class DynamoExecutionStore:
         ops = dict(cached.operations)
         for stored in commit.operations:
             ops[stored.op.Id] = stored
-        self._remember(ex.arn, _Entry(expected + 1, ex.model_copy(deep=True), ops, plan.timers))
+        entry = _Entry(expected + 1, ex.model_copy(deep=True), ops, plan.timers, plan.counted)
+        self._remember(ex.arn, entry)
 
-    def _timers_at(self, arn: str, version: int) -> dict[str, int]:
-        """The execution's own timers at `version`; ConcurrentModification if it moved."""
+    def _state_at(self, arn: str, version: int) -> tuple[dict[str, int], bool]:
+        """Own timers and COUNTED flag at `version`; ConcurrentModification if it moved."""
         cached = self._cached(arn)
         if cached is not None and cached.version == version:
-            return cached.timers
+            return cached.timers, cached.counted
         item = self._table.get(it.meta_key(arn), f"read execution {arn}")
         if item is None or it.number(item, it.VERSION_SEQ) != version:
             raise ConcurrentModification(f"Execution {arn} changed concurrently.")
-        return it.timers_of(item)
+        return it.timers_of(item), it.was_counted(item)
 
     def delete(self, arn: str) -> None:
         """Remove the execution with its name first, then everything that hangs off it.
@@ -175,23 +183,14 @@ class DynamoExecutionStore:
         """
         self._forget(arn)
         pk = it.execution_pk(arn)
-        meta = self._table.get(it.meta_key(arn), f"read execution {arn}")
-        if meta is not None:
-            ex = self._decode(meta)
-            name = it.key(it.name_pk(ex.tenant, ex.function_name, ex.name), it.NAME_SK)
-            items: list[TransactWriteItemTypeDef] = [
-                {"Delete": {"TableName": self._table.name, "Key": it.meta_key(arn)}},
-                {"Delete": {"TableName": self._table.name, "Key": name}},
-            ]
-            try:
-                self._table.transact(items, str(uuid.uuid4()))
-            except ClientError as exc:
-                raise transaction_error(
-                    exc,
-                    f"delete execution {arn}",
-                    ["meta", "name"],
-                    lambda _: ConcurrentModification(f"Execution {arn} changed concurrently."),
-                ) from exc
+
+        def remove_record() -> None:
+            # Read on every try: a commit landing meanwhile may have changed the flag.
+            meta = self._table.get(it.meta_key(arn), f"read execution {arn}")
+            if meta is not None:
+                self._writer.delete_record(self._decode(meta), meta)
+
+        retry_conflicts(remove_record)
         children: list[tuple[str, str]] = []
         for item in self._table.query(
             f"list items of {arn}",
@@ -255,7 +254,9 @@ class DynamoExecutionStore:
             )
             for stored in self._batches(arn, after=base.version if base else 0, upto=version):
                 ops[stored.op.Id] = stored
-            entry = _Entry(version, self._decode(meta), ops, it.timers_of(meta))
+            entry = _Entry(
+                version, self._decode(meta), ops, it.timers_of(meta), it.was_counted(meta)
+            )
             self._remember(arn, entry)
         return Snapshot(
             execution=entry.execution.model_copy(deep=True), operations=dict(entry.operations)
@@ -375,6 +376,10 @@ class DynamoExecutionStore:
         if item is None:
             return None
         return self._codec.decode(it.blob(item, it.RESPONSE)).decode()
+
+    def count_running(self, tenant: str) -> int:
+        """The tenant's RUNNING executions (for its quota): the sum of its counter shards."""
+        return listing.count_running(self._table, tenant)
 
     def due_timers(self, now_ms: int, limit: int) -> list[Timer]:
         return listing.due_timers(self._table, now_ms, limit)

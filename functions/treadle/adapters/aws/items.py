@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from treadle.adapters.aws import tables as t
-from treadle.domain.models import Event, Execution, Operation
+from treadle.domain.models import Event, Execution, ExecutionStatus, Operation
 from treadle.domain.ports import StoredOperation, Timer, TimerKind
 
 if TYPE_CHECKING:
@@ -47,6 +47,13 @@ HEARTBEAT_S: Final = "heartbeat_s"
 # On a callback item written before its transaction: it counts only once the
 # operation it names holds that callback id.
 UNCONFIRMED: Final = "unconfirmed"
+# On a META item: this execution is included in its tenant's running counter. Every
+# transaction that writes or deletes a META item moves the counter by the change of this
+# flag, so the counter is exactly the number of flagged items; an execution written
+# before the counter existed is flagged (and counted) by its next commit.
+COUNTED: Final = "running_counted"
+# On a counter shard: its share of the tenant's RUNNING executions.
+RUNNING_COUNT: Final = "running"
 
 
 # -- keys ----------------------------------------------------------------------------
@@ -82,6 +89,16 @@ def name_pk(tenant: str, function_name: str, name: str) -> str:
 
 def callback_pk(callback_id: str) -> str:
     return f"C#{callback_id}"
+
+
+def running_pk(tenant: str) -> str:
+    return f"{t.USAGE_PREFIX}{tenant}"
+
+
+def running_key(tenant: str, arn: str) -> Item:
+    """The counter shard of one execution: its increment and decrement hit the same one."""
+    shard_ = zlib.crc32(arn.encode()) % t.RUNNING_SHARDS
+    return key(running_pk(tenant), f"{t.RUNNING_SK_PREFIX}{shard_}")
 
 
 def key(pk: str, sk: str) -> Item:
@@ -178,7 +195,18 @@ def meta_item(ex: Execution, version: int, record: bytes, timers: Mapping[str, i
         item[t.DUE_MS] = {"N": str(min(timers.values()))}
     if ex.invocation_active:
         item[t.ACTIVE_SHARD] = {"S": shard(ex.arn)}
+    if counted(ex):
+        item[COUNTED] = {"BOOL": True}
     return item
+
+
+def counted(ex: Execution) -> bool:
+    """Whether the running quota counts `ex`: RUNNING only, as the embedded store."""
+    return ex.status == ExecutionStatus.RUNNING
+
+
+def was_counted(meta: Mapping[str, AttributeValueTypeDef]) -> bool:
+    return COUNTED in meta
 
 
 def name_item(ex: Execution) -> Item:

@@ -21,7 +21,10 @@ of other code is noticed and the deploy retried) and create the alias.
 
 Tenant Lambdas are plain functions, not Lambda durable functions: Treadle is the durable
 service for them (their `AWS_ENDPOINT_URL_LAMBDA` is Treadle's API), and invokes them
-with the envelope as the event.
+with the envelope as the event. They sign their checkpoints with their tenant's sandbox
+key, passed in their environment and put in place by the wrapper of the platform's
+tenant layer, which also carries the durable SDK (`tenant_credentials`). Layers and that
+environment are part of the configuration compared and hashed above.
 
 Emulated mode: moto cannot run code without Docker, so an `invoker` (the local sandbox)
 may replace `lambda:Invoke`; every control-plane call still goes to (moto's) Lambda.
@@ -34,7 +37,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar, cast
 
@@ -57,6 +60,7 @@ from treadle.adapters.aws.lambda_calls import (
     translate,
     translated,
 )
+from treadle.adapters.aws.tenant_credentials import PLATFORM_OWNED_ENV, credential_environment
 from treadle.domain.errors import ConcurrentModification, Unavailable
 from treadle.domain.ports import Clock, FunctionVersion, InvocationOutcome
 
@@ -79,6 +83,8 @@ class ZipSource(Protocol):
 
 
 Invoker = Callable[[FunctionVersion, bytes, str], InvocationOutcome]
+# The (access key id, secret) a tenant's functions sign with: `SandboxKeys.for_tenant`.
+SandboxCredentials = Callable[[str], tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,8 @@ class LambdaRuntime:
         code: ZipSource,
         api_url: str,
         invoker: Invoker | None = None,
+        sandbox_credentials: SandboxCredentials | None = None,
+        layers: Sequence[str] = (),
         sleep: Callable[[float], None] = time.sleep,
         clock: Clock | None = None,
         role_retry_delays_s: tuple[float, ...] = ROLE_RETRY_DELAYS_S,
@@ -117,6 +125,9 @@ class LambdaRuntime:
         self._code = code
         self._api_url = api_url
         self._invoker = invoker
+        self._credentials = sandbox_credentials
+        # The platform's tenant layer (durable SDK + credential wrapper), by version ARN.
+        self._layers = list(layers)
         self._sleep = sleep
         self._clock = clock or _SystemClock()
         self._role_delays = role_retry_delays_s
@@ -132,8 +143,20 @@ class LambdaRuntime:
         return physical_name(self._stage, fn.tenant, fn.function_name)
 
     def environment(self, fn: FunctionVersion) -> dict[str, str]:
-        env = {k: v for k, v in fn.environment.items() if k not in RESERVED_ENV}
+        """What the Lambda gets: the tenant's variables, then the platform's on top.
+
+        It holds the sandbox secret: only Lambda's control plane (which tenants cannot
+        reach) sees it; Treadle's GetFunction answers from the function store.
+        """
+        env = {
+            k: v
+            for k, v in fn.environment.items()
+            if k not in RESERVED_ENV and k not in PLATFORM_OWNED_ENV
+        }
         env[ENDPOINT_ENV] = self._api_url  # the durable SDK checkpoints to Treadle
+        if self._credentials is not None:
+            key_id, secret = self._credentials(fn.tenant)
+            env.update(credential_environment(key_id, secret, wrapper=bool(self._layers)))
         return env
 
     def _alias(self, fn: FunctionVersion) -> str:
@@ -145,6 +168,7 @@ class LambdaRuntime:
             "timeout": fn.timeout_s,
             "role": self._role_arn,
             "environment": self.environment(fn),
+            "layers": self._layers,
         }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return f"t-{digest[:40]}"
@@ -256,6 +280,7 @@ class LambdaRuntime:
                     Timeout=fn.timeout_s,
                     MemorySize=fn.memory_mb,
                     Environment={"Variables": self.environment(fn)},
+                    Layers=self._layers,
                     PackageType="Zip",
                     Publish=False,
                 )
@@ -267,6 +292,7 @@ class LambdaRuntime:
 
     def _differs(self, config: FunctionConfigurationResponseTypeDef, fn: FunctionVersion) -> bool:
         deployed_env = dict(config.get("Environment", {}).get("Variables", {}))
+        deployed_layers = [layer.get("Arn") for layer in config.get("Layers", [])]
         return (
             config.get("Handler") != fn.handler
             or config.get("Runtime") != fn.runtime
@@ -274,6 +300,7 @@ class LambdaRuntime:
             or config.get("Timeout") != fn.timeout_s
             or config.get("Role") != self._role_arn
             or deployed_env != self.environment(fn)
+            or deployed_layers != self._layers
         )
 
     def _update_configuration(
@@ -287,6 +314,7 @@ class LambdaRuntime:
             Timeout=fn.timeout_s,
             MemorySize=fn.memory_mb,
             Environment={"Variables": self.environment(fn)},
+            Layers=self._layers,
             **revision(config),
         )
 

@@ -1,4 +1,5 @@
-"""Index reads of the execution store: listing by function, due timers, active leases.
+"""Index reads of the execution store: listing by function, due timers, active leases
+(and the read of the running counter, which is no index but a small partition).
 
 Global secondary indexes are eventually consistent on AWS (moto updates them at once):
 a listing may miss an execution started a moment ago, and a sweep may see a timer a
@@ -194,3 +195,21 @@ def active_invocations(table: Table) -> list[str]:
         ):
             arns.append(it.arn_of_pk(it.text(item, t.PARTITION_KEY)))
     return sorted(arns)
+
+
+def count_running(table: Table, tenant: str) -> int:
+    """The sum of the tenant's running-counter shards (strongly consistent).
+
+    One Query of the tenant's own partition: it holds only the shards, and reads whatever
+    shards exist, so changing `RUNNING_SHARDS` needs no migration.
+    """
+    total = 0
+    for item in table.query(
+        f"count running executions of {tenant}",
+        key_condition="#pk = :pk",
+        names={"#pk": t.PARTITION_KEY},
+        values={":pk": {"S": it.running_pk(tenant)}},
+    ):
+        total += it.number(item, it.RUNNING_COUNT)
+    # Never negative, even if an operator edited a shard: a quota check adds to it.
+    return max(total, 0)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_iam import IAMClient
     from mypy_boto3_lambda import LambdaClient
+    from mypy_boto3_logs import CloudWatchLogsClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
@@ -56,6 +57,7 @@ class AwsClients:
     lambda_: LambdaClient
     iam: IAMClient
     secrets: SecretsManagerClient
+    logs: CloudWatchLogsClient
 
     @classmethod
     def create(cls, region: str, endpoint_url: str | None = None) -> AwsClients:
@@ -80,6 +82,7 @@ class AwsClients:
             lambda_=make("lambda", client_config().merge(Config(max_pool_connections=64))),
             iam=make("iam"),
             secrets=make("secretsmanager"),
+            logs=make("logs"),
         )
 
 
@@ -135,6 +138,31 @@ def read_secret(secrets: SecretsManagerClient, arn: str) -> bytes:
     if text:
         return text.encode()
     return bytes(value["SecretBinary"])
+
+
+# The admin secret's JSON fields (infra/storage.py generates the secret with them).
+ADMIN_KEY_ID_FIELD: Final = "accessKeyId"
+ADMIN_SECRET_FIELD: Final = "secretAccessKey"
+
+
+def read_admin_key(secrets: SecretsManagerClient, arn: str) -> tuple[str, str]:
+    """The platform admin's key pair from its secret: `{"accessKeyId", "secretAccessKey"}`.
+
+    Every API container reads the same pair, and an operator reads it with
+    `aws secretsmanager get-secret-value` (the stack outputs the secret's ARN).
+    """
+    text = secrets.get_secret_value(SecretId=arn).get("SecretString") or ""
+    try:
+        value = json.loads(text)
+        key_id, secret = value[ADMIN_KEY_ID_FIELD], value[ADMIN_SECRET_FIELD]
+    except (ValueError, KeyError, TypeError) as exc:
+        # The message names the secret, never its content.
+        raise ValueError(
+            f"secret {arn} is not JSON with {ADMIN_KEY_ID_FIELD} and {ADMIN_SECRET_FIELD}"
+        ) from exc
+    if not isinstance(key_id, str) or not isinstance(secret, str) or not key_id or not secret:
+        raise ValueError(f"secret {arn} holds an empty or non-string admin key")
+    return key_id, secret
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,13 @@ Key schema (all key attributes are strings unless noted):
 | function $LATEST (+ version counter) | `F#<tenant>#<name>` | `V#$LATEST` |
 | published function version | `F#<tenant>#<name>` | `V#<version:012d>` |
 | function listing entry | `FL#<tenant>` | `<name>` |
+| a tenant's RUNNING executions, one shard | `U#<tenant>` | `RUNNING#<shard>` |
+
+The running counter is spread over `RUNNING_SHARDS` items (the execution's ARN picks its
+shard) because the transactions that start or close executions update it, and two
+transactions touching one item at once cancel each other (TransactionConflict); the
+count is their sum, read by one consistent Query of the tenant's partition. Like the
+records below it carries no TTL.
 
 The artifact, tenant and function records are found by key or by a Query of one
 partition only: none of them carries an index attribute or a TTL (they live until
@@ -109,9 +116,14 @@ FUNCTION_PREFIX: Final = "F#"
 FUNCTION_VERSION_SK_PREFIX: Final = "V#"
 FUNCTION_LATEST_SK: Final = "V#$LATEST"  # '$' sorts before digits: $LATEST comes first
 FUNCTION_LIST_PREFIX: Final = "FL#"
+USAGE_PREFIX: Final = "U#"
+RUNNING_SK_PREFIX: Final = "RUNNING#"
 
 # Readers query every shard, so raising this is safe only if readers are deployed first.
 INDEX_SHARDS: Final = 4
+# Readers sum whatever shards exist, so this may change at any time: an execution
+# counted in one shard and uncounted in another still sums right.
+RUNNING_SHARDS: Final = 8
 # A day beyond the last moment the engine itself would delete the execution.
 TTL_GRACE_S: Final = 86_400
 
