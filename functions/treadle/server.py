@@ -109,7 +109,12 @@ class Platform:
         self.app = core.app
         if settings.durable_channel:
             self.runtime.serve_durable_calls(DurableChannel(self.engine))
-        self.scheduler = TimerScheduler(self.executions_store, self.clock, self._fire)
+        self.scheduler = TimerScheduler(
+            self.executions_store,
+            self.clock,
+            self._fire,
+            invoke_workers=settings.invoke_concurrency,
+        )
         self._late.target = self.scheduler
 
     def ensure_credentials(self) -> None:

@@ -145,7 +145,9 @@ class EmbeddedHarness:
         self.engine = Engine(self.table)
         # The scheduler reads only due_timers / next_due_ms of its store.
         store = cast(ExecutionStore, self.table)
-        self.scheduler = TimerScheduler(store, self.clock, self.engine.fire, workers=4)
+        self.scheduler = TimerScheduler(
+            store, self.clock, self.engine.fire, workers=4, invoke_workers=4
+        )
         self.scheduler.start()
         self.dispatcher = SchedulerDispatcher(self.scheduler)
 

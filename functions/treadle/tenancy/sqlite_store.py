@@ -96,6 +96,12 @@ class SqliteTenantStore:
             str(path), check_same_thread=False, isolation_level=None, timeout=30
         )
         self._lock = threading.RLock()
+        # Every authenticated request reads its key and tenant; they change rarely and
+        # only through this object (one server owns a data directory), so reads are
+        # served from memory, filled under the lock and emptied by every write. Misses
+        # are not kept: unknown key ids sent by anyone must not grow the cache.
+        self._tenant_cache: dict[str, Tenant] = {}
+        self._key_cache: dict[str, tuple[AccessKey, Tenant]] = {}
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -113,6 +119,8 @@ class SqliteTenantStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            self._tenant_cache.clear()
+            self._key_cache.clear()
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -208,7 +216,13 @@ class SqliteTenantStore:
             return tenant, self._insert_key(conn, tenant.account_id, now_ms)
 
     def get_tenant(self, account_id: str) -> Tenant:
-        return self._read(lambda conn: self._require_tenant(conn, account_id))
+        cached = self._tenant_cache.get(account_id)
+        if cached is not None:
+            return cached
+        with self._lock:
+            tenant = self._require_tenant(self._conn, account_id)
+            self._tenant_cache[account_id] = tenant
+        return tenant
 
     def list_tenants(
         self, marker: str | None = None, limit: int = 100
@@ -292,13 +306,17 @@ class SqliteTenantStore:
             return self._insert_key(conn, account_id, now_ms)
 
     def find_key(self, access_key_id: str) -> tuple[AccessKey, Tenant] | None:
-        row = self._read(
-            lambda conn: conn.execute(
+        cached = self._key_cache.get(access_key_id)
+        if cached is not None:
+            return cached
+        with self._lock:
+            row = self._conn.execute(
                 f"SELECT {_KEY_COLS}, {_TENANT_COLS} FROM access_keys k "
                 "JOIN tenants t ON t.account_id = k.tenant WHERE k.access_key_id = ?",
                 (access_key_id,),
             ).fetchone()
-        )
-        if row is None:
-            return None
-        return _key(row[:5]), _tenant(row[5:])
+            if row is None:
+                return None
+            found = _key(row[:5]), _tenant(row[5:])
+            self._key_cache[access_key_id] = found
+        return found

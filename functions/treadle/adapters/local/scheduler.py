@@ -3,6 +3,16 @@
 Timers live in the store (written in the same transaction as the change that sets
 them), so a restart loses nothing: this loop only reads due rows and hands them to a
 worker pool. A timer in flight is not handed out twice; a failing one backs off.
+
+Two lanes. Invocations (INVOKE timers) hold a sandbox worker for as long as tenant
+code runs, so their lane is bounded by how many workers may run at once: a burst of
+5,000 wake-ups then queues here instead of forking a worker per extra invocation
+(which costs a fork, memory, and CPU the running ones need). Every other timer (wait
+and retry expiries, callback timeouts, chained starts) is one short commit; it has a
+lane of its own so that it never queues behind slow tenant code.
+
+The loop reads at most what the lanes can take (plus what is already in flight, which
+the read skips), so a backlog of thousands of due rows costs each pass a bounded read.
 """
 
 from __future__ import annotations
@@ -12,12 +22,19 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from treadle.domain.ports import Clock, ExecutionStore, Timer
+from treadle.domain.ports import Clock, ExecutionStore, Timer, TimerKind
 
 log = logging.getLogger(__name__)
 
 _IDLE_POLL_S = 1.0
 _FAILURE_BACKOFF_MS = 1000
+_INVOKE, _OTHER = "invoke", "other"
+# Work handed to a lane beyond its threads: keeps them busy between two passes.
+_QUEUE_FACTOR = 2
+
+
+def _lane(timer: Timer) -> str:
+    return _INVOKE if timer.kind is TimerKind.INVOKE else _OTHER
 
 
 class TimerScheduler:
@@ -27,16 +44,24 @@ class TimerScheduler:
         clock: Clock,
         handler: Callable[[Timer], None],
         *,
-        workers: int = 64,
-        batch: int = 512,
+        workers: int = 16,
+        invoke_workers: int = 16,
     ) -> None:
         self._store = store
         self._clock = clock
         self._handler = handler
-        self._batch = batch
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="timer")
+        self._pools = {
+            _INVOKE: ThreadPoolExecutor(max_workers=invoke_workers, thread_name_prefix="invoke"),
+            _OTHER: ThreadPoolExecutor(max_workers=workers, thread_name_prefix="timer"),
+        }
+        self._capacity = {_INVOKE: invoke_workers * _QUEUE_FACTOR, _OTHER: workers * _QUEUE_FACTOR}
+        self._queued = {_INVOKE: 0, _OTHER: 0}
         self._cond = threading.Condition()
         self._woken = False
+        # None while a pass runs; else the instant the loop will look again by itself.
+        self._sleeping_until: int | None = None
+        # A pass left due timers behind (lane full, or already in flight).
+        self._left_behind = False
         self._in_flight: set[tuple[str, str, str]] = set()
         self._backoff: dict[tuple[str, str, str], int] = {}
         self._stopping = False
@@ -50,10 +75,20 @@ class TimerScheduler:
             self._stopping = True
             self._cond.notify_all()
         self._thread.join(timeout=5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def wake(self, due_ms: int) -> None:
         with self._cond:
+            # A timer due after the loop's own next look needs no wake-up: most commits
+            # set only far timers (leases, execution timeouts), and each needless wake-up
+            # is a pass of reads and a thread switch.
+            if (
+                self._sleeping_until is not None
+                and due_ms >= self._sleeping_until
+                and due_ms > self._clock.now_ms()
+            ):
+                return
             self._woken = True
             self._cond.notify_all()
 
@@ -63,6 +98,7 @@ class TimerScheduler:
                 if self._stopping:
                     return
                 self._woken = False
+                self._sleeping_until = None
             try:
                 self._dispatch_due()
                 sleep_s = self._sleep_for()
@@ -71,19 +107,34 @@ class TimerScheduler:
                 sleep_s = _IDLE_POLL_S
             with self._cond:
                 if not self._woken and not self._stopping and sleep_s > 0:
+                    self._sleeping_until = self._clock.now_ms() + int(sleep_s * 1000)
                     self._cond.wait(sleep_s)
 
     def _dispatch_due(self) -> None:
         now = self._clock.now_ms()
-        for timer in self._store.due_timers(now, self._batch):
+        with self._cond:
+            free = {lane: self._capacity[lane] - self._queued[lane] for lane in self._pools}
+            skip = len(self._in_flight)
+            self._left_behind = False
+        if not any(n > 0 for n in free.values()):
+            with self._cond:
+                self._left_behind = True
+            return
+        for timer in self._store.due_timers(now, skip + sum(free.values())):
             key = (timer.arn, timer.kind.value, timer.op_id)
+            lane = _lane(timer)
             with self._cond:
                 if key in self._in_flight or self._backoff.get(key, 0) > now:
+                    self._left_behind = True
+                    continue
+                if self._queued[lane] >= self._capacity[lane]:
+                    self._left_behind = True
                     continue
                 self._in_flight.add(key)
-            self._pool.submit(self._run, timer, key)
+                self._queued[lane] += 1
+            self._pools[lane].submit(self._run, timer, key, lane)
 
-    def _run(self, timer: Timer, key: tuple[str, str, str]) -> None:
+    def _run(self, timer: Timer, key: tuple[str, str, str], lane: str) -> None:
         try:
             self._handler(timer)
             with self._cond:
@@ -95,8 +146,12 @@ class TimerScheduler:
         finally:
             with self._cond:
                 self._in_flight.discard(key)
-                self._woken = True
-                self._cond.notify_all()
+                self._queued[lane] -= 1
+                # Only a pass that left work behind needs another one now; otherwise
+                # the timers this one set have woken the loop already.
+                if self._left_behind:
+                    self._woken = True
+                    self._cond.notify_all()
 
     def _sleep_for(self) -> float:
         nxt = self._store.next_due_ms()

@@ -75,6 +75,30 @@ CREATE TABLE IF NOT EXISTS client_tokens (
     response TEXT NOT NULL,
     PRIMARY KEY (arn, token)
 );
+-- A tenant's RUNNING executions, for its quota, kept by triggers in the transaction
+-- that changes them: counting the rows at every start costs O(running).
+CREATE TABLE IF NOT EXISTS running_counts (
+    tenant TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS running_insert AFTER INSERT ON executions
+WHEN NEW.status = 'RUNNING'
+BEGIN
+    INSERT INTO running_counts (tenant, n) VALUES (NEW.tenant, 1)
+    ON CONFLICT (tenant) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS running_update AFTER UPDATE OF status ON executions
+WHEN (OLD.status = 'RUNNING') != (NEW.status = 'RUNNING')
+BEGIN
+    INSERT INTO running_counts (tenant, n)
+    VALUES (NEW.tenant, CASE WHEN NEW.status = 'RUNNING' THEN 1 ELSE -1 END)
+    ON CONFLICT (tenant) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TRIGGER IF NOT EXISTS running_delete AFTER DELETE ON executions
+WHEN OLD.status = 'RUNNING'
+BEGIN
+    UPDATE running_counts SET n = n - 1 WHERE tenant = OLD.tenant;
+END;
 CREATE TABLE IF NOT EXISTS functions (
     tenant TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -101,11 +125,25 @@ class Database:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
+            counted = self._has_table("running_counts")
             self._conn.executescript(SCHEMA)
-            self._migrate()
+            self._migrate(counted)
 
-    def _migrate(self) -> None:
+    def _has_table(self, name: str) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
+
+    def _migrate(self, counted: bool) -> None:
         """Bring a data directory written by an older Treadle up to this schema."""
+        if not counted:
+            # The triggers count from now on; what was running before is counted once.
+            self._conn.execute("DELETE FROM running_counts")
+            self._conn.execute(
+                "INSERT INTO running_counts (tenant, n) SELECT tenant, COUNT(*)"
+                " FROM executions WHERE status = 'RUNNING' GROUP BY tenant"
+            )
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(events)")}
         if "op_id" not in columns:
             self._conn.execute("ALTER TABLE events ADD COLUMN op_id TEXT")

@@ -151,30 +151,38 @@ class SqliteExecutionStore:
 
     @staticmethod
     def _write_children(conn: sqlite3.Connection, commit: Commit, rows: _Rows) -> None:
+        # Statements with nothing to write are skipped: each one costs the writer a GIL
+        # release and re-acquisition while it holds the database's write lock.
         arn = commit.execution.arn
-        conn.executemany(
-            "INSERT OR REPLACE INTO operations (arn, op_id, create_seq, change_seq, body)"
-            " VALUES (?, ?, ?, ?, ?)",
-            rows.operations,
-        )
-        conn.executemany(
-            "INSERT INTO events (arn, event_id, op_id, event_type, body) VALUES (?, ?, ?, ?, ?)",
-            rows.events,
-        )
+        if rows.operations:
+            conn.executemany(
+                "INSERT OR REPLACE INTO operations (arn, op_id, create_seq, change_seq, body)"
+                " VALUES (?, ?, ?, ?, ?)",
+                rows.operations,
+            )
+        if rows.events:
+            conn.executemany(
+                "INSERT INTO events (arn, event_id, op_id, event_type, body)"
+                " VALUES (?, ?, ?, ?, ?)",
+                rows.events,
+            )
         if commit.clear_all_timers:
             conn.execute("DELETE FROM timers WHERE arn = ?", (arn,))
-        conn.executemany(
-            "DELETE FROM timers WHERE arn = ? AND kind = ? AND op_id = ?",
-            [(arn, kind.value, op_id) for kind, op_id in commit.clear_timers],
-        )
-        conn.executemany(
-            "INSERT OR REPLACE INTO timers (arn, kind, op_id, due_ms) VALUES (?, ?, ?, ?)",
-            [(t.arn, t.kind.value, t.op_id, t.due_ms) for t in commit.set_timers],
-        )
-        conn.executemany(
-            "INSERT INTO callbacks (callback_id, arn, op_id, heartbeat_s) VALUES (?, ?, ?, ?)",
-            [(cid, arn, op_id, hb) for cid, op_id, hb in commit.new_callbacks],
-        )
+        elif commit.clear_timers:
+            conn.executemany(
+                "DELETE FROM timers WHERE arn = ? AND kind = ? AND op_id = ?",
+                [(arn, kind.value, op_id) for kind, op_id in commit.clear_timers],
+            )
+        if commit.set_timers:
+            conn.executemany(
+                "INSERT OR REPLACE INTO timers (arn, kind, op_id, due_ms) VALUES (?, ?, ?, ?)",
+                [(t.arn, t.kind.value, t.op_id, t.due_ms) for t in commit.set_timers],
+            )
+        if commit.new_callbacks:
+            conn.executemany(
+                "INSERT INTO callbacks (callback_id, arn, op_id, heartbeat_s) VALUES (?, ?, ?, ?)",
+                [(cid, arn, op_id, hb) for cid, op_id, hb in commit.new_callbacks],
+            )
         if commit.client_token is not None:
             conn.execute(
                 "INSERT OR REPLACE INTO client_tokens (arn, token, response) VALUES (?, ?, ?)",
@@ -301,13 +309,12 @@ class SqliteExecutionStore:
         return [r[0] for r in rows]
 
     def count_running(self, tenant: str) -> int:
-        """The tenant's RUNNING executions (for its quota), from a partial index."""
+        """The tenant's RUNNING executions (for its quota): a counter the triggers keep."""
         with self._db.read() as conn:
             row = conn.execute(
-                "SELECT COUNT(*) FROM executions WHERE tenant = ? AND status = 'RUNNING'",
-                (tenant,),
+                "SELECT n FROM running_counts WHERE tenant = ?", (tenant,)
             ).fetchone()
-        return int(row[0])
+        return int(row[0]) if row else 0
 
     def list_executions(
         self, tenant: str, function_name: str, query: ExecutionQuery

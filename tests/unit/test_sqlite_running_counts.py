@@ -1,0 +1,58 @@
+"""The running-executions counter is kept by triggers, and counted once on upgrade."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from treadle.adapters.sqlite.db import Database
+from treadle.adapters.sqlite.executions import SqliteExecutionStore
+from treadle.domain.models import Execution, ExecutionStatus
+from treadle.domain.ports import Commit
+
+TENANT = "123456789012"
+
+
+def _execution(name: str, tenant: str = TENANT) -> Execution:
+    return Execution(
+        arn=f"arn:aws:lambda:us-east-1:{tenant}:function:f:$LATEST/durable-execution/{name}/{name}",
+        tenant=tenant,
+        function_name="f",
+        version="$LATEST",
+        name=name,
+        exec_id=name,
+        status=ExecutionStatus.RUNNING,
+        input_payload=None,
+        input_hash="h",
+        start_ms=0,
+        execution_timeout_s=60,
+        retention_days=1,
+    )
+
+
+def test_a_data_directory_from_before_the_counter_is_counted_once_on_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteExecutionStore(Database(path))
+    for name in ("a", "b", "c"):
+        store.create(Commit(execution=_execution(name)))
+    store.create(Commit(execution=_execution("x", tenant="210987654321")))
+    done = store.load(_execution("c").arn).execution
+    done.status = ExecutionStatus.SUCCEEDED
+    store.commit(Commit(execution=done))
+    assert store.count_running(TENANT) == 2
+    # What an older Treadle left: no counter table, no triggers.
+    with sqlite3.connect(path) as conn:
+        for trigger in ("running_insert", "running_update", "running_delete"):
+            conn.execute(f"DROP TRIGGER {trigger}")
+        conn.execute("DROP TABLE running_counts")
+
+    reopened = SqliteExecutionStore(Database(path))
+    assert reopened.count_running(TENANT) == 2
+    assert reopened.count_running("210987654321") == 1
+    # And it keeps counting from there, through the triggers.
+    reopened.create(Commit(execution=_execution("d")))
+    assert reopened.count_running(TENANT) == 3
+    # A second open does not count again.
+    assert SqliteExecutionStore(Database(path)).count_running(TENANT) == 3
