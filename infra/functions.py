@@ -139,6 +139,10 @@ class PlatformFunctions(Construct):
             names.ENV_ADMIN_SECRET_ARN, storage.admin_secret.secret_arn
         )
         grants.allow_admin_key(self.api.role, storage.admin_secret)
+        # Answer a synchronous invoke before API Gateway's integration timeout does.
+        self.api.function.add_environment(
+            names.ENV_SYNC_INVOKE_WAIT, str(names.API_SYNC_INVOKE_WAIT_S)
+        )
         grants.allow_table(self.sweep.role, storage.table)
         grants.allow_send(self.sweep.role, storage.queue)
 

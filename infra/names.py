@@ -85,6 +85,7 @@ ENV_TOKEN_SECRET_ARN: Final = "TREADLE_TOKEN_SECRET_ARN"
 ENV_ADMIN_SECRET_ARN: Final = "TREADLE_ADMIN_SECRET_ARN"
 ENV_TENANT_LAYER_ARN: Final = "TREADLE_TENANT_LAYER_ARN"
 ENV_API_URL: Final = "TREADLE_API_URL"
+ENV_SYNC_INVOKE_WAIT: Final = "TREADLE_SYNC_INVOKE_WAIT_SECONDS"
 ENV_DATA_DIR: Final = "TREADLE_DATA_DIR"
 ENV_STATEMACHINE_DIR: Final = "TREADLE_STATEMACHINE_DIR"
 ENV_POWERTOOLS_SERVICE_NAME: Final = "POWERTOOLS_SERVICE_NAME"
@@ -109,8 +110,14 @@ PLATFORM_ENV_VARS: Final = (
     ENV_POWERTOOLS_LOG_LEVEL,
 )
 
-# Only the API function serves /v1/tenants, so only it gets (and may read) the admin secret.
-API_ONLY_ENV_VARS: Final = (ENV_ADMIN_SECRET_ARN,)
+# Only the API function serves /v1/tenants, so only it gets (and may read) the admin secret;
+# only it answers synchronous invokes from behind API Gateway, so only it caps their wait.
+API_ONLY_ENV_VARS: Final = (ENV_ADMIN_SECRET_ARN, ENV_SYNC_INVOKE_WAIT)
+
+# API Gateway gives up on an integration after ~29-30 s (a 504, which SDK clients retry:
+# each retry of an unnamed durable invoke would start another execution). The API answers
+# a synchronous invoke still running after this long with Treadle.SyncInvokeTimeout.
+API_SYNC_INVOKE_WAIT_S: Final = 25
 
 POWERTOOLS_SERVICE_NAME: Final = "treadle"
 POWERTOOLS_METRICS_NAMESPACE: Final = "Treadle"

@@ -149,6 +149,7 @@ def build_core(
         notifier=notifier,
         ids=ports.ids,
         quotas=quotas,
+        sync_invoke_wait_s=settings.sync_invoke_wait_s,
     )
     router = Router()
     LambdaApi(function_service, execution_service).register(router)

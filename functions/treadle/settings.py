@@ -28,6 +28,7 @@ ENV_DURABLE_CHANNEL = "TREADLE_DURABLE_CHANNEL"
 ENV_ADMIN_KEY_ID = "TREADLE_ADMIN_ACCESS_KEY_ID"
 ENV_ADMIN_SECRET = "TREADLE_ADMIN_SECRET_ACCESS_KEY"
 ENV_MAX_CLOCK_SKEW = "TREADLE_MAX_CLOCK_SKEW_SECONDS"
+ENV_SYNC_INVOKE_WAIT = "TREADLE_SYNC_INVOKE_WAIT_SECONDS"
 # The AWS backend (`treadle dev --backend aws` and the platform Lambdas). The names the
 # CDK stack sets (infra/names.py) are these; tests/entrypoints checks that they agree.
 ENV_BACKEND = "TREADLE_BACKEND"
@@ -73,6 +74,10 @@ class Settings(BaseModel):
     admin_secret_access_key: SecretStr | None = None
     # How far a signed request's date may be from ours (AWS allows 5 minutes).
     max_clock_skew_s: int = Field(default=300, ge=1, le=3600)
+    # The longest a synchronous Invoke of a durable function waits for the execution to
+    # close; past it the caller gets the function error Treadle.SyncInvokeTimeout (the
+    # execution runs on). Behind API Gateway (29 s integration timeout) the stack sets 25.
+    sync_invoke_wait_s: int = Field(default=900, ge=1, le=900)
 
     # -- AWS backend ---------------------------------------------------------------------
     backend: Backend = "embedded"
@@ -135,6 +140,7 @@ class Settings(BaseModel):
             ("admin_access_key_id", ENV_ADMIN_KEY_ID),
             ("admin_secret_access_key", ENV_ADMIN_SECRET),
             ("max_clock_skew_s", ENV_MAX_CLOCK_SKEW),
+            ("sync_invoke_wait_s", ENV_SYNC_INVOKE_WAIT),
             ("backend", ENV_BACKEND),
             ("stage", ENV_STAGE),
             ("table", ENV_TABLE),

@@ -114,6 +114,7 @@ def test_settings_read_the_variables_the_stack_sets() -> None:
         "ENV_TENANT_LAYER_ARN",
         "ENV_API_URL",
         "ENV_DATA_DIR",
+        "ENV_SYNC_INVOKE_WAIT",
     ):
         assert getattr(settings, name) == getattr(names, name), name
 

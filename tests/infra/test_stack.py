@@ -212,6 +212,39 @@ def test_platform_function_runtime_handler_and_settings(
     assert props["LoggingConfig"]["LogGroup"].startswith("${")
 
 
+def test_only_the_api_answers_sync_invokes_before_api_gateway_gives_up(
+    assertion: assertions.Template,
+) -> None:
+    wait = names.API_SYNC_INVOKE_WAIT_S
+    # Under the API function's timeout, itself under API Gateway's integration timeout.
+    assert 0 < wait < functions.API_TIMEOUT.to_seconds() < 30
+    assertion.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "FunctionName": API,
+            "Environment": {
+                "Variables": assertions.Match.object_like({names.ENV_SYNC_INVOKE_WAIT: str(wait)})
+            },
+        },
+    )
+    for name in (ORCHESTRATOR, SWEEP):
+        assertion.has_resource_properties(
+            "AWS::Lambda::Function",
+            {
+                "FunctionName": name,
+                "Environment": {
+                    "Variables": assertions.Match.object_like(
+                        {names.ENV_SYNC_INVOKE_WAIT: assertions.Match.absent()}
+                    )
+                },
+            },
+        )
+    # The value is one the platform's settings accept.
+    from treadle.settings import Settings
+
+    assert Settings(sync_invoke_wait_s=wait).sync_invoke_wait_s == wait
+
+
 def test_platform_functions_are_outside_the_tenant_pattern(template: Json) -> None:
     functions = resources(template, "AWS::Lambda::Function").values()
     platform_names = {f["Properties"]["FunctionName"] for f in functions}

@@ -23,7 +23,10 @@ from treadle.domain.ports import (
 
 log = logging.getLogger(__name__)
 
+# The longest a synchronous invoke of a durable function may wait (Lambda's own limit);
+# a deployment may set less (`Settings.sync_invoke_wait_s`: 25 behind API Gateway).
 SYNC_INVOKE_LIMIT_S = 900.0
+SYNC_INVOKE_TIMEOUT_ERROR = "Treadle.SyncInvokeTimeout"
 _FUNCTION_REF = re.compile(
     r"^(?:arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):)?(?:(?P<account>\d{12}):)?"
     r"(?:function:)?(?P<name>[a-zA-Z0-9\-_]{1,64})(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9\-_]+))?$"
@@ -74,13 +77,17 @@ class ExecutionService:
         notifier: CompletionNotifier,
         ids: Ids,
         quotas: Quotas | None = None,
+        sync_invoke_wait_s: float = SYNC_INVOKE_LIMIT_S,
     ) -> None:
+        if not 0 < sync_invoke_wait_s <= SYNC_INVOKE_LIMIT_S:
+            raise ValueError(f"sync_invoke_wait_s must be in (0, {SYNC_INVOKE_LIMIT_S:g}]")
         self.engine = engine
         self.functions = functions
         self.runtime = runtime
         self.notifier = notifier
         self.ids = ids
         self.quotas = quotas or NoQuotas()
+        self.sync_invoke_wait_s = sync_invoke_wait_s
         self._async = ThreadPoolExecutor(max_workers=16, thread_name_prefix="async-invoke")
 
     def invoke(
@@ -112,7 +119,7 @@ class ExecutionService:
         ex, _ = self.engine.start(fn, execution_name, text or None)
         if invocation_type == "Event":
             return InvokeResult(202, b"", fn.version, ex.arn)
-        self.notifier.wait(ex.arn, SYNC_INVOKE_LIMIT_S, lambda: self._closed(ex.arn))
+        self.notifier.wait(ex.arn, self.sync_invoke_wait_s, lambda: self._closed(ex.arn))
         final = self.engine.store.get(ex.arn)
         if final.status.value == "SUCCEEDED":
             return InvokeResult(200, (final.result or "null").encode(), fn.version, ex.arn)
@@ -125,7 +132,22 @@ class ExecutionService:
             if err and err.StackTrace:
                 body["stackTrace"] = err.StackTrace  # type: ignore[assignment]
             return InvokeResult(200, json.dumps(body).encode(), fn.version, ex.arn, "Unhandled")
-        return InvokeResult(200, b"null", fn.version, ex.arn)
+        return self._still_running(fn, ex.arn)
+
+    def _still_running(self, fn: FunctionVersion, arn: str) -> InvokeResult:
+        """The wait ended before the execution closed; it runs on. A function error, not a
+        5xx: SDK clients retry 5xx, and each retry without an execution name would start
+        another execution."""
+        body = {
+            "errorType": SYNC_INVOKE_TIMEOUT_ERROR,
+            "errorMessage": (
+                f"Durable execution {arn} is still running after {self.sync_invoke_wait_s:g} s, "
+                "the longest a synchronous invoke waits here. It continues: poll "
+                "GetDurableExecution with its ARN for the result, or invoke long executions "
+                "with InvocationType=Event."
+            ),
+        }
+        return InvokeResult(200, json.dumps(body).encode(), fn.version, arn, "Unhandled")
 
     def _closed(self, arn: str) -> bool:
         try:
