@@ -66,3 +66,29 @@ def test_checkpoint_and_state_over_the_channel(tmp_path: Path) -> None:
     assert "WaitSeconds" in seen["bad_batch"][0]["error"]["message"]
     assert seen["unknown"][0]["error"]["code"] == "InvalidParameterValueException"
     assert seen["garbage"][0]["error"]["status"] == 400
+
+
+def test_the_provided_sdk_sends_a_blocked_checkpoint_without_its_1_ms_wait() -> None:
+    import socket
+    import threading
+
+    import aws_durable_execution_sdk_python.lambda_service as sdk_service
+    import aws_durable_execution_sdk_python.state as sdk_state
+
+    from treadle.adapters.sandbox import durable_channel
+
+    # install() changes the process's SDK: put everything back for the other tests.
+    before = sdk_state._BLOCKED_CALLER_WAIT_SECONDS
+    stop = sdk_state.ExecutionState.stop_checkpointing
+    client = sdk_service.LambdaClient.__dict__.get("_cached_boto_client")
+    ours, theirs = socket.socketpair()
+    try:
+        assert durable_channel.install(ours, threading.Lock())
+        # Positive, so queued operations still join the batch; far below the SDK's 1 ms.
+        assert 0 < sdk_state._BLOCKED_CALLER_WAIT_SECONDS < 1e-4
+    finally:
+        sdk_state._BLOCKED_CALLER_WAIT_SECONDS = before
+        sdk_state.ExecutionState.stop_checkpointing = stop  # type: ignore[method-assign]
+        sdk_service.LambdaClient._cached_boto_client = client
+        ours.close()
+        theirs.close()

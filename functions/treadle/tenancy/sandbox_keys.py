@@ -43,6 +43,10 @@ class SandboxKeys:
     def __init__(self, platform_secret: bytes) -> None:
         # A key of its own, so a leaked sandbox secret says nothing of checkpoint tokens.
         self._key = hmac.new(platform_secret, b"treadle-sandbox-keys", hashlib.sha256).digest()
+        # Asked on every invocation and every checkpoint signed with a sandbox key: the
+        # three HMACs are kept per tenant (one entry per real tenant; lookup() only
+        # fills it for key ids whose tag verified).
+        self._pairs: dict[str, tuple[str, str]] = {}
 
     def _tag(self, account: str) -> str:
         digest = hmac.new(self._key, b"id:" + account.encode(), hashlib.sha256).digest()
@@ -54,8 +58,11 @@ class SandboxKeys:
 
     def for_tenant(self, account: str) -> tuple[str, str]:
         """(access key id, secret) for the tenant's sandboxes."""
-        key_id = "AKIA" + _b32_int(int(account), _ACCOUNT_CHARS) + self._tag(account)
-        return key_id, self._secret(account)
+        pair = self._pairs.get(account)
+        if pair is None:
+            key_id = "AKIA" + _b32_int(int(account), _ACCOUNT_CHARS) + self._tag(account)
+            pair = self._pairs[account] = (key_id, self._secret(account))
+        return pair
 
     def env(self, account: str) -> dict[str, str]:
         """The credential variables of the tenant's sandboxes."""
@@ -72,6 +79,8 @@ class SandboxKeys:
         if number is None or number >= 10**12:
             return None
         account = f"{number:012d}"
-        if not hmac.compare_digest(self._tag(account), access_key_id[4 + _ACCOUNT_CHARS :]):
+        pair = self._pairs.get(account)
+        expected = pair[0][4 + _ACCOUNT_CHARS :] if pair else self._tag(account)
+        if not hmac.compare_digest(expected, access_key_id[4 + _ACCOUNT_CHARS :]):
             return None
-        return KeySecret(account, self._secret(account))
+        return KeySecret(account, self.for_tenant(account)[1])

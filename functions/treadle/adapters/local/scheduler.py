@@ -140,6 +140,11 @@ class TimerScheduler:
             with self._cond:
                 self._backoff.pop(key, None)
         except Exception:
+            if self._stopping:
+                # Shutting down: the sandbox is gone under it. The row stays; the next
+                # start fires it again (an invocation's lease lapses and is re-run).
+                log.info("timer %s interrupted by shutdown", key)
+                return
             log.exception("timer %s failed; retrying later", key)
             with self._cond:
                 self._backoff[key] = self._clock.now_ms() + _FAILURE_BACKOFF_MS

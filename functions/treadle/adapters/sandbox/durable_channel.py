@@ -86,7 +86,30 @@ def install(chan: socket.socket, lock: threading.Lock) -> bool:
         return False
     client_class._cached_boto_client = ChannelDurableClient(chan, lock)
     _wake_batcher_on_stop()
+    _send_blocked_checkpoints_at_once()
     return True
+
+
+# What the batcher waits for more work once a synchronous checkpoint is in its batch.
+# Positive, so that what is already queued still joins the batch (a zero ends the read
+# before looking); tiny, so that nothing is waited for.
+BLOCKED_CALLER_WAIT_S = 1e-6
+
+
+def _send_blocked_checkpoints_at_once() -> None:
+    """Send a synchronous checkpoint as soon as it is queued, not 1 ms later.
+
+    With a synchronous checkpoint in its batch, the SDK's batcher waits 1 ms
+    (`_BLOCKED_CALLER_WAIT_SECONDS`) for sibling threads to add theirs, because on AWS a
+    checkpoint is an HTTPS round trip of several milliseconds that batching saves. Over
+    this channel a checkpoint costs a fraction of a millisecond, and the wait made up
+    half of every sequential step (W1: 2.2 -> 1.2 ms per step without it). Operations
+    already queued still go in the same batch; later ones go in the next. What is
+    checkpointed, and in what order, does not change.
+    """
+    state = sys.modules.get("aws_durable_execution_sdk_python.state")
+    if state is not None and hasattr(state, "_BLOCKED_CALLER_WAIT_SECONDS"):
+        state._BLOCKED_CALLER_WAIT_SECONDS = BLOCKED_CALLER_WAIT_S
 
 
 def _wake_batcher_on_stop() -> None:

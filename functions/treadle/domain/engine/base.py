@@ -145,7 +145,10 @@ class EngineBase:
     # -- working sets --------------------------------------------------------------
 
     def _working_set(self, snap: Snapshot) -> tuple[Execution, WorkingSet]:
-        ex = snap.execution.model_copy(deep=True)
+        # Shallow: the engine reassigns fields and never changes a nested value in place
+        # (errors, the pinned configuration), so the snapshot stays intact; a deep copy
+        # of the pinned configuration on every change was measurable.
+        ex = snap.execution.model_copy()
         create_seq = max((s.create_seq for s in snap.operations.values()), default=0)
         ws = WorkingSet(
             now_ms=self.clock.now_ms(),
