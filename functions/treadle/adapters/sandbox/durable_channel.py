@@ -109,7 +109,7 @@ def _send_blocked_checkpoints_at_once() -> None:
     """
     state = sys.modules.get("aws_durable_execution_sdk_python.state")
     if state is not None and hasattr(state, "_BLOCKED_CALLER_WAIT_SECONDS"):
-        state._BLOCKED_CALLER_WAIT_SECONDS = BLOCKED_CALLER_WAIT_S
+        setattr(state, "_BLOCKED_CALLER_WAIT_SECONDS", BLOCKED_CALLER_WAIT_S)  # noqa: B010
 
 
 def _wake_batcher_on_stop() -> None:
