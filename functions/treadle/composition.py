@@ -141,6 +141,7 @@ def build_core(
         clock=ports.clock,
         ids=ports.ids,
         region=settings.region,
+        prepare=ports.runtime.prepare,
     )
     execution_service = ExecutionService(
         engine=engine,

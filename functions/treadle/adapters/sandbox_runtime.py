@@ -71,6 +71,14 @@ class SandboxRuntime:
             tenant=fn.tenant,
         )
 
+    def prepare(self, fn: FunctionVersion) -> None:
+        """Unpack the tenant's copy of the code now: a millisecond and more off the cold start.
+
+        As Lambda readies a function between CreateFunction and its first invoke (its
+        state goes Pending -> Active), not during that invoke.
+        """
+        self._code.unpacked(fn.code_key, fn.tenant, group=self._sandbox.tenant_group(fn.tenant))
+
     def invoke(self, fn: FunctionVersion, payload: bytes, request_id: str) -> InvocationOutcome:
         outcome = self._sandbox.invoke(self._spec(fn), payload, request_id, self._on_call)
         if outcome.logs:

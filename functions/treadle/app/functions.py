@@ -24,6 +24,7 @@ import hashlib
 import logging
 import re
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -117,8 +118,10 @@ class FunctionService:
         ids: Ids,
         region: str,
         quotas: Quotas | None = None,
+        prepare: Callable[[FunctionVersion], None] | None = None,
     ) -> None:
         self.quotas = quotas or NoQuotas()
+        self._prepare_hook = prepare
         self.store = store
         self.code = code
         self.artifacts = artifacts
@@ -206,7 +209,22 @@ class FunctionService:
             self.store.put_latest(fn, create=True)
             if req.Publish:
                 self.store.publish(tenant, fn.function_name, None)
+        self._prepare(fn)
         return fn
+
+    def _prepare(self, fn: FunctionVersion) -> None:
+        """New code is readied for its first invoke; a failure only leaves it to that invoke."""
+        if self._prepare_hook is None:
+            return
+        try:
+            self._prepare_hook(fn)
+        except Exception:
+            log.warning(
+                "could not prepare %s:%s ahead of its first invoke",
+                fn.function_name,
+                fn.version,
+                exc_info=True,
+            )
 
     def update_code(self, tenant: str, name: str, req: UpdateCodeRequest) -> FunctionVersion:
         zip_bytes = _decode_zip(req.ZipFile)
@@ -225,7 +243,8 @@ class FunctionService:
             )
             self.store.put_latest(fn, create=False)
             if req.Publish:
-                return self.store.publish(tenant, name, None)
+                fn = self.store.publish(tenant, name, None)
+        self._prepare(fn)
         return fn
 
     def deploy(self, tenant: str, name: str, req: DeployRequest) -> FunctionVersion:
@@ -278,6 +297,7 @@ class FunctionService:
                 f"Function {name} changed while it was deployed; version {version.version} "
                 "holds the other change. Deploy again."
             )
+        self._prepare(version)
         return version
 
     def publish(self, tenant: str, name: str, description: str | None) -> FunctionVersion:

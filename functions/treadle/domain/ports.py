@@ -217,6 +217,12 @@ class FunctionRuntime(Protocol):
     def invoke(self, fn: FunctionVersion, payload: bytes, request_id: str) -> InvocationOutcome:
         """Run one invocation of a deployed version; never raises for handler faults."""
 
+    def prepare(self, fn: FunctionVersion) -> None:
+        """Get a version's code ready to run, ahead of its first invoke (its cold start).
+
+        Best effort: invoke() does whatever was not done here.
+        """
+
 
 class CodeStore(Protocol):
     def put(self, zip_bytes: bytes) -> str:

@@ -348,6 +348,11 @@ class LambdaRuntime:
 
     # -- invoke -------------------------------------------------------------------------
 
+    def prepare(self, fn: FunctionVersion) -> None:
+        # The Lambda is created (or reused by code hash) on first invoke: creating it here
+        # would hold CreateFunction for the seconds Lambda takes to become Active.
+        return None
+
     def invoke(self, fn: FunctionVersion, payload: bytes, request_id: str) -> InvocationOutcome:
         deployment = self.deploy(fn)
         if self._invoker is not None:

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import io
 import os
+import py_compile
 import re
 import shutil
 import tempfile
@@ -114,6 +115,7 @@ class LocalCodeStore:
         try:
             with zipfile.ZipFile(io.BytesIO(self.get(key))) as zf:
                 zf.extractall(tmp)
+            _compile_bytecode(tmp)
             # Tenant code is read-only, even for the tenant's own process.
             dir_mode, file_mode = (0o550, 0o440) if group is not None else (0o500, 0o400)
             for p in [tmp, *tmp.rglob("*")]:
@@ -124,6 +126,42 @@ class LocalCodeStore:
         except BaseException:
             _remove_tree(tmp)
             raise
+
+
+# Bytecode is compiled here, once per package, for sources up to these sizes: the copy is
+# read-only, so otherwise every cold start compiles every module it imports (the
+# handler module alone: ~1 ms of a 10 ms cold start). Parsing is bounded because it
+# runs in the platform's process; bigger sources are compiled by the worker, as before.
+MAX_COMPILED_FILE_BYTES = 512 * 1024
+MAX_COMPILED_TOTAL_BYTES = 8 * 1024 * 1024
+
+
+def _compile_bytecode(root: Path) -> None:
+    budget = MAX_COMPILED_TOTAL_BYTES
+    for source in sorted(root.rglob("*.py")):
+        try:
+            size = source.stat().st_size
+        except OSError:
+            continue
+        if not source.is_file() or source.is_symlink() or size > MAX_COMPILED_FILE_BYTES:
+            continue
+        if size > budget:
+            return
+        budget -= size
+        try:
+            # Timestamp-checked, as the interpreter writes them: only the source's own
+            # interpreter version and flags read it, and a bad file stays the worker's
+            # SyntaxError to report (Runtime.UserCodeSyntaxError), not ours.
+            py_compile.compile(str(source), doraise=True, quiet=2)
+        except (
+            py_compile.PyCompileError,
+            SyntaxError,
+            ValueError,
+            OSError,
+            RecursionError,
+            MemoryError,
+        ):
+            continue
 
 
 def _remove_tree(path: Path) -> None:
