@@ -1,0 +1,119 @@
+"""The embedded scheduler's lanes: invocations are bounded; short timers never wait for them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from treadle.adapters.local.basics import SystemClock
+from treadle.adapters.local.scheduler import TimerScheduler
+from treadle.domain.ports import Timer, TimerKind
+
+
+class Rows:
+    """The store's timer rows, as the scheduler reads them (due first)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.rows: dict[tuple[str, str, str], Timer] = {}
+
+    def put(self, timer: Timer) -> None:
+        with self._lock:
+            self.rows[(timer.arn, timer.kind.value, timer.op_id)] = timer
+
+    def clear(self, timer: Timer) -> None:
+        with self._lock:
+            self.rows.pop((timer.arn, timer.kind.value, timer.op_id), None)
+
+    def due_timers(self, now_ms: int, limit: int) -> list[Timer]:
+        with self._lock:
+            due = sorted(
+                (t for t in self.rows.values() if t.due_ms <= now_ms), key=lambda t: t.due_ms
+            )
+        return due[:limit]
+
+    def next_due_ms(self) -> int | None:
+        with self._lock:
+            return min((t.due_ms for t in self.rows.values()), default=None)
+
+
+@pytest.fixture
+def harness() -> Iterator[Callable[..., tuple[TimerScheduler, Rows]]]:
+    started: list[TimerScheduler] = []
+
+    def make(handler: Callable[[Timer], None], **lanes: int) -> tuple[TimerScheduler, Rows]:
+        rows = Rows()
+
+        def fire(timer: Timer) -> None:
+            handler(timer)
+            rows.clear(timer)  # the engine clears what it fired
+
+        scheduler = TimerScheduler(rows, SystemClock(), fire, **lanes)  # type: ignore[arg-type]
+        scheduler.start()
+        started.append(scheduler)
+        return scheduler, rows
+
+    yield make
+    for scheduler in started:
+        scheduler.stop()
+
+
+def _timer(kind: TimerKind, name: str) -> Timer:
+    return Timer(f"arn:{name}", kind, "", SystemClock().now_ms())
+
+
+def test_invocations_run_at_most_the_lane_width_at_once(
+    harness: Callable[..., tuple[TimerScheduler, Rows]],
+) -> None:
+    lock = threading.Lock()
+    running, peak, done = [0], [0], []
+
+    def invoke(timer: Timer) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+            done.append(timer.arn)
+
+    scheduler, rows = harness(invoke, workers=2, invoke_workers=3)
+    for i in range(30):
+        rows.put(_timer(TimerKind.INVOKE, f"e{i}"))
+    scheduler.wake(0)
+    deadline = time.monotonic() + 10
+    while len(done) < 30 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(done) == 30  # every one ran, once
+    assert len(set(done)) == 30
+    assert peak[0] == 3
+
+
+def test_a_wait_expiry_does_not_queue_behind_slow_invocations(
+    harness: Callable[..., tuple[TimerScheduler, Rows]],
+) -> None:
+    release = threading.Event()
+    fired: dict[str, float] = {}
+
+    def handler(timer: Timer) -> None:
+        if timer.kind is TimerKind.INVOKE:
+            release.wait(10)  # tenant code that takes its time
+        fired[timer.arn] = time.monotonic()
+
+    scheduler, rows = harness(handler, workers=2, invoke_workers=2)
+    for i in range(6):
+        rows.put(_timer(TimerKind.INVOKE, f"slow{i}"))
+    scheduler.wake(0)
+    time.sleep(0.05)
+    asked = time.monotonic()
+    rows.put(_timer(TimerKind.WAIT, "wait"))
+    scheduler.wake(0)
+    deadline = time.monotonic() + 5
+    while "arn:wait" not in fired and time.monotonic() < deadline:
+        time.sleep(0.005)
+    release.set()
+    assert "arn:wait" in fired and fired["arn:wait"] - asked < 1.0
+    assert not any(name.startswith("arn:slow") for name in fired if fired[name] < asked)
