@@ -117,3 +117,26 @@ def test_a_wait_expiry_does_not_queue_behind_slow_invocations(
     release.set()
     assert "arn:wait" in fired and fired["arn:wait"] - asked < 1.0
     assert not any(name.startswith("arn:slow") for name in fired if fired[name] < asked)
+
+
+def test_failing_timers_backing_off_do_not_starve_the_others(
+    harness: Callable[..., tuple[TimerScheduler, Rows]],
+) -> None:
+    fired: list[str] = []
+
+    def handler(timer: Timer) -> None:
+        if timer.arn.startswith("arn:bad"):
+            raise RuntimeError("a store hiccup that lasts")
+        fired.append(timer.arn)
+
+    scheduler, rows = harness(handler, workers=1, invoke_workers=1)
+    # More failing rows, due earlier, than a pass reads (2 per lane).
+    for i in range(20):
+        rows.put(Timer(f"arn:bad{i}", TimerKind.WAIT, "", 1))
+    for i in range(3):
+        rows.put(_timer(TimerKind.WAIT, f"good{i}"))
+    scheduler.wake(0)
+    deadline = time.monotonic() + 5
+    while len(fired) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(fired) == ["arn:good0", "arn:good1", "arn:good2"]

@@ -114,7 +114,10 @@ class TimerScheduler:
         now = self._clock.now_ms()
         with self._cond:
             free = {lane: self._capacity[lane] - self._queued[lane] for lane in self._pools}
-            skip = len(self._in_flight)
+            # Rows the read will meet and pass over: in flight, or failing and backing off
+            # (oldest due first, they would otherwise fill the window and starve the rest).
+            self._backoff = {k: until for k, until in self._backoff.items() if until > now}
+            skip = len(self._in_flight) + len(self._backoff)
             self._left_behind = False
         if not any(n > 0 for n in free.values()):
             with self._cond:
