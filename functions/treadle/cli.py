@@ -15,7 +15,6 @@ import uvicorn
 from pydantic import ValidationError
 
 from treadle.api.asgi import AsgiAdapter
-from treadle.api.errors import validation_message
 from treadle.server import ADMIN_PROFILE, TENANT_PROFILE, Platform
 from treadle.settings import Settings
 
@@ -48,7 +47,7 @@ def dev(args: argparse.Namespace) -> int:
             backend=args.backend,
         )
     except ValidationError as exc:
-        print(f"treadle: invalid settings: {validation_message(exc)}", file=sys.stderr)
+        print(f"treadle: invalid settings: {Settings.describe_error(exc)}", file=sys.stderr)
         return 2
     try:
         sock = _bind(settings.host, settings.port)

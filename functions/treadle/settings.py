@@ -11,7 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from treadle.tenancy.models import new_access_key_id, new_secret
 
@@ -48,6 +56,37 @@ ENV_LOG_STORE = "TREADLE_LOG_STORE"
 ENV_AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 
 Backend = Literal["embedded", "aws"]
+
+# Setting -> its environment variable (for reading them, and for naming them in errors).
+ENV_VARS: tuple[tuple[str, str], ...] = (
+    ("data_dir", ENV_DATA_DIR),
+    ("host", ENV_HOST),
+    ("port", ENV_PORT),
+    ("region", ENV_REGION),
+    ("default_account", ENV_ACCOUNT),
+    ("wait_time_scale", ENV_WAIT_TIME_SCALE),
+    ("sandbox_warm_per_function", ENV_SANDBOX_WARM),
+    ("invoke_concurrency", ENV_INVOKE_CONCURRENCY),
+    ("durable_channel", ENV_DURABLE_CHANNEL),
+    ("admin_access_key_id", ENV_ADMIN_KEY_ID),
+    ("admin_secret_access_key", ENV_ADMIN_SECRET),
+    ("max_clock_skew_s", ENV_MAX_CLOCK_SKEW),
+    ("sync_invoke_wait_s", ENV_SYNC_INVOKE_WAIT),
+    ("backend", ENV_BACKEND),
+    ("stage", ENV_STAGE),
+    ("table", ENV_TABLE),
+    ("bucket", ENV_BUCKET),
+    ("queue_url", ENV_QUEUE_URL),
+    ("tenant_role_arn", ENV_TENANT_ROLE_ARN),
+    ("token_secret_arn", ENV_TOKEN_SECRET_ARN),
+    ("admin_secret_arn", ENV_ADMIN_SECRET_ARN),
+    ("tenant_layer_arn", ENV_TENANT_LAYER_ARN),
+    ("api_url", ENV_API_URL),
+    ("aws_endpoint_url", ENV_AWS_ENDPOINT_URL),
+    ("function_runtime", ENV_FUNCTION_RUNTIME),
+    ("sweep_interval_s", ENV_SWEEP_INTERVAL),
+    ("log_store", ENV_LOG_STORE),
+)
 
 
 class Settings(BaseModel):
@@ -127,39 +166,22 @@ class Settings(BaseModel):
     def from_env(cls, **overrides: object) -> Settings:
         env = os.environ
         values: dict[str, object] = {}
-        for key, name in (
-            ("data_dir", ENV_DATA_DIR),
-            ("host", ENV_HOST),
-            ("port", ENV_PORT),
-            ("region", ENV_REGION),
-            ("default_account", ENV_ACCOUNT),
-            ("wait_time_scale", ENV_WAIT_TIME_SCALE),
-            ("sandbox_warm_per_function", ENV_SANDBOX_WARM),
-            ("invoke_concurrency", ENV_INVOKE_CONCURRENCY),
-            ("durable_channel", ENV_DURABLE_CHANNEL),
-            ("admin_access_key_id", ENV_ADMIN_KEY_ID),
-            ("admin_secret_access_key", ENV_ADMIN_SECRET),
-            ("max_clock_skew_s", ENV_MAX_CLOCK_SKEW),
-            ("sync_invoke_wait_s", ENV_SYNC_INVOKE_WAIT),
-            ("backend", ENV_BACKEND),
-            ("stage", ENV_STAGE),
-            ("table", ENV_TABLE),
-            ("bucket", ENV_BUCKET),
-            ("queue_url", ENV_QUEUE_URL),
-            ("tenant_role_arn", ENV_TENANT_ROLE_ARN),
-            ("token_secret_arn", ENV_TOKEN_SECRET_ARN),
-            ("admin_secret_arn", ENV_ADMIN_SECRET_ARN),
-            ("tenant_layer_arn", ENV_TENANT_LAYER_ARN),
-            ("api_url", ENV_API_URL),
-            ("aws_endpoint_url", ENV_AWS_ENDPOINT_URL),
-            ("function_runtime", ENV_FUNCTION_RUNTIME),
-            ("sweep_interval_s", ENV_SWEEP_INTERVAL),
-            ("log_store", ENV_LOG_STORE),
-        ):
+        for key, name in ENV_VARS:
             if name in env:
                 values[key] = env[name]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
+
+    @staticmethod
+    def describe_error(exc: ValidationError) -> str:
+        """What is wrong, by setting and the environment variable that sets it."""
+        names = dict(ENV_VARS)
+        parts = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            where = f"{field} ({names[field]})" if field in names else field
+            parts.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
+        return "; ".join(parts)
 
     @property
     def emulated(self) -> bool:

@@ -33,3 +33,21 @@ def test_invalid_settings_are_reported_plainly(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "invalid settings" in proc.stderr and "wait_time_scale" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_invalid_environment_variable_is_named(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TREADLE_INVOKE_CONCURRENCY": "none", "TREADLE_DATA_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "treadle.cli", "dev", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "invoke_concurrency (TREADLE_INVOKE_CONCURRENCY)" in proc.stderr
+    assert "Traceback" not in proc.stderr
