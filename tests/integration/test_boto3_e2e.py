@@ -10,27 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from support.server import deploy
-
-WORKFLOW = """
-from aws_durable_execution_sdk_python import DurableContext, durable_execution, durable_step
-from aws_durable_execution_sdk_python.config import Duration
-
-
-@durable_step
-def double(step_ctx, n):
-    return n * 2
-
-
-@durable_execution
-def handler(event, context: DurableContext):
-    first = context.step(double(event["n"]), name="double")
-    if event.get("wait"):
-        context.wait(Duration.from_seconds(event["wait"]), name="pause")
-    if event.get("callback"):
-        approval = context.wait_for_callback(lambda cid, ctx: None, name="approval")
-        return {"first": first, "approval": approval}
-    return {"first": first}
-"""
+from support.workflows import WORKFLOW
 
 PLAIN = """
 def handler(event, context):

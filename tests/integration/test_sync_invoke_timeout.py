@@ -13,28 +13,11 @@ from typing import Any
 import pytest
 
 from support.server import ServerProcess, deploy
+from support.workflows import WORKFLOW
 from treadle.settings import ENV_SYNC_INVOKE_WAIT
 
 WAIT_S = 1
 SLEEP_S = 3
-
-WORKFLOW = """
-from aws_durable_execution_sdk_python import DurableContext, durable_execution, durable_step
-from aws_durable_execution_sdk_python.config import Duration
-
-
-@durable_step
-def double(step_ctx, n):
-    return n * 2
-
-
-@durable_execution
-def handler(event, context: DurableContext):
-    first = context.step(double(event["n"]), name="double")
-    if event.get("wait"):
-        context.wait(Duration.from_seconds(event["wait"]), name="pause")
-    return {"first": first}
-"""
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from typing import Any
 
 from treadle.api.http import Request, Response
 from treadle.domain.logfilter import LogFilterPatternError
-from treadle.domain.logs import LogStore
+from treadle.domain.logs import MAX_FILTER_LIMIT, LogStore
 
 
 def _error(code: str, message: str, status: int = 400) -> Response:
@@ -35,7 +35,7 @@ class LogsApi:
             return _error("InvalidParameterException", "logGroupName is required.")
         if not self.logs.log_group_exists(req.tenant, group):
             return _error("ResourceNotFoundException", "The specified log group does not exist.")
-        limit = body.get("limit") or 10000
+        limit = body.get("limit") or MAX_FILTER_LIMIT
         try:
             result = self.logs.filter(
                 req.tenant,

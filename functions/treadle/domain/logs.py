@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+# FilterLogEvents' largest page (its `limit`), whichever store answers it.
+MAX_FILTER_LIMIT = 10_000
+
 
 @dataclass(frozen=True)
 class FilterResult:

@@ -28,16 +28,16 @@ import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Final
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from treadle.adapters.aws.errors import error_code, translate
+from treadle.adapters.aws.errors import error_code, translated
 from treadle.adapters.aws.lambda_calls import STAGE_RE, physical_name
-from treadle.domain.errors import InvalidParameter, Unavailable
+from treadle.domain.errors import InvalidParameter
 from treadle.domain.logfilter import compile_pattern
-from treadle.domain.logs import FilterResult
+from treadle.domain.logs import MAX_FILTER_LIMIT, FilterResult
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
@@ -55,7 +55,6 @@ _MAX_BATCH_BYTES: Final = 1_048_576
 _EVENT_OVERHEAD: Final = 26
 _MAX_EVENT_BYTES: Final = 256 * 1024 - _EVENT_OVERHEAD
 _MAX_BATCH_SPAN_MS: Final = 24 * 3600 * 1000
-_MAX_LIMIT: Final = 10_000
 # Service calls one filter may make: CloudWatch may answer short or empty pages with a
 # token, and a request behind API Gateway has 29 s; a short page with a token is fine.
 _MAX_CALLS: Final = 20
@@ -72,14 +71,8 @@ _CREATED_MEANWHILE: Final = frozenset(
 )
 
 
-@contextmanager
-def _translated(action: str) -> Iterator[None]:
-    try:
-        yield
-    except ClientError as exc:
-        raise translate(exc, action) from exc
-    except BotoCoreError as exc:
-        raise Unavailable(f"{action}: CloudWatch Logs is unreachable ({exc}).") from exc
+def _translated(action: str) -> AbstractContextManager[None]:
+    return translated(action, "CloudWatch Logs")
 
 
 def _batches(events: Sequence[tuple[int, str]]) -> Iterator[list[InputLogEventTypeDef]]:
@@ -222,8 +215,8 @@ class CloudWatchLogStore:
         limit: int,
         next_token: str | None,
     ) -> FilterResult:
-        if not 1 <= limit <= _MAX_LIMIT:
-            raise ValueError(f"limit must be between 1 and {_MAX_LIMIT}.")
+        if not 1 <= limit <= MAX_FILTER_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_FILTER_LIMIT}.")
         match = compile_pattern(pattern if self._filter_locally else None)
         service_token, skip = _decode_token(next_token)
         group = self.group_name(tenant, log_group)
@@ -288,7 +281,9 @@ class CloudWatchLogStore:
             **request,
             # Remote filtering: the service returns only matches, so `wanted` suffices;
             # local: most may be dropped here, so take the most a call returns.
-            "limit": _MAX_LIMIT if self._filter_locally else max(1, min(wanted, _MAX_LIMIT)),
+            "limit": MAX_FILTER_LIMIT
+            if self._filter_locally
+            else max(1, min(wanted, MAX_FILTER_LIMIT)),
             # Ignored (always on) by CloudWatch; emulators still sort by time only with it.
             "interleaved": True,
         }

@@ -140,11 +140,11 @@ def transaction_error(
 
 
 @contextmanager
-def translated(action: str) -> Iterator[None]:
+def translated(action: str, service: str = "the store") -> Iterator[None]:
     """Raise every botocore failure inside as the matching domain error."""
     try:
         yield
     except ClientError as exc:
         raise translate(exc, action) from exc
     except BotoCoreError as exc:  # connection reset, read timeout, endpoint unreachable
-        raise Unavailable(f"{action}: the store is unreachable ({exc}).") from exc
+        raise Unavailable(f"{action}: {service} is unreachable ({exc}).") from exc

@@ -1,0 +1,23 @@
+"""Tenant code shared by end-to-end tests: a durable workflow of a step, an optional
+durable wait and an optional callback, driven by its input."""
+
+WORKFLOW = """
+from aws_durable_execution_sdk_python import DurableContext, durable_execution, durable_step
+from aws_durable_execution_sdk_python.config import Duration
+
+
+@durable_step
+def double(step_ctx, n):
+    return n * 2
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    first = context.step(double(event["n"]), name="double")
+    if event.get("wait"):
+        context.wait(Duration.from_seconds(event["wait"]), name="pause")
+    if event.get("callback"):
+        approval = context.wait_for_callback(lambda cid, ctx: None, name="approval")
+        return {"first": first, "approval": approval}
+    return {"first": first}
+"""
