@@ -9,17 +9,13 @@ import socket
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
 import uvicorn
 from pydantic import ValidationError
 
 from treadle.api.asgi import AsgiAdapter
-from treadle.server import ADMIN_PROFILE, TENANT_PROFILE, Platform
+from treadle.platform import ADMIN_PROFILE, TENANT_PROFILE, StartupError, open_platform
 from treadle.settings import Settings
-
-if TYPE_CHECKING:
-    from treadle.aws_platform import AwsPlatform
 
 log = logging.getLogger("treadle")
 
@@ -58,23 +54,11 @@ def dev(args: argparse.Namespace) -> int:
         )
         return 2
     port = sock.getsockname()[1]
-    platform: Platform | AwsPlatform
-    if settings.backend == "aws":
-        # Imported here: the embedded mode never loads the AWS adapters.
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        from treadle.aws_platform import AwsPlatform
-        from treadle.domain.errors import TreadleError
-
-        try:
-            platform = AwsPlatform(settings, endpoint=f"http://{settings.host}:{port}")
-        except (BotoCoreError, ClientError, TreadleError) as exc:
-            where = settings.aws_endpoint_url or "AWS"
-            print(f"treadle: cannot set up the AWS backend at {where}: {exc}", file=sys.stderr)
-            return 2
-    else:
-        platform = Platform(settings)
-        platform.set_port(port)
+    try:
+        platform = open_platform(settings, endpoint=f"http://{settings.host}:{port}")
+    except StartupError as exc:
+        print(f"treadle: {exc.message}", file=sys.stderr)
+        return 2
     platform.start()
     adapter = AsgiAdapter(platform.app)
     config = uvicorn.Config(

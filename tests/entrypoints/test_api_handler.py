@@ -13,8 +13,8 @@ from urllib.parse import quote, unquote
 from support.lambda_calls import call, create_function, start
 from support.lambda_events import TENANT, Context, LambdaEnv, load_event
 from treadle import settings
-from treadle.aws_platform import derived_admin_key
 from treadle.entrypoints import api
+from treadle.platform.aws import derived_admin_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,8 @@ import json
 
 from support.lambda_calls import create_function, execution, start
 from support.lambda_events import Context, LambdaEnv, load_event
-from treadle.aws_loops import retry_backoff_s
 from treadle.entrypoints import orchestrator
+from treadle.platform.loops import retry_backoff_s
 
 
 def _received(env: LambdaEnv) -> list[dict[str, str]]:

@@ -29,8 +29,8 @@ from treadle.adapters.aws.tenant_credentials import (
     SANDBOX_SECRET_ENV,
     WRAPPER_PATH,
 )
-from treadle.aws_platform import derived_admin_key
 from treadle.entrypoints import runtime
+from treadle.platform.aws import derived_admin_key
 
 ADMIN = ("TREADLEADMINTESTKEY", "generated-by-secrets-manager-0123456789ab")
 

@@ -4,9 +4,9 @@ stores' job, so the check is one read of each."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
+from treadle.domain.ports import ExecutionStore, FunctionStore
 from treadle.tenancy.admin import QuotaGuard, TenantAdmin
 
 
@@ -33,24 +33,24 @@ class TenantQuotas:
         self,
         tenants: TenantAdmin,
         *,
-        running: Callable[[str], int],
-        usage: Callable[[str], tuple[int, int]],
+        executions: ExecutionStore,
+        functions: FunctionStore,
         guard: QuotaGuard | None = None,
     ) -> None:
         self._tenants = tenants
-        self._running = running
-        self._usage = usage
+        self._executions = executions
+        self._functions = functions
         self._guard = guard or QuotaGuard()
 
     def check_start(self, tenant: str) -> None:
         record = self._tenants.get_tenant(tenant)
         # Running first: a refused start must not spend a token of the rate bucket.
-        self._guard.check_running(record, self._running(tenant) + 1)
+        self._guard.check_running(record, self._executions.count_running(tenant) + 1)
         self._guard.check_starts(record)
 
     def check_code(self, tenant: str, adding_bytes: int, *, new_function: bool) -> None:
         record = self._tenants.get_tenant(tenant)
-        functions, code_bytes = self._usage(tenant)
+        functions, code_bytes = self._functions.usage(tenant)
         if new_function:
             self._guard.check_functions(record, functions + 1)
         self._guard.check_code_bytes(record, code_bytes + adding_bytes)

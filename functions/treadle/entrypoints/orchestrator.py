@@ -15,8 +15,8 @@ from aws_lambda_powertools.utilities.data_classes import SQSEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from treadle.adapters.aws.sqs_dispatcher import batch_response
-from treadle.aws_loops import retry_backoff_s
 from treadle.entrypoints.runtime import logger, metrics, platform, tracer
+from treadle.platform.loops import retry_backoff_s
 
 
 def _retry_soon(records: list[dict[str, Any]], failed: set[str]) -> None:

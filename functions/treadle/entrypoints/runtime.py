@@ -7,7 +7,7 @@ from typing import Final
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
-from treadle.aws_platform import AwsPlatform
+from treadle.platform.aws import AwsPlatform
 from treadle.settings import Settings
 
 # The stack sets POWERTOOLS_SERVICE_NAME / _METRICS_NAMESPACE to these too (infra/names.py);

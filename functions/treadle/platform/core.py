@@ -1,17 +1,14 @@
 """What both backends build the same way: engine, use cases, authentication, HTTP app.
 
-A backend (`server.Platform` embedded, `aws_platform.AwsPlatform`) chooses the adapters
-behind the ports and hands them to `build_core`; everything above the ports is built
-here once, so the two backends cannot drift apart in routes, auth or error mapping.
+A backend (`embedded.EmbeddedPlatform`, `aws.AwsPlatform`) chooses the adapters behind
+the ports; `Platform` (base.py) hands them to `build_core`. Everything above the ports
+is built here once, so the two backends cannot drift apart in routes, auth or error
+mapping.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from treadle.adapters.sandbox.durable_channel import ENV_FLAG as DURABLE_CHANNEL_FLAG
 from treadle.api.app import Application
@@ -41,22 +38,10 @@ from treadle.domain.ports import (
     FunctionRuntime,
     FunctionStore,
     Ids,
-    Scheduler,
 )
 from treadle.settings import Settings
-from treadle.tenancy.admin import TenantAdmin, ensure_dev_tenant
-from treadle.tenancy.credentials import write_shared_credentials
-from treadle.tenancy.models import Quotas
+from treadle.tenancy.admin import TenantAdmin
 from treadle.tenancy.sandbox_keys import SandboxKeys
-
-ADMIN_PROFILE = "treadle-admin"
-TENANT_PROFILE = "treadle"
-DEV_TENANT_QUOTAS = Quotas(
-    max_functions=10_000,
-    max_code_bytes=50 * 1024**3,
-    max_running_executions=1_000_000,
-    max_starts_per_second=100_000.0,
-)
 
 
 @dataclass(frozen=True)
@@ -70,22 +55,9 @@ class Ports:
     tenants: TenantAdmin
     repositories: Repositories
     runtime: FunctionRuntime
+    dispatcher: Dispatcher
     clock: Clock
     ids: Ids
-    # For the tenant's quotas: its running executions; its (functions, code bytes).
-    running: Callable[[str], int]
-    usage: Callable[[str], tuple[int, int]]
-
-
-class LateScheduler:
-    """Engine and scheduler need each other; this breaks the cycle at construction."""
-
-    def __init__(self) -> None:
-        self.target: Scheduler | None = None
-
-    def wake(self, due_ms: int) -> None:
-        if self.target is not None:
-            self.target.wake(due_ms)
 
 
 @dataclass
@@ -100,6 +72,11 @@ class Core:
     app: Application
 
 
+class _Unused:  # TODO(merge): goes with the engine's `scheduler` parameter
+    def wake(self, due_ms: int) -> None:
+        return None
+
+
 def build_core(
     settings: Settings,
     ports: Ports,
@@ -107,8 +84,6 @@ def build_core(
     token_secret: bytes,
     admin_key: tuple[str, str],
     endpoint: str,
-    scheduler: Scheduler,
-    dispatcher: Dispatcher | None = None,
 ) -> Core:
     sandbox_keys = SandboxKeys(token_secret)
     auth = Authenticator(
@@ -126,13 +101,13 @@ def build_core(
         clock=ports.clock,
         ids=ports.ids,
         tokens=TokenCodec(token_secret),
-        scheduler=scheduler,
+        scheduler=_Unused(),
         listener=notifier,
         config=EngineConfig(wait_time_scale=settings.wait_time_scale),
-        dispatcher=dispatcher,
+        dispatcher=ports.dispatcher,
     )
     artifacts = ArtifactService(ports.repositories)
-    quotas = TenantQuotas(ports.tenants, running=ports.running, usage=ports.usage)
+    quotas = TenantQuotas(ports.tenants, executions=ports.executions, functions=ports.functions)
     function_service = FunctionService(
         quotas=quotas,
         store=ports.functions,
@@ -194,35 +169,3 @@ def sandbox_env(settings: Settings, endpoint: str) -> dict[str, str]:
     if settings.durable_channel:
         env[DURABLE_CHANNEL_FLAG] = "1"
     return env
-
-
-def ensure_credentials(
-    settings: Settings, tenants: TenantAdmin, credentials_path: Path, admin_key: tuple[str, str]
-) -> None:
-    """The default tenant and its key, and the admin key, as shared-credential profiles.
-
-    `AWS_SHARED_CREDENTIALS_FILE=DATA_DIR/credentials AWS_PROFILE=treadle` then makes
-    boto3 and the AWS CLI sign as the default tenant.
-    """
-    ensure_dev_tenant(
-        tenants,
-        credentials_path,
-        account_id=settings.default_account,
-        region=settings.region,
-        profile=TENANT_PROFILE,
-        # The developer's own tenant on their own machine: limits of a big account.
-        quotas=DEV_TENANT_QUOTAS,
-    )
-    key_id, secret = admin_key
-    write_shared_credentials(credentials_path, ADMIN_PROFILE, key_id, secret, settings.region)
-
-
-def lock_data_dir(data: Path) -> int:
-    """One platform per data directory: the stores cache what they wrote."""
-    fd = os.open(data / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise SystemExit(f"{data} is in use by another treadle process") from None
-    return fd

@@ -1,0 +1,193 @@
+"""The AWS composition root: the same engine, use cases and HTTP app over AWS adapters.
+
+Built once per process from `Settings`: by each platform Lambda container
+(`treadle.entrypoints`) and by `treadle dev --backend aws`, which points every client
+at `AWS_ENDPOINT_URL` (a moto server, LocalStack) and then also plays the orchestrator
+and sweep Lambdas in threads (`loops`).
+
+| port | adapter |
+|---|---|
+| ExecutionStore, FunctionStore, tenants, Git refs | DynamoDB, one table |
+| Git packs, code zips, big payloads | S3, one bucket |
+| Dispatcher (timers) | SQS + the sweep |
+| FunctionRuntime | Lambda; emulated: Lambda's control plane, code in the local sandbox |
+| LogStore | CloudWatch Logs, the groups Lambda writes (`log_store="local"`: a file) |
+
+Secrets: the checkpoint-token key is the Secrets Manager secret the stack made (a data
+directory file in emulated mode without one). The admin key is, in this order: the
+configured pair, the admin secret the stack generates (only the API function is given
+its ARN and may read it), or derived from the token key: every container must agree on
+it and no container keeps files.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from treadle.adapters.aws.cloudwatch_logs import CloudWatchLogStore
+from treadle.adapters.aws.dynamodb_executions import DynamoExecutionStore
+from treadle.adapters.aws.dynamodb_functions import DynamoFunctionStore
+from treadle.adapters.aws.dynamodb_refs import DynamoRefStore
+from treadle.adapters.aws.dynamodb_tenants import DynamoTenantStore
+from treadle.adapters.aws.lambda_runtime import Invoker, LambdaRuntime
+from treadle.adapters.aws.resources import AwsClients, provision, read_admin_key, read_secret
+from treadle.adapters.aws.s3_code import S3CodeStore
+from treadle.adapters.aws.s3_objects import S3ObjectStore
+from treadle.adapters.aws.sqs_dispatcher import SqsDispatcher, handle_messages
+from treadle.adapters.aws.sweep import DynamoTimerLookup, SweepReport, sweep
+from treadle.adapters.local.code import LocalCodeStore
+from treadle.adapters.sqlite.logs import SqliteLogStore
+from treadle.artifacts import Repositories
+from treadle.domain.logs import LogStore
+from treadle.platform.base import Background, Platform, StartupError
+from treadle.platform.core import Ports
+from treadle.platform.loops import Periodic, QueuePoller
+from treadle.settings import ENV_QUEUE_URL, ENV_TENANT_LAYER_ARN, ENV_TENANT_ROLE_ARN, Settings
+from treadle.tenancy.admin import TenantAdmin
+
+log = logging.getLogger(__name__)
+
+
+def derived_admin_key(token_secret: bytes) -> tuple[str, str]:
+    """The admin's key pair as a function of the token key (see the module docstring)."""
+    digest = hmac.new(token_secret, b"treadle-admin-key", hashlib.sha256).digest()
+    key_id = "AKIA" + base64.b32encode(digest[:10]).decode()[:16]
+    secret = base64.b64encode(digest[10:], altchars=b"ab").decode()[:40]
+    return key_id, secret
+
+
+class AwsPlatform(Platform):
+    queue_url: str
+    role_arn: str
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        endpoint: str | None = None,
+        clients: AwsClients | None = None,
+        create_resources: bool | None = None,
+    ) -> None:
+        """`create_resources` (default: emulated) creates a missing table, bucket, queue and
+        tenant role; on AWS the stack made them and the settings name them."""
+        self._create_resources = settings.emulated if create_resources is None else create_resources
+        try:
+            self.clients = clients or AwsClients.create(settings.region, settings.aws_endpoint_url)
+            self.table, self.bucket = settings.table_name, settings.bucket_name
+            super().__init__(settings, endpoint=endpoint)
+        except (BotoCoreError, ClientError) as exc:
+            where = settings.aws_endpoint_url or "AWS"
+            raise StartupError(f"cannot set up the AWS backend at {where}: {exc}") from exc
+
+    def _secrets(self) -> tuple[bytes, tuple[str, str]]:
+        settings = self.settings
+        queue_url, role_arn = settings.queue_url, settings.tenant_role_arn
+        if self._create_resources:
+            made = provision(
+                self.clients,
+                table=self.table,
+                bucket=self.bucket,
+                region=settings.region,
+                stage=settings.stage,
+                queue_url=queue_url,
+                tenant_role_arn=role_arn,
+            )
+            queue_url, role_arn = made.queue_url, made.tenant_role_arn
+        if not queue_url or not role_arn:
+            raise StartupError(f"The AWS backend needs {ENV_QUEUE_URL} and {ENV_TENANT_ROLE_ARN}.")
+        self.queue_url, self.role_arn = queue_url, role_arn
+        if settings.token_secret_arn:
+            token_secret = read_secret(self.clients.secrets, settings.token_secret_arn)
+        else:
+            token_secret = settings.token_secret()
+        if settings.admin_secret_arn and not settings.admin_access_key_id:
+            admin_key = read_admin_key(self.clients.secrets, settings.admin_secret_arn)
+        elif settings.admin_access_key_id or not settings.token_secret_arn:
+            admin_key = settings.admin_key()
+        else:
+            admin_key = derived_admin_key(token_secret)
+        return token_secret, admin_key
+
+    def _ports(self) -> Ports:
+        settings = self.settings
+        ddb, s3 = self.clients.dynamodb, self.clients.s3
+        self.executions_store = DynamoExecutionStore(
+            ddb, self.table, s3_client=s3, bucket=self.bucket
+        )
+        self.functions_store = DynamoFunctionStore(ddb, self.table)
+        code = S3CodeStore(s3, self.bucket, LocalCodeStore(settings.data_dir / "code"))
+        logs: LogStore
+        if settings.log_store == "local":
+            logs = SqliteLogStore(settings.data_dir / "logs.db")
+        else:
+            # Emulators evaluate few filter patterns (moto: plain terms), AWS all of them.
+            logs = CloudWatchLogStore(
+                self.clients.logs, stage=settings.stage, filter_locally=settings.emulated
+            )
+        invoker: Invoker | None = None
+        if settings.local_sandbox:
+            invoker = self._local_sandbox(code, logs).invoke
+        elif not settings.tenant_layer_arn:
+            # Tenant Lambdas would sign with their role's STS credentials: refused.
+            log.warning("%s is unset: tenant checkpoints will be refused", ENV_TENANT_LAYER_ARN)
+        self.runtime = LambdaRuntime(
+            self.clients.lambda_,
+            stage=settings.stage,
+            role_arn=self.role_arn,
+            code=code,
+            api_url=self.endpoint,
+            invoker=invoker,
+            # Tenant Lambdas sign checkpoints with their tenant's sandbox key.
+            sandbox_credentials=self.sandbox_keys.for_tenant,
+            layers=[settings.tenant_layer_arn] if settings.tenant_layer_arn else [],
+        )
+        self.dispatcher = SqsDispatcher(self.clients.sqs, self.queue_url)
+        self.timer_lookup = DynamoTimerLookup(ddb, self.table)
+        return Ports(
+            executions=self.executions_store,
+            functions=self.functions_store,
+            code=code,
+            logs=logs,
+            tenants=TenantAdmin(DynamoTenantStore(ddb, self.table), self.clock),
+            repositories=Repositories(
+                S3ObjectStore(s3, self.bucket), DynamoRefStore(ddb, self.table)
+            ),
+            runtime=self.runtime,
+            dispatcher=self.dispatcher,
+            clock=self.clock,
+            ids=self.ids,
+        )
+
+    def _background(self) -> list[Background]:
+        # `treadle dev --backend aws` plays the orchestrator and sweep Lambdas in threads.
+        return [
+            QueuePoller(self.clients.sqs, self.queue_url, self.handle_messages),
+            Periodic("sweep", self.settings.sweep_interval_s, self.sweep),
+        ]
+
+    # -- what the platform Lambdas do ------------------------------------------------
+
+    def handle_messages(self, records: Sequence[Mapping[str, Any]]) -> list[str]:
+        """The orchestrator: fire the timers of an SQS batch; the ids that failed."""
+        return handle_messages(
+            records,
+            self.engine.fire,
+            current=self.timer_lookup,
+            requeue=self.dispatcher,
+            clock=self.clock,
+        )
+
+    def sweep(self, now_ms: int | None = None) -> SweepReport:
+        return sweep(
+            self.executions_store,
+            self.dispatcher,
+            self.clock.now_ms() if now_ms is None else now_ms,
+            interval_s=self.settings.sweep_interval_s,
+        )

@@ -1,0 +1,197 @@
+"""A running platform, whichever the backend: the steps both do the same way.
+
+`Platform` owns the data directory (private, locked: one platform per directory), the
+local sandbox when tenant code runs here, the core (engine, use cases, HTTP app, built
+once in `core.build_core`), the default tenant's credentials, and start-up and
+shut-down: re-arm what died with a previous process, then run the background work.
+
+A backend (`embedded.EmbeddedPlatform`, `aws.AwsPlatform`) only says which adapters
+stand behind the ports (`_ports`), what runs in the background (`_background`) and
+what to close at the end (`_close_adapters`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from treadle.adapters.local.basics import RandomIds, SystemClock
+from treadle.adapters.sandbox import LocalSandbox
+from treadle.adapters.sandbox.hardening import protect_data_dir
+from treadle.adapters.sandbox_runtime import SandboxRuntime, UnpackedCode
+from treadle.api.app import Application
+from treadle.api.channel import DurableChannel
+from treadle.domain.engine.chained import ChainedEngine
+from treadle.domain.errors import TreadleError
+from treadle.domain.logs import LogStore
+from treadle.platform.core import Core, Ports, build_core, sandbox_env
+from treadle.settings import Settings
+from treadle.tenancy.admin import ensure_dev_tenant
+from treadle.tenancy.credentials import write_shared_credentials
+from treadle.tenancy.models import Quotas
+from treadle.tenancy.sandbox_keys import SandboxKeys
+
+log = logging.getLogger(__name__)
+
+ADMIN_PROFILE = "treadle-admin"
+TENANT_PROFILE = "treadle"
+# The developer's own tenant on their own machine: the limits of a big account.
+DEV_TENANT_QUOTAS = Quotas(
+    max_functions=10_000,
+    max_code_bytes=50 * 1024**3,
+    max_running_executions=1_000_000,
+    max_starts_per_second=100_000.0,
+)
+
+
+class StartupError(TreadleError):
+    """The platform cannot start with these settings or resources (said to the user)."""
+
+
+class Background(Protocol):
+    """Work a long-running platform process does besides serving requests."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Platform(ABC):
+    engine: ChainedEngine
+    app: Application
+    core: Core
+
+    def __init__(self, settings: Settings, *, endpoint: str | None = None) -> None:
+        """`endpoint`: where tenant code and Git clients reach the API (default: the
+        configured `api_url`, else host:port)."""
+        self.settings = settings
+        self.endpoint = endpoint or settings.api_url or f"http://{settings.host}:{settings.port}"
+        data = settings.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        # Before any store opens: the platform's files are private (0600/0700, umask 077).
+        protect_data_dir(data)
+        self._lock_fd = lock_data_dir(data)
+        self.credentials_path = data / "credentials"
+        self.clock = SystemClock()
+        self.ids = RandomIds()
+        self.sandbox: LocalSandbox | None = None
+        self.sandbox_runtime: SandboxRuntime | None = None
+        self._running: Sequence[Background] = ()
+        try:
+            self.token_secret, self.admin_key = self._secrets()
+            self.sandbox_keys = SandboxKeys(self.token_secret)
+            ports = self._ports()
+            self.core = build_core(
+                settings,
+                ports,
+                token_secret=self.token_secret,
+                admin_key=self.admin_key,
+                endpoint=self.endpoint,
+            )
+        except BaseException:
+            self._close_adapters()
+            os.close(self._lock_fd)  # a failed start leaves the data directory usable
+            raise
+        self.engine = self.core.engine
+        self.app = self.core.app
+        self.tenants = ports.tenants
+        if self.sandbox_runtime is not None and settings.durable_channel:
+            self.sandbox_runtime.serve_durable_calls(DurableChannel(self.engine))
+
+    # -- what a backend provides -----------------------------------------------------
+
+    def _secrets(self) -> tuple[bytes, tuple[str, str]]:
+        """The checkpoint-token key and the admin's key pair."""
+        return self.settings.token_secret(), self.settings.admin_key()
+
+    @abstractmethod
+    def _ports(self) -> Ports:
+        """The adapters behind the ports (may call `_local_sandbox`)."""
+
+    @abstractmethod
+    def _background(self) -> list[Background]:
+        """What a long-running process runs besides the API, in start order."""
+
+    def _close_adapters(self) -> None:  # noqa: B027 (a hook: most backends hold nothing)
+        """Release what `_ports` opened (called once, also after a failed build)."""
+
+    # -- shared pieces -------------------------------------------------------------------
+
+    def _local_sandbox(self, code: UnpackedCode, logs: LogStore) -> SandboxRuntime:
+        """Tenant code in local sandbox processes, with its tenant's sandbox key."""
+        self.sandbox = LocalSandbox(
+            work_dir=self.settings.data_dir / "sandbox",
+            max_warm_per_function=self.settings.sandbox_warm_per_function,
+        )
+        self.sandbox_runtime = SandboxRuntime(
+            sandbox=self.sandbox,
+            code=code,
+            logs=logs,
+            platform_env=sandbox_env(self.settings, self.endpoint),
+            tenant_env=self.sandbox_keys.env,
+        )
+        return self.sandbox_runtime
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def ensure_credentials(self) -> None:
+        """The default tenant and its key, and the admin key, as shared-credential profiles.
+
+        `AWS_SHARED_CREDENTIALS_FILE=DATA_DIR/credentials AWS_PROFILE=treadle` then makes
+        boto3 and the AWS CLI sign as the default tenant.
+        """
+        ensure_dev_tenant(
+            self.tenants,
+            self.credentials_path,
+            account_id=self.settings.default_account,
+            region=self.settings.region,
+            profile=TENANT_PROFILE,
+            quotas=DEV_TENANT_QUOTAS,
+        )
+        key_id, secret = self.admin_key
+        write_shared_credentials(
+            self.credentials_path, ADMIN_PROFILE, key_id, secret, self.settings.region
+        )
+
+    def start_sandbox(self) -> None:
+        """Lambda containers: only the sandbox (when tenant code runs locally) starts."""
+        if self.sandbox is not None:
+            self.sandbox.start()
+
+    def start(self, *, background: bool = True) -> None:
+        """Start-up of a long-running process (not of a Lambda container)."""
+        self.ensure_credentials()
+        self.start_sandbox()
+        # One process drives these stores: a lease it finds held died with the last one.
+        recovered = self.engine.recover()
+        if recovered:
+            log.info("recovered %d invocations interrupted by a restart", recovered)
+        if background:
+            self._running = self._background()
+            for work in self._running:
+                work.start()
+
+    def close(self) -> None:
+        for work in reversed(self._running):
+            work.stop()
+        self._running = ()
+        if self.sandbox is not None:
+            self.sandbox.close()
+        self._close_adapters()
+        os.close(self._lock_fd)
+
+
+def lock_data_dir(data: Path) -> int:
+    """One platform per data directory: the stores cache what they wrote."""
+    fd = os.open(data / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StartupError(f"{data} is in use by another treadle process") from None
+    return fd

@@ -1,0 +1,61 @@
+"""The embedded backend: SQLite stores, local files, the local sandbox and an in-process
+scheduler over the timer rows, all under the data directory."""
+
+from __future__ import annotations
+
+from treadle.adapters.local.code import LocalCodeStore
+from treadle.adapters.local.dispatcher import SchedulerDispatcher
+from treadle.adapters.local.scheduler import TimerScheduler
+from treadle.adapters.sqlite.db import Database
+from treadle.adapters.sqlite.executions import SqliteExecutionStore
+from treadle.adapters.sqlite.functions import SqliteFunctionStore
+from treadle.adapters.sqlite.logs import SqliteLogStore
+from treadle.artifacts import LocalObjectStore, Repositories, SqliteRefStore
+from treadle.domain.ports import Timer
+from treadle.platform.base import Background, Platform
+from treadle.platform.core import Ports
+from treadle.tenancy.admin import TenantAdmin
+from treadle.tenancy.sqlite_store import SqliteTenantStore
+
+
+class EmbeddedPlatform(Platform):
+    db: Database | None = None
+
+    def _ports(self) -> Ports:
+        data = self.settings.data_dir
+        self.db = Database(data / "treadle.db")
+        executions = SqliteExecutionStore(self.db)
+        code = LocalCodeStore(data / "code")
+        logs = SqliteLogStore(data / "logs.db")
+        # The scheduler fires timers into the engine, which is built after it.
+        self.scheduler = TimerScheduler(
+            executions,
+            self.clock,
+            self._fire,
+            invoke_workers=self.settings.invoke_concurrency,
+        )
+        return Ports(
+            executions=executions,
+            functions=SqliteFunctionStore(self.db),
+            code=code,
+            logs=logs,
+            tenants=TenantAdmin(SqliteTenantStore(data / "tenants.db"), self.clock),
+            repositories=Repositories(
+                LocalObjectStore(data / "git" / "objects"),
+                SqliteRefStore(data / "git" / "refs.db"),
+            ),
+            runtime=self._local_sandbox(code, logs),
+            dispatcher=SchedulerDispatcher(self.scheduler),
+            clock=self.clock,
+            ids=self.ids,
+        )
+
+    def _fire(self, timer: Timer) -> None:
+        self.engine.fire(timer)
+
+    def _background(self) -> list[Background]:
+        return [self.scheduler]
+
+    def _close_adapters(self) -> None:
+        if self.db is not None:
+            self.db.close()
