@@ -41,13 +41,8 @@ from treadle.tenancy.errors import (
 )
 from treadle.tenancy.ports import KeySecret
 from treadle.tenancy.replay import ReplayGuard
-from treadle.tenancy.sigv4 import (
-    canonical_request,
-    canonical_uri,
-    parse_signature,
-    release_replay,
-    verify_sigv4,
-)
+from treadle.tenancy.sigv4 import parse_signature, release_replay, verify_sigv4
+from treadle.tenancy.sigv4_canonical import canonical_request, canonical_uri
 
 KEY_ID = "AKIAABCDEFGHIJKLMNOP"
 SECRET = "s3cretS3cretS3cretS3cretS3cretS3cret0000"

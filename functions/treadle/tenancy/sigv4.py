@@ -6,8 +6,7 @@ percent-encoded, so Lambda's ARN segment `arn%3Aaws...` is encoded again (`%253A
 services double-encode. Query pairs decoded, re-encoded with `quote(safe="-_.~")`, sorted
 (presigned: without `X-Amz-Signature`). Exactly the `SignedHeaders`, whitespace collapsed.
 Payload: `x-amz-content-sha256` if sent (checked against the body), else the body's SHA-256.
-The primitives are reimplemented, not imported, so serving never depends on botocore
-internals; `tests/unit/test_sigv4.py` pins them to botocore's output.
+The primitives are in `treadle.tenancy.sigv4_canonical`.
 
 Freshness: the signed date must be within `max_skew_s` of the server clock both ways (a
 presigned URL: from its date minus the skew to its date plus X-Amz-Expires). Replay: see
@@ -27,11 +26,8 @@ import hmac
 import re
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Protocol
-from urllib.parse import quote
 
 from treadle.tenancy.errors import (
     IncompleteSignature,
@@ -42,8 +38,14 @@ from treadle.tenancy.errors import (
 )
 from treadle.tenancy.ports import SecretLookup
 from treadle.tenancy.replay import ReplayGuard
+from treadle.tenancy.sigv4_canonical import (
+    ALGORITHM,
+    HttpRequest,
+    SignedParts,
+    canonical_request,
+    expected_signature,
+)
 
-ALGORITHM = "AWS4-HMAC-SHA256"
 SIGV4_TIMESTAMP = "%Y%m%dT%H%M%SZ"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 MAX_PRESIGN_EXPIRES_S = 7 * 24 * 3600  # AWS's limit for presigned URLs
@@ -53,112 +55,6 @@ _EXPIRES_RE = re.compile(r"\d{1,7}", re.ASCII)
 # Added by AWS front doors (CloudFront, API Gateway) after the client signed; every
 # other x-amz-* header must be signed, so none can be slipped into a signed request.
 _PROXY_ADDED = frozenset({"x-amz-cf-id", "x-amz-cf-pop", "x-amz-apigw-id"})
-
-
-class HttpRequest(Protocol):
-    """The parts of `treadle.api.http.Request` that SigV4 covers (read-only)."""
-
-    @property
-    def method(self) -> str: ...
-    @property
-    def path(self) -> str: ...  # raw, still percent-encoded, as sent
-    @property
-    def query(self) -> Mapping[str, Sequence[str]]: ...  # decoded
-    @property
-    def headers(self) -> Mapping[str, str]: ...  # lower-case names
-    @property
-    def body(self) -> bytes: ...
-
-
-@dataclass(frozen=True)
-class SignedParts:
-    """What the client claims: parsed from the Authorization header or a presigned URL."""
-
-    access_key_id: str
-    scope_date: str
-    region: str
-    service: str
-    signed_headers: tuple[str, ...]
-    signature: str
-    timestamp: str  # YYYYMMDDTHHMMSSZ, what the string to sign carries
-    date_header: str | None  # "x-amz-date" / "date" for header auth, None if presigned
-    expires_s: int | None  # presigned only
-
-    @property
-    def scope(self) -> str:
-        return f"{self.scope_date}/{self.region}/{self.service}/aws4_request"
-
-
-# -- canonical request (mirrors botocore.auth.SigV4Auth) ------------------------------
-
-
-def remove_dot_segments(path: str) -> str:
-    """botocore.utils.remove_dot_segments: RFC 3986 5.2.4, plus collapsing '//'."""
-    if not path:
-        return ""
-    out: list[str] = []
-    for seg in path.split("/"):
-        if seg == "..":
-            if out:
-                out.pop()
-        elif seg and seg != ".":
-            out.append(seg)
-    first = "/" if path[0] == "/" else ""
-    last = "/" if path[-1] == "/" and out else ""
-    return first + "/".join(out) + last
-
-
-def canonical_uri(raw_path: str) -> str:
-    # botocore.auth.SigV4Auth._normalize_url_path over utils.normalize_url_path.
-    return quote(remove_dot_segments(raw_path) if raw_path else "/", safe="/~")
-
-
-def canonical_query(query: Mapping[str, Sequence[str]], *, presigned: bool = False) -> str:
-    pairs = [
-        (quote(name, safe="-_.~"), quote(value, safe="-_.~"))
-        for name, values in query.items()
-        if not (presigned and name == "X-Amz-Signature")
-        for value in values
-    ]
-    return "&".join(f"{k}={v}" for k, v in sorted(pairs))
-
-
-def canonical_headers(headers: Mapping[str, str], names: Sequence[str]) -> str:
-    lines = []
-    for name in names:
-        value = headers.get(name)
-        if value is None:
-            raise InvalidSignature(f"Signed header '{name}' is not present in the request.")
-        lines.append(f"{name}:{' '.join(value.split())}")
-    return "\n".join(lines) + "\n"
-
-
-def canonical_request(request: HttpRequest, parts: SignedParts, payload_hash: str) -> str:
-    return "\n".join(
-        [
-            request.method.upper(),
-            canonical_uri(request.path),
-            canonical_query(request.query, presigned=parts.expires_s is not None),
-            canonical_headers(request.headers, parts.signed_headers),
-            ";".join(parts.signed_headers),
-            payload_hash,
-        ]
-    )
-
-
-def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    key = f"AWS4{secret}".encode()
-    for part in (date, region, service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return key
-
-
-def expected_signature(secret: str, parts: SignedParts, canonical: str) -> str:
-    string_to_sign = "\n".join(
-        [ALGORITHM, parts.timestamp, parts.scope, hashlib.sha256(canonical.encode()).hexdigest()]
-    )
-    key = signing_key(secret, parts.scope_date, parts.region, parts.service)
-    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
 
 
 # -- parsing ---------------------------------------------------------------------------
