@@ -103,13 +103,6 @@ def function_usage(store: FunctionStore, tenant: str) -> tuple[int, int]:
             return functions, code_bytes
 
 
-class _NoWake:
-    """Timers go to SQS through the dispatcher; nothing polls the table to be woken."""
-
-    def wake(self, due_ms: int) -> None:
-        return None
-
-
 class AwsPlatform:
     def __init__(
         self,
@@ -243,7 +236,6 @@ class AwsPlatform:
             token_secret=self.token_secret,
             admin_key=self.admin_key,
             endpoint=self.endpoint,
-            scheduler=_NoWake(),
             dispatcher=self.dispatcher,
         )
         self.engine = core.engine

@@ -29,19 +29,16 @@ from treadle.app.executions import ExecutionService
 from treadle.app.functions import FunctionService
 from treadle.app.quotas import TenantQuotas
 from treadle.artifacts import ArtifactService, GitHttp, Repositories
-from treadle.domain.dispatch import Dispatcher
-from treadle.domain.engine.base import EngineConfig
-from treadle.domain.engine.chained import ChainedEngine
-from treadle.domain.engine.tokens import TokenCodec
+from treadle.domain.engine import Engine, EngineConfig, TokenCodec
 from treadle.domain.logs import LogStore
 from treadle.domain.ports import (
     Clock,
     CodeStore,
+    Dispatcher,
     ExecutionStore,
     FunctionRuntime,
     FunctionStore,
     Ids,
-    Scheduler,
 )
 from treadle.settings import Settings
 from treadle.tenancy.admin import TenantAdmin, ensure_dev_tenant
@@ -77,20 +74,9 @@ class Ports:
     usage: Callable[[str], tuple[int, int]]
 
 
-class LateScheduler:
-    """Engine and scheduler need each other; this breaks the cycle at construction."""
-
-    def __init__(self) -> None:
-        self.target: Scheduler | None = None
-
-    def wake(self, due_ms: int) -> None:
-        if self.target is not None:
-            self.target.wake(due_ms)
-
-
 @dataclass
 class Core:
-    engine: ChainedEngine
+    engine: Engine
     notifier: CompletionNotifier
     auth: Authenticator
     artifacts: ArtifactService
@@ -107,8 +93,7 @@ def build_core(
     token_secret: bytes,
     admin_key: tuple[str, str],
     endpoint: str,
-    scheduler: Scheduler,
-    dispatcher: Dispatcher | None = None,
+    dispatcher: Dispatcher,
 ) -> Core:
     sandbox_keys = SandboxKeys(token_secret)
     auth = Authenticator(
@@ -119,17 +104,16 @@ def build_core(
         max_skew_s=settings.max_clock_skew_s,
     )
     notifier = CompletionNotifier()
-    engine = ChainedEngine(
+    engine = Engine(
         store=ports.executions,
         functions=ports.functions,
         runtime=ports.runtime,
         clock=ports.clock,
         ids=ports.ids,
         tokens=TokenCodec(token_secret),
-        scheduler=scheduler,
+        dispatcher=dispatcher,
         listener=notifier,
         config=EngineConfig(wait_time_scale=settings.wait_time_scale),
-        dispatcher=dispatcher,
     )
     artifacts = ArtifactService(ports.repositories)
     quotas = TenantQuotas(ports.tenants, running=ports.running, usage=ports.usage)

@@ -26,7 +26,6 @@ from treadle.artifacts import LocalObjectStore, Repositories, SqliteRefStore
 from treadle.composition import (
     ADMIN_PROFILE,
     TENANT_PROFILE,
-    LateScheduler,
     Ports,
     build_core,
     ensure_credentials,
@@ -78,7 +77,14 @@ class Platform:
             LocalObjectStore(data / "git" / "objects"), SqliteRefStore(data / "git" / "refs.db")
         )
         self.credentials_path = data / "credentials"
-        self._late = LateScheduler()
+        # Built before the engine, which dispatches to it; it fires through `_fire`,
+        # which reaches the engine once built (the loop starts only in `start`).
+        self.scheduler = TimerScheduler(
+            self.executions_store,
+            self.clock,
+            self._fire,
+            invoke_workers=settings.invoke_concurrency,
+        )
         core = build_core(
             settings,
             Ports(
@@ -97,7 +103,7 @@ class Platform:
             token_secret=settings.token_secret(),
             admin_key=settings.admin_key(),
             endpoint=self.endpoint,
-            scheduler=self._late,
+            dispatcher=self.scheduler,
         )
         self.engine = core.engine
         self.notifier = core.notifier
@@ -109,13 +115,6 @@ class Platform:
         self.app = core.app
         if settings.durable_channel:
             self.runtime.serve_durable_calls(DurableChannel(self.engine))
-        self.scheduler = TimerScheduler(
-            self.executions_store,
-            self.clock,
-            self._fire,
-            invoke_workers=settings.invoke_concurrency,
-        )
-        self._late.target = self.scheduler
 
     def ensure_credentials(self) -> None:
         ensure_credentials(
