@@ -36,7 +36,6 @@ from treadle.adapters.aws.sqs_dispatcher import (
 )
 from treadle.adapters.aws.sweep import DynamoTimerLookup, resend_overdue, sweep
 from treadle.adapters.local.basics import ManualClock
-from treadle.adapters.local.dispatcher import SchedulerDispatcher
 from treadle.adapters.local.scheduler import TimerScheduler
 from treadle.domain.models import Execution, ExecutionStatus
 from treadle.domain.ports import Commit, ExecutionStore, Timer, TimerKind
@@ -149,7 +148,7 @@ class EmbeddedHarness:
             store, self.clock, self.engine.fire, workers=4, invoke_workers=4
         )
         self.scheduler.start()
-        self.dispatcher = SchedulerDispatcher(self.scheduler)
+        self.dispatcher = self.scheduler
 
     def set(self, *timers: Timer) -> list[Timer]:
         self.table.set(*timers)

@@ -8,7 +8,7 @@ durable invocation output.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,9 @@ from treadle.adapters.local.basics import ManualClock, RandomIds
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
 from treadle.adapters.sqlite.functions import SqliteFunctionStore
-from treadle.domain.engine.base import EngineConfig
-from treadle.domain.engine.chained import ChainedEngine
-from treadle.domain.engine.tokens import TokenCodec
+from treadle.domain.engine import Engine, EngineConfig, TokenCodec
 from treadle.domain.models import CheckpointRequest, DurableConfig
-from treadle.domain.ports import FunctionVersion, InvocationOutcome
+from treadle.domain.ports import FunctionVersion, InvocationOutcome, Timer
 
 Script = Callable[[dict[str, Any], "Harness"], dict[str, Any]]
 
@@ -55,14 +53,14 @@ class Harness:
         self.runtime = ScriptedRuntime()
         self.runtime.harness = self
         self.closed: list[str] = []
-        self.engine = ChainedEngine(
+        self.engine = Engine(
             store=self.store,
             functions=self.functions,
             runtime=self.runtime,
             clock=self.clock,
             ids=RandomIds(),
             tokens=TokenCodec(b"k" * 32),
-            scheduler=self,
+            dispatcher=self,
             listener=self,
             config=EngineConfig(invocation_retry_base_s=1.0),
         )
@@ -81,8 +79,9 @@ class Harness:
         )
         self.functions.put_latest(self.fn, create=True)
 
-    def wake(self, due_ms: int) -> None:
-        pass
+    def dispatch(self, timers: Sequence[Timer], now_ms: int) -> list[Timer]:
+        # The timers are rows: `pump` reads them, as the embedded scheduler does.
+        return []
 
     def execution_closed(self, arn: str) -> None:
         self.closed.append(arn)

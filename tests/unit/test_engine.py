@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from support.engine_harness import Harness, step
-from treadle.domain.engine.base import EngineConfig
+from treadle.domain.engine import EngineConfig
 from treadle.domain.errors import (
     CallbackTimedOut,
     ExecutionAlreadyStarted,
     InvalidParameter,
     InvalidToken,
+    Unavailable,
 )
 from treadle.domain.models import CheckpointRequest, DurableConfig, ErrorObject
 from treadle.domain.ports import Timer, TimerKind
@@ -521,3 +523,20 @@ def test_child_stop_or_timeout_reaches_the_parent(h: Harness, how: str, event_ty
     final = h.store.get(parent.arn)
     expected = "STOPPED" if how == "stop" else "TIMED_OUT"
     assert final.error is not None and final.error.ErrorType == expected
+
+
+def test_every_timer_kind_has_a_handler(h: Harness) -> None:
+    assert set(h.engine.timer_handlers) == set(TimerKind)
+
+
+class _UnreachableQueue:
+    def dispatch(self, timers: Sequence[Timer], now_ms: int) -> list[Timer]:
+        raise Unavailable("queue unreachable")
+
+
+def test_a_failed_dispatch_leaves_the_change_made_and_its_timers_rows(h: Harness) -> None:
+    h.engine.dispatcher = _UnreachableQueue()
+    ex, created = h.engine.start(h.fn, "n", None)
+    assert created and h.store.get(ex.arn).status.value == "RUNNING"
+    due = h.store.due_timers(h.clock.now_ms(), 10)
+    assert [(t.arn, t.kind) for t in due] == [(ex.arn, TimerKind.INVOKE)]

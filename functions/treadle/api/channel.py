@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from treadle.api.errors import lambda_error
-from treadle.domain.engine.core import Engine
+from treadle.domain.engine import Engine
 from treadle.domain.errors import InvalidParameter
 from treadle.domain.models import CheckpointRequest
 

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from treadle.app.code_delivery import FUNCTIONS_REPO, function_dir
-from treadle.domain.engine.history import strip_execution_data
+from treadle.domain.engine import strip_execution_data
 from treadle.domain.models import Event, Execution, Operation
 from treadle.domain.ports import FunctionVersion
 

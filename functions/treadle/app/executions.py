@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from treadle.app.completion import CompletionNotifier
 from treadle.app.quotas import NoQuotas, Quotas
-from treadle.domain.engine.control import DurableEngine
+from treadle.domain.engine import Engine
 from treadle.domain.errors import InvalidParameter, NotFound
 from treadle.domain.models import TERMINAL_EXECUTION_STATUSES, Event, Execution
 from treadle.domain.ports import (
@@ -71,7 +71,7 @@ class ExecutionService:
     def __init__(
         self,
         *,
-        engine: DurableEngine,
+        engine: Engine,
         functions: FunctionStore,
         runtime: FunctionRuntime,
         notifier: CompletionNotifier,

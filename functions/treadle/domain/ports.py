@@ -245,17 +245,39 @@ class Ids(Protocol):
     def revision_id(self) -> str: ...
 
 
-class Scheduler(Protocol):
-    """Told about timers that became due earlier than it may expect."""
+class Dispatcher(Protocol):
+    """Gets each timer to the engine's `fire` at (not before) its due time.
 
-    def wake(self, due_ms: int) -> None: ...
+    Timers are rows in the store, written with the change that sets them. The party
+    that sets timers (the engine after a commit, the sweep) hands them to the
+    dispatcher, which takes those it can deliver on time and returns the rest: the
+    in-process scheduler (embedded) reads the rows itself and only needs waking, so it
+    takes all; SQS (AWS) holds a message for at most 15 minutes, so a later timer is
+    returned, stays a row, and the sweep hands it over again once it is near enough.
+
+    Delivery is at least once and may repeat or come late: the store, not the message,
+    is the truth. A consumer checks a delivered timer against the store (`TimerLookup`)
+    before firing it, so a timer cleared or moved since it was sent is dropped.
+    """
+
+    def dispatch(self, timers: Sequence[Timer], now_ms: int) -> list[Timer]:
+        """Arrange for each timer to reach `fire` once due; return those not taken.
+
+        Raises a retryable TreadleError if some could not be handed over; they remain
+        in the store, so the sweep delivers them later (late, never lost).
+        """
+
+
+class TimerSource(Protocol):
+    """What the sweep reads: `ExecutionStore.due_timers`, earliest first."""
+
+    def due_timers(self, now_ms: int, limit: int) -> list[Timer]: ...
+
+
+class TimerLookup(Protocol):
+    def is_set(self, timer: Timer) -> bool:
+        """Whether the store still holds this timer (same execution, kind, op and due)."""
 
 
 class CompletionListener(Protocol):
     def execution_closed(self, arn: str) -> None: ...
-
-
-class LogSink(Protocol):
-    def write(
-        self, tenant: str, function_name: str, stream: str, lines: Sequence[tuple[int, str]]
-    ) -> None: ...

@@ -26,7 +26,7 @@ from treadle.adapters.sandbox.hardening import protect_data_dir
 from treadle.adapters.sandbox_runtime import SandboxRuntime, UnpackedCode
 from treadle.api.app import Application
 from treadle.api.channel import DurableChannel
-from treadle.domain.engine.chained import ChainedEngine
+from treadle.domain.engine import Engine
 from treadle.domain.errors import TreadleError
 from treadle.domain.logs import LogStore
 from treadle.platform.core import Core, Ports, build_core, sandbox_env
@@ -62,7 +62,7 @@ class Background(Protocol):
 
 
 class Platform(ABC):
-    engine: ChainedEngine
+    engine: Engine
     app: Application
     core: Core
 

@@ -26,14 +26,12 @@ from treadle.app.executions import ExecutionService
 from treadle.app.functions import FunctionService
 from treadle.app.quotas import TenantQuotas
 from treadle.artifacts import ArtifactService, GitHttp, Repositories
-from treadle.domain.dispatch import Dispatcher
-from treadle.domain.engine.base import EngineConfig
-from treadle.domain.engine.chained import ChainedEngine
-from treadle.domain.engine.tokens import TokenCodec
+from treadle.domain.engine import Engine, EngineConfig, TokenCodec
 from treadle.domain.logs import LogStore
 from treadle.domain.ports import (
     Clock,
     CodeStore,
+    Dispatcher,
     ExecutionStore,
     FunctionRuntime,
     FunctionStore,
@@ -62,7 +60,7 @@ class Ports:
 
 @dataclass
 class Core:
-    engine: ChainedEngine
+    engine: Engine
     notifier: CompletionNotifier
     auth: Authenticator
     artifacts: ArtifactService
@@ -70,11 +68,6 @@ class Core:
     execution_service: ExecutionService
     repos_api: ReposApi
     app: Application
-
-
-class _Unused:  # TODO(merge): goes with the engine's `scheduler` parameter
-    def wake(self, due_ms: int) -> None:
-        return None
 
 
 def build_core(
@@ -94,17 +87,16 @@ def build_core(
         max_skew_s=settings.max_clock_skew_s,
     )
     notifier = CompletionNotifier()
-    engine = ChainedEngine(
+    engine = Engine(
         store=ports.executions,
         functions=ports.functions,
         runtime=ports.runtime,
         clock=ports.clock,
         ids=ports.ids,
         tokens=TokenCodec(token_secret),
-        scheduler=_Unused(),
+        dispatcher=ports.dispatcher,
         listener=notifier,
         config=EngineConfig(wait_time_scale=settings.wait_time_scale),
-        dispatcher=ports.dispatcher,
     )
     artifacts = ArtifactService(ports.repositories)
     quotas = TenantQuotas(ports.tenants, executions=ports.executions, functions=ports.functions)

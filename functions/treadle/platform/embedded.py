@@ -4,7 +4,6 @@ scheduler over the timer rows, all under the data directory."""
 from __future__ import annotations
 
 from treadle.adapters.local.code import LocalCodeStore
-from treadle.adapters.local.dispatcher import SchedulerDispatcher
 from treadle.adapters.local.scheduler import TimerScheduler
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
@@ -45,7 +44,7 @@ class EmbeddedPlatform(Platform):
                 SqliteRefStore(data / "git" / "refs.db"),
             ),
             runtime=self._local_sandbox(code, logs),
-            dispatcher=SchedulerDispatcher(self.scheduler),
+            dispatcher=self.scheduler,
             clock=self.clock,
             ids=self.ids,
         )

@@ -33,9 +33,8 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import BotoCoreError, ClientError
 
 from treadle.adapters.aws.errors import THROTTLING_CODES, TRANSIENT_CODES, error_code
-from treadle.domain.dispatch import Dispatcher, TimerLookup
 from treadle.domain.errors import InvalidParameter, Throttled, TreadleError, Unavailable
-from treadle.domain.ports import Clock, Timer, TimerKind
+from treadle.domain.ports import Clock, Dispatcher, Timer, TimerKind, TimerLookup
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Final
 from treadle.adapters.aws import items as it
 from treadle.adapters.aws import tables as t
 from treadle.adapters.aws.errors import translated
-from treadle.domain.dispatch import Dispatcher, TimerSource
-from treadle.domain.ports import Timer
+from treadle.domain.ports import Dispatcher, Timer, TimerSource
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

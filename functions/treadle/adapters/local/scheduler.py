@@ -1,8 +1,10 @@
-"""In-process dispatcher over the persisted timer rows.
+"""The embedded Dispatcher: an in-process loop over the persisted timer rows.
 
 Timers live in the store (written in the same transaction as the change that sets
 them), so a restart loses nothing: this loop only reads due rows and hands them to a
 worker pool. A timer in flight is not handed out twice; a failing one backs off.
+Dispatching (`dispatch`) therefore only has to cut the loop's sleep short: it takes
+every timer whatever its due time, and leaves nothing for a sweep.
 
 Two lanes. Invocations (INVOKE timers) hold a sandbox worker for as long as tenant
 code runs, so their lane is bounded by how many workers may run at once: a burst of
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from treadle.domain.ports import Clock, ExecutionStore, Timer, TimerKind
@@ -77,6 +79,12 @@ class TimerScheduler:
         self._thread.join(timeout=5)
         for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def dispatch(self, timers: Sequence[Timer], now_ms: int) -> list[Timer]:
+        """The loop reads the rows itself: wake it for the earliest; nothing is left."""
+        if timers:
+            self.wake(min(timer.due_ms for timer in timers))
+        return []
 
     def wake(self, due_ms: int) -> None:
         with self._cond:

@@ -1,30 +1,32 @@
-"""Validation and application of one checkpoint batch (PROTOCOL.md, "Checkpoint").
+"""One checkpoint batch (PROTOCOL.md, "Checkpoint"): fenced, validated, then applied.
 
-`validate_batch` checks every rule before anything is applied; `apply_update` turns one
-accepted update into the operation's new state, its history event and its timers.
-Both work on an in-memory working set that becomes one atomic commit.
+`validate_batch` checks every rule before anything is applied; `apply_checkpoint`
+applies an accepted batch to the working set (each operation by `updates.apply_update`)
+and answers with the next token and the operations the handler has not seen.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from treadle.domain.engine.history import EventLog, error_payload, payload, retry_details
-from treadle.domain.errors import InvalidParameter, PayloadTooLarge
+from treadle.domain.engine.chained import chained_started
+from treadle.domain.engine.tokens import TokenClaims, TokenCodec
+from treadle.domain.engine.updates import apply_update
+from treadle.domain.engine.working_set import WorkingSet
+from treadle.domain.errors import InvalidParameter, InvalidToken, PayloadTooLarge
 from treadle.domain.lifecycle import next_operation_status
 from treadle.domain.models import (
-    CallbackDetails,
-    ContextDetails,
+    TERMINAL_EXECUTION_STATUSES,
+    CheckpointRequest,
     ErrorObject,
+    Execution,
+    ExecutionStatus,
     Operation,
     OperationAction,
     OperationStatus,
     OperationType,
     OperationUpdate,
-    StepDetails,
-    WaitDetails,
+    Wire,
 )
-from treadle.domain.ports import StoredOperation, Timer, TimerKind
+from treadle.domain.ports import FunctionStore, Ids, StoredOperation
 
 # The SDK's own limit per operation payload; a larger one is refused, not truncated.
 MAX_OPERATION_PAYLOAD_BYTES = 256 * 1024
@@ -136,192 +138,75 @@ def _check_contents(u: OperationUpdate) -> None:
         raise InvalidParameter(f"CHAINED_INVOKE START of {u.Id} requires ChainedInvokeOptions.")
 
 
-@dataclass
-class WorkingSet:
-    """Changes of one commit, accumulated update by update."""
+class CheckpointResult(Wire):
+    """What a checkpoint returns; also stored whole for ClientToken idempotency."""
 
-    now_ms: int
-    change_seq: int
-    create_seq: int
-    ops: dict[str, StoredOperation]
-    log: EventLog
-    changed: dict[str, StoredOperation] = field(default_factory=dict)
-    set_timers: list[Timer] = field(default_factory=list)
-    clear_timers: list[tuple[TimerKind, str]] = field(default_factory=list)
-    new_callbacks: list[tuple[str, str, int]] = field(default_factory=list)
-    chained_invokes: list[tuple[Operation, OperationUpdate]] = field(default_factory=list)
-    clear_all_timers: bool = False
-
-    def put(self, op: Operation) -> StoredOperation:
-        self.change_seq += 1
-        stored = self.ops.get(op.Id)
-        if stored is None:
-            self.create_seq += 1
-            stored = StoredOperation(op=op, create_seq=self.create_seq, change_seq=self.change_seq)
-        else:
-            stored = StoredOperation(
-                op=op, create_seq=stored.create_seq, change_seq=self.change_seq
-            )
-        self.ops[op.Id] = stored
-        self.changed[op.Id] = stored
-        return stored
+    CheckpointToken: str | None = None
+    Operations: list[Operation] = []
+    NextMarker: str | None = None
 
 
-def _new_op(u: OperationUpdate, status: str, now_ms: int) -> Operation:
-    return Operation(
-        Id=u.Id,
-        ParentId=u.ParentId,
-        Name=u.Name,
-        Type=u.Type,
-        SubType=u.SubType,
-        StartTimestamp=now_ms,
-        Status=OperationStatus(status),
+def apply_checkpoint(
+    ex: Execution,
+    ws: WorkingSet,
+    claims: TokenClaims,
+    request: CheckpointRequest,
+    *,
+    functions: FunctionStore,
+    ids: Ids,
+    tokens: TokenCodec,
+) -> CheckpointResult:
+    fenced = (
+        claims.generation != ex.generation
+        or not ex.invocation_active
+        or ex.closing_status is not None
+        or ex.status in TERMINAL_EXECUTION_STATUSES
     )
-
-
-def apply_update(ws: WorkingSet, u: OperationUpdate, arn: str, new_callback_id: str | None) -> None:
-    """Apply one validated, non-EXECUTION update to the working set."""
-    stored = ws.ops.get(u.Id)
-    current = stored.op if stored else None
-    status = next_operation_status(u.Type, current.Status if current else None, u.Action)
-    now = ws.now_ms
-    op = current.model_copy(deep=True) if current else _new_op(u, status, now)
-    op.Status = OperationStatus(status)
-    if u.Type is OperationType.STEP:
-        _apply_step(ws, u, op, arn)
-    elif u.Type is OperationType.CONTEXT:
-        _apply_context(ws, u, op)
-    elif u.Type is OperationType.WAIT:
-        _apply_wait(ws, u, op, arn)
-    elif u.Type is OperationType.CALLBACK:
-        assert new_callback_id is not None
-        _apply_callback(ws, u, op, arn, new_callback_id)
-    elif u.Type is OperationType.CHAINED_INVOKE:
-        ws.put(op)
-        ws.chained_invokes.append((op, u))
-
-
-def _apply_step(ws: WorkingSet, u: OperationUpdate, op: Operation, arn: str) -> None:
-    details = op.StepDetails or StepDetails(Attempt=0)
-    attempt = details.Attempt or 0
-    now = ws.now_ms
-    if u.Action is OperationAction.START:
-        op.StartTimestamp = now if op.StartTimestamp is None else op.StartTimestamp
-        details.NextAttemptTimestamp = None
-        op.StepDetails = details
-        ws.put(op)
-        ws.log.add("StepStarted", now, {}, op)
-        return
-    attempt += 1
-    details.Attempt = attempt
-    if u.Action is OperationAction.RETRY:
-        delay = (u.StepOptions.NextAttemptDelaySeconds if u.StepOptions else None) or 0
-        due = now + delay * 1000
-        details.NextAttemptTimestamp = due
-        details.Error = u.Error
-        details.Result = u.Payload
-        op.StepDetails = details
-        ws.put(op)
-        if u.Payload is not None or u.Error is None:
-            ws.log.add(
-                "StepSucceeded",
-                now,
-                {"Result": payload(u.Payload), "RetryDetails": retry_details(attempt, delay)},
-                op,
-            )
-        else:
-            ws.log.add(
-                "StepFailed",
-                now,
-                {"Error": error_payload(u.Error), "RetryDetails": retry_details(attempt, delay)},
-                op,
-            )
-        ws.set_timers.append(Timer(arn, TimerKind.RETRY, op.Id, due))
-        return
-    op.EndTimestamp = now
-    details.NextAttemptTimestamp = None
-    if u.Action is OperationAction.SUCCEED:
-        details.Result, details.Error = u.Payload, None
-        op.StepDetails = details
-        ws.put(op)
-        ws.log.add(
-            "StepSucceeded",
-            now,
-            {"Result": payload(u.Payload), "RetryDetails": retry_details(attempt)},
-            op,
+    if fenced:
+        return CheckpointResult()
+    if claims.seq != ex.token_seq:
+        raise InvalidToken("Invalid checkpoint token: it has already been used.")
+    validate_batch(request.Updates, ws.ops, ex.exec_id)
+    seen = ex.delivered_seq
+    for update in request.Updates:
+        if update.Type is OperationType.EXECUTION:
+            _checkpoint_execution(ex, ws, update.Action, update.Payload, update.Error)
+            continue
+        callback_id = (
+            ids.callback_id()
+            if update.Type is OperationType.CALLBACK and update.Action is OperationAction.START
+            else None
         )
-    else:
-        details.Error, details.Result = u.Error, None
-        op.StepDetails = details
-        ws.put(op)
-        ws.log.add(
-            "StepFailed",
-            now,
-            {"Error": error_payload(u.Error), "RetryDetails": retry_details(attempt)},
-            op,
-        )
+        apply_update(ws, update, ex.arn, callback_id)
+    for op, update in ws.chained_invokes:
+        chained_started(ex, ws, op, update, functions)
+    ex.token_seq += 1
+    changed = [s for s in ws.ops.values() if s.change_seq > seen]
+    changed.sort(key=lambda s: s.change_seq)
+    ex.delivered_seq = ws.change_seq
+    token = None
+    if ex.closing_status is None:
+        token = tokens.encode(TokenClaims(ex.exec_id, ex.generation, ex.token_seq))
+    result = CheckpointResult(CheckpointToken=token, Operations=[s.op for s in changed])
+    if request.ClientToken:
+        ws.client_token = (request.ClientToken, result.model_dump_json())
+    return result
 
 
-def _apply_context(ws: WorkingSet, u: OperationUpdate, op: Operation) -> None:
-    now = ws.now_ms
-    if u.Action is OperationAction.START:
-        op.ContextDetails = ContextDetails()
-        ws.put(op)
-        ws.log.add("ContextStarted", now, {}, op)
-        return
-    op.EndTimestamp = now
-    replay = u.ContextOptions.ReplayChildren if u.ContextOptions else None
-    if u.Action is OperationAction.SUCCEED:
-        op.ContextDetails = ContextDetails(ReplayChildren=replay, Result=u.Payload)
-        ws.put(op)
-        ws.log.add("ContextSucceeded", now, {"Result": payload(u.Payload)}, op)
-    else:
-        op.ContextDetails = ContextDetails(ReplayChildren=replay, Error=u.Error)
-        ws.put(op)
-        ws.log.add("ContextFailed", now, {"Error": error_payload(u.Error)}, op)
-
-
-def _apply_wait(ws: WorkingSet, u: OperationUpdate, op: Operation, arn: str) -> None:
-    now = ws.now_ms
-    if u.Action is OperationAction.START:
-        seconds = u.WaitOptions.WaitSeconds if u.WaitOptions else 0
-        assert seconds is not None
-        end = now + seconds * 1000
-        op.WaitDetails = WaitDetails(ScheduledEndTimestamp=end)
-        ws.put(op)
-        ws.log.add("WaitStarted", now, {"Duration": seconds, "ScheduledEndTimestamp": end}, op)
-        ws.set_timers.append(Timer(arn, TimerKind.WAIT, op.Id, end))
-        return
-    op.EndTimestamp = now
-    ws.put(op)
-    details = {"Error": error_payload(u.Error)} if u.Error else {}
-    ws.log.add("WaitCancelled", now, details, op)
-    ws.clear_timers.append((TimerKind.WAIT, op.Id))
-
-
-def _apply_callback(
-    ws: WorkingSet, u: OperationUpdate, op: Operation, arn: str, callback_id: str
+def _checkpoint_execution(
+    ex: Execution,
+    ws: WorkingSet,
+    action: OperationAction,
+    result: str | None,
+    error: ErrorObject | None,
 ) -> None:
-    now = ws.now_ms
-    opts = u.CallbackOptions
-    timeout = (opts.TimeoutSeconds if opts else None) or 0
-    heartbeat = (opts.HeartbeatTimeoutSeconds if opts else None) or 0
-    op.CallbackDetails = CallbackDetails(CallbackId=callback_id)
+    """EXECUTION SUCCEED/FAIL: the outcome is kept; closing waits for the invocation end."""
+    stored = ws.ops[ex.exec_id]
+    op = stored.op.model_copy(deep=True)
+    op.Status = OperationStatus(next_operation_status("EXECUTION", op.Status, action))
+    op.EndTimestamp = ws.now_ms
     ws.put(op)
-    details: dict[str, object] = {"CallbackId": callback_id}
-    if heartbeat:
-        details["HeartbeatTimeout"] = heartbeat
-    if timeout:
-        details["Timeout"] = timeout
-    ws.log.add("CallbackStarted", now, details, op)
-    ws.new_callbacks.append((callback_id, op.Id, heartbeat))
-    if timeout:
-        ws.set_timers.append(Timer(arn, TimerKind.CALLBACK_TIMEOUT, op.Id, now + timeout * 1000))
-    if heartbeat:
-        ws.set_timers.append(
-            Timer(arn, TimerKind.CALLBACK_HEARTBEAT, op.Id, now + heartbeat * 1000)
-        )
-
-
-def timeout_error(kind: str, message: str) -> ErrorObject:
-    return ErrorObject(ErrorType=kind, ErrorMessage=message)
+    if action is OperationAction.SUCCEED:
+        ex.closing_status, ex.result = ExecutionStatus.SUCCEEDED, result
+    else:
+        ex.closing_status, ex.error = ExecutionStatus.FAILED, error

@@ -1,0 +1,365 @@
+"""The durable execution engine: load -> change -> commit, and the table of timers.
+
+`Engine` owns the mechanics every change of an execution shares: the per-execution
+lock, loading a snapshot into a working set, committing it (retried when another
+writer won the race), and after the commit handing the timers it set to the
+dispatcher and telling the completion listener about a close. What a change does is
+in the lifecycle modules, plain functions over (Execution, WorkingSet): `start`,
+`invocation`, `checkpoint`, `timers`, `callbacks`, `chained`, `control`, `closing`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+from treadle.domain.engine import callbacks, chained, control, invocation, timers
+from treadle.domain.engine.checkpoint import CheckpointResult, apply_checkpoint
+from treadle.domain.engine.config import EngineConfig
+from treadle.domain.engine.start import input_hash, new_execution, same_start
+from treadle.domain.engine.tokens import TokenCodec
+from treadle.domain.engine.working_set import WorkingSet, open_working_set, to_commit
+from treadle.domain.errors import (
+    AlreadyExists,
+    ConcurrentModification,
+    Conflict,
+    InvalidParameter,
+    InvalidToken,
+    NotFound,
+    PayloadTooLarge,
+)
+from treadle.domain.models import (
+    TERMINAL_EXECUTION_STATUSES,
+    CheckpointRequest,
+    ErrorObject,
+    Execution,
+    Operation,
+)
+from treadle.domain.ports import (
+    Clock,
+    Commit,
+    CompletionListener,
+    Dispatcher,
+    ExecutionStore,
+    FunctionRuntime,
+    FunctionStore,
+    FunctionVersion,
+    Ids,
+    Timer,
+    TimerKind,
+)
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+# A due timer's change of its own (open) execution.
+TimerChange = Callable[[Execution, WorkingSet, Timer, EngineConfig], None]
+
+_COMMIT_ATTEMPTS = 8
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        store: ExecutionStore,
+        functions: FunctionStore,
+        runtime: FunctionRuntime,
+        clock: Clock,
+        ids: Ids,
+        tokens: TokenCodec,
+        dispatcher: Dispatcher,
+        listener: CompletionListener,
+        config: EngineConfig | None = None,
+    ) -> None:
+        self.store = store
+        self.functions = functions
+        self.runtime = runtime
+        self.clock = clock
+        self.ids = ids
+        self.tokens = tokens
+        self.dispatcher = dispatcher
+        self.listener = listener
+        self.config = config or EngineConfig()
+        self._locks = [threading.RLock() for _ in range(512)]
+        # Where each kind of timer is handled: one row per TimerKind.
+        self.timer_handlers: Mapping[TimerKind, Callable[[Timer], None]] = {
+            TimerKind.INVOKE: lambda timer: self.run_invocation(timer.arn),
+            TimerKind.WAIT: self._timer_change(timers.wait_elapsed),
+            TimerKind.RETRY: self._timer_change(timers.retry_due),
+            TimerKind.CALLBACK_TIMEOUT: self._timer_change(callbacks.timed_out),
+            TimerKind.CALLBACK_HEARTBEAT: self._timer_change(callbacks.timed_out),
+            TimerKind.EXECUTION_TIMEOUT: self._timer_change(timers.execution_timed_out),
+            TimerKind.RETENTION: lambda timer: self.store.delete(timer.arn),
+            TimerKind.CHAINED_START: self._start_child,
+            TimerKind.CHILD_DONE: self._child_done,
+        }
+
+    # -- load -> change -> commit ----------------------------------------------------
+
+    def _lock(self, arn: str) -> threading.RLock:
+        return self._locks[hash(arn) % len(self._locks)]
+
+    def _change(self, arn: str, change: Callable[[Execution, WorkingSet], R]) -> R:
+        """Load, change and commit one execution, serialised per execution.
+
+        The lock serialises writers in this process; the store's version check makes
+        the commit safe against writers elsewhere, and a lost race is retried. A change
+        that touched nothing writes nothing.
+        """
+        for _ in range(_COMMIT_ATTEMPTS):
+            with self._lock(arn):
+                snap = self.store.load(arn)
+                ex, ws = open_working_set(snap, self.clock.now_ms())
+                result = change(ex, ws)
+                if ws.untouched() and ex == snap.execution:
+                    return result
+                commit = to_commit(ex, ws, self.config.wait_time_scale)
+                try:
+                    self.store.commit(commit)
+                except ConcurrentModification:
+                    log.info("concurrent change of %s; retrying", arn)
+                    continue
+            self._after_commit(commit)
+            return result
+        raise ConcurrentModification(f"Execution {arn} is changing too fast; try again.")
+
+    def _after_commit(self, commit: Commit) -> None:
+        self._dispatch(commit.set_timers)
+        if commit.execution.status in TERMINAL_EXECUTION_STATUSES:
+            self.listener.execution_closed(commit.execution.arn)
+
+    def _dispatch(self, timers_set: Sequence[Timer]) -> None:
+        """Timers a commit just wrote: get them to whoever fires them."""
+        if not timers_set:
+            return
+        try:
+            self.dispatcher.dispatch(timers_set, self.clock.now_ms())
+        except Exception:
+            # The commit stands and its timers are rows: the sweep's overdue net sends
+            # them late rather than never. Failing the caller would report a change
+            # that happened as one that did not.
+            log.exception("could not dispatch %d timers; the sweep will", len(timers_set))
+
+    # -- start and invocations ---------------------------------------------------------
+
+    def start(
+        self,
+        fn: FunctionVersion,
+        name: str | None,
+        input_payload: str | None,
+        *,
+        parent: tuple[str, str] | None = None,
+        exec_id: str | None = None,
+    ) -> tuple[Execution, bool]:
+        """Start an execution, idempotently on its name. Returns (execution, created)."""
+        digest = input_hash(input_payload)
+        if name is not None:
+            existing = self.store.find_by_name(fn.tenant, fn.function_name, name)
+            if existing is not None:
+                return same_start(existing, digest), False
+        exec_id = exec_id or self.ids.execution_id()
+        now = self.clock.now_ms()
+        ex, ws = new_execution(
+            fn,
+            name or exec_id,
+            exec_id,
+            input_payload,
+            now_ms=now,
+            config=self.config,
+            parent=parent,
+        )
+        commit = to_commit(ex, ws, self.config.wait_time_scale)
+        try:
+            self.store.create(commit)
+        except AlreadyExists:
+            existing = self.store.find_by_name(fn.tenant, fn.function_name, ex.name)
+            if existing is None:
+                raise
+            return same_start(existing, digest), False
+        self._after_commit(commit)
+        return ex, True
+
+    def run_invocation(self, arn: str) -> None:
+        """Take the invocation lease, invoke the pinned version, act on its result."""
+
+        def begin(ex: Execution, ws: WorkingSet) -> invocation.Begun | None:
+            return invocation.begin(
+                ex,
+                ws,
+                functions=self.functions,
+                ids=self.ids,
+                tokens=self.tokens,
+                config=self.config,
+            )
+
+        try:
+            begun = self._change(arn, begin)
+        except NotFound:
+            return
+        if begun is None:
+            return
+        body = json.dumps(begun.envelope).encode()
+        outcome = self.runtime.invoke(begun.fn, body, begun.request_id)
+        self._change(
+            arn, lambda ex, ws: invocation.finish(ex, ws, begun.generation, outcome, self.config)
+        )
+
+    def recover(self) -> int:
+        """After a restart: invocations that were running died with the old process."""
+        arns = self.store.active_invocations()
+        now = self.clock.now_ms()
+        for arn in arns:
+            self._change(arn, lambda ex, ws: invocation.expire_lease(ex, ws, now))
+        return len(arns)
+
+    # -- the handler's data plane ------------------------------------------------------
+
+    def checkpoint(self, arn: str, request: CheckpointRequest) -> CheckpointResult:
+        claims = self.tokens.decode(request.CheckpointToken)
+        if not arn.endswith("/" + claims.exec_id):
+            raise InvalidToken("Invalid checkpoint token: it belongs to another execution.")
+
+        def change(ex: Execution, ws: WorkingSet) -> CheckpointResult:
+            if request.ClientToken:
+                stored = self.store.client_token_response(ex.arn, request.ClientToken)
+                if stored is not None:
+                    return CheckpointResult.model_validate_json(stored)
+            return apply_checkpoint(
+                ex, ws, claims, request, functions=self.functions, ids=self.ids, tokens=self.tokens
+            )
+
+        return self._change(arn, change)
+
+    def get_state(
+        self, arn: str, token: str, marker: str | None, max_items: int | None
+    ) -> tuple[list[Operation], str | None]:
+        claims = self.tokens.decode(token)
+        ex = self.store.get(arn)
+        if claims.exec_id != ex.exec_id or claims.generation != ex.generation:
+            raise InvalidToken(
+                "Invalid checkpoint token: it is not the current one of this execution."
+            )
+        try:
+            after = int(marker) if marker else 0
+        except ValueError:
+            raise InvalidParameter(f"Invalid marker {marker!r}.") from None
+        stored = self.store.operations_page(arn, after_seq=after, limit=(max_items or 1000) + 1)
+        page, next_marker = invocation.page(stored, after, self.config, max_items)
+        return [s.op for s in page], next_marker
+
+    # -- timers ------------------------------------------------------------------------
+
+    def fire(self, timer: Timer) -> None:
+        """Act on a due timer; every path clears the timer it fired."""
+        self.timer_handlers[timer.kind](timer)
+
+    def _timer_change(self, handler: TimerChange) -> Callable[[Timer], None]:
+        """A timer that changes only its own execution, in one commit that clears it."""
+
+        def fire(timer: Timer) -> None:
+            def change(ex: Execution, ws: WorkingSet) -> None:
+                ws.clear_timers.append((timer.kind, timer.op_id))
+                if ex.status not in TERMINAL_EXECUTION_STATUSES:
+                    handler(ex, ws, timer, self.config)
+
+            try:
+                self._change(timer.arn, change)
+            except NotFound:
+                log.debug("timer of a deleted execution %s", timer.arn)
+
+        return fire
+
+    def _child_done(self, timer: Timer) -> None:
+        self._change(timer.arn, lambda ex, ws: chained.child_done(ex, ws, timer, self.store))
+
+    def _start_child(self, timer: Timer) -> None:
+        """CHAINED_START: start the durable child, or run the plain function now."""
+        parent = self.store.get(timer.arn)
+        started = self.store.find_event(timer.arn, timer.op_id, "ChainedInvokeStarted")
+        if started is None or parent.status in TERMINAL_EXECUTION_STATUSES:
+            self._clear(timer)
+            return
+        details = (started.model_extra or {}).get("ChainedInvokeStartedDetails", {})
+        name, qualifier = chained.split_ref(details["FunctionName"])
+        input_payload = details.get("Input", {}).get("Payload")
+        try:
+            target = self.functions.get(parent.tenant, name, qualifier or "$LATEST")
+        except NotFound as exc:
+            error = ErrorObject(ErrorType="ResourceNotFoundException", ErrorMessage=exc.message)
+            self._plain_outcome(timer, None, error)
+            return
+        if target.durable:
+            child_id = chained.child_execution_id(parent.arn, timer.op_id)
+            self.start(
+                target, child_id, input_payload, parent=(parent.arn, timer.op_id), exec_id=child_id
+            )
+            self._clear(timer)
+            return
+        outcome = self.runtime.invoke(
+            target, (input_payload or "null").encode(), self.ids.request_id()
+        )
+        if outcome.error is not None:
+            err = outcome.error
+            error = ErrorObject(
+                ErrorType=str(err.get("errorType", "Error")),
+                ErrorMessage=str(err.get("errorMessage", "")),
+            )
+            self._plain_outcome(timer, None, error)
+        else:
+            self._plain_outcome(timer, (outcome.payload or b"null").decode(), None)
+
+    def _plain_outcome(self, timer: Timer, result: str | None, error: ErrorObject | None) -> None:
+        self._change(timer.arn, lambda ex, ws: chained.plain_outcome(ex, ws, timer, result, error))
+
+    def _clear(self, timer: Timer) -> None:
+        self._change(timer.arn, lambda ex, ws: ws.clear_timers.append((timer.kind, timer.op_id)))
+
+    # -- callbacks ---------------------------------------------------------------------
+
+    def _callback_target(self, tenant: str, callback_id: str) -> tuple[str, str, int]:
+        owner = self.store.callback_owner(callback_id)
+        # The account field of the ARN, exactly: a substring test could match a name.
+        if owner is None or owner[0].split(":")[4:5] != [tenant]:
+            raise NotFound(f"Callback {callback_id} not found.")
+        return owner
+
+    def complete_callback(
+        self,
+        tenant: str,
+        callback_id: str,
+        *,
+        result: str | None = None,
+        error: ErrorObject | None = None,
+    ) -> None:
+        arn, op_id, _ = self._callback_target(tenant, callback_id)
+        limit = callbacks.MAX_CALLBACK_RESULT_BYTES
+        if result is not None and len(result.encode()) > limit:
+            raise PayloadTooLarge(f"Callback result exceeds {limit} bytes.")
+        self._change(arn, lambda ex, ws: callbacks.complete(ex, ws, op_id, result, error))
+
+    def heartbeat_callback(self, tenant: str, callback_id: str) -> None:
+        arn, op_id, heartbeat_s = self._callback_target(tenant, callback_id)
+        self._change(arn, lambda ex, ws: callbacks.heartbeat(ex, ws, op_id, heartbeat_s))
+
+    # -- control plane -----------------------------------------------------------------
+
+    def stop(self, arn: str, error: ErrorObject | None) -> int:
+        return self._change(arn, lambda ex, ws: control.stop(ex, ws, error))
+
+    def pause(self, arn: str, reason: str | None, timeout_paused: bool) -> None:
+        self._change(arn, lambda ex, ws: control.pause(ex, ws, reason, timeout_paused))
+
+    def resume(self, arn: str, reason: str | None) -> None:
+        self._change(arn, lambda ex, ws: control.resume(ex, ws, reason))
+
+    def delete(self, arn: str) -> int:
+        with self._lock(arn):
+            ex = self.store.get(arn)
+            if ex.status not in TERMINAL_EXECUTION_STATUSES:
+                raise Conflict("Only a closed execution can be deleted; stop it first.")
+            self.store.delete(arn)
+        return self.clock.now_ms()
