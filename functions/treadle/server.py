@@ -39,7 +39,7 @@ from treadle.tenancy.admin import TenantAdmin
 from treadle.tenancy.sandbox_keys import SandboxKeys
 from treadle.tenancy.sqlite_store import SqliteTenantStore
 
-# Re-exported: `treadle.cli` and `treadle.demo` import them from here.
+# Re-exported: `treadle.cli` and `tools.demo` import them from here.
 __all__ = ["ADMIN_PROFILE", "TENANT_PROFILE", "Platform", "lock_data_dir"]
 
 log = logging.getLogger(__name__)
