@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m treadle.demo
+	$(PY) -m tools.demo
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup
@@ -29,8 +29,8 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check functions tests examples benchmarks infra
-	$(VENV)/bin/ruff format --check functions tests examples benchmarks infra
+	$(VENV)/bin/ruff check functions tests examples benchmarks infra tools
+	$(VENV)/bin/ruff format --check functions tests examples benchmarks infra tools
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

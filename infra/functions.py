@@ -3,8 +3,8 @@
 Code: the `functions/` source root is the asset, as is (no bundling: bundling needs
 Docker, which CI does not have). Third-party dependencies (pydantic, dulwich, a recent
 boto3, Powertools...) come from a layer built by `infra/layer/build.py` (see
-`infra/layer/README.md`); the lifecycle files `statemachine/*.json` ship in a second,
-always-present layer because they live outside the source root.
+`infra/layer/README.md`). The lifecycle files ship inside the package
+(`treadle/domain/statemachine/`, package data), so the asset carries them.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from infra.storage import Storage
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS_DIR = REPO_ROOT / "functions"
-STATEMACHINE_DIR = REPO_ROOT / "statemachine"
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 ARCHITECTURE = lambda_.Architecture.ARM_64
@@ -92,7 +91,6 @@ class PlatformFunctions(Construct):
             names.ENV_TOKEN_SECRET_ARN: storage.token_secret.secret_arn,
             names.ENV_TENANT_LAYER_ARN: tenant_layer_arn,
             names.ENV_DATA_DIR: names.LAMBDA_DATA_DIR,
-            names.ENV_STATEMACHINE_DIR: names.LAMBDA_STATEMACHINE_DIR,
             names.ENV_POWERTOOLS_SERVICE_NAME: names.POWERTOOLS_SERVICE_NAME,
             names.ENV_POWERTOOLS_METRICS_NAMESPACE: names.POWERTOOLS_METRICS_NAMESPACE,
             names.ENV_POWERTOOLS_LOG_LEVEL: "INFO",
@@ -174,16 +172,7 @@ class PlatformFunctions(Construct):
             fn.function.add_environment(key, value)
 
     def _make_layers(self, dependency_layer_dir: Path | None) -> list[lambda_.ILayerVersion]:
-        layers: list[lambda_.ILayerVersion] = [
-            lambda_.LayerVersion(
-                self,
-                "StateMachines",
-                code=lambda_.Code.from_asset(str(STATEMACHINE_DIR)),
-                compatible_architectures=[ARCHITECTURE],
-                compatible_runtimes=[RUNTIME],
-                description="Treadle lifecycles (statemachine/*.json), unpacked at /opt",
-            )
-        ]
+        layers: list[lambda_.ILayerVersion] = []
         if dependency_layer_dir is not None and dependency_layer_dir.is_dir():
             layers.append(
                 lambda_.LayerVersion(

@@ -228,11 +228,11 @@ def test_pages_cut_at_the_limit_and_resume_where_they_stopped(logged: LogStore) 
     assert pages == [["start a", "start b"], ["ERROR a", '{"level": "warn", "n": 7}'], ["end b"]]
 
 
-def test_bad_requests_are_value_errors(logged: LogStore) -> None:
+def test_bad_requests_are_invalid_parameters(logged: LogStore) -> None:
     for limit in (0, 10_001):
-        with pytest.raises(ValueError):
+        with pytest.raises(InvalidParameter):
             _filter(logged, limit=limit)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidParameter):
         _filter(logged, next_token="not-a-token")
     with pytest.raises(LogFilterPatternError):
         _filter(logged, pattern="{ $.level = ")
@@ -320,7 +320,7 @@ def test_service_errors_become_domain_errors(logs: Any) -> None:
             store.log_group_exists(T, GROUP)
         with pytest.raises(TreadleError) as down:
             store.append(T, GROUP, "s", [(BASE, "x")])
-        with pytest.raises(ValueError, match="bad pattern"):
+        with pytest.raises(InvalidParameter, match="bad pattern"):
             _filter(store, pattern="whatever")
     assert throttled.value.retryable and down.value.retryable
     assert not denied.value.retryable

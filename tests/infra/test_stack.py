@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +216,33 @@ def test_platform_function_runtime_handler_and_settings(
     assert props["LoggingConfig"]["LogGroup"].startswith("${")
 
 
+def test_code_asset_alone_loads_the_lifecycles(tmp_path: Path) -> None:
+    # The asset is functions/ as is: a copy of it, outside the checkout, must find the
+    # lifecycle files it ships (package data) with no environment variable set.
+    asset = tmp_path / "asset"
+    shutil.copytree(
+        functions.FUNCTIONS_DIR,
+        asset,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
+    )
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import treadle; "
+        "from treadle.domain.lifecycle import execution_lifecycle, operation_lifecycles; "
+        "print(treadle.__file__, len(execution_lifecycle().states), len(operation_lifecycles()))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TREADLE_")}
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", script, str(asset)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert Path(out[0]).is_relative_to(asset)
+    assert int(out[1]) > 0 and int(out[2]) > 0
+
+
 def test_only_the_api_answers_sync_invokes_before_api_gateway_gives_up(
     assertion: assertions.Template,
 ) -> None:
@@ -299,8 +330,8 @@ def test_app_reads_stage_and_layers_from_context(tmp_path: Path) -> None:
     app = infra_app.build_app(App(context=context))
     stack: Any = app.node.find_child(names.stack_name("ctx"))
     template = assertions.Template.from_stack(stack)
-    # State machines, platform dependencies, tenant layer; no missing-layer warning.
-    template.resource_count_is("AWS::Lambda::LayerVersion", 3)
+    # Platform dependencies, tenant layer; no missing-layer warning.
+    template.resource_count_is("AWS::Lambda::LayerVersion", 2)
     warnings = assertions.Annotations.from_stack(stack).find_warning(
         "*", assertions.Match.any_value()
     )

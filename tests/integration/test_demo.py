@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,8 @@ def test_demo_runs_every_example_to_success(backend: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
     env["TREADLE_BACKEND"] = backend
     proc = subprocess.run(
-        [sys.executable, "-m", "treadle.demo"],
+        [sys.executable, "-m", "tools.demo"],
+        cwd=Path(__file__).resolve().parent.parent.parent,  # `make demo` runs from the root
         capture_output=True,
         text=True,
         timeout=240,

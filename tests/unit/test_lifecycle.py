@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,36 @@ def test_terminal_execution_states_have_no_way_out() -> None:
     assert next_execution_status("RUNNING", "pause") == "PAUSED"
 
 
-def test_lifecycle_document_is_current() -> None:
-    from treadle.lifecycle_docs import DOC, render
+def test_packaged_lifecycles_are_the_top_level_ones() -> None:
+    # statemachine/ is the source of truth; the package ships a copy (package data) so
+    # an installed wheel or a Lambda bundle needs no checkout.
+    packaged = files("treadle.domain") / "statemachine"
+    shipped = sorted(p.name for p in packaged.iterdir() if p.name.endswith(".json"))
+    assert shipped == sorted(p.name for p in ROOT.glob("*.json"))
+    for name in shipped:
+        assert (packaged / name).read_bytes() == (ROOT / name).read_bytes(), (
+            f"copy statemachine/{name} to functions/treadle/domain/statemachine/"
+        )
 
-    assert DOC.read_text() == render(), "run: python -m treadle.lifecycle_docs"
+
+def test_the_environment_variable_still_points_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = json.loads((ROOT / "execution.json").read_text())
+    data["states"] = [*data["states"], "EXTRA"]
+    (tmp_path / "execution.json").write_text(json.dumps(data))
+    monkeypatch.setenv("TREADLE_STATEMACHINE_DIR", str(tmp_path))
+    assert "EXTRA" in _default_dir_lifecycle()
+    monkeypatch.delenv("TREADLE_STATEMACHINE_DIR")
+    assert "EXTRA" not in _default_dir_lifecycle()
+
+
+def _default_dir_lifecycle() -> frozenset[str]:
+    # Uncached: the public functions cache the lifecycle of the default directory.
+    return execution_lifecycle.__wrapped__().states
+
+
+def test_lifecycle_document_is_current() -> None:
+    from tools.lifecycle_docs import DOC, render
+
+    assert DOC.read_text() == render(), "run: python -m tools.lifecycle_docs"

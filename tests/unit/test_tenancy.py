@@ -20,6 +20,7 @@ from botocore.credentials import Credentials
 from pydantic import ValidationError
 
 from treadle.adapters.local.basics import ManualClock
+from treadle.api.errors import classify, text_error
 from treadle.api.http import Request
 from treadle.domain.errors import Throttled, TreadleError
 from treadle.tenancy.admin import QuotaGuard, TenantAdmin, ensure_dev_tenant, single_key_lookup
@@ -86,7 +87,7 @@ def test_generated_identifiers_look_like_aws() -> None:
     assert ACCESS_KEY_ID_PATTERN.startswith("^AKIA")
 
 
-def test_errors_carry_aws_codes_and_statuses() -> None:
+def test_errors_map_to_aws_codes_and_statuses() -> None:
     for err, code, status in [
         (UnrecognizedClient(), "UnrecognizedClientException", 403),
         (BasicAuthRequired("x"), "UnrecognizedClientException", 401),
@@ -95,7 +96,7 @@ def test_errors_carry_aws_codes_and_statuses() -> None:
         (RateExceeded("x", reason="r", retry_after_s=1), "TooManyRequestsException", 429),
     ]:
         assert isinstance(err, TenancyError) and isinstance(err, TreadleError)
-        assert (err.aws_code, err.http_status) == (code, status)
+        assert classify(err)[:2] == (status, code)
     assert isinstance(RateExceeded("x", reason="r", retry_after_s=1), Throttled)
 
 
@@ -185,8 +186,9 @@ def test_basic_auth_with_the_key_pair(admin: TenantAdmin) -> None:
     for header in refusals:
         with pytest.raises(BasicAuthRequired) as err:
             verify_basic(header, admin.lookup_secret)
-        assert err.value.http_status == 401
-        assert err.value.www_authenticate.startswith("Basic realm=")
+        refusal = text_error(err.value)
+        assert refusal.status == 401
+        assert refusal.headers["www-authenticate"].startswith("Basic realm=")
     # Unknown key and wrong secret read the same: no key-id oracle on the Git side.
     messages = set()
     for header in refusals[-3:]:
@@ -312,7 +314,7 @@ def test_starts_are_a_token_bucket_per_tenant() -> None:
     guard.check_starts(tenant)  # a burst of one second's worth
     with pytest.raises(RateExceeded) as err:
         guard.check_starts(tenant)
-    assert err.value.aws_code == "TooManyRequestsException" and err.value.http_status == 429
+    assert classify(err.value)[:2] == (429, "TooManyRequestsException")
     assert err.value.reason == "CallerRateLimitExceeded" and err.value.retry_after_s == 0.5
     assert err.value.retryable
     guard.check_starts(other)  # buckets are per tenant

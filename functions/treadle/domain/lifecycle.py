@@ -10,20 +10,23 @@ import json
 import os
 from dataclasses import dataclass
 from functools import cache
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from treadle.domain.errors import InvalidParameter
 
-# The files live at the repository root (`statemachine/`) so docs and tests read the
-# same data; a packaged deployment points TREADLE_STATEMACHINE_DIR at its copy.
+# The package carries its own copy of the top-level `statemachine/` (package data, kept
+# identical by a test), so an installed wheel or a Lambda bundle finds it without the
+# checkout; TREADLE_STATEMACHINE_DIR still points elsewhere when set.
 _ENV_DIR = "TREADLE_STATEMACHINE_DIR"
 
 
-def _default_dir() -> Path:
+def _default_dir() -> Traversable:
     override = os.environ.get(_ENV_DIR)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[3] / "statemachine"
+    return files("treadle.domain") / "statemachine"
 
 
 @dataclass(frozen=True)
@@ -51,13 +54,13 @@ def _parse(spec: dict[str, object]) -> Lifecycle:
 @cache
 def execution_lifecycle(directory: Path | None = None) -> Lifecycle:
     path = (directory or _default_dir()) / "execution.json"
-    return _parse(json.loads(path.read_text()))
+    return _parse(json.loads(path.read_text(encoding="utf-8")))
 
 
 @cache
 def operation_lifecycles(directory: Path | None = None) -> dict[str, Lifecycle]:
     path = (directory or _default_dir()) / "operation.json"
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     return {name: _parse(spec) for name, spec in data["types"].items()}
 
 

@@ -15,10 +15,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from treadle.domain.errors import InvalidParameter
+
 Matcher = Callable[[str], bool]
 
 
-class LogFilterPatternError(ValueError):
+class LogFilterPatternError(InvalidParameter):
     """The pattern is not valid CloudWatch Logs filter syntax (as far as supported)."""
 
 

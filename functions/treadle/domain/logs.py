@@ -33,6 +33,8 @@ class LogStore(Protocol):
         stream_prefix: str | None,
         limit: int,
         next_token: str | None,
-    ) -> FilterResult: ...
+    ) -> FilterResult:
+        """Raises InvalidParameter for a limit, pattern or next_token it cannot take."""
+        ...
 
     def log_group_exists(self, tenant: str, log_group: str) -> bool: ...

@@ -1,9 +1,7 @@
-"""Authentication and quota errors, each carrying the AWS error code and HTTP status.
+"""Authentication and quota errors.
 
-The API layer maps any `TenancyError` generically from `aws_code` and `http_status`, so
-a new refusal never needs a new line in the mapping table. Codes and statuses are the
-ones Lambda (and the AWS front door) really return, because clients branch on them:
-botocore retries 429 `TooManyRequestsException` and never retries a 403 signature error.
+Like the domain's errors they know nothing of HTTP: `treadle.api.errors` maps each one to
+the status and AWS error code Lambda (and the AWS front door) really return.
 """
 
 from __future__ import annotations
@@ -12,8 +10,7 @@ from treadle.domain.errors import Throttled, TreadleError
 
 
 class TenancyError(TreadleError):
-    aws_code = "ServiceException"
-    http_status = 500
+    """A refusal by tenancy: authentication, authorization or a quota."""
 
 
 class AuthError(TenancyError):
@@ -23,25 +20,16 @@ class AuthError(TenancyError):
 class MissingAuthenticationToken(AuthError):
     """No credentials at all (no Authorization header, no presigned query)."""
 
-    aws_code = "MissingAuthenticationTokenException"
-    http_status = 403
-
     def __init__(self, message: str = "Missing Authentication Token") -> None:
         super().__init__(message)
 
 
 class IncompleteSignature(AuthError):
-    """Credentials are present but malformed (AWS answers 400 for these)."""
-
-    aws_code = "IncompleteSignatureException"
-    http_status = 400
+    """Credentials are present but malformed (AWS answers these as a bad request)."""
 
 
 class UnrecognizedClient(AuthError):
     """Unknown or inactive access key, disabled tenant, or an STS token we do not issue."""
-
-    aws_code = "UnrecognizedClientException"
-    http_status = 403
 
     def __init__(
         self, message: str = "The security token included in the request is invalid."
@@ -51,9 +39,6 @@ class UnrecognizedClient(AuthError):
 
 class InvalidSignature(AuthError):
     """The signature does not verify with the key's secret (or signs too little)."""
-
-    aws_code = "InvalidSignatureException"
-    http_status = 403
 
 
 class SignatureExpired(InvalidSignature):
@@ -65,11 +50,7 @@ class ReplayedRequest(InvalidSignature):
 
 
 class BasicAuthRequired(AuthError):
-    """Git over HTTP: 401 plus `WWW-Authenticate` makes git ask for (or send) credentials."""
-
-    aws_code = "UnrecognizedClientException"
-    http_status = 401
-    www_authenticate = 'Basic realm="treadle", charset="UTF-8"'
+    """Git over HTTP: the refusal that makes git ask for (or send) Basic credentials."""
 
 
 class QuotaExceeded(TenancyError):
@@ -79,9 +60,6 @@ class QuotaExceeded(TenancyError):
 class RateExceeded(QuotaExceeded, Throttled):
     """Lambda's throttle: retryable; `reason` is one of Lambda's `ThrottleReason` values."""
 
-    aws_code = "TooManyRequestsException"
-    http_status = 429
-
     def __init__(self, message: str, *, reason: str, retry_after_s: float) -> None:
         super().__init__(message)
         self.reason = reason
@@ -89,19 +67,12 @@ class RateExceeded(QuotaExceeded, Throttled):
 
 
 class CodeStorageExceeded(QuotaExceeded):
-    aws_code = "CodeStorageExceededException"
-    http_status = 400
+    """The tenant's stored code would exceed its quota."""
 
 
 class ServiceQuotaExceeded(QuotaExceeded):
-    """Lambda's own code for "the request would exceed a service quota" (HTTP 402)."""
-
-    aws_code = "ServiceQuotaExceededException"
-    http_status = 402
+    """The request would exceed one of the tenant's service quotas (e.g. function count)."""
 
 
 class AccessDenied(AuthError):
     """Authenticated, but this principal may not call this operation."""
-
-    aws_code = "AccessDeniedException"
-    http_status = 403

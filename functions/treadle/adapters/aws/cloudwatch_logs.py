@@ -113,11 +113,11 @@ def _decode_token(token: str | None) -> tuple[str | None, int]:
         value = json.loads(base64.urlsafe_b64decode(token.encode()))
         service_token, skip = value["t"], value["s"]
     except (ValueError, KeyError, TypeError, binascii.Error):
-        raise ValueError("Invalid nextToken.") from None
+        raise InvalidParameter("Invalid nextToken.") from None
     if not (service_token is None or isinstance(service_token, str)) or not (
         isinstance(skip, int) and skip >= 0
     ):
-        raise ValueError("Invalid nextToken.")
+        raise InvalidParameter("Invalid nextToken.")
     return service_token, skip
 
 
@@ -216,7 +216,7 @@ class CloudWatchLogStore:
         next_token: str | None,
     ) -> FilterResult:
         if not 1 <= limit <= MAX_FILTER_LIMIT:
-            raise ValueError(f"limit must be between 1 and {MAX_FILTER_LIMIT}.")
+            raise InvalidParameter(f"limit must be between 1 and {MAX_FILTER_LIMIT}.")
         match = compile_pattern(pattern if self._filter_locally else None)
         service_token, skip = _decode_token(next_token)
         group = self.group_name(tenant, log_group)
@@ -299,7 +299,7 @@ class CloudWatchLogStore:
                 if code == "InvalidParameterException":
                     # A pattern CloudWatch refuses, too many stream names, a stale token.
                     message = str(exc.response.get("Error", {}).get("Message", ""))
-                    raise ValueError(message or "Invalid parameter.") from exc
+                    raise InvalidParameter(message or "Invalid parameter.") from exc
                 raise
         events = [dict(e) for e in response.get("events", [])]
         return events, response.get("nextToken") or None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import treadle
 from treadle.adapters.sandbox import protocol
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,9 @@ _BOOT = (
     "import sys; sys.path.append(sys.argv[2]); "
     "from treadle.adapters.sandbox.zygote import main; main()"
 )
-_SRC_ROOT = str(Path(__file__).resolve().parents[3])
+# The directory `treadle` was imported from (a checkout's functions/, or site-packages):
+# the zygote runs isolated (-I), so it is told where to import the platform from.
+_SRC_ROOT = str(Path(treadle.__file__).resolve().parent.parent)
 START_TIMEOUT_S = 60.0
 SPAWN_TIMEOUT_S = 30.0
 

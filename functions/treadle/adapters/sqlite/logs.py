@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from treadle.domain.errors import InvalidParameter
 from treadle.domain.logfilter import compile_pattern
 from treadle.domain.logs import MAX_FILTER_LIMIT, FilterResult
 
@@ -69,7 +70,7 @@ class SqliteLogStore:
         next_token: str | None,
     ) -> FilterResult:
         if not 1 <= limit <= MAX_FILTER_LIMIT:
-            raise ValueError(f"limit must be between 1 and {MAX_FILTER_LIMIT}.")
+            raise InvalidParameter(f"limit must be between 1 and {MAX_FILTER_LIMIT}.")
         match = compile_pattern(pattern)
         cursor = (-1, -1)
         if next_token:
@@ -77,7 +78,7 @@ class SqliteLogStore:
                 ts, seq = base64.urlsafe_b64decode(next_token.encode()).decode().split(":")
                 cursor = (int(ts), int(seq))
             except ValueError:
-                raise ValueError("Invalid nextToken.") from None
+                raise InvalidParameter("Invalid nextToken.") from None
         events: list[dict[str, object]] = []
         while True:
             sql = (

@@ -34,7 +34,8 @@ from treadle.platform import TENANT_PROFILE
 from treadle.settings import ENV_AWS_ENDPOINT_URL, ENV_BACKEND, ENV_STAGE
 from treadle.tenancy.credentials import read_profile
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# This module lives in the checkout, beside the examples it deploys.
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 console = Console()
 
 

@@ -1,6 +1,6 @@
 """Draw the lifecycles of `statemachine/*.json` as Mermaid diagrams (`docs/lifecycles.md`).
 
-`python -m treadle.lifecycle_docs` rewrites the document; a test fails when it is stale,
+`python -m tools.lifecycle_docs` rewrites the document; a test fails when it is stale,
 so the pictures always show the transitions the engine enforces.
 """
 
@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+# The checkout: statemachine/ (the source of truth) and docs/.
+ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "lifecycles.md"
 
 
@@ -32,7 +33,7 @@ def render(statemachine: Path = ROOT / "statemachine") -> str:
     out = [
         "# Lifecycles",
         "",
-        "Generated from `statemachine/*.json` by `python -m treadle.lifecycle_docs`; the engine",
+        "Generated from `statemachine/*.json` by `python -m tools.lifecycle_docs`; the engine",
         "refuses every transition not drawn here. Triggers in capitals are checkpoint actions",
         "sent by the handler; lower-case triggers are platform events.",
         "",
