@@ -44,8 +44,8 @@ from treadle.adapters.aws.sweep import DynamoTimerLookup, SweepReport, sweep
 from treadle.adapters.local.basics import RandomIds, SystemClock
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.sandbox import LocalSandbox
+from treadle.adapters.sandbox.function_runtime import SandboxRuntime
 from treadle.adapters.sandbox.hardening import protect_data_dir
-from treadle.adapters.sandbox_runtime import SandboxRuntime
 from treadle.adapters.sqlite.logs import SqliteLogStore
 from treadle.api.channel import DurableChannel
 from treadle.artifacts import Repositories

@@ -13,16 +13,19 @@ import os
 
 from treadle.adapters.local.basics import RandomIds, SystemClock
 from treadle.adapters.local.code import LocalCodeStore
+from treadle.adapters.local.objects import LocalObjectStore
 from treadle.adapters.local.scheduler import TimerScheduler
 from treadle.adapters.sandbox import LocalSandbox
+from treadle.adapters.sandbox.function_runtime import SandboxRuntime
 from treadle.adapters.sandbox.hardening import protect_data_dir
-from treadle.adapters.sandbox_runtime import SandboxRuntime
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
 from treadle.adapters.sqlite.functions import SqliteFunctionStore
 from treadle.adapters.sqlite.logs import SqliteLogStore
+from treadle.adapters.sqlite.refs import SqliteRefStore
+from treadle.adapters.sqlite.tenants import SqliteTenantStore
 from treadle.api.channel import DurableChannel
-from treadle.artifacts import LocalObjectStore, Repositories, SqliteRefStore
+from treadle.artifacts import Repositories
 from treadle.composition import (
     ADMIN_PROFILE,
     TENANT_PROFILE,
@@ -37,7 +40,6 @@ from treadle.domain.ports import Timer
 from treadle.settings import Settings
 from treadle.tenancy.admin import TenantAdmin
 from treadle.tenancy.sandbox_keys import SandboxKeys
-from treadle.tenancy.sqlite_store import SqliteTenantStore
 
 # Re-exported: `treadle.cli` and `treadle.demo` import them from here.
 __all__ = ["ADMIN_PROFILE", "TENANT_PROFILE", "Platform", "lock_data_dir"]

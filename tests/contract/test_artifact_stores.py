@@ -27,7 +27,8 @@ from treadle.adapters.aws.dynamodb_refs import (
 )
 from treadle.adapters.aws.items import key as item_key
 from treadle.adapters.aws.s3_objects import S3ObjectStore
-from treadle.artifacts.local_objects import LocalObjectStore
+from treadle.adapters.local.objects import LocalObjectStore
+from treadle.adapters.sqlite.refs import SqliteRefStore
 from treadle.artifacts.ports import (
     ZERO_SHA,
     ObjectNotFound,
@@ -38,7 +39,6 @@ from treadle.artifacts.ports import (
     RepoAlreadyExists,
     RepoNotFound,
 )
-from treadle.artifacts.sqlite_refs import SqliteRefStore
 from treadle.domain.errors import AlreadyExists, Conflict, NotFound, PayloadTooLarge
 
 Factory = Callable[[Path], tuple[Any, Callable[[], None]]]

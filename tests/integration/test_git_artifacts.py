@@ -27,15 +27,10 @@ from dulwich.object_format import DEFAULT_OBJECT_FORMAT
 from dulwich.objects import Commit, ObjectID, ShaFile
 from dulwich.pack import extend_pack, write_pack_objects
 
+from treadle.adapters.local.objects import LocalObjectStore
+from treadle.adapters.sqlite.refs import SqliteRefStore
 from treadle.api.http import Request
-from treadle.artifacts import (
-    ArtifactService,
-    GitHttp,
-    LocalObjectStore,
-    Repositories,
-    SqliteRefStore,
-    packs,
-)
+from treadle.artifacts import ArtifactService, GitHttp, Repositories, packs
 from treadle.domain.errors import AlreadyExists, Conflict, InvalidParameter, NotFound
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git CLI")

@@ -20,6 +20,7 @@ from botocore.credentials import Credentials
 from pydantic import ValidationError
 
 from treadle.adapters.local.basics import ManualClock
+from treadle.adapters.sqlite.tenants import SqliteTenantStore
 from treadle.api.http import Request
 from treadle.domain.errors import Throttled, TreadleError
 from treadle.tenancy.admin import QuotaGuard, TenantAdmin, ensure_dev_tenant, single_key_lookup
@@ -42,7 +43,6 @@ from treadle.tenancy.models import (
     new_account_id,
 )
 from treadle.tenancy.sigv4 import verify_sigv4
-from treadle.tenancy.sqlite_store import SqliteTenantStore
 
 
 @pytest.fixture

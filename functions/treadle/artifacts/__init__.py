@@ -7,7 +7,6 @@ cases (`ArtifactService`) commit and read through the same repositories.
 """
 
 from treadle.artifacts.git_http import GitHttp
-from treadle.artifacts.local_objects import LocalObjectStore
 from treadle.artifacts.ports import (
     ObjectNotFound,
     ObjectStore,
@@ -20,14 +19,12 @@ from treadle.artifacts.ports import (
 )
 from treadle.artifacts.repository import ArtifactRepo, Repositories
 from treadle.artifacts.service import ArtifactService, CommitInfo, TreeEntry
-from treadle.artifacts.sqlite_refs import SqliteRefStore
 
 __all__ = [
     "ArtifactRepo",
     "ArtifactService",
     "CommitInfo",
     "GitHttp",
-    "LocalObjectStore",
     "ObjectNotFound",
     "ObjectStore",
     "RefConflict",
@@ -37,6 +34,5 @@ __all__ = [
     "RepoNotFound",
     "RepoPage",
     "Repositories",
-    "SqliteRefStore",
     "TreeEntry",
 ]

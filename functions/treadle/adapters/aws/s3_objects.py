@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from treadle.adapters.aws.errors import error_code, translated
-from treadle.artifacts.local_objects import check_key
+from treadle.adapters.local.objects import check_key
 from treadle.artifacts.ports import ObjectNotFound
 
 if TYPE_CHECKING:
