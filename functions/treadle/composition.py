@@ -16,7 +16,7 @@ from pathlib import Path
 from treadle.adapters.sandbox.durable_channel import ENV_FLAG as DURABLE_CHANNEL_FLAG
 from treadle.api.app import Application
 from treadle.api.auth import Authenticator
-from treadle.api.git_routes import GitRoutes
+from treadle.api.git_http import GitHttp
 from treadle.api.http import Response, Router
 from treadle.api.lambda_routes import LambdaApi
 from treadle.api.logs_routes import LogsApi
@@ -28,7 +28,7 @@ from treadle.app.completion import CompletionNotifier
 from treadle.app.executions import ExecutionService
 from treadle.app.functions import FunctionService
 from treadle.app.quotas import TenantQuotas
-from treadle.artifacts import ArtifactService, GitHttp, Repositories
+from treadle.artifacts import ArtifactService, Repositories
 from treadle.domain.dispatch import Dispatcher
 from treadle.domain.engine.base import EngineConfig
 from treadle.domain.engine.chained import ChainedEngine
@@ -168,7 +168,7 @@ def build_core(
         v1=v1,
         auth=auth,
         targets={"Logs_20140328": logs_api.handle},
-        git=GitRoutes(GitHttp(ports.repositories), auth),
+        git=GitHttp(ports.repositories, auth.git_tenant),
         max_request_bytes=settings.max_request_bytes,
     )
     return Core(

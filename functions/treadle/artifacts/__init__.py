@@ -2,11 +2,10 @@
 
 Objects live as packs in an `ObjectStore` (a directory embedded, S3 on AWS), refs in a
 `RefStore` updated by compare-and-swap (SQLite embedded, DynamoDB on AWS). Dulwich is
-the Git engine: `git clone`/`fetch`/`push` over smart HTTP (`GitHttp`), and the REST use
-cases (`ArtifactService`) commit and read through the same repositories.
+the Git engine: `git clone`/`fetch`/`push` over smart HTTP (`treadle.api.git_http`), and
+the REST use cases (`ArtifactService`) commit and read through the same repositories.
 """
 
-from treadle.artifacts.git_http import GitHttp
 from treadle.artifacts.ports import (
     ObjectNotFound,
     ObjectStore,
@@ -24,7 +23,6 @@ __all__ = [
     "ArtifactRepo",
     "ArtifactService",
     "CommitInfo",
-    "GitHttp",
     "ObjectNotFound",
     "ObjectStore",
     "RefConflict",
