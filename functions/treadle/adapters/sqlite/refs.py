@@ -22,6 +22,7 @@ from treadle.artifacts.ports import (
     check_updates,
     is_zero,
 )
+from treadle.domain.errors import InvalidParameter
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS repos (
@@ -76,7 +77,7 @@ class SqliteRefStore:
 
     def list_repos(self, tenant: str, *, limit: int = 100, after: str | None = None) -> RepoPage:
         if limit < 1:
-            raise ValueError(f"limit must be at least 1, not {limit}")
+            raise InvalidParameter(f"limit must be at least 1, not {limit}")
         with self._db.locked() as conn:
             rows = conn.execute(
                 "SELECT name FROM repos WHERE tenant = ? AND name > ? ORDER BY name LIMIT ?",
