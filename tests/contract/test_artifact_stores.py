@@ -27,9 +27,11 @@ from treadle.adapters.aws.dynamodb_refs import (
 )
 from treadle.adapters.aws.items import key as item_key
 from treadle.adapters.aws.s3_objects import S3ObjectStore
-from treadle.artifacts.local_objects import LocalObjectStore
+from treadle.adapters.local.objects import LocalObjectStore
+from treadle.adapters.sqlite.refs import SqliteRefStore
 from treadle.artifacts.ports import (
     ZERO_SHA,
+    InvalidKey,
     ObjectNotFound,
     ObjectStore,
     RefConflict,
@@ -38,8 +40,13 @@ from treadle.artifacts.ports import (
     RepoAlreadyExists,
     RepoNotFound,
 )
-from treadle.artifacts.sqlite_refs import SqliteRefStore
-from treadle.domain.errors import AlreadyExists, Conflict, NotFound, PayloadTooLarge
+from treadle.domain.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidParameter,
+    NotFound,
+    PayloadTooLarge,
+)
 
 Factory = Callable[[Path], tuple[Any, Callable[[], None]]]
 
@@ -178,8 +185,15 @@ def test_delete_is_idempotent(objects: ObjectStore) -> None:
 
 @pytest.mark.parametrize("key", ["", "/abs", "a//b", "a/../b", "./a", "a/", "a\\b", "a\x00"])
 def test_invalid_keys_are_refused(objects: ObjectStore, key: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidKey):
         objects.put(key, b"x")
+
+
+@pytest.mark.parametrize("prefix", ["/abs", "a/../b", "..", "a\\b", "a\x00"])
+def test_invalid_prefixes_are_refused(objects: ObjectStore, prefix: str) -> None:
+    # A domain error, not a bare ValueError: the API maps it like any refused request.
+    with pytest.raises(InvalidParameter):
+        objects.list(prefix)
 
 
 def test_concurrent_puts_leave_one_whole_value(objects: ObjectStore) -> None:
@@ -287,9 +301,15 @@ def test_cas_refuses_malformed_batches(refs: RefStore) -> None:
         [RefUpdate(b"", ZERO_SHA, A)],
         [RefUpdate(MAIN, b"", A)],
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(InvalidParameter):
             refs.compare_and_swap(T, "r", batch)
     assert refs.get_refs(T, "r") == {}
+
+
+def test_list_repos_refuses_a_limit_below_one(refs: RefStore) -> None:
+    refs.create_repo(T, "r")
+    with pytest.raises(InvalidParameter):
+        refs.list_repos(T, limit=0)
 
 
 def test_repositories_and_tenants_are_isolated(refs: RefStore) -> None:

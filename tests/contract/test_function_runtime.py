@@ -33,7 +33,7 @@ from treadle.adapters.aws.lambda_calls import ENDPOINT_ENV, physical_name
 from treadle.adapters.aws.lambda_runtime import LambdaRuntime
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.sandbox import LocalSandbox
-from treadle.adapters.sandbox_runtime import SandboxRuntime
+from treadle.adapters.sandbox.function_runtime import SandboxRuntime
 from treadle.adapters.sqlite.logs import SqliteLogStore
 from treadle.domain.errors import InvalidParameter
 from treadle.domain.ports import FunctionRuntime, FunctionVersion, InvocationOutcome

@@ -22,10 +22,10 @@ from moto.core.botocore_stubber import BotocoreStubber
 
 from treadle.adapters.aws import create_tables, dynamodb_tenants
 from treadle.adapters.aws.dynamodb_tenants import DynamoTenantStore
+from treadle.adapters.sqlite.tenants import SqliteTenantStore
 from treadle.domain.errors import AlreadyExists, Conflict, NotFound
 from treadle.tenancy.models import KeyStatus, Quotas
 from treadle.tenancy.ports import TenantStore
-from treadle.tenancy.sqlite_store import SqliteTenantStore
 
 Factory = Callable[[Path], tuple[Any, Callable[[], None]]]
 

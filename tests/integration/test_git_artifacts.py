@@ -27,15 +27,11 @@ from dulwich.object_format import DEFAULT_OBJECT_FORMAT
 from dulwich.objects import Commit, ObjectID, ShaFile
 from dulwich.pack import extend_pack, write_pack_objects
 
+from treadle.adapters.local.objects import LocalObjectStore
+from treadle.adapters.sqlite.refs import SqliteRefStore
+from treadle.api.git_http import GitHttp
 from treadle.api.http import Request
-from treadle.artifacts import (
-    ArtifactService,
-    GitHttp,
-    LocalObjectStore,
-    Repositories,
-    SqliteRefStore,
-    packs,
-)
+from treadle.artifacts import ArtifactService, Repositories, packs
 from treadle.domain.errors import AlreadyExists, Conflict, InvalidParameter, NotFound
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git CLI")
@@ -55,7 +51,11 @@ class Stack:
 def stack(tmp_path: Path) -> Iterator[Stack]:
     refs = SqliteRefStore(tmp_path / "refs.sqlite")
     repos = Repositories(LocalObjectStore(tmp_path / "objects"), refs)
-    yield Stack(repos, ArtifactService(repos, clock=lambda: 1_700_000_000), GitHttp(repos))
+    yield Stack(
+        repos,
+        ArtifactService(repos, clock=lambda: 1_700_000_000),
+        GitHttp(repos, lambda request: TENANT),
+    )
     refs.close()
 
 

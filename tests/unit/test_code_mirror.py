@@ -21,8 +21,10 @@ import pytest
 
 from treadle.adapters.local.basics import ManualClock, RandomIds
 from treadle.adapters.local.code import LocalCodeStore
+from treadle.adapters.local.objects import LocalObjectStore
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.functions import SqliteFunctionStore
+from treadle.adapters.sqlite.refs import SqliteRefStore
 from treadle.app.code_delivery import (
     CodeMirror,
     DeployRequest,
@@ -36,7 +38,7 @@ from treadle.app.functions import (
     FunctionService,
     UpdateCodeRequest,
 )
-from treadle.artifacts import ArtifactService, LocalObjectStore, Repositories, SqliteRefStore
+from treadle.artifacts import ArtifactService, Repositories
 from treadle.domain.errors import AlreadyExists, Conflict, InvalidCode, InvalidParameter, NotFound
 
 TENANT = "123456789012"

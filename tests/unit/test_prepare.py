@@ -12,18 +12,20 @@ import pytest
 
 from treadle.adapters.local.basics import ManualClock, RandomIds
 from treadle.adapters.local.code import LocalCodeStore
+from treadle.adapters.local.objects import LocalObjectStore
 from treadle.adapters.sandbox import LocalSandbox
-from treadle.adapters.sandbox_runtime import SandboxRuntime
+from treadle.adapters.sandbox.function_runtime import SandboxRuntime
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.functions import SqliteFunctionStore
 from treadle.adapters.sqlite.logs import SqliteLogStore
+from treadle.adapters.sqlite.refs import SqliteRefStore
 from treadle.app.functions import (
     CreateFunctionRequest,
     FunctionCode,
     FunctionService,
     UpdateCodeRequest,
 )
-from treadle.artifacts import ArtifactService, LocalObjectStore, Repositories, SqliteRefStore
+from treadle.artifacts import ArtifactService, Repositories
 from treadle.domain.ports import FunctionVersion
 
 TENANT = "123456789012"

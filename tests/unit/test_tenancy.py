@@ -20,6 +20,7 @@ from botocore.credentials import Credentials
 from pydantic import ValidationError
 
 from treadle.adapters.local.basics import ManualClock
+from treadle.adapters.sqlite.tenants import SqliteTenantStore
 from treadle.api.errors import classify, text_error
 from treadle.api.http import Request
 from treadle.domain.errors import Throttled, TreadleError
@@ -43,7 +44,6 @@ from treadle.tenancy.models import (
     new_account_id,
 )
 from treadle.tenancy.sigv4 import verify_sigv4
-from treadle.tenancy.sqlite_store import SqliteTenantStore
 
 
 @pytest.fixture

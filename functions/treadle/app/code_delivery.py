@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from treadle.adapters.local.code import MAX_UNZIPPED_BYTES
 from treadle.artifacts.edits import check_path
 from treadle.artifacts.ports import ZERO_SHA, RepoNotFound
 from treadle.artifacts.service import ArtifactService, TreeEntry
@@ -38,6 +37,7 @@ from treadle.domain.errors import (
     InvalidParameter,
     NotFound,
 )
+from treadle.domain.ports import MAX_UNZIPPED_BYTES
 
 FUNCTIONS_REPO = "functions"
 BRANCH = "main"

@@ -2,12 +2,10 @@
 
 Objects live as packs in an `ObjectStore` (a directory embedded, S3 on AWS), refs in a
 `RefStore` updated by compare-and-swap (SQLite embedded, DynamoDB on AWS). Dulwich is
-the Git engine: `git clone`/`fetch`/`push` over smart HTTP (`GitHttp`), and the REST use
-cases (`ArtifactService`) commit and read through the same repositories.
+the Git engine: `git clone`/`fetch`/`push` over smart HTTP (`treadle.api.git_http`), and
+the REST use cases (`ArtifactService`) commit and read through the same repositories.
 """
 
-from treadle.artifacts.git_http import GitHttp
-from treadle.artifacts.local_objects import LocalObjectStore
 from treadle.artifacts.ports import (
     ObjectNotFound,
     ObjectStore,
@@ -20,14 +18,11 @@ from treadle.artifacts.ports import (
 )
 from treadle.artifacts.repository import ArtifactRepo, Repositories
 from treadle.artifacts.service import ArtifactService, CommitInfo, TreeEntry
-from treadle.artifacts.sqlite_refs import SqliteRefStore
 
 __all__ = [
     "ArtifactRepo",
     "ArtifactService",
     "CommitInfo",
-    "GitHttp",
-    "LocalObjectStore",
     "ObjectNotFound",
     "ObjectStore",
     "RefConflict",
@@ -37,6 +32,5 @@ __all__ = [
     "RepoNotFound",
     "RepoPage",
     "Repositories",
-    "SqliteRefStore",
     "TreeEntry",
 ]

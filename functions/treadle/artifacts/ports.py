@@ -15,11 +15,39 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from treadle.domain.errors import AlreadyExists, Conflict, NotFound
+from treadle.domain.errors import AlreadyExists, Conflict, InvalidParameter, NotFound
 
 # The "absent" value of a ref in a compare-and-swap, as on Git's wire. Any all-zero
 # value (40 or 64 digits, for SHA-1 or SHA-256 repositories) means the same.
 ZERO_SHA = b"0" * 40
+# Key segments starting with this are reserved for an adapter's temporary files (the
+# local store writes them beside their target), so no valid key can collide with one.
+RESERVED_SEGMENT_PREFIX = ".tmp-"
+MAX_KEY = 1024  # S3's limit: a key valid in one ObjectStore is valid in every other
+
+
+class InvalidKey(InvalidParameter):
+    """An object key or listing prefix that could escape its root or that S3 would
+    treat differently from a directory."""
+
+
+def check_key(key: str) -> None:
+    """The keys every ObjectStore accepts; InvalidKey for any other."""
+    if not key or len(key) > MAX_KEY:
+        raise InvalidKey(f"object key must be 1 to {MAX_KEY} characters: {key!r}")
+    if key.startswith("/") or "\\" in key or "\x00" in key:
+        raise InvalidKey(f"object key must be a relative '/'-separated path: {key!r}")
+    for segment in key.split("/"):
+        if segment in ("", ".", "..") or segment.startswith(RESERVED_SEGMENT_PREFIX):
+            raise InvalidKey(f"object key has an invalid segment {segment!r}: {key!r}")
+
+
+def check_prefix(prefix: str) -> None:
+    """The listing prefixes every ObjectStore accepts: they must not climb out either."""
+    if "\\" in prefix or "\x00" in prefix or prefix.startswith("/"):
+        raise InvalidKey(f"invalid key prefix: {prefix!r}")
+    if ".." in prefix.split("/"):
+        raise InvalidKey(f"invalid key prefix: {prefix!r}")
 
 
 def is_zero(value: bytes) -> bool:
@@ -31,7 +59,7 @@ def repo_prefix(tenant: str, repo: str) -> str:
     for part in (tenant, repo):
         # Defence in depth: callers validate names, but a key must never leave its prefix.
         if not part or "/" in part or part in (".", ".."):
-            raise ValueError(f"invalid tenant or repository name in an object key: {part!r}")
+            raise InvalidKey(f"invalid tenant or repository name in an object key: {part!r}")
     return f"tenants/{tenant}/repos/{repo}/"
 
 
@@ -43,15 +71,17 @@ def pack_key(tenant: str, repo: str, name: str, ext: str) -> str:
 def check_updates(updates: Sequence[RefUpdate]) -> None:
     """Validation every RefStore adapter runs first, so they all refuse the same batches."""
     if not updates:
-        raise ValueError("compare_and_swap needs at least one update")
+        raise InvalidParameter("compare_and_swap needs at least one update")
     seen: set[bytes] = set()
     for ref, old, new in updates:
         if not ref:
-            raise ValueError("ref name must not be empty")
+            raise InvalidParameter("ref name must not be empty")
         if not old or not new:
-            raise ValueError(f"old and new values of {ref!r} must not be empty (use ZERO_SHA)")
+            raise InvalidParameter(
+                f"old and new values of {ref!r} must not be empty (use ZERO_SHA)"
+            )
         if ref in seen:
-            raise ValueError(f"ref {ref!r} appears twice in one compare_and_swap")
+            raise InvalidParameter(f"ref {ref!r} appears twice in one compare_and_swap")
         seen.add(ref)
 
 
@@ -108,7 +138,8 @@ class RepoPage:
 
 class ObjectStore(Protocol):
     """Immutable-blob key space (a directory, S3). Keys are `/`-separated relative paths
-    without empty, `.` or `..` segments; adapters raise ValueError for any other key.
+    without empty, `.` or `..` segments (`check_key`); adapters raise InvalidKey for any
+    other key or listing prefix (`check_prefix`).
     A `put` is atomic: readers see the old bytes or the new ones, never a mix.
     """
 
@@ -138,7 +169,8 @@ class RefStore(Protocol):
     def repo_exists(self, tenant: str, repo: str) -> bool: ...
 
     def list_repos(self, tenant: str, *, limit: int = 100, after: str | None = None) -> RepoPage:
-        """Names in ascending order, strictly after `after`, at most `limit` (>= 1)."""
+        """Names in ascending order, strictly after `after`, at most `limit`
+        (InvalidParameter if it is below 1)."""
 
     def get_refs(self, tenant: str, repo: str) -> dict[bytes, bytes]:
         """Every ref of the repository (name -> value); RepoNotFound if absent."""
@@ -147,6 +179,6 @@ class RefStore(Protocol):
         """Apply every update or none.
 
         RefConflict (naming the first ref found at another value than its `old`) if any
-        does not match; RepoNotFound if the repository is absent; ValueError if the
-        batch is empty or names a ref twice.
+        does not match; RepoNotFound if the repository is absent; InvalidParameter if
+        the batch is empty or names a ref twice (`check_updates`).
         """

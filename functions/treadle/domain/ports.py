@@ -224,6 +224,11 @@ class FunctionRuntime(Protocol):
         """
 
 
+# Lambda's limit for unzipped code: CodeStore adapters refuse bigger packages, and code
+# delivered from a repository is held to the same bound.
+MAX_UNZIPPED_BYTES = 250 * 1024 * 1024
+
+
 class CodeStore(Protocol):
     def put(self, zip_bytes: bytes) -> str:
         """Store a code package; return its key (hex SHA-256). Idempotent."""

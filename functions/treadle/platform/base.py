@@ -22,8 +22,8 @@ from typing import Protocol
 
 from treadle.adapters.local.basics import RandomIds, SystemClock
 from treadle.adapters.sandbox import LocalSandbox
+from treadle.adapters.sandbox.function_runtime import SandboxRuntime, UnpackedCode
 from treadle.adapters.sandbox.hardening import protect_data_dir
-from treadle.adapters.sandbox_runtime import SandboxRuntime, UnpackedCode
 from treadle.api.app import Application
 from treadle.api.channel import DurableChannel
 from treadle.domain.engine import Engine

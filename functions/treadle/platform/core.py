@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from treadle.adapters.sandbox.durable_channel import ENV_FLAG as DURABLE_CHANNEL_FLAG
 from treadle.api.app import Application
 from treadle.api.auth import Authenticator
-from treadle.api.git_routes import GitRoutes
+from treadle.api.git_http import GitHttp
 from treadle.api.http import Response, Router
 from treadle.api.lambda_routes import LambdaApi
 from treadle.api.logs_routes import LogsApi
@@ -25,7 +25,7 @@ from treadle.app.completion import CompletionNotifier
 from treadle.app.executions import ExecutionService
 from treadle.app.functions import FunctionService
 from treadle.app.quotas import TenantQuotas
-from treadle.artifacts import ArtifactService, GitHttp, Repositories
+from treadle.artifacts import ArtifactService, Repositories
 from treadle.domain.engine import Engine, EngineConfig, TokenCodec
 from treadle.domain.logs import LogStore
 from treadle.domain.ports import (
@@ -135,7 +135,7 @@ def build_core(
         v1=v1,
         auth=auth,
         targets={"Logs_20140328": logs_api.handle},
-        git=GitRoutes(GitHttp(ports.repositories), auth),
+        git=GitHttp(ports.repositories, auth.git_tenant),
         max_request_bytes=settings.max_request_bytes,
     )
     return Core(

@@ -4,17 +4,19 @@ scheduler over the timer rows, all under the data directory."""
 from __future__ import annotations
 
 from treadle.adapters.local.code import LocalCodeStore
+from treadle.adapters.local.objects import LocalObjectStore
 from treadle.adapters.local.scheduler import TimerScheduler
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
 from treadle.adapters.sqlite.functions import SqliteFunctionStore
 from treadle.adapters.sqlite.logs import SqliteLogStore
-from treadle.artifacts import LocalObjectStore, Repositories, SqliteRefStore
+from treadle.adapters.sqlite.refs import SqliteRefStore
+from treadle.adapters.sqlite.tenants import SqliteTenantStore
+from treadle.artifacts import Repositories
 from treadle.domain.ports import Timer
 from treadle.platform.base import Background, Platform
 from treadle.platform.core import Ports
 from treadle.tenancy.admin import TenantAdmin
-from treadle.tenancy.sqlite_store import SqliteTenantStore
 
 
 class EmbeddedPlatform(Platform):

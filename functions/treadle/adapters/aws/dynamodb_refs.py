@@ -55,7 +55,7 @@ from treadle.artifacts.ports import (
     check_updates,
     is_zero,
 )
-from treadle.domain.errors import ConcurrentModification, PayloadTooLarge
+from treadle.domain.errors import ConcurrentModification, InvalidParameter, PayloadTooLarge
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -248,7 +248,7 @@ class DynamoRefStore:
 
     def list_repos(self, tenant: str, *, limit: int = 100, after: str | None = None) -> RepoPage:
         if limit < 1:
-            raise ValueError(f"limit must be at least 1, not {limit}")
+            raise InvalidParameter(f"limit must be at least 1, not {limit}")
         values: dict[str, AttributeValueTypeDef] = {":pk": {"S": f"{t.REPO_LIST_PREFIX}{tenant}"}}
         condition = "pk = :pk"
         if after:  # an empty sort key value is invalid in a key condition

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from treadle.adapters.aws.errors import error_code, translated
-from treadle.artifacts.local_objects import check_key
-from treadle.artifacts.ports import ObjectNotFound
+from treadle.artifacts.ports import ObjectNotFound, check_key, check_prefix
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -25,14 +24,6 @@ log = logging.getLogger(__name__)
 
 # GetObject says NoSuchKey; HeadObject has no body, so only the status remains.
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
-
-
-def _check_prefix(prefix: str) -> None:
-    # The same refusals as the local twin: a listing prefix must not climb out either.
-    if "\\" in prefix or "\x00" in prefix or prefix.startswith("/"):
-        raise ValueError(f"invalid key prefix: {prefix!r}")
-    if ".." in prefix.split("/"):
-        raise ValueError(f"invalid key prefix: {prefix!r}")
 
 
 class S3ObjectStore:
@@ -46,7 +37,7 @@ class S3ObjectStore:
         self._prefix = prefix
 
     def _key(self, key: str) -> str:
-        check_key(key)  # the local twin's rules: a key valid there is valid here
+        check_key(key)
         return self._prefix + key
 
     def put(self, key: str, data: bytes) -> None:
@@ -79,7 +70,7 @@ class S3ObjectStore:
         return True
 
     def list(self, prefix: str) -> list[str]:
-        _check_prefix(prefix)
+        check_prefix(prefix)
         keys: list[str] = []
         paginator = self._s3.get_paginator("list_objects_v2")
         with translated(f"list s3://{self._bucket}/{self._prefix}{prefix}"):

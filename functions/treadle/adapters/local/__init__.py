@@ -1,1 +1,1 @@
-"""Local adapters: clock, ids, code store, scheduler."""
+"""Local adapters: clock, ids, code store, Git object store (a directory), scheduler."""

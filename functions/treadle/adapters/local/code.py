@@ -30,8 +30,8 @@ import zipfile
 from pathlib import Path
 
 from treadle.domain.errors import InvalidCode, NotFound
+from treadle.domain.ports import MAX_UNZIPPED_BYTES
 
-MAX_UNZIPPED_BYTES = 250 * 1024 * 1024  # Lambda's limit for unzipped code
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a path component, never ".."
 _SHARED_ENTRY = re.compile(r"[0-9a-f]{64}|\.tmp-.*")
 

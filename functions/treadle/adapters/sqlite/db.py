@@ -1,11 +1,11 @@
-"""One SQLite database file shared by the embedded stores.
+"""The database of executions and function versions (`treadle.db`).
 
-WAL with `synchronous=NORMAL`: a committed transaction survives the kill -9 of the
-process at any instant (the WAL is in the OS before commit returns); only an OS crash
-can lose the last transactions, which is the trade every embedded engine makes for
-speed. Writes go through one connection under one lock (SQLite admits one writer at a
-time anyway); reads use a connection per thread, which WAL lets run beside the writer
-and each other instead of queueing on the writer's lock.
+`SqliteExecutionStore` and `SqliteFunctionStore` share this file; tenants, Git refs and
+logs keep their own (see `tenants.py`, `refs.py`, `logs.py`). Opening, durability and
+writes are those of every SQLite adapter (`connection.py`): one connection under one
+lock, each write a `BEGIN IMMEDIATE` transaction. Reads here are hot (every checkpoint
+loads its execution), so they use a connection per thread instead, which WAL lets run
+beside the writer and each other instead of queueing on the writer's lock.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+
+from treadle.adapters.sqlite.connection import SqliteFile, connect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS executions (
@@ -112,72 +114,55 @@ CREATE TABLE IF NOT EXISTS functions (
 
 class Database:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(
-            str(path), check_same_thread=False, isolation_level=None, timeout=30
-        )
-        self._path = path
-        self._lock = threading.RLock()
+        self._file = SqliteFile(path)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            counted = self._has_table("running_counts")
-            self._conn.executescript(SCHEMA)
-            self._migrate(counted)
-
-    def _has_table(self, name: str) -> bool:
-        row = self._conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-        ).fetchone()
-        return row is not None
-
-    def _migrate(self, counted: bool) -> None:
-        """Bring a data directory written by an older Treadle up to this schema."""
-        if not counted:
-            # The triggers count from now on; what was running before is counted once.
-            self._conn.execute("DELETE FROM running_counts")
-            self._conn.execute(
-                "INSERT INTO running_counts (tenant, n) SELECT tenant, COUNT(*)"
-                " FROM executions WHERE status = 'RUNNING' GROUP BY tenant"
-            )
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(events)")}
-        if "op_id" not in columns:
-            self._conn.execute("ALTER TABLE events ADD COLUMN op_id TEXT")
-            self._conn.execute("ALTER TABLE events ADD COLUMN event_type TEXT NOT NULL DEFAULT ''")
-        self._conn.execute("CREATE INDEX IF NOT EXISTS events_by_op ON events (arn, op_id)")
+        with self._file.locked() as conn:
+            counted = _has_table(conn, "running_counts")
+            conn.executescript(SCHEMA)
+            _migrate(conn, counted)
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(
-                str(self._path), check_same_thread=False, isolation_level=None, timeout=30
-            )
+            conn = connect(self._file.path)
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)
         yield conn
 
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> AbstractContextManager[sqlite3.Connection]:
         """One transaction: everything inside commits together or not at all."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        return self._file.transaction()
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._file.close()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone()
+    return row is not None
+
+
+def _migrate(conn: sqlite3.Connection, counted: bool) -> None:
+    """Bring a data directory written by an older Treadle up to this schema."""
+    if not counted:
+        # The triggers count from now on; what was running before is counted once.
+        conn.execute("DELETE FROM running_counts")
+        conn.execute(
+            "INSERT INTO running_counts (tenant, n) SELECT tenant, COUNT(*)"
+            " FROM executions WHERE status = 'RUNNING' GROUP BY tenant"
+        )
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    if "op_id" not in columns:
+        conn.execute("ALTER TABLE events ADD COLUMN op_id TEXT")
+        conn.execute("ALTER TABLE events ADD COLUMN event_type TEXT NOT NULL DEFAULT ''")
+    conn.execute("CREATE INDEX IF NOT EXISTS events_by_op ON events (arn, op_id)")

@@ -3,54 +3,49 @@
 from __future__ import annotations
 
 import base64
-import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from treadle.adapters.sqlite.connection import SqliteFile
 from treadle.domain.errors import InvalidParameter
 from treadle.domain.logfilter import compile_pattern
 from treadle.domain.logs import MAX_FILTER_LIMIT, FilterResult
 
 _SCAN_BATCH = 1000
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS log_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    log_group TEXT NOT NULL,
+    log_stream TEXT NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    ingestion_ms INTEGER NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_events_by_group
+    ON log_events (tenant, log_group, timestamp_ms, seq);
+"""
 
 
 class SqliteLogStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS log_events (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-                " tenant TEXT NOT NULL, log_group TEXT NOT NULL, log_stream TEXT NOT NULL,"
-                " timestamp_ms INTEGER NOT NULL, ingestion_ms INTEGER NOT NULL,"
-                " message TEXT NOT NULL)"
-            )
-            self._conn.execute(
-                "CREATE INDEX IF NOT EXISTS log_events_by_group"
-                " ON log_events (tenant, log_group, timestamp_ms, seq)"
-            )
+        self._db = SqliteFile(path, schema=_SCHEMA)
 
     def append(
         self, tenant: str, log_group: str, log_stream: str, events: Sequence[tuple[int, str]]
     ) -> None:
         now = int(time.time() * 1000)
-        with self._lock:
-            self._conn.execute("BEGIN")
-            self._conn.executemany(
+        with self._db.transaction() as conn:
+            conn.executemany(
                 "INSERT INTO log_events (tenant, log_group, log_stream, timestamp_ms,"
                 " ingestion_ms, message) VALUES (?, ?, ?, ?, ?, ?)",
                 [(tenant, log_group, log_stream, ts, now, msg) for ts, msg in events],
             )
-            self._conn.execute("COMMIT")
 
     def log_group_exists(self, tenant: str, log_group: str) -> bool:
-        with self._lock:
-            row = self._conn.execute(
+        with self._db.locked() as conn:
+            row = conn.execute(
                 "SELECT 1 FROM log_events WHERE tenant = ? AND log_group = ? LIMIT 1",
                 (tenant, log_group),
             ).fetchone()
@@ -96,8 +91,8 @@ class SqliteLogStore:
                 end_ms if end_ms is not None else 2**62,
                 _SCAN_BATCH,
             )
-            with self._lock:
-                rows = self._conn.execute(sql, args).fetchall()
+            with self._db.locked() as conn:
+                rows = conn.execute(sql, args).fetchall()
             for seq, stream, ts, ingested, message in rows:
                 cursor = (ts, seq)
                 if stream_names and stream not in stream_names:

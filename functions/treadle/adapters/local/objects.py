@@ -7,23 +7,16 @@ import os
 import uuid
 from pathlib import Path
 
-from treadle.artifacts.ports import ObjectNotFound
+from treadle.artifacts.ports import (
+    RESERVED_SEGMENT_PREFIX,
+    ObjectNotFound,
+    check_key,
+    check_prefix,
+)
 
 # Temporary files live beside their target (os.replace must not cross file systems)
 # under a name no valid key can have, so `list` can skip them.
-_TMP_PREFIX = ".tmp-"
-_MAX_KEY = 1024  # S3's limit: a key valid here is valid there
-
-
-def check_key(key: str) -> None:
-    """Refuse keys that could escape the root or that S3 would treat differently."""
-    if not key or len(key) > _MAX_KEY:
-        raise ValueError(f"object key must be 1 to {_MAX_KEY} characters: {key!r}")
-    if key.startswith("/") or "\\" in key or "\x00" in key:
-        raise ValueError(f"object key must be a relative '/'-separated path: {key!r}")
-    for segment in key.split("/"):
-        if segment in ("", ".", "..") or segment.startswith(_TMP_PREFIX):
-            raise ValueError(f"object key has an invalid segment {segment!r}: {key!r}")
+_TMP_PREFIX = RESERVED_SEGMENT_PREFIX
 
 
 class LocalObjectStore:
@@ -76,10 +69,7 @@ class LocalObjectStore:
         return self._path(key).is_file()
 
     def list(self, prefix: str) -> list[str]:
-        if "\\" in prefix or "\x00" in prefix or prefix.startswith("/"):
-            raise ValueError(f"invalid key prefix: {prefix!r}")
-        if ".." in prefix.split("/"):
-            raise ValueError(f"invalid key prefix: {prefix!r}")
+        check_prefix(prefix)
         # Walk only the deepest directory the prefix names, not the whole root.
         directory = prefix if prefix.endswith("/") else prefix.rpartition("/")[0]
         base = self._root.joinpath(*[s for s in directory.split("/") if s])

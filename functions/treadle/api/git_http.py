@@ -1,4 +1,4 @@
-"""Git smart HTTP (protocol v0/v1) over Treadle's framework-free Request/Response.
+"""`/git/<tenant>/<repo>.git/...`: Git smart HTTP (protocol v0/v1) behind Basic auth.
 
 The same exchange as `dulwich.web` (and `git http-backend`), minus WSGI:
 - `GET  info/refs?service=git-upload-pack|git-receive-pack`: the ref advertisement;
@@ -8,15 +8,20 @@ Every request is stateless: dulwich's handlers run with `stateless_rpc=True` ove
 buffered body, writing into a buffered response (API Gateway has no streaming either).
 
 Clients asking for protocol v2 (the default of git >= 2.26) get a v0 advertisement and
-fall back, exactly as with a server that predates v2. Authentication happened before:
-the caller passes the tenant it authenticated.
+fall back, exactly as with a server that predates v2.
+
+Refusals that mean something in the domain (unknown repository, malformed request) are
+domain errors rendered by `text_error`; those of the HTTP exchange itself (method,
+content type, dumb protocol, body size) are answered here with the status git expects.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 import zlib
+from collections.abc import Callable
 from io import BytesIO
 from typing import cast
 
@@ -24,12 +29,19 @@ from dulwich.errors import GitProtocolError
 from dulwich.protocol import ReceivableProtocol
 from dulwich.server import Backend, BackendRepo, UploadPackHandler
 
+from treadle.api.errors import text_error
 from treadle.api.http import Request, Response
 from treadle.artifacts.ports import RepoNotFound
 from treadle.artifacts.receive import GuardedReceivePackHandler
 from treadle.artifacts.repository import ArtifactRepo, Repositories
+from treadle.domain.errors import InvalidParameter, NotFound, TreadleError
 
 log = logging.getLogger(__name__)
+
+# The tenant a request's credentials authenticate (`Authenticator.git_tenant`).
+Authenticate = Callable[[Request], str]
+
+_PATH = re.compile(r"^/git/(?P<tenant>\d{12})/(?P<repo>[A-Za-z0-9._-]{1,100})\.git(?P<rest>/.*)?$")
 
 _HANDLERS: dict[str, type[UploadPackHandler] | type[GuardedReceivePackHandler]] = {
     "git-upload-pack": UploadPackHandler,
@@ -42,13 +54,6 @@ _NO_CACHE = {
 }
 
 
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 class _OneRepoBackend(Backend):
     """dulwich's handlers open their repository by path; ours is already open."""
 
@@ -59,8 +64,8 @@ class _OneRepoBackend(Backend):
         return cast(BackendRepo, self._repo)
 
 
-def _text(status: int, message: str) -> Response:
-    # Plain text: git prints the body of a failed smart-HTTP request as is.
+def _refuse(status: int, message: str) -> Response:
+    # Plain text, as `text_error`: git prints the body of a failed request as is.
     return Response(
         status=status, body=(message + "\n").encode(), headers={"content-type": "text/plain"}
     )
@@ -75,9 +80,31 @@ def _protocol_version(request: Request) -> int:
 
 
 class GitHttp:
-    def __init__(self, repositories: Repositories, *, max_body_bytes: int = 512 << 20) -> None:
+    def __init__(
+        self,
+        repositories: Repositories,
+        authenticate: Authenticate,
+        *,
+        max_body_bytes: int = 512 << 20,
+    ) -> None:
         self._repos = repositories
+        self._authenticate = authenticate
         self._max_body = max_body_bytes
+
+    def __call__(self, request: Request) -> Response:
+        try:
+            # Credentials first: git sends a request without them, expects 401 and retries.
+            tenant = self._authenticate(request)
+            m = _PATH.match(request.path)
+            if m is None:
+                raise NotFound("Not a repository URL: use /git/<account id>/<name>.git")
+            if m["tenant"] != tenant:
+                # Another tenant's repository looks exactly like a missing one.
+                raise RepoNotFound(m["tenant"], m["repo"])
+        except TreadleError as exc:
+            return text_error(exc)
+        request.tenant = tenant
+        return self.handle(request, tenant, m["repo"], m["rest"] or "/")
 
     def handle(self, request: Request, tenant: str, repo: str, rest_path: str) -> Response:
         """Serve `<repo>.git/<rest_path>` of the (already authenticated) tenant."""
@@ -85,25 +112,23 @@ class GitHttp:
         try:
             if path == "info/refs":
                 if request.method not in ("GET", "HEAD"):
-                    return _text(405, f"{request.method} not allowed on info/refs")
+                    return _refuse(405, f"{request.method} not allowed on info/refs")
                 return self._advertise(request, tenant, repo)
             if path in _HANDLERS:
                 if request.method != "POST":
-                    return _text(405, f"{request.method} not allowed on {path}")
+                    return _refuse(405, f"{request.method} not allowed on {path}")
                 return self._rpc(request, tenant, repo, path)
-            return _text(404, f"Not found: {path} (only the smart HTTP protocol is served)")
-        except RepoNotFound as exc:
-            return _text(404, exc.message)
-        except _BadRequest as exc:
-            return _text(exc.status, exc.message)
+            raise NotFound(f"Not found: {path} (only the smart HTTP protocol is served)")
+        except TreadleError as exc:
+            return text_error(exc)
 
     def _advertise(self, request: Request, tenant: str, repo: str) -> Response:
         service = request.q("service")
         if service is None:
-            raise _BadRequest(403, "Treadle serves only the smart HTTP protocol (git >= 1.6.6)")
+            return _refuse(403, "Treadle serves only the smart HTTP protocol (git >= 1.6.6)")
         handler_cls = _HANDLERS.get(service)
         if handler_cls is None:
-            raise _BadRequest(403, f"Unsupported service: {service}")
+            return _refuse(403, f"Unsupported service: {service}")
         out = BytesIO()
         proto = ReceivableProtocol(BytesIO().read, out.write)
         proto.write_pkt_line(b"# service=" + service.encode("ascii") + b"\n")
@@ -121,8 +146,13 @@ class GitHttp:
     def _rpc(self, request: Request, tenant: str, repo: str, service: str) -> Response:
         content_type = (request.header("content-type") or "").split(";")[0].strip()
         if content_type != f"application/x-{service}-request":
-            raise _BadRequest(415, f"Content-Type must be application/x-{service}-request")
-        body = self._body(request)
+            return _refuse(415, f"Content-Type must be application/x-{service}-request")
+        encoding = (request.header("content-encoding") or "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "x-gzip"):
+            return _refuse(415, f"Unsupported Content-Encoding: {encoding}")
+        body = self._body(request, encoding)
+        if len(body) > self._max_body:
+            return _refuse(413, f"Request body exceeds {self._max_body} bytes")
         started = time.monotonic()
         out = BytesIO()
         proto = ReceivableProtocol(BytesIO(body).read, out.write)
@@ -132,7 +162,7 @@ class GitHttp:
                 handler.handle()
             except GitProtocolError as exc:
                 log.info("%s %s/%s: protocol error: %s", service, tenant, repo, exc)
-                raise _BadRequest(400, f"Git protocol error: {exc}") from None
+                raise InvalidParameter(f"Git protocol error: {exc}") from None
         log.debug(
             "%s %s/%s: %d bytes in, %d out, %.1f ms",
             service,
@@ -145,22 +175,17 @@ class GitHttp:
         headers = {"content-type": f"application/x-{service}-result", **_NO_CACHE}
         return Response(status=200, body=out.getvalue(), headers=headers)
 
-    def _body(self, request: Request) -> bytes:
-        """The request body, gunzipped if the client compressed it, within the size limit."""
-        encoding = (request.header("content-encoding") or "identity").strip().lower()
+    def _body(self, request: Request, encoding: str) -> bytes:
+        """The request body, gunzipped if the client compressed it (at most one byte
+        over the size limit, which the caller refuses)."""
         if encoding == "identity":
-            body = request.body
-        elif encoding in ("gzip", "x-gzip"):
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            try:
-                # Bounded: a small gzip body must not inflate into gigabytes.
-                body = inflater.decompress(request.body, self._max_body + 1)
-            except zlib.error as exc:
-                raise _BadRequest(400, f"Invalid gzip request body: {exc}") from None
-            if len(body) <= self._max_body and not inflater.eof:
-                raise _BadRequest(400, "Invalid gzip request body: truncated")
-        else:
-            raise _BadRequest(415, f"Unsupported Content-Encoding: {encoding}")
-        if len(body) > self._max_body:
-            raise _BadRequest(413, f"Request body exceeds {self._max_body} bytes")
+            return request.body
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            # Bounded: a small gzip body must not inflate into gigabytes.
+            body = inflater.decompress(request.body, self._max_body + 1)
+        except zlib.error as exc:
+            raise InvalidParameter(f"Invalid gzip request body: {exc}") from None
+        if len(body) <= self._max_body and not inflater.eof:
+            raise InvalidParameter("Invalid gzip request body: truncated")
         return body

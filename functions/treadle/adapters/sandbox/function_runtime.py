@@ -13,8 +13,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from treadle.adapters.sandbox import LocalSandbox, SandboxFunction
 from treadle.adapters.sandbox.handle import CallHandler
+from treadle.adapters.sandbox.sandbox import LocalSandbox
+from treadle.adapters.sandbox.spec import SandboxFunction
 from treadle.domain.logs import LogStore
 from treadle.domain.ports import FunctionVersion, InvocationOutcome
 

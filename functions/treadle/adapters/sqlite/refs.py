@@ -1,19 +1,18 @@
 """`RefStore` over its own SQLite file: the embedded stand-in for DynamoDB.
 
-Each compare-and-swap is one `BEGIN IMMEDIATE` transaction: it takes SQLite's write lock
-before reading the current values, so no other writer (thread or process) can move a
-ref between the comparison and the swap. WAL lets readers run beside it.
+Each compare-and-swap is one `BEGIN IMMEDIATE` transaction (`SqliteFile.transaction`):
+it takes SQLite's write lock before reading the current values, so no other writer
+(thread or process) can move a ref between the comparison and the swap.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
+from treadle.adapters.sqlite.connection import SqliteFile
 from treadle.artifacts.ports import (
     RefConflict,
     RefUpdate,
@@ -23,6 +22,7 @@ from treadle.artifacts.ports import (
     check_updates,
     is_zero,
 )
+from treadle.domain.errors import InvalidParameter
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS repos (
@@ -43,32 +43,10 @@ CREATE TABLE IF NOT EXISTS refs (
 
 class SqliteRefStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection under one lock: every statement here takes microseconds, and
-        # a connection per thread would leak under a thread-per-request server.
-        self._conn = sqlite3.connect(
-            str(path), check_same_thread=False, isolation_level=None, timeout=30
-        )
-        self._lock = threading.RLock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
+        self._db = SqliteFile(path, schema=_SCHEMA)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        self._db.close()
 
     def _exists(self, conn: sqlite3.Connection, tenant: str, repo: str) -> bool:
         row = conn.execute(
@@ -77,7 +55,7 @@ class SqliteRefStore:
         return row is not None
 
     def create_repo(self, tenant: str, repo: str) -> None:
-        with self._write() as conn:
+        with self._db.transaction() as conn:
             try:
                 conn.execute(
                     "INSERT INTO repos (tenant, name, created_ms) VALUES (?, ?, ?)",
@@ -87,21 +65,21 @@ class SqliteRefStore:
                 raise RepoAlreadyExists(tenant, repo) from None
 
     def delete_repo(self, tenant: str, repo: str) -> None:
-        with self._write() as conn:
+        with self._db.transaction() as conn:
             cur = conn.execute("DELETE FROM repos WHERE tenant = ? AND name = ?", (tenant, repo))
             if cur.rowcount == 0:
                 raise RepoNotFound(tenant, repo)
             conn.execute("DELETE FROM refs WHERE tenant = ? AND repo = ?", (tenant, repo))
 
     def repo_exists(self, tenant: str, repo: str) -> bool:
-        with self._lock:
-            return self._exists(self._conn, tenant, repo)
+        with self._db.locked() as conn:
+            return self._exists(conn, tenant, repo)
 
     def list_repos(self, tenant: str, *, limit: int = 100, after: str | None = None) -> RepoPage:
         if limit < 1:
-            raise ValueError(f"limit must be at least 1, not {limit}")
-        with self._lock:
-            rows = self._conn.execute(
+            raise InvalidParameter(f"limit must be at least 1, not {limit}")
+        with self._db.locked() as conn:
+            rows = conn.execute(
                 "SELECT name FROM repos WHERE tenant = ? AND name > ? ORDER BY name LIMIT ?",
                 (tenant, after or "", limit + 1),
             ).fetchall()
@@ -109,18 +87,18 @@ class SqliteRefStore:
         return RepoPage(names=names, next_marker=names[-1] if len(rows) > limit else None)
 
     def get_refs(self, tenant: str, repo: str) -> dict[bytes, bytes]:
-        with self._lock:
+        with self._db.locked() as conn:
             # Both reads under the lock: one consistent snapshot without a transaction.
-            if not self._exists(self._conn, tenant, repo):
+            if not self._exists(conn, tenant, repo):
                 raise RepoNotFound(tenant, repo)
-            rows = self._conn.execute(
+            rows = conn.execute(
                 "SELECT ref, value FROM refs WHERE tenant = ? AND repo = ?", (tenant, repo)
             ).fetchall()
         return {bytes(ref): bytes(value) for ref, value in rows}
 
     def compare_and_swap(self, tenant: str, repo: str, updates: Sequence[RefUpdate]) -> None:
         check_updates(updates)
-        with self._write() as conn:
+        with self._db.transaction() as conn:
             if not self._exists(conn, tenant, repo):
                 raise RepoNotFound(tenant, repo)
             for ref, old, _new in updates:

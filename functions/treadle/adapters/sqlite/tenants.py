@@ -3,15 +3,15 @@
 The file holds access-key secrets in plain text (SigV4 needs them to recompute
 signatures), so it is created with mode 0600 and re-chmodded on open; SQLite gives its
 `-wal` and `-shm` files the database file's mode. Each write is one `BEGIN IMMEDIATE`
-transaction: it takes the write lock before reading, so checks (key is active, account
-id is free) and changes cannot interleave with another writer, thread or process.
+transaction (`SqliteFile.transaction`): it takes the write lock before reading, so
+checks (key is active, account id is free) and changes cannot interleave with another
+writer, thread or process.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
+from treadle.adapters.sqlite.connection import SqliteFile
 from treadle.domain.errors import AlreadyExists, Conflict, NotFound
 from treadle.tenancy.models import (
     AccessKey,
@@ -90,48 +91,32 @@ class SqliteTenantStore:
         if not path.parent.exists():
             path.parent.mkdir(parents=True, mode=0o700)
         _private_file(path)
-        # One connection under one lock, as the other SQLite adapters: statements take
-        # microseconds, and a connection per thread leaks under thread-per-request.
-        self._conn = sqlite3.connect(
-            str(path), check_same_thread=False, isolation_level=None, timeout=30
-        )
-        self._lock = threading.RLock()
+        self._db = SqliteFile(path, schema=_SCHEMA)
         # Every authenticated request reads its key and tenant; they change rarely and
         # only through this object (one server owns a data directory), so reads are
         # served from memory, filled under the lock and emptied by every write. Misses
         # are not kept: unknown key ids sent by anyone must not grow the cache.
         self._tenant_cache: dict[str, Tenant] = {}
         self._key_cache: dict[str, tuple[AccessKey, Tenant]] = {}
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.executescript(_SCHEMA)
         for suffix in ("-wal", "-shm"):
             side = path.with_name(path.name + suffix)
             if side.exists():
                 os.chmod(side, 0o600)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._db.transaction() as conn:
+            # Emptied under the lock, which readers need to refill: not before commit.
             self._tenant_cache.clear()
             self._key_cache.clear()
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+            yield conn
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
-            return fn(self._conn)
+        with self._db.locked() as conn:
+            return fn(conn)
 
     # -- tenants ------------------------------------------------------------------
 
@@ -219,8 +204,8 @@ class SqliteTenantStore:
         cached = self._tenant_cache.get(account_id)
         if cached is not None:
             return cached
-        with self._lock:
-            tenant = self._require_tenant(self._conn, account_id)
+        with self._db.locked() as conn:
+            tenant = self._require_tenant(conn, account_id)
             self._tenant_cache[account_id] = tenant
         return tenant
 
@@ -309,8 +294,8 @@ class SqliteTenantStore:
         cached = self._key_cache.get(access_key_id)
         if cached is not None:
             return cached
-        with self._lock:
-            row = self._conn.execute(
+        with self._db.locked() as conn:
+            row = conn.execute(
                 f"SELECT {_KEY_COLS}, {_TENANT_COLS} FROM access_keys k "
                 "JOIN tenants t ON t.account_id = k.tenant WHERE k.access_key_id = ?",
                 (access_key_id,),
