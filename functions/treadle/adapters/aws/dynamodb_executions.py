@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING
 
 from treadle.adapters.aws import items as it
 from treadle.adapters.aws import listing
-from treadle.adapters.aws.commits import CommitWriter, retry_conflicts
+from treadle.adapters.aws.commits import CommitWriter
 from treadle.adapters.aws.dynamo import Table
+from treadle.adapters.aws.optimistic import retry_conflicts
 from treadle.adapters.aws.payloads import PayloadCodec
 from treadle.adapters.aws.tables import PARTITION_KEY, SORT_KEY
 from treadle.domain.errors import (

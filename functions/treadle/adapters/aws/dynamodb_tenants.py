@@ -26,18 +26,16 @@ two concurrent rotations of one key leave exactly one new key.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from itertools import islice
 from typing import TYPE_CHECKING, Final
 
-from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
 from treadle.adapters.aws import tables as t
 from treadle.adapters.aws.dynamo import Table
-from treadle.adapters.aws.errors import error_code, transaction_error, translated
 from treadle.adapters.aws.items import key
+from treadle.adapters.aws.optimistic import conditional, transact
 from treadle.domain.errors import AlreadyExists, Conflict, NotFound, TreadleError
 from treadle.tenancy.models import (
     AccessKey,
@@ -158,10 +156,7 @@ class DynamoTenantStore:
         labels: list[str],
         on_condition: Callable[[str], TreadleError],
     ) -> None:
-        try:
-            self._table.transact(items, uuid.uuid4().hex)
-        except ClientError as exc:
-            raise transaction_error(exc, action, labels, on_condition) from exc
+        transact(self._table, items, action, labels, on_condition)
 
     # -- tenants -----------------------------------------------------------------------
 
@@ -255,21 +250,17 @@ class DynamoTenantStore:
     def _update_tenant(
         self, account_id: str, expression: str, value: AttributeValueTypeDef, name: str
     ) -> Tenant:
-        with translated(f"update tenant {account_id}"):
-            try:
-                response = self._client.update_item(
-                    TableName=self._name,
-                    Key=key(tenant_pk(account_id), t.TENANT_SK),
-                    UpdateExpression=expression,
-                    ConditionExpression="attribute_exists(pk)",
-                    ExpressionAttributeNames={"#a": name},
-                    ExpressionAttributeValues={":v": value},
-                    ReturnValues="ALL_NEW",
-                )
-            except ClientError as exc:
-                if error_code(exc) == "ConditionalCheckFailedException":
-                    raise NotFound(f"Tenant not found: {account_id}") from None
-                raise
+        missing = NotFound(f"Tenant not found: {account_id}")
+        with conditional(f"update tenant {account_id}", missing):
+            response = self._client.update_item(
+                TableName=self._name,
+                Key=key(tenant_pk(account_id), t.TENANT_SK),
+                UpdateExpression=expression,
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#a": name},
+                ExpressionAttributeValues={":v": value},
+                ReturnValues="ALL_NEW",
+            )
         return _tenant(response["Attributes"])
 
     def set_tenant_disabled(self, account_id: str, disabled: bool) -> Tenant:
@@ -327,25 +318,21 @@ class DynamoTenantStore:
         return _access_key(item)
 
     def set_key_status(self, account_id: str, access_key_id: str, status: KeyStatus) -> AccessKey:
-        with translated("update access key"):
-            try:
-                response = self._client.update_item(
-                    TableName=self._name,
-                    Key=key(access_key_pk(access_key_id), t.ACCESS_KEY_SK),
-                    UpdateExpression="SET #status = :status",
-                    # Never touch another tenant's key: the owner is part of the condition.
-                    ConditionExpression="#tenant = :tenant",
-                    ExpressionAttributeNames={"#status": STATUS, "#tenant": TENANT},
-                    ExpressionAttributeValues={
-                        ":status": {"S": status.value},
-                        ":tenant": {"S": account_id},
-                    },
-                    ReturnValues="ALL_NEW",
-                )
-            except ClientError as exc:
-                if error_code(exc) == "ConditionalCheckFailedException":
-                    raise NotFound(f"Access key not found: {access_key_id}") from None
-                raise
+        missing = NotFound(f"Access key not found: {access_key_id}")
+        with conditional("update access key", missing):
+            response = self._client.update_item(
+                TableName=self._name,
+                Key=key(access_key_pk(access_key_id), t.ACCESS_KEY_SK),
+                UpdateExpression="SET #status = :status",
+                # Never touch another tenant's key: the owner is part of the condition.
+                ConditionExpression="#tenant = :tenant",
+                ExpressionAttributeNames={"#status": STATUS, "#tenant": TENANT},
+                ExpressionAttributeValues={
+                    ":status": {"S": status.value},
+                    ":tenant": {"S": account_id},
+                },
+                ReturnValues="ALL_NEW",
+            )
         return _access_key(response["Attributes"])
 
     def rotate_key(self, account_id: str, access_key_id: str, *, now_ms: int) -> AccessKey:
