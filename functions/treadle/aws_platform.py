@@ -57,9 +57,8 @@ from treadle.composition import (
     lock_data_dir,
     sandbox_env,
 )
-from treadle.domain.errors import InvalidParameter, NotFound
+from treadle.domain.errors import InvalidParameter
 from treadle.domain.logs import LogStore
-from treadle.domain.ports import FunctionStore
 from treadle.settings import ENV_QUEUE_URL, ENV_TENANT_LAYER_ARN, ENV_TENANT_ROLE_ARN, Settings
 from treadle.tenancy.admin import TenantAdmin
 from treadle.tenancy.sandbox_keys import SandboxKeys
@@ -73,34 +72,6 @@ def derived_admin_key(token_secret: bytes) -> tuple[str, str]:
     key_id = "AKIA" + base64.b32encode(digest[:10]).decode()[:16]
     secret = base64.b64encode(digest[10:], altchars=b"ab").decode()[:40]
     return key_id, secret
-
-
-def function_usage(store: FunctionStore, tenant: str) -> tuple[int, int]:
-    """(functions, code bytes of $LATEST and every version) from the store's listings.
-
-    A read per function: fine for the quota check of an upload, which is rare; a usage
-    item kept in the function transactions would make it one read.
-    """
-    functions = code_bytes = 0
-    marker: str | None = None
-    while True:
-        latest, marker = store.list_latest(tenant, marker, 1000)
-        for fn in latest:
-            functions += 1
-            code_bytes += fn.code_size
-            versions_marker: str | None = None
-            while True:
-                try:
-                    versions, versions_marker = store.list_versions(
-                        tenant, fn.function_name, versions_marker, 1000
-                    )
-                except NotFound:  # deleted meanwhile
-                    break
-                code_bytes += sum(v.code_size for v in versions if v.version != "$LATEST")
-                if not versions_marker:
-                    break
-        if not marker:
-            return functions, code_bytes
 
 
 class _NoWake:
@@ -238,7 +209,7 @@ class AwsPlatform:
                 ids=ids,
                 # A counter the commit transactions keep (see `adapters.aws.commits`).
                 running=self.executions_store.count_running,
-                usage=lambda tenant: function_usage(self.functions_store, tenant),
+                usage=self.functions_store.usage,
             ),
             token_secret=self.token_secret,
             admin_key=self.admin_key,

@@ -188,6 +188,35 @@ class DynamoFunctionStore:
             raise _not_found(name, version)
         return _body(item)
 
+    def usage(self, tenant: str) -> tuple[int, int]:
+        """(functions, code bytes of $LATEST and every version) from the listings.
+
+        A read per function: fine for the quota check of an upload, which is rare; a
+        usage item kept in the function transactions would make it one read.
+        """
+        functions = code_bytes = 0
+        marker: str | None = None
+        while True:
+            latest, marker = self.list_latest(tenant, marker, 1000)
+            for fn in latest:
+                functions += 1
+                code_bytes += fn.code_size
+                code_bytes += self._published_bytes(tenant, fn.function_name)
+            if not marker:
+                return functions, code_bytes
+
+    def _published_bytes(self, tenant: str, name: str) -> int:
+        total = 0
+        marker: str | None = None
+        while True:
+            try:
+                versions, marker = self.list_versions(tenant, name, marker, 1000)
+            except NotFound:  # deleted meanwhile
+                return total
+            total += sum(v.code_size for v in versions if v.version != LATEST)
+            if not marker:
+                return total
+
     # -- versions --------------------------------------------------------------------
 
     def publish(self, tenant: str, name: str, description: str | None) -> FunctionVersion:
