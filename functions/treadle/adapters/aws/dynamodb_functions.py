@@ -51,6 +51,7 @@ from treadle.domain.errors import (
     NotFound,
 )
 from treadle.domain.ports import FunctionVersion
+from treadle.domain.publishing import version_to_publish
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -226,21 +227,16 @@ class DynamoFunctionStore:
             if latest_item is None:
                 raise _not_found(name)
             latest = _body(latest_item)
+            previous = None
             if latest_item.get(PUBLISHED_REVISION, {}).get("S") == latest.revision_id:
-                # Lambda: publishing unchanged code returns the version that has it.
+                # The pointer names the only version that may hold $LATEST's code.
                 frozen = int(latest_item[PUBLISHED_VERSION]["N"])
                 existing = self._table.get(key(pk, version_sk(frozen)), "get function version")
-                if existing is not None:
-                    return _body(existing)
+                previous = None if existing is None else _body(existing)
             counter = latest_item[COUNTER]
             number = int(counter["N"]) + 1
-            version = latest.model_copy(
-                update={
-                    "version": str(number),
-                    "description": description if description is not None else latest.description,
-                }
-            )
-            if self._commit_version(pk, version, counter):
+            version, new = version_to_publish(latest, previous, number, description)
+            if not new or self._commit_version(pk, version, counter):
                 return version
             backoff(attempt)
         raise ConcurrentModification(f"Function {name} is being published concurrently; retry.")
