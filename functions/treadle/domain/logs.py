@@ -10,6 +10,12 @@ from typing import Any, Protocol
 MAX_FILTER_LIMIT = 10_000
 
 
+def check_filter_limit(limit: int) -> None:
+    """FilterLogEvents' `limit` bounds, checked alike by every LogStore."""
+    if not 1 <= limit <= MAX_FILTER_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_FILTER_LIMIT}.")
+
+
 @dataclass(frozen=True)
 class FilterResult:
     events: list[dict[str, Any]]  # FilterLogEvents items: logStreamName, timestamp, message...
