@@ -244,6 +244,23 @@ def test_delete_a_version_or_the_whole_function(store: FunctionStore) -> None:
     assert store.publish(T, "fn", None) == fresh.model_copy(update={"version": "1"})
 
 
+def test_usage_counts_functions_and_the_code_of_every_version(store: FunctionStore) -> None:
+    assert store.usage(T) == (0, 0)
+    store.put_latest(_fn("a", code_size=100), create=True)
+    store.put_latest(_fn("b", code_size=10), create=True)
+    assert store.usage(T) == (2, 110)
+    store.publish(T, "a", None)  # a version holds its own copy of the code
+    _changed(store, "a", code_size=1000)
+    store.publish(T, "a", None)
+    assert store.usage(T) == (2, 1000 + 100 + 1000 + 10)  # $LATEST, 1, 2 and b
+    store.delete(T, "a", "1")
+    assert store.usage(T) == (2, 1000 + 1000 + 10)
+    store.put_latest(_fn("c", tenant=OTHER, code_size=5), create=True)
+    store.delete(T, "b")
+    assert store.usage(T) == (1, 2000)  # neither the deleted function nor another tenant's
+    assert store.usage(OTHER) == (1, 5)
+
+
 def test_tenants_never_see_each_others_functions(store: FunctionStore) -> None:
     store.put_latest(_fn("shared"), create=True)
     store.publish(T, "shared", None)

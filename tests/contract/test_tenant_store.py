@@ -20,10 +20,11 @@ import pytest
 from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
 
-from treadle.adapters.aws import create_tables, dynamodb_tenants
+from treadle.adapters.aws import create_tables
 from treadle.adapters.aws.dynamodb_tenants import DynamoTenantStore
 from treadle.adapters.sqlite.tenants import SqliteTenantStore
 from treadle.domain.errors import AlreadyExists, Conflict, NotFound
+from treadle.tenancy import stores
 from treadle.tenancy.models import KeyStatus, Quotas
 from treadle.tenancy.ports import TenantStore
 
@@ -209,6 +210,32 @@ def test_concurrent_creates_are_all_kept(store: TenantStore) -> None:
 # -- SQLite specifics ------------------------------------------------------------------------
 
 
+def test_taken_generated_ids_are_drawn_again(
+    store: TenantStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, first_key = store.create_tenant_with_key("first", now_ms=NOW)
+    # Attempt 1: the account id is taken. Attempt 2: the access key id is. Attempt 3 works.
+    ids = iter([first.account_id, "222222222222", "222222222222"])
+    monkeypatch.setattr(stores, "new_account_id", lambda: next(ids))
+    real_new_key = stores.new_access_key
+    keys = iter([None, first_key.access_key_id])
+
+    def colliding_key(tenant: str, now_ms: int) -> Any:
+        made = real_new_key(tenant, now_ms)
+        taken = next(keys, None)
+        return made if taken is None else made.model_copy(update={"access_key_id": taken})
+
+    monkeypatch.setattr(stores, "new_access_key", colliding_key)
+    tenant, key = store.create_tenant_with_key("second", now_ms=NOW)
+    assert next(ids, None) is None and next(keys, "done") == "done"  # three attempts made
+    assert tenant.account_id == "222222222222" and key.access_key_id != first_key.access_key_id
+    found = store.find_key(first_key.access_key_id)
+    assert found is not None and found[1] == first  # the colliding key was not overwritten
+    assert [t.account_id for t in store.list_tenants()[0]] == sorted(
+        [first.account_id, "222222222222"]
+    )
+
+
 def test_the_sqlite_file_is_private_and_durable(tmp_path: Path) -> None:
     path = tmp_path / "db" / "tenants.sqlite"
     store = SqliteTenantStore(path)
@@ -233,32 +260,6 @@ def dynamo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[DynamoTe
     instance, cleanup = _dynamodb(tmp_path)
     yield instance
     cleanup()
-
-
-def test_dynamodb_taken_generated_ids_are_drawn_again(
-    dynamo: DynamoTenantStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    first, first_key = dynamo.create_tenant_with_key("first", now_ms=NOW)
-    # Attempt 1: the account id is taken. Attempt 2: the access key id is. Attempt 3 works.
-    ids = iter([first.account_id, "222222222222", "222222222222"])
-    monkeypatch.setattr(dynamodb_tenants, "new_account_id", lambda: next(ids))
-    real_new_key = dynamodb_tenants.new_access_key
-    keys = iter([None, first_key.access_key_id])
-
-    def colliding_key(tenant: str, now_ms: int) -> Any:
-        made = real_new_key(tenant, now_ms)
-        taken = next(keys, None)
-        return made if taken is None else made.model_copy(update={"access_key_id": taken})
-
-    monkeypatch.setattr(dynamodb_tenants, "new_access_key", colliding_key)
-    tenant, key = dynamo.create_tenant_with_key("second", now_ms=NOW)
-    assert next(ids, None) is None and next(keys, "done") == "done"  # three attempts made
-    assert tenant.account_id == "222222222222" and key.access_key_id != first_key.access_key_id
-    found = dynamo.find_key(first_key.access_key_id)
-    assert found is not None and found[1] == first  # the colliding key was not overwritten
-    assert [t.account_id for t in dynamo.list_tenants()[0]] == sorted(
-        [first.account_id, "222222222222"]
-    )
 
 
 def test_dynamodb_find_key_reads_two_items_by_key(dynamo: DynamoTenantStore) -> None:

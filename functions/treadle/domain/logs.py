@@ -6,8 +6,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from treadle.domain.errors import InvalidParameter
+
 # FilterLogEvents' largest page (its `limit`), whichever store answers it.
 MAX_FILTER_LIMIT = 10_000
+
+
+def check_filter_limit(limit: int) -> None:
+    """FilterLogEvents' `limit` bounds, checked alike by every LogStore."""
+    if not 1 <= limit <= MAX_FILTER_LIMIT:
+        raise InvalidParameter(f"limit must be between 1 and {MAX_FILTER_LIMIT}.")
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,9 @@ class ExecutionStore(Protocol):
     def active_invocations(self) -> list[str]:
         """ARNs of executions whose invocation lease is held (for crash recovery)."""
 
+    def count_running(self, tenant: str) -> int:
+        """The tenant's RUNNING executions (for its running-executions quota)."""
+
     def delete(self, arn: str) -> None: ...
 
 
@@ -202,6 +205,9 @@ class FunctionStore(Protocol):
     ) -> tuple[list[FunctionVersion], str | None]: ...
 
     def delete(self, tenant: str, name: str, version: str | None = None) -> None: ...
+
+    def usage(self, tenant: str) -> tuple[int, int]:
+        """(functions, code bytes of $LATEST and every published version), as Lambda counts."""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from treadle.adapters.aws.errors import error_code, translated
 from treadle.adapters.aws.lambda_calls import STAGE_RE, physical_name
 from treadle.domain.errors import InvalidParameter
 from treadle.domain.logfilter import compile_pattern
-from treadle.domain.logs import MAX_FILTER_LIMIT, FilterResult
+from treadle.domain.logs import MAX_FILTER_LIMIT, FilterResult, check_filter_limit
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
@@ -215,8 +215,7 @@ class CloudWatchLogStore:
         limit: int,
         next_token: str | None,
     ) -> FilterResult:
-        if not 1 <= limit <= MAX_FILTER_LIMIT:
-            raise InvalidParameter(f"limit must be between 1 and {MAX_FILTER_LIMIT}.")
+        check_filter_limit(limit)
         match = compile_pattern(pattern if self._filter_locally else None)
         service_token, skip = _decode_token(next_token)
         group = self.group_name(tenant, log_group)

@@ -24,24 +24,22 @@ always fits: only callbacks and outbox clears spill over.
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from treadle.adapters.aws import items as it
 from treadle.adapters.aws.dynamo import Table
-from treadle.adapters.aws.errors import error_code, transaction_error
+from treadle.adapters.aws.errors import error_code
+from treadle.adapters.aws.optimistic import TRANSACTION_MAX, transact
 from treadle.adapters.aws.payloads import PayloadCodec
 from treadle.adapters.aws.tables import DUE_MS, PARTITION_KEY, SORT_KEY
 from treadle.domain.errors import (
     ConcurrentModification,
     PayloadTooLarge,
     TreadleError,
-    Unavailable,
 )
 from treadle.domain.models import Execution
 from treadle.domain.ports import Commit, Timer
@@ -52,27 +50,6 @@ if TYPE_CHECKING:
     Item = dict[str, AttributeValueTypeDef]
 
 log = logging.getLogger(__name__)
-
-MAX_TRANSACTION_ITEMS = 100
-# Tries of a write that touches a tenant's counter shard, which concurrent starts and
-# closes of that tenant's executions share (a TransactionConflict cancels the loser).
-CONFLICT_ATTEMPTS = 4
-
-R = TypeVar("R")
-
-
-def retry_conflicts(write: Callable[[], R]) -> R:
-    """Run `write` again, after a short backoff, while it raises ConcurrentModification.
-
-    Only for writes whose every try is computed afresh or cancelled whole (a transaction).
-    """
-    for attempt in range(CONFLICT_ATTEMPTS - 1):
-        try:
-            return write()
-        except ConcurrentModification:
-            log.debug("write conflicted (try %d); retrying", attempt + 1)
-            time.sleep(0.02 * 2**attempt)
-    return write()
 
 
 @dataclass
@@ -144,11 +121,11 @@ class CommitWriter:
             self._put(plan, "token", it.token_item(ex, token, encoded))
         for timer in foreign:
             self._put(plan, "timer", it.standalone_timer_item(timer, ex))
-        room = MAX_TRANSACTION_ITEMS - len(plan.items)
+        room = TRANSACTION_MAX - len(plan.items)
         if room < 0:
             raise PayloadTooLarge(
                 f"A commit of {arn} sets {len(foreign)} timers on other executions;"
-                f" at most {MAX_TRANSACTION_ITEMS} items fit in one transaction."
+                f" at most {TRANSACTION_MAX} items fit in one transaction."
             )
         for pk, sk, _ in doomed[:room]:
             plan.items.append({"Delete": {"TableName": self.table.name, "Key": it.key(pk, sk)}})
@@ -210,17 +187,13 @@ class CommitWriter:
         ]
         if it.was_counted(meta):
             items.append(self.count_update(ex.tenant, arn, -1))
-        try:
-            self.table.transact(items, str(uuid.uuid4()))
-        except ClientError as exc:
-            raise transaction_error(
-                exc,
-                f"delete execution {arn}",
-                ["meta", "name", "running"],
-                lambda _: ConcurrentModification(f"Execution {arn} changed concurrently."),
-            ) from exc
-        except BotoCoreError as exc:
-            raise Unavailable(f"delete execution {arn}: the store is unreachable ({exc}).") from exc
+        transact(
+            self.table,
+            items,
+            f"delete execution {arn}",
+            ["meta", "name", "running"],
+            lambda _: ConcurrentModification(f"Execution {arn} changed concurrently."),
+        )
 
     def _put(
         self, plan: CommitPlan, label: str, item: Item, *, absent: bool = False, version: int = 0
@@ -262,12 +235,7 @@ class CommitWriter:
     def apply(self, plan: CommitPlan, action: str, refused: Callable[[str], TreadleError]) -> None:
         if plan.before:
             self.table.batch_put(plan.before, f"{action}: callbacks")
-        try:
-            self.table.transact(plan.items, str(uuid.uuid4()))
-        except ClientError as exc:
-            raise transaction_error(exc, action, plan.labels, refused) from exc
-        except BotoCoreError as exc:
-            raise Unavailable(f"{action}: the store is unreachable ({exc}).") from exc
+        transact(self.table, plan.items, action, plan.labels, refused)
         for pk, sk, due in plan.after:
             try:
                 self.table.client.delete_item(

@@ -8,12 +8,13 @@ returns one when throttled instead of failing the call.
 from __future__ import annotations
 
 import logging
-import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from treadle.adapters.aws.errors import translated
 from treadle.adapters.aws.items import key
+from treadle.adapters.aws.optimistic import backoff
 from treadle.adapters.aws.tables import PARTITION_KEY, SORT_KEY
 from treadle.domain.errors import Throttled
 
@@ -116,7 +117,7 @@ class Table:
                 pending = list(unprocessed["Keys"]) if unprocessed else []
                 if not pending:
                     break
-                _backoff(attempt)
+                backoff(attempt, base_s=0.05, cap_s=1.0, jitter=False)
             else:
                 raise Throttled(f"{action}: DynamoDB kept {len(pending)} reads unprocessed.")
         return found
@@ -140,17 +141,16 @@ class Table:
             pending = list(response.get("UnprocessedItems", {}).get(self.name, []))
             if not pending:
                 return
-            _backoff(attempt)
+            backoff(attempt, base_s=0.05, cap_s=1.0, jitter=False)
         raise Throttled(f"{action}: DynamoDB kept {len(pending)} writes unprocessed.")
 
-    def transact(self, items: list[TransactWriteItemTypeDef], token: str) -> None:
+    def transact(self, items: list[TransactWriteItemTypeDef], token: str | None = None) -> None:
         """One TransactWriteItems; the caller translates its errors (it knows the items).
 
-        The token makes botocore's own retries of this call idempotent: a retry after a
-        lost response reports success instead of a failed condition on our own write.
+        The token (a fresh one unless given) makes botocore's own retries of this call
+        idempotent: a retry after a lost response reports success instead of a failed
+        condition on our own write.
         """
-        self.client.transact_write_items(TransactItems=items, ClientRequestToken=token)
-
-
-def _backoff(attempt: int) -> None:
-    time.sleep(min(0.05 * 2**attempt, 1.0))
+        self.client.transact_write_items(
+            TransactItems=items, ClientRequestToken=token or uuid.uuid4().hex
+        )

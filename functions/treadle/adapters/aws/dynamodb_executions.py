@@ -26,18 +26,18 @@ same version, exactly one applies. Bulky values are uploaded to S3 before the tr
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from treadle.adapters.aws import items as it
 from treadle.adapters.aws import listing
-from treadle.adapters.aws.commits import CommitWriter, retry_conflicts
+from treadle.adapters.aws.commits import CommitWriter
 from treadle.adapters.aws.dynamo import Table
+from treadle.adapters.aws.optimistic import retry_conflicts
 from treadle.adapters.aws.payloads import PayloadCodec
 from treadle.adapters.aws.tables import PARTITION_KEY, SORT_KEY
+from treadle.adapters.snapshot_cache import SnapshotCache
 from treadle.domain.errors import (
     AlreadyExists,
     ConcurrentModification,
@@ -58,14 +58,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Entry:
-    """What the store knows of one execution at one version."""
+class _Entry(Snapshot):
+    """What the store knows of one execution at one version (`execution.version_seq`)."""
 
-    version: int
-    execution: Execution
-    operations: dict[str, StoredOperation]
     timers: dict[str, int]
     counted: bool  # the META item's COUNTED flag (see `items.COUNTED`)
+
+    @property
+    def version(self) -> int:
+        return self.execution.version_seq
 
 
 class DynamoExecutionStore:
@@ -84,32 +85,7 @@ class DynamoExecutionStore:
         self._table = Table(client, table_name)
         self._codec = PayloadCodec(s3_client, bucket, offload_threshold_bytes)
         self._writer = CommitWriter(self._table, self._codec)
-        self._cache: OrderedDict[str, _Entry] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
-
-    # -- cache ---------------------------------------------------------------------
-
-    def _cached(self, arn: str) -> _Entry | None:
-        with self._lock:
-            entry = self._cache.get(arn)
-            if entry is not None:
-                self._cache.move_to_end(arn)
-            return entry
-
-    def _remember(self, arn: str, entry: _Entry) -> None:
-        with self._lock:
-            current = self._cache.get(arn)
-            # Another thread may have cached a newer version meanwhile: keep the newest.
-            if current is None or current.version <= entry.version:
-                self._cache[arn] = entry
-            self._cache.move_to_end(arn)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-
-    def _forget(self, arn: str) -> None:
-        with self._lock:
-            self._cache.pop(arn, None)
+        self._cache: SnapshotCache[_Entry] = SnapshotCache(cache_size)
 
     # -- writes --------------------------------------------------------------------
 
@@ -129,8 +105,7 @@ class DynamoExecutionStore:
         retry_conflicts(lambda: self._writer.apply(plan, f"create execution {ex.arn}", refused))
         ex.version_seq = 1
         ops = {s.op.Id: s for s in commit.operations}
-        entry = _Entry(1, ex.model_copy(deep=True), ops, plan.timers, plan.counted)
-        self._remember(ex.arn, entry)
+        self._cache.remember(_Entry(ex.model_copy(deep=True), ops, plan.timers, plan.counted))
 
     def commit(self, commit: Commit) -> None:
         ex = commit.execution
@@ -151,22 +126,16 @@ class DynamoExecutionStore:
             self._writer.apply(plan, f"commit execution {ex.arn}", refused)
         except ConcurrentModification:
             # What this writer saw is stale: the next load must come from the table.
-            self._forget(ex.arn)
+            self._cache.forget(ex.arn)
             raise
         ex.version_seq = expected + 1
-        cached = self._cached(ex.arn)
-        if cached is None or cached.version != expected:
-            self._forget(ex.arn)
-            return
-        ops = dict(cached.operations)
-        for stored in commit.operations:
-            ops[stored.op.Id] = stored
-        entry = _Entry(expected + 1, ex.model_copy(deep=True), ops, plan.timers, plan.counted)
-        self._remember(ex.arn, entry)
+        self._cache.advance(
+            commit, lambda ops: _Entry(ex.model_copy(deep=True), ops, plan.timers, plan.counted)
+        )
 
     def _state_at(self, arn: str, version: int) -> tuple[dict[str, int], bool]:
         """Own timers and COUNTED flag at `version`; ConcurrentModification if it moved."""
-        cached = self._cached(arn)
+        cached = self._cache.get(arn)
         if cached is not None and cached.version == version:
             return cached.timers, cached.counted
         item = self._table.get(it.meta_key(arn), f"read execution {arn}")
@@ -181,7 +150,7 @@ class DynamoExecutionStore:
         so listing the children afterwards finds all of them. An interruption after the
         first step leaves unreachable items, which TTL reclaims.
         """
-        self._forget(arn)
+        self._cache.forget(arn)
         pk = it.execution_pk(arn)
 
         def remove_record() -> None:
@@ -206,7 +175,7 @@ class DynamoExecutionStore:
         self._table.batch_delete(children, f"delete items of {arn}")
         self._codec.delete_scope(arn)
         log.debug("deleted execution %s and %d items about it", arn, len(children))
-        self._forget(arn)
+        self._cache.forget(arn)
 
     # -- reads ---------------------------------------------------------------------
 
@@ -219,7 +188,7 @@ class DynamoExecutionStore:
     def _decode(self, meta: Item) -> Execution:
         arn = it.arn_of_pk(it.text(meta, PARTITION_KEY))
         version = it.number(meta, it.VERSION_SEQ)
-        cached = self._cached(arn)
+        cached = self._cache.get(arn)
         if cached is not None and cached.version == version:
             return cached.execution.model_copy(deep=True)
         return it.decode_record(self._codec.decode(it.blob(meta, it.RECORD)), version)
@@ -242,7 +211,7 @@ class DynamoExecutionStore:
     def load(self, arn: str) -> Snapshot:
         meta = self._meta(arn)
         version = it.number(meta, it.VERSION_SEQ)
-        entry = self._cached(arn)
+        entry = self._cache.get(arn)
         if entry is None or entry.version != version:
             base = entry if entry is not None and entry.version < version else None
             ops = dict(base.operations) if base is not None else {}
@@ -254,10 +223,8 @@ class DynamoExecutionStore:
             )
             for stored in self._batches(arn, after=base.version if base else 0, upto=version):
                 ops[stored.op.Id] = stored
-            entry = _Entry(
-                version, self._decode(meta), ops, it.timers_of(meta), it.was_counted(meta)
-            )
-            self._remember(arn, entry)
+            entry = _Entry(self._decode(meta), ops, it.timers_of(meta), it.was_counted(meta))
+            self._cache.remember(entry)
         return Snapshot(
             execution=entry.execution.model_copy(deep=True), operations=dict(entry.operations)
         )

@@ -26,11 +26,6 @@ Numbers are never reused while the function exists, even after a version is dele
 from __future__ import annotations
 
 import logging
-import random
-import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from itertools import islice
 from typing import TYPE_CHECKING, Final
 
@@ -38,21 +33,25 @@ from botocore.exceptions import ClientError
 
 from treadle.adapters.aws import tables as t
 from treadle.adapters.aws.dynamo import Table
-from treadle.adapters.aws.errors import (
-    cancellation_codes,
-    error_code,
-    transaction_error,
-    translated,
-)
 from treadle.adapters.aws.items import key
+from treadle.adapters.aws.optimistic import (
+    ATTEMPTS,
+    DELETING,
+    LIVE,
+    Condition,
+    FencedRecord,
+    backoff,
+    conditional,
+    raise_unless_lost_race,
+)
 from treadle.domain.errors import (
     AlreadyExists,
     ConcurrentModification,
     InvalidParameter,
     NotFound,
-    TreadleError,
 )
 from treadle.domain.ports import FunctionVersion
+from treadle.domain.publishing import version_to_publish
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -68,7 +67,6 @@ REVISION: Final = "revision_id"
 COUNTER: Final = "counter"
 PUBLISHED_REVISION: Final = "published_revision"
 PUBLISHED_VERSION: Final = "published_version"
-DELETING: Final = "deleting"
 
 _NAMES: Final = {
     "#body": BODY,
@@ -78,12 +76,6 @@ _NAMES: Final = {
     "#pver": PUBLISHED_VERSION,
     "#deleting": DELETING,
 }
-_LIVE: Final = "attribute_exists(pk) AND attribute_not_exists(#deleting)"
-_CANCELLED: Final = "TransactionCanceledException"
-# A function with more items than fit one transaction is fenced, then purged.
-_TRANSACTION_MAX: Final = 100
-# Lost races resolved by re-reading (publish, delete) before ConcurrentModification.
-_ATTEMPTS: Final = 10
 
 
 def function_pk(tenant: str, name: str) -> str:
@@ -101,23 +93,6 @@ def version_sk(number: int) -> str:
 def _number(version: str) -> int | None:
     """The number of a published version as written ("7"), None for anything else."""
     return int(version) if version.isdigit() and version == str(int(version)) else None
-
-
-@contextmanager
-def _conditional(action: str, refused: TreadleError | None) -> Iterator[None]:
-    """One conditional write: its refused condition raises `refused` (None: ignored)."""
-    with translated(action):
-        try:
-            yield
-        except ClientError as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
-                raise
-            if refused is not None:
-                raise refused from None
-
-
-def _backoff(attempt: int) -> None:
-    time.sleep(random.uniform(0, min(0.01 * 2**attempt, 0.5)))
 
 
 def _body(item: Item) -> FunctionVersion:
@@ -177,22 +152,9 @@ class DynamoFunctionStore:
             },
         ]
         exists = AlreadyExists(f"Function already exist: {fn.function_name}")
-        for _ in range(2):
-            try:
-                self._table.transact(items, uuid.uuid4().hex)
-                return
-            except ClientError as exc:
-                error = transaction_error(
-                    exc, f"create function {fn.function_name}", ["latest"], lambda _l: exists
-                )
-                if error is not exists:
-                    raise error from exc
-            leftover = self._table.get(key(pk, t.FUNCTION_LATEST_SK), "get function")
-            if leftover is None or DELETING not in leftover:
-                raise exists
-            log.warning("finishing the interrupted deletion of %s", fn.function_arn)
-            self._purge(pk)
-        raise exists
+        self._record(fn.tenant, fn.function_name).create(
+            items, exists, f"create function {fn.function_name}"
+        )
 
     def _replace_latest(
         self,
@@ -203,12 +165,12 @@ class DynamoFunctionStore:
     ) -> None:
         # An update, not a put: the counter and the publish pointer must survive.
         missing = NotFound(f"Function not found: {fn.function_arn}")
-        with _conditional(f"update function {fn.function_name}", missing):
+        with conditional(f"update function {fn.function_name}", missing):
             self._client.update_item(
                 TableName=self._name,
                 Key=key(pk, t.FUNCTION_LATEST_SK),
                 UpdateExpression="SET #body = :body, #rev = :rev",
-                ConditionExpression=_LIVE,
+                ConditionExpression=LIVE,
                 ExpressionAttributeNames={k: _NAMES[k] for k in ("#body", "#rev", "#deleting")},
                 ExpressionAttributeValues={":body": body, ":rev": revision},
             )
@@ -227,32 +189,56 @@ class DynamoFunctionStore:
             raise _not_found(name, version)
         return _body(item)
 
+    def usage(self, tenant: str) -> tuple[int, int]:
+        """(functions, code bytes of $LATEST and every version) from the listings.
+
+        A read per function: fine for the quota check of an upload, which is rare; a
+        usage item kept in the function transactions would make it one read.
+        """
+        functions = code_bytes = 0
+        marker: str | None = None
+        while True:
+            latest, marker = self.list_latest(tenant, marker, 1000)
+            for fn in latest:
+                functions += 1
+                code_bytes += fn.code_size
+                code_bytes += self._published_bytes(tenant, fn.function_name)
+            if not marker:
+                return functions, code_bytes
+
+    def _published_bytes(self, tenant: str, name: str) -> int:
+        total = 0
+        marker: str | None = None
+        while True:
+            try:
+                versions, marker = self.list_versions(tenant, name, marker, 1000)
+            except NotFound:  # deleted meanwhile
+                return total
+            total += sum(v.code_size for v in versions if v.version != LATEST)
+            if not marker:
+                return total
+
     # -- versions --------------------------------------------------------------------
 
     def publish(self, tenant: str, name: str, description: str | None) -> FunctionVersion:
         pk = function_pk(tenant, name)
-        for attempt in range(_ATTEMPTS):
+        for attempt in range(ATTEMPTS):
             latest_item = self._latest(tenant, name)
             if latest_item is None:
                 raise _not_found(name)
             latest = _body(latest_item)
+            previous = None
             if latest_item.get(PUBLISHED_REVISION, {}).get("S") == latest.revision_id:
-                # Lambda: publishing unchanged code returns the version that has it.
+                # The pointer names the only version that may hold $LATEST's code.
                 frozen = int(latest_item[PUBLISHED_VERSION]["N"])
                 existing = self._table.get(key(pk, version_sk(frozen)), "get function version")
-                if existing is not None:
-                    return _body(existing)
+                previous = None if existing is None else _body(existing)
             counter = latest_item[COUNTER]
             number = int(counter["N"]) + 1
-            version = latest.model_copy(
-                update={
-                    "version": str(number),
-                    "description": description if description is not None else latest.description,
-                }
-            )
-            if self._commit_version(pk, version, counter):
+            version, new = version_to_publish(latest, previous, number, description)
+            if not new or self._commit_version(pk, version, counter):
                 return version
-            _backoff(attempt)
+            backoff(attempt)
         raise ConcurrentModification(f"Function {name} is being published concurrently; retry.")
 
     def _commit_version(
@@ -268,7 +254,7 @@ class DynamoFunctionStore:
                     "Key": key(pk, t.FUNCTION_LATEST_SK),
                     "UpdateExpression": "SET #counter = :n, #prev = :rev, #pver = :n",
                     # Unchanged since read: no other publish, no other code or config.
-                    "ConditionExpression": f"{_LIVE} AND #counter = :old AND #rev = :rev",
+                    "ConditionExpression": f"{LIVE} AND #counter = :old AND #rev = :rev",
                     "ExpressionAttributeNames": {
                         k: _NAMES[k] for k in ("#counter", "#prev", "#pver", "#rev", "#deleting")
                     },
@@ -287,10 +273,10 @@ class DynamoFunctionStore:
             },
         ]
         try:
-            self._table.transact(items, uuid.uuid4().hex)
+            self._table.transact(items)
             return True
         except ClientError as exc:
-            self._retryable_or_raise(exc, f"publish {version.function_name}")
+            raise_unless_lost_race(exc, f"publish {version.function_name}")
             return False
 
     def list_latest(
@@ -357,74 +343,34 @@ class DynamoFunctionStore:
                     "$LATEST version cannot be deleted without deleting the function."
                 )
             raise _not_found(name, version)
-        with _conditional(f"delete {name}:{version}", _not_found(name, version)):
+        with conditional(f"delete {name}:{version}", _not_found(name, version)):
             self._client.delete_item(
                 TableName=self._name,
                 Key=key(function_pk(tenant, name), version_sk(number)),
                 ConditionExpression="attribute_exists(pk)",
             )
 
-    def _delete_function(self, tenant: str, name: str) -> None:
-        """Atomic while the function has at most 98 versions; else fenced, then purged."""
+    def _record(self, tenant: str, name: str) -> FencedRecord:
+        """A function as a fenced record: $LATEST heads its versions."""
         pk = function_pk(tenant, name)
-        listing: TransactWriteItemTypeDef = {
-            "Delete": {"TableName": self._name, "Key": key(listing_pk(tenant), name)}
-        }
-        for attempt in range(_ATTEMPTS):
-            latest = self._table.get(key(pk, t.FUNCTION_LATEST_SK), "get function")
-            if latest is None:
-                raise _not_found(name)
-            if DELETING in latest:
-                self._purge(pk)
-                return
-            versions = self._version_sks(pk)  # read after $LATEST: its counter fences them
-            items: list[TransactWriteItemTypeDef]
-            if len(versions) + 2 <= _TRANSACTION_MAX:
-                items = [
-                    {
-                        "Delete": {
-                            "TableName": self._name,
-                            "Key": key(pk, t.FUNCTION_LATEST_SK),
-                            # No publish since the versions were read: none is orphaned.
-                            "ConditionExpression": f"{_LIVE} AND #counter = :counter",
-                            "ExpressionAttributeNames": {
-                                "#counter": COUNTER,
-                                "#deleting": DELETING,
-                            },
-                            "ExpressionAttributeValues": {":counter": latest[COUNTER]},
-                        }
-                    },
-                    listing,
-                    *self._deletes(pk, versions),
-                ]
-            else:
-                items = [
-                    {
-                        "Update": {
-                            "TableName": self._name,
-                            "Key": key(pk, t.FUNCTION_LATEST_SK),
-                            "UpdateExpression": "SET #deleting = :true",
-                            "ConditionExpression": _LIVE,
-                            "ExpressionAttributeNames": {"#deleting": DELETING},
-                            "ExpressionAttributeValues": {":true": {"BOOL": True}},
-                        }
-                    },
-                    listing,
-                ]
-            try:
-                self._table.transact(items, uuid.uuid4().hex)
-            except ClientError as exc:
-                self._retryable_or_raise(exc, f"delete function {name}")
-                _backoff(attempt)
-                continue
-            if len(versions) + 2 > _TRANSACTION_MAX:
-                log.info("fenced %s (%d versions) for deletion", pk, len(versions))
-                self._purge(pk)
-            return
-        raise ConcurrentModification(f"Function {name} kept changing while deleted; retry.")
+        return FencedRecord(
+            self._table,
+            pk,
+            t.FUNCTION_LATEST_SK,
+            listing=key(listing_pk(tenant), name),
+            children=lambda: self._version_sks(pk),
+        )
 
-    def _deletes(self, pk: str, sks: list[str]) -> list[TransactWriteItemTypeDef]:
-        return [{"Delete": {"TableName": self._name, "Key": key(pk, sk)}} for sk in sks]
+    def _delete_function(self, tenant: str, name: str) -> None:
+        def unchanged(latest: Item) -> Condition:
+            # No publish since the versions were read: none is orphaned.
+            return Condition(
+                f"{LIVE} AND #counter = :counter",
+                {"#counter": COUNTER, "#deleting": DELETING},
+                {":counter": latest[COUNTER]},
+            )
+
+        self._record(tenant, name).delete(unchanged, _not_found(name), f"delete function {name}")
 
     def _version_sks(self, pk: str) -> list[str]:
         found = self._table.query(
@@ -434,23 +380,3 @@ class DynamoFunctionStore:
             projection="sk",
         )
         return [sk for item in found if (sk := item[t.SORT_KEY]["S"]) != t.FUNCTION_LATEST_SK]
-
-    def _purge(self, pk: str) -> None:
-        """Remove every version of a fenced function, then its $LATEST."""
-        self._table.batch_delete([(pk, sk) for sk in self._version_sks(pk)], "delete versions")
-        # Refused: another delete finished the purge first, which is as good.
-        with _conditional("delete function", None):
-            self._client.delete_item(
-                TableName=self._name,
-                Key=key(pk, t.FUNCTION_LATEST_SK),
-                ConditionExpression="attribute_exists(#deleting)",
-                ExpressionAttributeNames={"#deleting": DELETING},
-            )
-
-    @staticmethod
-    def _retryable_or_raise(exc: ClientError, action: str) -> None:
-        """Return if a cancelled transaction lost a race (re-read and retry); else raise."""
-        codes = cancellation_codes(exc) if error_code(exc) == _CANCELLED else []
-        if any(c in ("ConditionalCheckFailed", "TransactionConflict") for c in codes):
-            return
-        raise transaction_error(exc, action, [], ConcurrentModification) from exc

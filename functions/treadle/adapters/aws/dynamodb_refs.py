@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import time
-import uuid
 from collections.abc import Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Final, cast
@@ -39,13 +37,17 @@ from botocore.exceptions import ClientError
 
 from treadle.adapters.aws import tables as t
 from treadle.adapters.aws.dynamo import Table
-from treadle.adapters.aws.errors import (
-    cancellation_codes,
-    error_code,
-    transaction_error,
-    translated,
-)
 from treadle.adapters.aws.items import key
+from treadle.adapters.aws.optimistic import (
+    ATTEMPTS,
+    DELETING,
+    LIVE,
+    TRANSACTION_MAX,
+    Condition,
+    FencedRecord,
+    backoff,
+    raise_unless_lost_race,
+)
 from treadle.artifacts.ports import (
     RefConflict,
     RefUpdate,
@@ -72,19 +74,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SEQ: Final = "seq"
-DELETING: Final = "deleting"
 CREATED_MS: Final = "created_ms"
 REF: Final = "ref"
 VALUE: Final = "value"
 
-# TransactWriteItems takes 100 items; the REPO update is one of them.
-_TRANSACTION_MAX: Final = 100
-MAX_REFS_PER_SWAP: Final = _TRANSACTION_MAX - 1
-# Lost races that resolve by trying again (a ref moved and back, a transaction
-# conflict, a snapshot torn by a concurrent swap) before ConcurrentModification.
-_ATTEMPTS: Final = 8
-_LIVE: Final = "attribute_exists(pk) AND attribute_not_exists(#deleting)"
-_CANCELLED: Final = "TransactionCanceledException"
+# The REPO update is one of the transaction's items.
+MAX_REFS_PER_SWAP: Final = TRANSACTION_MAX - 1
 
 
 def repo_pk(tenant: str, repo: str) -> str:
@@ -93,11 +88,6 @@ def repo_pk(tenant: str, repo: str) -> str:
 
 def ref_sk(ref: bytes) -> str:
     return f"{t.REF_SK_PREFIX}{hashlib.sha256(ref).hexdigest()}"
-
-
-def _backoff(attempt: int) -> None:
-    # Jittered: writers that collided once must not collide again in lockstep.
-    time.sleep(random.uniform(0, min(0.01 * 2**attempt, 0.5)))
 
 
 class DynamoRefStore:
@@ -115,45 +105,34 @@ class DynamoRefStore:
         item = self._table.get(key(repo_pk(tenant, repo), t.REPO_SK), "read repository")
         return None if item is None or DELETING in item else item
 
-    def create_repo(self, tenant: str, repo: str) -> None:
+    def _record(self, tenant: str, repo: str) -> FencedRecord:
+        """A repository as a fenced record: REPO heads its refs."""
         pk = repo_pk(tenant, repo)
-        exists = RepoAlreadyExists(tenant, repo)
-        for _ in range(2):
-            items: list[TransactWriteItemTypeDef] = [
-                {
-                    "Put": {
-                        "TableName": self._name,
-                        "Item": {
-                            **key(pk, t.REPO_SK),
-                            SEQ: {"N": "0"},
-                            CREATED_MS: {"N": str(int(time.time() * 1000))},
-                        },
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                },
-                {
-                    "Put": {
-                        "TableName": self._name,
-                        "Item": key(f"{t.REPO_LIST_PREFIX}{tenant}", repo),
-                    }
-                },
-            ]
-            try:
-                self._table.transact(items, uuid.uuid4().hex)
-                return
-            except ClientError as exc:
-                error = transaction_error(
-                    exc, f"create repository {repo}", ["repo"], lambda _label: exists
-                )
-                if error is not exists:
-                    raise error from exc
-            existing = self._table.get(key(pk, t.REPO_SK), "read repository")
-            if existing is None or DELETING not in existing:
-                raise exists
-            # The leftover of an interrupted big delete: finish it, then create.
-            log.warning("finishing the interrupted deletion of %s/%s", tenant, repo)
-            self._purge(pk)
-        raise ConcurrentModification(f"Repository '{repo}' is being created and deleted.")
+        return FencedRecord(
+            self._table,
+            pk,
+            t.REPO_SK,
+            listing=key(f"{t.REPO_LIST_PREFIX}{tenant}", repo),
+            children=lambda: self._ref_keys(pk),
+        )
+
+    def create_repo(self, tenant: str, repo: str) -> None:
+        record = self._record(tenant, repo)
+        items: list[TransactWriteItemTypeDef] = [
+            {
+                "Put": {
+                    "TableName": self._name,
+                    "Item": {
+                        **key(record.pk, t.REPO_SK),
+                        SEQ: {"N": "0"},
+                        CREATED_MS: {"N": str(int(time.time() * 1000))},
+                    },
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {"Put": {"TableName": self._name, "Item": record.listing}},
+        ]
+        record.create(items, RepoAlreadyExists(tenant, repo), f"create repository {repo}")
 
     def delete_repo(self, tenant: str, repo: str) -> None:
         """Atomic while the repository has at most 98 refs; else fenced, then purged.
@@ -163,60 +142,14 @@ class DynamoRefStore:
         batch-deleted and REPO last, so an interrupted purge is finished by the next
         delete or create of that name.
         """
-        pk = repo_pk(tenant, repo)
-        for attempt in range(_ATTEMPTS):
-            repo_item = self._table.get(key(pk, t.REPO_SK), "read repository")
-            if repo_item is None:
-                raise RepoNotFound(tenant, repo)
-            if DELETING in repo_item:
-                self._purge(pk)
-                return
-            refs = self._ref_keys(pk)
-            listing = key(f"{t.REPO_LIST_PREFIX}{tenant}", repo)
-            items: list[TransactWriteItemTypeDef]
-            if len(refs) + 2 <= _TRANSACTION_MAX:
-                items = [
-                    {
-                        "Delete": {
-                            "TableName": self._name,
-                            "Key": key(pk, t.REPO_SK),
-                            # No swap since the refs were read: none is left behind.
-                            "ConditionExpression": "#seq = :seq",
-                            "ExpressionAttributeNames": {"#seq": SEQ},
-                            "ExpressionAttributeValues": {":seq": repo_item[SEQ]},
-                        }
-                    },
-                    {"Delete": {"TableName": self._name, "Key": listing}},
-                    *self._deletes(pk, refs),
-                ]
-            else:
-                items = [
-                    {
-                        "Update": {
-                            "TableName": self._name,
-                            "Key": key(pk, t.REPO_SK),
-                            "UpdateExpression": "SET #deleting = :true",
-                            "ConditionExpression": _LIVE,
-                            "ExpressionAttributeNames": {"#deleting": DELETING},
-                            "ExpressionAttributeValues": {":true": {"BOOL": True}},
-                        }
-                    },
-                    {"Delete": {"TableName": self._name, "Key": listing}},
-                ]
-            try:
-                self._table.transact(items, uuid.uuid4().hex)
-            except ClientError as exc:
-                self._retryable_or_raise(exc, f"delete repository {repo}")
-                _backoff(attempt)
-                continue
-            if len(refs) + 2 > _TRANSACTION_MAX:
-                log.info("fenced %s/%s (%d refs) for deletion", tenant, repo, len(refs))
-                self._purge(pk)
-            return
-        raise ConcurrentModification(f"Repository '{repo}' kept changing while deleted.")
 
-    def _deletes(self, pk: str, sks: list[str]) -> list[TransactWriteItemTypeDef]:
-        return [{"Delete": {"TableName": self._name, "Key": key(pk, sk)}} for sk in sks]
+        def unchanged(repo_item: Item) -> Condition:
+            # No swap since the refs were read: none is left behind.
+            return Condition("#seq = :seq", {"#seq": SEQ}, {":seq": repo_item[SEQ]})
+
+        self._record(tenant, repo).delete(
+            unchanged, RepoNotFound(tenant, repo), f"delete repository {repo}"
+        )
 
     def _ref_keys(self, pk: str) -> list[str]:
         found = self._table.query(
@@ -226,22 +159,6 @@ class DynamoRefStore:
             projection="sk",
         )
         return [item[t.SORT_KEY]["S"] for item in found]
-
-    def _purge(self, pk: str) -> None:
-        """Remove every ref of a fenced repository, then its REPO item."""
-        self._table.batch_delete([(pk, sk) for sk in self._ref_keys(pk)], "delete refs")
-        with translated("delete repository"):
-            try:
-                self._client.delete_item(
-                    TableName=self._name,
-                    Key=key(pk, t.REPO_SK),
-                    ConditionExpression="attribute_exists(#deleting)",
-                    ExpressionAttributeNames={"#deleting": DELETING},
-                )
-            except ClientError as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
-                    raise
-                # Someone else finished the purge (and maybe re-created the name).
 
     def repo_exists(self, tenant: str, repo: str) -> bool:
         return self._repo_item(tenant, repo) is not None
@@ -266,7 +183,7 @@ class DynamoRefStore:
 
     def get_refs(self, tenant: str, repo: str) -> dict[bytes, bytes]:
         pk = repo_pk(tenant, repo)
-        for attempt in range(_ATTEMPTS):
+        for attempt in range(ATTEMPTS):
             before = self._repo_item(tenant, repo)
             if before is None:
                 raise RepoNotFound(tenant, repo)
@@ -281,7 +198,7 @@ class DynamoRefStore:
                 raise RepoNotFound(tenant, repo)
             if after[SEQ] == before[SEQ]:
                 return refs
-            _backoff(attempt)  # a swap landed while we read: the refs may be torn
+            backoff(attempt)  # a swap landed while we read: the refs may be torn
         raise ConcurrentModification(f"The refs of '{repo}' kept changing while read.")
 
     def compare_and_swap(self, tenant: str, repo: str, updates: Sequence[RefUpdate]) -> None:
@@ -294,14 +211,16 @@ class DynamoRefStore:
             )
         pk = repo_pk(tenant, repo)
         items = [self._bump(pk), *(self._ref_write(pk, u) for u in updates)]
-        for attempt in range(_ATTEMPTS):
+        for attempt in range(ATTEMPTS):
             try:
-                self._table.transact(items, uuid.uuid4().hex)
+                self._table.transact(items)
                 return
             except ClientError as exc:
-                self._retryable_or_raise(exc, f"update refs of {repo}")
+                # A refused condition may be a real mismatch or a race that is already
+                # over: only re-reading the values tells which.
+                raise_unless_lost_race(exc, f"update refs of {repo}")
             self._raise_mismatch(tenant, repo, updates)
-            _backoff(attempt)
+            backoff(attempt)
         raise ConcurrentModification(f"The refs of '{repo}' are too contended; try again.")
 
     def _bump(self, pk: str) -> TransactWriteItemTypeDef:
@@ -310,7 +229,7 @@ class DynamoRefStore:
                 "TableName": self._name,
                 "Key": key(pk, t.REPO_SK),
                 "UpdateExpression": "ADD #seq :one",
-                "ConditionExpression": _LIVE,
+                "ConditionExpression": LIVE,
                 "ExpressionAttributeNames": {"#seq": SEQ, "#deleting": DELETING},
                 "ExpressionAttributeValues": {":one": {"N": "1"}},
             }
@@ -348,18 +267,6 @@ class DynamoRefStore:
             return {"Delete": cast("DeleteTypeDef", check)}
         # ZERO_SHA -> ZERO_SHA: "must not exist, and stays absent" only checks.
         return {"ConditionCheck": check}
-
-    @staticmethod
-    def _retryable_or_raise(exc: ClientError, action: str) -> None:
-        """Return if a cancelled transaction is worth re-checking; raise otherwise.
-
-        A refused condition or a conflicting transaction may be a real mismatch or a
-        race that is already over: only re-reading the values tells which.
-        """
-        codes = cancellation_codes(exc) if error_code(exc) == _CANCELLED else []
-        if any(c in ("ConditionalCheckFailed", "TransactionConflict") for c in codes):
-            return
-        raise transaction_error(exc, action, [], ConcurrentModification) from exc
 
     def _raise_mismatch(self, tenant: str, repo: str, updates: Sequence[RefUpdate]) -> None:
         """Raise what the current values say about a cancelled swap, if anything."""

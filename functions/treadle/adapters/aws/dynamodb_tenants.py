@@ -26,27 +26,19 @@ two concurrent rotations of one key leave exactly one new key.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from itertools import islice
 from typing import TYPE_CHECKING, Final
 
-from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
 from treadle.adapters.aws import tables as t
 from treadle.adapters.aws.dynamo import Table
-from treadle.adapters.aws.errors import error_code, transaction_error, translated
 from treadle.adapters.aws.items import key
-from treadle.domain.errors import AlreadyExists, Conflict, NotFound, TreadleError
-from treadle.tenancy.models import (
-    AccessKey,
-    KeyStatus,
-    Quotas,
-    Tenant,
-    new_access_key,
-    new_account_id,
-)
+from treadle.adapters.aws.optimistic import conditional, transact
+from treadle.domain.errors import Conflict, NotFound, TreadleError
+from treadle.tenancy.models import AccessKey, KeyStatus, Quotas, Tenant
+from treadle.tenancy.stores import IdTaken, TenantStoreBase
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -63,8 +55,6 @@ QUOTAS: Final = "quotas"
 TENANT: Final = "tenant"
 SECRET: Final = "secret"
 STATUS: Final = "status"
-# Random ids collide with negligible odds; a few retries make it impossible in practice.
-_ID_ATTEMPTS: Final = 8
 
 
 def tenant_pk(account_id: str) -> str:
@@ -100,11 +90,7 @@ def _access_key(item: Item) -> AccessKey:
     )
 
 
-class _Collision(TreadleError):
-    """A generated id was taken: draw another."""
-
-
-class DynamoTenantStore:
+class DynamoTenantStore(TenantStoreBase):
     """Tenants and access keys in one DynamoDB table; every method is atomic."""
 
     def __init__(self, client: DynamoDBClient, table_name: str) -> None:
@@ -158,70 +144,23 @@ class DynamoTenantStore:
         labels: list[str],
         on_condition: Callable[[str], TreadleError],
     ) -> None:
-        try:
-            self._table.transact(items, uuid.uuid4().hex)
-        except ClientError as exc:
-            raise transaction_error(exc, action, labels, on_condition) from exc
+        transact(self._table, items, action, labels, on_condition)
 
     # -- tenants -----------------------------------------------------------------------
 
-    def _create(
-        self,
-        name: str,
-        now_ms: int,
-        account_id: str | None,
-        quotas: Quotas | None,
-        *,
-        with_key: bool,
-    ) -> tuple[Tenant, AccessKey | None]:
-        def refused(label: str) -> TreadleError:
-            if label == "tenant" and account_id is not None:
-                return AlreadyExists(f"Tenant {account_id} already exists.")
-            return _Collision(label)  # a generated id is taken
-
-        for _ in range(_ID_ATTEMPTS):
-            tenant = Tenant(
-                account_id=account_id or new_account_id(),
-                name=name,
-                created_ms=now_ms,
-                quotas=quotas or Quotas(),
-            )
-            access = new_access_key(tenant.account_id, now_ms) if with_key else None
-            items = self._tenant_writes(tenant)
-            labels = ["tenant", "tenant listing"]
-            if access is not None:
-                items += self._key_writes(access)
-                labels += ["key", "key entry"]
-
-            try:
-                self._transact(f"create tenant {name}", items, labels, refused)
-            except _Collision as taken:
-                log.info("generated %s id was taken; drawing another", taken.message)
-                continue
-            return tenant, access
-        raise Conflict("Could not allocate a free account id or access key id; try again.")
-
-    def create_tenant(
-        self,
-        name: str,
-        *,
-        now_ms: int,
-        account_id: str | None = None,
-        quotas: Quotas | None = None,
-    ) -> Tenant:
-        return self._create(name, now_ms, account_id, quotas, with_key=False)[0]
-
-    def create_tenant_with_key(
-        self,
-        name: str,
-        *,
-        now_ms: int,
-        account_id: str | None = None,
-        quotas: Quotas | None = None,
-    ) -> tuple[Tenant, AccessKey]:
-        tenant, access = self._create(name, now_ms, account_id, quotas, with_key=True)
-        assert access is not None  # with_key=True always makes one
-        return tenant, access
+    def _insert_tenant(self, tenant: Tenant, access: AccessKey | None) -> None:
+        items = self._tenant_writes(tenant)
+        labels = ["tenant", "tenant listing"]
+        if access is not None:
+            items += self._key_writes(access)
+            labels += ["key", "key entry"]
+        # Only the tenant and key records are conditional: either is a taken id.
+        self._transact(
+            f"create tenant {tenant.name}",
+            items,
+            labels,
+            lambda label: IdTaken("tenant" if label == "tenant" else "key"),
+        )
 
     def _tenant_item(self, account_id: str) -> Item | None:
         return self._table.get(key(tenant_pk(account_id), t.TENANT_SK), "read tenant")
@@ -255,21 +194,17 @@ class DynamoTenantStore:
     def _update_tenant(
         self, account_id: str, expression: str, value: AttributeValueTypeDef, name: str
     ) -> Tenant:
-        with translated(f"update tenant {account_id}"):
-            try:
-                response = self._client.update_item(
-                    TableName=self._name,
-                    Key=key(tenant_pk(account_id), t.TENANT_SK),
-                    UpdateExpression=expression,
-                    ConditionExpression="attribute_exists(pk)",
-                    ExpressionAttributeNames={"#a": name},
-                    ExpressionAttributeValues={":v": value},
-                    ReturnValues="ALL_NEW",
-                )
-            except ClientError as exc:
-                if error_code(exc) == "ConditionalCheckFailedException":
-                    raise NotFound(f"Tenant not found: {account_id}") from None
-                raise
+        missing = NotFound(f"Tenant not found: {account_id}")
+        with conditional(f"update tenant {account_id}", missing):
+            response = self._client.update_item(
+                TableName=self._name,
+                Key=key(tenant_pk(account_id), t.TENANT_SK),
+                UpdateExpression=expression,
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#a": name},
+                ExpressionAttributeValues={":v": value},
+                ReturnValues="ALL_NEW",
+            )
         return _tenant(response["Attributes"])
 
     def set_tenant_disabled(self, account_id: str, disabled: bool) -> Tenant:
@@ -282,21 +217,14 @@ class DynamoTenantStore:
 
     # -- keys ------------------------------------------------------------------------
 
-    def create_key(self, account_id: str, *, now_ms: int) -> AccessKey:
+    def _insert_key(self, access: AccessKey) -> None:
         def refused(label: str) -> TreadleError:
             if label == "tenant":
-                return NotFound(f"Tenant not found: {account_id}")
-            return _Collision(label)
+                return NotFound(f"Tenant not found: {access.tenant}")
+            return IdTaken("key")
 
-        for _ in range(_ID_ATTEMPTS):
-            access = new_access_key(account_id, now_ms)
-            items = [self._tenant_exists(account_id), *self._key_writes(access)]
-            try:
-                self._transact("create access key", items, ["tenant", "key"], refused)
-            except _Collision:
-                continue
-            return access
-        raise Conflict("Could not allocate a free access key id; try again.")
+        items = [self._tenant_exists(access.tenant), *self._key_writes(access)]
+        self._transact("create access key", items, ["tenant", "key"], refused)
 
     def list_keys(self, account_id: str) -> list[AccessKey]:
         # One Query finds the tenant item (sk TENANT) and its key entries (sk K#...).
@@ -327,32 +255,29 @@ class DynamoTenantStore:
         return _access_key(item)
 
     def set_key_status(self, account_id: str, access_key_id: str, status: KeyStatus) -> AccessKey:
-        with translated("update access key"):
-            try:
-                response = self._client.update_item(
-                    TableName=self._name,
-                    Key=key(access_key_pk(access_key_id), t.ACCESS_KEY_SK),
-                    UpdateExpression="SET #status = :status",
-                    # Never touch another tenant's key: the owner is part of the condition.
-                    ConditionExpression="#tenant = :tenant",
-                    ExpressionAttributeNames={"#status": STATUS, "#tenant": TENANT},
-                    ExpressionAttributeValues={
-                        ":status": {"S": status.value},
-                        ":tenant": {"S": account_id},
-                    },
-                    ReturnValues="ALL_NEW",
-                )
-            except ClientError as exc:
-                if error_code(exc) == "ConditionalCheckFailedException":
-                    raise NotFound(f"Access key not found: {access_key_id}") from None
-                raise
+        missing = NotFound(f"Access key not found: {access_key_id}")
+        with conditional("update access key", missing):
+            response = self._client.update_item(
+                TableName=self._name,
+                Key=key(access_key_pk(access_key_id), t.ACCESS_KEY_SK),
+                UpdateExpression="SET #status = :status",
+                # Never touch another tenant's key: the owner is part of the condition.
+                ConditionExpression="#tenant = :tenant",
+                ExpressionAttributeNames={"#status": STATUS, "#tenant": TENANT},
+                ExpressionAttributeValues={
+                    ":status": {"S": status.value},
+                    ":tenant": {"S": account_id},
+                },
+                ReturnValues="ALL_NEW",
+            )
         return _access_key(response["Attributes"])
 
-    def rotate_key(self, account_id: str, access_key_id: str, *, now_ms: int) -> AccessKey:
+    def _replace_key(self, old_key_id: str, access: AccessKey) -> None:
+        account_id = access.tenant
         deactivate: TransactWriteItemTypeDef = {
             "Update": {
                 "TableName": self._name,
-                "Key": key(access_key_pk(access_key_id), t.ACCESS_KEY_SK),
+                "Key": key(access_key_pk(old_key_id), t.ACCESS_KEY_SK),
                 "UpdateExpression": "SET #status = :inactive",
                 "ConditionExpression": "#tenant = :tenant AND #status = :active",
                 "ExpressionAttributeNames": {"#status": STATUS, "#tenant": TENANT},
@@ -363,26 +288,20 @@ class DynamoTenantStore:
                 },
             }
         }
-        stale = Conflict(f"Access key {access_key_id} is not active; it cannot be rotated.")
+        stale = Conflict(f"Access key {old_key_id} is not active; it cannot be rotated.")
 
         def refused(label: str) -> TreadleError:
-            return stale if label == "old key" else _Collision(label)
+            return stale if label == "old key" else IdTaken("key")
 
-        for _ in range(_ID_ATTEMPTS):
-            access = new_access_key(account_id, now_ms)
-            items = [deactivate, *self._key_writes(access)]
-            try:
-                self._transact("rotate access key", items, ["old key", "new key"], refused)
-            except _Collision:
-                continue
-            except Conflict as exc:
-                if exc is not stale:
-                    raise
-                # Absent or another tenant's is NotFound; ours but inactive is Conflict.
-                self._owned_key(account_id, access_key_id)
+        items = [deactivate, *self._key_writes(access)]
+        try:
+            self._transact("rotate access key", items, ["old key", "new key"], refused)
+        except Conflict as exc:
+            if exc is not stale:
                 raise
-            return access
-        raise Conflict("Could not allocate a free access key id; try again.")
+            # Absent or another tenant's is NotFound; ours but inactive is Conflict.
+            self._owned_key(account_id, old_key_id)
+            raise
 
     def find_key(self, access_key_id: str) -> tuple[AccessKey, Tenant] | None:
         item = self._table.get(

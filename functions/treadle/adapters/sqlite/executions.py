@@ -5,10 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
+from treadle.adapters.snapshot_cache import SnapshotCache
 from treadle.adapters.sqlite.db import Database
 from treadle.domain.errors import AlreadyExists, ConcurrentModification, InvalidParameter, NotFound
 from treadle.domain.models import Event, Execution, Operation
@@ -43,34 +42,7 @@ class SqliteExecutionStore:
 
     def __init__(self, db: Database, cache_size: int = 4096) -> None:
         self._db = db
-        self._cache: OrderedDict[str, Snapshot] = OrderedDict()
-        self._cache_size = cache_size
-        self._cache_lock = threading.Lock()
-
-    def _cache_put(self, snap: Snapshot) -> None:
-        with self._cache_lock:
-            self._cache[snap.execution.arn] = snap
-            self._cache.move_to_end(snap.execution.arn)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-
-    def _cache_get(self, arn: str) -> Snapshot | None:
-        with self._cache_lock:
-            snap = self._cache.get(arn)
-            if snap is not None:
-                self._cache.move_to_end(arn)
-            return snap
-
-    def _cache_apply(self, commit: Commit) -> None:
-        arn = commit.execution.arn
-        with self._cache_lock:
-            old = self._cache.get(arn)
-        if old is None:
-            return
-        ops = dict(old.operations)
-        for stored in commit.operations:
-            ops[stored.op.Id] = stored
-        self._cache_put(Snapshot(execution=commit.execution.model_copy(), operations=ops))
+        self._cache: SnapshotCache[Snapshot] = SnapshotCache(cache_size)
 
     # -- writes ----------------------------------------------------------------
 
@@ -103,9 +75,7 @@ class SqliteExecutionStore:
         ops = {s.op.Id: s for s in commit.operations}
         # Only if nothing newer is there: the first invocation may already have changed
         # the execution between this commit and here (it does not wait for create()).
-        with self._cache_lock:
-            if ex.arn not in self._cache:
-                self._cache[ex.arn] = Snapshot(execution=ex.model_copy(), operations=ops)
+        self._cache.remember(Snapshot(execution=ex.model_copy(), operations=ops))
 
     def commit(self, commit: Commit) -> None:
         ex = commit.execution
@@ -127,12 +97,13 @@ class SqliteExecutionStore:
             )
             if cur.rowcount != 1:
                 # What this writer saw is stale: the next load must come from the database.
-                with self._cache_lock:
-                    self._cache.pop(ex.arn, None)
+                self._cache.forget(ex.arn)
                 raise ConcurrentModification(f"Execution {ex.arn} changed concurrently.")
             self._write_children(conn, commit, rows)
         ex.version_seq = new_version
-        self._cache_apply(commit)
+        self._cache.advance(
+            commit, lambda ops: Snapshot(execution=commit.execution.model_copy(), operations=ops)
+        )
 
     @staticmethod
     def _rows(commit: Commit) -> _Rows:
@@ -190,8 +161,7 @@ class SqliteExecutionStore:
             )
 
     def delete(self, arn: str) -> None:
-        with self._cache_lock:
-            self._cache.pop(arn, None)
+        self._cache.forget(arn)
         with self._db.write() as conn:
             for table in ("operations", "events", "timers", "callbacks", "client_tokens"):
                 conn.execute(f"DELETE FROM {table} WHERE arn = ?", (arn,))
@@ -215,7 +185,7 @@ class SqliteExecutionStore:
         return _row_execution(row[0])
 
     def load(self, arn: str) -> Snapshot:
-        cached = self._cache_get(arn)
+        cached = self._cache.get(arn)
         if cached is not None:
             return Snapshot(
                 execution=cached.execution.model_copy(), operations=dict(cached.operations)
@@ -232,7 +202,7 @@ class SqliteExecutionStore:
             op = Operation.model_validate_json(body)
             ops[op.Id] = StoredOperation(op=op, create_seq=create_seq, change_seq=change_seq)
         snap = Snapshot(execution=_row_execution(row[0]), operations=ops)
-        self._cache_put(Snapshot(execution=snap.execution.model_copy(), operations=dict(ops)))
+        self._cache.remember(Snapshot(execution=snap.execution.model_copy(), operations=dict(ops)))
         return snap
 
     def events(self, arn: str, *, after_id: int, limit: int, reverse: bool = False) -> list[Event]:

@@ -7,6 +7,7 @@ import sqlite3
 from treadle.adapters.sqlite.db import Database
 from treadle.domain.errors import AlreadyExists, InvalidParameter, NotFound
 from treadle.domain.ports import FunctionVersion
+from treadle.domain.publishing import version_to_publish
 
 LATEST = "$LATEST"
 
@@ -91,22 +92,15 @@ class SqliteFunctionStore:
                 " AND version != ? ORDER BY version_num DESC LIMIT 1",
                 (tenant, name, LATEST),
             ).fetchone()
-            if last is not None:
-                previous = FunctionVersion.model_validate_json(last[1])
-                if previous.revision_id == latest.revision_id:
-                    return previous  # Lambda: publishing unchanged code returns that version
+            previous = None if last is None else FunctionVersion.model_validate_json(last[1])
             number = (last[0] if last else 0) + 1
-            version = latest.model_copy(
-                update={
-                    "version": str(number),
-                    "description": description if description is not None else latest.description,
-                }
-            )
-            conn.execute(
-                "INSERT INTO functions (tenant, name, version, version_num, body)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (tenant, name, str(number), number, version.model_dump_json()),
-            )
+            version, new = version_to_publish(latest, previous, number, description)
+            if new:
+                conn.execute(
+                    "INSERT INTO functions (tenant, name, version, version_num, body)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (tenant, name, str(number), number, version.model_dump_json()),
+                )
         return version
 
     def list_latest(

@@ -10,7 +10,7 @@ from pathlib import Path
 from treadle.adapters.sqlite.connection import SqliteFile
 from treadle.domain.errors import InvalidParameter
 from treadle.domain.logfilter import compile_pattern
-from treadle.domain.logs import MAX_FILTER_LIMIT, FilterResult
+from treadle.domain.logs import FilterResult, check_filter_limit
 
 _SCAN_BATCH = 1000
 _SCHEMA = """
@@ -64,8 +64,7 @@ class SqliteLogStore:
         limit: int,
         next_token: str | None,
     ) -> FilterResult:
-        if not 1 <= limit <= MAX_FILTER_LIMIT:
-            raise InvalidParameter(f"limit must be between 1 and {MAX_FILTER_LIMIT}.")
+        check_filter_limit(limit)
         match = compile_pattern(pattern)
         cursor = (-1, -1)
         if next_token:

@@ -20,15 +20,9 @@ from typing import Any, TypeVar
 from pydantic import SecretStr
 
 from treadle.adapters.sqlite.connection import SqliteFile
-from treadle.domain.errors import AlreadyExists, Conflict, NotFound
-from treadle.tenancy.models import (
-    AccessKey,
-    KeyStatus,
-    Quotas,
-    Tenant,
-    new_access_key,
-    new_account_id,
-)
+from treadle.domain.errors import Conflict, NotFound
+from treadle.tenancy.models import AccessKey, KeyStatus, Quotas, Tenant
+from treadle.tenancy.stores import IdTaken, TenantStoreBase
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
@@ -50,8 +44,6 @@ CREATE INDEX IF NOT EXISTS access_keys_by_tenant ON access_keys (tenant, created
 
 _TENANT_COLS = "t.account_id, t.name, t.created_ms, t.disabled, t.quotas"
 _KEY_COLS = "k.access_key_id, k.tenant, k.secret, k.status, k.created_ms"
-# Random ids collide with negligible odds; a few retries make it impossible in practice.
-_ID_ATTEMPTS = 8
 
 T = TypeVar("T")
 
@@ -86,7 +78,7 @@ def _private_file(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
-class SqliteTenantStore:
+class SqliteTenantStore(TenantStoreBase):
     def __init__(self, path: Path) -> None:
         if not path.parent.exists():
             path.parent.mkdir(parents=True, mode=0o700)
@@ -120,50 +112,39 @@ class SqliteTenantStore:
 
     # -- tenants ------------------------------------------------------------------
 
-    def _insert_tenant(
-        self,
-        conn: sqlite3.Connection,
-        name: str,
-        now_ms: int,
-        account_id: str | None,
-        quotas: Quotas | None,
-    ) -> Tenant:
-        for _ in range(_ID_ATTEMPTS):
-            tenant = Tenant(
-                account_id=account_id or new_account_id(),
-                name=name,
-                created_ms=now_ms,
-                quotas=quotas or Quotas(),
+    def _insert_tenant(self, tenant: Tenant, access: AccessKey | None) -> None:
+        with self._write() as conn:
+            if self._tenant_row(conn, tenant.account_id) is not None:
+                raise IdTaken("tenant")
+            conn.execute(
+                "INSERT INTO tenants VALUES (?, ?, ?, 0, ?)",
+                (
+                    tenant.account_id,
+                    tenant.name,
+                    tenant.created_ms,
+                    tenant.quotas.model_dump_json(),
+                ),
             )
-            if self._tenant_row(conn, tenant.account_id) is None:
-                conn.execute(
-                    "INSERT INTO tenants VALUES (?, ?, ?, 0, ?)",
-                    (tenant.account_id, tenant.name, now_ms, tenant.quotas.model_dump_json()),
-                )
-                return tenant
-            if account_id is not None:
-                raise AlreadyExists(f"Tenant {account_id} already exists.")
-        raise Conflict("Could not allocate a free account id; try again.")
+            if access is not None:
+                self._write_key(conn, access)
 
-    def _insert_key(self, conn: sqlite3.Connection, tenant: str, now_ms: int) -> AccessKey:
-        for _ in range(_ID_ATTEMPTS):
-            key = new_access_key(tenant, now_ms)
-            taken = conn.execute(
-                "SELECT 1 FROM access_keys WHERE access_key_id = ?", (key.access_key_id,)
-            ).fetchone()
-            if taken is None:
-                conn.execute(
-                    "INSERT INTO access_keys VALUES (?, ?, ?, ?, ?)",
-                    (
-                        key.access_key_id,
-                        tenant,
-                        key.secret.get_secret_value(),
-                        key.status.value,
-                        now_ms,
-                    ),
-                )
-                return key
-        raise Conflict("Could not allocate a free access key id; try again.")
+    @staticmethod
+    def _write_key(conn: sqlite3.Connection, access: AccessKey) -> None:
+        taken = conn.execute(
+            "SELECT 1 FROM access_keys WHERE access_key_id = ?", (access.access_key_id,)
+        ).fetchone()
+        if taken is not None:
+            raise IdTaken("key")
+        conn.execute(
+            "INSERT INTO access_keys VALUES (?, ?, ?, ?, ?)",
+            (
+                access.access_key_id,
+                access.tenant,
+                access.secret.get_secret_value(),
+                access.status.value,
+                access.created_ms,
+            ),
+        )
 
     def _tenant_row(self, conn: sqlite3.Connection, account_id: str) -> Tenant | None:
         row = conn.execute(
@@ -176,29 +157,6 @@ class SqliteTenantStore:
         if tenant is None:
             raise NotFound(f"Tenant not found: {account_id}")
         return tenant
-
-    def create_tenant(
-        self,
-        name: str,
-        *,
-        now_ms: int,
-        account_id: str | None = None,
-        quotas: Quotas | None = None,
-    ) -> Tenant:
-        with self._write() as conn:
-            return self._insert_tenant(conn, name, now_ms, account_id, quotas)
-
-    def create_tenant_with_key(
-        self,
-        name: str,
-        *,
-        now_ms: int,
-        account_id: str | None = None,
-        quotas: Quotas | None = None,
-    ) -> tuple[Tenant, AccessKey]:
-        with self._write() as conn:
-            tenant = self._insert_tenant(conn, name, now_ms, account_id, quotas)
-            return tenant, self._insert_key(conn, tenant.account_id, now_ms)
 
     def get_tenant(self, account_id: str) -> Tenant:
         cached = self._tenant_cache.get(account_id)
@@ -253,10 +211,10 @@ class SqliteTenantStore:
             raise NotFound(f"Access key not found: {key_id}")
         return _key(row)
 
-    def create_key(self, account_id: str, *, now_ms: int) -> AccessKey:
+    def _insert_key(self, access: AccessKey) -> None:
         with self._write() as conn:
-            self._require_tenant(conn, account_id)
-            return self._insert_key(conn, account_id, now_ms)
+            self._require_tenant(conn, access.tenant)
+            self._write_key(conn, access)
 
     def list_keys(self, account_id: str) -> list[AccessKey]:
         def run(conn: sqlite3.Connection) -> list[AccessKey]:
@@ -279,16 +237,16 @@ class SqliteTenantStore:
             )
             return key.model_copy(update={"status": status})
 
-    def rotate_key(self, account_id: str, access_key_id: str, *, now_ms: int) -> AccessKey:
+    def _replace_key(self, old_key_id: str, access: AccessKey) -> None:
         with self._write() as conn:
-            old = self._owned_key(conn, account_id, access_key_id)
+            old = self._owned_key(conn, access.tenant, old_key_id)
             if not old.active:
-                raise Conflict(f"Access key {access_key_id} is not active; it cannot be rotated.")
+                raise Conflict(f"Access key {old_key_id} is not active; it cannot be rotated.")
             conn.execute(
                 "UPDATE access_keys SET status = ? WHERE access_key_id = ?",
-                (KeyStatus.INACTIVE.value, access_key_id),
+                (KeyStatus.INACTIVE.value, old_key_id),
             )
-            return self._insert_key(conn, account_id, now_ms)
+            self._write_key(conn, access)
 
     def find_key(self, access_key_id: str) -> tuple[AccessKey, Tenant] | None:
         cached = self._key_cache.get(access_key_id)
