@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from treadle.files import write_atomically
 from treadle.tenancy.models import new_access_key_id, new_secret
 
 ENV_PREFIX = "TREADLE_"
@@ -210,13 +211,7 @@ class Settings(BaseModel):
         path = self.data_dir / "secrets" / name
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(make())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            write_atomically(path, make())
         return path.read_bytes()
 
     def admin_key(self) -> tuple[str, str]:

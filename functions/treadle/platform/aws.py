@@ -45,6 +45,7 @@ from treadle.adapters.aws.sweep import DynamoTimerLookup, SweepReport, sweep
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.sqlite.logs import SqliteLogStore
 from treadle.artifacts import Repositories
+from treadle.domain.errors import TreadleError
 from treadle.domain.logs import LogStore
 from treadle.platform.base import Background, Platform, StartupError
 from treadle.platform.core import Ports
@@ -82,7 +83,11 @@ class AwsPlatform(Platform):
             self.clients = clients or AwsClients.create(settings.region, settings.aws_endpoint_url)
             self.table, self.bucket = settings.table_name, settings.bucket_name
             super().__init__(settings, endpoint=endpoint)
-        except (BotoCoreError, ClientError) as exc:
+        except StartupError:
+            raise
+        except (BotoCoreError, ClientError, TreadleError) as exc:
+            # Adapters translate most ClientErrors (Unavailable, ...); the user needs to
+            # know where the backend is unreachable or refused, whichever the layer.
             where = settings.aws_endpoint_url or "AWS"
             raise StartupError(f"cannot set up the AWS backend at {where}: {exc}") from exc
 

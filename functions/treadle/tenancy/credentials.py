@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import configparser
 import fcntl
+import io
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from treadle.files import write_atomically
 
 # A section name nobody uses: configparser otherwise treats "[DEFAULT]" as defaults
 # inherited by every profile, which the AWS format does not.
@@ -81,25 +83,7 @@ def write_shared_credentials(
         parser.set(profile, "aws_secret_access_key", secret)
         if region:
             parser.set(profile, "region", region)
-        # mkstemp creates the file 0600 in the same directory, so the rename is atomic
-        # and the secret is never readable by others, not even in the temporary file.
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                parser.write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable across a power loss.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        buffer = io.StringIO()
+        parser.write(buffer)
+        # 0600 from the first byte: the secret is never readable by others.
+        write_atomically(target, buffer.getvalue().encode())

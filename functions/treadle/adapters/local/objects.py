@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
 from pathlib import Path
 
 from treadle.artifacts.ports import (
@@ -13,6 +11,7 @@ from treadle.artifacts.ports import (
     check_key,
     check_prefix,
 )
+from treadle.files import write_atomically
 
 # Temporary files live beside their target (os.replace must not cross file systems)
 # under a name no valid key can have, so `list` can skip them.
@@ -36,28 +35,7 @@ class LocalObjectStore:
         return self._root.joinpath(*key.split("/"))
 
     def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
-        for attempt in range(3):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                break
-            except FileNotFoundError:
-                # A concurrent delete pruned the just-created empty directory.
-                if attempt == 2:
-                    raise
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
-        _fsync_dir(path.parent)
+        write_atomically(self._path(key), data, tmp_prefix=_TMP_PREFIX)
 
     def get(self, key: str) -> bytes:
         try:
@@ -99,11 +77,3 @@ class LocalObjectStore:
             except OSError:  # not empty (or already gone): stop
                 break
             parent = parent.parent
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -21,7 +21,6 @@ import logging
 import os
 import pwd
 import re
-import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -78,17 +77,12 @@ class TenantIds:
     def _save(self, ids: dict[str, int]) -> None:
         # Written before use: a uid handed out and then forgotten in a crash could be
         # given to another tenant while files of the first still carry it.
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=".tenant-ids-")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"tenants": ids}, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # Imported here: the zygote imports this package and must hold none of the
+        # platform's other modules (tests/integration/test_sandbox.py checks it).
+        from treadle.files import write_atomically
+
+        document = json.dumps({"tenants": ids}, indent=1, sort_keys=True)
+        write_atomically(self._path, document.encode(), tmp_prefix=".tenant-ids-")
         self._ids = ids
 
 
