@@ -26,6 +26,7 @@ import moto.sqs.models
 import pytest
 from moto import mock_aws
 
+from support.fakes import ManualClock
 from treadle.adapters.aws import DynamoExecutionStore, create_tables
 from treadle.adapters.aws.sqs_dispatcher import (
     SqsDispatcher,
@@ -35,7 +36,6 @@ from treadle.adapters.aws.sqs_dispatcher import (
     handle_messages,
 )
 from treadle.adapters.aws.sweep import DynamoTimerLookup, resend_overdue, sweep
-from treadle.adapters.local.basics import ManualClock
 from treadle.adapters.local.scheduler import TimerScheduler
 from treadle.domain.models import Execution, ExecutionStatus
 from treadle.domain.ports import Commit, ExecutionStore, Timer, TimerKind

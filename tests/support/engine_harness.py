@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from treadle.adapters.local.basics import ManualClock, RandomIds
+from support.fakes import ManualClock
+from treadle.adapters.local.basics import RandomIds
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
 from treadle.adapters.sqlite.functions import SqliteFunctionStore

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from treadle.adapters.local.basics import ManualClock, RandomIds
+from support.fakes import ManualClock, NoQuotas
+from treadle.adapters.local.basics import RandomIds
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.local.objects import LocalObjectStore
 from treadle.adapters.sqlite.db import Database
@@ -206,6 +207,7 @@ def setup(tmp_path: Path, artifacts: ArtifactService) -> Iterator[Setup]:
         clock=ManualClock(),
         ids=RandomIds(),
         region="us-east-1",
+        quotas=NoQuotas(),
     )
     yield Setup(service, artifacts, store)
     db.close()

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from treadle.adapters.local.basics import ManualClock, RandomIds
+from support.fakes import ManualClock, NoQuotas
+from treadle.adapters.local.basics import RandomIds
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.local.objects import LocalObjectStore
 from treadle.adapters.sandbox import LocalSandbox
@@ -51,6 +52,7 @@ def _service(tmp_path: Path, prepare: object) -> FunctionService:
         clock=ManualClock(),
         ids=RandomIds(),
         region="us-east-1",
+        quotas=NoQuotas(),
         prepare=prepare,  # type: ignore[arg-type]
     )
 

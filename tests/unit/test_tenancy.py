@@ -19,7 +19,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from pydantic import ValidationError
 
-from treadle.adapters.local.basics import ManualClock
+from support.fakes import ManualClock
 from treadle.adapters.sqlite.tenants import SqliteTenantStore
 from treadle.api.errors import classify, text_error
 from treadle.api.http import Request

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from treadle.app.completion import CompletionNotifier
-from treadle.app.quotas import NoQuotas, Quotas
+from treadle.app.quotas import Quotas
 from treadle.domain.engine import Engine
 from treadle.domain.errors import InvalidParameter, NotFound
 from treadle.domain.models import TERMINAL_EXECUTION_STATUSES, Event, Execution
@@ -76,7 +76,7 @@ class ExecutionService:
         runtime: FunctionRuntime,
         notifier: CompletionNotifier,
         ids: Ids,
-        quotas: Quotas | None = None,
+        quotas: Quotas,
         sync_invoke_wait_s: float = SYNC_INVOKE_LIMIT_S,
     ) -> None:
         if not 0 < sync_invoke_wait_s <= SYNC_INVOKE_LIMIT_S:
@@ -86,7 +86,7 @@ class ExecutionService:
         self.runtime = runtime
         self.notifier = notifier
         self.ids = ids
-        self.quotas = quotas or NoQuotas()
+        self.quotas = quotas
         self.sync_invoke_wait_s = sync_invoke_wait_s
         self._async = ThreadPoolExecutor(max_workers=16, thread_name_prefix="async-invoke")
 

@@ -37,7 +37,7 @@ from treadle.app.code_delivery import (
     read_source,
     unpack_zip,
 )
-from treadle.app.quotas import NoQuotas, Quotas
+from treadle.app.quotas import Quotas
 from treadle.artifacts.service import ArtifactService
 from treadle.domain.errors import (
     AlreadyExists,
@@ -117,10 +117,10 @@ class FunctionService:
         clock: Clock,
         ids: Ids,
         region: str,
-        quotas: Quotas | None = None,
+        quotas: Quotas,
         prepare: Callable[[FunctionVersion], None] | None = None,
     ) -> None:
-        self.quotas = quotas or NoQuotas()
+        self.quotas = quotas
         self._prepare_hook = prepare
         self.store = store
         self.code = code

@@ -18,16 +18,6 @@ class Quotas(Protocol):
         """Raise if storing `adding_bytes` more code (and one more function) is over quota."""
 
 
-class NoQuotas:
-    """For tests and tools that drive the use cases without tenants."""
-
-    def check_start(self, tenant: str) -> None:
-        return None
-
-    def check_code(self, tenant: str, adding_bytes: int, *, new_function: bool) -> None:
-        return None
-
-
 class TenantQuotas:
     def __init__(
         self,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 import uuid
 
@@ -11,22 +10,6 @@ import uuid
 class SystemClock:
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
-
-
-class ManualClock:
-    """A clock tests move by hand."""
-
-    def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
-        self._now = start_ms
-        self._lock = threading.Lock()
-
-    def now_ms(self) -> int:
-        with self._lock:
-            return self._now
-
-    def advance(self, ms: int) -> None:
-        with self._lock:
-            self._now += ms
 
 
 class RandomIds:

@@ -29,7 +29,7 @@ import threading
 import zipfile
 from pathlib import Path
 
-from treadle.domain.errors import InvalidCode, NotFound
+from treadle.domain.errors import InvalidCode, InvalidParameter, NotFound
 from treadle.domain.ports import MAX_UNZIPPED_BYTES
 
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a path component, never ".."
@@ -75,7 +75,7 @@ class LocalCodeStore:
         changed); the copy is readable by that group and the platform only.
         """
         if not _TENANT.fullmatch(tenant):
-            raise ValueError(f"not a tenant id: {tenant!r}")
+            raise InvalidParameter(f"Not a tenant id: {tenant!r}.")
         target = self._unpacked / tenant / key
         if tenant in self._homes and self._homes[tenant] == group and target.exists():
             return target
