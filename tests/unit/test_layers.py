@@ -91,6 +91,28 @@ RULES = [
         lambda name: not _within(name, "treadle.api"),
         "adapters import nothing of the HTTP API",
     ),
+    # Only the composition roots' callers (cli, entrypoints) reach the platform package:
+    # nothing below it may choose adapters or build the platform.
+    *(
+        Rule(
+            layer,
+            lambda name: (
+                not any(
+                    _within(name, root)
+                    for root in ("treadle.platform", "treadle.entrypoints", "treadle.cli")
+                )
+            ),
+            f"{layer} does not reach up to the composition roots or their callers",
+        )
+        for layer in (
+            "treadle.domain",
+            "treadle.app",
+            "treadle.api",
+            "treadle.artifacts",
+            "treadle.tenancy",
+            "treadle.adapters",
+        )
+    ),
 ]
 # (module, imported name, why): a technology confined to its adapter package.
 CONFINED = [
@@ -98,6 +120,15 @@ CONFINED = [
         "treadle.adapters.sqlite",
         "sqlite3",
         "only the SQLite adapters (adapters/sqlite/) use SQLite",
+    ),
+    *(
+        (
+            ("treadle.adapters.aws", "treadle.platform.aws", "treadle.adapters.sandbox"),
+            library,
+            "only the AWS adapters and the AWS backend's root talk to AWS (the sandbox runs "
+            "tenant code, whose SDK speaks through boto3)",
+        )
+        for library in ("boto3", "botocore")
     ),
 ]
 
@@ -109,7 +140,8 @@ def violations(imports: list[Import]) -> list[str]:
             if _within(imp.module, rule.layer) and not rule.allowed(imp.name):
                 found.append(f"{imp.module} imports {imp.name} (line {imp.line}): {rule.why}")
         for home, name, why in CONFINED:
-            if _within(imp.name, name) and not _within(imp.module, home):
+            homes = (home,) if isinstance(home, str) else home
+            if _within(imp.name, name) and not any(_within(imp.module, h) for h in homes):
                 found.append(f"{imp.module} imports {imp.name} (line {imp.line}): {why}")
     return found
 
@@ -125,7 +157,7 @@ def test_the_package_respects_the_import_direction() -> None:
 @pytest.mark.parametrize(
     ("module", "source", "complaint"),
     [
-        ("treadle.domain.x", "import boto3", "treadle.domain.x imports boto3 (line 1)"),
+        ("treadle.domain.x", "import requests", "treadle.domain.x imports requests (line 1)"),
         (
             "treadle.app.x",
             "def f():\n    from treadle.adapters.local import code",
@@ -143,6 +175,8 @@ def test_the_package_respects_the_import_direction() -> None:
         ),
         ("treadle.adapters.aws.x", "from treadle.api import http", "imports treadle.api (line 1)"),
         ("treadle.adapters.local.x", "import sqlite3", "treadle.adapters.local.x imports sqlite3"),
+        ("treadle.app.x", "from treadle.platform import base", "imports treadle.platform (line 1)"),
+        ("treadle.api.x", "import botocore.exceptions", "imports botocore.exceptions (line 1)"),
     ],
 )
 def test_a_violation_names_the_module_and_the_import(
