@@ -41,6 +41,7 @@ def dev(args: argparse.Namespace) -> int:
             data_dir=Path(args.data_dir) if args.data_dir else None,
             wait_time_scale=args.wait_time_scale,
             backend=args.backend,
+            insecure_multi_tenant=args.insecure_multi_tenant,
         )
     except ValidationError as exc:
         print(f"treadle: invalid settings: {Settings.describe_error(exc)}", file=sys.stderr)
@@ -83,6 +84,15 @@ def dev(args: argparse.Namespace) -> int:
             f"    aws lambda list-functions",
             flush=True,
         )
+        if platform.isolation_shortcomings:
+            reason = "; ".join(platform.isolation_shortcomings)
+            mode = (
+                "INSECURE multi-tenant mode (--insecure-multi-tenant): tenants' code is "
+                "not isolated from each other"
+                if settings.insecure_multi_tenant
+                else "Single-tenant mode: a second tenant is refused"
+            )
+            print(f"  {mode}, because {reason}.", flush=True)
 
     original_startup = server.startup
 
@@ -116,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=("embedded", "aws"),
         default=None,
         help="aws: DynamoDB, S3, SQS and Lambda through boto3 (at AWS_ENDPOINT_URL if set)",
+    )
+    p_dev.add_argument(
+        "--insecure-multi-tenant",
+        action="store_true",
+        default=None,
+        help="serve several tenants even where this host cannot isolate their code",
     )
     p_dev.add_argument(
         "--wait-time-scale",

@@ -53,6 +53,7 @@ ENV_API_URL = "TREADLE_API_URL"
 ENV_FUNCTION_RUNTIME = "TREADLE_FUNCTION_RUNTIME"
 ENV_SWEEP_INTERVAL = "TREADLE_SWEEP_INTERVAL_SECONDS"
 ENV_LOG_STORE = "TREADLE_LOG_STORE"
+ENV_INSECURE_MULTI_TENANT = "TREADLE_INSECURE_MULTI_TENANT"
 # boto3's own name: one endpoint for every service (moto server, LocalStack).
 ENV_AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 
@@ -87,6 +88,7 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ("function_runtime", ENV_FUNCTION_RUNTIME),
     ("sweep_interval_s", ENV_SWEEP_INTERVAL),
     ("log_store", ENV_LOG_STORE),
+    ("insecure_multi_tenant", ENV_INSECURE_MULTI_TENANT),
 )
 
 
@@ -118,6 +120,9 @@ class Settings(BaseModel):
     # close; past it the caller gets the function error Treadle.SyncInvokeTimeout (the
     # execution runs on). Behind API Gateway (29 s integration timeout) the stack sets 25.
     sync_invoke_wait_s: int = Field(default=900, ge=1, le=900)
+    # Where the host cannot isolate tenants' code (not root, no namespaces) the platform
+    # keeps to one tenant; True serves several anyway, knowingly.
+    insecure_multi_tenant: bool = False
 
     # -- AWS backend ---------------------------------------------------------------------
     backend: Backend = "embedded"

@@ -43,6 +43,8 @@ _ERRORS: list[tuple[type[e.TreadleError], int, str]] = [
     (t.RateExceeded, 429, "TooManyRequestsException"),
     (t.CodeStorageExceeded, 400, "CodeStorageExceededException"),
     (t.ServiceQuotaExceeded, 402, "ServiceQuotaExceededException"),
+    # The platform's own configuration refuses the request whatever the caller does.
+    (t.SingleTenantMode, 409, "ResourceConflictException"),
     (t.TenancyError, 500, "ServiceException"),
     # The domain.
     (e.ExecutionAlreadyStarted, 409, "DurableExecutionAlreadyStartedException"),

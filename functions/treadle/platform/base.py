@@ -82,6 +82,8 @@ class Platform(ABC):
         self.sandbox: LocalSandbox | None = None
         self.sandbox_runtime: SandboxRuntime | None = None
         self._running: Sequence[Background] = ()
+        # Why tenants' code is not isolated from each other here (empty: it is).
+        self.isolation_shortcomings: list[str] = []
         try:
             self.token_secret, self.admin_key = self._secrets()
             self.sandbox_keys = SandboxKeys(self.token_secret)
@@ -159,9 +161,23 @@ class Platform(ABC):
         )
 
     def start_sandbox(self) -> None:
-        """Lambda containers: only the sandbox (when tenant code runs locally) starts."""
-        if self.sandbox is not None:
-            self.sandbox.start()
+        """Lambda containers: only the sandbox (when tenant code runs locally) starts.
+
+        Where this host cannot isolate tenants' code from each other, the platform keeps
+        to one tenant (said at start), unless the operator explicitly accepts the risk.
+        """
+        if self.sandbox is None:
+            return  # tenant code runs in Lambda: one execution environment per function
+        self.sandbox.start()
+        self.isolation_shortcomings = self.sandbox.isolation_shortcomings()
+        if not self.isolation_shortcomings:
+            return
+        reason = "; ".join(self.isolation_shortcomings)
+        if self.settings.insecure_multi_tenant:
+            log.warning("INSECURE multi-tenant mode (as asked): %s", reason)
+        else:
+            self.tenants.keep_to_one_tenant(reason)
+            log.warning("single-tenant mode: %s", reason)
 
     def start(self, *, background: bool = True) -> None:
         """Start-up of a long-running process (not of a Lambda container)."""

@@ -13,7 +13,12 @@ from typing import Any
 from treadle.domain.errors import NotFound
 from treadle.domain.ports import Clock
 from treadle.tenancy.credentials import read_profile, write_shared_credentials
-from treadle.tenancy.errors import CodeStorageExceeded, RateExceeded, ServiceQuotaExceeded
+from treadle.tenancy.errors import (
+    CodeStorageExceeded,
+    RateExceeded,
+    ServiceQuotaExceeded,
+    SingleTenantMode,
+)
 from treadle.tenancy.models import AccessKey, KeyStatus, Quotas, Tenant
 from treadle.tenancy.ports import KeySecret, SecretLookup, TenantStore
 
@@ -24,11 +29,23 @@ class TenantAdmin:
     def __init__(self, store: TenantStore, clock: Clock) -> None:
         self.store = store
         self.clock = clock
+        # Why the platform keeps to one tenant (None: tenants are isolated).
+        self.single_tenant_reason: str | None = None
+
+    def keep_to_one_tenant(self, reason: str) -> None:
+        """From now on, refuse a tenant beside the first: `reason` says why."""
+        self.single_tenant_reason = reason
 
     def create_tenant(
         self, name: str, *, account_id: str | None = None, quotas: Quotas | None = None
     ) -> tuple[Tenant, AccessKey]:
         """A tenant with its first key: the only time the secret is handed out."""
+        if self.single_tenant_reason is not None and self.store.list_tenants(None, 1)[0]:
+            raise SingleTenantMode(
+                "This platform runs in single-tenant mode: "
+                f"{self.single_tenant_reason}. A second tenant's code could read or "
+                "disturb the first's; restart with --insecure-multi-tenant to accept that."
+            )
         return self.store.create_tenant_with_key(
             name, now_ms=self.clock.now_ms(), account_id=account_id, quotas=quotas
         )

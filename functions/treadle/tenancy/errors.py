@@ -76,3 +76,10 @@ class ServiceQuotaExceeded(QuotaExceeded):
 
 class AccessDenied(AuthError):
     """Authenticated, but this principal may not call this operation."""
+
+
+class SingleTenantMode(TenancyError):
+    """The host cannot isolate tenants from each other: the platform keeps to one tenant.
+
+    Lifted only by the operator's explicit `--insecure-multi-tenant`.
+    """

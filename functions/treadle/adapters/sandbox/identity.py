@@ -136,6 +136,18 @@ class Confinement:
         hide = sorted({str(self._private_root.resolve()), str(self._work_dir.resolve())})
         return {"uid": uid, "tmp_dir": str(tmp_dir), "hide": hide}
 
+    def shortcomings(self, caps: Mapping[str, Any]) -> list[str]:
+        """What keeps tenants' code from being isolated from each other on this host.
+
+        Empty: every tenant's workers are confined as the platform promises. Otherwise
+        the platform keeps to one tenant unless its operator says otherwise.
+        """
+        if not self.privileged:
+            return ["the platform does not run as root, so tenants cannot have uids of their own"]
+        if not caps.get("mount_ns"):
+            return ["the host gives no mount namespaces (CAP_SYS_ADMIN), so tenants see its files"]
+        return []
+
     def report(self, caps: Mapping[str, Any]) -> None:
         """Say once, at start, when the host leaves tenant code less confined."""
         if self.privileged and not caps.get("mount_ns"):

@@ -140,6 +140,10 @@ class LocalSandbox:
             shutil.rmtree(self._tmp_root, ignore_errors=True)
             shutil.rmtree(self._work_dir / "zygote-home", ignore_errors=True)
 
+    def isolation_shortcomings(self) -> list[str]:
+        """Why tenants are not isolated from each other here (empty: they are)."""
+        return self._confinement.shortcomings(self._live_zygote(None).caps)
+
     def tenant_group(self, tenant: str) -> int | None:
         """The gid the tenant's code runs with (None: not changed); for its files."""
         return self._confinement.group(tenant)
