@@ -2,7 +2,7 @@
 
 The sandbox sends each worker of a tenant a plan (`identity.Confinement.plan`); it is
 carried out here, in the fork, never by starting a new interpreter, so the zygote's
-warm imports are kept (a namespace and a few mounts cost about half a millisecond).
+warm imports are kept (a namespace and its new root cost about a millisecond).
 
 Privileged (the platform runs as root), two independent layers:
 
@@ -14,7 +14,8 @@ Privileged (the platform runs as root), two independent layers:
 2. Identity. The worker becomes its tenant's uid and gid for good: no supplementary
    groups, empty capability sets (bounding set included), no_new_privs so that no
    setuid binary gives anything back. Ownership and modes (code store,
-   `hardening.protect_data_dir`) then keep out whatever the veil would not.
+   `hardening.protect_data_dir`) keep out what the new root would, where the host
+   allows no mount namespace.
 
 Unprivileged (a developer's laptop): the worker is the developer's uid, so modes
 protect nothing from it; Landlock, when the kernel has it, keeps it to the system's and
