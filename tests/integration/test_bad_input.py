@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.error
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from support.server import ServerProcess, deploy, signed
+from support.server import ServerProcess, deploy, signed, zip_files
 
 # A durable function without the SDK: it receives the raw envelope and probes the
 # checkpoint API with invalid batches and tokens, then reports the error codes.
@@ -189,3 +190,32 @@ def test_durable_handler_crash_is_retried_then_fails(lam: Any) -> None:
     completed = [e for e in events if e["EventType"] == "InvocationCompleted"]
     assert len(completed) == 3 and all(e["InvocationCompletedDetails"]["Error"] for e in completed)
     assert events[-1]["EventType"] == "ExecutionFailed"
+
+
+def test_ephemeral_storage_is_configured_and_validated(server: ServerProcess, lam: Any) -> None:
+    files = {"handler.py": "def handler(event, context):\n    return 1\n"}
+    assert deploy(lam, "eph-default", files, durable=False)["EphemeralStorage"] == {"Size": 512}
+    deploy(lam, "eph-big", files, durable=False, EphemeralStorage={"Size": 2048})
+    assert lam.get_function_configuration(FunctionName="eph-big")["EphemeralStorage"] == {
+        "Size": 2048
+    }
+    got = lam.get_function(FunctionName="eph-big")["Configuration"]["EphemeralStorage"]
+    assert got == {"Size": 2048}
+    # Raw requests: boto3 would refuse some of these before sending them.
+    for size in (511, 10241, "big"):
+        request = {
+            "FunctionName": "eph-bad",
+            "Runtime": "python3.11",
+            "Role": "arn:aws:iam::123456789012:role/treadle-tenant",
+            "Handler": "handler.handler",
+            "Code": {"ZipFile": base64.b64encode(zip_files(files)).decode()},
+            "EphemeralStorage": {"Size": size},
+        }
+        body = json.dumps(request).encode()
+        status, headers, answer = _raw(server, "POST", "/2015-03-31/functions", body)
+        assert status == 400, answer
+        assert headers["x-amzn-errortype"] == "InvalidParameterValueException"
+        assert "EphemeralStorage" in answer["message"], answer
+    with pytest.raises(ClientError) as err:
+        lam.get_function(FunctionName="eph-bad")
+    assert err.value.response["Error"]["Code"] == "ResourceNotFoundException"

@@ -95,6 +95,7 @@ def function_configuration(fn: FunctionVersion) -> dict[str, Any]:
         "Description": fn.description,
         "Timeout": fn.timeout_s,
         "MemorySize": fn.memory_mb,
+        "EphemeralStorage": {"Size": fn.ephemeral_storage_mb},
         "LastModified": _iso(fn.last_modified_ms),
         "CodeSha256": fn.code_sha256,
         "Version": fn.version,

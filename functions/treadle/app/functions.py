@@ -77,6 +77,13 @@ _Environment = Environment
 _DurableConfig = DurableConfig
 
 
+class EphemeralStorageConfig(BaseModel):
+    """Lambda's /tmp size in MB; the local sandbox mounts a tmpfs of that size."""
+
+    model_config = ConfigDict(extra="ignore")
+    Size: int = Field(ge=512, le=10240)
+
+
 class CreateFunctionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     FunctionName: str = Field(pattern=_NAME)
@@ -90,6 +97,7 @@ class CreateFunctionRequest(BaseModel):
     Publish: bool = False
     Environment: _Environment | None = None
     DurableConfig: _DurableConfig | None = None
+    EphemeralStorage: EphemeralStorageConfig | None = None
 
 
 class UpdateCodeRequest(BaseModel):
@@ -198,6 +206,7 @@ class FunctionService:
                 description=req.Description,
                 timeout_s=req.Timeout,
                 memory_mb=req.MemorySize,
+                ephemeral_storage_mb=req.EphemeralStorage.Size if req.EphemeralStorage else 512,
                 environment=req.Environment.Variables if req.Environment else {},
                 durable_config=req.DurableConfig,
                 last_modified_ms=self.clock.now_ms(),

@@ -165,6 +165,8 @@ class FunctionVersion(BaseModel):
     description: str = ""
     timeout_s: int = Field(default=3, ge=1, le=900)
     memory_mb: int = Field(default=128, ge=128, le=10240)
+    # Lambda's EphemeralStorage: the size of the environment's /tmp.
+    ephemeral_storage_mb: int = Field(default=512, ge=512, le=10240)
     environment: dict[str, str] = Field(default_factory=dict)
     durable_config: DurableConfig | None = None
     code_sha256: str  # base64 of the zip's SHA-256, as Lambda reports it

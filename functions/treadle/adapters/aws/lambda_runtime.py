@@ -279,6 +279,7 @@ class LambdaRuntime:
                     Description=f"Treadle {self._stage}: {fn.tenant}/{fn.function_name}",
                     Timeout=fn.timeout_s,
                     MemorySize=fn.memory_mb,
+                    EphemeralStorage={"Size": fn.ephemeral_storage_mb},
                     Environment={"Variables": self.environment(fn)},
                     Layers=self._layers,
                     PackageType="Zip",
@@ -297,6 +298,7 @@ class LambdaRuntime:
             config.get("Handler") != fn.handler
             or config.get("Runtime") != fn.runtime
             or config.get("MemorySize") != fn.memory_mb
+            or config.get("EphemeralStorage", {}).get("Size", 512) != fn.ephemeral_storage_mb
             or config.get("Timeout") != fn.timeout_s
             or config.get("Role") != self._role_arn
             or deployed_env != self.environment(fn)
@@ -313,6 +315,7 @@ class LambdaRuntime:
             Handler=fn.handler,
             Timeout=fn.timeout_s,
             MemorySize=fn.memory_mb,
+            EphemeralStorage={"Size": fn.ephemeral_storage_mb},
             Environment={"Variables": self.environment(fn)},
             Layers=self._layers,
             **revision(config),

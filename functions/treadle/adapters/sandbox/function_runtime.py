@@ -70,6 +70,7 @@ class SandboxRuntime:
             environment=env,
             log_group=f"/aws/lambda/{fn.function_name}",
             tenant=fn.tenant,
+            ephemeral_storage_mb=fn.ephemeral_storage_mb,
         )
 
     def prepare(self, fn: FunctionVersion) -> None:

@@ -1,6 +1,6 @@
 """The platform's own files, out of reach of the uids its sandbox runs tenant code as.
 
-Workers normally see none of the data directory (`confine.veil`). Modes are the second
+Workers normally see none of the data directory (`rootfs`). Modes are the second
 layer, the one that holds where mount namespaces are not available: everything the
 platform keeps (databases and their WAL files, secrets/, credentials, git/, the lock)
 is its user's alone, and the directories that lead workers to their own files

@@ -104,6 +104,11 @@ class Confinement:
         self._work_dir = work_dir
         self._private_root = private_root
         self._ids = TenantIds(work_dir / "tenant-ids.json")
+        self._new_root = False  # workers get a root of their own (`rootfs`): known at start
+
+    def uid(self, tenant: str | None) -> int | None:
+        """The uid the tenant's code runs as; None when uids are not changed."""
+        return None if tenant is None or not self.privileged else self._ids.uid(tenant)
 
     def group(self, tenant: str) -> int | None:
         """The gid the tenant's code runs with; None when uids are not changed."""
@@ -130,8 +135,9 @@ class Confinement:
         uid = None
         if self.privileged:
             uid = self._ids.uid(tenant)
-            os.chown(tmp_dir, uid, uid)
-            tmp_dir.chmod(0o700)
+            if tmp_dir.stat().st_uid != uid:  # a tmpfs is mounted with its owner already
+                os.chown(tmp_dir, uid, uid)
+                tmp_dir.chmod(0o700)
         # Hidden whole: the platform's files, other versions' /tmp, the zygote's home.
         hide = sorted({str(self._private_root.resolve()), str(self._work_dir.resolve())})
         return {"uid": uid, "tmp_dir": str(tmp_dir), "hide": hide}
@@ -148,8 +154,15 @@ class Confinement:
             return ["the host gives no mount namespaces (CAP_SYS_ADMIN), so tenants see its files"]
         return []
 
+    def tmp_inside(self, plan: Mapping[str, Any] | None, tmp_dir: Path) -> Path:
+        """Where the worker finds its /tmp (TMPDIR, HOME): /tmp itself in a new root."""
+        if plan is not None and plan["uid"] is not None and self._new_root:
+            return Path("/tmp")
+        return tmp_dir
+
     def report(self, caps: Mapping[str, Any]) -> None:
         """Say once, at start, when the host leaves tenant code less confined."""
+        self._new_root = self.privileged and bool(caps.get("mount_ns"))
         if self.privileged and not caps.get("mount_ns"):
             _warn_once(
                 "sandbox: no mount namespaces here (CAP_SYS_ADMIN?); tenant code runs as "

@@ -17,7 +17,6 @@ the platform's files nor other tenants' code (`identity`, `confine`).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import shutil
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from treadle.adapters.sandbox import protocol
+from treadle.adapters.sandbox.envtmp import EnvTmps
 from treadle.adapters.sandbox.handle import CallHandler, Failure, WorkerHandle, exit_reason
 from treadle.adapters.sandbox.identity import Confinement
 from treadle.adapters.sandbox.spawner import Zygote, ZygoteGone
@@ -61,7 +61,7 @@ class LocalSandbox:
         # private_root: what tenant code must not see (default: the work dir's parent,
         # the data dir). privileged: tenants as own uids (default: if root; else Landlock).
         self._work_dir = Path(work_dir)
-        self._tmp_root = self._work_dir / "tmp"
+        self._tmps = EnvTmps(self._work_dir / "tmp")
         root = self._work_dir.parent if private_root is None else Path(private_root)
         self._confinement = Confinement(self._work_dir, root, privileged)
         self._max_warm = max(1, max_warm_per_function)
@@ -98,13 +98,12 @@ class LocalSandbox:
         if zygote is not None and zygote.alive and zygote is not stale:
             return zygote
         if zygote is None:
-            # Leftovers of a server that died without close().
-            shutil.rmtree(self._tmp_root, ignore_errors=True)
+            self._tmps.clear()  # leftovers of a server that died without close()
         else:
             log.warning("sandbox zygote %d is gone; starting a new one", zygote.pid)
             zygote.stop()
-        self._tmp_root.mkdir(parents=True, exist_ok=True)
-        self._confinement.protect(self._tmp_root)
+        self._tmps.root.mkdir(parents=True, exist_ok=True)
+        self._confinement.protect(self._tmps.root)
         zygote = Zygote(home=self._work_dir / "zygote-home")
         zygote.start()
         self._confinement.report(zygote.caps)
@@ -137,7 +136,7 @@ class LocalSandbox:
             if self._zygote is not None:
                 self._zygote.stop()
                 self._zygote = None
-            shutil.rmtree(self._tmp_root, ignore_errors=True)
+            self._tmps.clear()
             shutil.rmtree(self._work_dir / "zygote-home", ignore_errors=True)
 
     def isolation_shortcomings(self) -> list[str]:
@@ -157,23 +156,7 @@ class LocalSandbox:
             self._capacity.notify_all()
         for handle in handles:
             handle.discard()
-        shutil.rmtree(self._env_tmp_path(key), ignore_errors=True)
-
-    def _env_tmp_path(self, key: str) -> Path:
-        return self._tmp_root / hashlib.sha256(key.encode()).hexdigest()[:24]
-
-    def _env_tmp(self, key: str) -> Path:
-        """/tmp of a function version's execution environment.
-
-        As on Lambda, it outlives a runtime crash (the runtime is re-initialised in
-        the same environment), so a worker that replaces a crashed one sees what its
-        predecessor wrote. It is removed when the version is evicted or the sandbox
-        closes. Workers of one version belong to one tenant's function, so sharing it
-        between that version's warm workers crosses no isolation boundary.
-        """
-        path = self._env_tmp_path(key)
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return path
+        self._tmps.remove(key)  # /tmp of the environment (`envtmp`)
 
     # -- the pool -------------------------------------------------------------------
 
@@ -258,12 +241,14 @@ class LocalSandbox:
         raise AssertionError("unreachable")
 
     def _spawn_from(self, zygote: Zygote, fn: SandboxFunction, generation: int) -> WorkerHandle:
-        tmp_dir = self._env_tmp(fn.key)
+        uid = self._confinement.uid(fn.tenant)
+        tmp_dir = self._tmps.ensure(fn.key, fn.ephemeral_storage_mb, uid)
         if fn.tenant is not None:
-            # Real paths: a confined worker's mounts are made at them (`confine.veil`).
+            # Real paths: a confined worker's mounts are made at them (`rootfs`).
             tmp_dir = Path(os.path.realpath(tmp_dir))
             fn = dataclasses.replace(fn, code_dir=Path(os.path.realpath(fn.code_dir)))
-        spec = worker_spec(fn, tmp_dir, self._confinement.plan(fn.tenant, tmp_dir))
+        plan = self._confinement.plan(fn.tenant, tmp_dir)
+        spec = worker_spec(fn, self._confinement.tmp_inside(plan, tmp_dir), plan)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_r, log_w = os.pipe()
         try:

@@ -29,6 +29,8 @@ class SandboxFunction:
     # Whose code this is: its workers run confined to it (`identity.Confinement`).
     # None only for code the program embedding the sandbox trusts (its own tests).
     tenant: str | None = None
+    # Size of the environment's /tmp (a tmpfs when the platform is root).
+    ephemeral_storage_mb: int = 512
 
 
 @dataclass(frozen=True)
