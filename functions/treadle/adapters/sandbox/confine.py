@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from treadle.adapters.sandbox import landlock
+from treadle.adapters.sandbox import landlock, netns
 
 _CLONE_NEWNS = 0x00020000
 _MS_RDONLY = 1
@@ -222,6 +222,9 @@ def apply(plan: Mapping[str, Any], code_dir: str, caps: Mapping[str, Any]) -> No
     hide = [os.path.realpath(p) for p in plan["hide"]]
     # A directory of the interpreter that holds the platform's data is not shown.
     python = [p for p in python_dirs() if not any(under(h, p) for h in hide)]
+    if plan.get("netns"):
+        # First: the veil hides the file, and joining needs the capabilities dropped below.
+        netns.join(str(plan["netns"]))
     uid = plan.get("uid")
     if uid is None:
         _landlock(int(caps.get("landlock") or 0), code_dir, tmp_dir, python, hide)
