@@ -14,7 +14,7 @@ from treadle.domain.errors import NotFound
 from treadle.domain.ports import Clock
 from treadle.tenancy.credentials import read_profile, write_shared_credentials
 from treadle.tenancy.errors import CodeStorageExceeded, RateExceeded, ServiceQuotaExceeded
-from treadle.tenancy.models import AccessKey, KeyStatus, Quotas, Tenant
+from treadle.tenancy.models import AccessKey, Egress, KeyStatus, Quotas, Tenant
 from treadle.tenancy.ports import KeySecret, SecretLookup, TenantStore
 
 
@@ -53,6 +53,9 @@ class TenantAdmin:
         current = self.store.get_tenant(account_id).quotas
         quotas = Quotas.model_validate({**current.model_dump(), **changes})
         return self.store.update_quotas(account_id, quotas)
+
+    def update_egress(self, account_id: str, egress: Egress) -> Tenant:
+        return self.store.update_egress(account_id, egress)
 
     def create_key(self, account_id: str) -> AccessKey:
         return self.store.create_key(account_id, now_ms=self.clock.now_ms())
