@@ -13,18 +13,22 @@ The egress policy (`/v1/tenants`, admin only) is checked without root.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from support.server import ServerProcess, client, deploy, v1
 from treadle.adapters.sandbox import netns
+from treadle.api.app import Application
+from treadle.api.http import Request, Response
+from treadle.api.sandbox_endpoint import MAX_CONNECTIONS, SandboxEndpoints
 
 ROOT = os.geteuid() == 0
 needs_netns = pytest.mark.skipif(
@@ -269,3 +273,40 @@ def test_malformed_policies_are_refused(server: ServerProcess, policy: Any) -> N
     )
     assert status == 400, body
     assert "not supported" not in body["error"]["message"]
+
+
+# -- the endpoint server: bounded by tenant ----------------------------------------------
+
+
+class _App:
+    max_request_bytes = 1024
+
+    def handle_sandbox(self, request: Request, tenant: str) -> Response:
+        return Response.json({"tenant": tenant, "path": request.path})
+
+
+def _response(conn: socket.socket) -> tuple[int, bytes]:
+    response = http.client.HTTPResponse(conn)
+    response.begin()
+    return response.status, response.read()
+
+
+def test_endpoint_serves_a_bounded_number_of_connections() -> None:
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    stop = SandboxEndpoints(cast(Application, _App()))("123456789012", listening)
+    held: list[socket.socket] = []
+    try:
+        held = [socket.create_connection(("127.0.0.1", port), 5) for _ in range(MAX_CONNECTIONS)]
+        held[0].sendall(b"GET /x HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n")
+        assert _response(held[0]) == (200, b'{"tenant":"123456789012","path":"/x"}')
+        surplus = socket.create_connection(("127.0.0.1", port), 5)
+        held.append(surplus)
+        surplus.sendall(b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n")
+        assert surplus.recv(4096) == b""  # closed unanswered: all slots are taken
+        held[1].sendall(b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 5000\r\n\r\n")
+        assert _response(held[1])[0] == 413
+    finally:
+        for conn in held:
+            conn.close()
+        stop()

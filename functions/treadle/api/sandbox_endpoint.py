@@ -19,6 +19,7 @@ import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import urlsplit
 
 from treadle.api.app import Application
@@ -26,6 +27,11 @@ from treadle.api.errors import aws_error
 from treadle.api.http import Request, Response
 
 log = logging.getLogger(__name__)
+
+
+# Connections served at once per tenant (a thread each): tenant code opening more
+# cannot take the platform's threads; the surplus is closed at once.
+MAX_CONNECTIONS = 64
 
 
 class _Server(ThreadingHTTPServer):
@@ -38,6 +44,23 @@ class _Server(ThreadingHTTPServer):
         self.socket = sock  # listening already, in the tenant's namespace
         self.app = app
         self.tenant = tenant
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -167,6 +167,8 @@ class Confinement:
         try:
             return self.networks.path(tenant)
         except OSError as exc:
+            if self.networks.made_any:
+                raise  # this host can: no worker runs outside its namespace
             # A container refusing CLONE_NEWNET: said once, then the host's network.
             _warn_once(
                 f"sandbox: no network namespaces here ({exc}); tenant code shares the "

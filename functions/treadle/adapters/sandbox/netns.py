@@ -93,6 +93,10 @@ class TenantNetworks:
     def served(self) -> bool:
         return self._serve is not None
 
+    @property
+    def made_any(self) -> bool:
+        return bool(self._paths)
+
     def serve_with(self, serve: Serve) -> None:
         """Hand each endpoint socket (those made already and later ones) to `serve`."""
         with self._lock:
