@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from treadle.adapters.sandbox.netns import ENDPOINT_PORT, TenantNetworks
+from treadle.adapters.sandbox.netns import ENDPOINT_PORT, Serve, TenantNetworks
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,19 @@ class Confinement:
             )
             self.networks = None
             return None
+
+    def serve_endpoints(self, serve: Serve) -> None:
+        if self.networks is not None:
+            self.networks.serve_with(serve)
+
+    def clean(self) -> None:
+        """Namespaces left bound by a platform that died without `close`."""
+        if self.networks is not None:
+            self.networks.clean()
+
+    def close(self) -> None:
+        if self.networks is not None:
+            self.networks.close()
 
     def endpoint(self, tenant: str) -> str | None:
         """The platform endpoint inside the tenant's namespace, when it has one and the

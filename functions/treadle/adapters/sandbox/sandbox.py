@@ -104,8 +104,7 @@ class LocalSandbox:
         if zygote is None:
             # Leftovers of a server that died without close().
             shutil.rmtree(self._tmp_root, ignore_errors=True)
-            if self._confinement.networks is not None:
-                self._confinement.networks.clean()
+            self._confinement.clean()
         else:
             log.warning("sandbox zygote %d is gone; starting a new one", zygote.pid)
             zygote.stop()
@@ -145,8 +144,7 @@ class LocalSandbox:
                 self._zygote = None
             shutil.rmtree(self._tmp_root, ignore_errors=True)
             shutil.rmtree(self._work_dir / "zygote-home", ignore_errors=True)
-            if self._confinement.networks is not None:
-                self._confinement.networks.close()
+            self._confinement.close()
 
     def tenant_group(self, tenant: str) -> int | None:
         """The gid the tenant's code runs with (None: not changed); for its files."""
@@ -159,8 +157,7 @@ class LocalSandbox:
 
     def serve_endpoints(self, serve: Serve) -> None:
         """Who serves each tenant's endpoint socket (`netns.TenantNetworks.serve_with`)."""
-        if self._confinement.networks is not None:
-            self._confinement.networks.serve_with(serve)
+        self._confinement.serve_endpoints(serve)
 
     def evict(self, key: str) -> None:
         with self._lock:
