@@ -8,6 +8,7 @@ fresh account per test).
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import threading
 from collections.abc import Callable, Iterator
@@ -21,7 +22,9 @@ from moto import mock_aws
 from moto.core.botocore_stubber import BotocoreStubber
 
 from treadle.adapters.aws import create_tables
-from treadle.adapters.aws.dynamodb_tenants import DynamoTenantStore
+from treadle.adapters.aws.dynamodb_tenants import DynamoTenantStore, tenant_pk
+from treadle.adapters.aws.items import key as dynamo_key
+from treadle.adapters.aws.tables import TENANT_SK
 from treadle.adapters.sqlite.tenants import SqliteTenantStore
 from treadle.domain.errors import AlreadyExists, Conflict, NotFound
 from treadle.tenancy import stores
@@ -122,6 +125,55 @@ def test_disable_and_quotas_persist(store: TenantStore) -> None:
         store.set_tenant_disabled("999999999999", True)
     with pytest.raises(NotFound):
         store.update_quotas("999999999999", quotas)
+
+
+def test_egress_policy_persists_and_defaults_to_none(store: TenantStore) -> None:
+    tenant = store.create_tenant("acme", now_ms=NOW)
+    assert tenant.egress == "none" and store.get_tenant(tenant.account_id).egress == "none"
+    rules = ["api.example.com:443", "10.0.0.0/8", "[2001:db8::1]:80"]
+    assert store.update_egress(tenant.account_id, rules).egress == rules
+    assert store.get_tenant(tenant.account_id).egress == rules
+    assert store.list_tenants()[0][0].egress == rules
+    store.update_egress(tenant.account_id, "all")
+    assert store.get_tenant(tenant.account_id).egress == "all"
+    assert store.get_tenant(tenant.account_id).quotas == Quotas()  # nothing else changed
+    with pytest.raises(NotFound):
+        store.update_egress("999999999999", "none")
+
+
+def test_tenants_stored_before_egress_existed_read_as_none(tmp_path: Path) -> None:
+    path = tmp_path / "tenants.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE tenants (account_id TEXT PRIMARY KEY, name TEXT NOT NULL, "
+        "created_ms INTEGER NOT NULL, disabled INTEGER NOT NULL DEFAULT 0, "
+        "quotas TEXT NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO tenants VALUES ('123456789012', 'old', 1, 0, '{}');"
+    )
+    old.commit()
+    old.close()
+    store = SqliteTenantStore(path)
+    try:
+        assert store.get_tenant("123456789012").egress == "none"
+        assert store.update_egress("123456789012", "all").egress == "all"
+        assert store.get_tenant("123456789012").egress == "all"
+    finally:
+        store.close()
+
+
+def test_dynamodb_items_without_egress_read_as_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    _aws_env(monkeypatch)
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name=REGION)
+        create_tables(client, TABLE)
+        store = DynamoTenantStore(client, TABLE)
+        tenant = store.create_tenant("old", now_ms=NOW)
+        client.update_item(
+            TableName=TABLE,
+            Key=dynamo_key(tenant_pk(tenant.account_id), TENANT_SK),
+            UpdateExpression="REMOVE egress",
+        )
+        assert store.get_tenant(tenant.account_id).egress == "none"
 
 
 def test_keys_are_created_listed_and_switched(store: TenantStore) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from treadle.api.auth import Authenticator
 from treadle.api.errors import aws_error, lambda_error, text_error, v1_error, v1_json_error
 from treadle.api.http import Request, Response, Router
+from treadle.tenancy.errors import AccessDenied
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,25 @@ class Application:
         if request.path.startswith("/v1/") or request.path == "/v1":
             return self._v1(request)
         return self._lambda(request)
+
+    def handle_sandbox(self, request: Request, tenant: str) -> Response:
+        """A request to the endpoint inside `tenant`'s network namespace: only the
+        routes its sandbox key may call; anything else is AccessDenied."""
+        try:
+            if self._too_large(request):
+                return aws_error(
+                    413,
+                    "RequestTooLargeException",
+                    f"Request must be smaller than {self.max_request_bytes} bytes.",
+                )
+            self.auth.sandbox_only(request, tenant)
+            route, _ = self.router.match(request)
+            if route is None:
+                raise AccessDenied("This operation is not available from a sandbox.")
+            request.tenant = tenant
+            return route(request)
+        except Exception as exc:
+            return lambda_error(exc)
 
     def _too_large(self, request: Request) -> bool:
         return len(request.body) > self.max_request_bytes

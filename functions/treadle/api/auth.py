@@ -105,6 +105,23 @@ class Authenticator:
             f"The key {principal.access_key_id} is not authorized to perform this operation."
         )
 
+    def sandbox_only(self, request: Request, tenant: str) -> None:
+        """A request from inside `tenant`'s network namespace: its sandbox key, to the
+        checkpoint API, nothing else (not even the tenant's own keys: code that holds
+        them reaches the public endpoint, which the namespace has no route to)."""
+        principal = self.sigv4(request)
+        allowed = (
+            principal.kind is Kind.SANDBOX
+            and principal.tenant == tenant
+            and _SANDBOX_PATHS.match(request.path) is not None
+            and not request.header("x-amz-target")
+        )
+        if not allowed:
+            raise AccessDenied(
+                f"The key {principal.access_key_id} is not authorized to perform this "
+                "operation from a sandbox."
+            )
+
     def v1_tenant(self, request: Request) -> str:
         principal = self.any(request)
         if principal.kind is not Kind.TENANT:

@@ -9,9 +9,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from treadle.api.http import Request, Response, Router
 from treadle.domain.errors import InvalidParameter
 from treadle.tenancy.admin import TenantAdmin
-from treadle.tenancy.models import ACCOUNT_ID_PATTERN, AccessKey, KeyStatus, Quotas, Tenant
+from treadle.tenancy.models import (
+    ACCOUNT_ID_PATTERN,
+    EGRESS,
+    AccessKey,
+    Egress,
+    KeyStatus,
+    Quotas,
+    Tenant,
+)
 
 T = "/v1/tenants"
+# What the kernel enforces here today: "none", a network namespace with loopback only
+# (root; unprivileged sandboxes share the host's network and enforce nothing). "all"
+# and allow-lists need a veth pair, NAT and packet filtering: refused until then,
+# rather than stored and silently not enforced.
+ENFORCED_EGRESS = ("none",)
 
 
 class QuotaChanges(BaseModel):
@@ -42,6 +55,8 @@ class UpdateTenantBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     disabled: bool | None = None
     quotas: QuotaChanges | None = None
+    # "none" (default), "all", or ["host:port", "CIDR[:port]", ...]
+    egress: Egress | None = None
 
 
 class UpdateKeyBody(BaseModel):
@@ -62,6 +77,7 @@ def tenant_json(t: Tenant) -> dict[str, Any]:
             "maxRunningExecutions": q.max_running_executions,
             "maxStartsPerSecond": q.max_starts_per_second,
         },
+        "egress": EGRESS.dump_python(t.egress),
     }
 
 
@@ -114,8 +130,15 @@ class TenantsApi:
         account = request.params["Account"]
         body = UpdateTenantBody.model_validate(request.json())
         tenant = self.admin.get_tenant(account)
+        if body.egress is not None and body.egress not in ENFORCED_EGRESS:
+            raise InvalidParameter(
+                f"Egress policy {body.egress!r} is not supported on this host yet: tenant "
+                f"code can only be given {' or '.join(map(repr, ENFORCED_EGRESS))}."
+            )
         if body.quotas is not None:
             tenant = self.admin.update_quotas(account, body.quotas.changes())
+        if body.egress is not None:
+            tenant = self.admin.update_egress(account, body.egress)
         if body.disabled is True:
             tenant = self.admin.disable_tenant(account)
         elif body.disabled is False:

@@ -26,6 +26,7 @@ from treadle.adapters.sandbox.function_runtime import SandboxRuntime, UnpackedCo
 from treadle.adapters.sandbox.hardening import protect_data_dir
 from treadle.api.app import Application
 from treadle.api.channel import DurableChannel
+from treadle.api.sandbox_endpoint import SandboxEndpoints
 from treadle.domain.engine import Engine
 from treadle.domain.errors import TreadleError
 from treadle.domain.logs import LogStore
@@ -104,6 +105,9 @@ class Platform(ABC):
         self.tenants = ports.tenants
         if self.sandbox_runtime is not None and settings.durable_channel:
             self.sandbox_runtime.serve_durable_calls(DurableChannel(self.engine))
+        if self.sandbox is not None:
+            # The endpoint inside each tenant's network namespace (when it has one).
+            self.sandbox.serve_endpoints(SandboxEndpoints(self.app))
 
     # -- what a backend provides -----------------------------------------------------
 

@@ -19,7 +19,7 @@ from treadle.tenancy.errors import (
     ServiceQuotaExceeded,
     SingleTenantMode,
 )
-from treadle.tenancy.models import AccessKey, KeyStatus, Quotas, Tenant
+from treadle.tenancy.models import AccessKey, Egress, KeyStatus, Quotas, Tenant
 from treadle.tenancy.ports import KeySecret, SecretLookup, TenantStore
 
 
@@ -70,6 +70,9 @@ class TenantAdmin:
         current = self.store.get_tenant(account_id).quotas
         quotas = Quotas.model_validate({**current.model_dump(), **changes})
         return self.store.update_quotas(account_id, quotas)
+
+    def update_egress(self, account_id: str, egress: Egress) -> Tenant:
+        return self.store.update_egress(account_id, egress)
 
     def create_key(self, account_id: str) -> AccessKey:
         return self.store.create_key(account_id, now_ms=self.clock.now_ms())

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import secrets
 import string
 from enum import StrEnum
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
 
 ACCOUNT_ID_PATTERN = r"^\d{12}$"
 # AWS long-term key ids are "AKIA" + 16 characters of the base32 alphabet.
@@ -34,6 +37,47 @@ class Quotas(BaseModel):
     max_starts_per_second: float = Field(default=20.0, gt=0)
 
 
+_HOST = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+MAX_EGRESS_RULES = 64
+
+
+def _egress_rule(rule: str) -> str:
+    """`host:port`, `IP[:port]`, `CIDR[:port]` (IPv6 in brackets when a port follows)."""
+    address, port = rule, None
+    if rule.startswith("["):
+        address, sep, rest = rule[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"not an egress rule: {rule!r}")
+        port = rest[1:] if rest else None
+    elif rule.count(":") == 1:
+        address, port = rule.split(":")
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"not a port (1-65535) in egress rule {rule!r}")
+    try:
+        ipaddress.ip_network(address, strict=True)
+    except ValueError:
+        # A name is resolved when the rule is enforced; without a port it would open
+        # every service of whatever it resolves to.
+        if not _HOST.fullmatch(address) or port is None:
+            raise ValueError(
+                f"not an egress rule: {rule!r} (host:port, or an IP address or CIDR "
+                "with an optional :port)"
+            ) from None
+    return rule
+
+
+EgressRule = Annotated[str, AfterValidator(_egress_rule)]
+# What a tenant's code may reach on the network: "none" (loopback only, its platform
+# endpoint included), "all", or only these destinations.
+Egress = (
+    Literal["none", "all"]
+    | Annotated[list[EgressRule], Field(min_length=1, max_length=MAX_EGRESS_RULES)]
+)
+EGRESS = TypeAdapter[Egress](Egress)
+
+
 class Tenant(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -42,6 +86,7 @@ class Tenant(BaseModel):
     created_ms: int = Field(ge=0)
     disabled: bool = False
     quotas: Quotas = Field(default_factory=Quotas)
+    egress: Egress = "none"
 
 
 class AccessKey(BaseModel):

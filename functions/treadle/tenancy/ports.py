@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
-from treadle.tenancy.models import AccessKey, KeyStatus, Quotas, Tenant
+from treadle.tenancy.models import AccessKey, Egress, KeyStatus, Quotas, Tenant
 
 
 class KeySecret(NamedTuple):
@@ -57,6 +57,8 @@ class TenantStore(Protocol):
     def set_tenant_disabled(self, account_id: str, disabled: bool) -> Tenant: ...
 
     def update_quotas(self, account_id: str, quotas: Quotas) -> Tenant: ...
+
+    def update_egress(self, account_id: str, egress: Egress) -> Tenant: ...
 
     def create_key(self, account_id: str, *, now_ms: int) -> AccessKey: ...
 

@@ -37,7 +37,7 @@ from treadle.adapters.aws.dynamo import Table
 from treadle.adapters.aws.items import key
 from treadle.adapters.aws.optimistic import conditional, transact
 from treadle.domain.errors import Conflict, NotFound, TreadleError
-from treadle.tenancy.models import AccessKey, KeyStatus, Quotas, Tenant
+from treadle.tenancy.models import EGRESS, AccessKey, Egress, KeyStatus, Quotas, Tenant
 from treadle.tenancy.stores import IdTaken, TenantStoreBase
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ NAME: Final = "name"
 CREATED_MS: Final = "created_ms"
 DISABLED: Final = "disabled"
 QUOTAS: Final = "quotas"
+EGRESS_POLICY: Final = "egress"  # absent from items written before it existed: "none"
 TENANT: Final = "tenant"
 SECRET: Final = "secret"
 STATUS: Final = "status"
@@ -77,6 +78,7 @@ def _tenant(item: Item) -> Tenant:
         created_ms=int(item[CREATED_MS]["N"]),
         disabled=bool(item[DISABLED]["BOOL"]),
         quotas=Quotas.model_validate_json(item[QUOTAS]["S"]),
+        egress=EGRESS.validate_json(item[EGRESS_POLICY]["S"]) if EGRESS_POLICY in item else "none",
     )
 
 
@@ -113,6 +115,7 @@ class DynamoTenantStore(TenantStoreBase):
             CREATED_MS: {"N": str(tenant.created_ms)},
             DISABLED: {"BOOL": tenant.disabled},
             QUOTAS: {"S": tenant.quotas.model_dump_json()},
+            EGRESS_POLICY: {"S": EGRESS.dump_json(tenant.egress).decode()},
         }
         listing = key(t.TENANT_LIST_PK, tenant.account_id)
         return [self._put(record, new=True), self._put(listing, new=False)]
@@ -214,6 +217,10 @@ class DynamoTenantStore(TenantStoreBase):
         return self._update_tenant(
             account_id, "SET #a = :v", {"S": quotas.model_dump_json()}, QUOTAS
         )
+
+    def update_egress(self, account_id: str, egress: Egress) -> Tenant:
+        value: AttributeValueTypeDef = {"S": EGRESS.dump_json(egress).decode()}
+        return self._update_tenant(account_id, "SET #a = :v", value, EGRESS_POLICY)
 
     # -- keys ------------------------------------------------------------------------
 

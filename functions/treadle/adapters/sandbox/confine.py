@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from treadle.adapters.sandbox import landlock, rootfs
+from treadle.adapters.sandbox import landlock, netns, rootfs
 from treadle.adapters.sandbox.mounts import LIBC as _LIBC
 from treadle.adapters.sandbox.mounts import MS_PRIVATE, MS_REC, check, under
 
@@ -137,6 +137,10 @@ def apply(plan: Mapping[str, Any], code_dir: str, caps: Mapping[str, Any]) -> No
     """Carry out the sandbox's plan for this worker (see the module docstring)."""
     tmp_dir = str(plan["tmp_dir"])
     hide = [os.path.realpath(p) for p in plan["hide"]]
+    if plan.get("netns"):
+        # First: the new root hides the file, and joining needs the capabilities dropped
+        # below.
+        netns.join(str(plan["netns"]))
     uid = plan.get("uid")
     if uid is None:
         # A directory of the interpreter that holds the platform's data is not shown.

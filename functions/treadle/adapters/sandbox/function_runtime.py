@@ -54,6 +54,10 @@ class SandboxRuntime:
         env = {**fn.environment, **self._platform_env}
         if self._tenant_env is not None:
             env.update(self._tenant_env(fn.tenant))
+        endpoint = self._sandbox.tenant_endpoint(fn.tenant)
+        if endpoint is not None:
+            # In its own network namespace the public endpoint is out of reach.
+            env["AWS_ENDPOINT_URL_LAMBDA"] = endpoint
         # The tenant's own copy of the code, readable by the gid its workers run with.
         code_dir = self._code.unpacked(
             fn.code_key, fn.tenant, group=self._sandbox.tenant_group(fn.tenant)
@@ -80,6 +84,8 @@ class SandboxRuntime:
         state goes Pending -> Active), not during that invoke.
         """
         self._code.unpacked(fn.code_key, fn.tenant, group=self._sandbox.tenant_group(fn.tenant))
+        # Its network namespace (once per tenant, about a millisecond) too.
+        self._sandbox.tenant_endpoint(fn.tenant)
 
     def invoke(self, fn: FunctionVersion, payload: bytes, request_id: str) -> InvocationOutcome:
         outcome = self._sandbox.invoke(self._spec(fn), payload, request_id, self._on_call)

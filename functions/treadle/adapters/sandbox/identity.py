@@ -10,8 +10,12 @@ below its "foreign" range (0x7FFE0000) and below 2**31 (tools that read uids as 
 ints); login accounts and subordinate-uid ranges (/etc/subuid) are not up there.
 A uid that does belong to an account is skipped.
 
+Privileged, each tenant also has a network namespace of its own (`netns.py`): loopback
+only, with the tenant's platform endpoint on it.
+
 Unprivileged: no uids to hand out; workers confine themselves with Landlock if the
-kernel has it. Either way the worker does the work itself (`confine.py`).
+kernel has it, and share the host's network. Either way the worker does the work itself
+(`confine.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from treadle.adapters.sandbox.netns import ENDPOINT_PORT, Serve, TenantNetworks
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +103,13 @@ def _is_account(uid: int) -> bool:
 class Confinement:
     """The sandbox's side: uids, directory ownership, and each worker's plan."""
 
-    def __init__(self, work_dir: Path, private_root: Path, privileged: bool | None) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        private_root: Path,
+        privileged: bool | None,
+        network: bool | None = None,
+    ) -> None:
         self.privileged = os.geteuid() == 0 if privileged is None else privileged
         if self.privileged and os.geteuid() != 0:
             raise ValueError("privileged confinement needs the platform to run as root")
@@ -105,6 +117,11 @@ class Confinement:
         self._private_root = private_root
         self._ids = TenantIds(work_dir / "tenant-ids.json")
         self._new_root = False  # workers get a root of their own (`rootfs`): known at start
+        # network: a namespace per tenant (default: when privileged).
+        isolate = self.privileged if network is None else network
+        if isolate and not self.privileged:
+            raise ValueError("network namespaces need privileged confinement")
+        self.networks = TenantNetworks(work_dir / "netns") if isolate else None
 
     def uid(self, tenant: str | None) -> int | None:
         """The uid the tenant's code runs as; None when uids are not changed."""
@@ -140,7 +157,51 @@ class Confinement:
                 tmp_dir.chmod(0o700)
         # Hidden whole: the platform's files, other versions' /tmp, the zygote's home.
         hide = sorted({str(self._private_root.resolve()), str(self._work_dir.resolve())})
-        return {"uid": uid, "tmp_dir": str(tmp_dir), "hide": hide}
+        plan: dict[str, Any] = {"uid": uid, "tmp_dir": str(tmp_dir), "hide": hide}
+        netns = self.network(tenant)
+        if netns is not None:
+            plan["netns"] = netns
+        return plan
+
+    def network(self, tenant: str) -> str | None:
+        """The tenant's network namespace (a file to setns to), made on first use; None
+        when tenant code shares the host's network."""
+        if self.networks is None:
+            return None
+        if not _TENANT.fullmatch(tenant):
+            raise ValueError(f"not a tenant id: {tenant!r}")
+        try:
+            return self.networks.path(tenant)
+        except OSError as exc:
+            if self.networks.made_any:
+                raise  # this host can: no worker runs outside its namespace
+            # A container refusing CLONE_NEWNET: said once, then the host's network.
+            _warn_once(
+                f"sandbox: no network namespaces here ({exc}); tenant code shares the "
+                "host's network (egress policy not enforced)"
+            )
+            self.networks = None
+            return None
+
+    def serve_endpoints(self, serve: Serve) -> None:
+        if self.networks is not None:
+            self.networks.serve_with(serve)
+
+    def clean(self) -> None:
+        """Namespaces left bound by a platform that died without `close`."""
+        if self.networks is not None:
+            self.networks.clean()
+
+    def close(self) -> None:
+        if self.networks is not None:
+            self.networks.close()
+
+    def endpoint(self, tenant: str) -> str | None:
+        """The platform endpoint inside the tenant's namespace, when it has one and the
+        platform serves it."""
+        if self.networks is None or not self.networks.served or self.network(tenant) is None:
+            return None
+        return f"http://127.0.0.1:{ENDPOINT_PORT}"
 
     def shortcomings(self, caps: Mapping[str, Any]) -> list[str]:
         """What keeps tenants' code from being isolated from each other on this host.
@@ -174,4 +235,9 @@ class Confinement:
                 "sandbox: not running as root and the kernel has no Landlock: tenant "
                 "code runs as this user and can read what it can; isolation is by "
                 "environment scrubbing only"
+            )
+        if not self.privileged:
+            _warn_once(
+                "sandbox: not running as root: tenant code shares the host's network "
+                "(no network namespace; egress policy not enforced)"
             )

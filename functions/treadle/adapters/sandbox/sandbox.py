@@ -11,7 +11,8 @@ function's memory size, which is what Lambda's cgroup does; RLIMIT_DATA in the w
 stops allocations too fast for the sampling (see `runtime.DATA_SLACK_MB`).
 
 Tenants: a worker of a tenant's function runs as that tenant's uid and sees none of
-the platform's files nor other tenants' code (`identity`, `confine`).
+the platform's files nor other tenants' code (`identity`, `confine`), in its tenant's
+network namespace (`netns`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from treadle.adapters.sandbox import protocol
 from treadle.adapters.sandbox.envtmp import EnvTmps
 from treadle.adapters.sandbox.handle import CallHandler, Failure, WorkerHandle, exit_reason
 from treadle.adapters.sandbox.identity import Confinement
+from treadle.adapters.sandbox.netns import Serve
 from treadle.adapters.sandbox.spawner import Zygote, ZygoteGone
 from treadle.adapters.sandbox.spec import InvocationOutcome, SandboxFunction, worker_spec
 
@@ -57,13 +59,15 @@ class LocalSandbox:
         max_workers: int = 256,
         private_root: Path | None = None,
         privileged: bool | None = None,
+        network: bool | None = None,
     ) -> None:
         # private_root: what tenant code must not see (default: the work dir's parent,
         # the data dir). privileged: tenants as own uids (default: if root; else Landlock).
+        # network: a network namespace per tenant (default: when privileged).
         self._work_dir = Path(work_dir)
         self._tmps = EnvTmps(self._work_dir / "tmp")
         root = self._work_dir.parent if private_root is None else Path(private_root)
-        self._confinement = Confinement(self._work_dir, root, privileged)
+        self._confinement = Confinement(self._work_dir, root, privileged, network)
         self._max_warm = max(1, max_warm_per_function)
         self._max_workers = max(1, max_workers)
         self._lock = threading.Lock()
@@ -99,6 +103,7 @@ class LocalSandbox:
             return zygote
         if zygote is None:
             self._tmps.clear()  # leftovers of a server that died without close()
+            self._confinement.clean()
         else:
             log.warning("sandbox zygote %d is gone; starting a new one", zygote.pid)
             zygote.stop()
@@ -138,6 +143,7 @@ class LocalSandbox:
                 self._zygote = None
             self._tmps.clear()
             shutil.rmtree(self._work_dir / "zygote-home", ignore_errors=True)
+            self._confinement.close()
 
     def isolation_shortcomings(self) -> list[str]:
         """Why tenants are not isolated from each other here (empty: they are)."""
@@ -146,6 +152,15 @@ class LocalSandbox:
     def tenant_group(self, tenant: str) -> int | None:
         """The gid the tenant's code runs with (None: not changed); for its files."""
         return self._confinement.group(tenant)
+
+    def tenant_endpoint(self, tenant: str) -> str | None:
+        """The platform endpoint in the tenant's network namespace (made now, once);
+        None: its code shares the host's network and reaches the platform there."""
+        return self._confinement.endpoint(tenant)
+
+    def serve_endpoints(self, serve: Serve) -> None:
+        """Who serves each tenant's endpoint socket (`netns.TenantNetworks.serve_with`)."""
+        self._confinement.serve_endpoints(serve)
 
     def evict(self, key: str) -> None:
         with self._lock:

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from treadle.adapters.sqlite.connection import SqliteFile
 from treadle.domain.errors import Conflict, NotFound
-from treadle.tenancy.models import AccessKey, KeyStatus, Quotas, Tenant
+from treadle.tenancy.models import EGRESS, AccessKey, Egress, KeyStatus, Quotas, Tenant
 from treadle.tenancy.stores import IdTaken, TenantStoreBase
 
 _SCHEMA = """
@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS tenants (
     name TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
     disabled INTEGER NOT NULL DEFAULT 0,
-    quotas TEXT NOT NULL
+    quotas TEXT NOT NULL,
+    egress TEXT NOT NULL DEFAULT '"none"'
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS access_keys (
     access_key_id TEXT PRIMARY KEY,
@@ -42,21 +43,29 @@ CREATE TABLE IF NOT EXISTS access_keys (
 CREATE INDEX IF NOT EXISTS access_keys_by_tenant ON access_keys (tenant, created_ms);
 """
 
-_TENANT_COLS = "t.account_id, t.name, t.created_ms, t.disabled, t.quotas"
+_TENANT_COLS = "t.account_id, t.name, t.created_ms, t.disabled, t.quotas, t.egress"
 _KEY_COLS = "k.access_key_id, k.tenant, k.secret, k.status, k.created_ms"
 
 T = TypeVar("T")
 
 
 def _tenant(row: Sequence[Any]) -> Tenant:
-    account_id, name, created_ms, disabled, quotas = row
+    account_id, name, created_ms, disabled, quotas, egress = row
     return Tenant(
         account_id=str(account_id),
         name=str(name),
         created_ms=int(created_ms),
         disabled=bool(disabled),
         quotas=Quotas.model_validate_json(str(quotas)),
+        egress=EGRESS.validate_json(str(egress)),
     )
+
+
+def _add_egress(conn: sqlite3.Connection) -> None:
+    # Files made before the column existed: their tenants read as "none", the default.
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(tenants)")}
+    if "egress" not in columns:
+        conn.execute("""ALTER TABLE tenants ADD COLUMN egress TEXT NOT NULL DEFAULT '"none"'""")
 
 
 def _key(row: Sequence[Any]) -> AccessKey:
@@ -84,6 +93,8 @@ class SqliteTenantStore(TenantStoreBase):
             path.parent.mkdir(parents=True, mode=0o700)
         _private_file(path)
         self._db = SqliteFile(path, schema=_SCHEMA)
+        with self._db.transaction() as conn:
+            _add_egress(conn)
         # Every authenticated request reads its key and tenant; they change rarely and
         # only through this object (one server owns a data directory), so reads are
         # served from memory, filled under the lock and emptied by every write. Misses
@@ -117,12 +128,13 @@ class SqliteTenantStore(TenantStoreBase):
             if self._tenant_row(conn, tenant.account_id) is not None:
                 raise IdTaken("tenant")
             conn.execute(
-                "INSERT INTO tenants VALUES (?, ?, ?, 0, ?)",
+                "INSERT INTO tenants VALUES (?, ?, ?, 0, ?, ?)",
                 (
                     tenant.account_id,
                     tenant.name,
                     tenant.created_ms,
                     tenant.quotas.model_dump_json(),
+                    EGRESS.dump_json(tenant.egress).decode(),
                 ),
             )
             if access is not None:
@@ -198,6 +210,15 @@ class SqliteTenantStore(TenantStoreBase):
                 (quotas.model_dump_json(), account_id),
             )
             return tenant.model_copy(update={"quotas": quotas})
+
+    def update_egress(self, account_id: str, egress: Egress) -> Tenant:
+        with self._write() as conn:
+            tenant = self._require_tenant(conn, account_id)
+            conn.execute(
+                "UPDATE tenants SET egress = ? WHERE account_id = ?",
+                (EGRESS.dump_json(egress).decode(), account_id),
+            )
+            return tenant.model_copy(update={"egress": egress})
 
     # -- keys -----------------------------------------------------------------------
 
