@@ -12,6 +12,7 @@ otherwise. The log cap needs neither.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from treadle.adapters.sandbox import InvocationOutcome, LocalSandbox, SandboxFunction
+from treadle.adapters.sandbox import InvocationOutcome, LocalSandbox, SandboxFunction, cgroups
 from treadle.adapters.sandbox.cgroups import MAX_PROCESSES, ResourceGroups
 from treadle.adapters.sandbox.handle import MAX_LOG_BYTES
 
@@ -128,6 +129,12 @@ def flood(event, context):
 
 def echo(event, context):
     return event
+
+def limits(event, context):
+    import resource
+    cgroup = _cgroup()
+    return {"nproc": list(resource.getrlimit(resource.RLIMIT_NPROC)), "uid": os.getuid(),
+            "cgroup": cgroup if cgroup and "/treadle-" in cgroup else None}
 """
 
 
@@ -334,3 +341,23 @@ def test_cold_start_cost_of_the_cgroup(
     )
     # Generous: two shared cores make single cold starts noisy; the cost is ~0.2 ms.
     assert medians["with"] - medians["without"] < 5
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="RLIMIT_NPROC per tenant uid needs root")
+def test_without_cgroups_the_tenant_uid_is_limited_and_it_says_so(
+    code: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(cgroups.ResourceGroups, "_setup", lambda self, root: None)
+    monkeypatch.setattr(cgroups, "_warned", set())
+    sb = _sandbox(tmp_path_factory.mktemp("fallback"), max_processes=200)
+    try:
+        got = result(call(sb, function(code, "attacks.limits")))
+    finally:
+        sb.close()
+    assert got["nproc"] == [200, 200]
+    assert got["cgroup"] is None  # not in a cgroup of ours
+    assert got["uid"] != 0
+    assert "leaves behind may survive its invocation" in caplog.text
