@@ -201,6 +201,8 @@ def named(name: str) -> list[int]:
 def code(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("code")
     (root / "attacks.py").write_text(ATTACKS)
+    # Readable by the tenant's uid whatever the umask (the platform's own is 077).
+    (root / "attacks.py").chmod(0o644)
     root.chmod(0o755)
     return root
 

@@ -126,8 +126,8 @@ class WorkerGroup:
                 if pid != keep:
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGKILL)
-            if frozen:
-                self._freeze(False)  # killed tasks die as they thaw
+            # Always, even when freezing timed out half way: the worker must run again.
+            self._freeze(False)  # killed tasks die as they thaw
             time.sleep(0.001)
             others = [pid for pid in self.pids() if pid != keep]
         return not others

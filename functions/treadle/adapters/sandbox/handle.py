@@ -25,8 +25,6 @@ _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 # little.
 MAX_LOG_BYTES = 1 << 20
 _READ_CHUNK = 1 << 20  # big reads: draining 100 MB costs a few ms of CPU
-
-
 EXIT_WAIT_S = 5.0
 # What Lambda reports when its cgroup's OOM killer ends the runtime.
 _KILLED = "Runtime exited with error: signal: killed"
@@ -159,23 +157,23 @@ class WorkerHandle:
             for line in lines:
                 self._add_line(line)
             if len(self._partial) > MAX_LOG_BYTES:
-                self._add_line(self._partial)
+                self._add_line(self._partial, ended=False)
                 self._partial = b""
 
-    def _add_line(self, raw: bytes) -> None:
-        if self._dropped or self._log_bytes + len(raw) > MAX_LOG_BYTES:
-            self._dropped += len(raw) + 1  # with its newline
+    def _add_line(self, raw: bytes, ended: bool = True) -> None:
+        size = len(raw) + ended  # with its newline, if it had one
+        if self._dropped or self._log_bytes + size > MAX_LOG_BYTES:
+            self._dropped += size
             return
-        self._log_bytes += len(raw) + 1
+        self._log_bytes += size
         self._lines.append(raw.decode("utf-8", "replace"))
 
     def end_logs(self) -> list[str]:
         """This invocation's lines: what the worker wrote before replying is in the pipe."""
         self._read_logs()
         if self._partial:
-            self._add_line(self._partial)
+            self._add_line(self._partial, ended=False)
             self._partial = b""
-            self._dropped -= 1 if self._dropped else 0  # it had no newline
         if self._dropped:
             self._lines.append(f"[treadle] log output truncated: {self._dropped} bytes dropped")
         lines, self._lines = self._lines, []

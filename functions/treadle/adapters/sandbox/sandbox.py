@@ -14,7 +14,8 @@ Tenants: a worker of a tenant's function runs as that tenant's uid and sees none
 the platform's files nor other tenants' code (`identity`, `confine`).
 
 Processes: each worker has a cgroup limited to `max_processes`; when an invocation ends,
-any process it left behind is killed before the invoke returns (`cgroups`).
+any process it left behind is killed before the invoke returns (`cgroups`). Workers are
+forked and moved into their cgroup ahead of need (`spares`): a migration can cost ms.
 """
 
 from __future__ import annotations
