@@ -216,7 +216,7 @@ class ResourceGroups:
             _remove_stale(hierarchy)
         for hierarchy in hierarchies:
             base = hierarchy / name
-            base.mkdir(mode=0o755)
+            _mkdir(base)
             self._bases.append(base)
         if self.version == 2:
             _write(self._bases[0] / "cgroup.subtree_control", "+pids")
@@ -229,7 +229,7 @@ class ResourceGroups:
         name = f"w{next(_counter)}"
         dirs = [base / name for base in self._bases]
         for directory in dirs:
-            directory.mkdir(mode=0o755)
+            _mkdir(directory)
         _write(dirs[0] / "pids.max", str(self.max_processes))
         return WorkerGroup(self.version, dirs)
 
@@ -261,6 +261,13 @@ class ResourceGroups:
             with contextlib.suppress(OSError):
                 base.rmdir()
         self._bases = []
+
+
+def _mkdir(path: Path) -> None:
+    # 0755 whatever the platform's umask (077): a tenant may read its own limits, as in a
+    # Lambda environment; the files in it are root's to write.
+    path.mkdir()
+    path.chmod(0o755)
 
 
 def _read(path: Path) -> str:

@@ -98,7 +98,7 @@ class LocalSandbox:
                 groups = cgroups.ResourceGroups(self._max_processes)
                 cgroups.report(groups, self._confinement.privileged)
                 self._groups = groups if groups.available else None
-                self._spares = SparePool(self._groups, self._tmp_root)
+                self._spares = SparePool(self._groups, self._tmp_root, lambda: self._zygote)
             self._running_zygote_locked(stale=None)
 
     def _live_zygote(self, stale: Zygote | None) -> Zygote:
@@ -316,7 +316,6 @@ class LocalSandbox:
                 handle.discard()
             if self._groups is not None:
                 self._groups.collect()  # cgroups whose tasks were still exiting
-            self._spares.refill(self._zygote)
             for handle in busy:
                 if not handle.oom and handle.over_memory():
                     handle.oom = True
