@@ -13,14 +13,21 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from treadle.adapters.sandbox import protocol
+from treadle.adapters.sandbox.cgroups import WorkerGroup
 from treadle.adapters.sandbox.spawner import WorkerProcess
 
 Failure = Literal["timeout", "exit", "broken"]
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
-# A tenant printing in a loop must not exhaust the server's memory.
-MAX_LOG_BYTES = 16 << 20
-_TRUNCATED = "[treadle] log output of this invocation truncated"
-
+# Kept per invocation; beyond it the pipe is still drained (the handler never blocks on a
+# full pipe) but the bytes are dropped. 1 MiB: far more than anyone reads of one
+# invocation (Lambda's own tail in a response is 4 KB, a CloudWatch event 256 KB), small
+# enough that a tenant printing in a loop costs the log store and the server's memory
+# little.
+MAX_LOG_BYTES = 1 << 20
+_READ_CHUNK = 1 << 20  # big reads: draining 100 MB costs a few ms of CPU
+EXIT_WAIT_S = 5.0
+# What Lambda reports when its cgroup's OOM killer ends the runtime.
+_KILLED = "Runtime exited with error: signal: killed"
 
 # (operation, request body) -> (reply header fields, reply body)
 CallHandler = Callable[[str, bytes], tuple[dict[str, Any], bytes]]
@@ -47,6 +54,8 @@ class WorkerHandle:
         chan: socket.socket,
         log_fd: int,
         memory_mb: int,
+        group: WorkerGroup | None = None,
+        on_discard: Callable[[], None] | None = None,
     ) -> None:
         self.key = key
         self.generation = generation
@@ -62,12 +71,16 @@ class WorkerHandle:
         self._queued: list[protocol.Frame] = []
         self._partial = b""
         self._log_bytes = 0
+        self._dropped = 0
         self._lines: list[str] = []
         self._discarded = False
+        self.group = group  # its cgroup (`cgroups`), None where there are none
+        self._on_discard = on_discard
 
     def begin(self) -> None:
         self._lines = []
         self._log_bytes = 0
+        self._dropped = 0
 
     def send(self, header: dict[str, Any], body: bytes, deadline: float) -> Failure | None:
         remaining = deadline - time.monotonic()
@@ -129,7 +142,7 @@ class WorkerHandle:
     def _read_logs(self) -> None:
         while self._log_open:
             try:
-                chunk = os.read(self._log_fd, 1 << 16)
+                chunk = os.read(self._log_fd, _READ_CHUNK)
             except BlockingIOError:
                 return
             except OSError:
@@ -137,29 +150,34 @@ class WorkerHandle:
             if not chunk:
                 self._log_open = False
                 return
+            if self._dropped:
+                self._dropped += len(chunk)  # over the cap: drained, counted, not kept
+                continue
             *lines, self._partial = (self._partial + chunk).split(b"\n")
             for line in lines:
                 self._add_line(line)
             if len(self._partial) > MAX_LOG_BYTES:
-                self._add_line(self._partial)
+                self._add_line(self._partial, ended=False)
                 self._partial = b""
 
-    def _add_line(self, raw: bytes) -> None:
-        if self._log_bytes > MAX_LOG_BYTES:
+    def _add_line(self, raw: bytes, ended: bool = True) -> None:
+        size = len(raw) + ended  # with its newline, if it had one
+        if self._dropped or self._log_bytes + size > MAX_LOG_BYTES:
+            self._dropped += size
             return
-        self._log_bytes += len(raw)
-        if self._log_bytes > MAX_LOG_BYTES:
-            self._lines.append(_TRUNCATED)
-            return
+        self._log_bytes += size
         self._lines.append(raw.decode("utf-8", "replace"))
 
     def end_logs(self) -> list[str]:
         """This invocation's lines: what the worker wrote before replying is in the pipe."""
         self._read_logs()
         if self._partial:
-            self._add_line(self._partial)
+            self._add_line(self._partial, ended=False)
             self._partial = b""
+        if self._dropped:
+            self._lines.append(f"[treadle] log output truncated: {self._dropped} bytes dropped")
         lines, self._lines = self._lines, []
+        self._dropped = 0
         return lines
 
     def peak_rss_kb(self) -> int:
@@ -182,6 +200,12 @@ class WorkerHandle:
     def kill(self) -> None:
         self.proc.kill()
 
+    def sweep(self) -> bool:
+        """Kill every process the invocation left behind; False if some would not go."""
+        if self.group is None:
+            return True  # no cgroup: its process group dies with the worker (zygote)
+        return self.group.sweep(keep=self.proc.pid if self.proc.running() else None)
+
     def wait_exit(self, timeout: float) -> int | None:
         if not self.proc.exited.wait(timeout):
             self.proc.kill()
@@ -198,3 +222,40 @@ class WorkerHandle:
             self._chan.close()
         with contextlib.suppress(OSError):
             os.close(self._log_fd)
+        if self._on_discard is not None:
+            self._on_discard()  # its cgroup: whatever is left in it is killed, then removed
+
+
+def _error(error_type: str, request_id: str, detail: str) -> dict[str, Any]:
+    return {"errorType": error_type, "errorMessage": f"RequestId: {request_id} Error: {detail}"}
+
+
+def as_error(value: object) -> dict[str, Any]:
+    # The worker runs tenant code: what it sends is data, shaped here or replaced.
+    if isinstance(value, dict) and isinstance(value.get("errorType"), str):
+        return value
+    return {"errorType": "Runtime.InvalidError", "errorMessage": "malformed error payload"}
+
+
+def out_of_memory(handle: WorkerHandle, request_id: str) -> dict[str, Any]:
+    handle.kill()
+    handle.wait_exit(EXIT_WAIT_S)
+    return _error("Runtime.OutOfMemory", request_id, _KILLED)
+
+
+def failed(
+    handle: WorkerHandle, timeout_s: float, request_id: str, failure: Failure
+) -> dict[str, Any]:
+    """Lambda's error for an invocation whose worker timed out, exited or broke the protocol."""
+    if failure != "exit":
+        handle.kill()
+    status = handle.wait_exit(EXIT_WAIT_S)
+    if handle.oom:
+        return _error("Runtime.OutOfMemory", request_id, _KILLED)
+    if failure == "timeout":
+        detail = f"Task timed out after {timeout_s:.2f} seconds"
+        return _error("Sandbox.Timedout", request_id, detail)
+    if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return _error("Runtime.ExitError", request_id, "Runtime exited without providing a reason")
+    reason = exit_reason(status)
+    return _error("Runtime.ExitError", request_id, f"Runtime exited with error: {reason}")

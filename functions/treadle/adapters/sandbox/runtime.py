@@ -31,7 +31,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from treadle.adapters.sandbox import confine, contract, durable_channel, lambda_logging, protocol
+from treadle.adapters.sandbox import (
+    cgroups,
+    confine,
+    contract,
+    durable_channel,
+    lambda_logging,
+    protocol,
+)
 
 # Thread stacks (8 MB each) count in RLIMIT_DATA without being resident; the RSS
 # watchdog in the server enforces the real limit, RLIMIT_DATA only stops a runaway
@@ -128,6 +135,7 @@ class _Runtime:
             if frame is None:
                 return 0
             header, body = frame
+            cgroups.reap_children()  # killed when the last invocation ended
             lambda_logging.request_id = request_id = str(header["id"])
             error: dict[str, Any] | None = None
             payload = b""
@@ -238,6 +246,7 @@ def main(
         spec = _receive_spec(chan)
         if spec is None:
             raise SystemExit(0)
+        cgroups.limit(spec.get("resources"))  # while root: before the uid changes
         plan = spec.get("confine")
         if plan is not None:
             # Any failure raises: a worker that could not be confined never runs code.

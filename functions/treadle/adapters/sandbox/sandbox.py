@@ -13,6 +13,10 @@ stops allocations too fast for the sampling (see `runtime.DATA_SLACK_MB`).
 Tenants: a worker of a tenant's function runs as that tenant's uid and sees none of
 the platform's files nor other tenants' code (`identity`, `confine`), in its tenant's
 network namespace (`netns`).
+
+Processes: each worker has a cgroup limited to `max_processes`; when an invocation ends,
+any process it left behind is killed before the invoke returns (`cgroups`). Workers are
+forked and moved into their cgroup ahead of need (`spares`): a migration can cost ms.
 """
 
 from __future__ import annotations
@@ -21,18 +25,25 @@ import dataclasses
 import logging
 import os
 import shutil
-import socket
 import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from treadle.adapters.sandbox import protocol
+from treadle.adapters.sandbox import cgroups, protocol
 from treadle.adapters.sandbox.envtmp import EnvTmps
-from treadle.adapters.sandbox.handle import CallHandler, Failure, WorkerHandle, exit_reason
+from treadle.adapters.sandbox.handle import (
+    EXIT_WAIT_S,
+    CallHandler,
+    WorkerHandle,
+    as_error,
+    failed,
+    out_of_memory,
+)
 from treadle.adapters.sandbox.identity import Confinement
 from treadle.adapters.sandbox.netns import Serve
+from treadle.adapters.sandbox.spares import SparePool, start_worker
 from treadle.adapters.sandbox.spawner import Zygote, ZygoteGone
 from treadle.adapters.sandbox.spec import InvocationOutcome, SandboxFunction, worker_spec
 
@@ -40,14 +51,7 @@ log = logging.getLogger(__name__)
 
 # Lambda's Init phase has its own 10 s; beyond that, init eats into the timeout.
 INIT_TIMEOUT_S = 10.0
-EXIT_WAIT_S = 5.0
 WATCHDOG_INTERVAL_S = 0.05
-# What Lambda reports when its cgroup's OOM killer ends the runtime.
-_KILLED = "Runtime exited with error: signal: killed"
-
-
-def _error(error_type: str, request_id: str, detail: str) -> dict[str, Any]:
-    return {"errorType": error_type, "errorMessage": f"RequestId: {request_id} Error: {detail}"}
 
 
 class LocalSandbox:
@@ -60,10 +64,12 @@ class LocalSandbox:
         private_root: Path | None = None,
         privileged: bool | None = None,
         network: bool | None = None,
+        max_processes: int | None = cgroups.MAX_PROCESSES,
     ) -> None:
         # private_root: what tenant code must not see (default: the work dir's parent,
         # the data dir). privileged: tenants as own uids (default: if root; else Landlock).
         # network: a network namespace per tenant (default: when privileged).
+        # max_processes: per worker (None: no cgroups, no limit; for measurements).
         self._work_dir = Path(work_dir)
         self._tmps = EnvTmps(self._work_dir / "tmp")
         root = self._work_dir.parent if private_root is None else Path(private_root)
@@ -82,6 +88,9 @@ class LocalSandbox:
         self._zygote: Zygote | None = None
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
+        self._max_processes = max_processes
+        self._groups: cgroups.ResourceGroups | None = None
+        self._spares = SparePool(None, self._tmps.root)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -89,6 +98,11 @@ class LocalSandbox:
         with self._zygote_lock:
             with self._lock:
                 self._closed = False
+            if self._groups is None and self._max_processes is not None:
+                groups = cgroups.ResourceGroups(self._max_processes)
+                cgroups.report(groups, self._confinement.privileged)
+                self._groups = groups if groups.available else None
+                self._spares = SparePool(self._groups, self._tmps.root, lambda: self._zygote)
             self._running_zygote_locked(stale=None)
 
     def _live_zygote(self, stale: Zygote | None) -> Zygote:
@@ -138,9 +152,13 @@ class LocalSandbox:
             if self._watchdog is not None:
                 self._watchdog.join(timeout=5)
                 self._watchdog = None
+            self._spares.close()
             if self._zygote is not None:
                 self._zygote.stop()
                 self._zygote = None
+            if self._groups is not None:
+                self._groups.close()
+                self._groups = None
             self._tmps.clear()
             shutil.rmtree(self._work_dir / "zygote-home", ignore_errors=True)
             self._confinement.close()
@@ -264,18 +282,15 @@ class LocalSandbox:
             fn = dataclasses.replace(fn, code_dir=Path(os.path.realpath(fn.code_dir)))
         plan = self._confinement.plan(fn.tenant, tmp_dir)
         spec = worker_spec(fn, self._confinement.tmp_inside(plan, tmp_dir), plan)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        log_r, log_w = os.pipe()
-        try:
-            proc = zygote.spawn(theirs.fileno(), log_w, tmp_dir)
-        except BaseException:
-            ours.close()
-            os.close(log_r)
-            raise
-        finally:
-            theirs.close()
-            os.close(log_w)
-        os.set_blocking(log_r, False)
+        groups = self._groups
+        if (
+            groups is None
+            and self._max_processes is not None
+            and (spec["confine"] or {}).get("uid")
+        ):
+            spec["resources"] = {"nproc": self._max_processes}  # no cgroups: per tenant uid
+        started = self._spares.take(zygote) or start_worker(zygote, tmp_dir, groups)
+        proc, ours, group = started.proc, started.chan, started.group
         try:
             ours.settimeout(INIT_TIMEOUT_S)
             protocol.send_frame(ours, spec)
@@ -288,8 +303,10 @@ class LocalSandbox:
             generation=generation,
             proc=proc,
             chan=ours,
-            log_fd=log_r,
+            log_fd=started.log_fd,
             memory_mb=fn.memory_mb,
+            group=group,
+            on_discard=None if groups is None else lambda: groups.release(group),
         )
 
     def _watch(self) -> None:
@@ -301,6 +318,8 @@ class LocalSandbox:
                     self._forget_idle_locked(handle)
             for handle in dead:
                 handle.discard()
+            if self._groups is not None:
+                self._groups.collect()  # cgroups whose tasks were still exiting
             for handle in busy:
                 if not handle.oom and handle.over_memory():
                     handle.oom = True
@@ -320,6 +339,8 @@ class LocalSandbox:
         healthy = False
         try:
             error, body, healthy = self._run(handle, fn, payload, request_id, on_call)
+            # Before the logs: what a leftover process wrote belongs to this invocation.
+            healthy = handle.sweep() and healthy
             logs = handle.end_logs()
         finally:
             self._release(handle, healthy)
@@ -346,13 +367,13 @@ class LocalSandbox:
         if not handle.ready:
             got = handle.wait_frame("ready", handle.spawned_at + INIT_TIMEOUT_S + fn.timeout_s)
             if isinstance(got, str):
-                return self._failed(handle, fn, request_id, got), b"", False
+                return failed(handle, fn.timeout_s, request_id, got), b"", False
             header, _ = got
             if header.get("oom"):
-                return self._out_of_memory(handle, request_id), b"", False
+                return out_of_memory(handle, request_id), b"", False
             if header.get("error") is not None:
                 handle.wait_exit(EXIT_WAIT_S)  # it exits after an init error, like Lambda's
-                return _as_error(header["error"]), b"", False
+                return as_error(header["error"]), b"", False
             handle.ready = True
             init_s = time.monotonic() - handle.spawned_at
             budget -= max(0.0, init_s - INIT_TIMEOUT_S)
@@ -366,39 +387,9 @@ class LocalSandbox:
         failure = handle.send(request, payload, deadline)
         got = failure or handle.wait_frame("result", deadline, on_call)
         if isinstance(got, str):
-            return self._failed(handle, fn, request_id, got), b"", False
+            return failed(handle, fn.timeout_s, request_id, got), b"", False
         header, body = got
         if header.get("oom") or handle.oom or handle.over_memory():
-            return self._out_of_memory(handle, request_id), b"", False
+            return out_of_memory(handle, request_id), b"", False
         error = header.get("error")
-        return (None if error is None else _as_error(error)), body, True
-
-    def _out_of_memory(self, handle: WorkerHandle, request_id: str) -> dict[str, Any]:
-        handle.kill()
-        handle.wait_exit(EXIT_WAIT_S)
-        return _error("Runtime.OutOfMemory", request_id, _KILLED)
-
-    def _failed(
-        self, handle: WorkerHandle, fn: SandboxFunction, request_id: str, failure: Failure
-    ) -> dict[str, Any]:
-        if failure != "exit":
-            handle.kill()
-        status = handle.wait_exit(EXIT_WAIT_S)
-        if handle.oom:
-            return _error("Runtime.OutOfMemory", request_id, _KILLED)
-        if failure == "timeout":
-            detail = f"Task timed out after {fn.timeout_s:.2f} seconds"
-            return _error("Sandbox.Timedout", request_id, detail)
-        if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-            return _error(
-                "Runtime.ExitError", request_id, "Runtime exited without providing a reason"
-            )
-        reason = exit_reason(status)
-        return _error("Runtime.ExitError", request_id, f"Runtime exited with error: {reason}")
-
-
-def _as_error(value: object) -> dict[str, Any]:
-    # The worker runs tenant code: what it sends is data, shaped here or replaced.
-    if isinstance(value, dict) and isinstance(value.get("errorType"), str):
-        return value
-    return {"errorType": "Runtime.InvalidError", "errorMessage": "malformed error payload"}
+        return (None if error is None else as_error(error)), body, True
