@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import threading
 import time
 import uuid
@@ -329,37 +328,6 @@ def test_log_flood_is_drained_capped_and_marked(sandbox: LocalSandbox, code: Pat
     print(f"\n100 MiB of stdout: {elapsed:.2f} s; concurrent invoke max {max(latencies):.3f} s")
     # The next invocation's logs start afresh.
     assert call(sandbox, function(code, "attacks.echo")).logs == []
-
-
-def _cold_starts(sb: LocalSandbox, code: Path, gap: float) -> float:
-    cold = []
-    for _ in range(12):
-        time.sleep(gap)
-        started = time.perf_counter()
-        result(call(sb, function(code, "attacks.echo")))
-        cold.append((time.perf_counter() - started) * 1000)
-    return statistics.median(cold)
-
-
-@needs_cgroups
-def test_cold_start_cost_of_the_cgroup(
-    code: Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    # Spaced: the usual case, a spare worker (forked and moved in ahead) is ready.
-    # Burst: back to back, past the spares, each cold start forks and migrates itself.
-    medians: dict[str, dict[str, float]] = {}
-    for label, limit in (("without", None), ("with", MAX_PROCESSES)):
-        sb = _sandbox(tmp_path_factory.mktemp(f"cold-{label}"), max_processes=limit)
-        try:
-            call(sb, function(code, "attacks.echo"))  # the zygote's first fork warms up
-            medians[label] = {
-                gap: _cold_starts(sb, code, g) for gap, g in (("spaced", 0.1), ("burst", 0))
-            }
-        finally:
-            sb.close()
-    print(f"\ncold start medians (ms): {medians}")
-    # Generous: two shared cores make single cold starts noisy.
-    assert medians["with"]["spaced"] - medians["without"]["spaced"] < 2
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="RLIMIT_NPROC per tenant uid needs root")
