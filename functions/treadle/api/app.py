@@ -60,11 +60,7 @@ class Application:
         routes its sandbox key may call; anything else is AccessDenied."""
         try:
             if self._too_large(request):
-                return aws_error(
-                    413,
-                    "RequestTooLargeException",
-                    f"Request must be smaller than {self.max_request_bytes} bytes.",
-                )
+                return self._too_large_error()
             self.auth.sandbox_only(request, tenant)
             route, _ = self.router.match(request)
             if route is None:
@@ -77,14 +73,17 @@ class Application:
     def _too_large(self, request: Request) -> bool:
         return len(request.body) > self.max_request_bytes
 
+    def _too_large_error(self) -> Response:
+        return aws_error(
+            413,
+            "RequestTooLargeException",
+            f"Request must be smaller than {self.max_request_bytes} bytes.",
+        )
+
     def _lambda(self, request: Request) -> Response:
         try:
             if self._too_large(request):
-                return aws_error(
-                    413,
-                    "RequestTooLargeException",
-                    f"Request must be smaller than {self.max_request_bytes} bytes.",
-                )
+                return self._too_large_error()
             target = request.header("x-amz-target")
             if target and request.method == "POST" and request.path in ("/", ""):
                 service = target.split(".", 1)[0]
