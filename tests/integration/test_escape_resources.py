@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from support.processes import alive, result, wait_gone
 from treadle.adapters.sandbox import InvocationOutcome, LocalSandbox, SandboxFunction, cgroups
 from treadle.adapters.sandbox.cgroups import MAX_PROCESSES, ResourceGroups
 from treadle.adapters.sandbox.handle import MAX_LOG_BYTES
@@ -160,30 +161,6 @@ def function(code_dir: Path, handler: str, **overrides: Any) -> SandboxFunction:
 
 def call(sb: LocalSandbox, fn: SandboxFunction, event: Any = None) -> InvocationOutcome:
     return sb.invoke(fn, json.dumps(event or {}).encode(), str(uuid.uuid4()))
-
-
-def result(outcome: InvocationOutcome) -> Any:
-    assert outcome.error is None, (outcome.error, outcome.logs[-5:])
-    assert outcome.payload is not None
-    return json.loads(outcome.payload)
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie is dead: it only waits for its parent to collect it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def wait_gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def named(name: str) -> list[int]:

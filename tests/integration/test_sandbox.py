@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from support.processes import alive, result, wait_gone
 from treadle.adapters.sandbox import InvocationOutcome, LocalSandbox, SandboxFunction
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:fn:3"
@@ -191,29 +192,6 @@ def call(sb: LocalSandbox, fn: SandboxFunction, event: Any = None) -> Invocation
 
 def uuid4() -> str:
     return str(uuid.uuid4())
-
-
-def result(outcome: InvocationOutcome) -> Any:
-    assert outcome.error is None, outcome.error
-    assert outcome.payload is not None
-    return json.loads(outcome.payload)
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def wait_gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from treadle.api.sandbox_endpoint import SandboxEndpoints
 from treadle.domain.engine import Engine
 from treadle.domain.errors import TreadleError
 from treadle.domain.logs import LogStore
-from treadle.platform.core import Core, Ports, build_core, sandbox_env
+from treadle.platform.core import Ports, build_core, sandbox_env
 from treadle.settings import Settings
 from treadle.tenancy.admin import ensure_dev_tenant
 from treadle.tenancy.credentials import write_shared_credentials
@@ -65,7 +65,6 @@ class Background(Protocol):
 class Platform(ABC):
     engine: Engine
     app: Application
-    core: Core
 
     def __init__(self, settings: Settings, *, endpoint: str | None = None) -> None:
         """`endpoint`: where tenant code and Git clients reach the API (default: the
@@ -89,7 +88,7 @@ class Platform(ABC):
             self.token_secret, self.admin_key = self._secrets()
             self.sandbox_keys = SandboxKeys(self.token_secret)
             ports = self._ports()
-            self.core = build_core(
+            core = build_core(
                 settings,
                 ports,
                 token_secret=self.token_secret,
@@ -100,8 +99,8 @@ class Platform(ABC):
             self._close_adapters()
             os.close(self._lock_fd)  # a failed start leaves the data directory usable
             raise
-        self.engine = self.core.engine
-        self.app = self.core.app
+        self.engine = core.engine
+        self.app = core.app
         self.tenants = ports.tenants
         if self.sandbox_runtime is not None and settings.durable_channel:
             self.sandbox_runtime.serve_durable_calls(DurableChannel(self.engine))

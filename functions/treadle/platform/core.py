@@ -58,15 +58,11 @@ class Ports:
     ids: Ids
 
 
-@dataclass
+@dataclass(frozen=True)
 class Core:
+    """What a platform drives: the engine (timers, recovery) and the HTTP application."""
+
     engine: Engine
-    notifier: CompletionNotifier
-    auth: Authenticator
-    artifacts: ArtifactService
-    function_service: FunctionService
-    execution_service: ExecutionService
-    repos_api: ReposApi
     app: Application
 
 
@@ -138,16 +134,7 @@ def build_core(
         git=GitHttp(ports.repositories, auth.git_tenant),
         max_request_bytes=settings.max_request_bytes,
     )
-    return Core(
-        engine=engine,
-        notifier=notifier,
-        auth=auth,
-        artifacts=artifacts,
-        function_service=function_service,
-        execution_service=execution_service,
-        repos_api=repos_api,
-        app=app,
-    )
+    return Core(engine=engine, app=app)
 
 
 def sandbox_env(settings: Settings, endpoint: str) -> dict[str, str]:
