@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Literal
 
@@ -54,6 +55,7 @@ ENV_FUNCTION_RUNTIME = "TREADLE_FUNCTION_RUNTIME"
 ENV_SWEEP_INTERVAL = "TREADLE_SWEEP_INTERVAL_SECONDS"
 ENV_LOG_STORE = "TREADLE_LOG_STORE"
 ENV_INSECURE_MULTI_TENANT = "TREADLE_INSECURE_MULTI_TENANT"
+ENV_SANDBOX_SUBNET = "TREADLE_SANDBOX_SUBNET"
 # boto3's own name: one endpoint for every service (moto server, LocalStack).
 ENV_AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 
@@ -89,6 +91,7 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ("sweep_interval_s", ENV_SWEEP_INTERVAL),
     ("log_store", ENV_LOG_STORE),
     ("insecure_multi_tenant", ENV_INSECURE_MULTI_TENANT),
+    ("sandbox_subnet", ENV_SANDBOX_SUBNET),
 )
 
 
@@ -123,6 +126,9 @@ class Settings(BaseModel):
     # Where the host cannot isolate tenants' code (not root, no namespaces) the platform
     # keeps to one tenant; True serves several anyway, knowingly.
     insecure_multi_tenant: bool = False
+    # Where tenants' links to the host are numbered when their egress policy lets them
+    # out (a /30 each): the benchmarking range by default, unused on real networks.
+    sandbox_subnet: IPv4Network = IPv4Network("198.18.0.0/16")
 
     # -- AWS backend ---------------------------------------------------------------------
     backend: Backend = "embedded"

@@ -80,6 +80,9 @@ def test_unpack_normalizes_like_extractall_and_skips_directories() -> None:
         (_zip({"empty/": ""}), "contains no files"),
         (b"not a zip at all", "Could not unzip"),
     ],
+    # Named by the refusal: a zip's bytes carry the time it was made, and test ids must
+    # be the same in every xdist worker.
+    ids=lambda value: value if isinstance(value, str) else "package",
 )
 def test_unpack_refuses_unsafe_packages(package: bytes, message: str) -> None:
     with pytest.raises(InvalidCode, match=re.escape(message)):

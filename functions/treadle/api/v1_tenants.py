@@ -20,11 +20,6 @@ from treadle.tenancy.models import (
 )
 
 T = "/v1/tenants"
-# What the kernel enforces here today: "none", a network namespace with loopback only
-# (root; unprivileged sandboxes share the host's network and enforce nothing). "all"
-# and allow-lists need a veth pair, NAT and packet filtering: refused until then,
-# rather than stored and silently not enforced.
-ENFORCED_EGRESS = ("none",)
 
 
 class QuotaChanges(BaseModel):
@@ -130,15 +125,11 @@ class TenantsApi:
         account = request.params["Account"]
         body = UpdateTenantBody.model_validate(request.json())
         tenant = self.admin.get_tenant(account)
-        if body.egress is not None and body.egress not in ENFORCED_EGRESS:
-            raise InvalidParameter(
-                f"Egress policy {body.egress!r} is not supported on this host yet: tenant "
-                f"code can only be given {' or '.join(map(repr, ENFORCED_EGRESS))}."
-            )
-        if body.quotas is not None:
-            tenant = self.admin.update_quotas(account, body.quotas.changes())
+        # The egress policy first: it is the change a host may refuse (nothing written).
         if body.egress is not None:
             tenant = self.admin.update_egress(account, body.egress)
+        if body.quotas is not None:
+            tenant = self.admin.update_quotas(account, body.quotas.changes())
         if body.disabled is True:
             tenant = self.admin.disable_tenant(account)
         elif body.disabled is False:

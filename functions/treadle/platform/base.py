@@ -24,6 +24,7 @@ from treadle.adapters.local.basics import RandomIds, SystemClock
 from treadle.adapters.sandbox import LocalSandbox
 from treadle.adapters.sandbox.function_runtime import SandboxRuntime, UnpackedCode
 from treadle.adapters.sandbox.hardening import protect_data_dir
+from treadle.adapters.sandbox.tenant_egress import SandboxEgress
 from treadle.api.app import Application
 from treadle.api.channel import DurableChannel
 from treadle.api.sandbox_endpoint import SandboxEndpoints
@@ -107,6 +108,8 @@ class Platform(ABC):
         if self.sandbox is not None:
             # The endpoint inside each tenant's network namespace (when it has one).
             self.sandbox.serve_endpoints(SandboxEndpoints(self.app))
+            # Tenants' egress policies, on their namespaces (refused where not enforced).
+            self.tenants.enforce_egress_with(SandboxEgress(self.sandbox, self.tenants.store))
 
     # -- what a backend provides -----------------------------------------------------
 
@@ -132,6 +135,7 @@ class Platform(ABC):
         self.sandbox = LocalSandbox(
             work_dir=self.settings.data_dir / "sandbox",
             max_warm_per_function=self.settings.sandbox_warm_per_function,
+            subnet=self.settings.sandbox_subnet,
         )
         self.sandbox_runtime = SandboxRuntime(
             sandbox=self.sandbox,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from treadle.domain.errors import NotFound
+from treadle.domain.errors import InvalidParameter, NotFound
 from treadle.domain.ports import Clock
 from treadle.tenancy.credentials import read_profile, write_shared_credentials
 from treadle.tenancy.errors import (
@@ -20,7 +20,10 @@ from treadle.tenancy.errors import (
     SingleTenantMode,
 )
 from treadle.tenancy.models import AccessKey, Egress, KeyStatus, Quotas, Tenant
-from treadle.tenancy.ports import KeySecret, SecretLookup, TenantStore
+from treadle.tenancy.ports import EgressEnforcer, KeySecret, SecretLookup, TenantStore
+
+# Where tenant code runs in Lambda, its network is the Lambda's (docs/security.md).
+NO_ENFORCER = "tenant code does not run in a local sandbox here, so no egress policy is enforced"
 
 
 class TenantAdmin:
@@ -31,6 +34,11 @@ class TenantAdmin:
         self.clock = clock
         # Why the platform keeps to one tenant (None: tenants are isolated).
         self.single_tenant_reason: str | None = None
+        self.egress: EgressEnforcer | None = None
+
+    def enforce_egress_with(self, enforcer: EgressEnforcer) -> None:
+        """What applies tenants' egress policies to their running code."""
+        self.egress = enforcer
 
     def keep_to_one_tenant(self, reason: str) -> None:
         """From now on, refuse a tenant beside the first: `reason` says why."""
@@ -72,7 +80,17 @@ class TenantAdmin:
         return self.store.update_quotas(account_id, quotas)
 
     def update_egress(self, account_id: str, egress: Egress) -> Tenant:
-        return self.store.update_egress(account_id, egress)
+        """Store the policy, then enforce it: a policy this host cannot enforce is
+        refused rather than stored and silently not enforced."""
+        refusal = NO_ENFORCER if self.egress is None else self.egress.egress_refusal(egress)
+        if egress != "none" and refusal is not None:
+            raise InvalidParameter(
+                f"Egress policy {egress!r} cannot be enforced on this host: {refusal}."
+            )
+        tenant = self.store.update_egress(account_id, egress)
+        if self.egress is not None:
+            self.egress.apply_egress(account_id, egress)
+        return tenant
 
     def create_key(self, account_id: str) -> AccessKey:
         return self.store.create_key(account_id, now_ms=self.clock.now_ms())

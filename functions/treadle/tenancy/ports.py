@@ -20,6 +20,17 @@ class KeySecret(NamedTuple):
 SecretLookup = Callable[[str], KeySecret | None]
 
 
+class EgressEnforcer(Protocol):
+    """Where tenant code runs, what enforces each tenant's egress policy."""
+
+    def egress_refusal(self, egress: Egress) -> str | None:
+        """Why `egress` cannot be enforced here (None: it can)."""
+
+    def apply_egress(self, account_id: str, egress: Egress) -> None:
+        """Enforce the tenant's new policy on its code from now on. `Unavailable` when
+        it could not: the tenant's code is then left with no network at all."""
+
+
 class TenantStore(Protocol):
     """Tenants and their access keys. Every method is atomic.
 

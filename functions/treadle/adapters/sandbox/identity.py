@@ -11,7 +11,8 @@ ints); login accounts and subordinate-uid ranges (/etc/subuid) are not up there.
 A uid that does belong to an account is skipped.
 
 Privileged, each tenant also has a network namespace of its own (`netns.py`): loopback
-only, with the tenant's platform endpoint on it.
+only, with the tenant's platform endpoint on it, and a link out when its egress policy
+allows more (`egress.py`).
 
 Unprivileged: no uids to hand out; workers confine themselves with Landlock if the
 kernel has it, and share the host's network. Either way the worker does the work itself
@@ -27,10 +28,12 @@ import pwd
 import re
 import threading
 from collections.abc import Mapping
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from treadle.adapters.sandbox.netns import ENDPOINT_PORT, Serve, TenantNetworks
+from treadle.adapters.sandbox import egress
+from treadle.adapters.sandbox.netns import ENDPOINT_PORT, PolicyOf, Serve, TenantNetworks
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,7 @@ class Confinement:
         private_root: Path,
         privileged: bool | None,
         network: bool | None = None,
+        subnet: IPv4Network = egress.DEFAULT_SUBNET,
     ) -> None:
         self.privileged = os.geteuid() == 0 if privileged is None else privileged
         if self.privileged and os.geteuid() != 0:
@@ -121,7 +125,9 @@ class Confinement:
         isolate = self.privileged if network is None else network
         if isolate and not self.privileged:
             raise ValueError("network namespaces need privileged confinement")
-        self.networks = TenantNetworks(work_dir / "netns") if isolate else None
+        self.networks = (
+            TenantNetworks(work_dir / "netns", egress.EgressLinks(subnet)) if isolate else None
+        )
 
     def uid(self, tenant: str | None) -> int | None:
         """The uid the tenant's code runs as; None when uids are not changed."""
@@ -182,6 +188,28 @@ class Confinement:
             )
             self.networks = None
             return None
+
+    def egress_from(self, policy_of: PolicyOf) -> None:
+        if self.networks is not None:
+            self.networks.egress_from(policy_of)
+
+    def egress_refusal(self, policy: egress.Policy) -> str | None:
+        """Why this host cannot enforce `policy` on tenant code (None: it can)."""
+        if policy == "none":
+            return None
+        if self.networks is None:
+            return (
+                "tenant code here shares the host's network (no network namespaces: the "
+                "platform does not run as root, or the host refuses them)"
+            )
+        missing = egress.missing_tools()
+        if missing:
+            return f"the host lacks {', '.join(missing)} (packages iproute2, nftables, util-linux)"
+        return None
+
+    def set_egress(self, tenant: str, policy: egress.Policy) -> None:
+        if self.networks is not None:
+            self.networks.set_egress(tenant, policy)
 
     def serve_endpoints(self, serve: Serve) -> None:
         if self.networks is not None:

@@ -13,6 +13,10 @@ metadata address 169.254.169.254 and the outside are unreachable (egress policy
   (127.0.0.1:ENDPOINT_PORT): a socket stays in the namespace it was created in, so the
   platform serves it from any thread while tenant code connects to it locally.
 
+A tenant whose egress policy is not `none` also gets a link to the host, whose packet
+filter enforces the policy (`egress.py`); the platform says which policy each tenant
+has (`egress_from`) and when one changes (`set_egress`).
+
 A worker joins its tenant's namespace in the fork (`join`, from `confine.apply`),
 before the veil hides the file and before it drops its capabilities: an open and a
 setns, a few microseconds.
@@ -33,6 +37,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from treadle.adapters.sandbox.egress import EgressLinks, Link, Policy
+
 log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000
@@ -48,6 +54,8 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 # What the platform does with each tenant's endpoint socket (tenant, listening socket):
 # serve it until the returned function is called.
 Serve = Callable[[str, socket.socket], Callable[[], None]]
+# A tenant's egress policy, as the platform has it stored.
+PolicyOf = Callable[[str], Policy]
 
 
 def _check(result: int, what: str) -> None:
@@ -81,8 +89,11 @@ def _unmount(path: Path) -> None:
 class TenantNetworks:
     """The namespaces of one sandbox: created on first use, removed by `close`."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, egress: EgressLinks | None = None) -> None:
         self._dir = directory
+        self._egress = egress or EgressLinks()
+        self._policy_of: PolicyOf = lambda tenant: "none"
+        self._links: dict[str, Link] = {}
         self._lock = threading.Lock()
         self._paths: dict[str, str] = {}
         self._sockets: dict[str, socket.socket] = {}
@@ -104,6 +115,22 @@ class TenantNetworks:
             for tenant, sock in self._sockets.items():
                 self._stops.append(serve(tenant, sock))
 
+    def egress_from(self, policy_of: PolicyOf) -> None:
+        """Where each tenant's egress policy is read when its namespace is made."""
+        self._policy_of = policy_of
+
+    def set_egress(self, tenant: str, policy: Policy) -> None:
+        """Apply a changed policy to the tenant's namespace now (if it has one yet; else
+        it is read when the namespace is made). Raises EgressError, the link removed."""
+        with self._lock:
+            path = self._paths.get(tenant)
+            if path is None:
+                return
+            link = self._links.pop(tenant, None)
+            made = self._egress.apply(path, link, policy)
+            if made is not None:
+                self._links[tenant] = made
+
     def clean(self) -> None:
         """Remove namespaces a process that died without `close` left bound."""
         with self._lock:
@@ -122,6 +149,14 @@ class TenantNetworks:
             target = self._dir / tenant
             self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             sock = self._create(target)
+            try:
+                link = self._egress.apply(str(target), None, self._policy_of(tenant))
+            except BaseException:
+                sock.close()
+                _unmount(target)  # no worker starts with less than its policy says
+                raise
+            if link is not None:
+                self._links[tenant] = link
             self._paths[tenant] = str(target)
             self._sockets[tenant] = sock
             if self._serve is not None:
@@ -170,6 +205,9 @@ class TenantNetworks:
             paths, self._paths = self._paths, {}
             sockets, self._sockets = self._sockets, {}
             stops, self._stops = self._stops, []
+            links, self._links = self._links, {}
+        for link in links.values():
+            self._egress.remove(link)
         for stop in stops:
             stop()
         for sock in sockets.values():

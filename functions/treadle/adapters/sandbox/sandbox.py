@@ -28,10 +28,11 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from treadle.adapters.sandbox import cgroups, protocol
+from treadle.adapters.sandbox import cgroups, egress, protocol
 from treadle.adapters.sandbox.envtmp import EnvTmps
 from treadle.adapters.sandbox.handle import (
     EXIT_WAIT_S,
@@ -42,7 +43,7 @@ from treadle.adapters.sandbox.handle import (
     out_of_memory,
 )
 from treadle.adapters.sandbox.identity import Confinement
-from treadle.adapters.sandbox.netns import Serve
+from treadle.adapters.sandbox.netns import PolicyOf, Serve
 from treadle.adapters.sandbox.spares import SparePool, start_worker
 from treadle.adapters.sandbox.spawner import Zygote, ZygoteGone
 from treadle.adapters.sandbox.spec import InvocationOutcome, SandboxFunction, worker_spec
@@ -65,15 +66,17 @@ class LocalSandbox:
         privileged: bool | None = None,
         network: bool | None = None,
         max_processes: int | None = cgroups.MAX_PROCESSES,
+        subnet: IPv4Network = egress.DEFAULT_SUBNET,
     ) -> None:
         # private_root: what tenant code must not see (default: the work dir's parent,
         # the data dir). privileged: tenants as own uids (default: if root; else Landlock).
         # network: a network namespace per tenant (default: when privileged).
         # max_processes: per worker (None: no cgroups, no limit; for measurements).
+        # subnet: where tenants' links to the host are numbered (`egress`).
         self._work_dir = Path(work_dir)
         self._tmps = EnvTmps(self._work_dir / "tmp")
         root = self._work_dir.parent if private_root is None else Path(private_root)
-        self._confinement = Confinement(self._work_dir, root, privileged, network)
+        self._confinement = Confinement(self._work_dir, root, privileged, network, subnet)
         self._max_warm = max(1, max_warm_per_function)
         self._max_workers = max(1, max_workers)
         self._lock = threading.Lock()
@@ -179,6 +182,19 @@ class LocalSandbox:
     def serve_endpoints(self, serve: Serve) -> None:
         """Who serves each tenant's endpoint socket (`netns.TenantNetworks.serve_with`)."""
         self._confinement.serve_endpoints(serve)
+
+    def egress_policies(self, policy_of: PolicyOf) -> None:
+        """Where each tenant's egress policy is read when its namespace is made."""
+        self._confinement.egress_from(policy_of)
+
+    def egress_refusal(self, policy: egress.Policy) -> str | None:
+        """Why this host cannot enforce `policy` on tenant code (None: it can)."""
+        return self._confinement.egress_refusal(policy)
+
+    def apply_egress(self, tenant: str, policy: egress.Policy) -> None:
+        """A tenant's changed policy, on its namespace now (EgressError: not applied, the
+        tenant's code left without network)."""
+        self._confinement.set_egress(tenant, policy)
 
     def evict(self, key: str) -> None:
         with self._lock:
