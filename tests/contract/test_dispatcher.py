@@ -35,7 +35,7 @@ from treadle.adapters.aws.sqs_dispatcher import (
     encode_timer,
     handle_messages,
 )
-from treadle.adapters.aws.sweep import DynamoTimerLookup, resend_overdue, sweep
+from treadle.adapters.aws.sweep import DynamoTimerLookup, resend_due, resend_overdue, sweep
 from treadle.adapters.local.scheduler import TimerScheduler
 from treadle.domain.models import Execution, ExecutionStatus
 from treadle.domain.ports import Commit, ExecutionStore, Timer, TimerKind
@@ -528,3 +528,20 @@ def _create(store: ExecutionStore, name: str) -> Execution:
 
 def _commit(store: ExecutionStore, execution_arn: str, **changes: Any) -> None:
     store.commit(Commit(execution=store.load(execution_arn).execution, **changes))
+
+
+def test_a_consumer_that_died_holding_a_timer_leaves_it_to_the_next_at_its_start(
+    s: SqsHarness,
+) -> None:
+    timer = Timer(arn("held"), TimerKind.WAIT, "w", s.clock.now_ms())
+    s.set(timer)
+    # The dead consumer received it and never settled it: invisible for the timeout.
+    held = s.sqs.receive_message(QueueUrl=s.url, MaxNumberOfMessages=10).get("Messages", [])
+    assert len(held) == 1
+    s.clock.advance(10_000)
+    s.tick()  # the sweep's overdue net waits a whole interval
+    s.settle()
+    assert s.engine.fired == []
+    assert resend_due(s.table, s.dispatcher, s.clock.now_ms()) == 1
+    s.settle()
+    assert s.engine.fired == [timer]

@@ -187,10 +187,14 @@ def v1(
 
 
 def zip_files(files: dict[str, str]) -> bytes:
+    """The same files make the same bytes (a fixed date): deploying them twice, by two
+    tenants or across a second boundary, gives one code digest."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, text in files.items():
-            zf.writestr(name, text)
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, text)
     return buf.getvalue()
 
 

@@ -41,7 +41,7 @@ from treadle.adapters.aws.resources import AwsClients, provision, read_admin_key
 from treadle.adapters.aws.s3_code import S3CodeStore
 from treadle.adapters.aws.s3_objects import S3ObjectStore
 from treadle.adapters.aws.sqs_dispatcher import SqsDispatcher, handle_messages
-from treadle.adapters.aws.sweep import DynamoTimerLookup, SweepReport, sweep
+from treadle.adapters.aws.sweep import DynamoTimerLookup, SweepReport, resend_due, sweep
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.sqlite.logs import SqliteLogStore
 from treadle.artifacts import Repositories
@@ -169,6 +169,16 @@ class AwsPlatform(Platform):
             clock=self.clock,
             ids=self.ids,
         )
+
+    def _rearm_timers(self) -> None:
+        """Timer messages the last process had received die with it, invisible in the
+        queue for its visibility timeout: this process is the only consumer (the data
+        directory's lock), so every overdue timer is resent now rather than when the
+        sweep's overdue net reaches it, a minute or more later. A copy still in the
+        queue fires nothing twice (a delivered timer is checked against the table)."""
+        resent = resend_due(self.executions_store, self.dispatcher, self.clock.now_ms())
+        if resent:
+            log.info("resent %d timers due while the platform was down", resent)
 
     def _background(self) -> list[Background]:
         # `treadle dev --backend aws` plays the orchestrator and sweep Lambdas in threads.

@@ -125,6 +125,9 @@ class Platform(ABC):
     def _background(self) -> list[Background]:
         """What a long-running process runs besides the API, in start order."""
 
+    def _rearm_timers(self) -> None:  # noqa: B027 (a hook: the embedded scheduler loads its rows)
+        """Before background work starts: send again what the last process held."""
+
     def _close_adapters(self) -> None:  # noqa: B027 (a hook: most backends hold nothing)
         """Release what `_ports` opened (called once, also after a failed build)."""
 
@@ -195,6 +198,7 @@ class Platform(ABC):
         if recovered:
             log.info("recovered %d invocations interrupted by a restart", recovered)
         if background:
+            self._rearm_timers()
             self._running = self._background()
             for work in self._running:
                 work.start()

@@ -99,6 +99,17 @@ def sweep(
     return report
 
 
+def resend_due(
+    store: TimerSource, dispatcher: Dispatcher, now_ms: int, *, limit: int = SWEEP_LIMIT
+) -> int:
+    """Hand every timer due by now to `dispatcher` at once: for a consumer that starts
+    where one died holding their messages. The number handed over."""
+    due = store.due_timers(now_ms, limit)
+    if due:
+        dispatcher.dispatch(due, now_ms)
+    return len(due)
+
+
 class DynamoTimerLookup:
     """`TimerLookup` over the single table: is a delivered timer still the stored one?
 
