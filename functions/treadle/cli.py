@@ -15,7 +15,15 @@ from pydantic import ValidationError
 
 from treadle.api.asgi import AsgiAdapter
 from treadle.platform import ADMIN_PROFILE, TENANT_PROFILE, StartupError, open_platform
-from treadle.settings import Settings
+from treadle.settings import (
+    ENV_BACKEND,
+    ENV_DATA_DIR,
+    ENV_HOST,
+    ENV_INSECURE_MULTI_TENANT,
+    ENV_PORT,
+    ENV_WAIT_TIME_SCALE,
+    Settings,
+)
 
 log = logging.getLogger("treadle")
 
@@ -108,6 +116,10 @@ def dev(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        # Ctrl-C: asyncio cancels the server and re-raises the interrupt once it has
+        # stopped; what is left to do is the same orderly close as after SIGTERM.
+        log.info("interrupted: stopping")
     finally:
         adapter.close()
         platform.close()
@@ -118,26 +130,44 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="treadle", description="Durable workflows, embedded.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_dev = sub.add_parser("dev", help="run the embedded platform in the foreground")
-    p_dev.add_argument("--host", default=None)
-    p_dev.add_argument("--port", type=int, default=None)
-    p_dev.add_argument("--data-dir", default=None)
+    # Unset options fall back to the environment, then to the settings' defaults.
+    defaults = Settings()
+    p_dev.add_argument(
+        "--host",
+        default=None,
+        help=f"address to listen on (default: ${ENV_HOST} or {defaults.host})",
+    )
+    p_dev.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"port to listen on, 0 for any free one (default: ${ENV_PORT} or {defaults.port})",
+    )
+    p_dev.add_argument(
+        "--data-dir",
+        default=None,
+        help=f"where the platform keeps its data (default: ${ENV_DATA_DIR} or {defaults.data_dir})",
+    )
     p_dev.add_argument(
         "--backend",
         choices=("embedded", "aws"),
         default=None,
-        help="aws: DynamoDB, S3, SQS and Lambda through boto3 (at AWS_ENDPOINT_URL if set)",
+        help="embedded: SQLite and local files; aws: DynamoDB, S3, SQS and Lambda through "
+        f"boto3, at AWS_ENDPOINT_URL if set (default: ${ENV_BACKEND} or {defaults.backend})",
     )
     p_dev.add_argument(
         "--insecure-multi-tenant",
         action="store_true",
         default=None,
-        help="serve several tenants even where this host cannot isolate their code",
+        help="serve several tenants even where this host cannot isolate their code "
+        f"(default: ${ENV_INSECURE_MULTI_TENANT} or false)",
     )
     p_dev.add_argument(
         "--wait-time-scale",
         type=float,
         default=None,
-        help="test clock: fire waits and retries after this fraction of their duration",
+        help="test clock: fire waits and retries after this fraction of their duration "
+        f"(default: ${ENV_WAIT_TIME_SCALE} or {defaults.wait_time_scale:g})",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

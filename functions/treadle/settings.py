@@ -121,8 +121,11 @@ class Settings(BaseModel):
     max_clock_skew_s: int = Field(default=300, ge=1, le=3600)
     # The longest a synchronous Invoke of a durable function waits for the execution to
     # close; past it the caller gets the function error Treadle.SyncInvokeTimeout (the
-    # execution runs on). Behind API Gateway (29 s integration timeout) the stack sets 25.
-    sync_invoke_wait_s: int = Field(default=900, ge=1, le=900)
+    # execution runs on). Below boto3's and the AWS CLI's 60 s read timeout by default:
+    # a client that timed out would retry, and a retry without DurableExecutionName
+    # starts a second execution. Behind API Gateway (29 s integration timeout) the stack
+    # sets 25. Up to Lambda's 900 s for clients configured to wait that long.
+    sync_invoke_wait_s: int = Field(default=50, ge=1, le=900)
     # Where the host cannot isolate tenants' code (not root, no namespaces) the platform
     # keeps to one tenant; True serves several anyway, knowingly.
     insecure_multi_tenant: bool = False
