@@ -76,11 +76,17 @@ Handler = Callable[[Request], Response]
 class Router:
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._templates: list[tuple[str, str]] = []
 
     def add(self, method: str, template: str, handler: Handler) -> None:
         """`template` like `/2025-12-01/durable-executions/{Arn}/state`."""
         pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
         self._routes.append((method, re.compile(f"^{pattern}/?$"), handler))
+        self._templates.append((method, template))
+
+    def routes(self) -> list[tuple[str, str]]:
+        """(method, template) of every route, in the order they were added."""
+        return list(self._templates)
 
     def match(self, request: Request) -> tuple[Handler | None, bool]:
         """(handler, path_known): path_known tells 405 from 404."""

@@ -9,6 +9,9 @@ from treadle.api.http import Request, Response
 from treadle.domain.errors import InvalidParameter, NotFound
 from treadle.domain.logs import MAX_FILTER_LIMIT, LogStore
 
+# The CloudWatch Logs operations served (the README's table lists them).
+SUPPORTED = frozenset({"FilterLogEvents"})
+
 
 class LogsApi:
     def __init__(self, logs: LogStore) -> None:
@@ -24,7 +27,7 @@ class LogsApi:
     def _handle(self, req: Request) -> Response:
         target = req.header("x-amz-target") or ""
         operation = target.split(".", 1)[-1]
-        if operation != "FilterLogEvents":
+        if operation not in SUPPORTED:
             raise UnknownOperation(f"{operation} is not supported.")
         body = _body(req)
         group = body.get("logGroupName") or ""
