@@ -10,11 +10,12 @@ Three surfaces share one application, told apart by the path:
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 
 from treadle.api.auth import Authenticator
 from treadle.api.errors import aws_error, lambda_error, text_error, v1_error, v1_json_error
-from treadle.api.http import Request, Response, Router
+from treadle.api.http import REQUEST_ID_HEADER, Request, Response, Router
 from treadle.tenancy.errors import AccessDenied
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,14 @@ log = logging.getLogger(__name__)
 TargetHandler = Callable[[Request], Response]
 GitHandler = Callable[[Request], Response]
 _PUBLIC = ("/v1/health", "/v1/openapi.json")
+
+
+def with_request_id(response: Response) -> Response:
+    """Every AWS response names its request (`x-amzn-RequestId`; SDKs show it in errors
+    and ResponseMetadata). An Invoke's is its invocation's, as in the function's logs."""
+    if not any(name.lower() == REQUEST_ID_HEADER for name in response.headers):
+        response.headers[REQUEST_ID_HEADER] = str(uuid.uuid4())
+    return response
 
 
 class Application:
@@ -53,7 +62,7 @@ class Application:
                 return text_error(exc)
         if request.path.startswith("/v1/") or request.path == "/v1":
             return self._v1(request)
-        return self._lambda(request)
+        return with_request_id(self._lambda(request))
 
     def handle_sandbox(self, request: Request, tenant: str) -> Response:
         """A request to the endpoint inside `tenant`'s network namespace: only the
@@ -66,9 +75,9 @@ class Application:
             if route is None:
                 raise AccessDenied("This operation is not available from a sandbox.")
             request.tenant = tenant
-            return route(request)
+            return with_request_id(route(request))
         except Exception as exc:
-            return lambda_error(exc)
+            return with_request_id(lambda_error(exc))
 
     def _too_large(self, request: Request) -> bool:
         return len(request.body) > self.max_request_bytes

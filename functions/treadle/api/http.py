@@ -56,6 +56,9 @@ class Request:
             raise InvalidParameter("Could not parse request body into json.") from None
 
 
+REQUEST_ID_HEADER = "x-amzn-requestid"
+
+
 @dataclass
 class Response:
     status: int = 200

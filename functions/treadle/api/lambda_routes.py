@@ -7,7 +7,7 @@ import datetime as dt
 from typing import Any
 
 from treadle.api import serialize as s
-from treadle.api.http import Request, Response, Router
+from treadle.api.http import REQUEST_ID_HEADER, Request, Response, Router
 from treadle.app.executions import ExecutionService, check_execution_arn, parse_function_ref
 from treadle.app.functions import CreateFunctionRequest, FunctionService, UpdateCodeRequest
 from treadle.domain.errors import InvalidParameter
@@ -160,6 +160,8 @@ class LambdaApi:
             headers["x-amz-durable-execution-arn"] = result.execution_arn
         if result.function_error:
             headers["x-amz-function-error"] = result.function_error
+        if result.request_id:
+            headers[REQUEST_ID_HEADER] = result.request_id
         headers["content-type"] = "application/json"
         return Response(status=result.status_code, body=result.payload, headers=headers)
 

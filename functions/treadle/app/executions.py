@@ -44,6 +44,7 @@ class InvokeResult:
     executed_version: str
     execution_arn: str | None = None
     function_error: str | None = None
+    request_id: str | None = None  # a plain function's invocation (its log lines name it)
 
 
 def parse_function_ref(tenant: str, ref: str, qualifier: str | None) -> tuple[str, str | None]:
@@ -161,13 +162,12 @@ class ExecutionService:
         request_id = self.ids.request_id()
         if invocation_type == "Event":
             self._async.submit(self.runtime.invoke, fn, payload or b"{}", request_id)
-            return InvokeResult(202, b"", fn.version)
+            return InvokeResult(202, b"", fn.version, request_id=request_id)
         outcome = self.runtime.invoke(fn, payload or b"{}", request_id)
         if outcome.error is not None:
-            return InvokeResult(
-                200, json.dumps(dict(outcome.error)).encode(), fn.version, None, "Unhandled"
-            )
-        return InvokeResult(200, outcome.payload or b"null", fn.version)
+            error = json.dumps(dict(outcome.error)).encode()
+            return InvokeResult(200, error, fn.version, None, "Unhandled", request_id)
+        return InvokeResult(200, outcome.payload or b"null", fn.version, request_id=request_id)
 
     # -- control plane -------------------------------------------------------------
 

@@ -8,6 +8,7 @@ invocation's log lines to the log store under `/aws/lambda/<function>`.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,11 +16,27 @@ from typing import Protocol
 
 from treadle.adapters.sandbox.handle import CallHandler
 from treadle.adapters.sandbox.sandbox import LocalSandbox
+from treadle.adapters.sandbox.spec import InvocationOutcome as SandboxOutcome
 from treadle.adapters.sandbox.spec import SandboxFunction
 from treadle.domain.logs import LogStore
 from treadle.domain.ports import FunctionVersion, InvocationOutcome
 
 log = logging.getLogger(__name__)
+
+
+def report_line(fn: FunctionVersion, outcome: SandboxOutcome) -> str:
+    """Lambda's REPORT line: duration, billed duration (whole ms), memory, Init phase."""
+    duration_ms = (outcome.ended_at - outcome.started_at) * 1000
+    fields = [
+        f"REPORT RequestId: {outcome.request_id}",
+        f"Duration: {duration_ms:.2f} ms",
+        f"Billed Duration: {math.ceil(duration_ms)} ms",
+        f"Memory Size: {fn.memory_mb} MB",
+        f"Max Memory Used: {math.ceil(outcome.max_memory_kb / 1024)} MB",
+    ]
+    if outcome.init_ms is not None:
+        fields.append(f"Init Duration: {outcome.init_ms:.2f} ms")
+    return "\t".join(fields)
 
 
 class UnpackedCode(Protocol):
@@ -89,25 +106,23 @@ class SandboxRuntime:
 
     def invoke(self, fn: FunctionVersion, payload: bytes, request_id: str) -> InvocationOutcome:
         outcome = self._sandbox.invoke(self._spec(fn), payload, request_id, self._on_call)
-        if outcome.logs:
-            stream = time.strftime("%Y/%m/%d", time.gmtime(outcome.started_at))
-            stream = f"{stream}/[{fn.version}]{request_id.replace('-', '')}"
-            ts = int(outcome.started_at * 1000)
-            try:
-                self._logs.append(
-                    fn.tenant,
-                    f"/aws/lambda/{fn.function_name}",
-                    stream,
-                    [(ts, line) for line in outcome.logs],
-                )
-            except Exception:  # logs are best effort; the invocation's outcome is not
-                log.exception("could not store logs of %s", request_id)
+        stream = time.strftime("%Y/%m/%d", time.gmtime(outcome.started_at))
+        stream = f"{stream}/[{fn.version}]{request_id.replace('-', '')}"
+        started, ended = int(outcome.started_at * 1000), int(outcome.ended_at * 1000)
+        # Lambda's own lines around the handler's: every invoked function has its group.
+        lines = [(started, f"START RequestId: {request_id} Version: {fn.version}")]
+        lines += [(started, line) for line in outcome.logs]
+        lines += [(ended, f"END RequestId: {request_id}"), (ended, report_line(fn, outcome))]
+        try:
+            self._logs.append(fn.tenant, f"/aws/lambda/{fn.function_name}", stream, lines)
+        except Exception:  # logs are best effort; the invocation's outcome is not
+            log.exception("could not store logs of %s", request_id)
         return InvocationOutcome(
             request_id=request_id,
             payload=outcome.payload,
             error=outcome.error,
-            started_ms=int(outcome.started_at * 1000),
-            ended_ms=int(outcome.ended_at * 1000),
+            started_ms=started,
+            ended_ms=ended,
         )
 
     def set_platform_env(self, env: Mapping[str, str]) -> None:

@@ -63,6 +63,7 @@ class WorkerHandle:
         self.memory_mb = memory_mb
         self.spawned_at = time.monotonic()
         self.ready = False
+        self.init_ms: float | None = None  # its Init phase, reported by its first invocation
         self.oom = False  # set by the server's memory watchdog before it kills
         self._chan = chan
         self._log_fd = log_fd

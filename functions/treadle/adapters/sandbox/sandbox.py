@@ -355,6 +355,8 @@ class LocalSandbox:
         healthy = False
         try:
             error, body, healthy = self._run(handle, fn, payload, request_id, on_call)
+            memory_kb = handle.peak_rss_kb()
+            init_ms, handle.init_ms = handle.init_ms, None
             # Before the logs: what a leftover process wrote belongs to this invocation.
             healthy = handle.sweep() and healthy
             logs = handle.end_logs()
@@ -367,6 +369,8 @@ class LocalSandbox:
             logs=logs,
             started_at=started,
             ended_at=time.time(),
+            max_memory_kb=memory_kb,
+            init_ms=init_ms,
         )
 
     def _run(
@@ -392,6 +396,7 @@ class LocalSandbox:
                 return as_error(header["error"]), b"", False
             handle.ready = True
             init_s = time.monotonic() - handle.spawned_at
+            handle.init_ms = init_s * 1000
             budget -= max(0.0, init_s - INIT_TIMEOUT_S)
         deadline = time.monotonic() + budget
         request = {

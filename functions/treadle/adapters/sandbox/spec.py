@@ -41,6 +41,8 @@ class InvocationOutcome:
     logs: list[str]
     started_at: float
     ended_at: float
+    max_memory_kb: int = 0  # the worker's peak RSS (VmHWM) when the invocation ended
+    init_ms: float | None = None  # a cold start's Init phase
 
 
 def lambda_environment(fn: SandboxFunction, tmp_dir: Path, log_stream: str) -> dict[str, str]:
