@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from aws_durable_execution_sdk_python.serdes import EXTENDED_TYPES_SERDES, SerDesContext
 from botocore.config import Config
 from rich.console import Console
 from rich.live import Live
@@ -62,11 +63,12 @@ def _start_moto() -> tuple[Any, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
-def _start_server(data_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+def _start_server(
+    data_dir: Path, env: dict[str, str], server_log: Path
+) -> tuple[subprocess.Popen[str], str]:
     cmd = [sys.executable, "-m", "treadle.cli", "dev", "--port", "0", "--data-dir", str(data_dir)]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
-    )
+    with server_log.open("w") as log_file:  # the child keeps its own descriptor
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, text=True, env=env)
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -76,7 +78,43 @@ def _start_server(data_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen
         if not line and proc.poll() is not None:
             break
     proc.kill()
-    raise SystemExit("treadle dev did not start")
+    proc.wait(timeout=15)
+    _show_server_log(server_log)
+    raise SystemExit("treadle dev did not start: its own words are above")
+
+
+def _show_server_log(server_log: Path, lines: int = 25) -> None:
+    """The server's last words, for a demo that failed: the reason is usually there."""
+    tail = server_log.read_text(errors="replace").splitlines()[-lines:]
+    if tail:
+        console.print(f"[yellow]treadle dev said (last {len(tail)} lines of its log):[/]")
+        for line in tail:
+            console.print(f"  {line}", markup=False, highlight=False)
+
+
+def decoded(value: Any) -> Any:
+    """A history detail with its payloads decoded as the SDK encodes them (its
+    extended-types envelope, `{"t": ..., "v": ...}`), for people to read."""
+    if isinstance(value, dict):
+        return {k: _payload(v) if k in _PAYLOADS else decoded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decoded(v) for v in value]
+    return value
+
+
+_PAYLOADS = frozenset({"Payload", "Result", "InputPayload"})
+
+
+def _payload(raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return decoded(raw)
+    try:
+        return EXTENDED_TYPES_SERDES.deserialize(raw, SerDesContext("", ""))
+    except Exception:  # not the SDK's envelope: plain JSON, or text
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
 
 
 def _history_table(events: list[dict[str, Any]], title: str) -> Table:
@@ -86,7 +124,7 @@ def _history_table(events: list[dict[str, Any]], title: str) -> Table:
     for e in events:
         details: dict[str, Any] = next((v for k, v in e.items() if k.endswith("Details")), {})
         shown = {k: v for k, v in details.items() if k not in ("StartTimestamp", "EndTimestamp")}
-        text = json.dumps(shown, default=str)
+        text = json.dumps(decoded(shown), default=str)
         table.add_row(
             str(e["EventId"]),
             e["EventType"],
@@ -127,7 +165,19 @@ def _run_order(lam: Any) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise SystemExit(f"{name} did not finish in time")
             time.sleep(0.2)
+    console.print()
     return lam.get_durable_execution(DurableExecutionArn=arn)  # type: ignore[no-any-return]
+
+
+def _what_next() -> None:
+    console.print(
+        "\n[bold]What next[/]\n"
+        "  .venv/bin/treadle dev    run the platform; it prints the line that points\n"
+        "                           boto3 and the AWS CLI at it\n"
+        "  examples/                workflows written with the official durable SDK\n"
+        "  README.md, docs/         git push and deploy, tenants, egress, AWS backend\n"
+        "  make test                the test suite"
+    )
 
 
 def main() -> int:
@@ -143,7 +193,9 @@ def main() -> int:
         env.setdefault(ENV_STAGE, f"demo{int(time.time()) % 100_000}")
         backend = f"AWS backend (DynamoDB, S3, SQS, Lambda at {env[ENV_AWS_ENDPOINT_URL]})"
     with tempfile.TemporaryDirectory(prefix="treadle-demo-") as tmp:
-        proc, url = _start_server(Path(tmp) / "data", env)
+        server_log = Path(tmp) / "server.log"
+        proc, url = _start_server(Path(tmp) / "data", env, server_log)
+        ok = False
         try:
             console.print(f"[green]Treadle {backend} at {url}[/]")
             # Sign as the default tenant `treadle dev` made, with the keys it wrote.
@@ -171,9 +223,14 @@ def main() -> int:
             console.print(f"greeter says: {json.loads(greeting['Payload'].read())}")
             final = _run_order(lam)
             console.print(f"order workflow: [bold]{final['Status']}[/]")
-            console.print_json(final.get("Result", "null"))
-            return 0 if final["Status"] == "SUCCEEDED" else 1
+            console.print_json(json.dumps(_payload(final.get("Result", "null")), default=str))
+            ok = final["Status"] == "SUCCEEDED"
+            if ok:
+                _what_next()
+            return 0 if ok else 1
         finally:
+            if not ok:
+                _show_server_log(server_log)
             proc.terminate()
             proc.wait(timeout=15)
             if moto is not None:

@@ -31,3 +31,23 @@ def test_demo_runs_every_example_to_success(backend: str) -> None:
     assert '"approved_by": "demo-manager"' in out
     if backend == "aws":
         assert "AWS backend" in out and "DynamoDB" in out
+    assert '{"t":' not in out  # payloads are shown decoded, not in the SDK's envelope
+    assert "What next" in out
+
+
+def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
+    # A leftover endpoint from the README's previous step: nothing answers there.
+    env = {**os.environ, "TREADLE_BACKEND": "aws", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    env["TREADLE_TABLE"] = "no table here!"  # an invalid setting the server refuses
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.demo"],
+        cwd=Path(__file__).resolve().parent.parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "treadle dev said" in out and "TREADLE_TABLE" in out, out[-3000:]
+    assert "did not start" in out
