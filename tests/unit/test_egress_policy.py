@@ -125,12 +125,12 @@ def test_a_named_host_is_resolved_and_lets_dns_through_to_the_hosts_nameservers(
     ]
 
 
-def test_a_name_that_does_not_resolve_is_an_error() -> None:
+def test_a_name_that_does_not_resolve_opens_nothing_and_the_rest_holds() -> None:
     def resolver(host: str, port: int) -> list[str]:
         raise EgressError(f"cannot resolve {host!r}")
 
-    with pytest.raises(EgressError, match="cannot resolve"):
-        _rules(["nowhere.invalid:443"], resolver=resolver)
+    rules = _rules(["nowhere.invalid:443", "10.0.0.0/8"], resolver=resolver)
+    assert rules == ["ip daddr 10.0.0.0/8 accept", "goto refuse"]
 
 
 def test_loopback_nameservers_are_left_out(tmp_path: Path) -> None:

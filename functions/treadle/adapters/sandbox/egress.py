@@ -18,7 +18,7 @@ namespace gets a link to the host, and the host's packet filter decides what cro
 admin ports stay out of reach), link-local addresses (169.254.169.254) and the sandbox
 subnet (other tenants). An allow-list is exactly its entries (TCP and UDP to the port,
 when one is given), plus DNS to the host's nameservers when an entry names a host;
-names are resolved when the policy is applied.
+names are resolved when the policy is applied (one that does not resolve opens nothing).
 
 Tenant code cannot change any of this: the rules live in the platform's namespace and
 its workers hold no capability (`confine.py`). Each change is one `nft -f` transaction,
@@ -159,7 +159,12 @@ def policy_rules(
             names = True
             if port is None:  # the model refuses it: a name would open every port
                 raise EgressError(f"egress rule {rule!r} names a host without a port") from None
-            rules.extend(_to(found, port) for found in resolver(address, port))
+            try:
+                rules.extend(_to(found, port) for found in resolver(address, port))
+            except EgressError as exc:
+                # That destination only stays closed: the rest of the policy holds, and
+                # the next application (a restart, a change) resolves it again.
+                log.warning("sandbox egress: %s; the rule %r allows nothing for now", exc, rule)
     if names:
         rules.extend(_to(server, 53) for server in dns())
     return [*rules, _REFUSE]
