@@ -188,6 +188,21 @@ class ExecutionService:
         events = events[:limit]
         return events, (str(events[-1].EventId) if more else None)
 
+    # -- events (`domain/engine/events.py`) ---------------------------------------------
+
+    def send_event(
+        self, tenant: str, arn: str, event_type: str, payload: str | None, ttl_s: int
+    ) -> str:
+        """ "delivered" to an open wait or "buffered"; NotFound for another tenant's."""
+        return self.engine.send_event(check_execution_arn(tenant, arn), event_type, payload, ttl_s)
+
+    def by_name(self, tenant: str, function_name: str, name: str) -> Execution:
+        """The execution of a function by its execution name (unique per function)."""
+        found = self.engine.store.find_by_name(tenant, function_name, name)
+        if found is None:
+            raise NotFound(f"Durable execution {name} of function {function_name} not found.")
+        return found
+
     def list_by_function(
         self, tenant: str, ref: str, query: ExecutionQuery
     ) -> tuple[list[Execution], str | None]:
