@@ -1,4 +1,6 @@
-"""Events by type at the engine: sent before, during and after a wait, on both stores.
+"""Events by type and batch starts at the engine, on both stores (SQLite, DynamoDB).
+
+Events are sent before, during and after a wait.
 
 Each test's 'handler' checkpoints the way `treadle_workflows.wait_for_event` makes the
 SDK do it: a CALLBACK START with SubType `Event` and Name `event:<type>`.
@@ -20,6 +22,7 @@ from treadle.adapters.aws import DynamoExecutionStore, create_tables
 from treadle.domain.engine import events
 from treadle.domain.errors import (
     EventBufferFull,
+    ExecutionAlreadyStarted,
     ExecutionClosed,
     InvalidParameter,
     PayloadTooLarge,
@@ -194,3 +197,39 @@ def test_the_buffer_is_capped_per_type_and_bad_events_are_refused(h: Harness) ->
     with pytest.raises(InvalidParameter):
         h.engine.send_event(ex.arn, "c", "1", ttl_s=0)
     assert len(h.store.get(ex.arn).event_buffer) == events.MAX_BUFFERED_PER_TYPE + 1
+
+
+def test_a_batch_starts_each_entry_and_is_idempotent_per_name(h: Harness) -> None:
+    before, _ = h.engine.start(h.fn, "existing", '"x"')
+    entries: list[tuple[str | None, str | None]] = [
+        ("a", "1"),
+        (None, "2"),
+        ("existing", '"x"'),  # same name and input: the same execution
+        ("existing", '"other"'),  # same name, another input: this entry's error
+        ("a", "1"),  # twice in one batch: one execution
+    ]
+    results = h.engine.start_batch(h.fn, entries)
+    assert isinstance(results[3], ExecutionAlreadyStarted)
+    started = [r for r in results if isinstance(r, tuple)]
+    assert [created for _, created in started] == [True, True, False, False]
+    assert started[2][0].arn == before.arn and started[3][0].arn == started[0][0].arn
+    again = h.engine.start_batch(h.fn, [("a", "1")])
+    assert again == [(started[0][0], False)] or (
+        isinstance(again[0], tuple) and again[0][0].arn == started[0][0].arn and not again[0][1]
+    )
+    # The new ones run: their INVOKE timers were written with them.
+    h.runtime.scripts += [lambda env, hh: {"Status": "SUCCEEDED", "Result": "1"}] * 3
+    h.pump()
+    for ex, _ in started[:2]:
+        assert h.store.get(ex.arn).status.value == "SUCCEEDED"
+
+
+def test_a_thousand_starts_in_ten_batches(tmp_path: Path) -> None:
+    # SQLite only: moto takes minutes for a thousand transactions.
+    h = Harness(tmp_path)
+    arns = set()
+    for b in range(10):
+        results = h.engine.start_batch(h.fn, [(f"n{b}-{i}", None) for i in range(100)])
+        arns.update(r[0].arn for r in results if isinstance(r, tuple) and r[1])
+    assert len(arns) == 1000
+    assert h.store.count_running(h.fn.tenant) == 1000

@@ -4,6 +4,9 @@
   `POST /v1/functions/<name>/executions/<executionName>/events`, body `EventBody`:
   200 with `delivered` (an open wait took it) or `buffered`; 409 when the execution
   has ended; 429 when its buffer is full.
+- `POST /v1/functions/<name>/executions:batch`, body `BatchBody`: up to 100 starts of
+  one version; 200 with, per entry in order, its execution ARN (`created` false when
+  the name was started before with the same input) or its own error.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from treadle.api.errors import classify
 from treadle.api.http import Request, Response, Router
 from treadle.api.openapi import Op
-from treadle.app.executions import ExecutionService
+from treadle.app.executions import MAX_BATCH, ExecutionService
 from treadle.domain.engine.events import DEFAULT_TTL_S, EVENT_TYPE_PATTERN, MAX_TTL_S
 
 E = "/v1/executions"
@@ -40,7 +44,47 @@ class EventSent(BaseModel):
     outcome: Literal["delivered", "buffered"]
 
 
+class BatchEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[a-zA-Z0-9_-]{1,64}$",
+        description="The execution name: a start is idempotent on it (same input).",
+    )
+    input: Any = Field(default=None, description="Any JSON value: the handler's event.")
+
+
+class BatchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    qualifier: str | None = Field(
+        default=None, pattern=r"^(\$LATEST|[0-9]{1,10})$", description="Default $LATEST."
+    )
+    executions: list[BatchEntry] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchError(BaseModel):
+    status: int
+    code: str
+    message: str
+
+
+class BatchEntryOut(BaseModel):
+    name: str | None
+    executionArn: str | None = None
+    created: bool | None = None
+    error: BatchError | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[BatchEntryOut]
+
+
 OPENAPI_OPERATIONS = [
+    Op("post", F + "/{Name}/executions:batch",
+       "Start up to 100 executions of one function version, each idempotent on its name",
+       response=BatchOut, body=BatchBody),
     Op("post", E + "/{Arn}/events", "Send an event to an execution (by its ARN)",
        response=EventSent, body=EventBody),
     Op("post", F + "/{Name}/executions/{ExecutionName}/events",
@@ -56,6 +100,27 @@ class ExecutionsApi:
     def register(self, r: Router) -> None:
         r.add("POST", E + "/{Arn}/events", self.event_by_arn)
         r.add("POST", F + "/{Name}/executions/{ExecutionName}/events", self.event_by_name)
+        r.add("POST", F + "/{Name}/executions:batch", self.start_batch)
+
+    def start_batch(self, request: Request) -> Response:
+        body = BatchBody.model_validate(request.json())
+        entries = [
+            (e.name, json.dumps(e.input) if "input" in e.model_fields_set else None)
+            for e in body.executions
+        ]
+        results = self.executions.start_batch(
+            request.tenant, request.params["Name"], body.qualifier, entries
+        )
+        out = []
+        for entry, result in zip(body.executions, results, strict=True):
+            if isinstance(result, tuple):
+                ex, created = result
+                out.append(BatchEntryOut(name=ex.name, executionArn=ex.arn, created=created))
+            else:
+                status, code, message = classify(result)
+                error = BatchError(status=status, code=code, message=message)
+                out.append(BatchEntryOut(name=entry.name, error=error))
+        return Response.json(BatchOut(results=out).model_dump(mode="json"))
 
     def event_by_arn(self, request: Request) -> Response:
         return self._send(request, request.params["Arn"])
