@@ -38,6 +38,7 @@ from treadle.domain.errors import (
     TreadleError,
 )
 from treadle.domain.models import (
+    BufferedEvent,
     CallbackDetails,
     Event,
     Execution,
@@ -1079,3 +1080,59 @@ def test_a_start_that_meets_a_transaction_conflict_is_retried(aws: Any) -> None:
         stubber.add_response("transact_write_items", {})
         _start(store, "contended")
         stubber.assert_no_pending_responses()
+
+
+# -- batch creates -------------------------------------------------------------------
+
+
+def _creation(name: str) -> Commit:
+    ex = _execution(name)
+    root = Operation(
+        Id=ex.exec_id,
+        Type=OperationType.EXECUTION,
+        StartTimestamp=ex.start_ms,
+        Status=OperationStatus.STARTED,
+        ExecutionDetails=ExecutionDetails(InputPayload=ex.input_payload),
+    )
+    return Commit(
+        execution=ex,
+        operations=[StoredOperation(op=root, create_seq=1, change_seq=1)],
+        events=[_event(1, "ExecutionStarted", ex.exec_id, Input={"Payload": "{}"})],
+        set_timers=[Timer(ex.arn, TimerKind.INVOKE, "", 1_000)],
+    )
+
+
+def test_a_batch_creates_every_new_execution_and_skips_taken_names(
+    store: ExecutionStore,
+) -> None:
+    taken = _start(store, "taken")
+    commits = [_creation(f"b{i}") for i in range(5)] + [_creation("taken")]
+    assert store.create_batch(commits) == [True] * 5 + [False]
+    for i in range(5):
+        found = store.find_by_name(T, "f", f"b{i}")
+        assert found is not None and found.version_seq == 1
+        assert list(store.load(found.arn).operations) == [found.exec_id]
+        assert [e.EventType for e in store.events(found.arn, after_id=0, limit=10)] == [
+            "ExecutionStarted"
+        ]
+    assert store.get(taken.arn).input_payload == taken.input_payload
+    assert store.count_running(T) == 6
+    assert {t.arn for t in store.due_timers(2_000, 100)} >= {c.execution.arn for c in commits[:5]}
+
+
+def test_buffered_events_round_trip_in_the_execution_record(store: ExecutionStore) -> None:
+    ex = _start(store, "evented")
+
+    def buffer(loaded: Execution) -> Commit:
+        loaded.event_buffer = [
+            BufferedEvent(type="a", payload='{"n": 1}', sent_ms=5, expires_ms=10),
+            BufferedEvent(type="b", payload=None, sent_ms=6, expires_ms=11),
+        ]
+        return Commit(execution=loaded)
+
+    _change(store, ex.arn, buffer)
+    for reader in (store.load(ex.arn).execution, store.get(ex.arn)):
+        assert [(e.type, e.payload) for e in reader.event_buffer] == [
+            ("a", '{"n": 1}'),
+            ("b", None),
+        ]

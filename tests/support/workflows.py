@@ -21,3 +21,24 @@ def handler(event, context: DurableContext):
         return {"first": first, "approval": approval}
     return {"first": first}
 """
+
+# Events by type and sleep_until (`treadle_workflows`), driven by its input.
+EVENTED = """
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+from aws_durable_execution_sdk_python.config import Duration
+from treadle_workflows import sleep_until, wait_for_event
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    mode = event["mode"]
+    if mode == "gate":
+        wait_for_event(context, "go")
+        return wait_for_event(context, "approval", timeout=Duration.from_days(7))
+    if mode == "stream":
+        return [wait_for_event(context, "item") for _ in range(event["n"])]
+    if mode == "sleep":
+        sleep_until(context, event["until"])
+        return "woke"
+    return wait_for_event(context, "approval")
+"""

@@ -48,6 +48,8 @@ _ERRORS: list[tuple[type[e.TreadleError], int, str]] = [
     (t.TenancyError, 500, "ServiceException"),
     # The domain.
     (e.ExecutionAlreadyStarted, 409, "DurableExecutionAlreadyStartedException"),
+    (e.ExecutionClosed, 409, "ResourceConflictException"),
+    (e.EventBufferFull, 429, "EventBufferFullException"),
     (e.AlreadyExists, 409, "ResourceConflictException"),
     (e.Conflict, 409, "ResourceConflictException"),
     (e.CallbackTimedOut, 400, "CallbackTimeoutException"),

@@ -171,7 +171,14 @@ OPERATIONS: list[Op] = [
 ]  # fmt: skip
 
 NAME = {"type": "string", "pattern": r"^[a-zA-Z0-9_-]{1,64}$"}
-_PARAMS = {"Account": ACCOUNT, "Repo": REPO, "KeyId": KEY_ID, "Name": NAME}
+_PARAMS = {
+    "Account": ACCOUNT,
+    "Repo": REPO,
+    "KeyId": KEY_ID,
+    "Name": NAME,
+    "ExecutionName": NAME,
+    "Arn": {"type": "string", "minLength": 1, "description": "A durable execution ARN"},
+}
 _ERRORS = {
     "400": "Invalid request",
     "401": "Missing or wrong credentials (HTTP Basic)",
@@ -185,9 +192,10 @@ _ERRORS = {
 
 def build_document(extra: list[Op] | None = None) -> dict[str, Any]:
     # Imported here: v1_functions declares its operations with this module's `Op`.
+    from treadle.api.v1_executions import OPENAPI_OPERATIONS as EXECUTION_OPERATIONS
     from treadle.api.v1_functions import OPENAPI_OPERATIONS
 
-    ops = OPERATIONS + OPENAPI_OPERATIONS + (extra or [])
+    ops = OPERATIONS + OPENAPI_OPERATIONS + EXECUTION_OPERATIONS + (extra or [])
     models: set[type[BaseModel]] = {ErrorOut}
     for op in ops:
         models.update(m for m in (op.response, op.body) if m is not None)
@@ -203,7 +211,8 @@ def build_document(extra: list[Op] | None = None) -> dict[str, Any]:
         "info": {
             "title": "Treadle platform API (/v1)",
             "version": "1",
-            "description": "Tenants (admin), Git repositories and deployments. The "
+            "description": "Tenants (admin), Git repositories, deployments, events to "
+            "executions and batch starts. The "
             "Lambda-compatible surface is documented by AWS; Git is smart HTTP under /git.",
         },
         "paths": paths,

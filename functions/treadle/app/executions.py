@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from treadle.app.completion import CompletionNotifier
 from treadle.app.quotas import Quotas
 from treadle.domain.engine import Engine
-from treadle.domain.errors import InvalidParameter, NotFound
+from treadle.domain.engine.batch import Started
+from treadle.domain.errors import InvalidParameter, NotFound, TreadleError
 from treadle.domain.models import TERMINAL_EXECUTION_STATUSES, Event, Execution
 from treadle.domain.ports import (
     ExecutionQuery,
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 # a deployment may set less (`Settings.sync_invoke_wait_s`: 25 behind API Gateway).
 SYNC_INVOKE_LIMIT_S = 900.0
 SYNC_INVOKE_TIMEOUT_ERROR = "Treadle.SyncInvokeTimeout"
+MAX_BATCH = 100  # executions per batch start
 _FUNCTION_REF = re.compile(
     r"^(?:arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):)?(?:(?P<account>\d{12}):)?"
     r"(?:function:)?(?P<name>[a-zA-Z0-9\-_]{1,64})(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9\-_]+))?$"
@@ -187,6 +190,51 @@ class ExecutionService:
         more = len(events) > limit
         events = events[:limit]
         return events, (str(events[-1].EventId) if more else None)
+
+    def start_batch(
+        self,
+        tenant: str,
+        function_name: str,
+        qualifier: str | None,
+        entries: Sequence[tuple[str | None, str | None]],
+    ) -> list[Started | TreadleError]:
+        """Start up to MAX_BATCH executions of one function version at once; each entry
+        (name, input JSON) gets its (execution, created) or its own error."""
+        if not 1 <= len(entries) <= MAX_BATCH:
+            raise InvalidParameter(f"A batch holds 1 to {MAX_BATCH} executions.")
+        fn = self.functions.get(tenant, function_name, qualifier or "$LATEST")
+        if not fn.durable:
+            raise InvalidParameter(f"Function {function_name} is not durable: nothing to start.")
+        results: list[Started | TreadleError | None] = [None] * len(entries)
+        admitted: list[int] = []
+        for i in range(len(entries)):
+            # Per entry, as each start counts against the rate and running quotas; the
+            # running count is read before the batch, so a batch may pass it by < 100.
+            try:
+                self.quotas.check_start(tenant)
+            except TreadleError as exc:
+                results[i] = exc
+                continue
+            admitted.append(i)
+        started = self.engine.start_batch(fn, [entries[i] for i in admitted])
+        for i, result in zip(admitted, started, strict=True):
+            results[i] = result
+        return [r for r in results if r is not None]
+
+    # -- events (`domain/engine/events.py`) ---------------------------------------------
+
+    def send_event(
+        self, tenant: str, arn: str, event_type: str, payload: str | None, ttl_s: int
+    ) -> str:
+        """ "delivered" to an open wait or "buffered"; NotFound for another tenant's."""
+        return self.engine.send_event(check_execution_arn(tenant, arn), event_type, payload, ttl_s)
+
+    def by_name(self, tenant: str, function_name: str, name: str) -> Execution:
+        """The execution of a function by its execution name (unique per function)."""
+        found = self.engine.store.find_by_name(tenant, function_name, name)
+        if found is None:
+            raise NotFound(f"Durable execution {name} of function {function_name} not found.")
+        return found
 
     def list_by_function(
         self, tenant: str, ref: str, query: ExecutionQuery

@@ -49,6 +49,16 @@ class ExecutionAlreadyStarted(Conflict):
     """A start reused an execution name with a different input."""
 
 
+class ExecutionClosed(Conflict):
+    """The execution has ended: it can take no more events."""
+
+
+class EventBufferFull(TreadleError):
+    """An execution holds as many unconsumed events as it may; its waits drain them."""
+
+    retryable = True
+
+
 class CallbackTimedOut(TreadleError):
     """The callback is no longer open: it completed or timed out."""
 

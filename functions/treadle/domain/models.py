@@ -218,6 +218,21 @@ class DurableConfig(Wire):
     KMSKeyArn: str | None = None
 
 
+class BufferedEvent(BaseModel):
+    """An event sent to an execution before any wait for its type was open.
+
+    Kept in the execution record (see `docs/events.md`): consuming one is then part of
+    the very commit that records the wait, on both backends, with no store of its own.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    payload: str | None  # JSON text, as a callback result
+    sent_ms: int
+    expires_ms: int
+
+
 class Execution(BaseModel):
     """The execution record: what the control plane shows, plus the invocation lease."""
 
@@ -263,4 +278,7 @@ class Execution(BaseModel):
     # The function configuration at start: an execution replays only against the code
     # it started on, even when it started on the mutable $LATEST.
     pinned_function: dict[str, Any] | None = None
+    # Events that arrived before a matching wait, oldest first (`engine/events.py`).
+    # Replaced, never changed in place: working sets copy the record shallowly.
+    event_buffer: list[BufferedEvent] = Field(default_factory=list)
     version_seq: int = 0  # optimistic concurrency for the store

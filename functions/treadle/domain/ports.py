@@ -92,6 +92,14 @@ class ExecutionStore(Protocol):
     def create(self, commit: Commit) -> None:
         """Insert a new execution; AlreadyExists if its (tenant, function, name) exists."""
 
+    def create_batch(self, commits: Sequence[Commit]) -> list[bool]:
+        """Insert new executions; per commit, False if its name existed (nothing written).
+
+        SQLite: one transaction for the whole batch. DynamoDB: one transaction per
+        execution (each needs ~5 items of the 100 a transaction holds), so a batch can
+        be applied in part; a retry with the same names completes it (`docs/events.md`).
+        """
+
     def find_by_name(self, tenant: str, function_name: str, name: str) -> Execution | None: ...
 
     def get(self, arn: str) -> Execution:

@@ -18,6 +18,7 @@ from treadle.api.http import Response, Router
 from treadle.api.lambda_routes import LambdaApi
 from treadle.api.logs_routes import LogsApi
 from treadle.api.openapi import build_document
+from treadle.api.v1_executions import ExecutionsApi
 from treadle.api.v1_functions import FunctionsApi
 from treadle.api.v1_repos import ReposApi
 from treadle.api.v1_tenants import TenantsApi
@@ -125,6 +126,7 @@ def build_core(
     repos_api = ReposApi(artifacts, public_url=endpoint)
     repos_api.register(v1)
     FunctionsApi(function_service).register(v1)
+    ExecutionsApi(execution_service).register(v1)
     logs_api = LogsApi(ports.logs)
     app = Application(
         router=router,

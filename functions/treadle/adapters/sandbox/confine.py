@@ -41,6 +41,8 @@ _CLONE_NEWNS = 0x00020000
 # The platform's own source, of which a confined worker sees its runtime only.
 RUNTIME_DIR = os.path.dirname(os.path.realpath(__file__))
 _SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(RUNTIME_DIR)))
+# Helpers tenant code imports beside the SDK (`treadle_workflows`): shown too.
+WORKFLOWS_DIR = os.path.join(_SOURCE_ROOT, "treadle_workflows")
 _PR_SET_DUMPABLE = 4
 _PR_CAPBSET_DROP = 24
 _PR_SET_NO_NEW_PRIVS = 38
@@ -160,7 +162,7 @@ def _runtime_only(python: list[str]) -> list[str]:
     was imported by the zygote already if the worker needs it."""
     if _SOURCE_ROOT not in python or os.path.basename(_SOURCE_ROOT).endswith("-packages"):
         return python
-    return [*(p for p in python if p != _SOURCE_ROOT), RUNTIME_DIR]
+    return [*(p for p in python if p != _SOURCE_ROOT), RUNTIME_DIR, WORKFLOWS_DIR]
 
 
 def _landlock(abi: int, code_dir: str, tmp_dir: str, python: list[str], hide: list[str]) -> None:

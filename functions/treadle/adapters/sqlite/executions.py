@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from treadle.adapters.snapshot_cache import SnapshotCache
@@ -47,14 +48,20 @@ class SqliteExecutionStore:
     # -- writes ----------------------------------------------------------------
 
     def create(self, commit: Commit) -> None:
-        ex = commit.execution
-        rows = self._rows(commit)
-        record = ex.model_copy(update={"version_seq": 1}).model_dump_json()
-        try:
-            with self._db.write() as conn:
-                conn.execute(
-                    "INSERT INTO executions (arn, tenant, function_name, name, version, status,"
-                    " start_ms, invocation_active, version_seq, record)"
+        if not self.create_batch([commit])[0]:
+            raise AlreadyExists(f"Execution {commit.execution.name} already exists.")
+
+    def create_batch(self, commits: Sequence[Commit]) -> list[bool]:
+        """All in one transaction; an execution whose name exists is skipped (False)."""
+        prepared = [(c, self._rows(c)) for c in commits]
+        created: list[bool] = []
+        with self._db.write() as conn:
+            for commit, rows in prepared:
+                ex = commit.execution
+                record = ex.model_copy(update={"version_seq": 1}).model_dump_json()
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO executions (arn, tenant, function_name, name, version,"
+                    " status, start_ms, invocation_active, version_seq, record)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
                     (
                         ex.arn,
@@ -68,14 +75,18 @@ class SqliteExecutionStore:
                         record,
                     ),
                 )
-                self._write_children(conn, commit, rows)
-        except sqlite3.IntegrityError:
-            raise AlreadyExists(f"Execution {ex.name} already exists.") from None
-        ex.version_seq = 1
-        ops = {s.op.Id: s for s in commit.operations}
-        # Only if nothing newer is there: the first invocation may already have changed
-        # the execution between this commit and here (it does not wait for create()).
-        self._cache.remember(Snapshot(execution=ex.model_copy(), operations=ops))
+                created.append(cur.rowcount == 1)
+                if cur.rowcount == 1:
+                    self._write_children(conn, commit, rows)
+        for commit, was_created in zip(commits, created, strict=True):
+            if was_created:
+                ex = commit.execution
+                ex.version_seq = 1
+                ops = {s.op.Id: s for s in commit.operations}
+                # Only if nothing newer is there: the first invocation may already have
+                # changed the execution between this commit and here.
+                self._cache.remember(Snapshot(execution=ex.model_copy(), operations=ops))
+        return created
 
     def commit(self, commit: Commit) -> None:
         ex = commit.execution

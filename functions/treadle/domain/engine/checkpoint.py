@@ -7,6 +7,7 @@ and answers with the next token and the operations the handler has not seen.
 
 from __future__ import annotations
 
+from treadle.domain.engine import events
 from treadle.domain.engine.chained import chained_started
 from treadle.domain.engine.tokens import TokenClaims, TokenCodec
 from treadle.domain.engine.updates import apply_update
@@ -178,6 +179,9 @@ def apply_checkpoint(
             else None
         )
         apply_update(ws, update, ex.arn, callback_id)
+        if callback_id is not None:
+            # A wait for an event that is already buffered ends in this same commit.
+            events.take_buffered(ex, ws, update.Id)
     for op, update in ws.chained_invokes:
         chained_started(ex, ws, op, update, functions)
     ex.token_seq += 1

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
-from treadle.domain.engine import callbacks, chained, control, invocation, timers
+from treadle.domain.engine import batch, callbacks, chained, control, events, invocation, timers
 from treadle.domain.engine.checkpoint import CheckpointResult, apply_checkpoint
 from treadle.domain.engine.config import EngineConfig
 from treadle.domain.engine.start import input_hash, new_execution, same_start
@@ -30,6 +30,7 @@ from treadle.domain.errors import (
     InvalidToken,
     NotFound,
     PayloadTooLarge,
+    TreadleError,
 )
 from treadle.domain.models import (
     TERMINAL_EXECUTION_STATUSES,
@@ -182,6 +183,21 @@ class Engine:
             return same_start(existing, digest), False
         self._after_commit(commit)
         return ex, True
+
+    def start_batch(
+        self, fn: FunctionVersion, entries: Sequence[tuple[str | None, str | None]]
+    ) -> list[batch.Started | TreadleError]:
+        """Start many executions of one version with one `create_batch`: per entry
+        (name, input), (execution, created) or the error of that entry alone."""
+        plan = batch.plan(
+            fn, entries, store=self.store, ids=self.ids, now_ms=self.clock.now_ms(),
+            config=self.config,
+        )  # fmt: skip
+        created = self.store.create_batch(plan.commits)
+        for commit, was_created in zip(plan.commits, created, strict=True):
+            if was_created:
+                self._after_commit(commit)
+        return batch.settle(plan, created, self.store)
 
     def run_invocation(self, arn: str) -> None:
         """Take the invocation lease, invoke the pinned version, act on its result."""
@@ -340,6 +356,19 @@ class Engine:
         if result is not None and len(result.encode()) > limit:
             raise PayloadTooLarge(f"Callback result exceeds {limit} bytes.")
         self._change(arn, lambda ex, ws: callbacks.complete(ex, ws, op_id, result, error))
+
+    def send_event(
+        self, arn: str, event_type: str, payload: str | None, ttl_s: int = events.DEFAULT_TTL_S
+    ) -> str:
+        """Deliver an event to an open wait of its type, or buffer it: "delivered" or
+        "buffered" (`events.py`)."""
+        events.check_type(event_type)
+        limit = events.MAX_EVENT_PAYLOAD_BYTES
+        if payload is not None and len(payload.encode()) > limit:
+            raise PayloadTooLarge(f"Event payload exceeds {limit} bytes.")
+        if not 1 <= ttl_s <= events.MAX_TTL_S:
+            raise InvalidParameter(f"ttlSeconds must be between 1 and {events.MAX_TTL_S}.")
+        return self._change(arn, lambda ex, ws: events.send(ex, ws, event_type, payload, ttl_s))
 
     def heartbeat_callback(self, tenant: str, callback_id: str) -> None:
         arn, op_id, heartbeat_s = self._callback_target(tenant, callback_id)
