@@ -107,6 +107,20 @@ def test_the_installed_package_is_the_wheels(installed: Path, tmp_path: Path) ->
     assert not Path(found).is_relative_to(REPO_ROOT)
     shipped = sorted(p.name for p in (Path(found).parent / "domain" / "statemachine").iterdir())
     assert shipped == sorted(p.name for p in (REPO_ROOT / "statemachine").glob("*.json"))
+    # The modules tenant code imports beside the SDK ship in the same wheel.
+    helpers = subprocess.run(
+        [
+            str(installed / "bin" / "python"),
+            "-c",
+            "import treadle_workflows as m; print(m.__file__)",
+        ],
+        cwd=tmp_path,
+        env=_clean_env(tmp_path),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert Path(helpers).is_relative_to(installed), helpers
 
 
 def test_treadle_dev_from_the_wheel_runs_a_durable_function(
