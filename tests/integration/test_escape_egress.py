@@ -13,8 +13,11 @@ nftables); skipped with the reason otherwise.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import os
+import random
 import socket
 import subprocess
 import threading
@@ -36,7 +39,9 @@ pytestmark = [
     pytest.mark.xdist_group("egress"),  # one worker makes tenant links at a time
 ]
 
-OUTSIDE_HOST, OUTSIDE = "203.0.113.1", "203.0.113.2"  # TEST-NET-3: never a real network
+# The outside host's /30 comes from TEST-NET-3 (never a real network), one no other run
+# on this host holds: test runs of other checkouts may make theirs at the same time.
+TEST_NET = ipaddress.IPv4Network("203.0.113.0/24")
 
 PROBE = """
 import fcntl, json, socket, struct, time
@@ -111,6 +116,24 @@ def _in_namespace(path: str, make: Any) -> Any:
 class Outside:
     allowed: _Service
     other: _Service
+    host: str  # the machine's address on the outside link
+    address: str  # the outside host's
+
+
+def _free_outside_network() -> ipaddress.IPv4Network:
+    routes = json.loads(
+        subprocess.run(
+            ["ip", "-4", "-j", "route"], capture_output=True, text=True, check=True
+        ).stdout
+        or "[]"
+    )
+    taken = []
+    for route in routes:
+        with contextlib.suppress(ValueError):
+            taken.append(ipaddress.IPv4Network(route.get("dst", ""), strict=False))
+    candidates = list(TEST_NET.subnets(new_prefix=30))
+    random.shuffle(candidates)
+    return next(n for n in candidates if not any(n.overlaps(t) for t in taken))
 
 
 def _ip(*args: str) -> None:
@@ -120,19 +143,21 @@ def _ip(*args: str) -> None:
 @pytest.fixture(scope="module")
 def outside() -> Iterator[Outside]:
     name, link = f"treadle-out-{os.getpid()}", f"tout{os.getpid() % 100_000}"
+    network = _free_outside_network()
+    host, address = str(network.network_address + 1), str(network.network_address + 2)
     _ip("netns", "add", name)
     try:
         _ip("link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", name)
-        _ip("addr", "add", f"{OUTSIDE_HOST}/30", "dev", link)
+        _ip("addr", "add", f"{host}/30", "dev", link)
         _ip("link", "set", link, "up")
-        _ip("-n", name, "addr", "add", f"{OUTSIDE}/30", "dev", "eth0")
+        _ip("-n", name, "addr", "add", f"{address}/30", "dev", "eth0")
         _ip("-n", name, "link", "set", "eth0", "up")
         path = f"/run/netns/{name}"
         services = _in_namespace(
             path, lambda: [socket.create_server(("0.0.0.0", 0)) for _ in range(2)]
         )
         allowed, other = (_Service(s) for s in services)
-        yield Outside(allowed, other)
+        yield Outside(allowed, other, host, address)
         allowed.close()
         other.close()
     finally:
@@ -190,10 +215,10 @@ def _probe(lam: Any, targets: dict[str, tuple[str, int]]) -> dict[str, Any]:
 
 def _targets(outside: Outside, host: dict[str, _Service]) -> dict[str, tuple[str, int]]:
     return {
-        "allowed": (OUTSIDE, outside.allowed.port),
-        "other_port": (OUTSIDE, outside.other.port),
+        "allowed": (outside.address, outside.allowed.port),
+        "other_port": (outside.address, outside.other.port),
         "host_loopback": ("127.0.0.1", host["loopback"].port),
-        "host_address": (OUTSIDE_HOST, host["any"].port),  # the machine's own address
+        "host_address": (outside.host, host["any"].port),  # the machine's own address
         "metadata": ("169.254.169.254", 80),
         "sandbox_subnet": ("198.18.255.254", 80),  # other tenants' links are numbered there
     }
@@ -213,12 +238,12 @@ def test_an_allow_list_reaches_its_destination_only(
     host_services: dict[str, _Service],
 ) -> None:
     account, a, b = tenants
-    allowed = f"{OUTSIDE}:{outside.allowed.port}"
+    allowed = f"{outside.address}:{outside.allowed.port}"
     assert _set_policy(server, account, [allowed])["egress"] == [allowed]
     before = {name: s.accepted for name, s in host_services.items()}
     report = _probe(b, _targets(outside, host_services))
     # Masqueraded: the outside sees the machine's address, not the tenant's.
-    assert report["tcp"]["allowed"]["result"] == f"connected from {OUTSIDE_HOST}"
+    assert report["tcp"]["allowed"]["result"] == f"connected from {outside.host}"
     _refused(report, "other_port", "host_loopback", "host_address", "metadata", "sandbox_subnet")
     assert report["tamper"] == {"link_down": "PermissionError", "raw_socket": "PermissionError"}
     # A, at the default policy, has no way out at all.
@@ -239,7 +264,7 @@ def test_all_reaches_the_outside_but_not_the_host_nor_other_tenants(
     _set_policy(server, account, "all")
     report = _probe(b, _targets(outside, host_services))
     for name in ("allowed", "other_port"):
-        assert report["tcp"][name]["result"] == f"connected from {OUTSIDE_HOST}", name
+        assert report["tcp"][name]["result"] == f"connected from {outside.host}", name
     _refused(report, "host_loopback", "host_address", "metadata", "sandbox_subnet")
     assert report["tamper"] == {"link_down": "PermissionError", "raw_socket": "PermissionError"}
 
@@ -284,18 +309,36 @@ def test_links_and_rules_go_with_the_platform(
 ) -> None:
     srv = ServerProcess(tmp_path_factory.mktemp("egress-close") / "data")
     srv.start()
-    before = _links()
     try:
         lam = client(srv)
         _set_policy(srv, "123456789012", "all")  # the default tenant of `treadle dev`
         deploy(lam, "egress", {"handler.py": PROBE}, durable=False)
-        report = _probe(lam, {"allowed": (OUTSIDE, outside.allowed.port)})
+        report = _probe(lam, {"allowed": (outside.address, outside.allowed.port)})
         assert report["tcp"]["allowed"]["result"].startswith("connected")
-        made = _links() - before
-        assert len(made) == 1 and made <= _chains()
+        link = _host_end(srv.data_dir / "sandbox" / "netns" / "123456789012")
+        assert link in _links() and link in _chains()
     finally:
         srv.stop()
-    assert not made & _links() and not made & _chains()
+    assert link not in _links() and link not in _chains()
+
+
+def _addresses(*prefix: str) -> list[dict[str, Any]]:
+    shown = subprocess.run(
+        [*prefix, "ip", "-4", "-j", "addr", "show"], capture_output=True, text=True, check=True
+    )
+    return list(json.loads(shown.stdout or "[]"))
+
+
+def _host_end(namespace: Path) -> str:
+    """The host's end of a tenant namespace's link: the other address of its /30."""
+    inside = _addresses("nsenter", f"--net={namespace}")
+    (eth0,) = [i for i in inside if i["ifname"] == "eth0"]
+    tenant = ipaddress.IPv4Address(eth0["addr_info"][0]["local"])
+    for interface in _addresses():
+        for address in interface.get("addr_info", []):
+            if ipaddress.IPv4Address(address["local"]) == tenant - 1:
+                return str(interface["ifname"])
+    raise AssertionError(f"no host end for {tenant}")
 
 
 def test_a_dead_platforms_rules_are_swept_when_a_link_is_made(tmp_path: Path) -> None:
