@@ -18,6 +18,7 @@ from treadle.api.http import Response, Router
 from treadle.api.lambda_routes import LambdaApi
 from treadle.api.logs_routes import LogsApi
 from treadle.api.openapi import build_document
+from treadle.api.v1_facets import FacetsApi
 from treadle.api.v1_functions import FunctionsApi
 from treadle.api.v1_repos import ReposApi
 from treadle.api.v1_tenants import TenantsApi
@@ -37,6 +38,7 @@ from treadle.domain.ports import (
     FunctionStore,
     Ids,
 )
+from treadle.facets import Facets, FacetStore
 from treadle.settings import Settings
 from treadle.tenancy.admin import TenantAdmin
 from treadle.tenancy.sandbox_keys import SandboxKeys
@@ -56,14 +58,17 @@ class Ports:
     dispatcher: Dispatcher
     clock: Clock
     ids: Ids
+    facets: FacetStore
 
 
 @dataclass(frozen=True)
 class Core:
-    """What a platform drives: the engine (timers, recovery) and the HTTP application."""
+    """What a platform drives: the engine (timers, recovery) and the HTTP application;
+    facets, whose workers' calls the sandbox runtime answers."""
 
     engine: Engine
     app: Application
+    facets: Facets
 
 
 def build_core(
@@ -125,6 +130,8 @@ def build_core(
     repos_api = ReposApi(artifacts, public_url=endpoint)
     repos_api.register(v1)
     FunctionsApi(function_service).register(v1)
+    facets = Facets(ports.facets, ports.tenants)
+    FacetsApi(facets).register(v1)
     logs_api = LogsApi(ports.logs)
     app = Application(
         router=router,
@@ -134,7 +141,7 @@ def build_core(
         git=GitHttp(ports.repositories, auth.git_tenant),
         max_request_bytes=settings.max_request_bytes,
     )
-    return Core(engine=engine, app=app)
+    return Core(engine=engine, app=app, facets=facets)
 
 
 def sandbox_env(settings: Settings, endpoint: str) -> dict[str, str]:
