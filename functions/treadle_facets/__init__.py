@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+import time
 from typing import Any
 
-__all__ = ["FacetError", "FacetFull", "connect"]
+__all__ = ["FacetError", "FacetFull", "connect", "once", "step_key"]
 
 PAGE_SIZE = 4096
 _LINK = "treadle.adapters.sandbox.facet_link"
@@ -129,3 +130,54 @@ def connect(name: str, *, timeout: float = 10.0, **kwargs: Any) -> FacetConnecti
         db.close()
         raise
     return db
+
+
+def step_key(step_context: Any) -> str:
+    """The step's identity, the same on every attempt and replay: execution ARN and
+    operation id, as the durable SDK gives them to the step's logger (the fields it
+    logs with every line); the key of an exactly-once effect (`once`)."""
+    extra = getattr(getattr(step_context, "logger", None), "_default_extra", None) or {}
+    arn, op_id = extra.get("executionArn"), extra.get("operationId")
+    if not arn or not op_id:
+        raise FacetError("InvalidParameter", "Not a durable step's context (no operation id).")
+    return f"{arn}#{op_id}"
+
+
+_ONCE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS _treadle_once("
+    "key TEXT PRIMARY KEY, result TEXT NOT NULL, at REAL NOT NULL)"
+)
+
+
+def once(db: sqlite3.Connection, key: str, effect: Any) -> Any:
+    """Run `effect(db)` and record `key` in the same transaction, unless `key` is recorded.
+
+    A step runs at least once (a crash after its writes but before its checkpoint runs
+    it again); with its writes made through `once` under `step_key(step_context)`, the
+    facet sees them exactly once: the second attempt finds the key and returns what the
+    first recorded (JSON). The effect must write only through `db`.
+    """
+    import json
+
+    db.execute(_ONCE_TABLE)
+    db.commit()
+    in_transaction = db.in_transaction
+    if not in_transaction:
+        db.execute("BEGIN IMMEDIATE")  # the check and the writes: one writer at a time
+    try:
+        row = db.execute("SELECT result FROM _treadle_once WHERE key = ?", (key,)).fetchone()
+        if row is not None:
+            result = json.loads(row[0])
+        else:
+            result = effect(db)
+            db.execute(
+                "INSERT INTO _treadle_once(key, result, at) VALUES (?, ?, ?)",
+                (key, json.dumps(result), time.time()),
+            )
+        if not in_transaction:
+            db.execute("COMMIT")
+        return result
+    except BaseException:
+        if not in_transaction and db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
