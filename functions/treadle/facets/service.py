@@ -16,6 +16,11 @@ from treadle.tenancy.errors import ServiceQuotaExceeded
 
 log = logging.getLogger(__name__)
 
+# A facet within its quota holds its database (<= maxFacetBytes) and a write-ahead log
+# checkpointed at about as much (`treadle_facets.connect`): more is a bypass.
+OVER_QUOTA_FACTOR = 2
+LOG_SLACK_BYTES = 1 << 20
+
 
 class Facets:
     def __init__(self, store: FacetStore, tenants: TenantAdmin) -> None:
@@ -37,9 +42,22 @@ class Facets:
                             f"Creating facet {name!r} would exceed the tenant's quota of "
                             f"{quotas.max_facets} facets."
                         )
+                    self._check_sizes(tenant, quotas.max_facet_bytes)
                     if self._store.create(tenant, name):
                         log.info("facet %s of %s created", name, tenant)
         return FacetGrant(name=name, max_bytes=quotas.max_facet_bytes)
+
+    def _check_sizes(self, tenant: str, max_bytes: int) -> None:
+        """Measure and refuse: code that bypasses `treadle_facets` (opens the file itself
+        and raises max_page_count) can grow a facet past its quota; the tenant then
+        makes no new facet until it shrinks (docs/facets.md says what else bounds it)."""
+        limit = max_bytes * OVER_QUOTA_FACTOR + LOG_SLACK_BYTES
+        for facet in self._store.list(tenant):
+            if facet.size_bytes > limit:
+                raise ServiceQuotaExceeded(
+                    f"Facet {facet.name!r} holds {facet.size_bytes} bytes, over the "
+                    f"tenant's maxFacetBytes ({max_bytes}): no new facet until it shrinks."
+                )
 
     def listing(self, tenant: str) -> list[FacetInfo]:
         return self._store.list(tenant)
