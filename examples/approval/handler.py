@@ -2,6 +2,7 @@
 
 from aws_durable_execution_sdk_python import DurableContext, durable_execution
 from aws_durable_execution_sdk_python.config import Duration
+
 from treadle_workflows import wait_for_event
 
 

@@ -127,6 +127,19 @@ def test_disable_and_quotas_persist(store: TenantStore) -> None:
         store.update_quotas("999999999999", quotas)
 
 
+def test_facet_quotas_persist_and_default_for_tenants_stored_before_them(
+    store: TenantStore,
+) -> None:
+    tenant = store.create_tenant("acme", now_ms=NOW)
+    assert (tenant.quotas.max_facets, tenant.quotas.max_facet_bytes) == (100, 256 * 1024**2)
+    quotas = Quotas(max_facets=3, max_facet_bytes=65536)
+    store.update_quotas(tenant.account_id, quotas)
+    got = store.get_tenant(tenant.account_id).quotas
+    assert (got.max_facets, got.max_facet_bytes) == (3, 65536)
+    # Quotas stored as JSON without the facet fields read with their defaults.
+    assert Quotas.model_validate_json('{"max_functions": 1}').max_facets == 100
+
+
 def test_egress_policy_persists_and_defaults_to_none(store: TenantStore) -> None:
     tenant = store.create_tenant("acme", now_ms=NOW)
     assert tenant.egress == "none" and store.get_tenant(tenant.account_id).egress == "none"

@@ -345,3 +345,62 @@ def test_unprivileged_platform_confines_with_landlock(tmp_path: Path) -> None:
     assert all(v == "PermissionError" for v in got["reads"].values()), got["reads"]
     assert got["listings"][str(data)] == "PermissionError"
     assert got["planted"] == "PermissionError" and not (data / "planted").exists()
+
+
+FACET_WRITER = """
+from treadle_facets import connect
+
+def handler(event, context):
+    db = connect("notes")
+    with db:
+        db.execute("CREATE TABLE IF NOT EXISTS notes(t TEXT)")
+        db.execute("INSERT INTO notes VALUES ('landlocked')")
+    return db.execute("SELECT count(*) FROM notes").fetchone()[0]
+"""
+
+
+@pytest.mark.skipif(not LANDLOCK, reason="the kernel has no Landlock")
+def test_an_unprivileged_worker_writes_its_facet_under_landlock(tmp_path: Path) -> None:
+    """Single-tenant mode: the worker uses the host directory, which Landlock allows."""
+    from treadle.adapters.sqlite.facets import SqliteFacetStore
+    from treadle.api.channel import FacetChannel
+    from treadle.facets import FacetGrant
+
+    data = tmp_path / "data"
+    data.mkdir()
+    code = LocalCodeStore(data / "code")
+    key = code.put(_zip({"handler.py": FACET_WRITER}))
+    store = SqliteFacetStore(data / "facets")
+    tenant = "222222222222"
+
+    class Grants:  # the use case's answer, within no quota but the store
+        def open(self, t: str, name: str) -> FacetGrant:
+            store.create(t, name)
+            return FacetGrant(name=name, max_bytes=1 << 20)
+
+    channel = FacetChannel(Grants())  # type: ignore[arg-type]
+    sandbox = LocalSandbox(work_dir=data / "sandbox", privileged=False)
+    sandbox.serve_facets(store.tenant_dir)
+    sandbox.start()
+    try:
+        fn = SandboxFunction(
+            key=f"{tenant}/notes/1/{uuid.uuid4().hex}",
+            code_dir=code.unpacked(key, tenant),
+            handler="handler.handler",
+            function_name="notes",
+            function_version="1",
+            invoked_function_arn=f"arn:aws:lambda:us-east-1:{tenant}:function:notes:1",
+            memory_mb=256,
+            timeout_s=10.0,
+            environment={},
+            log_group="/aws/lambda/notes",
+            tenant=tenant,
+        )
+        outcomes = [
+            sandbox.invoke(fn, b"{}", str(uuid.uuid4()), lambda op, body: channel(tenant, body))
+            for _ in range(2)
+        ]
+    finally:
+        sandbox.close()
+    assert [json.loads(o.payload or b"null") for o in outcomes] == [1, 2], outcomes
+    assert [f.name for f in store.list(tenant)] == ["notes"]

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import site
+import sqlite3
 import subprocess
 import sys
 import time
@@ -35,6 +36,12 @@ from aws_durable_execution_sdk_python import DurableContext, durable_execution, 
 
 @durable_step
 def greet(step_ctx, name):
+    from treadle_facets import connect  # shipped in the wheel beside treadle
+
+    db = connect("greetings")
+    with db:
+        db.execute("CREATE TABLE IF NOT EXISTS greeted(name TEXT)")
+        db.execute("INSERT INTO greeted VALUES (?)", (name,))
     return f"Hello, {name}!"
 
 
@@ -154,6 +161,10 @@ def test_treadle_dev_from_the_wheel_runs_a_durable_function(
         answer = lam.invoke(FunctionName="greeter", Payload=json.dumps("wheel"))
         assert answer["StatusCode"] == 200 and "FunctionError" not in answer
         assert json.loads(answer["Payload"].read()) == "Hello, wheel!"
+        (facet,) = (data / "facets").glob("*/greetings/db.sqlite")
+        db = sqlite3.connect(facet)
+        assert db.execute("SELECT name FROM greeted").fetchall() == [("wheel",)]
+        db.close()
     finally:
         proc.terminate()
         try:

@@ -84,7 +84,7 @@ RULES = [
             lambda name: not _within(name, "treadle.adapters") and not _within(name, "treadle.api"),
             f"{layer} imports no adapter and nothing of the HTTP API",
         )
-        for layer in ("treadle.app", "treadle.artifacts", "treadle.tenancy")
+        for layer in ("treadle.app", "treadle.artifacts", "treadle.tenancy", "treadle.facets")
     ),
     Rule(
         "treadle.adapters",
@@ -110,6 +110,7 @@ RULES = [
             "treadle.api",
             "treadle.artifacts",
             "treadle.tenancy",
+            "treadle.facets",
             "treadle.adapters",
         )
     ),

@@ -17,6 +17,7 @@ from treadle.api.errors import lambda_error
 from treadle.domain.engine import Engine
 from treadle.domain.errors import InvalidParameter
 from treadle.domain.models import CheckpointRequest
+from treadle.facets import Facets
 
 
 class DurableChannel:
@@ -57,3 +58,27 @@ def _error_of(exc: BaseException) -> tuple[dict[str, Any], bytes]:
     body = json.loads(response.body)
     code = response.headers.get("x-amzn-errortype", "ServiceException")
     return {"error": {"code": code, "message": body["message"], "status": response.status}}, b""
+
+
+class FacetChannel:
+    """A worker asking to open one of its tenant's facets (`sandbox/facet_link.py`).
+
+    The tenant is the one whose function the worker runs (the sandbox runtime passes
+    it), never a value from the worker. Errors come back in the same shape as the
+    durable channel's (AWS code, message, status).
+    """
+
+    def __init__(self, facets: Facets) -> None:
+        self._facets = facets
+
+    def __call__(self, tenant: str, body: bytes) -> tuple[dict[str, Any], bytes]:
+        try:
+            name = json.loads(body)["name"]
+            if not isinstance(name, str):
+                raise InvalidParameter("A facet name is a string.")
+            grant = self._facets.open(tenant, name)
+        except (ValueError, KeyError, TypeError) as exc:
+            return _error_of(InvalidParameter(f"Malformed facet request: {exc}"))
+        except Exception as exc:
+            return _error_of(exc)
+        return {}, json.dumps({"name": grant.name, "maxBytes": grant.max_bytes}).encode()

@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 
 from treadle.api.v1_repos import CommitBody, CreateRepoBody
 from treadle.api.v1_tenants import CreateTenantBody, UpdateKeyBody, UpdateTenantBody
+from treadle.facets.models import NAME_PATTERN
 
 ACCOUNT = {"type": "string", "pattern": r"^\d{12}$"}
 REPO = {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,100}$"}
@@ -40,6 +41,8 @@ class QuotasOut(BaseModel):
     maxCodeBytes: int
     maxRunningExecutions: int
     maxStartsPerSecond: float
+    maxFacets: int
+    maxFacetBytes: int
 
 
 class TenantOut(BaseModel):
@@ -79,6 +82,16 @@ class RepoOut(BaseModel):
 
 class RepoDetail(RepoOut):
     refs: dict[str, str]
+
+
+class FacetOut(BaseModel):
+    name: str
+    sizeBytes: int = Field(description="The database and its write-ahead log.")
+    lastUsed: int = Field(description="Last write, epoch milliseconds.")
+
+
+class FacetList(BaseModel):
+    facets: list[FacetOut]
 
 
 class RepoList(BaseModel):
@@ -155,6 +168,12 @@ OPERATIONS: list[Op] = [
        response=KeyOut, body=UpdateKeyBody, admin=True),
     Op("post", "/v1/tenants/{Account}/keys/{KeyId}/rotate",
        "Make a new key and deactivate this one, atomically", 201, KeyOut, admin=True),
+    Op("get", "/v1/tenants/{Account}/facets", "A tenant's facets", response=FacetList,
+       admin=True),
+    Op("get", "/v1/facets", "List the tenant's facets", response=FacetList),
+    Op("get", "/v1/facets/{Facet}/export", "A consistent copy of a facet, as a SQLite file",
+       raw=True),
+    Op("delete", "/v1/facets/{Facet}", "Delete a facet", 204),
     Op("post", "/v1/repos", "Create a repository", 201, RepoOut, CreateRepoBody),
     Op("get", "/v1/repos", "List repositories", response=RepoList, query=_LIMIT),
     Op("get", "/v1/repos/{Repo}", "Describe a repository and its refs", response=RepoDetail),
@@ -171,12 +190,14 @@ OPERATIONS: list[Op] = [
 ]  # fmt: skip
 
 NAME = {"type": "string", "pattern": r"^[a-zA-Z0-9_-]{1,64}$"}
+FACET = {"type": "string", "pattern": "^" + NAME_PATTERN + "$"}
 _PARAMS = {
     "Account": ACCOUNT,
     "Repo": REPO,
     "KeyId": KEY_ID,
     "Name": NAME,
     "ExecutionName": NAME,
+    "Facet": FACET,
     "Arn": {"type": "string", "minLength": 1, "description": "A durable execution ARN"},
 }
 _ERRORS = {

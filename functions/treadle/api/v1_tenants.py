@@ -28,6 +28,8 @@ class QuotaChanges(BaseModel):
     maxCodeBytes: int | None = Field(default=None, ge=0)
     maxRunningExecutions: int | None = Field(default=None, ge=0)
     maxStartsPerSecond: float | None = Field(default=None, gt=0)
+    maxFacets: int | None = Field(default=None, ge=0)
+    maxFacetBytes: int | None = Field(default=None, ge=0)
 
     def changes(self) -> dict[str, Any]:
         names = {
@@ -35,6 +37,8 @@ class QuotaChanges(BaseModel):
             "maxCodeBytes": "max_code_bytes",
             "maxRunningExecutions": "max_running_executions",
             "maxStartsPerSecond": "max_starts_per_second",
+            "maxFacets": "max_facets",
+            "maxFacetBytes": "max_facet_bytes",
         }
         return {names[k]: v for k, v in self.model_dump(exclude_none=True).items()}
 
@@ -71,6 +75,8 @@ def tenant_json(t: Tenant) -> dict[str, Any]:
             "maxCodeBytes": q.max_code_bytes,
             "maxRunningExecutions": q.max_running_executions,
             "maxStartsPerSecond": q.max_starts_per_second,
+            "maxFacets": q.max_facets,
+            "maxFacetBytes": q.max_facet_bytes,
         },
         "egress": EGRESS.dump_python(t.egress),
     }

@@ -168,6 +168,9 @@ class AwsPlatform(Platform):
             dispatcher=self.dispatcher,
             clock=self.clock,
             ids=self.ids,
+            # Facets live beside the code that opens them: the local sandbox's files
+            # (tenant Lambdas on AWS have no facets yet; their store is a later step).
+            facets=self._local_facets(),
         )
 
     def _rearm_timers(self) -> None:

@@ -25,8 +25,9 @@ from treadle.adapters.sandbox import LocalSandbox
 from treadle.adapters.sandbox.function_runtime import SandboxRuntime, UnpackedCode
 from treadle.adapters.sandbox.hardening import protect_data_dir
 from treadle.adapters.sandbox.tenant_egress import SandboxEgress
+from treadle.adapters.sqlite.facets import SqliteFacetStore
 from treadle.api.app import Application
-from treadle.api.channel import DurableChannel
+from treadle.api.channel import DurableChannel, FacetChannel
 from treadle.api.sandbox_endpoint import SandboxEndpoints
 from treadle.domain.engine import Engine
 from treadle.domain.errors import TreadleError
@@ -105,6 +106,8 @@ class Platform(ABC):
         self.tenants = ports.tenants
         if self.sandbox_runtime is not None and settings.durable_channel:
             self.sandbox_runtime.serve_durable_calls(DurableChannel(self.engine))
+        if self.sandbox_runtime is not None:
+            self.sandbox_runtime.serve_facet_calls(FacetChannel(core.facets))
         if self.sandbox is not None:
             # The endpoint inside each tenant's network namespace (when it has one).
             self.sandbox.serve_endpoints(SandboxEndpoints(self.app))
@@ -148,6 +151,19 @@ class Platform(ABC):
             tenant_env=self.sandbox_keys.env,
         )
         return self.sandbox_runtime
+
+    def _local_facets(self) -> SqliteFacetStore:
+        """Facets as SQLite files under the data directory, owned by the tenants' uids
+        and shown to their workers (when tenant code runs here)."""
+        sandbox = self.sandbox
+
+        def owner(tenant: str) -> int | None:
+            return None if sandbox is None else sandbox.tenant_group(tenant)
+
+        store = SqliteFacetStore(self.settings.data_dir / "facets", owner)
+        if sandbox is not None:
+            sandbox.serve_facets(store.tenant_dir)
+        return store
 
     # -- life cycle ----------------------------------------------------------------------
 

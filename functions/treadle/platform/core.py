@@ -19,6 +19,7 @@ from treadle.api.lambda_routes import LambdaApi
 from treadle.api.logs_routes import LogsApi
 from treadle.api.openapi import build_document
 from treadle.api.v1_executions import ExecutionsApi
+from treadle.api.v1_facets import FacetsApi
 from treadle.api.v1_functions import FunctionsApi
 from treadle.api.v1_repos import ReposApi
 from treadle.api.v1_tenants import TenantsApi
@@ -38,6 +39,7 @@ from treadle.domain.ports import (
     FunctionStore,
     Ids,
 )
+from treadle.facets import Facets, FacetStore
 from treadle.settings import Settings
 from treadle.tenancy.admin import TenantAdmin
 from treadle.tenancy.sandbox_keys import SandboxKeys
@@ -57,14 +59,17 @@ class Ports:
     dispatcher: Dispatcher
     clock: Clock
     ids: Ids
+    facets: FacetStore
 
 
 @dataclass(frozen=True)
 class Core:
-    """What a platform drives: the engine (timers, recovery) and the HTTP application."""
+    """What a platform drives: the engine (timers, recovery) and the HTTP application;
+    facets, whose workers' calls the sandbox runtime answers."""
 
     engine: Engine
     app: Application
+    facets: Facets
 
 
 def build_core(
@@ -127,6 +132,8 @@ def build_core(
     repos_api.register(v1)
     FunctionsApi(function_service).register(v1)
     ExecutionsApi(execution_service).register(v1)
+    facets = Facets(ports.facets, ports.tenants)
+    FacetsApi(facets).register(v1)
     logs_api = LogsApi(ports.logs)
     app = Application(
         router=router,
@@ -136,7 +143,7 @@ def build_core(
         git=GitHttp(ports.repositories, auth.git_tenant),
         max_request_bytes=settings.max_request_bytes,
     )
-    return Core(engine=engine, app=app)
+    return Core(engine=engine, app=app, facets=facets)
 
 
 def sandbox_env(settings: Settings, endpoint: str) -> dict[str, str]:

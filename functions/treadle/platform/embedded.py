@@ -35,6 +35,7 @@ class EmbeddedPlatform(Platform):
             self._fire,
             invoke_workers=self.settings.invoke_concurrency,
         )
+        runtime = self._local_sandbox(code, logs)
         return Ports(
             executions=executions,
             functions=SqliteFunctionStore(self.db),
@@ -45,10 +46,11 @@ class EmbeddedPlatform(Platform):
                 LocalObjectStore(data / "git" / "objects"),
                 SqliteRefStore(data / "git" / "refs.db"),
             ),
-            runtime=self._local_sandbox(code, logs),
+            runtime=runtime,
             dispatcher=self.scheduler,
             clock=self.clock,
             ids=self.ids,
+            facets=self._local_facets(),
         )
 
     def _fire(self, timer: Timer) -> None:

@@ -139,6 +139,7 @@ def apply(plan: Mapping[str, Any], code_dir: str, caps: Mapping[str, Any]) -> No
     """Carry out the sandbox's plan for this worker (see the module docstring)."""
     tmp_dir = str(plan["tmp_dir"])
     hide = [os.path.realpath(p) for p in plan["hide"]]
+    facets = plan.get("facets")
     if plan.get("netns"):
         # First: the new root hides the file, and joining needs the capabilities dropped
         # below.
@@ -147,25 +148,39 @@ def apply(plan: Mapping[str, Any], code_dir: str, caps: Mapping[str, Any]) -> No
     if uid is None:
         # A directory of the interpreter that holds the platform's data is not shown.
         python = [p for p in python_dirs() if not any(under(h, p) for h in hide)]
-        _landlock(int(caps.get("landlock") or 0), code_dir, tmp_dir, python, hide)
+        writable = [tmp_dir, *([facets] if facets else [])]
+        _landlock(int(caps.get("landlock") or 0), code_dir, writable, python, hide)
         return
     if caps.get("mount_ns"):
         if not rootfs.prepared():  # done by `probe` in the zygote; here, a test's fork
             rootfs.prepare(_runtime_only(python_dirs()))
-        rootfs.enter(code_dir, tmp_dir, hide)
+        rootfs.enter(code_dir, tmp_dir, hide, facets)
     drop_privileges(int(uid), int(uid), int(caps.get("cap_last") or 63))
 
 
 def _runtime_only(python: list[str]) -> list[str]:
     """Python's directories, with the platform's source (an editable install's sys.path
-    entry) narrowed to the worker runtime's package: the rest is the platform's, and
-    was imported by the zygote already if the worker needs it."""
+    entry) narrowed to the worker runtime's package and `treadle_facets`: the rest is
+    the platform's, and was imported by the zygote already if the worker needs it."""
     if _SOURCE_ROOT not in python or os.path.basename(_SOURCE_ROOT).endswith("-packages"):
         return python
-    return [*(p for p in python if p != _SOURCE_ROOT), RUNTIME_DIR, WORKFLOWS_DIR]
+    facets = os.path.join(_SOURCE_ROOT, "treadle_facets")  # the module tenant code imports
+    shown = [RUNTIME_DIR, WORKFLOWS_DIR, *([facets] if os.path.isdir(facets) else [])]
+    return [*(p for p in python if p != _SOURCE_ROOT), *shown]
 
 
-def _landlock(abi: int, code_dir: str, tmp_dir: str, python: list[str], hide: list[str]) -> None:
+def facets_dir(plan: Mapping[str, Any] | None, caps: Mapping[str, Any]) -> str | None:
+    """Where this worker finds its tenant's facets, once `apply` has run."""
+    if plan is None or not plan.get("facets"):
+        return None
+    if plan.get("uid") is not None and caps.get("mount_ns"):
+        return rootfs.FACETS
+    return str(plan["facets"])
+
+
+def _landlock(
+    abi: int, code_dir: str, writable: list[str], python: list[str], hide: list[str]
+) -> None:
     if abi < 1:
         return  # the sandbox warned once, at start
 
@@ -177,7 +192,7 @@ def _landlock(abi: int, code_dir: str, tmp_dir: str, python: list[str], hide: li
         landlock.restrict(
             abi,
             read=[*allowed(SYSTEM_READ), *python, code_dir],
-            write=[*allowed(SYSTEM_WRITE), tmp_dir],
+            write=[*allowed(SYSTEM_WRITE), *writable],
             devices=DEVICES,
         )
     except OSError as exc:

@@ -12,8 +12,9 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from treadle.adapters.sandbox import facet_link
 from treadle.adapters.sandbox.handle import CallHandler
 from treadle.adapters.sandbox.sandbox import LocalSandbox
 from treadle.adapters.sandbox.spec import InvocationOutcome as SandboxOutcome
@@ -22,6 +23,9 @@ from treadle.domain.logs import LogStore
 from treadle.domain.ports import FunctionVersion, InvocationOutcome
 
 log = logging.getLogger(__name__)
+
+# (tenant, body) -> (reply header, reply body): a call answered for the worker's tenant.
+TenantCallHandler = Callable[[str, bytes], tuple[dict[str, Any], bytes]]
 
 
 def report_line(fn: FunctionVersion, outcome: SandboxOutcome) -> str:
@@ -62,10 +66,33 @@ class SandboxRuntime:
         # Per tenant: the credentials its code signs with (its "execution role").
         self._tenant_env = tenant_env
         self._on_call: CallHandler | None = None
+        self._facet_calls: TenantCallHandler | None = None
 
     def serve_durable_calls(self, on_call: CallHandler) -> None:
         """Answer the SDK's checkpoints from workers in-process (see durable_channel)."""
         self._on_call = on_call
+
+    def serve_facet_calls(self, on_call: TenantCallHandler) -> None:
+        """Answer workers' `facet.open` calls (`facet_link`), for their own tenant."""
+        self._facet_calls = on_call
+
+    def _calls(self, tenant: str) -> CallHandler | None:
+        durable, facets = self._on_call, self._facet_calls
+        if facets is None:
+            return durable
+
+        def on_call(op: str, body: bytes) -> tuple[dict[str, Any], bytes]:
+            # The tenant is the function's, never anything the worker says.
+            if op == facet_link.OP:
+                return facets(tenant, body)
+            if durable is None:
+                message = f"No handler for worker call {op!r}."
+                return {
+                    "error": {"code": "ServiceException", "message": message, "status": 500}
+                }, b""
+            return durable(op, body)
+
+        return on_call
 
     def _spec(self, fn: FunctionVersion) -> SandboxFunction:
         env = {**fn.environment, **self._platform_env}
@@ -105,7 +132,7 @@ class SandboxRuntime:
         self._sandbox.tenant_endpoint(fn.tenant)
 
     def invoke(self, fn: FunctionVersion, payload: bytes, request_id: str) -> InvocationOutcome:
-        outcome = self._sandbox.invoke(self._spec(fn), payload, request_id, self._on_call)
+        outcome = self._sandbox.invoke(self._spec(fn), payload, request_id, self._calls(fn.tenant))
         stream = time.strftime("%Y/%m/%d", time.gmtime(outcome.started_at))
         stream = f"{stream}/[{fn.version}]{request_id.replace('-', '')}"
         started, ended = int(outcome.started_at * 1000), int(outcome.ended_at * 1000)

@@ -27,7 +27,7 @@ import os
 import pwd
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,8 @@ class Confinement:
         self._private_root = private_root
         self._ids = TenantIds(work_dir / "tenant-ids.json")
         self._new_root = False  # workers get a root of their own (`rootfs`): known at start
+        # tenant -> its facets directory on the host (made on demand), when facets are on.
+        self.facets: Callable[[str], Path] | None = None
         # network: a namespace per tenant (default: when privileged).
         isolate = self.privileged if network is None else network
         if isolate and not self.privileged:
@@ -164,6 +166,9 @@ class Confinement:
         # Hidden whole: the platform's files, other versions' /tmp, the zygote's home.
         hide = sorted({str(self._private_root.resolve()), str(self._work_dir.resolve())})
         plan: dict[str, Any] = {"uid": uid, "tmp_dir": str(tmp_dir), "hide": hide}
+        if self.facets is not None:
+            # Writable by the worker (`rootfs` binds it; Landlock allows it).
+            plan["facets"] = os.path.realpath(self.facets(tenant))
         netns = self.network(tenant)
         if netns is not None:
             plan["netns"] = netns

@@ -7,7 +7,8 @@ Run in the fork as root, single-threaded, before the worker drops its privileges
   recreated as they are), a curated /etc (each file bind-mounted: live, so a changed
   resolv.conf is seen), the interpreter's directories and the function's code, at
   their usual paths (LAMBDA_TASK_ROOT and sys.path stay valid);
-- writable: /tmp, the environment's private tmpfs (`envtmp`);
+- writable: /tmp, the environment's private tmpfs (`envtmp`), and the tenant's facets
+  directory at `FACETS` (when the platform gives one: `adapters/sqlite/facets.py`);
 - /dev: a read-only tmpfs with null, zero, full, random, urandom only;
 - /proc: a new procfs with hidepid=invisible: tenant code sees its own uid's
   processes, not the server's nor other tenants'.
@@ -62,6 +63,8 @@ DEV_LINKS = (
 )
 # Where the new root is assembled before the pivot: any existing directory will do
 # (this namespace's copy of it is covered, the host's is untouched).
+# Where a worker finds its tenant's facets (`treadle_facets` reads it from `facet_link`).
+FACETS = "/var/treadle/facets"
 STAGES = ("/tmp", "/mnt", "/media", "/srv", "/opt", "/var")
 
 _CLONE_NEWNS = 0x00020000
@@ -70,6 +73,7 @@ _AT_RECURSIVE = 0x8000
 _MOUNT_ATTR_RDONLY = 0x1
 _MOUNT_ATTR_NOSUID = 0x2
 _MOUNT_ATTR_NODEV = 0x4
+_MOUNT_ATTR_NOEXEC = 0x8
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, -1)
 _SYS_MOUNT_SETATTR = 442  # the same on every architecture (after the 424 unification)
 
@@ -172,10 +176,11 @@ def _real_dir(path: str) -> bool:
     return os.path.isdir(path) and not os.path.islink(path)
 
 
-def enter(code_dir: str, tmp_dir: str, hide: Sequence[str]) -> None:
+def enter(code_dir: str, tmp_dir: str, hide: Sequence[str], facets: str | None = None) -> None:
     """Make this process's root the new tree described in the module docstring.
 
     `hide`: what must not be shown, even as part of the interpreter's directories.
+    `facets`: the tenant's facets directory, shown writable at `FACETS`.
     """
     layout = _LAYOUT
     if layout is None:
@@ -189,16 +194,21 @@ def enter(code_dir: str, tmp_dir: str, hide: Sequence[str]) -> None:
     inside = [(p, r, d) for p, r, d in binds if under(p, "/tmp")]
     made = set(layout.dirs)
     extra = [p for p in _parents(p for p, _, _ in outside[len(layout.binds) :]) if p not in made]
+    if facets is not None:
+        extra += [p for p in _parents([FACETS]) if p not in made and p not in extra]
     check(LIBC.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     # First, so that nothing below propagates to the host's mount table.
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     # Opened before the stage covers anything, after unshare: a bind mount's source
     # must be a mount of the caller's namespace.
     fds: list[tuple[str, int]] = []
+    facets_fd: int | None = None
     umask = os.umask(0o022)
     try:
         tmp_fd = os.open(tmp_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         fds.append(("/tmp", tmp_fd))
+        if facets is not None:
+            facets_fd = os.open(facets, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         for path, real, is_dir in [*outside, *inside]:
             flags = os.O_PATH | os.O_CLOEXEC | (os.O_DIRECTORY if is_dir else 0)
             fds.append((path, os.open(real, flags)))
@@ -218,6 +228,8 @@ def enter(code_dir: str, tmp_dir: str, hide: Sequence[str]) -> None:
         if not _setattr(stage + "/tmp", 0, _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV):
             flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV
             mount(None, stage + "/tmp", None, flags)
+        if facets_fd is not None:
+            _writable(stage + FACETS, facets_fd)
         for path, fd in fds[len(outside) + 1 :]:
             _inside_tmp(stage, path, fd)
         _dev(stage + "/dev", devices)
@@ -228,7 +240,17 @@ def enter(code_dir: str, tmp_dir: str, hide: Sequence[str]) -> None:
         os.umask(umask)
         for _, fd in fds:
             os.close(fd)
+        if facets_fd is not None:
+            os.close(facets_fd)
     _pivot(stage)
+
+
+def _writable(target: str, fd: int) -> None:
+    # After the tree went read-only: this bind alone stays writable (no exec, no devices).
+    mount(f"/proc/self/fd/{fd}", target, None, MS_BIND)
+    attrs = _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV | _MOUNT_ATTR_NOEXEC
+    if not _setattr(target, 0, attrs, _MOUNT_ATTR_RDONLY):
+        mount(None, target, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def _inside_tmp(stage: str, path: str, fd: int) -> None:

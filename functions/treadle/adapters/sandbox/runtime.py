@@ -36,6 +36,7 @@ from treadle.adapters.sandbox import (
     confine,
     contract,
     durable_channel,
+    facet_link,
     lambda_logging,
     protocol,
 )
@@ -260,6 +261,7 @@ def main(
         lambda_logging.setup_logging(sink)
         _limit_memory(int(spec["memory_mb"]))
         runtime = _Runtime(chan, sink, spec)
+        facet_link.configure(runtime.chan, runtime.lock, confine.facets_dir(plan, caps))
         if durable:
             durable_channel.install(runtime.chan, runtime.lock)
         handler = runtime.init()

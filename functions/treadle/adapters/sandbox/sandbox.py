@@ -28,6 +28,7 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,10 @@ class LocalSandbox:
     def isolation_shortcomings(self) -> list[str]:
         """Why tenants are not isolated from each other here (empty: they are)."""
         return self._confinement.shortcomings(self._live_zygote(None).caps)
+
+    def serve_facets(self, tenant_dir: Callable[[str], Path]) -> None:
+        """Give each tenant's workers its facets directory (`tenant_dir(tenant)`)."""
+        self._confinement.facets = tenant_dir
 
     def tenant_group(self, tenant: str) -> int | None:
         """The gid the tenant's code runs with (None: not changed); for its files."""

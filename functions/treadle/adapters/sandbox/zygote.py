@@ -51,6 +51,7 @@ PRELOAD = (
     "botocore.session",
     "botocore.client",
     "aws_durable_execution_sdk_python",
+    "treadle_facets",
 )
 # Packages whose every submodule is imported: the handler will need most of them.
 PRELOAD_TREES = ("aws_durable_execution_sdk_python",)

@@ -1,0 +1,56 @@
+"""`/v1/facets`: a tenant's facets (list, export as a SQLite file, delete); the admin's
+view of any tenant's under `/v1/tenants/{Account}/facets` (admin-only, like the rest
+of `/v1/tenants`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from treadle.api.http import Request, Response, Router
+from treadle.facets import FacetInfo, Facets
+
+
+def facet_json(f: FacetInfo) -> dict[str, Any]:
+    return {"name": f.name, "sizeBytes": f.size_bytes, "lastUsed": f.last_used_ms}
+
+
+class FacetsApi:
+    def __init__(self, facets: Facets) -> None:
+        self.facets = facets
+
+    def register(self, r: Router) -> None:
+        r.add("GET", "/v1/facets", self.list)
+        r.add("GET", "/v1/facets/{Facet}/export", self.export)
+        r.add("DELETE", "/v1/facets/{Facet}", self.delete)
+        r.add("GET", "/v1/tenants/{Account}/facets", self.list_of)
+
+    def list(self, request: Request) -> Response:
+        facets = self.facets.listing(_tenant(request))
+        return Response.json({"facets": [facet_json(f) for f in facets]})
+
+    def list_of(self, request: Request) -> Response:
+        facets = self.facets.listing_of(request.params["Account"])
+        return Response.json({"facets": [facet_json(f) for f in facets]})
+
+    def export(self, request: Request) -> Response:
+        name = request.params["Facet"]
+        data = self.facets.export(_tenant(request), name)
+        return Response(
+            200,
+            data,
+            {
+                "content-type": "application/octet-stream",
+                "content-disposition": f'attachment; filename="{name}.sqlite"',
+            },
+        )
+
+    def delete(self, request: Request) -> Response:
+        self.facets.delete(_tenant(request), request.params["Facet"])
+        return Response(204, b"", {})
+
+
+def _tenant(request: Request) -> str:
+    tenant = request.tenant
+    if not tenant:  # the application authenticates every /v1 route but these
+        raise AssertionError("tenant route without a tenant")
+    return tenant
