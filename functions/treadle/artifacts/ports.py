@@ -136,6 +136,49 @@ class RepoPage:
     next_marker: str | None  # pass as `after` for the next page; None on the last page
 
 
+class TokenNotFound(NotFound):
+    def __init__(self, repo: str, token_id: str) -> None:
+        super().__init__(f"Token '{token_id}' of repository '{repo}' does not exist.")
+        self.repo = repo
+        self.token_id = token_id
+
+
+@dataclass(frozen=True)
+class RepoToken:
+    """A Git credential for one repository of one tenant, until `expires_ms`.
+
+    Only a hash of the secret is kept: HTTP Basic sends the secret itself, so a hash is
+    all that verifying it needs, and a copy of the store opens nothing.
+    """
+
+    token_id: str
+    tenant: str
+    repo: str
+    access: str  # "read" | "write"
+    secret_hash: str  # sha256 hex of the secret
+    created_ms: int
+    expires_ms: int
+
+
+class TokenStore(Protocol):
+    """Repository tokens by id, and per repository for listing. Every write is atomic."""
+
+    def put(self, token: RepoToken) -> None:
+        """Store a new token; AlreadyExists if its id is taken."""
+
+    def get(self, token_id: str) -> RepoToken | None:
+        """The token, whatever its expiry (expired ones may already be gone); None if absent."""
+
+    def list(self, tenant: str, repo: str) -> list[RepoToken]:
+        """The repository's tokens, by id."""
+
+    def delete(self, tenant: str, repo: str, token_id: str) -> None:
+        """Remove one token; TokenNotFound if absent or not that repository's."""
+
+    def delete_repo(self, tenant: str, repo: str) -> None:
+        """Remove every token of the repository (none: no error)."""
+
+
 class ObjectStore(Protocol):
     """Immutable-blob key space (a directory, S3). Keys are `/`-separated relative paths
     without empty, `.` or `..` segments (`check_key`); adapters raise InvalidKey for any

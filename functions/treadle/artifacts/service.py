@@ -20,7 +20,14 @@ from dulwich.objectspec import parse_commit
 from dulwich.refs import Ref, check_ref_format
 
 from treadle.artifacts.edits import check_path, stage_tree, staged_objects
-from treadle.artifacts.ports import ZERO_SHA, RefConflict, RefUpdate, RepoPage, repo_prefix
+from treadle.artifacts.ports import (
+    ZERO_SHA,
+    RefConflict,
+    RefUpdate,
+    RepoPage,
+    TokenStore,
+    repo_prefix,
+)
 from treadle.artifacts.repository import ArtifactRepo, Repositories
 from treadle.domain.errors import Conflict, InvalidParameter, NotFound
 
@@ -87,9 +94,16 @@ def _kind(mode: int) -> str:
 
 
 class ArtifactService:
-    def __init__(self, repositories: Repositories, *, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        repositories: Repositories,
+        *,
+        clock: Callable[[], float] = time.time,
+        tokens: TokenStore | None = None,
+    ):
         self._repos = repositories
         self._clock = clock
+        self._tokens = tokens
 
     # -- repositories ----------------------------------------------------------------
 
@@ -105,13 +119,19 @@ class ArtifactService:
         return self._repos.refs.list_repos(tenant, limit=limit, after=marker)
 
     def delete_repo(self, tenant: str, name: str) -> None:
-        """Refs first (the repository vanishes at once), then its packs.
+        """Tokens and refs first (the repository vanishes at once), then its packs.
 
         Packs left by a crash in between are unreachable and invisible to other tenants
         (their keys are under this tenant's prefix); garbage collection removes them.
         """
         check_repo_name(name)
+        # Its tokens go too, before and after: none minted meanwhile, nor left by a
+        # crash, may open a repository re-created under the same name.
+        if self._tokens is not None:
+            self._tokens.delete_repo(tenant, name)
         self._repos.refs.delete_repo(tenant, name)
+        if self._tokens is not None:
+            self._tokens.delete_repo(tenant, name)
         objects = self._repos.objects
         for key in objects.list(repo_prefix(tenant, name)):
             objects.delete(key)

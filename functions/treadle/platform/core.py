@@ -26,6 +26,8 @@ from treadle.app.executions import ExecutionService
 from treadle.app.functions import FunctionService
 from treadle.app.quotas import TenantQuotas
 from treadle.artifacts import ArtifactService, Repositories
+from treadle.artifacts.ports import TokenStore
+from treadle.artifacts.tokens import RepoTokens
 from treadle.domain.engine import Engine, EngineConfig, TokenCodec
 from treadle.domain.logs import LogStore
 from treadle.domain.ports import (
@@ -52,6 +54,7 @@ class Ports:
     logs: LogStore
     tenants: TenantAdmin
     repositories: Repositories
+    tokens: TokenStore
     runtime: FunctionRuntime
     dispatcher: Dispatcher
     clock: Clock
@@ -75,7 +78,10 @@ def build_core(
     endpoint: str,
 ) -> Core:
     sandbox_keys = SandboxKeys(token_secret)
+    repo_tokens = RepoTokens(ports.tokens, ports.repositories.refs, now_ms=ports.clock.now_ms)
     auth = Authenticator(
+        repo_tokens=repo_tokens.verify,
+        tenant_enabled=ports.tenants.is_enabled,
         tenant_keys=ports.tenants.lookup_secret,
         sandbox_keys=sandbox_keys,
         admin_key=admin_key,
@@ -94,7 +100,7 @@ def build_core(
         listener=notifier,
         config=EngineConfig(wait_time_scale=settings.wait_time_scale),
     )
-    artifacts = ArtifactService(ports.repositories)
+    artifacts = ArtifactService(ports.repositories, tokens=ports.tokens)
     quotas = TenantQuotas(ports.tenants, executions=ports.executions, functions=ports.functions)
     function_service = FunctionService(
         quotas=quotas,
@@ -122,7 +128,7 @@ def build_core(
     document = build_document()
     v1.add("GET", "/v1/openapi.json", lambda _req: Response.json(document))
     TenantsApi(ports.tenants).register(v1)
-    repos_api = ReposApi(artifacts, public_url=endpoint)
+    repos_api = ReposApi(artifacts, repo_tokens, public_url=endpoint)
     repos_api.register(v1)
     FunctionsApi(function_service).register(v1)
     logs_api = LogsApi(ports.logs)
@@ -131,7 +137,7 @@ def build_core(
         v1=v1,
         auth=auth,
         targets={"Logs_20140328": logs_api.handle},
-        git=GitHttp(ports.repositories, auth.git_tenant),
+        git=GitHttp(ports.repositories, auth.git),
         max_request_bytes=settings.max_request_bytes,
     )
     return Core(engine=engine, app=app)
