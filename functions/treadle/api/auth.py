@@ -184,11 +184,13 @@ class Authenticator:
             raise AccessDenied("Git needs a tenant's access key or a repository token.")
         return GitGrant(principal.tenant)
 
-    def git_token(self, request: Request) -> GitGrant:
-        """A repository token only (the sandbox endpoint): anything else is refused
-        like a wrong password, so git asks again rather than giving up."""
+    def git_token(self, request: Request, only_tenant: str | None = None) -> GitGrant:
+        """A repository token only (of `only_tenant`'s, from its sandbox endpoint):
+        anything else is refused like a wrong password."""
         user, password = parse_basic(request.header("authorization"))
         token = self._repo_tokens(password) if user == TOKEN_USER else None
         if token is None or not self._tenant_enabled(token.tenant):
+            raise BasicAuthRequired(REFUSED)
+        if only_tenant is not None and token.tenant != only_tenant:
             raise BasicAuthRequired(REFUSED)
         return GitGrant(token.tenant, token.repo, write=token.access == "write")

@@ -14,7 +14,7 @@ from treadle.adapters.sandbox.durable_channel import ENV_FLAG as DURABLE_CHANNEL
 from treadle.api.app import Application
 from treadle.api.auth import Authenticator
 from treadle.api.git_http import GitHttp
-from treadle.api.http import Response, Router
+from treadle.api.http import Request, Response, Router
 from treadle.api.lambda_routes import LambdaApi
 from treadle.api.logs_routes import LogsApi
 from treadle.api.openapi import build_document
@@ -132,6 +132,12 @@ def build_core(
     repos_api.register(v1)
     FunctionsApi(function_service).register(v1)
     logs_api = LogsApi(ports.logs)
+
+    def sandbox_git(request: Request, tenant: str) -> Response:
+        # Only that tenant's repository tokens: its sandbox key and any leaked tenant
+        # key open nothing over Git from inside.
+        return GitHttp(ports.repositories, lambda r: auth.git_token(r, tenant))(request)
+
     app = Application(
         router=router,
         v1=v1,
@@ -139,6 +145,7 @@ def build_core(
         targets={"Logs_20140328": logs_api.handle},
         git=GitHttp(ports.repositories, auth.git),
         max_request_bytes=settings.max_request_bytes,
+        sandbox_git=sandbox_git,
     )
     return Core(engine=engine, app=app)
 
