@@ -20,6 +20,16 @@ R = "/v1/repos"
 class CreateRepoBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(description="1 to 100 letters, digits, '.', '_' or '-'.")
+    forkOf: str | None = Field(
+        default=None,
+        description="Fork this repository of yours: its refs now, its objects shared "
+        "(not copied); deleting it later does not break the fork.",
+    )
+    bundle: str | None = Field(
+        default=None,
+        description="Import a Git bundle (base64 of `git bundle create f --all`; no "
+        "prerequisites).",
+    )
 
 
 class CreateTokenBody(BaseModel):
@@ -122,7 +132,9 @@ class ReposApi:
 
     def create(self, request: Request) -> Response:
         body = CreateRepoBody.model_validate(request.json())
-        self.artifacts.create_repo(request.tenant, body.name)
+        self.artifacts.create_repo(
+            request.tenant, body.name, fork_of=body.forkOf, bundle=body.bundle
+        )
         info = {"name": body.name, "cloneUrl": self.clone_url(request.tenant, body.name)}
         return Response.json(info, status=201)
 

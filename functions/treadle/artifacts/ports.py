@@ -11,11 +11,17 @@ Protocols and pass the same contract suite (`tests/contract/test_artifact_stores
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from treadle.domain.errors import AlreadyExists, Conflict, InvalidParameter, NotFound
+from treadle.domain.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidParameter,
+    NotFound,
+    PayloadTooLarge,
+)
 
 # The "absent" value of a ref in a compare-and-swap, as on Git's wire. Any all-zero
 # value (40 or 64 digits, for SHA-1 or SHA-256 repositories) means the same.
@@ -24,6 +30,9 @@ ZERO_SHA = b"0" * 40
 # local store writes them beside their target), so no valid key can collide with one.
 RESERVED_SEGMENT_PREFIX = ".tmp-"
 MAX_KEY = 1024  # S3's limit: a key valid in one ObjectStore is valid in every other
+# Refs a repository may be created with at once (a fork, an import): what one DynamoDB
+# transaction holds beside the repository's own two items.
+MAX_INITIAL_REFS = 98
 
 
 class InvalidKey(InvalidParameter):
@@ -66,6 +75,29 @@ def repo_prefix(tenant: str, repo: str) -> str:
 def pack_key(tenant: str, repo: str, name: str, ext: str) -> str:
     """`tenants/<tenant>/repos/<repo>/packs/<name>.<ext>`, ext being `pack` or `idx`."""
     return f"{repo_prefix(tenant, repo)}packs/{name}.{ext}"
+
+
+# A ref outside `refs/` that Git never shows nor accepts: the packs a fork reads from the
+# repositories it was forked from, one `<repo>/<pack name>` per line (`forks.py`).
+BORROWED_PACKS_REF = b"treadle/borrowed-packs"
+
+
+def hold_prefix(tenant: str, repo: str, pack: str) -> str:
+    """Keys under which forks hold `repo`'s pack (one key per holding repository):
+    deleting `repo` keeps a held pack."""
+    repo_prefix(tenant, repo)  # the same name checks
+    return f"tenants/{tenant}/holds/{repo}/{pack}/"
+
+
+def check_initial_refs(refs: Mapping[bytes, bytes]) -> None:
+    """Validation every RefStore adapter runs on `create_repo`'s refs."""
+    if len(refs) > MAX_INITIAL_REFS:
+        raise PayloadTooLarge(
+            f"A repository can be created with at most {MAX_INITIAL_REFS} refs, not {len(refs)}."
+        )
+    for ref, value in refs.items():
+        if not ref or not value or is_zero(value):
+            raise InvalidParameter(f"ref {ref!r} needs a name and a non-zero value")
 
 
 def check_updates(updates: Sequence[RefUpdate]) -> None:
@@ -203,8 +235,12 @@ class ObjectStore(Protocol):
 class RefStore(Protocol):
     """Repositories and their refs, per tenant."""
 
-    def create_repo(self, tenant: str, repo: str) -> None:
-        """Register an empty repository; RepoAlreadyExists if it exists."""
+    def create_repo(
+        self, tenant: str, repo: str, refs: Mapping[bytes, bytes] | None = None
+    ) -> None:
+        """Register a repository holding `refs` (none: empty), all at once;
+        RepoAlreadyExists if it exists; InvalidParameter for an empty name or value;
+        PayloadTooLarge beyond MAX_INITIAL_REFS refs."""
 
     def delete_repo(self, tenant: str, repo: str) -> None:
         """Remove the repository and all its refs at once; RepoNotFound if absent."""
