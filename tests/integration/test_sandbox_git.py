@@ -9,15 +9,20 @@ the sandbox key on any other `/v1` route, another tenant's repository or token.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from support.server import ServerProcess, client, deploy, v1
 from treadle.adapters.sandbox import netns
+from treadle.api import sandbox_endpoint
+from treadle.api.app import Application
+from treadle.api.http import Request, Response
 
 needs_netns = pytest.mark.skipif(
     not (os.geteuid() == 0 and netns.available()),
@@ -161,3 +166,56 @@ def test_tenant_code_mints_a_token_and_clones_and_pushes_through_its_endpoint(
     assert report["list_repos"] == 403 and report["list_tokens"] == 403
     assert report["mint_with_tenant_key"] == 403
     assert report["mint_foreign_repo"] == 404  # its tenant has no repository of that name
+
+
+class _Echo:
+    """The application behind an endpoint: answers with the body's length and head."""
+
+    max_request_bytes = 1024
+
+    def handle_sandbox(self, request: Request, tenant: str) -> Response:
+        return Response.json({"path": request.path, "length": len(request.body)})
+
+
+def _exchange(port: int, head: bytes, body: bytes) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), 5) as conn:
+        conn.sendall(head + body)
+        response = http.client.HTTPResponse(conn)
+        response.begin()
+        return response.status, response.read()
+
+
+def _chunked(data: bytes, size: int = 1000) -> bytes:
+    parts = [
+        f"{len(data[i : i + size]):x}\r\n".encode() + data[i : i + size] + b"\r\n"
+        for i in range(0, len(data), size)
+    ]
+    return b"".join(parts) + b"0\r\n\r\n"
+
+
+def test_the_endpoint_takes_pushes_whole_chunked_or_not_and_bounds_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sandbox_endpoint, "MAX_GIT_BYTES", 8000)
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    stop = sandbox_endpoint.SandboxEndpoints(cast(Application, _Echo()))("1" * 12, listening)
+    push = b"POST /git/111111111111/r.git/git-receive-pack HTTP/1.1\r\nhost: a\r\n"
+    api = b"POST /v1/repos/r/tokens HTTP/1.1\r\nhost: a\r\n"
+    pack = bytes(range(256)) * 20  # 5,120 bytes: over the API's limit, under Git's
+    try:
+        chunked = push + b"transfer-encoding: chunked\r\n\r\n"
+        assert _exchange(port, chunked, _chunked(pack)) == (
+            200,
+            b'{"path":"/git/111111111111/r.git/git-receive-pack","length":5120}',
+        )
+        sized = push + f"content-length: {len(pack)}\r\n\r\n".encode()
+        assert _exchange(port, sized, pack)[0] == 200
+        assert _exchange(port, chunked, _chunked(pack * 2))[0] == 413  # over Git's limit
+        assert _exchange(port, chunked, b"zz\r\nbroken")[0] == 413  # not a chunk size
+        api_sized = api + f"content-length: {len(pack)}\r\n\r\n".encode()
+        assert _exchange(port, api_sized, pack)[0] == 413
+        api_chunked = api + b"transfer-encoding: chunked\r\n\r\n"
+        assert _exchange(port, api_chunked, _chunked(pack))[0] == 413
+    finally:
+        stop()
