@@ -182,3 +182,22 @@ def test_a_deleted_repository_takes_its_tokens_along(world: Tenants, env: dict[s
     assert v1(world.server, "POST", "/v1/repos", {"name": "tok-z"})[0] == 201
     out = _git(env, "ls-remote", world.url(token, "tok-z"))
     assert out.returncode != 0 and "Authentication failed" in out.stderr
+
+
+def test_a_disabled_tenants_tokens_are_refused_until_it_is_enabled(
+    world: Tenants, env: dict[str, str]
+) -> None:
+    admin = world.server.credentials("treadle-admin")
+    b = {"credentials": world.b}
+    status, minted = v1(world.server, "POST", "/v1/repos/tok-x/tokens", {"access": "read"}, **b)
+    assert status == 201
+    url = world.url(minted["token"], "tok-x", world.b_account)
+    assert _git(env, "ls-remote", url).returncode == 0
+    path = f"/v1/tenants/{world.b_account}"
+    assert v1(world.server, "PATCH", path, {"disabled": True}, credentials=admin)[0] == 200
+    try:
+        out = _git(env, "ls-remote", url)
+        assert out.returncode != 0 and "Authentication failed" in out.stderr
+    finally:
+        assert v1(world.server, "PATCH", path, {"disabled": False}, credentials=admin)[0] == 200
+    assert _git(env, "ls-remote", url).returncode == 0
