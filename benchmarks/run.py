@@ -21,7 +21,7 @@ from types import FrameType
 
 from rich.console import Console
 
-from benchmarks import floor, invoke, parking, procfs, scale, steps, throughput
+from benchmarks import floor, invoke, parking, procfs, repos, scale, steps, throughput
 from benchmarks.profiling import FORMATS, MODES, Profiler
 from benchmarks.report import WorkloadResult, meta, print_table, write_json
 from benchmarks.server import BenchServer
@@ -38,6 +38,7 @@ WORKLOADS: dict[str, Workload] = {
         parking.W3S,
         parking.W3E,
         scale.WORKLOAD,
+        repos.WORKLOAD,
     )
 }
 # A workload's thread may sit in a blocking call when its deadline passes: this is how
@@ -59,6 +60,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--w4-runs", type=int, default=1, help="W4 runs (it is the long one)")
     p.add_argument("--w3-count", type=int, default=2_000, help="W3s/W3e executions per run")
     p.add_argument("--w2-count", type=int, default=1_000, help="W2 executions per run")
+    p.add_argument("--repos-count", type=int, default=10_000, help="R1 repositories (10000: full)")
     p.add_argument("--threads", type=int, default=4, help="client threads for fan-outs")
     p.add_argument(
         "--time-scale",
@@ -74,7 +76,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--keep-data", action="store_true", help="keep the servers' data dirs")
     args = p.parse_args(argv)
-    if min(args.runs, args.w4_runs, args.w4_count, args.w3_count, args.w2_count) < 1:
+    counts = (args.runs, args.w4_runs, args.w4_count, args.w3_count, args.w2_count)
+    if min(*counts, args.repos_count) < 1:
         p.error("counts and runs must be at least 1")
     if args.time_scale <= 0:
         p.error("--time-scale must be positive")
@@ -207,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         w4_runs=args.w4_runs,
         w3_count=args.w3_count,
         w2_count=args.w2_count,
+        repos_count=args.repos_count,
         client_threads=args.threads,
         time_scale=args.time_scale,
         keep_data=args.keep_data,

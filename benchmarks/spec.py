@@ -46,6 +46,7 @@ class Options:
     w4_count: int = 5_000
     w4_lead_s: float | None = None  # None: derived from the count
     w4_runs: int = 1
+    repos_count: int = 10_000
     client_threads: int = 4
     time_scale: float = 1.0  # multiplies every workload's time budget
     keep_data: bool = False

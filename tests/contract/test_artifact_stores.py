@@ -30,6 +30,7 @@ from treadle.adapters.aws.s3_objects import S3ObjectStore
 from treadle.adapters.local.objects import LocalObjectStore
 from treadle.adapters.sqlite.refs import SqliteRefStore
 from treadle.artifacts.ports import (
+    MAX_INITIAL_REFS,
     ZERO_SHA,
     InvalidKey,
     ObjectNotFound,
@@ -252,6 +253,32 @@ def test_list_repos_pages_in_name_order_per_tenant(refs: RefStore) -> None:
     assert exact.names == names and exact.next_marker is None
     assert refs.list_repos("other").names == ["zzz"]
     assert refs.list_repos("nobody").names == []
+
+
+def test_a_repository_is_created_with_its_initial_refs_at_once(refs: RefStore) -> None:
+    initial = {MAIN: A, DEV: B, b"HEAD": b"ref: refs/heads/dev"}
+    refs.create_repo(T, "fork", initial)
+    assert refs.get_refs(T, "fork") == initial
+    # A taken name leaves the existing repository's refs as they were.
+    with pytest.raises(RepoAlreadyExists):
+        refs.create_repo(T, "fork", {MAIN: B})
+    assert refs.get_refs(T, "fork") == initial
+    refs.compare_and_swap(T, "fork", [RefUpdate(MAIN, A, B)])
+    assert refs.get_refs(T, "fork")[MAIN] == B
+
+
+def test_initial_refs_beyond_the_limit_or_empty_are_refused_and_create_nothing(
+    refs: RefStore,
+) -> None:
+    many = {f"refs/heads/b{i}".encode(): A for i in range(MAX_INITIAL_REFS + 1)}
+    with pytest.raises(PayloadTooLarge):
+        refs.create_repo(T, "big", many)
+    with pytest.raises(InvalidParameter):
+        refs.create_repo(T, "zero", {MAIN: ZERO_SHA})
+    assert not refs.repo_exists(T, "big") and not refs.repo_exists(T, "zero")
+    del many[b"refs/heads/b0"]
+    refs.create_repo(T, "big", many)
+    assert len(refs.get_refs(T, "big")) == MAX_INITIAL_REFS
 
 
 # -- RefStore: compare-and-swap ------------------------------------------------------

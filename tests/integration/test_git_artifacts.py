@@ -29,6 +29,7 @@ from dulwich.pack import extend_pack, write_pack_objects
 
 from treadle.adapters.local.objects import LocalObjectStore
 from treadle.adapters.sqlite.refs import SqliteRefStore
+from treadle.api.auth import GitGrant
 from treadle.api.git_http import GitHttp
 from treadle.api.http import Request
 from treadle.artifacts import ArtifactService, Repositories, packs
@@ -54,7 +55,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     yield Stack(
         repos,
         ArtifactService(repos, clock=lambda: 1_700_000_000),
-        GitHttp(repos, lambda request: TENANT),
+        GitHttp(repos, lambda request: GitGrant(TENANT)),
     )
     refs.close()
 

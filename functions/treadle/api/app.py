@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 TargetHandler = Callable[[Request], Response]
 GitHandler = Callable[[Request], Response]
+# Git from inside a tenant's namespace: (request, that tenant), repository tokens only.
+SandboxGitHandler = Callable[[Request, str], Response]
 _PUBLIC = ("/v1/health", "/v1/openapi.json")
 
 
@@ -43,6 +45,7 @@ class Application:
         targets: dict[str, TargetHandler],
         git: GitHandler,
         max_request_bytes: int,
+        sandbox_git: SandboxGitHandler | None = None,
     ) -> None:
         self.router = router
         self.v1 = v1
@@ -51,6 +54,7 @@ class Application:
         # X-Amz-Target; they are dispatched by that header's prefix.
         self.targets = targets
         self.git = git
+        self.sandbox_git = sandbox_git
         self.max_request_bytes = max_request_bytes
 
     def handle(self, request: Request) -> Response:
@@ -66,7 +70,15 @@ class Application:
 
     def handle_sandbox(self, request: Request, tenant: str) -> Response:
         """A request to the endpoint inside `tenant`'s network namespace: only the
-        routes its sandbox key may call; anything else is AccessDenied."""
+        routes its sandbox key may call (checkpoints; minting a Git token for its
+        tenant's repository), and Git with such a token; anything else is AccessDenied."""
+        if request.path.startswith("/git/") and self.sandbox_git is not None:
+            try:
+                return self.sandbox_git(request, tenant)
+            except Exception as exc:
+                return text_error(exc)
+        if request.path.startswith("/v1/"):
+            return self._sandbox_v1(request, tenant)
         try:
             if self._too_large(request):
                 return self._too_large_error()
@@ -78,6 +90,19 @@ class Application:
             return with_request_id(route(request))
         except Exception as exc:
             return with_request_id(lambda_error(exc))
+
+    def _sandbox_v1(self, request: Request, tenant: str) -> Response:
+        try:
+            if self._too_large(request):
+                return v1_json_error(413, "RequestTooLargeException", "Request too large.")
+            self.auth.sandbox_mints_token(request, tenant)
+            route, _ = self.v1.match(request)
+            if route is None:
+                raise AccessDenied("This operation is not available from a sandbox.")
+            request.tenant = tenant
+            return route(request)
+        except Exception as exc:
+            return v1_error(exc)
 
     def _too_large(self, request: Request) -> bool:
         return len(request.body) > self.max_request_bytes

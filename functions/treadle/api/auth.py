@@ -5,7 +5,10 @@ Three kinds of principal hold keys: a tenant (its own key pairs), a tenant's san
 What each may reach is decided here too, so every route is covered by one policy:
 - the Lambda-compatible surface and CloudWatch Logs: tenants; sandboxes only the
   checkpoint API (as the tenant execution role on AWS);
-- `/v1/tenants`: the admin only; the rest of `/v1` and Git: tenants only.
+- `/v1/tenants`: the admin only; the rest of `/v1` and Git: tenants only, except
+  that a sandbox may mint Git tokens for its own tenant's repositories
+  (`POST /v1/repos/{name}/tokens`), and Git also takes a repository token (user
+  `x-token`, password the token), which opens that one repository only.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from treadle.api.http import Request
-from treadle.tenancy.basic import parse_basic, verify_basic
-from treadle.tenancy.errors import AccessDenied, MissingAuthenticationToken
+from treadle.artifacts.ports import RepoToken
+from treadle.artifacts.tokens import TOKEN_USER
+from treadle.tenancy.basic import REFUSED, parse_basic, verify_basic
+from treadle.tenancy.errors import AccessDenied, BasicAuthRequired, MissingAuthenticationToken
 from treadle.tenancy.ports import KeySecret, SecretLookup
 from treadle.tenancy.sandbox_keys import SandboxKeys
 from treadle.tenancy.sigv4 import verify_sigv4
@@ -27,12 +32,25 @@ log = logging.getLogger(__name__)
 
 ADMIN = "admin"
 _SANDBOX_PATHS = re.compile(r"^/2025-12-01/durable-executions/[^/]+/(checkpoint|state)/?$")
+# What a sandbox key may call on `/v1`: minting a Git token for its tenant's repository.
+SANDBOX_V1 = re.compile(r"^/v1/repos/[A-Za-z0-9._-]{1,100}/tokens/?$")
+TokenLookup = Callable[[str], RepoToken | None]
 
 
 class Kind(StrEnum):
     TENANT = "tenant"
     SANDBOX = "sandbox"
     ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class GitGrant:
+    """What Git credentials open: a tenant's repositories (a key), or one of them (a
+    token), for reading only or for pushing too."""
+
+    tenant: str
+    repo: str | None = None  # None: every repository of the tenant
+    write: bool = True
 
 
 @dataclass(frozen=True)
@@ -51,7 +69,11 @@ class Authenticator:
         admin_key: tuple[str, str],
         now_ms: Callable[[], int],
         max_skew_s: int = 300,
+        repo_tokens: TokenLookup = lambda _token: None,
+        tenant_enabled: Callable[[str], bool] = lambda _tenant: True,
     ) -> None:
+        self._repo_tokens = repo_tokens
+        self._tenant_enabled = tenant_enabled
         self._tenant_keys = tenant_keys
         self._sandbox_keys = sandbox_keys
         self._admin_id, self._admin_secret = admin_key
@@ -122,18 +144,53 @@ class Authenticator:
                 "operation from a sandbox."
             )
 
+    def sandbox_mints_token(self, request: Request, tenant: str) -> None:
+        """From inside `tenant`'s namespace on `/v1`: its sandbox key minting a token."""
+        principal = self.any(request)
+        if not (
+            principal.kind is Kind.SANDBOX
+            and principal.tenant == tenant
+            and request.method == "POST"
+            and SANDBOX_V1.match(request.path)
+        ):
+            raise AccessDenied(
+                f"The key {principal.access_key_id} is not authorized to perform this "
+                "operation from a sandbox."
+            )
+
     def v1_tenant(self, request: Request) -> str:
         principal = self.any(request)
-        if principal.kind is not Kind.TENANT:
-            raise AccessDenied("This operation needs a tenant's access key.")
-        return principal.tenant
+        if principal.kind is Kind.TENANT:
+            return principal.tenant
+        if (
+            principal.kind is Kind.SANDBOX
+            and request.method == "POST"
+            and SANDBOX_V1.match(request.path)
+        ):
+            return principal.tenant
+        raise AccessDenied("This operation needs a tenant's access key.")
 
     def v1_admin(self, request: Request) -> None:
         if self.any(request).kind is not Kind.ADMIN:
             raise AccessDenied("Managing tenants needs the platform admin credential.")
 
-    def git_tenant(self, request: Request) -> str:
+    def git(self, request: Request) -> GitGrant:
+        """A tenant's key (all its repositories) or a repository token (one)."""
+        user, _password = parse_basic(request.header("authorization"))
+        if user == TOKEN_USER:
+            return self.git_token(request)
         principal = self.basic(request)
         if principal.kind is not Kind.TENANT:
-            raise AccessDenied("Git needs a tenant's access key.")
-        return principal.tenant
+            raise AccessDenied("Git needs a tenant's access key or a repository token.")
+        return GitGrant(principal.tenant)
+
+    def git_token(self, request: Request, only_tenant: str | None = None) -> GitGrant:
+        """A repository token only (of `only_tenant`'s, from its sandbox endpoint):
+        anything else is refused like a wrong password."""
+        user, password = parse_basic(request.header("authorization"))
+        token = self._repo_tokens(password) if user == TOKEN_USER else None
+        if token is None or not self._tenant_enabled(token.tenant):
+            raise BasicAuthRequired(REFUSED)
+        if only_tenant is not None and token.tenant != only_tenant:
+            raise BasicAuthRequired(REFUSED)
+        return GitGrant(token.tenant, token.repo, write=token.access == "write")

@@ -29,17 +29,20 @@ from dulwich.errors import GitProtocolError
 from dulwich.protocol import ReceivableProtocol
 from dulwich.server import Backend, BackendRepo, UploadPackHandler
 
+from treadle.api.auth import GitGrant
 from treadle.api.errors import text_error
 from treadle.api.http import Request, Response
 from treadle.artifacts.ports import RepoNotFound
 from treadle.artifacts.receive import GuardedReceivePackHandler
 from treadle.artifacts.repository import ArtifactRepo, Repositories
 from treadle.domain.errors import InvalidParameter, NotFound, TreadleError
+from treadle.tenancy.basic import REFUSED
+from treadle.tenancy.errors import AccessDenied, BasicAuthRequired
 
 log = logging.getLogger(__name__)
 
-# The tenant a request's credentials authenticate (`Authenticator.git_tenant`).
-Authenticate = Callable[[Request], str]
+# What a request's credentials open (`Authenticator.git`, `.git_token`).
+Authenticate = Callable[[Request], GitGrant]
 
 _PATH = re.compile(r"^/git/(?P<tenant>\d{12})/(?P<repo>[A-Za-z0-9._-]{1,100})\.git(?P<rest>/.*)?$")
 
@@ -79,6 +82,14 @@ def _protocol_version(request: Request) -> int:
     return 0
 
 
+def _pushes(request: Request, rest_path: str) -> bool:
+    """Whether the request is (the advertisement of) a receive-pack."""
+    path = rest_path.strip("/")
+    if path == "git-receive-pack":
+        return True
+    return path == "info/refs" and request.q("service") == "git-receive-pack"
+
+
 class GitHttp:
     def __init__(
         self,
@@ -94,17 +105,23 @@ class GitHttp:
     def __call__(self, request: Request) -> Response:
         try:
             # Credentials first: git sends a request without them, expects 401 and retries.
-            tenant = self._authenticate(request)
+            grant = self._authenticate(request)
             m = _PATH.match(request.path)
             if m is None:
                 raise NotFound("Not a repository URL: use /git/<account id>/<name>.git")
-            if m["tenant"] != tenant:
+            if grant.repo is not None and (grant.repo, grant.tenant) != (m["repo"], m["tenant"]):
+                # A token opens its repository only; elsewhere it is a wrong password,
+                # which tells nothing of what exists there.
+                raise BasicAuthRequired(REFUSED)
+            if m["tenant"] != grant.tenant:
                 # Another tenant's repository looks exactly like a missing one.
                 raise RepoNotFound(m["tenant"], m["repo"])
+            if not grant.write and _pushes(request, m["rest"] or "/"):
+                raise AccessDenied("This token is read-only: it cannot push.")
         except TreadleError as exc:
             return text_error(exc)
-        request.tenant = tenant
-        return self.handle(request, tenant, m["repo"], m["rest"] or "/")
+        request.tenant = grant.tenant
+        return self.handle(request, grant.tenant, m["repo"], m["rest"] or "/")
 
     def handle(self, request: Request, tenant: str, repo: str, rest_path: str) -> Response:
         """Serve `<repo>.git/<rest_path>` of the (already authenticated) tenant."""

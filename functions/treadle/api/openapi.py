@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
-from treadle.api.v1_repos import CommitBody, CreateRepoBody
+from treadle.api.v1_repos import CommitBody, CreateRepoBody, CreateTokenBody
 from treadle.api.v1_tenants import CreateTenantBody, UpdateKeyBody, UpdateTenantBody
 from treadle.facets.models import NAME_PATTERN
 
@@ -97,6 +97,23 @@ class FacetList(BaseModel):
 class RepoList(BaseModel):
     repositories: list[RepoOut]
     nextMarker: str | None
+
+
+class TokenOut(BaseModel):
+    tokenId: str
+    access: str
+    createdAt: int
+    expiresAt: int
+
+
+class TokenCreated(TokenOut):
+    token: str
+    username: str
+    cloneUrl: str
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenOut]
 
 
 class CommitCreated(BaseModel):
@@ -187,10 +204,17 @@ OPERATIONS: list[Op] = [
        query={**_REF, "path": {"type": "string"}}),
     Op("get", "/v1/repos/{Repo}/blob", "A file's bytes at a ref", raw=True,
        query={**_REF, "path": {"type": "string", "minLength": 1}}),
+    Op("post", "/v1/repos/{Repo}/tokens",
+       "Mint a Git token for this repository (HTTP Basic: user x-token, password the "
+       "token; shown once)", 201, TokenCreated, CreateTokenBody),
+    Op("get", "/v1/repos/{Repo}/tokens", "List the repository's live tokens (no secrets)",
+       response=TokenList),
+    Op("delete", "/v1/repos/{Repo}/tokens/{TokenId}", "Revoke a token", 204),
 ]  # fmt: skip
 
 NAME = {"type": "string", "pattern": r"^[a-zA-Z0-9_-]{1,64}$"}
 FACET = {"type": "string", "pattern": "^" + NAME_PATTERN + "$"}
+TOKEN_ID = {"type": "string", "pattern": r"^rt[0-9a-f]{24}$"}
 _PARAMS = {
     "Account": ACCOUNT,
     "Repo": REPO,
@@ -198,6 +222,7 @@ _PARAMS = {
     "Name": NAME,
     "ExecutionName": NAME,
     "Facet": FACET,
+    "TokenId": TOKEN_ID,
     "Arn": {"type": "string", "minLength": 1, "description": "A durable execution ARN"},
 }
 _ERRORS = {

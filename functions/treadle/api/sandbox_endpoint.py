@@ -5,7 +5,9 @@ in a namespace with loopback only, that is 127.0.0.1:<port> in the namespace, a 
 the platform made there and serves here. Each request goes to the same application
 as the public API, restricted to what a sandbox key may call
 (`Application.handle_sandbox`): a stolen tenant key, or any other route, gets
-AccessDenied even from inside.
+AccessDenied even from inside. Git smart HTTP is served here too, for the tenant's
+own repository tokens only (which its sandbox key mints at `/v1/repos/{name}/tokens`),
+so an agent clones and pushes with egress `none`.
 
 A small threaded HTTP/1.1 server per tenant (stdlib): the SDK's traffic is a few
 requests per invocation, and the application is synchronous anyway.
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 # Connections served at once per tenant (a thread each): tenant code opening more
 # cannot take the platform's threads; the surplus is closed at once.
 MAX_CONNECTIONS = 64
+# Largest Git request body (a push) taken from tenant code, as on the public endpoint.
+MAX_GIT_BYTES = 512 << 20
 
 
 class _Server(ThreadingHTTPServer):
@@ -70,15 +74,40 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         app, length = self.server.app, self.headers.get("content-length") or "0"
-        if not length.isdigit() or int(length) > app.max_request_bytes:
-            too_large = f"Request must be smaller than {app.max_request_bytes} bytes."
+        url = urlsplit(self.path)
+        # A push is bigger than an API call; git sends a big one chunked.
+        limit = MAX_GIT_BYTES if url.path.startswith("/git/") else app.max_request_bytes
+        chunked = "chunked" in (self.headers.get("transfer-encoding") or "").lower()
+        body = self._chunked(limit) if chunked else None
+        if body is None and (chunked or not length.isdigit() or int(length) > limit):
+            too_large = f"Request must be smaller than {limit} bytes."
             self._send(aws_error(413, "RequestTooLargeException", too_large), close=True)
             return
-        body = self.rfile.read(int(length))
-        url = urlsplit(self.path)
+        if body is None:
+            body = self.rfile.read(int(length))
         headers = {k: v for k, v in self.headers.items()}
         request = Request.build(self.command, url.path, url.query, headers, body)
         self._send(app.handle_sandbox(request, self.server.tenant))
+
+    def _chunked(self, limit: int) -> bytes | None:
+        """A chunked body; None if it is malformed or larger than `limit`."""
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                return None
+            total += size
+            if size < 0 or total > limit:
+                return None
+            if size == 0:
+                while self.rfile.readline(1024).strip():  # trailers
+                    pass
+                return b"".join(parts)
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(8)  # the CRLF after the chunk
 
     def _send(self, response: Response, *, close: bool = False) -> None:
         self.send_response(response.status)

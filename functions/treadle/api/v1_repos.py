@@ -1,14 +1,17 @@
-"""`/v1/repos`: a tenant's Git repositories as REST (create, list, commit, read)."""
+"""`/v1/repos`: a tenant's Git repositories as REST (create, list, commit, read) and
+their Git tokens (mint, list, revoke)."""
 
 from __future__ import annotations
 
 import base64
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from treadle.api.http import Request, Response, Router
+from treadle.artifacts.ports import RepoToken
 from treadle.artifacts.service import ArtifactService, CommitInfo, TreeEntry
+from treadle.artifacts.tokens import DEFAULT_TTL_S, MAX_TTL_S, TOKEN_USER, RepoTokens
 from treadle.domain.errors import InvalidParameter
 
 R = "/v1/repos"
@@ -17,6 +20,33 @@ R = "/v1/repos"
 class CreateRepoBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(description="1 to 100 letters, digits, '.', '_' or '-'.")
+    forkOf: str | None = Field(
+        default=None,
+        description="Fork this repository of yours: its refs now, its objects shared "
+        "(not copied); deleting it later does not break the fork.",
+    )
+    bundle: str | None = Field(
+        default=None,
+        description="Import a Git bundle (base64 of `git bundle create f --all`; no "
+        "prerequisites).",
+    )
+
+
+class CreateTokenBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    access: StrictStr = Field(description="'read' (clone, fetch) or 'write' (push too).")
+    ttlSeconds: StrictInt = Field(
+        default=DEFAULT_TTL_S, description=f"Lifetime, 1 to {MAX_TTL_S} seconds."
+    )
+
+
+def _token(t: RepoToken) -> dict[str, object]:
+    return {
+        "tokenId": t.token_id,
+        "access": t.access,
+        "createdAt": t.created_ms // 1000,
+        "expiresAt": t.expires_ms // 1000,
+    }
 
 
 class FileContent(BaseModel):
@@ -79,8 +109,9 @@ def _limit(request: Request, default: int) -> int:
 
 
 class ReposApi:
-    def __init__(self, artifacts: ArtifactService, *, public_url: str) -> None:
+    def __init__(self, artifacts: ArtifactService, tokens: RepoTokens, *, public_url: str) -> None:
         self.artifacts = artifacts
+        self.tokens = tokens
         self.public_url = public_url
 
     def register(self, r: Router) -> None:
@@ -92,13 +123,18 @@ class ReposApi:
         r.add("GET", R + "/{Repo}/commits", self.log)
         r.add("GET", R + "/{Repo}/tree", self.tree)
         r.add("GET", R + "/{Repo}/blob", self.blob)
+        r.add("POST", R + "/{Repo}/tokens", self.mint_token)
+        r.add("GET", R + "/{Repo}/tokens", self.list_tokens)
+        r.add("DELETE", R + "/{Repo}/tokens/{TokenId}", self.revoke_token)
 
     def clone_url(self, tenant: str, name: str) -> str:
         return f"{self.public_url}/git/{tenant}/{name}.git"
 
     def create(self, request: Request) -> Response:
         body = CreateRepoBody.model_validate(request.json())
-        self.artifacts.create_repo(request.tenant, body.name)
+        self.artifacts.create_repo(
+            request.tenant, body.name, fork_of=body.forkOf, bundle=body.bundle
+        )
         info = {"name": body.name, "cloneUrl": self.clone_url(request.tenant, body.name)}
         return Response.json(info, status=201)
 
@@ -160,3 +196,25 @@ class ReposApi:
             request.tenant, request.params["Repo"], request.q("ref") or "HEAD", path
         )
         return Response(status=200, body=data, headers={"content-type": "application/octet-stream"})
+
+    # -- tokens --------------------------------------------------------------------
+
+    def mint_token(self, request: Request) -> Response:
+        body = CreateTokenBody.model_validate(request.json())
+        name = request.params["Repo"]
+        token, secret = self.tokens.mint(request.tenant, name, body.access, body.ttlSeconds)
+        info = {
+            **_token(token),
+            "token": secret,  # shown once: only its hash is stored
+            "username": TOKEN_USER,
+            "cloneUrl": self.clone_url(request.tenant, name),
+        }
+        return Response.json(info, status=201)
+
+    def list_tokens(self, request: Request) -> Response:
+        tokens = self.tokens.list(request.tenant, request.params["Repo"])
+        return Response.json({"tokens": [_token(t) for t in tokens]})
+
+    def revoke_token(self, request: Request) -> Response:
+        self.tokens.revoke(request.tenant, request.params["Repo"], request.params["TokenId"])
+        return Response(status=204)

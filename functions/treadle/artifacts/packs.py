@@ -79,19 +79,30 @@ class PackCache:
 class PackObjectStore(BucketBasedObjectStore):
     """The objects of one repository: the packs under its key prefix."""
 
-    def __init__(self, store: ObjectStore, tenant: str, repo: str, cache: PackCache) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        tenant: str,
+        repo: str,
+        cache: PackCache,
+        borrowed: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """`borrowed`: (repository, pack name) of packs of other repositories of the
+        tenant this one reads too (a fork's); they are never written nor removed here."""
         super().__init__()
         self._store = store
         self._tenant = tenant
         self._repo = repo
         self._cache = cache
+        self._borrowed = [f"{r}/{n}" for r, n in borrowed]
         self._packs_prefix = f"{repo_prefix(tenant, repo)}packs/"
 
     def __repr__(self) -> str:
         return f"PackObjectStore({self._packs_prefix!r})"
 
     def _key(self, name: str, ext: str) -> str:
-        return pack_key(self._tenant, self._repo, name, ext)
+        repo, _, own = name.rpartition("/")  # "<repo>/<name>": a borrowed pack
+        return pack_key(self._tenant, repo or self._repo, own, ext)
 
     def _iter_pack_names(self) -> Iterator[str]:
         exts: dict[str, set[str]] = {}
@@ -99,7 +110,8 @@ class PackObjectStore(BucketBasedObjectStore):
             name, _, ext = key[len(self._packs_prefix) :].rpartition(".")
             exts.setdefault(name, set()).add(ext)
         # The index is uploaded after the pack: a name is complete once both exist.
-        return iter(sorted(n for n, e in exts.items() if {"pack", "idx"} <= e))
+        own = sorted(n for n, e in exts.items() if {"pack", "idx"} <= e)
+        return iter([*own, *self._borrowed])
 
     def _get_pack(self, name: str) -> Pack:
         def load_data() -> PackData:
@@ -113,6 +125,8 @@ class PackObjectStore(BucketBasedObjectStore):
         return Pack.from_lazy_objects(load_data, load_index)
 
     def _remove_pack_by_name(self, name: str) -> None:
+        if "/" in name:
+            return  # another repository's pack, only borrowed
         # Index first: the pack stops being listed before its data goes.
         self._store.delete(self._key(name, "idx"))
         self._store.delete(self._key(name, "pack"))

@@ -11,11 +11,17 @@ Protocols and pass the same contract suite (`tests/contract/test_artifact_stores
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from treadle.domain.errors import AlreadyExists, Conflict, InvalidParameter, NotFound
+from treadle.domain.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidParameter,
+    NotFound,
+    PayloadTooLarge,
+)
 
 # The "absent" value of a ref in a compare-and-swap, as on Git's wire. Any all-zero
 # value (40 or 64 digits, for SHA-1 or SHA-256 repositories) means the same.
@@ -24,6 +30,9 @@ ZERO_SHA = b"0" * 40
 # local store writes them beside their target), so no valid key can collide with one.
 RESERVED_SEGMENT_PREFIX = ".tmp-"
 MAX_KEY = 1024  # S3's limit: a key valid in one ObjectStore is valid in every other
+# Refs a repository may be created with at once (a fork, an import): what one DynamoDB
+# transaction holds beside the repository's own two items.
+MAX_INITIAL_REFS = 98
 
 
 class InvalidKey(InvalidParameter):
@@ -66,6 +75,29 @@ def repo_prefix(tenant: str, repo: str) -> str:
 def pack_key(tenant: str, repo: str, name: str, ext: str) -> str:
     """`tenants/<tenant>/repos/<repo>/packs/<name>.<ext>`, ext being `pack` or `idx`."""
     return f"{repo_prefix(tenant, repo)}packs/{name}.{ext}"
+
+
+# A ref outside `refs/` that Git never shows nor accepts: the packs a fork reads from the
+# repositories it was forked from, one `<repo>/<pack name>` per line (`forks.py`).
+BORROWED_PACKS_REF = b"treadle/borrowed-packs"
+
+
+def hold_prefix(tenant: str, repo: str, pack: str) -> str:
+    """Keys under which forks hold `repo`'s pack (one key per holding repository):
+    deleting `repo` keeps a held pack."""
+    repo_prefix(tenant, repo)  # the same name checks
+    return f"tenants/{tenant}/holds/{repo}/{pack}/"
+
+
+def check_initial_refs(refs: Mapping[bytes, bytes]) -> None:
+    """Validation every RefStore adapter runs on `create_repo`'s refs."""
+    if len(refs) > MAX_INITIAL_REFS:
+        raise PayloadTooLarge(
+            f"A repository can be created with at most {MAX_INITIAL_REFS} refs, not {len(refs)}."
+        )
+    for ref, value in refs.items():
+        if not ref or not value or is_zero(value):
+            raise InvalidParameter(f"ref {ref!r} needs a name and a non-zero value")
 
 
 def check_updates(updates: Sequence[RefUpdate]) -> None:
@@ -136,6 +168,49 @@ class RepoPage:
     next_marker: str | None  # pass as `after` for the next page; None on the last page
 
 
+class TokenNotFound(NotFound):
+    def __init__(self, repo: str, token_id: str) -> None:
+        super().__init__(f"Token '{token_id}' of repository '{repo}' does not exist.")
+        self.repo = repo
+        self.token_id = token_id
+
+
+@dataclass(frozen=True)
+class RepoToken:
+    """A Git credential for one repository of one tenant, until `expires_ms`.
+
+    Only a hash of the secret is kept: HTTP Basic sends the secret itself, so a hash is
+    all that verifying it needs, and a copy of the store opens nothing.
+    """
+
+    token_id: str
+    tenant: str
+    repo: str
+    access: str  # "read" | "write"
+    secret_hash: str  # sha256 hex of the secret
+    created_ms: int
+    expires_ms: int
+
+
+class TokenStore(Protocol):
+    """Repository tokens by id, and per repository for listing. Every write is atomic."""
+
+    def put(self, token: RepoToken) -> None:
+        """Store a new token; AlreadyExists if its id is taken."""
+
+    def get(self, token_id: str) -> RepoToken | None:
+        """The token, whatever its expiry (expired ones may already be gone); None if absent."""
+
+    def list(self, tenant: str, repo: str) -> list[RepoToken]:
+        """The repository's tokens, by id."""
+
+    def delete(self, tenant: str, repo: str, token_id: str) -> None:
+        """Remove one token; TokenNotFound if absent or not that repository's."""
+
+    def delete_repo(self, tenant: str, repo: str) -> None:
+        """Remove every token of the repository (none: no error)."""
+
+
 class ObjectStore(Protocol):
     """Immutable-blob key space (a directory, S3). Keys are `/`-separated relative paths
     without empty, `.` or `..` segments (`check_key`); adapters raise InvalidKey for any
@@ -160,8 +235,12 @@ class ObjectStore(Protocol):
 class RefStore(Protocol):
     """Repositories and their refs, per tenant."""
 
-    def create_repo(self, tenant: str, repo: str) -> None:
-        """Register an empty repository; RepoAlreadyExists if it exists."""
+    def create_repo(
+        self, tenant: str, repo: str, refs: Mapping[bytes, bytes] | None = None
+    ) -> None:
+        """Register a repository holding `refs` (none: empty), all at once;
+        RepoAlreadyExists if it exists; InvalidParameter for an empty name or value;
+        PayloadTooLarge beyond MAX_INITIAL_REFS refs."""
 
     def delete_repo(self, tenant: str, repo: str) -> None:
         """Remove the repository and all its refs at once; RepoNotFound if absent."""

@@ -23,6 +23,7 @@ from dulwich.repo import BaseRepo
 
 from treadle.artifacts.packs import PackCache, PackObjectStore
 from treadle.artifacts.ports import (
+    BORROWED_PACKS_REF,
     ZERO_SHA,
     ObjectStore,
     RefConflict,
@@ -40,6 +41,20 @@ _DEFAULT_HEAD = SYMREF + DEFAULT_BRANCH
 _UNCONDITIONAL_RETRIES = 5
 
 
+def parse_borrowed(value: bytes) -> list[tuple[str, str]]:
+    """The (repository, pack name) pairs of a borrowed-packs record."""
+    pairs = []
+    for line in value.decode("ascii").split("\n"):
+        repo, sep, pack = line.partition("/")
+        if sep:
+            pairs.append((repo, pack))
+    return pairs
+
+
+def format_borrowed(pairs: Sequence[tuple[str, str]]) -> bytes:
+    return "\n".join(f"{repo}/{pack}" for repo, pack in pairs).encode("ascii")
+
+
 class StoreRefsContainer(RefsContainer):
     """Refs of one repository in a RefStore.
 
@@ -55,10 +70,14 @@ class StoreRefsContainer(RefsContainer):
         self._tenant = tenant
         self._repo = repo
         self._snapshot: dict[bytes, bytes] | None = None
+        self.borrowed: list[tuple[str, str]] = []
 
     def snapshot(self, *, fresh: bool = False) -> dict[bytes, bytes]:
+        """The repository's Git refs (the borrowed-packs record is kept apart)."""
         if fresh or self._snapshot is None:
-            self._snapshot = self._store.get_refs(self._tenant, self._repo)
+            refs = self._store.get_refs(self._tenant, self._repo)
+            self.borrowed = parse_borrowed(refs.pop(BORROWED_PACKS_REF, b""))
+            self._snapshot = refs
         return self._snapshot
 
     def compare_and_swap(self, updates: Sequence[RefUpdate]) -> None:
@@ -157,6 +176,7 @@ class StoreRefsContainer(RefsContainer):
         timezone: int | None = None,
         message: bytes | None = None,
     ) -> bool:
+        self._check_refname(name)  # never the borrowed-packs record
         if old_ref is None:
             return self._swap_unconditionally(name, ZERO_SHA)
         return self._try(RefUpdate(name, old_ref, ZERO_SHA))
@@ -239,6 +259,11 @@ class Repositories:
         self.refs = refs
         self._cache = cache or PackCache()
 
+    def open_objects(self, tenant: str, repo: str) -> PackObjectStore:
+        """The repository's own packs, whether or not it exists yet (an import writes
+        them before the refs that make it exist)."""
+        return PackObjectStore(self.objects, tenant, repo, self._cache)
+
     def open(self, tenant: str, repo: str) -> ArtifactRepo:
         """A handle; RepoNotFound if the repository does not exist.
 
@@ -246,6 +271,5 @@ class Repositories:
         """
         refs = StoreRefsContainer(self.refs, tenant, repo)
         refs.snapshot()
-        return ArtifactRepo(
-            tenant, repo, PackObjectStore(self.objects, tenant, repo, self._cache), refs
-        )
+        objects = PackObjectStore(self.objects, tenant, repo, self._cache, refs.borrowed)
+        return ArtifactRepo(tenant, repo, objects, refs)

@@ -20,8 +20,16 @@ from dulwich.objectspec import parse_commit
 from dulwich.refs import Ref, check_ref_format
 
 from treadle.artifacts.edits import check_path, stage_tree, staged_objects
-from treadle.artifacts.ports import ZERO_SHA, RefConflict, RefUpdate, RepoPage, repo_prefix
-from treadle.artifacts.repository import ArtifactRepo, Repositories
+from treadle.artifacts.forks import RepoCopies, delete_objects
+from treadle.artifacts.ports import (
+    BORROWED_PACKS_REF,
+    ZERO_SHA,
+    RefConflict,
+    RefUpdate,
+    RepoPage,
+    TokenStore,
+)
+from treadle.artifacts.repository import ArtifactRepo, Repositories, parse_borrowed
 from treadle.domain.errors import Conflict, InvalidParameter, NotFound
 
 log = logging.getLogger(__name__)
@@ -87,15 +95,34 @@ def _kind(mode: int) -> str:
 
 
 class ArtifactService:
-    def __init__(self, repositories: Repositories, *, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        repositories: Repositories,
+        *,
+        clock: Callable[[], float] = time.time,
+        tokens: TokenStore | None = None,
+    ):
         self._repos = repositories
         self._clock = clock
+        self._tokens = tokens
 
     # -- repositories ----------------------------------------------------------------
 
-    def create_repo(self, tenant: str, name: str) -> None:
-        """One row in the ref store; no objects until the first commit or push."""
+    def create_repo(
+        self, tenant: str, name: str, *, fork_of: str | None = None, bundle: str | None = None
+    ) -> None:
+        """Empty (one row in the ref store; no objects until the first commit or push),
+        a fork of `fork_of` sharing its packs, or imported from a base64 Git bundle."""
         check_repo_name(name)
+        if fork_of is not None and bundle is not None:
+            raise InvalidParameter("Give forkOf or bundle, not both.")
+        if fork_of is not None:
+            check_repo_name(fork_of)
+            RepoCopies(self._repos).fork(tenant, name, fork_of)
+            return
+        if bundle is not None:
+            RepoCopies(self._repos).import_bundle(tenant, name, bundle)
+            return
         self._repos.refs.create_repo(tenant, name)
         log.info("created repository %s/%s", tenant, name)
 
@@ -105,16 +132,25 @@ class ArtifactService:
         return self._repos.refs.list_repos(tenant, limit=limit, after=marker)
 
     def delete_repo(self, tenant: str, name: str) -> None:
-        """Refs first (the repository vanishes at once), then its packs.
+        """Tokens and refs first (the repository vanishes at once), then its packs
+        (those no fork holds).
 
         Packs left by a crash in between are unreachable and invisible to other tenants
         (their keys are under this tenant's prefix); garbage collection removes them.
         """
         check_repo_name(name)
+        borrowed = parse_borrowed(
+            self._repos.refs.get_refs(tenant, name).get(BORROWED_PACKS_REF, b"")
+        )
+        # Its tokens go too, before and after: none minted meanwhile, nor left by a
+        # crash, may open a repository re-created under the same name.
+        if self._tokens is not None:
+            self._tokens.delete_repo(tenant, name)
         self._repos.refs.delete_repo(tenant, name)
-        objects = self._repos.objects
-        for key in objects.list(repo_prefix(tenant, name)):
-            objects.delete(key)
+        if self._tokens is not None:
+            self._tokens.delete_repo(tenant, name)
+        # Packs that forks hold stay (`forks.py`).
+        delete_objects(self._repos, tenant, name, borrowed)
         log.info("deleted repository %s/%s", tenant, name)
 
     def refs(self, tenant: str, name: str) -> dict[str, str]:
@@ -123,6 +159,7 @@ class ArtifactService:
         return {
             ref.decode("utf-8", "replace"): sha.decode("utf-8", "replace")
             for ref, sha in self._repos.refs.get_refs(tenant, name).items()
+            if ref != BORROWED_PACKS_REF
         }
 
     # -- writes ----------------------------------------------------------------------

@@ -35,6 +35,7 @@ from treadle.adapters.aws.cloudwatch_logs import CloudWatchLogStore
 from treadle.adapters.aws.dynamodb_executions import DynamoExecutionStore
 from treadle.adapters.aws.dynamodb_functions import DynamoFunctionStore
 from treadle.adapters.aws.dynamodb_refs import DynamoRefStore
+from treadle.adapters.aws.dynamodb_repo_tokens import DynamoTokenStore
 from treadle.adapters.aws.dynamodb_tenants import DynamoTenantStore
 from treadle.adapters.aws.lambda_runtime import Invoker, LambdaRuntime
 from treadle.adapters.aws.resources import AwsClients, provision, read_admin_key, read_secret
@@ -164,6 +165,7 @@ class AwsPlatform(Platform):
             repositories=Repositories(
                 S3ObjectStore(s3, self.bucket), DynamoRefStore(ddb, self.table)
             ),
+            tokens=DynamoTokenStore(ddb, self.table),
             runtime=self.runtime,
             dispatcher=self.dispatcher,
             clock=self.clock,

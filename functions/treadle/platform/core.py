@@ -14,7 +14,7 @@ from treadle.adapters.sandbox.durable_channel import ENV_FLAG as DURABLE_CHANNEL
 from treadle.api.app import Application
 from treadle.api.auth import Authenticator
 from treadle.api.git_http import GitHttp
-from treadle.api.http import Response, Router
+from treadle.api.http import Request, Response, Router
 from treadle.api.lambda_routes import LambdaApi
 from treadle.api.logs_routes import LogsApi
 from treadle.api.openapi import build_document
@@ -28,6 +28,8 @@ from treadle.app.executions import ExecutionService
 from treadle.app.functions import FunctionService
 from treadle.app.quotas import TenantQuotas
 from treadle.artifacts import ArtifactService, Repositories
+from treadle.artifacts.ports import TokenStore
+from treadle.artifacts.tokens import RepoTokens
 from treadle.domain.engine import Engine, EngineConfig, TokenCodec
 from treadle.domain.logs import LogStore
 from treadle.domain.ports import (
@@ -55,6 +57,7 @@ class Ports:
     logs: LogStore
     tenants: TenantAdmin
     repositories: Repositories
+    tokens: TokenStore
     runtime: FunctionRuntime
     dispatcher: Dispatcher
     clock: Clock
@@ -81,7 +84,10 @@ def build_core(
     endpoint: str,
 ) -> Core:
     sandbox_keys = SandboxKeys(token_secret)
+    repo_tokens = RepoTokens(ports.tokens, ports.repositories.refs, now_ms=ports.clock.now_ms)
     auth = Authenticator(
+        repo_tokens=repo_tokens.verify,
+        tenant_enabled=ports.tenants.is_enabled,
         tenant_keys=ports.tenants.lookup_secret,
         sandbox_keys=sandbox_keys,
         admin_key=admin_key,
@@ -100,7 +106,7 @@ def build_core(
         listener=notifier,
         config=EngineConfig(wait_time_scale=settings.wait_time_scale),
     )
-    artifacts = ArtifactService(ports.repositories)
+    artifacts = ArtifactService(ports.repositories, tokens=ports.tokens)
     quotas = TenantQuotas(ports.tenants, executions=ports.executions, functions=ports.functions)
     function_service = FunctionService(
         quotas=quotas,
@@ -128,20 +134,27 @@ def build_core(
     document = build_document()
     v1.add("GET", "/v1/openapi.json", lambda _req: Response.json(document))
     TenantsApi(ports.tenants).register(v1)
-    repos_api = ReposApi(artifacts, public_url=endpoint)
+    repos_api = ReposApi(artifacts, repo_tokens, public_url=endpoint)
     repos_api.register(v1)
     FunctionsApi(function_service).register(v1)
     ExecutionsApi(execution_service).register(v1)
     facets = Facets(ports.facets, ports.tenants)
     FacetsApi(facets).register(v1)
     logs_api = LogsApi(ports.logs)
+
+    def sandbox_git(request: Request, tenant: str) -> Response:
+        # Only that tenant's repository tokens: its sandbox key and any leaked tenant
+        # key open nothing over Git from inside.
+        return GitHttp(ports.repositories, lambda r: auth.git_token(r, tenant))(request)
+
     app = Application(
         router=router,
         v1=v1,
         auth=auth,
         targets={"Logs_20140328": logs_api.handle},
-        git=GitHttp(ports.repositories, auth.git_tenant),
+        git=GitHttp(ports.repositories, auth.git),
         max_request_bytes=settings.max_request_bytes,
+        sandbox_git=sandbox_git,
     )
     return Core(engine=engine, app=app, facets=facets)
 

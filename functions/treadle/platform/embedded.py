@@ -11,6 +11,7 @@ from treadle.adapters.sqlite.executions import SqliteExecutionStore
 from treadle.adapters.sqlite.functions import SqliteFunctionStore
 from treadle.adapters.sqlite.logs import SqliteLogStore
 from treadle.adapters.sqlite.refs import SqliteRefStore
+from treadle.adapters.sqlite.repo_tokens import SqliteTokenStore
 from treadle.adapters.sqlite.tenants import SqliteTenantStore
 from treadle.artifacts import Repositories
 from treadle.domain.ports import Timer
@@ -46,6 +47,7 @@ class EmbeddedPlatform(Platform):
                 LocalObjectStore(data / "git" / "objects"),
                 SqliteRefStore(data / "git" / "refs.db"),
             ),
+            tokens=SqliteTokenStore(data / "git" / "tokens.db"),
             runtime=runtime,
             dispatcher=self.scheduler,
             clock=self.clock,

@@ -107,6 +107,13 @@ class TenantAdmin:
     def rotate_key(self, account_id: str, access_key_id: str) -> AccessKey:
         return self.store.rotate_key(account_id, access_key_id, now_ms=self.clock.now_ms())
 
+    def is_enabled(self, account_id: str) -> bool:
+        """Whether the tenant exists and is not disabled (what its repository tokens need)."""
+        try:
+            return not self.store.get_tenant(account_id).disabled
+        except NotFound:
+            return False
+
     def lookup_secret(self, access_key_id: str) -> KeySecret | None:
         """The `SecretLookup` of the verifiers: only active keys of enabled tenants."""
         found = self.store.find_key(access_key_id)

@@ -17,7 +17,7 @@ from treadle.tenancy.ports import SecretLookup
 
 # Compared against when the key is unknown, so that case costs the same comparison.
 _DUMMY_SECRET = b"x" * 40
-_REFUSED = "Invalid access key id or secret access key."
+REFUSED = "Invalid access key id or secret access key."
 
 
 def parse_basic(authorization_header: str | None) -> tuple[str, str]:
@@ -44,5 +44,5 @@ def verify_basic(authorization_header: str | None, lookup_secret: SecretLookup) 
     expected = found.secret.encode() if found is not None else _DUMMY_SECRET
     matches = hmac.compare_digest(expected, password.encode("utf-8"))
     if found is None or not matches:
-        raise BasicAuthRequired(_REFUSED)
+        raise BasicAuthRequired(REFUSED)
     return found.tenant

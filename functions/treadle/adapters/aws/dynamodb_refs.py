@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Final, cast
 
@@ -54,6 +54,7 @@ from treadle.artifacts.ports import (
     RepoAlreadyExists,
     RepoNotFound,
     RepoPage,
+    check_initial_refs,
     check_updates,
     is_zero,
 )
@@ -116,7 +117,10 @@ class DynamoRefStore:
             children=lambda: self._ref_keys(pk),
         )
 
-    def create_repo(self, tenant: str, repo: str) -> None:
+    def create_repo(
+        self, tenant: str, repo: str, refs: Mapping[bytes, bytes] | None = None
+    ) -> None:
+        check_initial_refs(refs or {})
         record = self._record(tenant, repo)
         items: list[TransactWriteItemTypeDef] = [
             {
@@ -132,6 +136,9 @@ class DynamoRefStore:
             },
             {"Put": {"TableName": self._name, "Item": record.listing}},
         ]
+        for ref, value in (refs or {}).items():
+            item: Item = {**key(record.pk, ref_sk(ref)), REF: {"B": ref}, VALUE: {"B": value}}
+            items.append({"Put": {"TableName": self._name, "Item": item}})
         record.create(items, RepoAlreadyExists(tenant, repo), f"create repository {repo}")
 
     def delete_repo(self, tenant: str, repo: str) -> None:

@@ -18,6 +18,8 @@ Key schema (all key attributes are strings unless noted):
 | repository (exists, fence, `seq`) | `R#<tenant>#<repo>` | `REPO` |
 | one ref of a repository | `R#<tenant>#<repo>` | `REF#<sha256(ref name) hex>` |
 | repository listing entry | `RL#<tenant>` | `<repo>` |
+| repository token (by id: Git auth) | `RT#<token id>` | `TOKEN` |
+| repository token listing entry | `RTL#<tenant>#<repo>` | `<token id>` |
 | tenant record | `A#<account id>` | `TENANT` |
 | access key listing entry (per tenant) | `A#<account id>` | `K#<created_ms:015d>#<key id>` |
 | tenants listing entry | `AL` | `<account id>` |
@@ -36,7 +38,8 @@ records below it carries no TTL.
 The artifact, tenant and function records are found by key or by a Query of one
 partition only: none of them carries an index attribute or a TTL (they live until
 deleted). Listing entries exist because "every repository/function of a tenant" and
-"every tenant" would otherwise need a Scan or a new index.
+"every tenant" would otherwise need a Scan or a new index. Repository tokens are the
+exception: both their items carry `ttl` (expiry plus an hour), so dead tokens go away.
 
 Indexes (every one KEYS_ONLY or near it: an index is rewritten whenever an attribute it
 projects changes, and the execution record changes on every checkpoint):
@@ -104,6 +107,9 @@ REPO_PREFIX: Final = "R#"
 REPO_SK: Final = "REPO"
 REF_SK_PREFIX: Final = "REF#"
 REPO_LIST_PREFIX: Final = "RL#"
+REPO_TOKEN_PREFIX: Final = "RT#"
+REPO_TOKEN_SK: Final = "TOKEN"
+REPO_TOKEN_LIST_PREFIX: Final = "RTL#"
 ACCOUNT_PREFIX: Final = "A#"
 TENANT_SK: Final = "TENANT"
 TENANT_KEY_SK_PREFIX: Final = "K#"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from treadle.adapters.sqlite.connection import SqliteFile
@@ -19,6 +19,7 @@ from treadle.artifacts.ports import (
     RepoAlreadyExists,
     RepoNotFound,
     RepoPage,
+    check_initial_refs,
     check_updates,
     is_zero,
 )
@@ -54,7 +55,10 @@ class SqliteRefStore:
         ).fetchone()
         return row is not None
 
-    def create_repo(self, tenant: str, repo: str) -> None:
+    def create_repo(
+        self, tenant: str, repo: str, refs: Mapping[bytes, bytes] | None = None
+    ) -> None:
+        check_initial_refs(refs or {})
         with self._db.transaction() as conn:
             try:
                 conn.execute(
@@ -63,6 +67,10 @@ class SqliteRefStore:
                 )
             except sqlite3.IntegrityError:
                 raise RepoAlreadyExists(tenant, repo) from None
+            conn.executemany(
+                "INSERT INTO refs (tenant, repo, ref, value) VALUES (?, ?, ?, ?)",
+                [(tenant, repo, ref, value) for ref, value in (refs or {}).items()],
+            )
 
     def delete_repo(self, tenant: str, repo: str) -> None:
         with self._db.transaction() as conn:
