@@ -1,6 +1,7 @@
 """The README's commands work: each `bash` and `python` block runs, in order, against a
 fresh `treadle dev` (blocks marked `console` start long-running things or need a moto
-server, and are left to the demo and the other tests).
+server, and are left to the demo and the other tests; `python tenant` blocks run inside a
+tenant's function, where their own tests run them).
 
 Run as the README's reader would, from an empty directory beside `examples/`, with the
 AWS CLI and boto3 of the venv; the README's address (127.0.0.1:9000) and data directory
