@@ -11,6 +11,7 @@ moto server the demo starts itself (moto is a development dependency).
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -169,6 +171,42 @@ def _run_order(lam: Any) -> dict[str, Any]:
     return lam.get_durable_execution(DurableExecutionArn=arn)  # type: ignore[no-any-return]
 
 
+def _v1(url: str, keys: dict[str, str], path: str) -> Any:
+    """A `/v1` read with the tenant's key pair (HTTP Basic)."""
+    pair = f"{keys['aws_access_key_id']}:{keys['aws_secret_access_key']}"
+    request = urllib.request.Request(
+        url + path, headers={"authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _run_agent(lam: Any, url: str, keys: dict[str, str]) -> bool:
+    """examples/agent: memory in a facet, output committed to the session's repository."""
+    session = f"s{int(time.time())}"
+    tasks = ["read the brief", "draft the plan", "write the report"]
+    resp = lam.invoke(
+        FunctionName="agent",
+        DurableExecutionName=f"agent-{session}",
+        Payload=json.dumps({"session": session, "tasks": tasks}),
+    )
+    body = json.loads(resp["Payload"].read())
+    if "FunctionError" in resp:
+        console.print(f"[red]agent failed:[/] {body}")
+        return False
+    console.print(
+        f"agent session [bold]{session}[/]: remembers {len(body['memory'])} notes, "
+        f"committed {body['commit'][:12]} to [bold]{body['repository']}[/]"
+    )
+    facets = _v1(url, keys, "/v1/facets")["facets"]
+    for facet in facets:
+        console.print(f"  facet {facet['name']}: {facet['sizeBytes']} bytes")
+    log = _v1(url, keys, f"/v1/repos/{body['repository']}/commits")
+    for commit in log.get("commits", [])[:3]:
+        console.print(f"  commit {commit.get('sha', '')[:12]} {commit.get('message', '').strip()}")
+    return bool(body["memory"] == tasks)
+
+
 def _what_next() -> None:
     console.print(
         "\n[bold]What next[/]\n"
@@ -224,7 +262,7 @@ def main() -> int:
             final = _run_order(lam)
             console.print(f"order workflow: [bold]{final['Status']}[/]")
             console.print_json(json.dumps(_payload(final.get("Result", "null")), default=str))
-            ok = final["Status"] == "SUCCEEDED"
+            ok = final["Status"] == "SUCCEEDED" and _run_agent(lam, url, keys)
             if ok:
                 _what_next()
             return 0 if ok else 1

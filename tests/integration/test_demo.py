@@ -32,6 +32,9 @@ def test_demo_runs_every_example_to_success(backend: str) -> None:
     if backend == "aws":
         assert "AWS backend" in out and "DynamoDB" in out
     assert '{"t":' not in out  # payloads are shown decoded, not in the SDK's envelope
+    # The agent: its memory in a facet, its report committed to its session's repository.
+    assert "remembers 3 notes, committed" in out and "facet agent-s" in out
+    assert "report of session s" in out
     assert "What next" in out
 
 

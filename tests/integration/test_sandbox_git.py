@@ -95,6 +95,9 @@ def handler(event, context):
         lambda: porcelain.ls_remote(git_url("x-token", event["foreign_token"],
                                             event["foreign_account"], event["foreign_repo"])))
     report["list_repos"] = call("GET", "/v1/repos")[0]
+    # A session's own repository: created by its code, as its tenant's; nothing else.
+    report["create_repo"] = call("POST", "/v1/repos", {"name": repo + "-session"})[0]
+    report["delete_repo"] = call("DELETE", f"/v1/repos/{repo}")[0]
     report["list_tokens"] = call("GET", f"/v1/repos/{repo}/tokens")[0]
     report["mint_with_tenant_key"] = call(
         "POST", f"/v1/repos/{repo}/tokens", {"access": "read"}, key=leaked)[0]
@@ -164,6 +167,7 @@ def test_tenant_code_mints_a_token_and_clones_and_pushes_through_its_endpoint(
     for name in ("git_with_sandbox_key", "git_with_tenant_key", "foreign_token"):
         assert report[name] == "401", (name, report[name])
     assert report["list_repos"] == 403 and report["list_tokens"] == 403
+    assert report["create_repo"] == 201 and report["delete_repo"] == 403
     assert report["mint_with_tenant_key"] == 403
     assert report["mint_foreign_repo"] == 404  # its tenant has no repository of that name
 

@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 ADMIN = "admin"
 _SANDBOX_PATHS = re.compile(r"^/2025-12-01/durable-executions/[^/]+/(checkpoint|state)/?$")
-# What a sandbox key may call on `/v1`: minting a Git token for its tenant's repository.
-SANDBOX_V1 = re.compile(r"^/v1/repos/[A-Za-z0-9._-]{1,100}/tokens/?$")
+# What a sandbox key may call on `/v1` (POST only): create a repository of its tenant's
+# (an agent's, a session's) and mint a Git token for one.
+SANDBOX_V1 = re.compile(r"^/v1/repos(/[A-Za-z0-9._-]{1,100}/tokens)?/?$")
 TokenLookup = Callable[[str], RepoToken | None]
 
 
@@ -145,7 +146,8 @@ class Authenticator:
             )
 
     def sandbox_mints_token(self, request: Request, tenant: str) -> None:
-        """From inside `tenant`'s namespace on `/v1`: its sandbox key minting a token."""
+        """From inside `tenant`'s namespace on `/v1`: its sandbox key creating a repository
+        or minting a token for one."""
         principal = self.any(request)
         if not (
             principal.kind is Kind.SANDBOX
