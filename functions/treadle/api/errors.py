@@ -49,6 +49,7 @@ _ERRORS: list[tuple[type[e.TreadleError], int, str]] = [
     # The domain.
     (e.ExecutionAlreadyStarted, 409, "DurableExecutionAlreadyStartedException"),
     (e.AlreadyExists, 409, "ResourceConflictException"),
+    (e.PreconditionFailed, 412, "PreconditionFailedException"),
     (e.Conflict, 409, "ResourceConflictException"),
     (e.CallbackTimedOut, 400, "CallbackTimeoutException"),
     (UnknownOperation, 400, "UnknownOperationException"),

@@ -45,6 +45,10 @@ class AlreadyExists(Conflict):
     """A resource with that name exists already."""
 
 
+class PreconditionFailed(Conflict):
+    """The request named a RevisionId that is no longer the resource's."""
+
+
 class ExecutionAlreadyStarted(Conflict):
     """A start reused an execution name with a different input."""
 
