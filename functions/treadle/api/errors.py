@@ -54,6 +54,7 @@ _ERRORS: list[tuple[type[e.TreadleError], int, str]] = [
     (e.CallbackTimedOut, 400, "CallbackTimeoutException"),
     (UnknownOperation, 400, "UnknownOperationException"),
     (e.InvalidCode, 400, "InvalidParameterValueException"),
+    (e.ValidationFailed, 400, "ValidationException"),
     (e.InvalidParameter, 400, "InvalidParameterValueException"),
     (e.NotFound, 404, "ResourceNotFoundException"),
     (e.Throttled, 429, "TooManyRequestsException"),

@@ -29,6 +29,10 @@ class InvalidToken(InvalidParameter):
     """
 
 
+class ValidationFailed(InvalidParameter):
+    """A parameter breaks a constraint of the API's model (Lambda's ValidationException)."""
+
+
 class PayloadTooLarge(InvalidParameter):
     """A request or payload exceeds a documented size limit."""
 

@@ -35,9 +35,11 @@ class EmbeddedPlatform(Platform):
             self._fire,
             invoke_workers=self.settings.invoke_concurrency,
         )
+        functions = SqliteFunctionStore(self.db)
         return Ports(
             executions=executions,
-            functions=SqliteFunctionStore(self.db),
+            functions=functions,
+            aliases=functions,
             code=code,
             logs=logs,
             tenants=TenantAdmin(SqliteTenantStore(data / "tenants.db"), self.clock),
