@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import botocore.session
 
+from treadle.api.alias_routes import AliasApi
 from treadle.api.http import Router
 from treadle.api.lambda_routes import LambdaApi
 from treadle.api.logs_routes import SUPPORTED as LOGS_OPERATIONS
@@ -36,6 +37,7 @@ def lambda_operations() -> tuple[list[tuple[str, str, str]], int]:
     # Only the routes are read: the handlers are never called.
     executions = SimpleNamespace(engine=None)
     LambdaApi(cast(Any, None), cast(Any, executions)).register(router)
+    AliasApi(cast(Any, None)).register(router)
     served = {_shape(method, template) for method, template in router.routes()}
     model = botocore.session.get_session().get_service_model("lambda")
     found = []

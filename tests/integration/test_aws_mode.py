@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_aliases_wire as aliases_wire
 from botocore.exceptions import ClientError
 
 from support.moto_server import aws_env, moto_client, moto_server
@@ -245,3 +246,11 @@ def test_an_unreachable_endpoint_is_reported_plainly(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "cannot set up the AWS backend at http://127.0.0.1:1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_aliases_and_configuration_updates_on_dynamodb(server: ServerProcess) -> None:
+    """The embedded backend's wire tests of aliases, on the AWS adapters."""
+    lam = client(server)
+    aliases_wire.test_alias_lifecycle_and_its_errors(lam)
+    aliases_wire.test_invoke_by_alias_runs_the_version_it_points_to(lam)
+    aliases_wire.test_update_function_configuration_changes_latest_only(lam)

@@ -9,7 +9,12 @@ from typing import Any
 from treadle.api import serialize as s
 from treadle.api.http import REQUEST_ID_HEADER, Request, Response, Router
 from treadle.app.executions import ExecutionService, check_execution_arn, parse_function_ref
-from treadle.app.functions import CreateFunctionRequest, FunctionService, UpdateCodeRequest
+from treadle.app.functions import (
+    CreateFunctionRequest,
+    FunctionService,
+    UpdateCodeRequest,
+    UpdateConfigurationRequest,
+)
 from treadle.domain.errors import InvalidParameter
 from treadle.domain.models import CheckpointRequest, ErrorObject, ExecutionStatus
 from treadle.domain.ports import ExecutionQuery
@@ -64,6 +69,7 @@ class LambdaApi:
         r.add("GET", F + "/{Name}/configuration", self.get_configuration)
         r.add("DELETE", F + "/{Name}", self.delete_function)
         r.add("PUT", F + "/{Name}/code", self.update_code)
+        r.add("PUT", F + "/{Name}/configuration", self.update_configuration)
         r.add("POST", F + "/{Name}/versions", self.publish_version)
         r.add("GET", F + "/{Name}/versions", self.list_versions)
         r.add("POST", F + "/{Name}/invocations", self.invoke)
@@ -130,6 +136,15 @@ class LambdaApi:
             req.tenant, name, UpdateCodeRequest.model_validate(req.json())
         )
         return Response.json(s.function_configuration(fn))
+
+    def update_configuration(self, req: Request) -> Response:
+        name, qualifier = self._name(req)
+        if qualifier is not None:  # only $LATEST changes; versions are immutable
+            raise InvalidParameter("Only the unqualified function's configuration can change.")
+        body = UpdateConfigurationRequest.model_validate(req.json())
+        return Response.json(
+            s.function_configuration(self.functions.update_configuration(req.tenant, name, body))
+        )
 
     def publish_version(self, req: Request) -> Response:
         name, _ = self._name(req)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from treadle.app.aliases import resolve
 from treadle.app.completion import CompletionNotifier
 from treadle.app.quotas import Quotas
 from treadle.domain.engine import Engine
@@ -16,6 +17,7 @@ from treadle.domain.engine.batch import Started
 from treadle.domain.errors import InvalidParameter, NotFound, TreadleError
 from treadle.domain.models import TERMINAL_EXECUTION_STATUSES, Event, Execution
 from treadle.domain.ports import (
+    AliasStore,
     ExecutionQuery,
     FunctionRuntime,
     FunctionStore,
@@ -82,7 +84,9 @@ class ExecutionService:
         ids: Ids,
         quotas: Quotas,
         sync_invoke_wait_s: float = SYNC_INVOKE_LIMIT_S,
+        aliases: AliasStore | None = None,
     ) -> None:
+        self.aliases = aliases
         if not 0 < sync_invoke_wait_s <= SYNC_INVOKE_LIMIT_S:
             raise ValueError(f"sync_invoke_wait_s must be in (0, {SYNC_INVOKE_LIMIT_S:g}]")
         self.engine = engine
@@ -106,7 +110,8 @@ class ExecutionService:
         name, qualifier = parse_function_ref(tenant, ref, qualifier)
         if invocation_type not in ("RequestResponse", "Event", "DryRun"):
             raise InvalidParameter(f"Invalid InvocationType {invocation_type}.")
-        fn = self.functions.get(tenant, name, qualifier or "$LATEST")
+        # An alias is resolved once, here: the execution pins the version it names now.
+        fn = resolve(self.functions, self.aliases, tenant, name, qualifier)
         text = payload.decode("utf-8", errors="strict") if payload else ""
         if text.strip():
             try:

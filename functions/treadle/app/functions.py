@@ -25,10 +25,11 @@ import logging
 import re
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from treadle.app.aliases import REVISION_MOVED, resolve
 from treadle.app.code_delivery import (
     CodeMirror,
     DeployRequest,
@@ -44,10 +45,12 @@ from treadle.domain.errors import (
     ConcurrentModification,
     InvalidParameter,
     NotFound,
+    PreconditionFailed,
     TreadleError,
 )
 from treadle.domain.models import DurableConfig
 from treadle.domain.ports import (
+    AliasStore,
     Clock,
     CodeSource,
     CodeStore,
@@ -84,20 +87,61 @@ class EphemeralStorageConfig(BaseModel):
     Size: int = Field(ge=512, le=10240)
 
 
+# CreateFunction's and UpdateFunctionConfiguration's shared constraints.
+_Handler = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s]+$")]
+_Description = Annotated[str, Field(max_length=256)]
+_Timeout = Annotated[int, Field(ge=1, le=900)]
+_MemorySize = Annotated[int, Field(ge=128, le=10240)]
+
+
 class CreateFunctionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     FunctionName: str = Field(pattern=_NAME)
     Runtime: str = "python3.11"
     Role: str = ""
-    Handler: str = Field(min_length=1, max_length=128, pattern=r"^[^\s]+$")
+    Handler: _Handler
     Code: FunctionCode
-    Description: str = Field(default="", max_length=256)
-    Timeout: int = Field(default=3, ge=1, le=900)
-    MemorySize: int = Field(default=128, ge=128, le=10240)
+    Description: _Description = ""
+    Timeout: _Timeout = 3
+    MemorySize: _MemorySize = 128
     Publish: bool = False
     Environment: _Environment | None = None
     DurableConfig: _DurableConfig | None = None
     EphemeralStorage: EphemeralStorageConfig | None = None
+
+
+class UpdateConfigurationRequest(BaseModel):
+    """What UpdateFunctionConfiguration may change: what CreateFunction accepts, each
+    optional (absent: unchanged), validated the same way."""
+
+    model_config = ConfigDict(extra="ignore")
+    Runtime: str | None = None
+    Role: str | None = None
+    Handler: _Handler | None = None
+    Description: _Description | None = None
+    Timeout: _Timeout | None = None
+    MemorySize: _MemorySize | None = None
+    Environment: _Environment | None = None
+    DurableConfig: _DurableConfig | None = None
+    EphemeralStorage: EphemeralStorageConfig | None = None
+    RevisionId: str | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """The FunctionVersion fields given."""
+        given: dict[str, Any] = {
+            "runtime": self.Runtime,
+            "role": self.Role,
+            "handler": self.Handler,
+            "description": self.Description,
+            "timeout_s": self.Timeout,
+            "memory_mb": self.MemorySize,
+            "environment": None if self.Environment is None else self.Environment.Variables,
+            "durable_config": self.DurableConfig,
+            "ephemeral_storage_mb": None
+            if self.EphemeralStorage is None
+            else self.EphemeralStorage.Size,
+        }
+        return {k: v for k, v in given.items() if v is not None}
 
 
 class UpdateCodeRequest(BaseModel):
@@ -127,7 +171,9 @@ class FunctionService:
         region: str,
         quotas: Quotas,
         prepare: Callable[[FunctionVersion], None] | None = None,
+        aliases: AliasStore | None = None,
     ) -> None:
+        self.aliases = aliases
         self.quotas = quotas
         self._prepare_hook = prepare
         self.store = store
@@ -256,6 +302,32 @@ class FunctionService:
         self._prepare(fn)
         return fn
 
+    def update_configuration(
+        self, tenant: str, name: str, req: UpdateConfigurationRequest
+    ) -> FunctionVersion:
+        """Change $LATEST's configuration (published versions are immutable).
+
+        A new RevisionId makes the sandbox start fresh workers: its pool is keyed by
+        revision, so none of the old configuration is reused.
+        """
+        if req.Runtime is not None:
+            self._check_runtime(req.Runtime)
+        with self._lock(tenant, name):
+            current = self.store.get(tenant, name)
+            if req.RevisionId is not None and req.RevisionId != current.revision_id:
+                raise PreconditionFailed(REVISION_MOVED)
+            fn = current.model_copy(
+                update={
+                    **req.changes(),
+                    "last_modified_ms": self.clock.now_ms(),
+                    "revision_id": self.ids.revision_id(),
+                }
+            )
+            # Conditioned on what was read: another process's change is not lost.
+            self.store.put_latest(fn, create=False, expected_revision=current.revision_id)
+        self._prepare(fn)
+        return fn
+
     def deploy(self, tenant: str, name: str, req: DeployRequest) -> FunctionVersion:
         """Publish a version from the tree at `req.ref`/`req.path` of a tenant repository,
         creating the function or updating its code and the configuration given.
@@ -314,7 +386,7 @@ class FunctionService:
             return self.store.publish(tenant, name, description)
 
     def get(self, tenant: str, name: str, qualifier: str | None) -> FunctionVersion:
-        return self.store.get(tenant, name, qualifier or "$LATEST")
+        return resolve(self.store, self.aliases, tenant, name, qualifier)
 
     def list_functions(
         self, tenant: str, marker: str | None, limit: int

@@ -29,6 +29,10 @@ class InvalidToken(InvalidParameter):
     """
 
 
+class ValidationFailed(InvalidParameter):
+    """A parameter breaks a constraint of the API's model (Lambda's ValidationException)."""
+
+
 class PayloadTooLarge(InvalidParameter):
     """A request or payload exceeds a documented size limit."""
 
@@ -43,6 +47,10 @@ class Conflict(TreadleError):
 
 class AlreadyExists(Conflict):
     """A resource with that name exists already."""
+
+
+class PreconditionFailed(Conflict):
+    """The request named a RevisionId that is no longer the resource's."""
 
 
 class ExecutionAlreadyStarted(Conflict):

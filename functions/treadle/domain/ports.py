@@ -197,8 +197,14 @@ class FunctionVersion(BaseModel):
 
 
 class FunctionStore(Protocol):
-    def put_latest(self, fn: FunctionVersion, *, create: bool) -> None:
-        """Create (AlreadyExists if present) or replace $LATEST."""
+    def put_latest(
+        self, fn: FunctionVersion, *, create: bool, expected_revision: str | None = None
+    ) -> None:
+        """Create (AlreadyExists if present) or replace $LATEST.
+
+        A replace given `expected_revision` applies only if that is still the stored
+        RevisionId (else PreconditionFailed): a read-modify-write that loses no update.
+        """
 
     def get(self, tenant: str, name: str, version: str = "$LATEST") -> FunctionVersion:
         """NotFound if absent."""
@@ -214,10 +220,69 @@ class FunctionStore(Protocol):
         self, tenant: str, name: str, marker: str | None, limit: int
     ) -> tuple[list[FunctionVersion], str | None]: ...
 
-    def delete(self, tenant: str, name: str, version: str | None = None) -> None: ...
+    def delete(self, tenant: str, name: str, version: str | None = None) -> None:
+        """The function with its versions and aliases (version None), or one version.
+
+        NotFound if absent; Conflict if an alias points to that version (as on Lambda).
+        """
 
     def usage(self, tenant: str) -> tuple[int, int]:
         """(functions, code bytes of $LATEST and every published version), as Lambda counts."""
+
+
+class Alias(BaseModel):
+    """A named pointer to one version of a function (Lambda's alias), stored as JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str
+    function_name: str
+    name: str  # never all digits and never $LATEST: those are versions
+    function_arn: str  # unqualified
+    function_version: str  # "$LATEST" or a published version number
+    description: str = ""
+    revision_id: str
+
+    @property
+    def alias_arn(self) -> str:
+        return f"{self.function_arn}:{self.name}"
+
+
+class AliasStore(Protocol):
+    """Aliases of functions.
+
+    A port of its own, so the engine and quotas (which see only `FunctionStore`) do not
+    grow alias methods; but both backends implement it in the same adapter class as
+    their `FunctionStore`, because the invariants between the two must hold in one
+    transaction: an alias names an existing version, a version an alias names cannot be
+    deleted, and deleting a function deletes its aliases.
+    """
+
+    def create_alias(self, alias: Alias) -> None:
+        """NotFound if the function or the version is absent; AlreadyExists if the name is."""
+
+    def get_alias(self, tenant: str, function_name: str, name: str) -> Alias:
+        """NotFound if absent."""
+
+    def list_aliases(
+        self,
+        tenant: str,
+        function_name: str,
+        version: str | None,
+        marker: str | None,
+        limit: int,
+    ) -> tuple[list[Alias], str | None]:
+        """In name order, only those naming `version` if given; NotFound if no function."""
+
+    def update_alias(self, alias: Alias, expected_revision: str) -> None:
+        """Replace an alias whose stored RevisionId is `expected_revision`.
+
+        NotFound if the alias or its new version is absent; PreconditionFailed if the
+        alias changed since it was read.
+        """
+
+    def delete_alias(self, tenant: str, function_name: str, name: str) -> None:
+        """NotFound if absent."""
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,7 @@ class AwsPlatform(Platform):
         return Ports(
             executions=self.executions_store,
             functions=self.functions_store,
+            aliases=self.functions_store,
             code=code,
             logs=logs,
             tenants=TenantAdmin(DynamoTenantStore(ddb, self.table), self.clock),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from treadle.adapters.sandbox.durable_channel import ENV_FLAG as DURABLE_CHANNEL_FLAG
+from treadle.api.alias_routes import AliasApi
 from treadle.api.app import Application
 from treadle.api.auth import Authenticator
 from treadle.api.git_http import GitHttp
@@ -23,6 +24,7 @@ from treadle.api.v1_facets import FacetsApi
 from treadle.api.v1_functions import FunctionsApi
 from treadle.api.v1_repos import ReposApi
 from treadle.api.v1_tenants import TenantsApi
+from treadle.app.aliases import AliasService
 from treadle.app.completion import CompletionNotifier
 from treadle.app.executions import ExecutionService
 from treadle.app.functions import FunctionService
@@ -33,6 +35,7 @@ from treadle.artifacts.tokens import RepoTokens
 from treadle.domain.engine import Engine, EngineConfig, TokenCodec
 from treadle.domain.logs import LogStore
 from treadle.domain.ports import (
+    AliasStore,
     Clock,
     CodeStore,
     Dispatcher,
@@ -53,6 +56,7 @@ class Ports:
 
     executions: ExecutionStore
     functions: FunctionStore
+    aliases: AliasStore  # the same adapter as `functions` (see the port)
     code: CodeStore
     logs: LogStore
     tenants: TenantAdmin
@@ -117,6 +121,7 @@ def build_core(
         ids=ports.ids,
         region=settings.region,
         prepare=ports.runtime.prepare,
+        aliases=ports.aliases,
     )
     execution_service = ExecutionService(
         engine=engine,
@@ -126,9 +131,13 @@ def build_core(
         ids=ports.ids,
         quotas=quotas,
         sync_invoke_wait_s=settings.sync_invoke_wait_s,
+        aliases=ports.aliases,
     )
     router = Router()
     LambdaApi(function_service, execution_service).register(router)
+    AliasApi(AliasService(store=ports.aliases, functions=ports.functions, ids=ports.ids)).register(
+        router
+    )
     v1 = Router()
     v1.add("GET", "/v1/health", lambda _req: Response.json({"status": "ok"}))
     document = build_document()

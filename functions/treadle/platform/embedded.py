@@ -37,9 +37,11 @@ class EmbeddedPlatform(Platform):
             invoke_workers=self.settings.invoke_concurrency,
         )
         runtime = self._local_sandbox(code, logs)
+        functions = SqliteFunctionStore(self.db)
         return Ports(
             executions=executions,
-            functions=SqliteFunctionStore(self.db),
+            functions=functions,
+            aliases=functions,
             code=code,
             logs=logs,
             tenants=TenantAdmin(SqliteTenantStore(data / "tenants.db"), self.clock),

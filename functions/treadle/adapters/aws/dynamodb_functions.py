@@ -7,7 +7,9 @@ Items of one function share the partition `F#<tenant>#<name>`:
   `counter` (the last version number handed out), `published_revision` and
   `published_version` (which version froze which revision, for idempotent publishes),
   and `deleting` while a big delete is under way;
-- `V#<version:012d>`: one published version, immutable (`body`).
+- `V#<version:012d>`: one published version, immutable (`body`);
+- `A#<alias>`: an alias (see `dynamodb_aliases`, which also keeps `alias_seq` on
+  $LATEST).
 
 '$' sorts before every digit, so one Query of the partition lists $LATEST first and
 then the versions in number order, which is ListVersionsByFunction's order.
@@ -33,6 +35,11 @@ from botocore.exceptions import ClientError
 
 from treadle.adapters.aws import tables as t
 from treadle.adapters.aws.dynamo import Table
+from treadle.adapters.aws.dynamodb_aliases import (
+    ALIAS_SEQ,
+    REVISION_MOVED,
+    DynamoAliases,
+)
 from treadle.adapters.aws.items import key
 from treadle.adapters.aws.optimistic import (
     ATTEMPTS,
@@ -49,8 +56,9 @@ from treadle.domain.errors import (
     ConcurrentModification,
     InvalidParameter,
     NotFound,
+    PreconditionFailed,
 )
-from treadle.domain.ports import FunctionVersion
+from treadle.domain.ports import Alias, FunctionVersion
 from treadle.domain.publishing import version_to_publish
 
 if TYPE_CHECKING:
@@ -76,6 +84,9 @@ _NAMES: Final = {
     "#pver": PUBLISHED_VERSION,
     "#deleting": DELETING,
 }
+
+
+_VERSIONS_END: Final = "V$"  # just after every `V#...`
 
 
 def function_pk(tenant: str, name: str) -> str:
@@ -124,12 +135,14 @@ class DynamoFunctionStore:
 
     # -- $LATEST ---------------------------------------------------------------------
 
-    def put_latest(self, fn: FunctionVersion, *, create: bool) -> None:
+    def put_latest(
+        self, fn: FunctionVersion, *, create: bool, expected_revision: str | None = None
+    ) -> None:
         pk = function_pk(fn.tenant, fn.function_name)
         body: AttributeValueTypeDef = {"S": fn.model_dump_json()}
         revision: AttributeValueTypeDef = {"S": fn.revision_id}
         if not create:
-            self._replace_latest(pk, fn, body, revision)
+            self._replace_latest(pk, fn, body, revision, expected_revision)
             return
         items: list[TransactWriteItemTypeDef] = [
             {
@@ -162,18 +175,30 @@ class DynamoFunctionStore:
         fn: FunctionVersion,
         body: AttributeValueTypeDef,
         revision: AttributeValueTypeDef,
+        expected_revision: str | None = None,
     ) -> None:
         # An update, not a put: the counter and the publish pointer must survive.
         missing = NotFound(f"Function not found: {fn.function_arn}")
-        with conditional(f"update function {fn.function_name}", missing):
-            self._client.update_item(
-                TableName=self._name,
-                Key=key(pk, t.FUNCTION_LATEST_SK),
-                UpdateExpression="SET #body = :body, #rev = :rev",
-                ConditionExpression=LIVE,
-                ExpressionAttributeNames={k: _NAMES[k] for k in ("#body", "#rev", "#deleting")},
-                ExpressionAttributeValues={":body": body, ":rev": revision},
-            )
+        condition = LIVE
+        values: dict[str, AttributeValueTypeDef] = {":body": body, ":rev": revision}
+        if expected_revision is not None:
+            condition += " AND #rev = :expected"
+            values[":expected"] = {"S": expected_revision}
+        try:
+            with conditional(f"update function {fn.function_name}", missing):
+                self._client.update_item(
+                    TableName=self._name,
+                    Key=key(pk, t.FUNCTION_LATEST_SK),
+                    UpdateExpression="SET #body = :body, #rev = :rev",
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={k: _NAMES[k] for k in ("#body", "#rev", "#deleting")},
+                    ExpressionAttributeValues=values,
+                )
+        except NotFound:
+            # Absent, or there with another revision: the re-read tells which.
+            if expected_revision is not None and self._latest(fn.tenant, fn.function_name):
+                raise PreconditionFailed(REVISION_MOVED) from None
+            raise
 
     def get(self, tenant: str, name: str, version: str = LATEST) -> FunctionVersion:
         if version == LATEST:
@@ -310,15 +335,23 @@ class DynamoFunctionStore:
             after = int(marker) if marker else -1
         except ValueError:
             raise InvalidParameter(f"Invalid marker {marker!r}.") from None
-        values: dict[str, AttributeValueTypeDef] = {":pk": {"S": function_pk(tenant, name)}}
-        condition = "pk = :pk"
+        # The versions' own range of the partition (aliases sort before it).
+        low = t.FUNCTION_VERSION_SK_PREFIX
         if after >= 0:  # the marker is the last number returned; $LATEST counts as 0
-            condition += " AND sk > :after"
-            values[":after"] = {"S": t.FUNCTION_LATEST_SK if after == 0 else version_sk(after)}
+            low = t.FUNCTION_LATEST_SK if after == 0 else version_sk(after)
+        values: dict[str, AttributeValueTypeDef] = {
+            ":pk": {"S": function_pk(tenant, name)},
+            ":low": {"S": low},
+            ":high": {"S": _VERSIONS_END},
+        }
         found = self._table.query(
-            "list function versions", key_condition=condition, values=values, page_size=limit + 1
+            "list function versions",
+            key_condition="pk = :pk AND sk BETWEEN :low AND :high",
+            values=values,
+            page_size=limit + 2,
         )
-        rows = list(islice(found, limit + 1))
+        # BETWEEN includes the marker's own item, which the previous page returned.
+        rows = list(islice((r for r in found if after < 0 or r[t.SORT_KEY]["S"] != low), limit + 1))
         if after < 0 and (not rows or DELETING in rows[0]):
             raise _not_found(name)
         more = len(rows) > limit
@@ -343,12 +376,7 @@ class DynamoFunctionStore:
                     "$LATEST version cannot be deleted without deleting the function."
                 )
             raise _not_found(name, version)
-        with conditional(f"delete {name}:{version}", _not_found(name, version)):
-            self._client.delete_item(
-                TableName=self._name,
-                Key=key(function_pk(tenant, name), version_sk(number)),
-                ConditionExpression="attribute_exists(pk)",
-            )
+        self._aliases(tenant, name).delete_version(name, version_sk(number), version)
 
     def _record(self, tenant: str, name: str) -> FencedRecord:
         """A function as a fenced record: $LATEST heads its versions."""
@@ -363,12 +391,16 @@ class DynamoFunctionStore:
 
     def _delete_function(self, tenant: str, name: str) -> None:
         def unchanged(latest: Item) -> Condition:
-            # No publish since the versions were read: none is orphaned.
-            return Condition(
-                f"{LIVE} AND #counter = :counter",
-                {"#counter": COUNTER, "#deleting": DELETING},
-                {":counter": latest[COUNTER]},
-            )
+            # No publish and no alias written since the children were read: none is
+            # orphaned.
+            names = {"#counter": COUNTER, "#deleting": DELETING, "#aseq": ALIAS_SEQ}
+            values = {":counter": latest[COUNTER]}
+            if ALIAS_SEQ in latest:
+                values[":aseq"] = latest[ALIAS_SEQ]
+                aliases = "#aseq = :aseq"
+            else:
+                aliases = "attribute_not_exists(#aseq)"
+            return Condition(f"{LIVE} AND #counter = :counter AND {aliases}", names, values)
 
         self._record(tenant, name).delete(unchanged, _not_found(name), f"delete function {name}")
 
@@ -380,3 +412,35 @@ class DynamoFunctionStore:
             projection="sk",
         )
         return [sk for item in found if (sk := item[t.SORT_KEY]["S"]) != t.FUNCTION_LATEST_SK]
+
+    # -- aliases (AliasStore) ----------------------------------------------------------
+
+    def _aliases(self, tenant: str, name: str) -> DynamoAliases:
+        return DynamoAliases(self._table, function_pk(tenant, name))
+
+    def create_alias(self, alias: Alias) -> None:
+        self._aliases(alias.tenant, alias.function_name).create(alias)
+
+    def get_alias(self, tenant: str, function_name: str, name: str) -> Alias:
+        alias = self._aliases(tenant, function_name).get(function_name, name)
+        if alias is None:
+            raise NotFound(f"Alias not found: {function_name}:{name}")
+        return alias
+
+    def list_aliases(
+        self,
+        tenant: str,
+        function_name: str,
+        version: str | None,
+        marker: str | None,
+        limit: int,
+    ) -> tuple[list[Alias], str | None]:
+        if self._latest(tenant, function_name) is None:
+            raise _not_found(function_name)
+        return self._aliases(tenant, function_name).page(version, marker, max(1, limit))
+
+    def update_alias(self, alias: Alias, expected_revision: str) -> None:
+        self._aliases(alias.tenant, alias.function_name).update(alias, expected_revision)
+
+    def delete_alias(self, tenant: str, function_name: str, name: str) -> None:
+        self._aliases(tenant, function_name).delete(function_name, name)

@@ -109,6 +109,14 @@ CREATE TABLE IF NOT EXISTS functions (
     body TEXT NOT NULL,
     PRIMARY KEY (tenant, name, version)
 );
+CREATE TABLE IF NOT EXISTS aliases (
+    tenant TEXT NOT NULL,
+    function_name TEXT NOT NULL,
+    name TEXT NOT NULL,
+    function_version TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (tenant, function_name, name)
+);
 """
 
 

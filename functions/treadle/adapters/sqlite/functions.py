@@ -1,15 +1,27 @@
-"""SQLite adapter of the FunctionStore port: $LATEST and immutable published versions."""
+"""SQLite adapter of the FunctionStore and AliasStore ports: $LATEST, immutable
+published versions and the aliases naming them, in one database so that each
+invariant between them is one transaction."""
 
 from __future__ import annotations
 
 import sqlite3
 
 from treadle.adapters.sqlite.db import Database
-from treadle.domain.errors import AlreadyExists, InvalidParameter, NotFound
-from treadle.domain.ports import FunctionVersion
+from treadle.domain.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidParameter,
+    NotFound,
+    PreconditionFailed,
+)
+from treadle.domain.ports import Alias, FunctionVersion
 from treadle.domain.publishing import version_to_publish
 
 LATEST = "$LATEST"
+_REVISION_MOVED = (
+    "The Revision Id provided does not match the latest Revision Id. "
+    "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
+)
 
 
 class SqliteFunctionStore:
@@ -27,7 +39,9 @@ class SqliteFunctionStore:
         for key in [k for k in self._cache if k[0] == tenant and k[1] == name]:
             self._cache.pop(key, None)
 
-    def put_latest(self, fn: FunctionVersion, *, create: bool) -> None:
+    def put_latest(
+        self, fn: FunctionVersion, *, create: bool, expected_revision: str | None = None
+    ) -> None:
         self._forget(fn.tenant, fn.function_name)
         body = fn.model_dump_json()
         with self._db.write() as conn:
@@ -42,12 +56,19 @@ class SqliteFunctionStore:
                     raise AlreadyExists(f"Function already exist: {fn.function_name}") from None
                 self._forget(fn.tenant, fn.function_name)
                 return
-            cur = conn.execute(
+            row = conn.execute(
+                "SELECT json_extract(body, '$.revision_id') FROM functions"
+                " WHERE tenant = ? AND name = ? AND version = ?",
+                (fn.tenant, fn.function_name, LATEST),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"Function not found: {fn.function_arn}")
+            if expected_revision is not None and row[0] != expected_revision:
+                raise PreconditionFailed(_REVISION_MOVED)
+            conn.execute(
                 "UPDATE functions SET body = ? WHERE tenant = ? AND name = ? AND version = ?",
                 (body, fn.tenant, fn.function_name, LATEST),
             )
-            if cur.rowcount != 1:
-                raise NotFound(f"Function not found: {fn.function_arn}")
         self._forget(fn.tenant, fn.function_name)
 
     def usage(self, tenant: str) -> tuple[int, int]:
@@ -144,7 +165,11 @@ class SqliteFunctionStore:
                 cur = conn.execute(
                     "DELETE FROM functions WHERE tenant = ? AND name = ?", (tenant, name)
                 )
+                conn.execute(
+                    "DELETE FROM aliases WHERE tenant = ? AND function_name = ?", (tenant, name)
+                )
             else:
+                _refuse_if_aliased(conn, tenant, name, version)
                 cur = conn.execute(
                     "DELETE FROM functions WHERE tenant = ? AND name = ? AND version = ?",
                     (tenant, name, version),
@@ -152,3 +177,108 @@ class SqliteFunctionStore:
             if cur.rowcount == 0:
                 raise NotFound(f"Function not found: {name}")
         self._forget(tenant, name)
+
+    # -- aliases (AliasStore) ----------------------------------------------------------
+
+    def create_alias(self, alias: Alias) -> None:
+        with self._db.write() as conn:
+            _require_version(conn, alias.tenant, alias.function_name, alias.function_version)
+            try:
+                conn.execute(
+                    "INSERT INTO aliases (tenant, function_name, name, function_version, body)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        alias.tenant,
+                        alias.function_name,
+                        alias.name,
+                        alias.function_version,
+                        alias.model_dump_json(),
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(f"Alias already exists: {alias.alias_arn}") from None
+
+    def get_alias(self, tenant: str, function_name: str, name: str) -> Alias:
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT body FROM aliases WHERE tenant = ? AND function_name = ? AND name = ?",
+                (tenant, function_name, name),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"Alias not found: {function_name}:{name}")
+        return Alias.model_validate_json(row[0])
+
+    def list_aliases(
+        self,
+        tenant: str,
+        function_name: str,
+        version: str | None,
+        marker: str | None,
+        limit: int,
+    ) -> tuple[list[Alias], str | None]:
+        with self._db.read() as conn:
+            _require_version(conn, tenant, function_name, LATEST)
+            rows = conn.execute(
+                "SELECT name, body FROM aliases WHERE tenant = ? AND function_name = ?"
+                " AND name > ? AND (? IS NULL OR function_version = ?) ORDER BY name LIMIT ?",
+                (tenant, function_name, marker or "", version, version, limit + 1),
+            ).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = [Alias.model_validate_json(r[1]) for r in rows]
+        return items, (rows[-1][0] if more else None)
+
+    def update_alias(self, alias: Alias, expected_revision: str) -> None:
+        with self._db.write() as conn:
+            row = conn.execute(
+                "SELECT json_extract(body, '$.revision_id') FROM aliases"
+                " WHERE tenant = ? AND function_name = ? AND name = ?",
+                (alias.tenant, alias.function_name, alias.name),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"Alias not found: {alias.alias_arn}")
+            if row[0] != expected_revision:
+                raise PreconditionFailed(_REVISION_MOVED)
+            _require_version(conn, alias.tenant, alias.function_name, alias.function_version)
+            conn.execute(
+                "UPDATE aliases SET function_version = ?, body = ?"
+                " WHERE tenant = ? AND function_name = ? AND name = ?",
+                (
+                    alias.function_version,
+                    alias.model_dump_json(),
+                    alias.tenant,
+                    alias.function_name,
+                    alias.name,
+                ),
+            )
+
+    def delete_alias(self, tenant: str, function_name: str, name: str) -> None:
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "DELETE FROM aliases WHERE tenant = ? AND function_name = ? AND name = ?",
+                (tenant, function_name, name),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"Alias not found: {function_name}:{name}")
+
+
+def _require_version(conn: sqlite3.Connection, tenant: str, name: str, version: str) -> None:
+    row = conn.execute(
+        "SELECT 1 FROM functions WHERE tenant = ? AND name = ? AND version = ?",
+        (tenant, name, version),
+    ).fetchone()
+    if row is None:
+        suffix = "" if version == LATEST else f":{version}"
+        raise NotFound(f"Function not found: {name}{suffix}")
+
+
+def _refuse_if_aliased(conn: sqlite3.Connection, tenant: str, name: str, version: str) -> None:
+    row = conn.execute(
+        "SELECT name FROM aliases WHERE tenant = ? AND function_name = ? AND function_version = ?"
+        " ORDER BY name LIMIT 1",
+        (tenant, name, version),
+    ).fetchone()
+    if row is not None:
+        raise Conflict(
+            f"Unable to delete version because the following aliases reference it: [{row[0]}]"
+        )
