@@ -56,6 +56,12 @@ ENV_SWEEP_INTERVAL = "TREADLE_SWEEP_INTERVAL_SECONDS"
 ENV_LOG_STORE = "TREADLE_LOG_STORE"
 ENV_INSECURE_MULTI_TENANT = "TREADLE_INSECURE_MULTI_TENANT"
 ENV_SANDBOX_SUBNET = "TREADLE_SANDBOX_SUBNET"
+# Facets on EFS (docs/facets.md). The mount path is also what tenant Lambdas are given,
+# under the same name, to find their facets.
+ENV_FACETS_FILE_SYSTEM_ID = "TREADLE_FACETS_FILE_SYSTEM_ID"
+ENV_FACETS_MOUNT_PATH = "TREADLE_FACETS_MOUNT_PATH"
+ENV_TENANT_SUBNET_IDS = "TREADLE_TENANT_SUBNET_IDS"
+ENV_TENANT_SECURITY_GROUP_IDS = "TREADLE_TENANT_SECURITY_GROUP_IDS"
 # boto3's own name: one endpoint for every service (moto server, LocalStack).
 ENV_AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 
@@ -92,6 +98,10 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ("log_store", ENV_LOG_STORE),
     ("insecure_multi_tenant", ENV_INSECURE_MULTI_TENANT),
     ("sandbox_subnet", ENV_SANDBOX_SUBNET),
+    ("facets_file_system_id", ENV_FACETS_FILE_SYSTEM_ID),
+    ("facets_mount_path", ENV_FACETS_MOUNT_PATH),
+    ("tenant_subnet_ids", ENV_TENANT_SUBNET_IDS),
+    ("tenant_security_group_ids", ENV_TENANT_SECURITY_GROUP_IDS),
 )
 
 
@@ -165,6 +175,33 @@ class Settings(BaseModel):
     # Lambda writes), or "local" (DATA_DIR/logs.db, for an emulator without CloudWatch
     # Logs). Unset: cloudwatch. The embedded backend always keeps them locally.
     log_store: Literal["cloudwatch", "local"] | None = None
+    # Facets on EFS: the file system, where this process has its `/facets` mounted, and
+    # the VPC tenant Lambdas mount it from (comma-separated ids). Unset: facets are
+    # local files beside the local sandbox.
+    facets_file_system_id: str | None = Field(default=None, pattern=r"^fs-[0-9a-f]{8,40}$")
+    facets_mount_path: str = Field(default="/mnt/facets", pattern=r"^/mnt/[a-zA-Z0-9_.-]+$")
+    tenant_subnet_ids: tuple[str, ...] = ()
+    tenant_security_group_ids: tuple[str, ...] = ()
+
+    @field_validator("tenant_subnet_ids", "tenant_security_group_ids", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _facets_vpc(self) -> Settings:
+        # A Lambda mounts EFS only from a VPC: without one, tenant functions would fail
+        # to deploy long after start-up.
+        if self.facets_file_system_id and not (
+            self.tenant_subnet_ids and self.tenant_security_group_ids
+        ):
+            raise ValueError(
+                f"{ENV_FACETS_FILE_SYSTEM_ID} needs {ENV_TENANT_SUBNET_IDS} and "
+                f"{ENV_TENANT_SECURITY_GROUP_IDS} (tenant Lambdas mount EFS from a VPC)"
+            )
+        return self
 
     @field_validator("data_dir")
     @classmethod

@@ -1,6 +1,7 @@
-"""One contract for every FacetStore adapter. Embedded (SQLite files under the data
-directory) today; the AWS adapter is one more entry in STORES, a factory taking a fresh
-temporary directory and returning (store, cleanup)."""
+"""One contract for every FacetStore adapter, each an entry in STORES (a factory taking a
+fresh temporary directory and returning (store, cleanup)): embedded (SQLite files under
+the data directory) and EFS (the same files on the mounted file system, here a local
+directory standing in for the mount, with per-tenant access points on moto)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,48 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 
+from treadle.adapters.aws.efs_facets import EfsFacetStore, tenant_uid
 from treadle.adapters.sqlite.facets import SqliteFacetStore
 from treadle.domain.errors import InvalidParameter, NotFound
 from treadle.facets import FacetStore
 
 A, B = "111111111111", "222222222222"
+REGION = "eu-west-1"
 
 
 def _embedded(tmp_path: Path) -> tuple[FacetStore, Callable[[], None]]:
     return SqliteFacetStore(tmp_path / "facets"), lambda: None
 
 
+def _efs(tmp_path: Path) -> tuple[FacetStore, Callable[[], None]]:
+    store, _, _, stop = _efs_parts(tmp_path)
+    return store, stop
+
+
+def _efs_parts(tmp_path: Path) -> tuple[EfsFacetStore, Any, str, Callable[[], None]]:
+    mock = mock_aws()
+    mock.start()
+    client = boto3.client(
+        "efs",
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        endpoint_url=None,
+    )
+    fs = client.create_file_system(CreationToken="facets", Encrypted=True)["FileSystemId"]
+    store = EfsFacetStore(client, file_system_id=fs, mount_dir=tmp_path / "mnt", stage="test")
+    return store, client, fs, mock.stop
+
+
 STORES: dict[str, Callable[[Path], tuple[FacetStore, Callable[[], None]]]] = {
     "embedded": _embedded,
+    "efs": _efs,
 }
 
 
@@ -36,8 +63,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FacetStore
 
 
 def _write(store: FacetStore, tenant: str, name: str, rows: int) -> None:
-    # What tenant code does through treadle_facets; only the embedded store has a file.
-    assert isinstance(store, SqliteFacetStore)
+    # What tenant code does through treadle_facets, on the file the store made.
+    assert isinstance(store, SqliteFacetStore | EfsFacetStore)
     db = sqlite3.connect(store.tenant_dir(tenant) / name / "db.sqlite")
     with db:
         db.execute("CREATE TABLE IF NOT EXISTS t(x)")
@@ -136,3 +163,50 @@ def test_as_root_the_tenant_owns_its_facets_and_not_their_directory(tmp_path: Pa
     assert {p.stat().st_uid for p in [facet, *facet.iterdir()]} == {uid}
     store.export(A, "orders")  # as root: files SQLite makes keep the database's owner
     assert {p.stat().st_uid for p in [facet, *facet.iterdir()]} == {uid}
+
+
+# -- EFS only: what a tenant Lambda mounts ------------------------------------------------
+
+
+@pytest.fixture
+def efs(tmp_path: Path) -> Iterator[tuple[EfsFacetStore, Any, str]]:
+    store, client, fs, stop = _efs_parts(tmp_path)
+    yield store, client, fs
+    stop()
+
+
+def test_on_efs_each_tenant_mounts_only_its_own_directory_as_its_own_uid(
+    efs: tuple[EfsFacetStore, Any, str], tmp_path: Path
+) -> None:
+    store, client, fs = efs
+    store.create(A, "orders")
+    store.create(A, "other")
+    store.create(B, "orders")
+    points = client.describe_access_points(FileSystemId=fs)["AccessPoints"]
+    assert len(points) == 2  # one per tenant, not per facet
+    by_arn = {p["AccessPointArn"]: p for p in points}
+    a, b = by_arn[store.access_point(A)], by_arn[store.access_point(B)]
+    assert a["RootDirectory"]["Path"] == f"/facets/{A}"
+    assert b["RootDirectory"]["Path"] == f"/facets/{B}"
+    assert a["PosixUser"]["Uid"] == tenant_uid(A) != b["PosixUser"]["Uid"]
+    # Another platform container finds the same access point rather than a second one.
+    again = EfsFacetStore(client, file_system_id=fs, mount_dir=tmp_path / "mnt", stage="test")
+    assert again.access_point(B) == store.access_point(B)
+    assert len(client.describe_access_points(FileSystemId=fs)["AccessPoints"]) == 2
+
+
+def test_on_efs_a_facet_uses_a_rollback_journal_not_wal(
+    efs: tuple[EfsFacetStore, Any, str],
+) -> None:
+    store, _, _ = efs
+    store.create(A, "orders")
+    db = sqlite3.connect(store.tenant_dir(A) / "orders" / "db.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    db.close()
+
+
+def test_on_efs_a_refused_name_makes_no_access_point(efs: tuple[EfsFacetStore, Any, str]) -> None:
+    store, client, fs = efs
+    with pytest.raises(InvalidParameter):
+        store.create(A, "../" + B)
+    assert client.describe_access_points(FileSystemId=fs)["AccessPoints"] == []

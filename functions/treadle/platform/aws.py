@@ -12,6 +12,7 @@ and sweep Lambdas in threads (`loops`).
 | Dispatcher (timers) | SQS + the sweep |
 | FunctionRuntime | Lambda; emulated: Lambda's control plane, code in the local sandbox |
 | LogStore | CloudWatch Logs, the groups Lambda writes (`log_store="local"`: a file) |
+| FacetStore | EFS, mounted here and per tenant access point in its Lambdas; unset: local files |
 
 Secrets: the checkpoint-token key is the Secrets Manager secret the stack made (a data
 directory file in emulated mode without one). The admin key is, in this order: the
@@ -27,6 +28,7 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -37,6 +39,8 @@ from treadle.adapters.aws.dynamodb_functions import DynamoFunctionStore
 from treadle.adapters.aws.dynamodb_refs import DynamoRefStore
 from treadle.adapters.aws.dynamodb_repo_tokens import DynamoTokenStore
 from treadle.adapters.aws.dynamodb_tenants import DynamoTenantStore
+from treadle.adapters.aws.efs_facets import EfsFacetStore
+from treadle.adapters.aws.lambda_mounts import TenantMount, no_mount
 from treadle.adapters.aws.lambda_runtime import Invoker, LambdaRuntime
 from treadle.adapters.aws.resources import AwsClients, provision, read_admin_key, read_secret
 from treadle.adapters.aws.s3_code import S3CodeStore
@@ -48,10 +52,17 @@ from treadle.adapters.sqlite.logs import SqliteLogStore
 from treadle.artifacts import Repositories
 from treadle.domain.errors import TreadleError
 from treadle.domain.logs import LogStore
+from treadle.facets import FacetStore
 from treadle.platform.base import Background, Platform, StartupError
 from treadle.platform.core import Ports
 from treadle.platform.loops import Periodic, QueuePoller
-from treadle.settings import ENV_QUEUE_URL, ENV_TENANT_LAYER_ARN, ENV_TENANT_ROLE_ARN, Settings
+from treadle.settings import (
+    ENV_FACETS_MOUNT_PATH,
+    ENV_QUEUE_URL,
+    ENV_TENANT_LAYER_ARN,
+    ENV_TENANT_ROLE_ARN,
+    Settings,
+)
 from treadle.tenancy.admin import TenantAdmin
 
 log = logging.getLogger(__name__)
@@ -68,6 +79,7 @@ def derived_admin_key(token_secret: bytes) -> tuple[str, str]:
 class AwsPlatform(Platform):
     queue_url: str
     role_arn: str
+    efs_facets: EfsFacetStore
 
     def __init__(
         self,
@@ -137,6 +149,7 @@ class AwsPlatform(Platform):
             logs = CloudWatchLogStore(
                 self.clients.logs, stage=settings.stage, filter_locally=settings.emulated
             )
+        facets = self._facets()
         invoker: Invoker | None = None
         if settings.local_sandbox:
             invoker = self._local_sandbox(code, logs).invoke
@@ -153,6 +166,7 @@ class AwsPlatform(Platform):
             # Tenant Lambdas sign checkpoints with their tenant's sandbox key.
             sandbox_credentials=self.sandbox_keys.for_tenant,
             layers=[settings.tenant_layer_arn] if settings.tenant_layer_arn else [],
+            mounts=self._mount if isinstance(facets, EfsFacetStore) else no_mount,
         )
         self.dispatcher = SqsDispatcher(self.clients.sqs, self.queue_url)
         self.timer_lookup = DynamoTimerLookup(ddb, self.table)
@@ -171,9 +185,33 @@ class AwsPlatform(Platform):
             dispatcher=self.dispatcher,
             clock=self.clock,
             ids=self.ids,
-            # Facets live beside the code that opens them: the local sandbox's files
-            # (tenant Lambdas on AWS have no facets yet; their store is a later step).
-            facets=self._local_facets(),
+            facets=facets,
+        )
+
+    def _facets(self) -> FacetStore:
+        """Facets live where the code that opens them can reach them: on EFS when the
+        stack made a file system (mounted here, and per tenant in its Lambdas), else the
+        local sandbox's files."""
+        settings = self.settings
+        if not settings.facets_file_system_id or settings.local_sandbox:
+            # Code in the local sandbox opens its facets here, bind-mounted into it.
+            return self._local_facets()
+        self.efs_facets = EfsFacetStore(
+            self.clients.efs,
+            file_system_id=settings.facets_file_system_id,
+            mount_dir=Path(settings.facets_mount_path),
+            stage=settings.stage,
+        )
+        return self.efs_facets
+
+    def _mount(self, tenant: str) -> TenantMount:
+        settings = self.settings
+        return TenantMount(
+            access_point_arn=self.efs_facets.access_point(tenant),
+            mount_path=settings.facets_mount_path,
+            subnet_ids=settings.tenant_subnet_ids,
+            security_group_ids=settings.tenant_security_group_ids,
+            env_name=ENV_FACETS_MOUNT_PATH,
         )
 
     def _rearm_timers(self) -> None:

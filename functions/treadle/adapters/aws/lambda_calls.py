@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final, TypedDict
@@ -163,3 +164,8 @@ def changed_meanwhile(exc: ClientError) -> bool:
     return code in ("PreconditionFailedException", "ResourceConflictException") or (
         code == "InvalidParameterValueException" and "codesha256" in message
     )
+
+
+class SystemClock:
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000

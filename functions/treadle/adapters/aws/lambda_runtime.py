@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -52,6 +52,7 @@ from treadle.adapters.aws.lambda_calls import (
     STAGE_RE,
     WAIT_TIMEOUT_S,
     DeployFailed,
+    SystemClock,
     changed_meanwhile,
     function_error,
     physical_name,
@@ -60,6 +61,7 @@ from treadle.adapters.aws.lambda_calls import (
     translate,
     translated,
 )
+from treadle.adapters.aws.lambda_mounts import MountOf, no_mount
 from treadle.adapters.aws.tenant_credentials import PLATFORM_OWNED_ENV, credential_environment
 from treadle.domain.errors import ConcurrentModification, Unavailable
 from treadle.domain.ports import Clock, FunctionVersion, InvocationOutcome
@@ -94,11 +96,6 @@ class Deployment:
     alias: str  # names this code + configuration
 
 
-class _SystemClock:
-    def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
-
-
 class LambdaRuntime:
     def __init__(
         self,
@@ -111,6 +108,7 @@ class LambdaRuntime:
         invoker: Invoker | None = None,
         sandbox_credentials: SandboxCredentials | None = None,
         layers: Sequence[str] = (),
+        mounts: MountOf = no_mount,
         sleep: Callable[[float], None] = time.sleep,
         clock: Clock | None = None,
         role_retry_delays_s: tuple[float, ...] = ROLE_RETRY_DELAYS_S,
@@ -128,8 +126,10 @@ class LambdaRuntime:
         self._credentials = sandbox_credentials
         # The platform's tenant layer (durable SDK + credential wrapper), by version ARN.
         self._layers = list(layers)
+        # The tenant's facets on EFS (`lambda_mounts`), None: nothing mounted.
+        self._mounts = mounts
         self._sleep = sleep
-        self._clock = clock or _SystemClock()
+        self._clock = clock or SystemClock()
         self._role_delays = role_retry_delays_s
         self._wait_polls = max(1, int(wait_timeout_s / poll_s))
         self._poll_s = poll_s
@@ -157,7 +157,14 @@ class LambdaRuntime:
         if self._credentials is not None:
             key_id, secret = self._credentials(fn.tenant)
             env.update(credential_environment(key_id, secret, wrapper=bool(self._layers)))
+        mount = self._mounts(fn.tenant)
+        if mount is not None:
+            env[mount.env_name] = mount.mount_path
         return env
+
+    def _mount_config(self, fn: FunctionVersion) -> dict[str, Any]:
+        mount = self._mounts(fn.tenant)
+        return {} if mount is None else mount.configuration()
 
     def _alias(self, fn: FunctionVersion) -> str:
         identity = {
@@ -169,6 +176,7 @@ class LambdaRuntime:
             "role": self._role_arn,
             "environment": self.environment(fn),
             "layers": self._layers,
+            **self._mount_config(fn),
         }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return f"t-{digest[:40]}"
@@ -284,6 +292,7 @@ class LambdaRuntime:
                     Layers=self._layers,
                     PackageType="Zip",
                     Publish=False,
+                    **self._mount_config(fn),
                 )
             )
         except ClientError as exc:
@@ -294,8 +303,10 @@ class LambdaRuntime:
     def _differs(self, config: FunctionConfigurationResponseTypeDef, fn: FunctionVersion) -> bool:
         deployed_env = dict(config.get("Environment", {}).get("Variables", {}))
         deployed_layers = [layer.get("Arn") for layer in config.get("Layers", [])]
+        mount = self._mounts(fn.tenant)
         return (
-            config.get("Handler") != fn.handler
+            (mount is not None and mount.differs(cast("dict[str, Any]", config)))
+            or config.get("Handler") != fn.handler
             or config.get("Runtime") != fn.runtime
             or config.get("MemorySize") != fn.memory_mb
             or config.get("EphemeralStorage", {}).get("Size", 512) != fn.ephemeral_storage_mb
@@ -318,6 +329,7 @@ class LambdaRuntime:
             EphemeralStorage={"Size": fn.ephemeral_storage_mb},
             Environment={"Variables": self.environment(fn)},
             Layers=self._layers,
+            **self._mount_config(fn),
             **revision(config),
         )
 

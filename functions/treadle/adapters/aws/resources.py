@@ -58,6 +58,7 @@ class AwsClients:
     iam: IAMClient
     secrets: SecretsManagerClient
     logs: CloudWatchLogsClient
+    efs: Any  # facets on EFS (no type stubs installed for it)
 
     @classmethod
     def create(cls, region: str, endpoint_url: str | None = None) -> AwsClients:
@@ -83,6 +84,7 @@ class AwsClients:
             iam=make("iam"),
             secrets=make("secretsmanager"),
             logs=make("logs"),
+            efs=make("efs"),
         )
 
 

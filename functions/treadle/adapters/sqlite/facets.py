@@ -25,6 +25,7 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from treadle.domain.errors import NotFound
 from treadle.facets.models import FacetInfo, check_name
@@ -32,15 +33,24 @@ from treadle.facets.models import FacetInfo, check_name
 log = logging.getLogger(__name__)
 
 DB = "db.sqlite"
-_FILES = (DB, DB + "-wal")
+_FILES = (DB, DB + "-wal", DB + "-journal")
 
 
 class SqliteFacetStore:
-    def __init__(self, root: Path, owner: Callable[[str], int | None] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        owner: Callable[[str], int | None] | None = None,
+        *,
+        journal_mode: Literal["WAL", "DELETE"] = "WAL",
+    ) -> None:
         """`owner(tenant)`: the uid (= gid) the tenant's code runs as, None when the
-        platform does not change uids (files stay the platform's)."""
+        platform does not change uids (files stay the platform's). `journal_mode`: WAL
+        where every process that opens a facet is on this host; DELETE on a network
+        file system (EFS), where WAL's shared-memory index cannot be shared."""
         self._root = root
         self._owner = owner or (lambda _tenant: None)
+        self._journal_mode = journal_mode
         root.mkdir(parents=True, exist_ok=True)
         self._sweep()
 
@@ -82,7 +92,7 @@ class SqliteFacetStore:
             db = sqlite3.connect(staging / DB)
             try:
                 # WAL is a property of the file: every later connection gets it.
-                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(f"PRAGMA journal_mode={self._journal_mode}")
                 db.execute("CREATE TABLE IF NOT EXISTS _treadle_probe(x)")
                 db.execute("DROP TABLE _treadle_probe")  # the file now has a header
             finally:
