@@ -20,14 +20,22 @@ Stdlib only: it runs inside the sandbox, where the platform provides it.
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import sqlite3
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Any
 
 __all__ = ["FacetError", "FacetFull", "connect", "once", "step_key"]
 
 PAGE_SIZE = 4096
+# Set in tenant Lambdas that mount their tenant's facets (EFS): where (settings.py names it).
+MOUNT_ENV = "TREADLE_FACETS_MOUNT_PATH"
 _LINK = "treadle.adapters.sandbox.facet_link"
 
 
@@ -104,12 +112,15 @@ def connect(name: str, *, timeout: float = 10.0, **kwargs: Any) -> FacetConnecti
     locked". Other keyword arguments go to `sqlite3.connect` (e.g. `isolation_level`).
     """
     link: Any = sys.modules.get(_LINK)
-    if link is None:
+    if link is not None:
+        try:
+            path, max_bytes = link.grant(name)
+        except link.FacetCallError as exc:
+            raise FacetError(exc.code, str(exc)) from None
+    elif os.environ.get(MOUNT_ENV):
+        path, max_bytes = _grant_over_http(name, os.environ[MOUNT_ENV])
+    else:
         raise FacetError("Unavailable", "Facets are available in Treadle's sandbox only.")
-    try:
-        path, max_bytes = link.grant(name)
-    except link.FacetCallError as exc:
-        raise FacetError(exc.code, str(exc)) from None
     kwargs.setdefault("check_same_thread", False)
     db: FacetConnection = sqlite3.connect(path, timeout=timeout, factory=FacetConnection, **kwargs)
     try:
@@ -117,7 +128,9 @@ def connect(name: str, *, timeout: float = 10.0, **kwargs: Any) -> FacetConnecti
         db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         # NORMAL in WAL: a committed transaction survives the process being killed;
         # only a power loss may take the last ones back (never corrupting the file).
-        db.execute("PRAGMA synchronous=NORMAL")
+        # Without WAL (EFS: WAL needs shared memory on one host) only FULL is that safe.
+        wal = str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+        db.execute(f"PRAGMA synchronous={'NORMAL' if wal else 'FULL'}")
         page = int(db.execute("PRAGMA page_size").fetchone()[0]) or PAGE_SIZE
         pages = max(1, max_bytes // page)
         db.execute(f"PRAGMA max_page_count={pages}")
@@ -130,6 +143,36 @@ def connect(name: str, *, timeout: float = 10.0, **kwargs: Any) -> FacetConnecti
         db.close()
         raise
     return db
+
+
+def _grant_over_http(name: str, mount: str) -> tuple[str, int]:
+    """A tenant Lambda's facets are its tenant's EFS access point, mounted at `mount`:
+    the platform makes the facet (quotas) at `POST /v1/facets/{name}`, asked with the
+    function's own credentials (its sandbox key) at its endpoint; then the file is
+    opened on the mount like anywhere else."""
+    key = f"{os.environ.get('AWS_ACCESS_KEY_ID', '')}:{os.environ.get('AWS_SECRET_ACCESS_KEY', '')}"
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_LAMBDA", "").rstrip("/")
+    request = urllib.request.Request(
+        f"{endpoint}/v1/facets/{urllib.parse.quote(name, safe='')}",
+        data=b"{}",
+        method="POST",
+        headers={
+            "authorization": "Basic " + base64.b64encode(key.encode()).decode(),
+            "content-type": "application/json",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            error = json.loads(exc.read()).get("error", {})
+        except ValueError:
+            error = {}
+        raise FacetError(
+            str(error.get("code") or exc.code), str(error.get("message") or exc.reason)
+        ) from None
+    return os.path.join(mount, str(answer["name"]), "db.sqlite"), int(answer["maxBytes"])
 
 
 def step_key(step_context: Any) -> str:

@@ -39,6 +39,8 @@ TENANT_PYTHON_VERSION = "3.11"
 # sandbox runs.
 TENANT_PACKAGES = ("aws-durable-execution-sdk-python", "boto3")
 TENANT_BIN = Path(__file__).resolve().parent / "tenant" / "bin"
+# The platform's own modules tenant code imports beside the SDK (stdlib only).
+TENANT_MODULES = ("treadle_facets", "treadle_workflows")
 
 
 def requirements() -> list[str]:
@@ -96,6 +98,10 @@ def build_tenant(out: Path) -> None:
     platform_args = ["--implementation", "py", "--python-version", TENANT_PYTHON_VERSION]
     platform_args += ["--abi", "none", "--platform", "any"]
     _pip_install(out / "python", platform_args, tenant_requirements())
+    for module in TENANT_MODULES:
+        source = REPO_ROOT / "functions" / module
+        skip = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(source, out / "python" / module, ignore=skip)
     (out / "bin").mkdir()
     for script in TENANT_BIN.iterdir():
         copied = out / "bin" / script.name

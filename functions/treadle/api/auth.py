@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 ADMIN = "admin"
 _SANDBOX_PATHS = re.compile(r"^/2025-12-01/durable-executions/[^/]+/(checkpoint|state)/?$")
 # What a sandbox key may call on `/v1` (POST only): create a repository of its tenant's
-# (an agent's, a session's) and mint a Git token for one.
-SANDBOX_V1 = re.compile(r"^/v1/repos(/[A-Za-z0-9._-]{1,100}/tokens)?/?$")
+# (an agent's, a session's), mint a Git token for one, open (make) one of its facets.
+SANDBOX_V1 = re.compile(
+    r"^/v1/(repos(/[A-Za-z0-9._-]{1,100}/tokens)?|facets/[A-Za-z0-9][A-Za-z0-9._-]{0,127})/?$"
+)
 TokenLookup = Callable[[str], RepoToken | None]
 
 

@@ -20,6 +20,7 @@ class FacetsApi:
 
     def register(self, r: Router) -> None:
         r.add("GET", "/v1/facets", self.list)
+        r.add("POST", "/v1/facets/{Facet}", self.open)
         r.add("GET", "/v1/facets/{Facet}/export", self.export)
         r.add("DELETE", "/v1/facets/{Facet}", self.delete)
         r.add("GET", "/v1/tenants/{Account}/facets", self.list_of)
@@ -27,6 +28,12 @@ class FacetsApi:
     def list(self, request: Request) -> Response:
         facets = self.facets.listing(_tenant(request))
         return Response.json({"facets": [facet_json(f) for f in facets]})
+
+    def open(self, request: Request) -> Response:
+        """Made on first use within the quotas: what tenant code that mounts the facets
+        itself (a tenant Lambda on EFS) asks before opening the file."""
+        grant = self.facets.open(_tenant(request), request.params["Facet"])
+        return Response.json({"name": grant.name, "maxBytes": grant.max_bytes})
 
     def list_of(self, request: Request) -> Response:
         facets = self.facets.listing_of(request.params["Account"])
