@@ -74,9 +74,17 @@ def _module_for(suite: str, rid: str) -> Path:
     return HANDLERS / suite / f"r{rid.replace('-', '_')}.py"
 
 
+# CPython 3.11's AST converter keeps its recursion depth per interpreter, not per thread:
+# two ast.parse at once in the pool's threads can fail with "AST constructor recursion
+# depth mismatch" (SystemError; python/cpython gh-106905, fixed in later releases).
+_PARSE = threading.Lock()
+
+
 def _function_config(source: str) -> dict[str, Any]:
     """The handler's FUNCTION_CONFIG literal, read without importing the module."""
-    for node in ast.parse(source).body:
+    with _PARSE:
+        tree = ast.parse(source)
+    for node in tree.body:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "FUNCTION_CONFIG" for t in node.targets
         ):

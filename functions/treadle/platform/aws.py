@@ -149,13 +149,14 @@ class AwsPlatform(Platform):
             logs = CloudWatchLogStore(
                 self.clients.logs, stage=settings.stage, filter_locally=settings.emulated
             )
-        facets = self._facets()
         invoker: Invoker | None = None
         if settings.local_sandbox:
             invoker = self._local_sandbox(code, logs).invoke
         elif not settings.tenant_layer_arn:
             # Tenant Lambdas would sign with their role's STS credentials: refused.
             log.warning("%s is unset: tenant checkpoints will be refused", ENV_TENANT_LAYER_ARN)
+        # After the local sandbox: local facets are shown to its workers.
+        facets = self._facets()
         self.runtime = LambdaRuntime(
             self.clients.lambda_,
             stage=settings.stage,
