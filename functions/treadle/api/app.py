@@ -95,7 +95,7 @@ class Application:
         try:
             if self._too_large(request):
                 return v1_json_error(413, "RequestTooLargeException", "Request too large.")
-            self.auth.sandbox_mints_token(request, tenant)
+            self.auth.sandbox_v1(request, tenant)
             route, _ = self.v1.match(request)
             if route is None:
                 raise AccessDenied("This operation is not available from a sandbox.")

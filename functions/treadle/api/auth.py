@@ -6,8 +6,9 @@ What each may reach is decided here too, so every route is covered by one policy
 - the Lambda-compatible surface and CloudWatch Logs: tenants; sandboxes only the
   checkpoint API (as the tenant execution role on AWS);
 - `/v1/tenants`: the admin only; the rest of `/v1` and Git: tenants only, except
-  that a sandbox may mint Git tokens for its own tenant's repositories
-  (`POST /v1/repos/{name}/tokens`), and Git also takes a repository token (user
+  that a sandbox may, for its own tenant, create a repository (`POST /v1/repos`), mint
+  a Git token for one (`POST /v1/repos/{name}/tokens`) and open a facet (`POST
+  /v1/facets/{name}`) (`SANDBOX_V1`); Git also takes a repository token (user
   `x-token`, password the token), which opens that one repository only.
 """
 
@@ -147,9 +148,8 @@ class Authenticator:
                 "operation from a sandbox."
             )
 
-    def sandbox_mints_token(self, request: Request, tenant: str) -> None:
-        """From inside `tenant`'s namespace on `/v1`: its sandbox key creating a repository
-        or minting a token for one."""
+    def sandbox_v1(self, request: Request, tenant: str) -> None:
+        """From inside `tenant`'s namespace on `/v1`: its sandbox key, on `SANDBOX_V1`."""
         principal = self.any(request)
         if not (
             principal.kind is Kind.SANDBOX
