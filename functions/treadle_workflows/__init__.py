@@ -12,16 +12,22 @@ the way the platform recognises. It imports nothing of the platform.
 
 from __future__ import annotations
 
+import base64
+import json
 import math
+import os
 import re
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from datetime import datetime
 from typing import Any
 
 from aws_durable_execution_sdk_python.config import CallbackConfig, Duration
 from aws_durable_execution_sdk_python.serdes import JsonSerDes
 
-__all__ = ["EVENT_NAME_PREFIX", "EVENT_SUBTYPE", "sleep_until", "wait_for_event"]
+__all__ = ["EVENT_NAME_PREFIX", "EVENT_SUBTYPE", "send_event", "sleep_until", "wait_for_event"]
 
 # The platform's side of the convention: `treadle.domain.engine.events`.
 EVENT_SUBTYPE = "Event"
@@ -66,3 +72,52 @@ def sleep_until(context: Any, when: datetime | float, name: str | None = None) -
     seconds = context.step(seconds_left, name=f"{label} (seconds left)")
     if seconds >= 1:
         context.wait(Duration.from_seconds(seconds), name=label)
+
+
+class EventRefused(Exception):
+    """The platform refused the event: `status` (404 no such execution of this tenant,
+    409 closed, 429 its buffer is full) and the platform's message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+def send_event(
+    event_type: str,
+    payload: Any = None,
+    *,
+    execution_arn: str | None = None,
+    function: str | None = None,
+    execution_name: str | None = None,
+) -> dict[str, Any]:
+    """From tenant code: send an event to an execution of the same tenant, by ARN or by
+    function and execution name (as `/v1` senders do), signed with the function's own
+    credentials at its endpoint. Inside a durable step it is a side effect: at least
+    once, like every step's (a re-run step sends again)."""
+    if (execution_arn is None) == (function is None or execution_name is None):
+        raise ValueError("give execution_arn, or function and execution_name")
+    if execution_arn is not None:
+        path = f"/v1/executions/{urllib.parse.quote(execution_arn, safe='')}/events"
+    else:
+        path = f"/v1/functions/{function}/executions/{execution_name}/events"
+    key = f"{os.environ.get('AWS_ACCESS_KEY_ID', '')}:{os.environ.get('AWS_SECRET_ACCESS_KEY', '')}"
+    request = urllib.request.Request(
+        os.environ.get("AWS_ENDPOINT_URL_LAMBDA", "").rstrip("/") + path,
+        data=json.dumps({"type": event_type, "payload": payload}).encode(),
+        method="POST",
+        headers={
+            "authorization": "Basic " + base64.b64encode(key.encode()).decode(),
+            "content-type": "application/json",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer: dict[str, Any] = json.loads(response.read() or b"{}")
+            return answer
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error", {}).get("message", "")
+        except ValueError:
+            message = str(exc.reason)
+        raise EventRefused(exc.code, message) from None

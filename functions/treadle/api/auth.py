@@ -7,9 +7,10 @@ What each may reach is decided here too, so every route is covered by one policy
   checkpoint API (as the tenant execution role on AWS);
 - `/v1/tenants`: the admin only; the rest of `/v1` and Git: tenants only, except
   that a sandbox may, for its own tenant, create a repository (`POST /v1/repos`), mint
-  a Git token for one (`POST /v1/repos/{name}/tokens`) and open a facet (`POST
-  /v1/facets/{name}`) (`SANDBOX_V1`); Git also takes a repository token (user
-  `x-token`, password the token), which opens that one repository only.
+  a Git token for one (`POST /v1/repos/{name}/tokens`), open a facet (`POST
+  /v1/facets/{name}`) and send an event to one of its executions (`SANDBOX_V1`); Git
+  also takes a repository token (user `x-token`, password the token), which opens that
+  one repository only.
 """
 
 from __future__ import annotations
@@ -33,10 +34,16 @@ log = logging.getLogger(__name__)
 
 ADMIN = "admin"
 _SANDBOX_PATHS = re.compile(r"^/2025-12-01/durable-executions/[^/]+/(checkpoint|state)/?$")
-# What a sandbox key may call on `/v1` (POST only): create a repository of its tenant's
-# (an agent's, a session's), mint a Git token for one, open (make) one of its facets.
+# What a sandbox key may call on `/v1` (POST only), always as its own tenant: create a
+# repository (an agent's, a session's), mint a Git token for one, open (make) a facet,
+# send an event to an execution (by ARN, or by function and execution name).
 SANDBOX_V1 = re.compile(
-    r"^/v1/(repos(/[A-Za-z0-9._-]{1,100}/tokens)?|facets/[A-Za-z0-9][A-Za-z0-9._-]{0,127})/?$"
+    r"^/v1/("
+    r"repos(/[A-Za-z0-9._-]{1,100}/tokens)?"
+    r"|facets/[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+    r"|executions/[^/]+/events"
+    r"|functions/[A-Za-z0-9_-]{1,64}/executions/[A-Za-z0-9_-]{1,64}/events"
+    r")/?$"
 )
 TokenLookup = Callable[[str], RepoToken | None]
 
