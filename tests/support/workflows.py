@@ -42,3 +42,30 @@ def handler(event, context: DurableContext):
         return "woke"
     return wait_for_event(context, "approval")
 """
+
+# Ten steps, each returning a fresh nonce: a step replayed from the record returns the
+# recorded nonce, a step run again a new one. Step FAIL_AT (0: none) fails, no retries.
+TEN_STEPS = """
+import uuid
+
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+from aws_durable_execution_sdk_python.config import StepConfig
+from aws_durable_execution_sdk_python.retries import RetryPresets
+
+FAIL_AT = {fail_at}
+
+
+def work(i):
+    def run(step_ctx):
+        if i == FAIL_AT:
+            raise RuntimeError(f"step {{i}} failed")
+        return uuid.uuid4().hex
+
+    return run
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    once = StepConfig(retry_strategy=RetryPresets.none())
+    return [context.step(work(i), name=f"s{{i}}", config=once) for i in range(1, 11)]
+"""
