@@ -14,25 +14,29 @@ from typing import Any
 import pytest
 
 from support.server import ServerProcess, client, deploy, v1, zip_files
-from support.workflows import TEN_STEPS
+from support.workflows import GROUPED_STEPS, TEN_STEPS
 
 
-def publish_two_versions(lam: Any, name: str) -> None:
-    deploy(lam, name, {"handler.py": TEN_STEPS.format(fail_at=7)}, Publish=True)
+def publish_two_versions(lam: Any, name: str, code: str = TEN_STEPS, fail_at: int = 7) -> None:
+    deploy(lam, name, {"handler.py": code.format(fail_at=fail_at)}, Publish=True)
     lam.get_waiter("function_updated_v2").wait(FunctionName=name)
     lam.update_function_code(
-        FunctionName=name, ZipFile=zip_files({"handler.py": TEN_STEPS.format(fail_at=0)})
+        FunctionName=name, ZipFile=zip_files({"handler.py": code.format(fail_at=0)})
     )
     lam.get_waiter("function_updated_v2").wait(FunctionName=name)
     assert lam.publish_version(FunctionName=name)["Version"] == "2"
 
 
-@pytest.fixture(scope="module")
-def lam(server: ServerProcess) -> Any:
-    lam = client(server)
+def deploy_all(lam: Any) -> Any:
     publish_two_versions(lam, "tensteps")
     publish_two_versions(lam, "manysteps")
+    publish_two_versions(lam, "grouped", GROUPED_STEPS, fail_at=3)
     return lam
+
+
+@pytest.fixture(scope="module")
+def lam(server: ServerProcess) -> Any:
+    return deploy_all(client(server))
 
 
 def run_v1(lam: Any, name: str = "tensteps") -> str:
@@ -182,3 +186,20 @@ def test_a_batch_redrives_each_failed_execution_once(server: ServerProcess, lam:
     for r in first + rest:
         assert final(lam, r["redrive"]["executionArn"])["Status"] == "SUCCEEDED"
     assert v1(server, "POST", path, body)[1] == {"results": []}
+
+
+def test_a_step_failed_inside_a_child_context_reruns_the_context_replaying_its_done_steps(
+    server: ServerProcess, lam: Any
+) -> None:
+    source = run_v1(lam, "grouped")
+    status, body = redrive(server, source, {"version": "2"})
+    assert status == 200 and body["fromOperationName"] == "s3"
+    assert body["seededOperations"] == 2  # s1, and s2 inside the context
+    done = final(lam, body["executionArn"])
+    assert done["Status"] == "SUCCEEDED", done
+    events = history(lam, body["executionArn"])
+    assert [e["Name"] for e in events if e["EventType"] == "StepStarted"] == ["s3", "s4"]
+    assert [e["Name"] for e in events if e["EventType"] == "ContextStarted"] == ["group"]
+    before = recorded(lam, source)
+    nonces = json.loads(done["Result"])
+    assert nonces[:2] == [before["s1"], before["s2"]] and len(set(nonces)) == 4

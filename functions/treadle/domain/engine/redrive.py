@@ -205,7 +205,7 @@ def run(
             existing = store.find_by_name(src.tenant, src.function_name, name)
             if existing is not None:
                 return Redriven(same_redrive(existing, source_arn), False)
-        target = fn or FunctionVersion.model_validate(src.pinned_function)
+        target = fn or _ran_on(engine, src)
         exec_id = engine.ids.execution_id()
         planned = plan(
             source, target, name or exec_id, exec_id, from_step,
@@ -223,3 +223,10 @@ def run(
         engine.after_commit(planned.commit)
         return Redriven(planned.execution, True, planned.chosen, planned.seeded)
     raise ConcurrentModification(f"Execution {source_arn} is changing too fast; try again.")
+
+
+def _ran_on(engine: Engine, src: Execution) -> FunctionVersion:
+    """The configuration the source ran: pinned at its start (older records: its version)."""
+    if src.pinned_function is not None:
+        return FunctionVersion.model_validate(src.pinned_function)
+    return engine.functions.get(src.tenant, src.function_name, src.version)
