@@ -8,6 +8,7 @@ envelope as SUCCEEDED returns the recorded result and does not run; any other ru
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -20,6 +21,8 @@ from moto import mock_aws
 
 from support.engine_harness import Harness, step
 from treadle.adapters.aws import DynamoExecutionStore, create_tables
+from treadle.adapters.local.basics import RandomIds
+from treadle.domain.engine import Engine, TokenCodec
 from treadle.domain.engine.redrive import FromStep
 from treadle.domain.errors import Conflict, ExecutionAlreadyStarted, InvalidParameter
 from treadle.domain.models import Execution
@@ -258,3 +261,31 @@ def test_child_contexts_completed_are_copied_whole_an_open_one_enclosing_the_ste
     h.engine.redrive(src.arn, None, FromStep("c2", 1))
     h.pump()
     assert {i for i in seen[1] if i.startswith("c")} == {"c1", "c1a"}
+
+
+def test_concurrent_redrives_of_one_source_are_all_linked(
+    h: Harness, request: pytest.FixtureRequest
+) -> None:
+    if "dynamodb" in request.node.callspec.id:
+        pytest.skip("moto does not serialise concurrent transactions reliably")
+    src, _ = failed_at_7(h)
+    # A second engine over the same store: another process, with locks of its own, so
+    # only the source's version orders the two (the loser reads it again and retries).
+    other = Engine(
+        store=h.store, functions=h.functions, runtime=h.runtime, clock=h.clock,
+        ids=RandomIds(), tokens=TokenCodec(b"k" * 32), dispatcher=h, listener=h,
+    )  # fmt: skip
+    arns: list[str] = []
+
+    def one(i: int) -> None:
+        engine = other if i % 2 else h.engine
+        arns.append(engine.redrive(src.arn, None, None, f"r{i}").execution.arn)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(arns) == 6
+    assert sorted(h.store.get(src.arn).redriven_to) == sorted(arns)
+    assert all(h.store.get(arn).redriven_from == src.arn for arn in arns)

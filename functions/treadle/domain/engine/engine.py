@@ -215,8 +215,10 @@ class Engine:
         from_step: redrive.FromStep | None,
         name: str | None = None,
     ) -> redrive.Redriven:
-        """A new execution of a closed one, from a step (`redrive.py`)."""
-        return redrive.run(self, source_arn, fn, from_step, name)
+        """A new execution of a closed one, from a step (`redrive.py`). Serialised per
+        source here, as changes are; the source's version fences other processes."""
+        with self._lock(source_arn):
+            return redrive.run(self, source_arn, fn, from_step, name)
 
     def run_invocation(self, arn: str) -> None:
         """Take the invocation lease, invoke the pinned version, act on its result."""
