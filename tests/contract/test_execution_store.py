@@ -1153,3 +1153,61 @@ def test_buffered_events_round_trip_in_the_execution_record(store: ExecutionStor
             ("a", '{"n": 1}'),
             ("b", None),
         ]
+
+
+# -- a redrive: a new execution and its source's link, together ------------------------
+
+
+def _seeded_creation(name: str, source: Execution) -> Commit:
+    commit = _creation(name)
+    commit.execution.redriven_from = source.arn
+    copied = _op("s1", 2, 2, status=OperationStatus.SUCCEEDED, result='"r1"')
+    commit.operations.append(copied)
+    commit.execution.change_seq = 2
+    return commit
+
+
+def _link(source: Execution, to: str) -> Commit:
+    linked = source.model_copy(update={"redriven_to": [*source.redriven_to, to]})
+    return Commit(execution=linked)
+
+
+def test_a_linked_creation_writes_the_new_execution_and_its_sources_link_together(
+    backend: Backend,
+) -> None:
+    store = backend.store
+    source = _start(store, "source")
+    new = _seeded_creation("redrive", source)
+    store.create_linked(new, _link(store.load(source.arn).execution, new.execution.arn))
+    for reader in (store, backend.another()):
+        got = reader.get(new.execution.arn)
+        assert got.redriven_from == source.arn and got.version_seq == 1
+        ops = reader.load(new.execution.arn).operations
+        assert list(ops) == [got.exec_id, "s1"] and ops["s1"].op.StepDetails is not None
+        assert ops["s1"].op.StepDetails.Result == '"r1"'
+        linked = reader.load(source.arn).execution
+        assert linked.redriven_to == [new.execution.arn] and linked.version_seq == 2
+    # The source keeps taking commits at its new version.
+    _change(store, source.arn)
+    assert backend.another().get(source.arn).version_seq == 3
+
+
+def test_a_linked_creation_on_a_stale_source_or_a_taken_name_writes_nothing(
+    backend: Backend,
+) -> None:
+    store = backend.store
+    source = _start(store, "source")
+    stale = store.load(source.arn).execution
+    _change(backend.another(), source.arn)  # another writer moves the source
+    new = _seeded_creation("redrive", source)
+    with pytest.raises(ConcurrentModification):
+        store.create_linked(new, _link(stale, new.execution.arn))
+    assert store.find_by_name(T, "f", "redrive") is None
+    _start(store, "taken")
+    taken = _seeded_creation("taken", source)
+    with pytest.raises(AlreadyExists):
+        store.create_linked(taken, _link(store.load(source.arn).execution, "x"))
+    for reader in (store, backend.another()):
+        assert reader.get(source.arn).redriven_to == []
+        assert reader.get(source.arn).version_seq == 2
+        assert reader.get(taken.execution.arn).redriven_from is None

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import test_aliases_wire as aliases_wire
+import test_redrive_wire as redrive_wire
 from botocore.exceptions import ClientError
 
 from support.moto_server import aws_env, moto_client, moto_server
@@ -254,3 +255,15 @@ def test_aliases_and_configuration_updates_on_dynamodb(server: ServerProcess) ->
     aliases_wire.test_alias_lifecycle_and_its_errors(lam)
     aliases_wire.test_invoke_by_alias_runs_the_version_it_points_to(lam)
     aliases_wire.test_update_function_configuration_changes_latest_only(lam)
+
+
+def test_redrive_on_dynamodb(server: ServerProcess) -> None:
+    """The embedded backend's wire tests of redrive, on the AWS adapters."""
+    lam = redrive_wire.deploy_all(client(server))
+    redrive_wire.test_a_workflow_failed_at_step_7_of_10_redriven_on_version_2_runs_4_steps_again(
+        server, lam
+    )
+    redrive_wire.test_a_step_failed_inside_a_child_context_reruns_the_context_replaying_its_done_steps(
+        server, lam
+    )
+    redrive_wire.test_a_batch_redrives_each_failed_execution_once(server, lam)

@@ -42,3 +42,61 @@ def handler(event, context: DurableContext):
         return "woke"
     return wait_for_event(context, "approval")
 """
+
+# Ten steps, each returning a fresh nonce: a step replayed from the record returns the
+# recorded nonce, a step run again a new one. Step FAIL_AT (0: none) fails, no retries.
+TEN_STEPS = """
+import uuid
+
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+from aws_durable_execution_sdk_python.config import StepConfig
+from aws_durable_execution_sdk_python.retries import RetryPresets
+
+FAIL_AT = {fail_at}
+
+
+def work(i):
+    def run(step_ctx):
+        if i == FAIL_AT:
+            raise RuntimeError(f"step {{i}} failed")
+        return uuid.uuid4().hex
+
+    return run
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    once = StepConfig(retry_strategy=RetryPresets.none())
+    return [context.step(work(i), name=f"s{{i}}", config=once) for i in range(1, 11)]
+"""
+
+# A step, then steps s2..s4 inside a child context "group"; step FAIL_AT fails.
+GROUPED_STEPS = """
+import uuid
+
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+from aws_durable_execution_sdk_python.config import StepConfig
+from aws_durable_execution_sdk_python.retries import RetryPresets
+
+FAIL_AT = {fail_at}
+ONCE = StepConfig(retry_strategy=RetryPresets.none())
+
+
+def work(i):
+    def run(step_ctx):
+        if i == FAIL_AT:
+            raise RuntimeError(f"step {{i}} failed")
+        return uuid.uuid4().hex
+
+    return run
+
+
+def group(ctx):
+    return [ctx.step(work(i), name=f"s{{i}}", config=ONCE) for i in (2, 3, 4)]
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    first = context.step(work(1), name="s1", config=ONCE)
+    return [first, *context.run_in_child_context(group, name="group")]
+"""

@@ -77,6 +77,11 @@ def execution_detail(ex: Execution, include_data: bool = True) -> dict[str, Any]
             out["Result"] = ex.result
     if ex.error is not None:
         out["Error"] = ex.error.wire()
+    # Treadle's redrive links (docs/redrive.md): extra fields, present only when set.
+    if ex.redriven_from is not None:
+        out["RedrivenFrom"] = ex.redriven_from
+    if ex.redriven_to:
+        out["RedrivenTo"] = list(ex.redriven_to)
     return out
 
 

@@ -7,11 +7,17 @@
 - `POST /v1/functions/<name>/executions:batch`, body `BatchBody`: up to 100 starts of
   one version; 200 with, per entry in order, its execution ARN (`created` false when
   the name was started before with the same input) or its own error.
+- `POST /v1/executions/<arn>/redrive`, body `RedriveBody`: a new execution of a closed
+  one from a step (`docs/redrive.md`); 200 with `RedriveOut`.
+- `POST /v1/functions/<name>/executions:redrive`, body `BatchRedriveBody`: up to 100
+  closed executions matching a filter and not redriven yet; per execution its redrive
+  or its own error.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +27,10 @@ from treadle.api.http import Request, Response, Router
 from treadle.api.openapi import Op
 from treadle.app.executions import MAX_BATCH, ExecutionService
 from treadle.domain.engine.events import DEFAULT_TTL_S, EVENT_TYPE_PATTERN, MAX_TTL_S
+from treadle.domain.engine.redrive import FromStep, Redriven
+from treadle.domain.errors import TreadleError
+from treadle.domain.models import Execution, ExecutionStatus
+from treadle.domain.ports import ExecutionQuery
 
 E = "/v1/executions"
 F = "/v1/functions"
@@ -81,7 +91,98 @@ class BatchOut(BaseModel):
     results: list[BatchEntryOut]
 
 
+class FromStepBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=256, description="The operation's name.")
+    occurrence: int = Field(
+        default=1, ge=1, le=100_000, description="Which operation of that name: 1 is the first."
+    )
+
+
+_FROM_STEP = "The operation to run again; default: the first failed step."
+_VERSION = "Run this version (e.g. a fixed one); default: the version the source ran."
+
+
+class RedriveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fromStep: FromStepBody | None = Field(default=None, description=_FROM_STEP)
+    version: str | None = Field(
+        default=None, pattern=r"^(\$LATEST|[0-9]{1,10})$", description=_VERSION
+    )
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[a-zA-Z0-9_-]{1,64}$",
+        description="The new execution's name: a redrive is idempotent on it.",
+    )
+
+
+class RedriveFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["FAILED", "TIMED_OUT", "STOPPED"] = "FAILED"
+    startedAfter: datetime | None = Field(default=None, description="ISO 8601 or epoch seconds.")
+    startedBefore: datetime | None = Field(default=None, description="ISO 8601 or epoch seconds.")
+
+
+class BatchRedriveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filter: RedriveFilter = Field(default_factory=RedriveFilter)
+    fromStep: FromStepBody | None = Field(default=None, description=_FROM_STEP)
+    version: str | None = Field(
+        default=None, pattern=r"^(\$LATEST|[0-9]{1,10})$", description=_VERSION
+    )
+    max: int = Field(default=MAX_BATCH, ge=1, le=MAX_BATCH, description="At most this many.")
+
+
+class RedriveOut(BaseModel):
+    executionArn: str
+    redrivenFrom: str
+    created: bool
+    fromOperationId: str | None = None
+    fromOperationName: str | None = None
+    seededOperations: int | None = None
+
+
+class BatchRedriveEntry(BaseModel):
+    sourceArn: str
+    redrive: RedriveOut | None = None
+    error: BatchError | None = None
+
+
+class BatchRedriveOut(BaseModel):
+    results: list[BatchRedriveEntry]
+
+
+def _from_step(body: FromStepBody | None) -> FromStep | None:
+    return FromStep(body.name, body.occurrence) if body is not None else None
+
+
+def _ms(when: datetime | None) -> int | None:
+    return int(when.timestamp() * 1000) if when is not None else None
+
+
+def _redrive_out(source: str, out: Redriven) -> RedriveOut:
+    op = out.from_operation
+    return RedriveOut(
+        executionArn=out.execution.arn,
+        redrivenFrom=source,
+        created=out.created,
+        fromOperationId=op.Id if op else None,
+        fromOperationName=op.Name if op else None,
+        seededOperations=out.seeded if out.created else None,
+    )
+
+
 OPENAPI_OPERATIONS = [
+    Op("post", E + "/{Arn}/redrive",
+       "Redrive a closed execution from a step: a new execution replaying what completed"
+       " before it", response=RedriveOut, body=RedriveBody),
+    Op("post", F + "/{Name}/executions:redrive",
+       "Redrive up to 100 closed executions matching a filter, not redriven yet",
+       response=BatchRedriveOut, body=BatchRedriveBody),
     Op("post", F + "/{Name}/executions:batch",
        "Start up to 100 executions of one function version, each idempotent on its name",
        response=BatchOut, body=BatchBody),
@@ -101,6 +202,32 @@ class ExecutionsApi:
         r.add("POST", E + "/{Arn}/events", self.event_by_arn)
         r.add("POST", F + "/{Name}/executions/{ExecutionName}/events", self.event_by_name)
         r.add("POST", F + "/{Name}/executions:batch", self.start_batch)
+        r.add("POST", E + "/{Arn}/redrive", self.redrive)
+        r.add("POST", F + "/{Name}/executions:redrive", self.redrive_batch)
+
+    def redrive(self, request: Request) -> Response:
+        body = RedriveBody.model_validate(request.json())
+        arn = request.params["Arn"]
+        out = self.executions.redrive(
+            request.tenant, arn, _from_step(body.fromStep), body.version, body.name
+        )
+        return Response.json(_redrive_out(arn, out).model_dump(mode="json", exclude_none=True))
+
+    def redrive_batch(self, request: Request) -> Response:
+        body = BatchRedriveBody.model_validate(request.json())
+        query = ExecutionQuery(
+            statuses=frozenset({ExecutionStatus(body.filter.status)}),
+            started_after_ms=_ms(body.filter.startedAfter),
+            started_before_ms=_ms(body.filter.startedBefore),
+            limit=body.max,
+        )
+        results = self.executions.redrive_batch(
+            request.tenant, request.params["Name"], query, _from_step(body.fromStep), body.version
+        )
+        out = [_batch_entry(source, result) for source, result in results]
+        return Response.json(
+            BatchRedriveOut(results=out).model_dump(mode="json", exclude_none=True)
+        )
 
     def start_batch(self, request: Request) -> Response:
         body = BatchBody.model_validate(request.json())
@@ -141,3 +268,11 @@ class ExecutionsApi:
             executionArn=arn, outcome="delivered" if outcome == "delivered" else "buffered"
         )
         return Response.json(sent.model_dump(mode="json"))
+
+
+def _batch_entry(source: Execution, result: Redriven | TreadleError) -> BatchRedriveEntry:
+    if isinstance(result, Redriven):
+        return BatchRedriveEntry(sourceArn=source.arn, redrive=_redrive_out(source.arn, result))
+    status, code, message = classify(result)
+    error = BatchError(status=status, code=code, message=message)
+    return BatchRedriveEntry(sourceArn=source.arn, error=error)

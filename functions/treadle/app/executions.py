@@ -14,8 +14,14 @@ from treadle.app.completion import CompletionNotifier
 from treadle.app.quotas import Quotas
 from treadle.domain.engine import Engine
 from treadle.domain.engine.batch import Started
+from treadle.domain.engine.redrive import FromStep, Redriven
 from treadle.domain.errors import InvalidParameter, NotFound, TreadleError
-from treadle.domain.models import TERMINAL_EXECUTION_STATUSES, Event, Execution
+from treadle.domain.models import (
+    TERMINAL_EXECUTION_STATUSES,
+    Event,
+    Execution,
+    ExecutionStatus,
+)
 from treadle.domain.ports import (
     AliasStore,
     ExecutionQuery,
@@ -31,7 +37,10 @@ log = logging.getLogger(__name__)
 # a deployment may set less (`Settings.sync_invoke_wait_s`: 25 behind API Gateway).
 SYNC_INVOKE_LIMIT_S = 900.0
 SYNC_INVOKE_TIMEOUT_ERROR = "Treadle.SyncInvokeTimeout"
-MAX_BATCH = 100  # executions per batch start
+MAX_BATCH = 100  # executions per batch start (and per batch redrive)
+# A batch redrive reads at most this many matching executions looking for ones not
+# redriven yet: the rest wait for the next call.
+_REDRIVE_SCAN = 1000
 _FUNCTION_REF = re.compile(
     r"^(?:arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):)?(?:(?P<account>\d{12}):)?"
     r"(?:function:)?(?P<name>[a-zA-Z0-9\-_]{1,64})(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9\-_]+))?$"
@@ -225,6 +234,65 @@ class ExecutionService:
         for i, result in zip(admitted, started, strict=True):
             results[i] = result
         return [r for r in results if r is not None]
+
+    # -- redrive (`domain/engine/redrive.py`) -------------------------------------------
+
+    def redrive(
+        self,
+        tenant: str,
+        arn: str,
+        from_step: FromStep | None,
+        version: str | None,
+        name: str | None = None,
+    ) -> Redriven:
+        """A new execution of a closed one from a step, on its version or `version`."""
+        source = self.get(tenant, arn)
+        fn = None
+        if version is not None:
+            fn = self.functions.get(tenant, source.function_name, version)
+            if not fn.durable:
+                raise InvalidParameter(
+                    f"Version {version} of {source.function_name} is not durable."
+                )
+        if name is not None and not re.fullmatch(r"[a-zA-Z0-9\-_]{1,64}", name):
+            raise InvalidParameter(f"Invalid durable execution name: {name}")
+        self.quotas.check_start(tenant)
+        return self.engine.redrive(source.arn, fn, from_step, name)
+
+    def redrive_batch(
+        self,
+        tenant: str,
+        function_name: str,
+        query: ExecutionQuery,
+        from_step: FromStep | None,
+        version: str | None,
+    ) -> list[tuple[Execution, Redriven | TreadleError]]:
+        """Redrive up to `query.limit` closed executions matching `query` that were not
+        redriven before (so calling again goes on where the last call stopped); each
+        gets its redrive or its own error."""
+        if not 1 <= query.limit <= MAX_BATCH:
+            raise InvalidParameter(f"A batch redrives 1 to {MAX_BATCH} executions.")
+        self.functions.get(tenant, function_name)
+        statuses = query.statuses or frozenset({ExecutionStatus.FAILED})
+        if not statuses <= TERMINAL_EXECUTION_STATUSES:
+            raise InvalidParameter("Only closed executions can be redriven.")
+        page = ExecutionQuery(**{**query.__dict__, "statuses": statuses, "limit": 100})
+        chosen: list[Execution] = []
+        scanned = 0
+        while len(chosen) < query.limit and scanned < _REDRIVE_SCAN:
+            found, marker = self.engine.store.list_executions(tenant, function_name, page)
+            scanned += len(found)
+            chosen.extend(ex for ex in found if not ex.redriven_to)
+            if marker is None:
+                break
+            page = ExecutionQuery(**{**page.__dict__, "marker": marker})
+        out: list[tuple[Execution, Redriven | TreadleError]] = []
+        for ex in chosen[: query.limit]:
+            try:
+                out.append((ex, self.redrive(tenant, ex.arn, from_step, version)))
+            except TreadleError as exc:
+                out.append((ex, exc))
+        return out
 
     # -- events (`domain/engine/events.py`) ---------------------------------------------
 

@@ -281,4 +281,8 @@ class Execution(BaseModel):
     # Events that arrived before a matching wait, oldest first (`engine/events.py`).
     # Replaced, never changed in place: working sets copy the record shallowly.
     event_buffer: list[BufferedEvent] = Field(default_factory=list)
+    # Redrive links (`engine/redrive.py`): the execution this one was redriven from, and
+    # those redriven from this one, oldest first (a list replaced, never changed in place).
+    redriven_from: str | None = None
+    redriven_to: list[str] = Field(default_factory=list)
     version_seq: int = 0  # optimistic concurrency for the store

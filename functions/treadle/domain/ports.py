@@ -100,6 +100,14 @@ class ExecutionStore(Protocol):
         be applied in part; a retry with the same names completes it (`docs/events.md`).
         """
 
+    def create_linked(self, commit: Commit, source: Commit) -> None:
+        """Insert a new execution and apply `source`, a commit of another (existing)
+        execution, atomically: a redrive and its source's link to it.
+
+        AlreadyExists if the new execution's name exists, ConcurrentModification if the
+        source's version moved; either way nothing is written.
+        """
+
     def find_by_name(self, tenant: str, function_name: str, name: str) -> Execution | None: ...
 
     def get(self, arn: str) -> Execution:

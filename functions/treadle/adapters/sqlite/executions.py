@@ -57,27 +57,7 @@ class SqliteExecutionStore:
         created: list[bool] = []
         with self._db.write() as conn:
             for commit, rows in prepared:
-                ex = commit.execution
-                record = ex.model_copy(update={"version_seq": 1}).model_dump_json()
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO executions (arn, tenant, function_name, name, version,"
-                    " status, start_ms, invocation_active, version_seq, record)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
-                    (
-                        ex.arn,
-                        ex.tenant,
-                        ex.function_name,
-                        ex.name,
-                        ex.version,
-                        ex.status.value,
-                        ex.start_ms,
-                        int(ex.invocation_active),
-                        record,
-                    ),
-                )
-                created.append(cur.rowcount == 1)
-                if cur.rowcount == 1:
-                    self._write_children(conn, commit, rows)
+                created.append(self._insert(conn, commit, rows))
         for commit, was_created in zip(commits, created, strict=True):
             if was_created:
                 ex = commit.execution
@@ -88,33 +68,81 @@ class SqliteExecutionStore:
                 self._cache.remember(Snapshot(execution=ex.model_copy(), operations=ops))
         return created
 
+    def create_linked(self, commit: Commit, source: Commit) -> None:
+        """One transaction: the source's update first (its fence), then the insert."""
+        try:
+            source_rows, rows = self._rows(source), self._rows(commit)
+            with self._db.write() as conn:
+                self._update(conn, source, source_rows)
+                if not self._insert(conn, commit, rows):
+                    raise AlreadyExists(f"Execution {commit.execution.name} already exists.")
+        except AlreadyExists:
+            self._cache.forget(source.execution.arn)
+            raise
+        self._advance(source)
+        ex = commit.execution
+        ex.version_seq = 1
+        ops = {s.op.Id: s for s in commit.operations}
+        self._cache.remember(Snapshot(execution=ex.model_copy(), operations=ops))
+
     def commit(self, commit: Commit) -> None:
+        rows = self._rows(commit)
+        with self._db.write() as conn:
+            self._update(conn, commit, rows)
+        self._advance(commit)
+
+    def _update(self, conn: sqlite3.Connection, commit: Commit, rows: _Rows) -> None:
         ex = commit.execution
         new_version = ex.version_seq + 1
         record = ex.model_copy(update={"version_seq": new_version}).model_dump_json()
-        rows = self._rows(commit)
-        with self._db.write() as conn:
-            cur = conn.execute(
-                "UPDATE executions SET status = ?, invocation_active = ?, version_seq = ?,"
-                " record = ? WHERE arn = ? AND version_seq = ?",
-                (
-                    ex.status.value,
-                    int(ex.invocation_active),
-                    new_version,
-                    record,
-                    ex.arn,
-                    ex.version_seq,
-                ),
-            )
-            if cur.rowcount != 1:
-                # What this writer saw is stale: the next load must come from the database.
-                self._cache.forget(ex.arn)
-                raise ConcurrentModification(f"Execution {ex.arn} changed concurrently.")
-            self._write_children(conn, commit, rows)
-        ex.version_seq = new_version
+        cur = conn.execute(
+            "UPDATE executions SET status = ?, invocation_active = ?, version_seq = ?,"
+            " record = ? WHERE arn = ? AND version_seq = ?",
+            (
+                ex.status.value,
+                int(ex.invocation_active),
+                new_version,
+                record,
+                ex.arn,
+                ex.version_seq,
+            ),
+        )
+        if cur.rowcount != 1:
+            # What this writer saw is stale: the next load must come from the database.
+            self._cache.forget(ex.arn)
+            raise ConcurrentModification(f"Execution {ex.arn} changed concurrently.")
+        self._write_children(conn, commit, rows)
+
+    def _advance(self, commit: Commit) -> None:
+        commit.execution.version_seq += 1
         self._cache.advance(
             commit, lambda ops: Snapshot(execution=commit.execution.model_copy(), operations=ops)
         )
+
+    def _insert(self, conn: sqlite3.Connection, commit: Commit, rows: _Rows) -> bool:
+        """Insert a new execution; False (nothing written) if its name exists."""
+        ex = commit.execution
+        record = ex.model_copy(update={"version_seq": 1}).model_dump_json()
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO executions (arn, tenant, function_name, name, version,"
+            " status, start_ms, invocation_active, version_seq, record)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+            (
+                ex.arn,
+                ex.tenant,
+                ex.function_name,
+                ex.name,
+                ex.version,
+                ex.status.value,
+                ex.start_ms,
+                int(ex.invocation_active),
+                record,
+            ),
+        )
+        if cur.rowcount != 1:
+            return False
+        self._write_children(conn, commit, rows)
+        return True
 
     @staticmethod
     def _rows(commit: Commit) -> _Rows:

@@ -16,7 +16,16 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
-from treadle.domain.engine import batch, callbacks, chained, control, events, invocation, timers
+from treadle.domain.engine import (
+    batch,
+    callbacks,
+    chained,
+    control,
+    events,
+    invocation,
+    redrive,
+    timers,
+)
 from treadle.domain.engine.checkpoint import CheckpointResult, apply_checkpoint
 from treadle.domain.engine.config import EngineConfig
 from treadle.domain.engine.start import input_hash, new_execution, same_start
@@ -124,11 +133,11 @@ class Engine:
                 except ConcurrentModification:
                     log.info("concurrent change of %s; retrying", arn)
                     continue
-            self._after_commit(commit)
+            self.after_commit(commit)
             return result
         raise ConcurrentModification(f"Execution {arn} is changing too fast; try again.")
 
-    def _after_commit(self, commit: Commit) -> None:
+    def after_commit(self, commit: Commit) -> None:
         self._dispatch(commit.set_timers)
         if commit.execution.status in TERMINAL_EXECUTION_STATUSES:
             self.listener.execution_closed(commit.execution.arn)
@@ -181,7 +190,7 @@ class Engine:
             if existing is None:
                 raise
             return same_start(existing, digest), False
-        self._after_commit(commit)
+        self.after_commit(commit)
         return ex, True
 
     def start_batch(
@@ -196,8 +205,20 @@ class Engine:
         created = self.store.create_batch(plan.commits)
         for commit, was_created in zip(plan.commits, created, strict=True):
             if was_created:
-                self._after_commit(commit)
+                self.after_commit(commit)
         return batch.settle(plan, created, self.store)
+
+    def redrive(
+        self,
+        source_arn: str,
+        fn: FunctionVersion | None,
+        from_step: redrive.FromStep | None,
+        name: str | None = None,
+    ) -> redrive.Redriven:
+        """A new execution of a closed one, from a step (`redrive.py`). Serialised per
+        source here, as changes are; the source's version fences other processes."""
+        with self._lock(source_arn):
+            return redrive.run(self, source_arn, fn, from_step, name)
 
     def run_invocation(self, arn: str) -> None:
         """Take the invocation lease, invoke the pinned version, act on its result."""
