@@ -24,6 +24,7 @@ from support.server import (
     client,
     deploy,
     http,
+    new_tenant,
     signed,
     v1,
     zip_files,
@@ -35,19 +36,6 @@ FUNCTIONS = "/2015-03-31/functions"
 def _code(exc: pytest.ExceptionInfo[ClientError]) -> tuple[int, str]:
     err = exc.value.response
     return err["ResponseMetadata"]["HTTPStatusCode"], err["Error"]["Code"]
-
-
-def _new_tenant(server: ServerProcess, name: str) -> tuple[str, tuple[str, str]]:
-    status, body = v1(
-        server,
-        "POST",
-        "/v1/tenants",
-        {"name": name},
-        credentials=server.credentials("treadle-admin"),
-    )
-    assert status == 201, body
-    key = body["accessKey"]
-    return body["tenant"]["accountId"], (key["accessKeyId"], key["secretAccessKey"])
 
 
 def test_an_unsigned_request_is_refused_in_aws_shape(server: ServerProcess) -> None:
@@ -106,7 +94,7 @@ def test_the_credentials_file_works_as_a_shared_credentials_profile(
 
 def test_the_admin_manages_tenants_and_only_the_admin(server: ServerProcess) -> None:
     admin = server.credentials("treadle-admin")
-    account, keys = _new_tenant(server, "acme")
+    account, keys = new_tenant(server, "acme")
     assert len(account) == 12 and account != "123456789012"
     # A tenant key may not manage tenants; the admin key may not use the Lambda surface.
     status, body = v1(server, "GET", "/v1/tenants")
@@ -136,7 +124,7 @@ def test_the_admin_manages_tenants_and_only_the_admin(server: ServerProcess) -> 
 
 def test_keys_can_be_rotated_and_disabled_and_tenants_disabled(server: ServerProcess) -> None:
     admin = server.credentials("treadle-admin")
-    account, keys = _new_tenant(server, "rotating")
+    account, keys = new_tenant(server, "rotating")
     status, new = v1(
         server, "POST", f"/v1/tenants/{account}/keys/{keys[0]}/rotate", credentials=admin
     )

@@ -18,7 +18,7 @@ import test_redrive_wire as redrive_wire
 from botocore.exceptions import ClientError
 
 from support.moto_server import aws_env, moto_client, moto_server
-from support.server import ServerProcess, client, deploy, v1
+from support.server import ServerProcess, client, deploy, new_tenant
 
 STAGE = "itest"
 TENANT = "123456789012"
@@ -172,17 +172,8 @@ def handler(event, context):
 """
 
 
-def _new_tenant(server: ServerProcess, name: str, **quotas: int) -> tuple[str, tuple[str, str]]:
-    admin = server.credentials("treadle-admin")
-    body = {"name": name, "quotas": quotas} if quotas else {"name": name}
-    status, made = v1(server, "POST", "/v1/tenants", body, credentials=admin)
-    assert status == 201, made
-    key = made["accessKey"]
-    return made["tenant"]["accountId"], (key["accessKeyId"], key["secretAccessKey"])
-
-
 def test_the_running_executions_quota_holds_on_dynamodb(server: ServerProcess) -> None:
-    _, keys = _new_tenant(server, "quota-two", maxRunningExecutions=2)
+    _, keys = new_tenant(server, "quota-two", maxRunningExecutions=2)
     lam = client(server, credentials=keys, retries={"max_attempts": 1, "mode": "standard"})
     deploy(lam, "waiter", {"handler.py": WAITER})
 
@@ -227,7 +218,7 @@ def test_function_logs_are_read_from_cloudwatch_logs(server: ServerProcess, moto
     groups = moto_client(moto, "logs").describe_log_groups()["logGroups"]
     assert f"/aws/lambda/treadle-{STAGE}-{TENANT}-talker" in [g["logGroupName"] for g in groups]
     # Another tenant asking for the same name reaches nothing of this tenant's.
-    _, keys = _new_tenant(server, "log-reader")
+    _, keys = new_tenant(server, "log-reader")
     with pytest.raises(ClientError) as missing:
         client(server, "logs", credentials=keys).filter_log_events(
             logGroupName="/aws/lambda/talker"

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from support.server import ServerProcess, client, deploy, v1
+from support.server import ServerProcess, client, deploy, new_tenant, v1
 from treadle.adapters.sandbox import egress, netns
 
 pytestmark = [
@@ -177,15 +177,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def tenants(server: ServerProcess) -> tuple[str, Any, Any]:
     """B's account id and Lambda client, and A's (the default tenant's) client."""
-    admin = server.credentials("treadle-admin")
-    status, body = v1(server, "POST", "/v1/tenants", {"name": "egress-b"}, credentials=admin)
-    assert status == 201, body
-    key = body["accessKey"]
-    a = client(server)
-    b = client(server, credentials=(key["accessKeyId"], key["secretAccessKey"]))
+    account, keys = new_tenant(server, "egress-b")
+    a, b = client(server), client(server, credentials=keys)
     for lam in (a, b):
         deploy(lam, "egress", {"handler.py": PROBE}, durable=False)
-    return body["tenant"]["accountId"], a, b
+    return account, a, b
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from typing import Any, cast
 
 import pytest
 
-from support.server import ServerProcess, client, deploy, v1
+from support.server import ServerProcess, client, deploy, new_tenant, v1
 from treadle.adapters.sandbox import netns
 from treadle.api.app import Application
 from treadle.api.http import Request, Response
@@ -145,14 +145,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         srv.stop()
 
 
-def _new_tenant(server: ServerProcess, name: str) -> tuple[str, tuple[str, str]]:
-    admin = server.credentials("treadle-admin")
-    status, body = v1(server, "POST", "/v1/tenants", {"name": name}, credentials=admin)
-    assert status == 201, body
-    key = body["accessKey"]
-    return body["tenant"]["accountId"], (key["accessKeyId"], key["secretAccessKey"])
-
-
 def _probe(lam: Any, event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     resp = lam.invoke(FunctionName="netprobe", Payload=json.dumps(event))
     assert "FunctionError" not in resp, resp["Payload"].read()
@@ -168,7 +160,7 @@ def test_tenant_code_reaches_only_its_namespace(server: ServerProcess) -> None:
     anywhere = _Listener("0.0.0.0")
     host = _host_address()
     try:
-        _, b_keys = _new_tenant(server, "net-b")
+        _, b_keys = new_tenant(server, "net-b")
         a, b = client(server), client(server, credentials=b_keys)
         deploy(a, "netprobe", {"handler.py": PROBE})
         deploy(b, "netprobe", {"handler.py": PROBE})
@@ -233,7 +225,7 @@ def test_namespaces_are_removed_when_the_platform_stops(
 
 def test_egress_policy_is_set_by_the_admin_only(server: ServerProcess) -> None:
     admin = server.credentials("treadle-admin")
-    account, keys = _new_tenant(server, "egress")
+    account, keys = new_tenant(server, "egress")
     path = f"/v1/tenants/{account}"
     status, body = v1(server, "GET", path, credentials=admin)
     assert status == 200 and body["egress"] == "none"  # the default
@@ -253,7 +245,7 @@ def test_egress_policy_is_set_by_the_admin_only(server: ServerProcess) -> None:
 )
 def test_malformed_policies_are_refused(server: ServerProcess, policy: Any) -> None:
     admin = server.credentials("treadle-admin")
-    account, _ = _new_tenant(server, "egress-bad")
+    account, _ = new_tenant(server, "egress-bad")
     status, body = v1(
         server, "PATCH", f"/v1/tenants/{account}", {"egress": policy}, credentials=admin
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from support.server import ServerProcess, client, deploy, v1
+from support.server import ServerProcess, client, deploy, new_tenant
 
 EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
 SENDER = """
@@ -41,14 +41,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         srv.stop()
 
 
-def _tenant(server: ServerProcess, name: str) -> Any:
-    admin = server.credentials("treadle-admin")
-    status, body = v1(server, "POST", "/v1/tenants", {"name": name}, credentials=admin)
-    assert status == 201, body
-    key = body["accessKey"]
-    return client(server, credentials=(key["accessKeyId"], key["secretAccessKey"]))
-
-
 def _send(lam: Any, event: dict[str, Any]) -> Any:
     out = lam.invoke(FunctionName="sender", Payload=json.dumps(event))
     assert "FunctionError" not in out, out["Payload"].read()
@@ -65,7 +57,7 @@ def _result(lam: Any, arn: str) -> Any:
 
 
 def test_tenant_code_sends_events_to_its_own_executions_only(server: ServerProcess) -> None:
-    a, b = client(server), _tenant(server, "events-b")
+    a, b = client(server), client(server, credentials=new_tenant(server, "events-b")[1])
     approval = (EXAMPLES / "approval" / "handler.py").read_text()
     for lam in (a, b):
         deploy(lam, "approval", {"handler.py": approval})

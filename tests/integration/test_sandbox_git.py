@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import pytest
 
-from support.server import ServerProcess, client, deploy, v1
+from support.server import ServerProcess, client, deploy, new_tenant, v1
 from treadle.adapters.sandbox import netns
 from treadle.api import sandbox_endpoint
 from treadle.api.app import Application
@@ -117,20 +117,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         srv.stop()
 
 
-def _new_tenant(server: ServerProcess, name: str) -> tuple[str, tuple[str, str]]:
-    admin = server.credentials("treadle-admin")
-    status, body = v1(server, "POST", "/v1/tenants", {"name": name}, credentials=admin)
-    assert status == 201, body
-    key = body["accessKey"]
-    return body["tenant"]["accountId"], (key["accessKeyId"], key["secretAccessKey"])
-
-
 @needs_netns
 def test_tenant_code_mints_a_token_and_clones_and_pushes_through_its_endpoint(
     server: ServerProcess,
 ) -> None:
     lam = client(server)
-    b_account, b_keys = _new_tenant(server, "git-b")
+    b_account, b_keys = new_tenant(server, "git-b")
     assert v1(server, "POST", "/v1/repos", {"name": "work"})[0] == 201
     status, _ = v1(
         server,

@@ -7,12 +7,18 @@ durable invocation output.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import boto3
+import pytest
+from moto import mock_aws
+
 from support.fakes import ManualClock
+from treadle.adapters.aws import DynamoExecutionStore, create_tables
 from treadle.adapters.local.basics import RandomIds
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
@@ -22,6 +28,9 @@ from treadle.domain.models import CheckpointRequest, DurableConfig
 from treadle.domain.ports import FunctionVersion, InvocationOutcome, Timer
 
 Script = Callable[[dict[str, Any], "Harness"], dict[str, Any]]
+
+
+REGION = "us-east-1"
 
 
 class ScriptedRuntime:
@@ -111,3 +120,29 @@ class Harness:
 
 def step(op_id: str, action: str, **extra: Any) -> dict[str, Any]:
     return {"Id": op_id, "Type": "STEP", "SubType": "Step", "Action": action, **extra}
+
+
+@contextlib.contextmanager
+def harness_on(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> Iterator[Harness]:
+    """A harness whose engine runs on `kind`'s execution store: "sqlite" as made, or
+    "dynamodb" (moto, a table and bucket called `name`, never a real endpoint)."""
+    harness = Harness(tmp_path)
+    if kind == "sqlite":
+        yield harness
+        return
+    for variable in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        s3 = boto3.client("s3", region_name=REGION)
+        create_tables(dynamodb, name)
+        s3.create_bucket(Bucket=name)
+        store = DynamoExecutionStore(dynamodb, name, s3_client=s3, bucket=name)
+        harness.store = store  # type: ignore[assignment]
+        harness.engine.store = store
+        yield harness

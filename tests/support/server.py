@@ -222,3 +222,13 @@ def deploy(
         params["DurableConfig"] = {"ExecutionTimeout": 3600, "RetentionPeriodInDays": 1}
     params.update(extra)
     return lam.create_function(**params)  # type: ignore[no-any-return]
+
+
+def new_tenant(server: ServerProcess, name: str, **quotas: int) -> tuple[str, tuple[str, str]]:
+    """A tenant made by the platform admin: its account id and first key pair."""
+    body: dict[str, Any] = {"name": name, "quotas": quotas} if quotas else {"name": name}
+    admin = server.credentials("treadle-admin")
+    status, made = v1(server, "POST", "/v1/tenants", body, credentials=admin)
+    assert status == 201, made
+    key = made["accessKey"]
+    return made["tenant"]["accountId"], (key["accessKeyId"], key["secretAccessKey"])

@@ -9,16 +9,12 @@ SDK do it: a CALLBACK START with SubType `Event` and Name `event:<type>`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from support.engine_harness import Harness
-from treadle.adapters.aws import DynamoExecutionStore, create_tables
+from support.engine_harness import Harness, harness_on
 from treadle.domain.engine import events
 from treadle.domain.errors import (
     EventBufferFull,
@@ -28,31 +24,12 @@ from treadle.domain.errors import (
     PayloadTooLarge,
 )
 
-REGION = "us-east-1"
-
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def h(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Harness]:
-    harness = Harness(tmp_path)
-    if request.param == "sqlite":
-        yield harness
-        return
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    mock: AbstractContextManager[Any] = mock_aws()
-    with mock:
-        dynamodb = boto3.client("dynamodb", region_name=REGION)
-        s3 = boto3.client("s3", region_name=REGION)
-        create_tables(dynamodb, "events-test")
-        s3.create_bucket(Bucket="events-test")
-        store = DynamoExecutionStore(dynamodb, "events-test", s3_client=s3, bucket="events-test")
-        harness.store = store  # type: ignore[assignment]
-        harness.engine.store = store
+    with harness_on(request.param, tmp_path, monkeypatch, "events-test") as harness:
         yield harness
 
 

@@ -11,47 +11,24 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from support.engine_harness import Harness, step
-from treadle.adapters.aws import DynamoExecutionStore, create_tables
+from support.engine_harness import Harness, harness_on, step
 from treadle.adapters.local.basics import RandomIds
 from treadle.domain.engine import Engine, TokenCodec
 from treadle.domain.engine.redrive import FromStep
 from treadle.domain.errors import Conflict, ExecutionAlreadyStarted, InvalidParameter
 from treadle.domain.models import Execution
 
-REGION = "us-east-1"
-
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def h(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Harness]:
-    harness = Harness(tmp_path)
-    if request.param == "sqlite":
-        yield harness
-        return
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    mock: AbstractContextManager[Any] = mock_aws()
-    with mock:
-        dynamodb = boto3.client("dynamodb", region_name=REGION)
-        s3 = boto3.client("s3", region_name=REGION)
-        create_tables(dynamodb, "redrive-test")
-        s3.create_bucket(Bucket="redrive-test")
-        store = DynamoExecutionStore(dynamodb, "redrive-test", s3_client=s3, bucket="redrive-test")
-        harness.store = store  # type: ignore[assignment]
-        harness.engine.store = store
+    with harness_on(request.param, tmp_path, monkeypatch, "redrive-test") as harness:
         yield harness
 
 
