@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from aws_durable_execution_sdk_python.serdes import EXTENDED_TYPES_SERDES, SerDesContext
 from botocore.config import Config
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from treadle.cli.render import decoded, decoded_payload
 from treadle.platform import TENANT_PROFILE
 from treadle.settings import ENV_AWS_ENDPOINT_URL, ENV_BACKEND, ENV_STAGE
 from treadle.tenancy.credentials import read_profile
@@ -92,31 +92,6 @@ def _show_server_log(server_log: Path, lines: int = 25) -> None:
         console.print(f"[yellow]treadle dev said (last {len(tail)} lines of its log):[/]")
         for line in tail:
             console.print(f"  {line}", markup=False, highlight=False)
-
-
-def decoded(value: Any) -> Any:
-    """A history detail with its payloads decoded as the SDK encodes them (its
-    extended-types envelope, `{"t": ..., "v": ...}`), for people to read."""
-    if isinstance(value, dict):
-        return {k: _payload(v) if k in _PAYLOADS else decoded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [decoded(v) for v in value]
-    return value
-
-
-_PAYLOADS = frozenset({"Payload", "Result", "InputPayload"})
-
-
-def _payload(raw: Any) -> Any:
-    if not isinstance(raw, str):
-        return decoded(raw)
-    try:
-        return EXTENDED_TYPES_SERDES.deserialize(raw, SerDesContext("", ""))
-    except Exception:  # not the SDK's envelope: plain JSON, or text
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw
 
 
 def _history_table(events: list[dict[str, Any]], title: str) -> Table:
@@ -261,7 +236,8 @@ def main() -> int:
             console.print(f"greeter says: {json.loads(greeting['Payload'].read())}")
             final = _run_order(lam)
             console.print(f"order workflow: [bold]{final['Status']}[/]")
-            console.print_json(json.dumps(_payload(final.get("Result", "null")), default=str))
+            result = decoded_payload(final.get("Result", "null"))
+            console.print_json(json.dumps(result, default=str))
             ok = final["Status"] == "SUCCEEDED" and _run_agent(lam, url, keys)
             if ok:
                 _what_next()

@@ -124,10 +124,16 @@ CONFINED = [
     ),
     *(
         (
-            ("treadle.adapters.aws", "treadle.platform.aws", "treadle.adapters.sandbox"),
+            (
+                "treadle.adapters.aws",
+                "treadle.platform.aws",
+                "treadle.adapters.sandbox",
+                "treadle.cli",
+            ),
             library,
             "only the AWS adapters and the AWS backend's root talk to AWS (the sandbox runs "
-            "tenant code, whose SDK speaks through boto3)",
+            "tenant code, whose SDK speaks through boto3; the CLI is a client of the API, as "
+            "the AWS CLI is)",
         )
         for library in ("boto3", "botocore")
     ),

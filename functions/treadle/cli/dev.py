@@ -1,4 +1,4 @@
-"""`treadle` command line."""
+"""`treadle dev`: the embedded platform in the foreground."""
 
 from __future__ import annotations
 
@@ -126,9 +126,7 @@ def dev(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="treadle", description="Durable workflows, embedded.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p_dev = sub.add_parser("dev", help="run the embedded platform in the foreground")
     # Unset options fall back to the environment, then to the settings' defaults.
     defaults = Settings()
@@ -169,12 +167,4 @@ def main(argv: list[str] | None = None) -> int:
         help="test clock: fire waits and retries after this fraction of their duration "
         f"(default: ${ENV_WAIT_TIME_SCALE} or {defaults.wait_time_scale:g})",
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if args.command == "dev":
-        return dev(args)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    p_dev.set_defaults(run=dev)

@@ -1,0 +1,58 @@
+"""The `treadle` command line: `treadle dev` runs the platform; the other commands are its
+clients (executions, logs, functions, tenants), configured like the AWS CLI."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from treadle.cli import dev, executions, functions, logs, tenants
+from treadle.cli.remote import CliError, Remote
+from treadle.cli.render import Output
+
+
+def _common() -> argparse.ArgumentParser:
+    """The options every client command takes (after its own name, as the AWS CLI's)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--profile", help="credentials profile (default: $AWS_PROFILE or 'default')"
+    )
+    common.add_argument(
+        "--endpoint-url",
+        help="the Treadle URL (default: $AWS_ENDPOINT_URL, as `treadle dev` prints)",
+    )
+    common.add_argument("--region", help="(default: the profile's, or us-east-1)")
+    common.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON for scripts instead of tables (default: tables)",
+    )
+    return common
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="treadle", description="Durable workflows, embedded.")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    dev.add_parser(sub)
+    common = _common()
+    for module in (executions, logs, functions, tenants):
+        module.add_parser(sub, common)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "dev":
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+        return int(args.run(args))
+    try:
+        remote = Remote.open(args.profile, args.endpoint_url, args.region)
+        return int(args.run(remote, Output(args.json), args))
+    except CliError as exc:
+        print(f"treadle: {exc.message}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        return 130
