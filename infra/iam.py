@@ -50,6 +50,7 @@ LOG_WRITE_ACTIONS: tuple[str, ...] = (
     "logs:CreateLogStream",
     "logs:PutLogEvents",
 )
+LOG_LIST_ACTIONS: tuple[str, ...] = ("logs:DescribeLogGroups",)
 LOG_READ_ACTIONS: tuple[str, ...] = (
     "logs:DescribeLogStreams",
     "logs:FilterLogEvents",
@@ -211,3 +212,12 @@ def allow_admin_key(role: iam.IRole, secret: secretsmanager.ISecret) -> None:
 
 def allow_tenant_log_reads(role: iam.IRole, stage: str) -> None:
     allow(role, "TenantLogs", LOG_READ_ACTIONS, tenant_log_group_arns(role, stage))
+    # DescribeLogGroups cannot be narrowed below every group of the region and account;
+    # the adapter asks only for the caller's own prefix (adapters/aws/cloudwatch_logs.py).
+    every_group = Stack.of(role).format_arn(
+        service="logs",
+        resource="log-group",
+        resource_name="*",
+        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+    )
+    allow(role, "ListLogGroups", LOG_LIST_ACTIONS, [every_group])

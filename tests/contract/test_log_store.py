@@ -238,6 +238,92 @@ def test_bad_requests_are_invalid_parameters(logged: LogStore) -> None:
         _filter(logged, pattern="{ $.level = ")
 
 
+# -- describe groups and streams ----------------------------------------------------------
+
+
+def _groups(store: LogStore, tenant: str = T, **kwargs: Any) -> list[str]:
+    options: dict[str, Any] = {"prefix": None, "limit": 50, "next_token": None, **kwargs}
+    return [g["logGroupName"] for g in store.describe_groups(tenant, **options).items]
+
+
+def _streams(store: LogStore, **kwargs: Any) -> list[str]:
+    options: dict[str, Any] = {
+        "prefix": None,
+        "by_last_event": False,
+        "descending": False,
+        "limit": 50,
+        "next_token": None,
+        **kwargs,
+    }
+    return [s["logStreamName"] for s in store.describe_streams(T, GROUP, **options).items]
+
+
+def test_a_tenant_describes_its_own_groups_only_by_name_and_prefix(store: LogStore) -> None:
+    store.append(T, "/aws/lambda/b-fn", "s", [(BASE, "b")])
+    store.append(T, GROUP, "s", [(BASE, "a")])
+    store.append(OTHER_TENANT, "/aws/lambda/theirs", "s", [(BASE, "x")])
+    assert _groups(store) == ["/aws/lambda/b-fn", GROUP]  # in name order
+    assert _groups(store, prefix="/aws/lambda/b") == ["/aws/lambda/b-fn"]
+    assert _groups(store, prefix="/aws") == sorted([GROUP, "/aws/lambda/b-fn"])
+    assert _groups(store, prefix="/other") == []
+    assert _groups(store, tenant=OTHER_TENANT) == ["/aws/lambda/theirs"]
+    first = store.describe_groups(T, prefix=None, limit=50, next_token=None).items[0]
+    assert {"logGroupName", "creationTime", "storedBytes"} <= set(first)
+
+
+def test_group_pages_resume_where_they_stopped(store: LogStore) -> None:
+    names = [f"/aws/lambda/fn-{i}" for i in range(5)]
+    for name in names:
+        store.append(T, name, "s", [(BASE, "x")])
+    seen, token = [], None
+    while True:
+        page = store.describe_groups(T, prefix=None, limit=2, next_token=token)
+        seen += [g["logGroupName"] for g in page.items]
+        token = page.next_token
+        if token is None:
+            break
+        assert len(seen) < 10, "paging does not end"
+    assert seen == sorted(names)
+
+
+def test_streams_are_described_by_name_or_last_event(logged: LogStore) -> None:
+    assert _streams(logged) == ["2025/01/01/[1]aaa", "2025/01/01/[2]bbb", "2025/01/02/[2]ccc"]
+    assert _streams(logged, prefix="2025/01/01") == ["2025/01/01/[1]aaa", "2025/01/01/[2]bbb"]
+    newest_first = _streams(logged, by_last_event=True, descending=True)
+    assert newest_first == ["2025/01/02/[2]ccc", "2025/01/01/[2]bbb", "2025/01/01/[1]aaa"]
+    page = logged.describe_streams(
+        T, GROUP, prefix=None, by_last_event=False, descending=False, limit=2, next_token=None
+    )
+    assert len(page.items) == 2 and page.next_token is not None
+    rest = logged.describe_streams(
+        T,
+        GROUP,
+        prefix=None,
+        by_last_event=False,
+        descending=False,
+        limit=2,
+        next_token=page.next_token,
+    )
+    assert [s["logStreamName"] for s in rest.items] == ["2025/01/02/[2]ccc"]
+    bbb = next(s for s in page.items if s["logStreamName"] == "2025/01/01/[2]bbb")
+    assert (bbb["firstEventTimestamp"], bbb["lastEventTimestamp"]) == (BASE + 1, BASE + 4)
+
+
+def test_describe_limits_are_checked(logged: LogStore) -> None:
+    with pytest.raises(InvalidParameter):
+        logged.describe_groups(T, prefix=None, limit=51, next_token=None)
+    with pytest.raises(InvalidParameter):
+        logged.describe_streams(
+            T,
+            GROUP,
+            prefix=None,
+            by_last_event=False,
+            descending=False,
+            limit=0,
+            next_token=None,
+        )
+
+
 # -- CloudWatch only -------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from cfn_helpers import (
 )
 from qa_stack import (
     API,
+    ARN_PREFIX,
     ORCHESTRATOR,
     STAGE,
     SWEEP,
@@ -102,6 +103,17 @@ def test_tenant_role_reaches_only_its_logs(template: Json) -> None:
             TENANT_LOG_GROUPS,
             f"{TENANT_LOG_GROUPS}:log-stream:*",
         ]
+
+
+def test_log_groups_are_listed_with_the_only_resource_iam_takes_for_it(template: Json) -> None:
+    listing = [
+        st
+        for st in role_statements(template, API)
+        if "logs:DescribeLogGroups" in as_list(st["Action"])
+    ]
+    assert len(listing) == 1 and as_list(listing[0]["Action"]) == ["logs:DescribeLogGroups"]
+    every_group = ARN_PREFIX.replace("{service}", "logs") + "log-group:*"
+    assert as_list(listing[0]["Resource"]) == [every_group]
 
 
 def test_no_allow_statement_has_a_wildcard_action_or_resource(template: Json) -> None:

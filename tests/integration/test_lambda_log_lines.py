@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from support.server import ServerProcess, client, deploy
+from support.server import ServerProcess, client, deploy, new_tenant
 
 SILENT = "def handler(event, context):\n    return 'ok'\n"
 CHATTY = "def handler(event, context):\n    print('hello from', context.function_name)\n"
@@ -74,3 +74,25 @@ def test_every_response_names_its_request(server: ServerProcess) -> None:
     with pytest.raises(ClientError) as refused:
         lam.get_function(FunctionName="nothing-here")
     assert len(refused.value.response["ResponseMetadata"]["RequestId"]) == 36
+
+
+def test_groups_and_streams_are_described_as_cloudwatch_does(server: ServerProcess) -> None:
+    lam, logs = client(server), client(server, "logs")
+    deploy(lam, "described", {"handler.py": SILENT}, durable=False)
+    request_ids = [lam.invoke(FunctionName="described")["ResponseMetadata"]["RequestId"]]
+    request_ids.append(lam.invoke(FunctionName="described")["ResponseMetadata"]["RequestId"])
+    groups = logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/desc")["logGroups"]
+    assert [g["logGroupName"] for g in groups] == ["/aws/lambda/described"]
+    streams = logs.describe_log_streams(
+        logGroupName="/aws/lambda/described", orderBy="LastEventTime", descending=True
+    )["logStreams"]
+    # One stream per invocation, named as Lambda names it, the newest first.
+    assert len(streams) == 2
+    assert streams[0]["logStreamName"].endswith("[$LATEST]" + request_ids[1].replace("-", ""))
+    assert streams[0]["lastEventTimestamp"] >= streams[1]["lastEventTimestamp"]
+    missing = logs.exceptions.ResourceNotFoundException
+    with pytest.raises(missing):
+        logs.describe_log_streams(logGroupName="/aws/lambda/never-invoked")
+    _, their_keys = new_tenant(server, "log-reader")
+    other = client(server, "logs", credentials=their_keys)
+    assert other.describe_log_groups(logGroupNamePrefix="/aws/lambda/desc")["logGroups"] == []

@@ -7,9 +7,11 @@ group really read (or written) is the one Lambda writes for the tenant function,
 requested name, and stage and tenant hold no hyphen, so no requested name reaches
 another tenant's group; a name that is not `/aws/lambda/<function name>` names no group.
 
-Reads use only FilterLogEvents and DescribeLogStreams, what the stack grants the platform
-on tenant groups (infra/iam.py `LOG_READ_ACTIONS`): DescribeLogGroups would need a grant
-on every group of the account.
+Reads use FilterLogEvents and DescribeLogStreams, granted on tenant groups only, and
+DescribeLogGroups, which IAM cannot narrow below every group of the account and region
+(infra/iam.py `LOG_READ_ACTIONS`): this adapter asks it only for the prefix of the
+caller's own groups. A function name too long for Lambda's 64 characters lists as the
+head and hash its physical name keeps (`lambda_calls.physical_name`).
 
 Writes happen only where tenant code runs in the local sandbox (emulated mode, or
 `function_runtime="sandbox"`): the sandbox appends each invocation's lines, creating the
@@ -34,10 +36,16 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import ClientError
 
 from treadle.adapters.aws.errors import error_code, translated
-from treadle.adapters.aws.lambda_calls import STAGE_RE, physical_name
+from treadle.adapters.aws.lambda_calls import NAME_PREFIX, STAGE_RE, physical_name
 from treadle.domain.errors import InvalidParameter
 from treadle.domain.logfilter import compile_pattern
-from treadle.domain.logs import MAX_FILTER_LIMIT, FilterResult, check_filter_limit
+from treadle.domain.logs import (
+    MAX_FILTER_LIMIT,
+    DescribePage,
+    FilterResult,
+    check_describe_limit,
+    check_filter_limit,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
@@ -201,6 +209,77 @@ class CloudWatchLogStore:
                     return False
                 raise
         return True
+
+    def describe_groups(
+        self, tenant: str, *, prefix: str | None, limit: int, next_token: str | None
+    ) -> DescribePage:
+        check_describe_limit(limit)
+        own = f"{GROUP_PREFIX}{NAME_PREFIX}-{self._stage}-{tenant}-"
+        wanted = prefix or ""
+        if wanted.startswith(GROUP_PREFIX):
+            service_prefix = own + wanted[len(GROUP_PREFIX) :]
+        elif GROUP_PREFIX.startswith(wanted):
+            service_prefix = own
+        else:
+            return DescribePage([], None)  # no group of a function starts so
+        request: dict[str, Any] = {"logGroupNamePrefix": service_prefix, "limit": limit}
+        if next_token:
+            request["nextToken"] = next_token
+        with _translated("list log groups"):
+            response = self._client.describe_log_groups(**request)
+        items = [
+            {
+                "logGroupName": GROUP_PREFIX + g["logGroupName"][len(own) :],
+                "creationTime": g.get("creationTime", 0),
+                "storedBytes": g.get("storedBytes", 0),
+            }
+            for g in response.get("logGroups", [])
+            if g["logGroupName"].startswith(own)
+        ]
+        return DescribePage(items, response.get("nextToken") or None)
+
+    def describe_streams(
+        self,
+        tenant: str,
+        log_group: str,
+        *,
+        prefix: str | None,
+        by_last_event: bool,
+        descending: bool,
+        limit: int,
+        next_token: str | None,
+    ) -> DescribePage:
+        check_describe_limit(limit)
+        group = self.group_name(tenant, log_group)
+        if group is None:
+            return DescribePage([], None)
+        request: dict[str, Any] = {
+            "logGroupName": group,
+            "orderBy": "LastEventTime" if by_last_event else "LogStreamName",
+            "descending": descending,
+            "limit": limit,
+        }
+        if prefix:
+            request["logStreamNamePrefix"] = prefix
+        if next_token:
+            request["nextToken"] = next_token
+        with _translated(f"list log streams of {log_group}"):
+            try:
+                response = self._client.describe_log_streams(**request)
+            except ClientError as exc:
+                if error_code(exc) == "ResourceNotFoundException":
+                    return DescribePage([], None)
+                raise
+        keys = (
+            "logStreamName",
+            "creationTime",
+            "firstEventTimestamp",
+            "lastEventTimestamp",
+            "lastIngestionTime",
+            "storedBytes",
+        )
+        items = [{k: s[k] for k in keys if k in s} for s in response.get("logStreams", [])]  # type: ignore[literal-required]
+        return DescribePage(items, response.get("nextToken") or None)
 
     def filter(
         self,

@@ -10,7 +10,12 @@ from pathlib import Path
 from treadle.adapters.sqlite.connection import SqliteFile
 from treadle.domain.errors import InvalidParameter
 from treadle.domain.logfilter import compile_pattern
-from treadle.domain.logs import FilterResult, check_filter_limit
+from treadle.domain.logs import (
+    DescribePage,
+    FilterResult,
+    check_describe_limit,
+    check_filter_limit,
+)
 
 _SCAN_BATCH = 1000
 _SCHEMA = """
@@ -50,6 +55,66 @@ class SqliteLogStore:
                 (tenant, log_group),
             ).fetchone()
         return row is not None
+
+    def describe_groups(
+        self, tenant: str, *, prefix: str | None, limit: int, next_token: str | None
+    ) -> DescribePage:
+        check_describe_limit(limit)
+        after = _decode(next_token) if next_token else ""
+        with self._db.locked() as conn:
+            rows = conn.execute(
+                "SELECT log_group, MIN(ingestion_ms), SUM(LENGTH(CAST(message AS BLOB)))"
+                " FROM log_events WHERE tenant = ? AND log_group > ?"
+                " AND substr(log_group, 1, ?) = ?"
+                " GROUP BY log_group ORDER BY log_group LIMIT ?",
+                (tenant, after, len(prefix or ""), prefix or "", limit + 1),
+            ).fetchall()
+        items = [
+            {"logGroupName": g, "creationTime": created, "storedBytes": stored}
+            for g, created, stored in rows[:limit]
+        ]
+        token = _encode(rows[limit - 1][0]) if len(rows) > limit else None
+        return DescribePage(items, token)
+
+    def describe_streams(
+        self,
+        tenant: str,
+        log_group: str,
+        *,
+        prefix: str | None,
+        by_last_event: bool,
+        descending: bool,
+        limit: int,
+        next_token: str | None,
+    ) -> DescribePage:
+        check_describe_limit(limit)
+        # An offset: streams are few per group next to their events, and the order by last
+        # event changes as streams grow, which a key cursor would not survive either.
+        offset = _offset(next_token) if next_token else 0
+        order = "MAX(timestamp_ms)" if by_last_event else "log_stream"
+        direction = "DESC" if descending else "ASC"
+        with self._db.locked() as conn:
+            rows = conn.execute(
+                "SELECT log_stream, MIN(ingestion_ms), MIN(timestamp_ms), MAX(timestamp_ms),"
+                " MAX(ingestion_ms), SUM(LENGTH(CAST(message AS BLOB))) FROM log_events"
+                " WHERE tenant = ? AND log_group = ? AND substr(log_stream, 1, ?) = ?"
+                f" GROUP BY log_stream ORDER BY {order} {direction}, log_stream {direction}"
+                " LIMIT ? OFFSET ?",
+                (tenant, log_group, len(prefix or ""), prefix or "", limit + 1, offset),
+            ).fetchall()
+        items = [
+            {
+                "logStreamName": name,
+                "creationTime": created,
+                "firstEventTimestamp": first,
+                "lastEventTimestamp": last,
+                "lastIngestionTime": ingested,
+                "storedBytes": stored,
+            }
+            for name, created, first, last, ingested, stored in rows[:limit]
+        ]
+        token = _encode(str(offset + limit)) if len(rows) > limit else None
+        return DescribePage(items, token)
 
     def filter(
         self,
@@ -114,3 +179,22 @@ class SqliteLogStore:
                     return FilterResult(events=events, next_token=token)
             if len(rows) < _SCAN_BATCH:
                 return FilterResult(events=events, next_token=None)
+
+
+def _encode(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode()
+
+
+def _decode(token: str) -> str:
+    try:
+        value = base64.urlsafe_b64decode(token.encode()).decode()
+    except ValueError:
+        raise InvalidParameter("Invalid nextToken.") from None
+    return value
+
+
+def _offset(token: str) -> int:
+    raw = _decode(token)
+    if not raw.isdigit():
+        raise InvalidParameter("Invalid nextToken.")
+    return int(raw)
