@@ -214,6 +214,8 @@ def test_usage_survives_a_kill_and_the_replay_after_it_does_not_count_twice(
     arn, _ = start(lam, {"gate": True}, sync=False)
     gate = callback_id(lam, arn)
     parked = raw_execution(lam, arn)["ExecutionUsage"]
+    # The EXECUTION operation, and wait_for_callback's context, callback and step.
+    assert parked["Operations"] == 4
     first.kill()
     second = ServerProcess(data)
     second.start()
