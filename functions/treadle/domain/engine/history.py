@@ -73,7 +73,8 @@ def payload_size(value: str | dict[str, Any] | None) -> int:
     if value is None:
         return 0
     if isinstance(value, str):
-        return len(value.encode())
+        # ASCII (most JSON) is one byte a character: no copy to count it.
+        return len(value) if value.isascii() else len(value.encode())
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
