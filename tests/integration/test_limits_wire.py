@@ -71,11 +71,15 @@ def start(lam: Any, event: dict[str, Any], sync: bool = True) -> tuple[str, dict
     return arn, resp
 
 
-def callback_id(lam: Any, arn: str) -> str:
+def callback_id(lam: Any, arn: str, parked: bool = False) -> str:
+    """The id of the execution's callback; with `parked`, once the invocation that
+    started it has ended (its InvocationCompleted is the last event)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        for e in lam.get_durable_execution_history(DurableExecutionArn=arn)["Events"]:
-            if e["EventType"] == "CallbackStarted":
+        events = lam.get_durable_execution_history(DurableExecutionArn=arn)["Events"]
+        ended = events[-1]["EventType"] == "InvocationCompleted"
+        for e in events:
+            if e["EventType"] == "CallbackStarted" and (ended or not parked):
                 return str(e["CallbackStartedDetails"]["CallbackId"])
         time.sleep(0.05)
     raise AssertionError(f"no callback in {arn}")
@@ -212,11 +216,13 @@ def test_usage_survives_a_kill_and_the_replay_after_it_does_not_count_twice(
     lam = client(first)
     deploy(lam, "steps", {"handler.py": STEPS})
     arn, _ = start(lam, {"gate": True}, sync=False)
-    gate = callback_id(lam, arn)
+    gate = callback_id(lam, arn, parked=True)
     parked = raw_execution(lam, arn)["ExecutionUsage"]
     # The EXECUTION operation, and wait_for_callback's context, callback and step.
     assert parked["Operations"] == 4
     first.kill()
+    if first.proc is not None and first.proc.stdout is not None:
+        first.proc.stdout.close()
     second = ServerProcess(data)
     second.start()
     try:
