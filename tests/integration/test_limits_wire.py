@@ -167,10 +167,14 @@ def test_the_admin_sets_the_limits_per_tenant_and_bad_values_get_a_precise_error
     assert status == 400 and "maxOperationsPerExecution" in body["error"]["message"]
     status, body = patch_quotas(server, account, {"maxPayloadBytesPerOperation": 7 * 1024**2})
     assert status == 400 and "maxPayloadBytesPerOperation" in body["error"]["message"]
-    # A tenant cannot raise its own limits.
-    _, keys = new_tenant(server, "limits-self")
-    own, _ = v1(server, "PATCH", f"/v1/tenants/{account}", {"quotas": {}}, credentials=keys)
-    assert own in (403, 404)
+    # A tenant cannot raise its own limits, nor another's.
+    raise_to = {"quotas": {"maxOperationsPerExecution": 10**6}}
+    own, keys = new_tenant(server, "limits-self")
+    for target in (own, account):
+        status, body = v1(server, "PATCH", f"/v1/tenants/{target}", raise_to, credentials=keys)
+        assert status == 403 and body["error"]["code"] == "AccessDeniedException"
+    status, body = v1(server, "GET", f"/v1/tenants/{account}", credentials=admin)
+    assert body["quotas"]["maxOperationsPerExecution"] == 10
 
 
 def test_the_limits_are_pinned_at_start_a_quota_change_applies_to_new_executions(
