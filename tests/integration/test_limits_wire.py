@@ -217,16 +217,18 @@ def test_usage_survives_a_kill_and_the_replay_after_it_does_not_count_twice(
     data = tmp_path / "data"
     first = ServerProcess(data)
     first.start()
-    lam = client(first)
-    deploy(lam, "steps", {"handler.py": STEPS})
-    arn, _ = start(lam, {"gate": True}, sync=False)
-    gate = callback_id(lam, arn, parked=True)
-    parked = raw_execution(lam, arn)["ExecutionUsage"]
+    try:
+        lam = client(first)
+        deploy(lam, "steps", {"handler.py": STEPS})
+        arn, _ = start(lam, {"gate": True}, sync=False)
+        gate = callback_id(lam, arn, parked=True)
+        parked = raw_execution(lam, arn)["ExecutionUsage"]
+    finally:
+        first.kill()  # kill -9, also when the test fails: no server outlives it
+        if first.proc is not None and first.proc.stdout is not None:
+            first.proc.stdout.close()
     # The EXECUTION operation, and wait_for_callback's context, callback and step.
     assert parked["Operations"] == 4
-    first.kill()
-    if first.proc is not None and first.proc.stdout is not None:
-        first.proc.stdout.close()
     second = ServerProcess(data)
     second.start()
     try:

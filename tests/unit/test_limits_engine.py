@@ -19,9 +19,9 @@ from support.engine_harness import REGION, Harness, harness_on, step
 from treadle.adapters.aws import DynamoExecutionStore
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
-from treadle.domain.engine.limits import LIMIT_EXCEEDED
+from treadle.domain.engine.limits import LIMIT_EXCEEDED, batch_cost, exceeded
 from treadle.domain.errors import PayloadTooLarge
-from treadle.domain.models import Execution, ExecutionLimits
+from treadle.domain.models import Execution, ExecutionLimits, OperationUpdate
 from treadle.domain.ports import ExecutionStore
 
 NAME = "limits-test"
@@ -227,3 +227,36 @@ def test_a_chained_child_runs_under_its_parents_pinned_limits(h: Harness) -> Non
     child_env = h.runtime.envelopes[1]
     child = h.store.get(child_env["DurableExecutionArn"])
     assert child.limits == limits and child.parent_arn == ex.arn
+
+
+def test_a_batch_is_priced_as_aws_meters_it_before_anything_is_applied() -> None:
+    def update(op_id: str, action: str, op_type: str = "STEP", **extra: Any) -> Any:
+        raw = {"Id": op_id, "Type": op_type, "Action": action, **extra}
+        return OperationUpdate.model_validate(raw)
+
+    error = {"ErrorType": "E", "ErrorMessage": "m"}
+    batch = [
+        update("s1", "START"),  # new: one operation
+        update("s1", "SUCCEED", Payload='"abc"'),  # the same operation: its payload only
+        update("s0", "RETRY", Error=error, StepOptions={"NextAttemptDelaySeconds": 1}),
+        update("w1", "START", "WAIT", WaitOptions={"WaitSeconds": 1}),
+        update("exec", "SUCCEED", "EXECUTION", Payload="[1]"),  # never a new operation
+    ]
+    existing = {"exec": object(), "s0": object()}
+    # s1 and w1 are new; s0 exists but its retry is one more operation.
+    error_bytes = len(json.dumps(error, separators=(",", ":")))
+    assert batch_cost(batch, existing) == (3, len('"abc"') + error_bytes + len("[1]"))
+    ex = Execution.model_validate(
+        {
+            "arn": "a", "tenant": "t", "function_name": "f", "version": "1", "name": "n",
+            "exec_id": "exec", "status": "RUNNING", "input_payload": None, "input_hash": "h",
+            "start_ms": 0, "execution_timeout_s": 1, "retention_days": 1,
+            "limits": {"max_operations": 5, "max_history_bytes": 100},
+            "operation_count": 2, "history_bytes": 90,
+        }
+    )  # fmt: skip
+    assert exceeded(ex, 3, 10) is None  # exactly at both limits
+    over = exceeded(ex, 4, 0)
+    assert over is not None and over.ErrorMessage == "operations per execution: 6 > 5"
+    over = exceeded(ex, 0, 11)
+    assert over is not None and over.ErrorMessage == "history bytes per execution: 101 > 100"
