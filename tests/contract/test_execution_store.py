@@ -43,6 +43,7 @@ from treadle.domain.models import (
     Event,
     Execution,
     ExecutionDetails,
+    ExecutionLimits,
     ExecutionStatus,
     Operation,
     OperationStatus,
@@ -1153,6 +1154,37 @@ def test_buffered_events_round_trip_in_the_execution_record(store: ExecutionStor
             ("a", '{"n": 1}'),
             ("b", None),
         ]
+
+
+def test_pinned_limits_and_usage_counters_round_trip_with_the_commit_that_moves_them(
+    backend: Backend,
+) -> None:
+    store = backend.store
+    ex = _execution("limited")
+    ex.limits = ExecutionLimits(max_operations=5, max_history_bytes=700, max_payload_bytes=90)
+    ex.operation_count, ex.history_bytes = 1, 8
+    store.create(Commit(execution=ex, events=[_event(1, "ExecutionStarted", ex.exec_id)]))
+
+    def count(loaded: Execution) -> Commit:
+        loaded.operation_count += 2
+        loaded.history_bytes += 100
+        commit = _with_events(loaded, 2)
+        commit.operations = [_op("s1", 2, 2), _op("s2", 3, 3)]
+        return commit
+
+    _change(store, ex.arn, count)
+    # Another process's store reads what was committed, through the record alone.
+    for reader in (store, backend.another()):
+        got = reader.load(ex.arn).execution
+        assert got.limits == ex.limits
+        assert (got.operation_count, got.history_bytes) == (3, 108)
+        assert reader.get(ex.arn).operation_count == 3
+    # A commit from a stale version is refused whole: its counts with it.
+    stale = store.get(ex.arn).model_copy(update={"version_seq": 1, "operation_count": 99})
+    with pytest.raises(ConcurrentModification):
+        store.commit(Commit(execution=stale, operations=[_op("s3", 4, 4)]))
+    got = backend.another().load(ex.arn)
+    assert got.execution.operation_count == 3 and "s3" not in got.operations
 
 
 # -- a redrive: a new execution and its source's link, together ------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import test_aliases_wire as aliases_wire
+import test_limits_wire as limits_wire
 import test_redrive_wire as redrive_wire
 from botocore.exceptions import ClientError
 
@@ -258,3 +259,14 @@ def test_redrive_on_dynamodb(server: ServerProcess) -> None:
         server, lam
     )
     redrive_wire.test_a_batch_redrives_each_failed_execution_once(server, lam)
+
+
+def test_limits_per_execution_on_dynamodb(server: ServerProcess) -> None:
+    """The embedded backend's wire tests of limits per execution, on the AWS adapters."""
+    limits_wire.test_a_tenant_limited_to_5_operations_fails_a_10_step_workflow_and_the_default_does_not(
+        server
+    )
+    limits_wire.test_the_limits_are_pinned_at_start_a_quota_change_applies_to_new_executions(server)
+    limits_wire.test_a_payload_over_the_tenants_limit_is_refused_and_the_sdk_fails_the_execution(
+        server
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+from treadle.domain.models import ExecutionLimits
+
 
 class ManualClock:
     """A clock tests move by hand."""
@@ -24,7 +26,7 @@ class ManualClock:
 class NoQuotas:
     """For tests that drive the use cases without tenants."""
 
-    def check_start(self, tenant: str) -> None:
+    def check_start(self, tenant: str) -> ExecutionLimits | None:
         return None
 
     def check_code(self, tenant: str, adding_bytes: int, *, new_function: bool) -> None:

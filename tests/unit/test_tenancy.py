@@ -23,7 +23,9 @@ from support.fakes import ManualClock
 from treadle.adapters.sqlite.tenants import SqliteTenantStore
 from treadle.api.errors import classify, text_error
 from treadle.api.http import Request
+from treadle.app.quotas import TenantQuotas
 from treadle.domain.errors import Throttled, TreadleError
+from treadle.domain.models import ExecutionLimits
 from treadle.tenancy.admin import QuotaGuard, TenantAdmin, ensure_dev_tenant, single_key_lookup
 from treadle.tenancy.basic import verify_basic
 from treadle.tenancy.credentials import read_profile, write_shared_credentials
@@ -145,6 +147,39 @@ def test_rotation_swaps_which_key_signs(admin: TenantAdmin) -> None:
     assert verify_sigv4(request, admin.lookup_secret, now, replay_guard=None)[1] == (
         new.access_key_id
     )
+
+
+class _Counts:
+    """The two counts TenantQuotas reads, without stores."""
+
+    def count_running(self, tenant: str) -> int:
+        return 0
+
+    def usage(self, tenant: str) -> tuple[int, int]:
+        return 0, 0
+
+
+def test_a_start_is_given_its_tenants_limits_per_execution_aws_by_default(
+    admin: TenantAdmin,
+) -> None:
+    quotas = TenantQuotas(admin, executions=_Counts(), functions=_Counts())  # type: ignore[arg-type]
+    tenant, _ = admin.create_tenant("acme")
+    assert quotas.check_start(tenant.account_id) == ExecutionLimits(
+        max_operations=3000, max_history_bytes=100 * 1024 * 1024, max_payload_bytes=256 * 1024
+    )
+    admin.update_quotas(
+        tenant.account_id,
+        {"max_operations_per_execution": 5, "max_payload_bytes_per_operation": 1024},
+    )
+    assert quotas.check_start(tenant.account_id) == ExecutionLimits(
+        max_operations=5, max_history_bytes=100 * 1024 * 1024, max_payload_bytes=1024
+    )
+    too_big = {"max_payload_bytes_per_operation": 6 * 1024 * 1024 + 1}
+    for bad in ({"max_operations_per_execution": 0}, {"max_history_bytes_per_execution": 0}):
+        with pytest.raises(ValidationError):
+            admin.update_quotas(tenant.account_id, bad)
+    with pytest.raises(ValidationError):
+        admin.update_quotas(tenant.account_id, too_big)
 
 
 def test_quotas_update_partially_and_are_validated(admin: TenantAdmin) -> None:

@@ -43,6 +43,9 @@ class QuotasOut(BaseModel):
     maxStartsPerSecond: float
     maxFacets: int
     maxFacetBytes: int
+    maxOperationsPerExecution: int
+    maxHistoryBytesPerExecution: int
+    maxPayloadBytesPerOperation: int
 
 
 class TenantOut(BaseModel):

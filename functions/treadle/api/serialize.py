@@ -82,6 +82,15 @@ def execution_detail(ex: Execution, include_data: bool = True) -> dict[str, Any]
         out["RedrivenFrom"] = ex.redriven_from
     if ex.redriven_to:
         out["RedrivenTo"] = list(ex.redriven_to)
+    # Treadle's limits per execution (docs/limits.md): those pinned at start, and what
+    # the execution has used of them.
+    limits = ex.limits
+    out["ExecutionLimits"] = {
+        "MaxOperations": limits.max_operations,
+        "MaxHistoryBytes": limits.max_history_bytes,
+        "MaxPayloadBytes": limits.max_payload_bytes,
+    }
+    out["ExecutionUsage"] = {"Operations": ex.operation_count, "HistoryBytes": ex.history_bytes}
     return out
 
 

@@ -12,6 +12,7 @@ from treadle.tenancy.admin import TenantAdmin
 from treadle.tenancy.models import (
     ACCOUNT_ID_PATTERN,
     EGRESS,
+    MAX_PAYLOAD_BYTES_PER_OPERATION,
     AccessKey,
     Egress,
     KeyStatus,
@@ -30,6 +31,12 @@ class QuotaChanges(BaseModel):
     maxStartsPerSecond: float | None = Field(default=None, gt=0)
     maxFacets: int | None = Field(default=None, ge=0)
     maxFacetBytes: int | None = Field(default=None, ge=0)
+    # Per execution (docs/limits.md): pinned by each execution when it starts.
+    maxOperationsPerExecution: int | None = Field(default=None, ge=1)
+    maxHistoryBytesPerExecution: int | None = Field(default=None, ge=1)
+    maxPayloadBytesPerOperation: int | None = Field(
+        default=None, ge=1, le=MAX_PAYLOAD_BYTES_PER_OPERATION
+    )
 
     def changes(self) -> dict[str, Any]:
         names = {
@@ -39,6 +46,9 @@ class QuotaChanges(BaseModel):
             "maxStartsPerSecond": "max_starts_per_second",
             "maxFacets": "max_facets",
             "maxFacetBytes": "max_facet_bytes",
+            "maxOperationsPerExecution": "max_operations_per_execution",
+            "maxHistoryBytesPerExecution": "max_history_bytes_per_execution",
+            "maxPayloadBytesPerOperation": "max_payload_bytes_per_operation",
         }
         return {names[k]: v for k, v in self.model_dump(exclude_none=True).items()}
 
@@ -77,6 +87,9 @@ def tenant_json(t: Tenant) -> dict[str, Any]:
             "maxStartsPerSecond": q.max_starts_per_second,
             "maxFacets": q.max_facets,
             "maxFacetBytes": q.max_facet_bytes,
+            "maxOperationsPerExecution": q.max_operations_per_execution,
+            "maxHistoryBytesPerExecution": q.max_history_bytes_per_execution,
+            "maxPayloadBytesPerOperation": q.max_payload_bytes_per_operation,
         },
         "egress": EGRESS.dump_python(t.egress),
     }

@@ -133,8 +133,8 @@ class ExecutionService:
             return self._invoke_plain(fn, payload, invocation_type)
         if execution_name is not None and not re.fullmatch(r"[a-zA-Z0-9\-_]{1,64}", execution_name):
             raise InvalidParameter(f"Invalid durable execution name: {execution_name}")
-        self.quotas.check_start(tenant)
-        ex, _ = self.engine.start(fn, execution_name, text or None)
+        limits = self.quotas.check_start(tenant)
+        ex, _ = self.engine.start(fn, execution_name, text or None, limits=limits)
         if invocation_type == "Event":
             return InvokeResult(202, b"", fn.version, ex.arn)
         self.notifier.wait(ex.arn, self.sync_invoke_wait_s, lambda: self._closed(ex.arn))
@@ -221,16 +221,17 @@ class ExecutionService:
             raise InvalidParameter(f"Function {function_name} is not durable: nothing to start.")
         results: list[Started | TreadleError | None] = [None] * len(entries)
         admitted: list[int] = []
+        limits = None  # the same tenant read each time: any admitted start's will do
         for i in range(len(entries)):
             # Per entry, as each start counts against the rate and running quotas; the
             # running count is read before the batch, so a batch may pass it by < 100.
             try:
-                self.quotas.check_start(tenant)
+                limits = self.quotas.check_start(tenant)
             except TreadleError as exc:
                 results[i] = exc
                 continue
             admitted.append(i)
-        started = self.engine.start_batch(fn, [entries[i] for i in admitted])
+        started = self.engine.start_batch(fn, [entries[i] for i in admitted], limits)
         for i, result in zip(admitted, started, strict=True):
             results[i] = result
         return [r for r in results if r is not None]
@@ -256,8 +257,8 @@ class ExecutionService:
                 )
         if name is not None and not re.fullmatch(r"[a-zA-Z0-9\-_]{1,64}", name):
             raise InvalidParameter(f"Invalid durable execution name: {name}")
-        self.quotas.check_start(tenant)
-        return self.engine.redrive(source.arn, fn, from_step, name)
+        limits = self.quotas.check_start(tenant)
+        return self.engine.redrive(source.arn, fn, from_step, name, limits)
 
     def redrive_batch(
         self,

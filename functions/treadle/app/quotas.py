@@ -1,18 +1,21 @@
 """Tenant quotas applied by the use cases: starts per second, running executions,
 functions and code bytes. Limits live with the tenant (`/v1/tenants`); counting is the
-stores' job, so the check is one read of each."""
+stores' job, so the check is one read of each. The same read of the tenant gives the
+limits a start pins into its execution (`docs/limits.md`)."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from treadle.domain.models import ExecutionLimits
 from treadle.domain.ports import ExecutionStore, FunctionStore
 from treadle.tenancy.admin import QuotaGuard, TenantAdmin
 
 
 class Quotas(Protocol):
-    def check_start(self, tenant: str) -> None:
-        """Raise a retryable RateExceeded if the tenant may not start one more execution."""
+    def check_start(self, tenant: str) -> ExecutionLimits | None:
+        """Raise a retryable RateExceeded if the tenant may not start one more execution;
+        else the limits the execution runs under (None: the defaults)."""
 
     def check_code(self, tenant: str, adding_bytes: int, *, new_function: bool) -> None:
         """Raise if storing `adding_bytes` more code (and one more function) is over quota."""
@@ -32,11 +35,12 @@ class TenantQuotas:
         self._functions = functions
         self._guard = guard or QuotaGuard()
 
-    def check_start(self, tenant: str) -> None:
+    def check_start(self, tenant: str) -> ExecutionLimits:
         record = self._tenants.get_tenant(tenant)
         # Running first: a refused start must not spend a token of the rate bucket.
         self._guard.check_running(record, self._executions.count_running(tenant) + 1)
         self._guard.check_starts(record)
+        return record.quotas.execution_limits()
 
     def check_code(self, tenant: str, adding_bytes: int, *, new_function: bool) -> None:
         record = self._tenants.get_tenant(tenant)

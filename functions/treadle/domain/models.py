@@ -218,6 +218,26 @@ class DurableConfig(Wire):
     KMSKeyArn: str | None = None
 
 
+# What AWS publishes for Lambda durable functions (docs/limits.md): 3,000 durable
+# operations and 100 MB of persisted payloads per execution, 256 KB per checkpointed
+# payload (the SDK's CHECKPOINT_SIZE_LIMIT_BYTES).
+DEFAULT_MAX_OPERATIONS = 3000
+DEFAULT_MAX_HISTORY_BYTES = 100 * 1024 * 1024
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+
+
+class ExecutionLimits(BaseModel):
+    """The limits one execution runs under, fixed when it starts (its tenant's quotas
+    then): a later quota change never alters a running execution's replay, and a
+    checkpoint needs no tenant lookup."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_operations: int = Field(default=DEFAULT_MAX_OPERATIONS, ge=1)
+    max_history_bytes: int = Field(default=DEFAULT_MAX_HISTORY_BYTES, ge=1)
+    max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1)
+
+
 class BufferedEvent(BaseModel):
     """An event sent to an execution before any wait for its type was open.
 
@@ -285,4 +305,10 @@ class Execution(BaseModel):
     # those redriven from this one, oldest first (a list replaced, never changed in place).
     redriven_from: str | None = None
     redriven_to: list[str] = Field(default_factory=list)
+    # The limits pinned at start, and the running counters they are checked against
+    # (`engine/limits.py`): kept here and updated by the same commit as the change they
+    # count, so a checkpoint checks them in O(1) and a replay never counts twice.
+    limits: ExecutionLimits = Field(default_factory=ExecutionLimits)
+    operation_count: int = 0
+    history_bytes: int = 0
     version_seq: int = 0  # optimistic concurrency for the store

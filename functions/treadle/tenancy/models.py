@@ -11,6 +11,13 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
 
+from treadle.domain.models import (
+    DEFAULT_MAX_HISTORY_BYTES,
+    DEFAULT_MAX_OPERATIONS,
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    ExecutionLimits,
+)
+
 ACCOUNT_ID_PATTERN = r"^\d{12}$"
 # AWS long-term key ids are "AKIA" + 16 characters of the base32 alphabet.
 ACCESS_KEY_ID_PATTERN = r"^AKIA[A-Z2-7]{16}$"
@@ -26,6 +33,9 @@ class KeyStatus(StrEnum):
     INACTIVE = "Inactive"
 
 
+MAX_PAYLOAD_BYTES_PER_OPERATION = 6 * 1024 * 1024
+
+
 class Quotas(BaseModel):
     """Per-tenant limits. Defaults suit a shared self-hosted install; admins raise them."""
 
@@ -38,6 +48,22 @@ class Quotas(BaseModel):
     max_facets: int = Field(default=100, ge=0)
     # One facet's database; a write past it fails with FacetFull (SQLITE_FULL).
     max_facet_bytes: int = Field(default=256 * 1024**2, ge=0)
+    # Per execution, pinned when it starts (docs/limits.md); defaults are AWS's.
+    max_operations_per_execution: int = Field(default=DEFAULT_MAX_OPERATIONS, ge=1)
+    max_history_bytes_per_execution: int = Field(default=DEFAULT_MAX_HISTORY_BYTES, ge=1)
+    # At most a whole request (6 MiB, `Settings.max_request_bytes`): nothing larger
+    # could reach a checkpoint anyway.
+    max_payload_bytes_per_operation: int = Field(
+        default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1, le=MAX_PAYLOAD_BYTES_PER_OPERATION
+    )
+
+    def execution_limits(self) -> ExecutionLimits:
+        """What an execution started now is pinned to."""
+        return ExecutionLimits(
+            max_operations=self.max_operations_per_execution,
+            max_history_bytes=self.max_history_bytes_per_execution,
+            max_payload_bytes=self.max_payload_bytes_per_operation,
+        )
 
 
 _HOST = re.compile(

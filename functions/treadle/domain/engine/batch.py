@@ -15,7 +15,7 @@ from treadle.domain.engine.config import EngineConfig
 from treadle.domain.engine.start import input_hash, new_execution, same_start
 from treadle.domain.engine.working_set import to_commit
 from treadle.domain.errors import ConcurrentModification, TreadleError
-from treadle.domain.models import Execution
+from treadle.domain.models import Execution, ExecutionLimits
 from treadle.domain.ports import Commit, ExecutionStore, FunctionVersion, Ids
 
 Started = tuple[Execution, bool]  # (execution, created by this batch)
@@ -38,6 +38,7 @@ def plan(
     ids: Ids,
     now_ms: int,
     config: EngineConfig,
+    limits: ExecutionLimits | None = None,
 ) -> Plan:
     out = Plan(fn, [None] * len(entries))
     fresh: dict[str, Execution] = {}  # names this batch creates
@@ -55,8 +56,9 @@ def plan(
             continue
         exec_id = ids.execution_id()
         ex, ws = new_execution(
-            fn, name or exec_id, exec_id, input_payload, now_ms=now_ms, config=config, parent=None
-        )
+            fn, name or exec_id, exec_id, input_payload,
+            now_ms=now_ms, config=config, parent=None, limits=limits,
+        )  # fmt: skip
         fresh[ex.name] = ex
         out.results[i] = (ex, True)
         out.commits.append(to_commit(ex, ws, config.wait_time_scale))

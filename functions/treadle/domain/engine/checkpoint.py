@@ -7,14 +7,17 @@ and answers with the next token and the operations the handler has not seen.
 
 from __future__ import annotations
 
-from treadle.domain.engine import events
+from treadle.domain.engine import events, limits
 from treadle.domain.engine.chained import chained_started
+from treadle.domain.engine.closing import close
+from treadle.domain.engine.invocation import invocation_completed
 from treadle.domain.engine.tokens import TokenClaims, TokenCodec
 from treadle.domain.engine.updates import apply_update
 from treadle.domain.engine.working_set import WorkingSet
 from treadle.domain.errors import InvalidParameter, InvalidToken, PayloadTooLarge
 from treadle.domain.lifecycle import next_operation_status
 from treadle.domain.models import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
     TERMINAL_EXECUTION_STATUSES,
     CheckpointRequest,
     ErrorObject,
@@ -29,9 +32,6 @@ from treadle.domain.models import (
 )
 from treadle.domain.ports import FunctionStore, Ids, StoredOperation
 
-# The SDK's own limit per operation payload; a larger one is refused, not truncated.
-MAX_OPERATION_PAYLOAD_BYTES = 256 * 1024
-MAX_ERROR_BYTES = 256 * 1024
 MAX_UPDATES_PER_BATCH = 1000
 
 _ALLOWED_ACTIONS: dict[OperationType, frozenset[OperationAction]] = {
@@ -58,7 +58,10 @@ def _size(text: str | None) -> int:
 
 
 def validate_batch(
-    updates: list[OperationUpdate], existing: dict[str, StoredOperation], exec_op_id: str
+    updates: list[OperationUpdate],
+    existing: dict[str, StoredOperation],
+    exec_op_id: str,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> None:
     if len(updates) > MAX_UPDATES_PER_BATCH:
         raise InvalidParameter(f"A checkpoint holds at most {MAX_UPDATES_PER_BATCH} updates.")
@@ -99,7 +102,7 @@ def validate_batch(
             raise InvalidParameter(f"EXECUTION update must use the execution's id {exec_op_id}.")
         if current is not None:
             _check_consistent(u, current.op)
-        _check_contents(u)
+        _check_contents(u, max_payload_bytes)
         if u.Action is OperationAction.START:
             started[u.Id] = u
         last_seen[u.Id] = u
@@ -116,13 +119,16 @@ def _check_consistent(u: OperationUpdate, op: Operation) -> None:
         raise InvalidParameter(f"Inconsistent parent operation id for {u.Id}.")
 
 
-def _check_contents(u: OperationUpdate) -> None:
-    if _size(u.Payload) > MAX_OPERATION_PAYLOAD_BYTES:
+def _check_contents(u: OperationUpdate, max_payload_bytes: int) -> None:
+    # Refused as AWS refuses it (400 InvalidParameterValueException): the SDK then fails
+    # the execution itself. A payload is an operation's result or its error object.
+    if _size(u.Payload) > max_payload_bytes:
         raise PayloadTooLarge(
-            f"Payload of operation {u.Id} exceeds {MAX_OPERATION_PAYLOAD_BYTES} bytes."
+            f"Payload of operation {u.Id} exceeds {max_payload_bytes} bytes"
+            f" ({_size(u.Payload)} bytes)."
         )
-    if u.Error is not None and len(u.Error.model_dump_json()) > MAX_ERROR_BYTES:
-        raise PayloadTooLarge(f"Error of operation {u.Id} exceeds {MAX_ERROR_BYTES} bytes.")
+    if u.Error is not None and limits.update_bytes(u) > max_payload_bytes:
+        raise PayloadTooLarge(f"Error of operation {u.Id} exceeds {max_payload_bytes} bytes.")
     if u.Action is OperationAction.FAIL and u.Payload is not None:
         raise InvalidParameter(f"Cannot provide a Payload for FAIL action ({u.Id}).")
     if u.Action is OperationAction.SUCCEED and u.Error is not None:
@@ -167,7 +173,14 @@ def apply_checkpoint(
         return CheckpointResult()
     if claims.seq != ex.token_seq:
         raise InvalidToken("Invalid checkpoint token: it has already been used.")
-    validate_batch(request.Updates, ws.ops, ex.exec_id)
+    validate_batch(request.Updates, ws.ops, ex.exec_id, ex.limits.max_payload_bytes)
+    over = limits.exceeded(ex, *limits.batch_cost(request.Updates, ws.ops))
+    if over is not None:
+        # The invocation ends here (its tokens are fenced by the close), so its
+        # InvocationCompleted comes before ExecutionFailed, as for any other end.
+        invocation_completed(ex, ws, None)
+        close(ex, ws, ExecutionStatus.FAILED, error=over, trigger="limit_exceeded")
+        return CheckpointResult()
     seen = ex.delivered_seq
     for update in request.Updates:
         if update.Type is OperationType.EXECUTION:

@@ -46,6 +46,7 @@ from treadle.domain.models import (
     CheckpointRequest,
     ErrorObject,
     Execution,
+    ExecutionLimits,
     Operation,
 )
 from treadle.domain.ports import (
@@ -164,8 +165,10 @@ class Engine:
         *,
         parent: tuple[str, str] | None = None,
         exec_id: str | None = None,
+        limits: ExecutionLimits | None = None,
     ) -> tuple[Execution, bool]:
-        """Start an execution, idempotently on its name. Returns (execution, created)."""
+        """Start an execution, idempotently on its name, under `limits` (pinned; default
+        AWS's). Returns (execution, created)."""
         digest = input_hash(input_payload)
         if name is not None:
             existing = self.store.find_by_name(fn.tenant, fn.function_name, name)
@@ -181,6 +184,7 @@ class Engine:
             now_ms=now,
             config=self.config,
             parent=parent,
+            limits=limits,
         )
         commit = to_commit(ex, ws, self.config.wait_time_scale)
         try:
@@ -194,13 +198,16 @@ class Engine:
         return ex, True
 
     def start_batch(
-        self, fn: FunctionVersion, entries: Sequence[tuple[str | None, str | None]]
+        self,
+        fn: FunctionVersion,
+        entries: Sequence[tuple[str | None, str | None]],
+        limits: ExecutionLimits | None = None,
     ) -> list[batch.Started | TreadleError]:
         """Start many executions of one version with one `create_batch`: per entry
         (name, input), (execution, created) or the error of that entry alone."""
         plan = batch.plan(
             fn, entries, store=self.store, ids=self.ids, now_ms=self.clock.now_ms(),
-            config=self.config,
+            config=self.config, limits=limits,
         )  # fmt: skip
         created = self.store.create_batch(plan.commits)
         for commit, was_created in zip(plan.commits, created, strict=True):
@@ -214,11 +221,12 @@ class Engine:
         fn: FunctionVersion | None,
         from_step: redrive.FromStep | None,
         name: str | None = None,
+        limits: ExecutionLimits | None = None,
     ) -> redrive.Redriven:
         """A new execution of a closed one, from a step (`redrive.py`). Serialised per
         source here, as changes are; the source's version fences other processes."""
         with self._lock(source_arn):
-            return redrive.run(self, source_arn, fn, from_step, name)
+            return redrive.run(self, source_arn, fn, from_step, name, limits)
 
     def run_invocation(self, arn: str) -> None:
         """Take the invocation lease, invoke the pinned version, act on its result."""
@@ -331,9 +339,11 @@ class Engine:
             return
         if target.durable:
             child_id = chained.child_execution_id(parent.arn, timer.op_id)
+            # The child runs under its parent's pinned limits: no tenant lookup here.
             self.start(
-                target, child_id, input_payload, parent=(parent.arn, timer.op_id), exec_id=child_id
-            )
+                target, child_id, input_payload, parent=(parent.arn, timer.op_id),
+                exec_id=child_id, limits=parent.limits,
+            )  # fmt: skip
             self._clear(timer)
             return
         outcome = self.runtime.invoke(

@@ -6,17 +6,20 @@ Payload-carrying fields follow AWS: `{"Payload": ...}` for inputs and results an
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from treadle.domain.models import ErrorObject, Event, Operation
 
 
 class EventLog:
-    """Appends events with dense ids to a commit's event list."""
+    """Appends events with dense ids to a commit's event list, and sums the payload
+    bytes they persist (what `maxHistoryBytesPerExecution` counts, `engine/limits.py`)."""
 
     def __init__(self, next_id: int, events: list[Event]) -> None:
         self.next_id = next_id
         self.events = events
+        self.payload_bytes = 0
 
     def add(
         self,
@@ -28,6 +31,7 @@ class EventLog:
         op_id: str | None = None,
         name: str | None = None,
     ) -> Event:
+        self.payload_bytes += persisted_bytes(details)
         fields: dict[str, Any] = {f"{event_type}Details": details}
         event = Event(
             EventType=event_type,
@@ -61,6 +65,27 @@ def retry_details(attempt: int, delay_s: int | None = None) -> dict[str, Any]:
 
 
 _PAYLOAD_KEYS = ("Input", "Result", "Error")
+
+
+def payload_size(value: str | dict[str, Any] | None) -> int:
+    """Bytes of one persisted payload: a JSON text as sent, an error object as compact
+    JSON (the size the store writes, give or take its framing)."""
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        # ASCII (most JSON) is one byte a character: no copy to count it.
+        return len(value) if value.isascii() else len(value.encode())
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def persisted_bytes(details: dict[str, Any]) -> int:
+    """The payload bytes an event's details carry (inputs, results, errors)."""
+    total = 0
+    for key in _PAYLOAD_KEYS:
+        field = details.get(key)
+        if isinstance(field, dict):
+            total += payload_size(field.get("Payload"))
+    return total
 
 
 def strip_execution_data(event: dict[str, Any]) -> dict[str, Any]:

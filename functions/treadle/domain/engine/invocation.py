@@ -148,6 +148,7 @@ def invocation_failed(
     if ex.invocation_attempts >= config.max_invocation_attempts:
         close(ex, ws, ExecutionStatus.FAILED, error=error, trigger="invocation_retries_exhausted")
         return True
+    ws.operations_added += 1  # an invocation-level retry is a durable operation to AWS
     delay_ms = int(config.invocation_retry_base_s * 1000 * 2 ** (ex.invocation_attempts - 1))
     ws.set_timers.append(Timer(ex.arn, TimerKind.INVOKE, "", ws.now_ms + delay_ms))
     return False

@@ -30,6 +30,7 @@ from treadle.domain.errors import (
 from treadle.domain.models import (
     TERMINAL_EXECUTION_STATUSES,
     Execution,
+    ExecutionLimits,
     Operation,
     OperationStatus,
     OperationType,
@@ -142,6 +143,7 @@ def plan(
     *,
     now_ms: int,
     config: EngineConfig,
+    limits: ExecutionLimits | None = None,
 ) -> Planned:
     """The new execution's creation and the source's link to it, not yet written."""
     src = source.execution
@@ -153,9 +155,11 @@ def plan(
     if fn.tenant != src.tenant or fn.function_name != src.function_name:
         raise InvalidParameter("A redrive runs the same function as its source.")
     chosen, copies = seeded(source, from_step)
+    # A new execution: the limits it is given (its tenant's now), else its source's.
     ex, ws = new_execution(
-        fn, name, exec_id, src.input_payload, now_ms=now_ms, config=config, parent=None
-    )
+        fn, name, exec_id, src.input_payload,
+        now_ms=now_ms, config=config, parent=None, limits=limits or src.limits,
+    )  # fmt: skip
     ex.redriven_from = src.arn
     for op in copies:
         ws.put(op)
@@ -195,6 +199,7 @@ def run(
     fn: FunctionVersion | None,
     from_step: FromStep | None,
     name: str | None,
+    limits: ExecutionLimits | None = None,
 ) -> Redriven:
     """Redrive `source_arn` (fn None: the version it ran), idempotently on `name`."""
     store = engine.store
@@ -209,7 +214,7 @@ def run(
         exec_id = engine.ids.execution_id()
         planned = plan(
             source, target, name or exec_id, exec_id, from_step,
-            now_ms=engine.clock.now_ms(), config=engine.config,
+            now_ms=engine.clock.now_ms(), config=engine.config, limits=limits,
         )  # fmt: skip
         try:
             store.create_linked(planned.commit, planned.source_commit)

@@ -12,6 +12,7 @@ from treadle.domain.lifecycle import next_execution_status, next_operation_statu
 from treadle.domain.models import (
     Execution,
     ExecutionDetails,
+    ExecutionLimits,
     ExecutionStatus,
     Operation,
     OperationStatus,
@@ -46,6 +47,7 @@ def new_execution(
     now_ms: int,
     config: EngineConfig,
     parent: tuple[str, str] | None,
+    limits: ExecutionLimits | None = None,
 ) -> tuple[Execution, WorkingSet]:
     cfg = fn.durable_config
     timeout_s = (cfg.ExecutionTimeout if cfg else None) or config.default_execution_timeout_s
@@ -67,6 +69,8 @@ def new_execution(
         parent_arn=parent[0] if parent else None,
         parent_op_id=parent[1] if parent else None,
         pinned_function=fn.model_dump(mode="json"),
+        # Pinned like the configuration: the tenant's quotas now, or AWS's defaults.
+        limits=limits or ExecutionLimits(),
     )
     ws = new_working_set(now_ms)
     ws.put(

@@ -72,6 +72,7 @@ def _apply_step(ws: WorkingSet, u: OperationUpdate, op: Operation, arn: str) -> 
     attempt += 1
     details.Attempt = attempt
     if u.Action is OperationAction.RETRY:
+        ws.operations_added += 1  # AWS meters a step as 1 + N retries (or polls)
         delay = (u.StepOptions.NextAttemptDelaySeconds if u.StepOptions else None) or 0
         due = now + delay * 1000
         details.NextAttemptTimestamp = due

@@ -30,12 +30,16 @@ class WorkingSet:
     chained_invokes: list[tuple[Operation, OperationUpdate]] = field(default_factory=list)
     clear_all_timers: bool = False
     client_token: tuple[str, str] | None = None  # (ClientToken, stored response JSON)
+    # Durable operations this commit adds, as AWS meters them: each new operation, each
+    # step retry or poll, each invocation-level retry (`engine/limits.py`).
+    operations_added: int = 0
 
     def put(self, op: Operation) -> StoredOperation:
         self.change_seq += 1
         stored = self.ops.get(op.Id)
         if stored is None:
             self.create_seq += 1
+            self.operations_added += 1
             stored = StoredOperation(op=op, create_seq=self.create_seq, change_seq=self.change_seq)
         else:
             stored = StoredOperation(
@@ -82,6 +86,9 @@ def new_working_set(now_ms: int) -> WorkingSet:
 def to_commit(ex: Execution, ws: WorkingSet, wait_time_scale: float) -> Commit:
     ex.change_seq = ws.change_seq
     ex.next_event_id = ws.log.next_id
+    # The counters move with the changes they count, in this one commit.
+    ex.operation_count += ws.operations_added
+    ex.history_bytes += ws.log.payload_bytes
     return Commit(
         execution=ex,
         operations=list(ws.changed.values()),
