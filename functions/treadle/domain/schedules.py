@@ -199,7 +199,8 @@ def plan_tick(
     found.reverse()  # oldest first
     missed = [t for t in found if now_ms - t > grace_ms]
     on_time = found[len(missed) :]
-    keep = _catch_up(schedule.catch_up, missed, cap)
+    # The cap bounds what one tick starts: the on-time fire times count against it.
+    keep = _catch_up(schedule.catch_up, missed, cap - len(on_time))
     dropped = [t for t in missed if t not in keep]
     if dropped:
         more = "more than " if len(found) > cap else ""
@@ -213,7 +214,7 @@ def plan_tick(
 
 
 def _catch_up(policy: CatchUp, missed: list[int], cap: int) -> list[int]:
-    if not missed or policy is CatchUp.NONE:
+    if not missed or policy is CatchUp.NONE or cap <= 0:
         return []
     if policy is CatchUp.LAST:
         return missed[-1:]
