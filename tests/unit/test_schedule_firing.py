@@ -31,6 +31,7 @@ from treadle.domain.errors import (
     NotFound,
 )
 from treadle.domain.models import Execution, ExecutionStatus
+from treadle.domain.ports import ExecutionQuery
 from treadle.domain.schedules import CatchUp, Outcome, Overlap, Schedule, ScheduleStore
 from treadle.platform.schedule_loop import ScheduleLoop
 
@@ -59,9 +60,7 @@ class World:
         self.h.clock.advance(ms - self.h.clock.now_ms())
 
 
-def _query() -> Any:
-    from treadle.domain.ports import ExecutionQuery
-
+def _query() -> ExecutionQuery:
     return ExecutionQuery(limit=1000)
 
 
@@ -82,7 +81,8 @@ def world(
         if request.param == "sqlite":
             store = SqliteScheduleStore(tmp_path / "schedules.db")
         else:
-            store = DynamoScheduleStore(boto3.client("dynamodb", region_name="us-east-1"), "sched-test")
+            ddb = boto3.client("dynamodb", region_name="us-east-1")
+            store = DynamoScheduleStore(ddb, "sched-test")
         firer = _firer(h, store)
         yield World(h, store, firer, ScheduleService(firer))
 
@@ -93,7 +93,7 @@ def _new(name: str = "every", cron: str = "* * * * *", **kw: Any) -> NewSchedule
 
 def test_a_due_schedule_starts_one_execution_named_after_its_fire_time(world: World) -> None:
     world.service.create(TENANT, _new())
-    assert world.firer.tick() .started == 0  # 02:59:30: not yet
+    assert world.firer.tick().started == 0  # 02:59:30: not yet
     world.at(T0 + 1_000)
     report = world.firer.tick()
     (ex,) = world.executions()
@@ -196,7 +196,8 @@ def test_buffer_one_starts_the_buffered_firing_when_the_previous_closes(world: W
 
 
 @pytest.mark.parametrize(
-    ("catch_up", "hours"), [(CatchUp.NONE, []), (CatchUp.LAST, ["05"]), (CatchUp.ALL, ["03", "04", "05"])]
+    ("catch_up", "hours"),
+    [(CatchUp.NONE, []), (CatchUp.LAST, ["05"]), (CatchUp.ALL, ["03", "04", "05"])],
 )
 def test_firings_missed_while_down_run_as_catch_up_says(
     world: World, catch_up: CatchUp, hours: list[str]

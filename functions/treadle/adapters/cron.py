@@ -17,7 +17,9 @@ from croniter import CroniterBadDateError, CroniterError, croniter
 from treadle.domain.errors import InvalidParameter
 
 # The nicknames croniter knows, minus `@reboot`, which has no fire times.
-_MACROS = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
+_MACROS = frozenset(
+    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+)
 
 
 @lru_cache(maxsize=256)

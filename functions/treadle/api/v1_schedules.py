@@ -122,7 +122,10 @@ def schedule_out(s: Schedule) -> ScheduleOut:
     )
 
 
-_LIMIT: dict[str, dict[str, Any]] = {"limit": {"type": "integer", "minimum": 1, "maximum": 1000}, "marker": {"type": "string"}}
+_LIMIT: dict[str, dict[str, Any]] = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+    "marker": {"type": "string"},
+}
 
 # For the /v1 OpenAPI document (`api/openapi.py`).
 OPENAPI_OPERATIONS = [

@@ -37,7 +37,6 @@ from treadle.artifacts.ports import TokenStore
 from treadle.artifacts.tokens import RepoTokens
 from treadle.domain.engine import Engine, EngineConfig, TokenCodec
 from treadle.domain.logs import LogStore
-from treadle.domain.schedules import Calendar, ScheduleStore
 from treadle.domain.ports import (
     AliasStore,
     Clock,
@@ -48,6 +47,7 @@ from treadle.domain.ports import (
     FunctionStore,
     Ids,
 )
+from treadle.domain.schedules import Calendar, ScheduleStore
 from treadle.facets import Facets, FacetStore
 from treadle.settings import Settings
 from treadle.tenancy.admin import TenantAdmin

@@ -1,8 +1,10 @@
 """DynamoDB adapter of the ScheduleStore port, in the single table (see `tables`).
 
-| item | pk | sk | other attributes |
+| item | pk | sk | attributes |
 |---|---|---|---|
-| a schedule | `SC#<tenant>` | `<name>` | `body` (JSON), `version` (N); while unpaused `due_shard` `S<n>`, `due_ms` (N) |
+| a schedule | `SC#<tenant>` | `<name>` | `body` (JSON), `version` (N) |
+
+While unpaused it also carries `due_shard` (`S0`..`S3`) and `due_ms` (N).
 
 One item per schedule: every change is one conditional write (PutItem conditioned on
 the version read: compare-and-swap). Listing a tenant's schedules is a Query of its
