@@ -25,7 +25,9 @@ from treadle.domain.schedules import (
     due_ms,
 )
 
-MAX_INPUT_BYTES: Final = 256 * 1024  # Lambda's asynchronous invocation payload limit
+# Below the DynamoDB adapter's S3 offload threshold: on AWS the sweep Lambda starts the
+# executions, and its role may write the table and the queue, not the bucket.
+MAX_INPUT_BYTES: Final = 64 * 1024
 _ATTEMPTS: Final = 8
 
 

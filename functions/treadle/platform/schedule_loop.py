@@ -19,6 +19,9 @@ from treadle.domain.ports import Clock
 log = logging.getLogger(__name__)
 
 MAX_SLEEP_S: Final = 60.0
+# After a firing that failed and left its schedule due (throttled, store unavailable):
+# without it the loop would spin on that schedule.
+FAILURE_PAUSE_S: Final = 5.0
 
 
 class ScheduleLoop:
@@ -40,8 +43,9 @@ class ScheduleLoop:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            failed = False
             try:
-                self._firer.tick(self._clock.now_ms())
+                failed = self._firer.tick(self._clock.now_ms()).failed > 0
                 earliest = self._firer.store.next_due_ms()
             except Exception:  # the store is unreachable: look again in a while
                 log.exception("scheduler tick failed")
@@ -50,6 +54,8 @@ class ScheduleLoop:
                 sleep_s = MAX_SLEEP_S
             else:
                 sleep_s = min(max(earliest - self._clock.now_ms(), 0) / 1000, MAX_SLEEP_S)
+            if failed:
+                sleep_s = max(sleep_s, FAILURE_PAUSE_S)
             if sleep_s > 0:
                 self._wake.wait(sleep_s)
             self._wake.clear()
