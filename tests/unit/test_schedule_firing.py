@@ -274,6 +274,8 @@ def test_another_tenant_sees_no_schedule(world: World) -> None:
     with pytest.raises(NotFound):
         world.service.delete("210987654321", "every")
     assert world.service.list("210987654321", None, None) == ([], None)
+    with pytest.raises(NotFound):  # no schedule can have it: never a store key
+        world.service.pause(TENANT, "x" * 2000)
 
 
 def test_a_compare_and_swap_that_keeps_losing_gives_up(world: World) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from treadle.app.aliases import resolve
 from treadle.app.schedule_firing import ScheduleFirer
-from treadle.domain.errors import ConcurrentModification, InvalidParameter
+from treadle.domain.errors import ConcurrentModification, InvalidParameter, NotFound
 from treadle.domain.schedules import (
     NAME_PATTERN,
     CatchUp,
@@ -90,7 +90,7 @@ class ScheduleService:
         return self.store.get(tenant, new.name)
 
     def get(self, tenant: str, name: str) -> Schedule:
-        return self.store.get(tenant, name)
+        return self.store.get(tenant, _named(name))
 
     def list(
         self, tenant: str, limit: int | None, marker: str | None
@@ -122,15 +122,15 @@ class ScheduleService:
     def delete(self, tenant: str, name: str) -> None:
         """The executions it started stay; a new schedule of the same name starting the
         same fire time finds them (same name, same input: the same start)."""
-        self.store.delete(tenant, name)
+        self.store.delete(tenant, _named(name))
         self.firer.changed()
 
     def trigger(self, tenant: str, name: str) -> Firing:
-        return self.firer.trigger(tenant, name)
+        return self.firer.trigger(tenant, _named(name))
 
     def _update(self, tenant: str, name: str, change: Callable[[Schedule], None]) -> Schedule:
         for _ in range(_ATTEMPTS):
-            schedule = self.store.get(tenant, name)
+            schedule = self.store.get(tenant, _named(name))
             updated = schedule.model_copy(deep=True)
             change(updated)
             updated.due_ms = due_ms(updated, self.clock.now_ms(), self.firer.recheck_ms)
@@ -141,3 +141,10 @@ class ScheduleService:
             except ConcurrentModification:
                 continue
         raise ConcurrentModification(f"Schedule {name} is changing too fast; try again.")
+
+
+def _named(name: str) -> str:
+    """A name no schedule can have is simply not found (and never reaches a store key)."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise NotFound(f"Schedule {name} not found.")
+    return name
