@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 import time
 from datetime import UTC, datetime
 
-from support.lambda_calls import create_function, start
-from support.lambda_events import Context, LambdaEnv, load_event
+from support.lambda_calls import call, create_function, execution, start
+from support.lambda_events import TENANT, Context, LambdaEnv, load_event
+from treadle.adapters.aws.dynamodb_schedules import DynamoScheduleStore
+from treadle.domain.schedules import fire_name
 from treadle.entrypoints import sweep
 
 
@@ -47,3 +50,26 @@ def test_the_recorded_event_runs_at_its_own_time(lambda_env: LambdaEnv, context:
     report = sweep.handler(load_event("eventbridge_scheduled"), context)
     assert report == {"read": 0, "entering": 0, "overdue": 0, "deferred": 0, "truncated": False}
     assert sweep.scheduled_ms({"time": "not a time"}) is None
+
+
+def test_the_sweep_fires_a_due_schedule_once(lambda_env: LambdaEnv, context: Context) -> None:
+    create_function(lambda_env, "nightly")
+    body = {"name": "every", "cron": "* * * * *", "function": "nightly", "input": {"n": 3}}
+    status, _, made = call(lambda_env, "POST", "/v1/schedules", body)
+    assert status == 201, made
+    # A minute later, without waiting one: the stored next fire time moved into the past.
+    store = DynamoScheduleStore(lambda_env.clients.dynamodb, lambda_env.table)
+    stored = store.get(TENANT, "every")
+    fire_ms = stored.next_fire_ms - 60_000
+    store.replace(stored.model_copy(update={"next_fire_ms": fire_ms, "due_ms": fire_ms}))
+
+    sweep.handler(load_event("eventbridge_scheduled"), context)
+    sweep.handler(load_event("eventbridge_scheduled"), context)  # a second run: no second start
+
+    status, _, shown = call(lambda_env, "GET", "/v1/schedules/every")
+    assert [f["outcome"] for f in shown["recentFirings"]] == ["started"]
+    arn = shown["lastExecutionArn"]
+    assert arn.split("/")[-2] == fire_name("every", fire_ms)
+    assert json.loads(execution(lambda_env, arn)["InputPayload"]) == {"n": 3}
+    status, _, listed = call(lambda_env, "GET", "/2025-12-01/functions/nightly/durable-executions")
+    assert status == 200 and len(listed["DurableExecutions"]) == 1

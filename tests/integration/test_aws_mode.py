@@ -16,6 +16,7 @@ import pytest
 import test_aliases_wire as aliases_wire
 import test_limits_wire as limits_wire
 import test_redrive_wire as redrive_wire
+import test_schedules_wire as schedules_wire
 from botocore.exceptions import ClientError
 
 from support.moto_server import aws_env, moto_client, moto_server
@@ -270,3 +271,11 @@ def test_limits_per_execution_on_dynamodb(server: ServerProcess) -> None:
     limits_wire.test_a_payload_over_the_tenants_limit_is_refused_and_the_sdk_fails_the_execution(
         server
     )
+
+
+def test_schedules_on_dynamodb(server: ServerProcess) -> None:
+    """The embedded backend's wire tests of schedules, on the AWS adapters."""
+    lam = schedules_wire.deploy_all(client(server))
+    schedules_wire.test_a_schedule_is_created_triggered_paused_resumed_and_deleted(server, lam)
+    schedules_wire.test_another_tenant_cannot_see_or_touch_a_schedule(server, lam)
+    schedules_wire.test_a_name_taken_is_a_conflict_and_pages_go_on(server, lam)

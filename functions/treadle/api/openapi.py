@@ -243,8 +243,10 @@ def build_document(extra: list[Op] | None = None) -> dict[str, Any]:
     # Imported here: v1_functions declares its operations with this module's `Op`.
     from treadle.api.v1_executions import OPENAPI_OPERATIONS as EXECUTION_OPERATIONS
     from treadle.api.v1_functions import OPENAPI_OPERATIONS
+    from treadle.api.v1_schedules import OPENAPI_OPERATIONS as SCHEDULE_OPERATIONS
 
-    ops = OPERATIONS + OPENAPI_OPERATIONS + EXECUTION_OPERATIONS + (extra or [])
+    ops = OPERATIONS + OPENAPI_OPERATIONS + EXECUTION_OPERATIONS + SCHEDULE_OPERATIONS
+    ops += extra or []
     models: set[type[BaseModel]] = {ErrorOut}
     for op in ops:
         models.update(m for m in (op.response, op.body) if m is not None)
@@ -261,7 +263,7 @@ def build_document(extra: list[Op] | None = None) -> dict[str, Any]:
             "title": "Treadle platform API (/v1)",
             "version": "1",
             "description": "Tenants (admin), Git repositories, deployments, events to "
-            "executions and batch starts. The "
+            "executions, batch starts and schedules. The "
             "Lambda-compatible surface is documented by AWS; Git is smart HTTP under /git.",
         },
         "paths": paths,

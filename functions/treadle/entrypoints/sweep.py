@@ -1,5 +1,6 @@
 """The sweep Lambda, run by the EventBridge schedule: hands timers entering SQS's
-15-minute reach, and long-overdue ones, to the queue (see `adapters/aws/sweep.py`)."""
+15-minute reach, and long-overdue ones, to the queue (see `adapters/aws/sweep.py`), then
+fires the tenants' schedules due by now (`app/schedule_firing.py`)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def scheduled_ms(event: dict[str, Any]) -> int | None:
 @metrics.log_metrics(raise_on_empty_metrics=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = platform().sweep(scheduled_ms(event))
+    fired = platform().fire_schedules()
+    metrics.add_metric(name="ScheduledStarts", unit=MetricUnit.Count, value=fired.started)
+    if fired.failed:
+        metrics.add_metric(name="ScheduleFailures", unit=MetricUnit.Count, value=fired.failed)
+    logger.info("schedules", extra=asdict(fired))
     metrics.add_metric(name="TimersEntering", unit=MetricUnit.Count, value=report.entering)
     metrics.add_metric(name="TimersOverdue", unit=MetricUnit.Count, value=report.overdue)
     if report.truncated:

@@ -13,6 +13,7 @@ and sweep Lambdas in threads (`loops`).
 | FunctionRuntime | Lambda; emulated: Lambda's control plane, code in the local sandbox |
 | LogStore | CloudWatch Logs, the groups Lambda writes (`log_store="local"`: a file) |
 | FacetStore | EFS, mounted here and per tenant access point in its Lambdas; unset: local files |
+| ScheduleStore | DynamoDB, the same table; fired by the sweep |
 
 Secrets: the checkpoint-token key is the Secrets Manager secret the stack made (a data
 directory file in emulated mode without one). The admin key is, in this order: the
@@ -38,6 +39,7 @@ from treadle.adapters.aws.dynamodb_executions import DynamoExecutionStore
 from treadle.adapters.aws.dynamodb_functions import DynamoFunctionStore
 from treadle.adapters.aws.dynamodb_refs import DynamoRefStore
 from treadle.adapters.aws.dynamodb_repo_tokens import DynamoTokenStore
+from treadle.adapters.aws.dynamodb_schedules import DynamoScheduleStore
 from treadle.adapters.aws.dynamodb_tenants import DynamoTenantStore
 from treadle.adapters.aws.efs_facets import EfsFacetStore
 from treadle.adapters.aws.lambda_mounts import TenantMount, no_mount
@@ -47,8 +49,10 @@ from treadle.adapters.aws.s3_code import S3CodeStore
 from treadle.adapters.aws.s3_objects import S3ObjectStore
 from treadle.adapters.aws.sqs_dispatcher import SqsDispatcher, handle_messages
 from treadle.adapters.aws.sweep import DynamoTimerLookup, SweepReport, resend_due, sweep
+from treadle.adapters.cron import CronCalendar
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.sqlite.logs import SqliteLogStore
+from treadle.app.schedule_firing import TickReport
 from treadle.artifacts import Repositories
 from treadle.domain.errors import TreadleError
 from treadle.domain.logs import LogStore
@@ -187,6 +191,8 @@ class AwsPlatform(Platform):
             clock=self.clock,
             ids=self.ids,
             facets=facets,
+            schedules=DynamoScheduleStore(ddb, self.table),
+            calendar=CronCalendar(),
         )
 
     def _facets(self) -> FacetStore:
@@ -229,7 +235,7 @@ class AwsPlatform(Platform):
         # `treadle dev --backend aws` plays the orchestrator and sweep Lambdas in threads.
         return [
             QueuePoller(self.clients.sqs, self.queue_url, self.handle_messages),
-            Periodic("sweep", self.settings.sweep_interval_s, self.sweep),
+            Periodic("sweep", self.settings.sweep_interval_s, self.sweep_and_fire),
         ]
 
     # -- what the platform Lambdas do ------------------------------------------------
@@ -243,6 +249,16 @@ class AwsPlatform(Platform):
             requeue=self.dispatcher,
             clock=self.clock,
         )
+
+    def sweep_and_fire(self) -> None:
+        now = self.clock.now_ms()
+        self.sweep(now)
+        self.fire_schedules(now)
+
+    def fire_schedules(self, now_ms: int | None = None) -> TickReport:
+        """The sweep's second job: start the executions of the schedules due by now
+        (`docs/schedules.md`: why the sweep rather than EventBridge Scheduler)."""
+        return self.schedules.tick(now_ms)
 
     def sweep(self, now_ms: int | None = None) -> SweepReport:
         return sweep(

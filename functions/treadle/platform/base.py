@@ -29,6 +29,7 @@ from treadle.adapters.sqlite.facets import SqliteFacetStore
 from treadle.api.app import Application
 from treadle.api.channel import DurableChannel, FacetChannel
 from treadle.api.sandbox_endpoint import SandboxEndpoints
+from treadle.app.schedule_firing import ScheduleFirer
 from treadle.domain.engine import Engine
 from treadle.domain.errors import TreadleError
 from treadle.domain.logs import LogStore
@@ -67,6 +68,9 @@ class Background(Protocol):
 class Platform(ABC):
     engine: Engine
     app: Application
+    schedules: ScheduleFirer
+    # How often a buffered firing looks whether the previous execution has closed.
+    schedule_recheck_ms = 60_000
 
     def __init__(self, settings: Settings, *, endpoint: str | None = None) -> None:
         """`endpoint`: where tenant code and Git clients reach the API (default: the
@@ -96,6 +100,7 @@ class Platform(ABC):
                 token_secret=self.token_secret,
                 admin_key=self.admin_key,
                 endpoint=self.endpoint,
+                schedule_recheck_ms=self.schedule_recheck_ms,
             )
         except BaseException:
             self._close_adapters()
@@ -103,6 +108,7 @@ class Platform(ABC):
             raise
         self.engine = core.engine
         self.app = core.app
+        self.schedules = core.schedules
         self.tenants = ports.tenants
         if self.sandbox_runtime is not None and settings.durable_channel:
             self.sandbox_runtime.serve_durable_calls(DurableChannel(self.engine))

@@ -23,12 +23,15 @@ from treadle.api.v1_executions import ExecutionsApi
 from treadle.api.v1_facets import FacetsApi
 from treadle.api.v1_functions import FunctionsApi
 from treadle.api.v1_repos import ReposApi
+from treadle.api.v1_schedules import SchedulesApi
 from treadle.api.v1_tenants import TenantsApi
 from treadle.app.aliases import AliasService
 from treadle.app.completion import CompletionNotifier
 from treadle.app.executions import ExecutionService
 from treadle.app.functions import FunctionService
 from treadle.app.quotas import TenantQuotas
+from treadle.app.schedule_firing import ScheduleFirer
+from treadle.app.schedules import ScheduleService
 from treadle.artifacts import ArtifactService, Repositories
 from treadle.artifacts.ports import TokenStore
 from treadle.artifacts.tokens import RepoTokens
@@ -44,6 +47,7 @@ from treadle.domain.ports import (
     FunctionStore,
     Ids,
 )
+from treadle.domain.schedules import Calendar, ScheduleStore
 from treadle.facets import Facets, FacetStore
 from treadle.settings import Settings
 from treadle.tenancy.admin import TenantAdmin
@@ -67,6 +71,8 @@ class Ports:
     clock: Clock
     ids: Ids
     facets: FacetStore
+    schedules: ScheduleStore
+    calendar: Calendar
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ class Core:
     engine: Engine
     app: Application
     facets: Facets
+    schedules: ScheduleFirer
 
 
 def build_core(
@@ -86,6 +93,7 @@ def build_core(
     token_secret: bytes,
     admin_key: tuple[str, str],
     endpoint: str,
+    schedule_recheck_ms: int = 60_000,
 ) -> Core:
     sandbox_keys = SandboxKeys(token_secret)
     repo_tokens = RepoTokens(ports.tokens, ports.repositories.refs, now_ms=ports.clock.now_ms)
@@ -133,6 +141,16 @@ def build_core(
         sync_invoke_wait_s=settings.sync_invoke_wait_s,
         aliases=ports.aliases,
     )
+    firer = ScheduleFirer(
+        store=ports.schedules,
+        calendar=ports.calendar,
+        engine=engine,
+        functions=ports.functions,
+        aliases=ports.aliases,
+        quotas=quotas,
+        clock=ports.clock,
+        recheck_ms=schedule_recheck_ms,
+    )
     router = Router()
     LambdaApi(function_service, execution_service).register(router)
     AliasApi(AliasService(store=ports.aliases, functions=ports.functions, ids=ports.ids)).register(
@@ -147,6 +165,7 @@ def build_core(
     repos_api.register(v1)
     FunctionsApi(function_service).register(v1)
     ExecutionsApi(execution_service).register(v1)
+    SchedulesApi(ScheduleService(firer)).register(v1)
     facets = Facets(ports.facets, ports.tenants)
     FacetsApi(facets).register(v1)
     logs_api = LogsApi(ports.logs)
@@ -165,7 +184,7 @@ def build_core(
         max_request_bytes=settings.max_request_bytes,
         sandbox_git=sandbox_git,
     )
-    return Core(engine=engine, app=app, facets=facets)
+    return Core(engine=engine, app=app, facets=facets, schedules=firer)
 
 
 def sandbox_env(settings: Settings, endpoint: str) -> dict[str, str]:

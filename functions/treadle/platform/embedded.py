@@ -3,6 +3,7 @@ scheduler over the timer rows, all under the data directory."""
 
 from __future__ import annotations
 
+from treadle.adapters.cron import CronCalendar
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.local.objects import LocalObjectStore
 from treadle.adapters.local.scheduler import TimerScheduler
@@ -12,16 +13,22 @@ from treadle.adapters.sqlite.functions import SqliteFunctionStore
 from treadle.adapters.sqlite.logs import SqliteLogStore
 from treadle.adapters.sqlite.refs import SqliteRefStore
 from treadle.adapters.sqlite.repo_tokens import SqliteTokenStore
+from treadle.adapters.sqlite.schedules import SqliteScheduleStore
 from treadle.adapters.sqlite.tenants import SqliteTenantStore
 from treadle.artifacts import Repositories
 from treadle.domain.ports import Timer
 from treadle.platform.base import Background, Platform
 from treadle.platform.core import Ports
+from treadle.platform.schedule_loop import ScheduleLoop
 from treadle.tenancy.admin import TenantAdmin
 
 
 class EmbeddedPlatform(Platform):
     db: Database | None = None
+    schedule_store: SqliteScheduleStore | None = None
+    # The scheduler thread looks as often as it likes: a buffered firing starts within
+    # seconds of the previous execution's close.
+    schedule_recheck_ms = 2_000
 
     def _ports(self) -> Ports:
         data = self.settings.data_dir
@@ -38,6 +45,7 @@ class EmbeddedPlatform(Platform):
         )
         runtime = self._local_sandbox(code, logs)
         functions = SqliteFunctionStore(self.db)
+        self.schedule_store = SqliteScheduleStore(data / "schedules.db")
         return Ports(
             executions=executions,
             functions=functions,
@@ -55,14 +63,18 @@ class EmbeddedPlatform(Platform):
             clock=self.clock,
             ids=self.ids,
             facets=self._local_facets(),
+            schedules=self.schedule_store,
+            calendar=CronCalendar(),
         )
 
     def _fire(self, timer: Timer) -> None:
         self.engine.fire(timer)
 
     def _background(self) -> list[Background]:
-        return [self.scheduler]
+        return [self.scheduler, ScheduleLoop(self.schedules, self.clock)]
 
     def _close_adapters(self) -> None:
         if self.db is not None:
             self.db.close()
+        if self.schedule_store is not None:
+            self.schedule_store.close()

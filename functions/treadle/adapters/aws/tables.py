@@ -28,6 +28,7 @@ Key schema (all key attributes are strings unless noted):
 | published function version | `F#<tenant>#<name>` | `V#<version:012d>` |
 | function listing entry | `FL#<tenant>` | `<name>` |
 | a tenant's RUNNING executions, one shard | `U#<tenant>` | `RUNNING#<shard>` |
+| a schedule (`dynamodb_schedules.py`) | `SC#<tenant>` | `<schedule name>` |
 
 The running counter is spread over `RUNNING_SHARDS` items (the execution's ARN picks its
 shard) because the transactions that start or close executions update it, and two
@@ -47,7 +48,8 @@ projects changes, and the execution record changes on every checkpoint):
 - `by-function`: `function_key` / `start_key` -- executions of a function by start time.
 - `by-function-status`: `status_key` / `start_key` -- the same, one partition per status.
 - `due-timers` (sparse): `due_shard` / `due_ms` (number) -- executions with timers, by
-  their earliest due time, plus timers set by other executions.
+  their earliest due time, plus timers set by other executions (shards `0`..`3`); and
+  unpaused schedules by when a scheduler must look at them (shards `S0`..`S3`).
 - `active-invocations` (sparse): `active_shard` -- executions holding an invocation lease.
 
 The two sweep indexes spread their items over `INDEX_SHARDS` partition values so that one
