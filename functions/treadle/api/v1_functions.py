@@ -12,7 +12,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from treadle.api.http import Request, Response, Router
-from treadle.api.openapi import Op
+from treadle.api.openapi_ops import LIMIT, Op
 from treadle.app.code_delivery import FUNCTIONS_REPO, DeployRequest, function_dir
 from treadle.app.functions import FunctionService
 from treadle.domain.errors import InvalidParameter
@@ -53,14 +53,11 @@ class VersionList(BaseModel):
     nextMarker: str | None
 
 
-# For the /v1 OpenAPI document (`api/openapi.py`), once it declares the `Name` path
-# parameter.
-OPENAPI_OPERATIONS = [
+OPERATIONS = [
     Op("get", F + "/{Name}/versions", "$LATEST and published versions, with their commits",
-       response=VersionList, query={"limit": {"type": "integer", "minimum": 1, "maximum": 1000},
-                                    "marker": {"type": "string"}}),
+       response=VersionList, query=LIMIT, errors=(404,)),
     Op("post", F + "/{Name}/deploy", "Publish a version from a repository ref", 201,
-       VersionOut, DeployRequest),
+       VersionOut, DeployRequest, errors=(402, 404, 409)),
 ]  # fmt: skip
 
 
