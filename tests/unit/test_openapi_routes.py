@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from openapi_spec_validator import validate
@@ -83,8 +82,6 @@ def test_an_arn_path_parameter_is_one_percent_encoded_segment() -> None:
 
 
 def test_operation_ids_are_unique_identifiers() -> None:
-    ids = [
-        op["operationId"] for ops in build_document()["paths"].values() for op in ops.values()
-    ]
+    ids = [op["operationId"] for ops in build_document()["paths"].values() for op in ops.values()]
     assert len(ids) == len(set(ids))
     assert all(re.fullmatch(r"[a-z]+[A-Za-z0-9]*", i) for i in ids), ids
