@@ -1,7 +1,8 @@
 """The /v1 OpenAPI document, checked against a live `treadle dev` with schemathesis.
 
 Every operation gets generated requests (valid and invalid); each answer must be no
-5xx, a documented status, a documented content type, and match its response schema.
+5xx, a documented status, a documented content type, and match its response schema;
+an invalid request must be refused.
 Generated names find no function or execution, so the executions' answers that need
 real ones (delivered, buffered, 409 ended, batch and redrive results) are checked on
 requests made with real ones.
@@ -18,12 +19,14 @@ import pytest
 import schemathesis
 from schemathesis.checks import (
     content_type_conformance,
+    negative_data_rejection,
     not_a_server_error,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
 
-from support.server import ServerProcess, basic, client, deploy, http
+from support.server import ServerProcess, basic, client, deploy, http, v1
 from support.workflows import EVENTED
 from treadle.api.openapi import build_document
 from treadle_workflows import EVENT_NAME_PREFIX
@@ -34,6 +37,9 @@ CHECKS = [
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
+    response_headers_conformance,
+    # A request the document calls invalid gets a 4xx, not a 200 on a guessed meaning.
+    negative_data_rejection,
 ]
 
 
@@ -63,6 +69,39 @@ def test_v1_without_credentials_is_refused_with_the_documented_error(
     status, headers, body = http(server, "GET", path)
     assert status == 403 and headers["content-type"] == "application/json"
     assert b'"MissingAuthenticationTokenException"' in body
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "message"),
+    [
+        # An empty limit is not "no limit": the three listings agree.
+        ("GET", "/v1/tenants?limit=", None, "limit must be an integer from 1 to 1000, not ''"),
+        ("GET", "/v1/repos?limit=0", None, "limit must be an integer from 1 to 1000, not '0'"),
+        ("GET", "/v1/functions/f/versions?limit=x", None, "not 'x'"),
+        # JSON false is not a quota of 0, nor "1" a quota of 1 (pydantic's lax mode).
+        ("PATCH", "/v1/tenants/{account}", {"quotas": {"maxFacetBytes": False}}, "integer"),
+        ("PATCH", "/v1/tenants/{account}", {"quotas": {"maxFunctions": "1"}}, "integer"),
+        ("PATCH", "/v1/tenants/{account}", {"disabled": "yes"}, "boolean"),
+    ],
+)
+def test_v1_refuses_what_the_document_calls_invalid_with_a_precise_message(
+    server: ServerProcess, method: str, path: str, body: Any, message: str
+) -> None:
+    admin_key = server.credentials("treadle-admin")
+    _, listed = v1(server, "GET", "/v1/tenants", credentials=admin_key)
+    (account,) = [t["accountId"] for t in listed["tenants"] if t["name"] == "default"]
+    admin = path.startswith("/v1/tenants")
+    status, answer = v1(
+        server,
+        method,
+        path.format(account=account),
+        body,
+        credentials=admin_key if admin else server.credentials(),
+    )
+    assert status == 400, answer
+    assert message in answer["error"]["message"]
+    _, tenant = v1(server, "GET", f"/v1/tenants/{account}", credentials=admin_key)
+    assert tenant["quotas"]["maxFacetBytes"] > 0 and tenant["disabled"] is False
 
 
 def call(server: ServerProcess, path: str, params: dict[str, str], body: Any) -> Any:

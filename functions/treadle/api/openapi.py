@@ -81,13 +81,7 @@ def build_document(extra: list[Op] | None = None) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": defs.get("$defs", {}),
-            "responses": {
-                f"Error{status}": {
-                    "description": text,
-                    "content": {"application/json": {"schema": _ref(ErrorOut)}},
-                }
-                for status, text in STATUS_TEXT.items()
-            },
+            "responses": {f"Error{s}": _error(s, text) for s, text in STATUS_TEXT.items()},
             "securitySchemes": {
                 "basic": {"type": "http", "scheme": "basic",
                           "description": "Access key id : secret access key"},
@@ -114,8 +108,10 @@ def _operation(op: Op) -> dict[str, Any]:
     if params:
         out["parameters"] = params
     if op.body is not None:
+        # No body reads as `{}` (`Request.json`): optional when `{}` is a valid body.
+        needed = any(f.is_required() for f in op.body.model_fields.values())
         out["requestBody"] = {
-            "required": True,
+            "required": needed,
             "content": {"application/json": {"schema": _ref(op.body)}},
         }
     responses: dict[str, Any] = {}
@@ -136,6 +132,21 @@ def _operation(op: Op) -> dict[str, Any]:
             responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
         out["security"] = [{"basic": []}, {"sigv4": []}]
     out["responses"] = responses
+    return out
+
+
+def _error(status: int, text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "description": text,
+        "content": {"application/json": {"schema": _ref(ErrorOut)}},
+    }
+    if status == 429:
+        out["headers"] = {
+            "Retry-After": {
+                "description": "Seconds to wait, when a rate quota refused the request.",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        }
     return out
 
 

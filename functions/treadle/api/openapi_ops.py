@@ -55,7 +55,6 @@ STATUS_TEXT = {
     403: "Missing credentials, a bad signature, or this principal may not call this operation",
     404: "No such resource (or another tenant's)",
     409: "The resource's state forbids the request",
-    412: "A compare-and-swap precondition no longer holds",
     413: "Request too large",
     429: "Throttled: a rate or a buffer is full; retry after a while",
     500: "An internal or transient failure (`retryable`: true)",

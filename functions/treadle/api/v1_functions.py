@@ -15,7 +15,6 @@ from treadle.api.http import Request, Response, Router
 from treadle.api.openapi_ops import LIMIT, Op
 from treadle.app.code_delivery import FUNCTIONS_REPO, DeployRequest, function_dir
 from treadle.app.functions import FunctionService
-from treadle.domain.errors import InvalidParameter
 from treadle.domain.ports import FunctionVersion
 
 F = "/v1/functions"
@@ -97,15 +96,8 @@ class FunctionsApi:
         r.add("POST", F + "/{Name}/deploy", self.deploy)
 
     def versions(self, request: Request) -> Response:
-        raw = request.q("limit") or "50"
-        try:
-            limit = int(raw)
-        except ValueError:
-            raise InvalidParameter(f"limit must be an integer, not {raw!r}.") from None
-        if not 1 <= limit <= 1000:
-            raise InvalidParameter(f"limit must be between 1 and 1000, not {limit}.")
         items, marker = self.functions.versions(
-            request.tenant, request.params["Name"], request.q("marker"), limit
+            request.tenant, request.params["Name"], request.q("marker"), request.limit(50)
         )
         listed = VersionList(versions=[version_view(fn) for fn in items], nextMarker=marker)
         return Response.json(listed.model_dump(mode="json"))

@@ -194,16 +194,6 @@ def _json(model: BaseModel, status: int = 200) -> Response:
     return Response.json(model.model_dump(mode="json"), status=status)
 
 
-def _limit(request: Request, default: int) -> int:
-    raw = request.q("limit")
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidParameter(f"limit must be an integer, not {raw!r}.") from None
-
-
 class ReposApi:
     def __init__(self, artifacts: ArtifactService, tokens: RepoTokens, *, public_url: str) -> None:
         self.artifacts = artifacts
@@ -237,7 +227,7 @@ class ReposApi:
 
     def list(self, request: Request) -> Response:
         page = self.artifacts.list_repos(
-            request.tenant, limit=_limit(request, 100), marker=request.q("marker")
+            request.tenant, limit=request.limit(100), marker=request.q("marker")
         )
         repos = [RepoOut(name=n, cloneUrl=self.clone_url(request.tenant, n)) for n in page.names]
         return _json(RepoList(repositories=repos, nextMarker=page.next_marker))
@@ -269,7 +259,7 @@ class ReposApi:
 
     def log(self, request: Request) -> Response:
         commits = self.artifacts.log(
-            request.tenant, request.params["Repo"], request.q("ref") or "HEAD", _limit(request, 50)
+            request.tenant, request.params["Repo"], request.q("ref") or "HEAD", request.limit(50)
         )
         return _json(CommitList(commits=[_commit(c) for c in commits]))
 

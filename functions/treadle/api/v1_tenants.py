@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from treadle.api.http import Request, Response, Router
 from treadle.api.openapi_ops import LIMIT, Op
-from treadle.domain.errors import InvalidParameter
 from treadle.tenancy.admin import TenantAdmin
 from treadle.tenancy.models import (
     ACCOUNT_ID_PATTERN,
@@ -23,7 +22,8 @@ T = "/v1/tenants"
 
 
 class QuotaChanges(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON `false` is not a quota of 0, nor "5" one of 5.
+    model_config = ConfigDict(extra="forbid", strict=True)
     maxFunctions: int | None = Field(default=None, ge=0)
     maxCodeBytes: int | None = Field(default=None, ge=0)
     maxRunningExecutions: int | None = Field(default=None, ge=0)
@@ -52,7 +52,7 @@ class CreateTenantBody(BaseModel):
 
 class UpdateTenantBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    disabled: bool | None = None
+    disabled: StrictBool | None = None
     quotas: QuotaChanges | None = None
     # "none" (default), "all", or ["host:port", "CIDR[:port]", ...]
     egress: Egress | None = None
@@ -178,10 +178,7 @@ class TenantsApi:
         )
 
     def list(self, request: Request) -> Response:
-        raw = request.q("limit") or "100"
-        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-            raise InvalidParameter(f"limit must be an integer from 1 to 1000, not {raw!r}.")
-        tenants, marker = self.admin.list_tenants(request.q("marker"), int(raw))
+        tenants, marker = self.admin.list_tenants(request.q("marker"), request.limit(100))
         return Response.json({"tenants": [tenant_json(t) for t in tenants], "nextMarker": marker})
 
     def get(self, request: Request) -> Response:
