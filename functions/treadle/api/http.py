@@ -42,6 +42,18 @@ class Request:
         values = self.query.get(name)
         return values[0] if values else None
 
+    def limit(self, default: int, maximum: int = 1000) -> int:
+        """The `limit` query parameter of a /v1 listing: absent is `default`; present, it
+        must be an integer from 1 to `maximum` (empty is not absent: a client bug)."""
+        from treadle.domain.errors import InvalidParameter
+
+        raw = self.q("limit")
+        if raw is None:
+            return default
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= maximum:
+            raise InvalidParameter(f"limit must be an integer from 1 to {maximum}, not {raw!r}.")
+        return int(raw)
+
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
 

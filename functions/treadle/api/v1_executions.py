@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from treadle.api.errors import classify
 from treadle.api.http import Request, Response, Router
-from treadle.api.openapi import Op
+from treadle.api.openapi_ops import Op
 from treadle.app.executions import MAX_BATCH, ExecutionService
 from treadle.domain.engine.events import DEFAULT_TTL_S, EVENT_TYPE_PATTERN, MAX_TTL_S
 from treadle.domain.engine.redrive import FromStep, Redriven
@@ -176,21 +176,26 @@ def _redrive_out(source: str, out: Redriven) -> RedriveOut:
     )
 
 
-OPENAPI_OPERATIONS = [
+_EVENTS = (
+    "Delivered to an open wait for its type, else buffered for the next one (409 once "
+    "the execution has ended, 429 while its buffer is full). Tenant code may call it "
+    "with its sandbox key, for its own tenant's executions."
+)
+OPERATIONS = [
     Op("post", E + "/{Arn}/redrive",
        "Redrive a closed execution from a step: a new execution replaying what completed"
-       " before it", response=RedriveOut, body=RedriveBody),
+       " before it", response=RedriveOut, body=RedriveBody, errors=(404, 409, 429)),
     Op("post", F + "/{Name}/executions:redrive",
        "Redrive up to 100 closed executions matching a filter, not redriven yet",
-       response=BatchRedriveOut, body=BatchRedriveBody),
+       response=BatchRedriveOut, body=BatchRedriveBody, errors=(404,)),
     Op("post", F + "/{Name}/executions:batch",
        "Start up to 100 executions of one function version, each idempotent on its name",
-       response=BatchOut, body=BatchBody),
+       response=BatchOut, body=BatchBody, errors=(404,)),
     Op("post", E + "/{Arn}/events", "Send an event to an execution (by its ARN)",
-       response=EventSent, body=EventBody),
+       response=EventSent, body=EventBody, errors=(404, 409, 429), description=_EVENTS),
     Op("post", F + "/{Name}/executions/{ExecutionName}/events",
        "Send an event to an execution (by function and execution name)",
-       response=EventSent, body=EventBody),
+       response=EventSent, body=EventBody, errors=(404, 409, 429), description=_EVENTS),
 ]  # fmt: skip
 
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from treadle.api.http import Request, Response, Router
-from treadle.api.openapi import Op
+from treadle.api.openapi_ops import LIMIT, Op
 from treadle.app.code_delivery import FUNCTIONS_REPO, DeployRequest, function_dir
 from treadle.app.functions import FunctionService
-from treadle.domain.errors import InvalidParameter
 from treadle.domain.ports import FunctionVersion
 
 F = "/v1/functions"
@@ -53,14 +52,11 @@ class VersionList(BaseModel):
     nextMarker: str | None
 
 
-# For the /v1 OpenAPI document (`api/openapi.py`), once it declares the `Name` path
-# parameter.
-OPENAPI_OPERATIONS = [
+OPERATIONS = [
     Op("get", F + "/{Name}/versions", "$LATEST and published versions, with their commits",
-       response=VersionList, query={"limit": {"type": "integer", "minimum": 1, "maximum": 1000},
-                                    "marker": {"type": "string"}}),
+       response=VersionList, query=LIMIT, errors=(404,)),
     Op("post", F + "/{Name}/deploy", "Publish a version from a repository ref", 201,
-       VersionOut, DeployRequest),
+       VersionOut, DeployRequest, errors=(402, 404, 409)),
 ]  # fmt: skip
 
 
@@ -100,15 +96,8 @@ class FunctionsApi:
         r.add("POST", F + "/{Name}/deploy", self.deploy)
 
     def versions(self, request: Request) -> Response:
-        raw = request.q("limit") or "50"
-        try:
-            limit = int(raw)
-        except ValueError:
-            raise InvalidParameter(f"limit must be an integer, not {raw!r}.") from None
-        if not 1 <= limit <= 1000:
-            raise InvalidParameter(f"limit must be between 1 and 1000, not {limit}.")
         items, marker = self.functions.versions(
-            request.tenant, request.params["Name"], request.q("marker"), limit
+            request.tenant, request.params["Name"], request.q("marker"), request.limit(50)
         )
         listed = VersionList(versions=[version_view(fn) for fn in items], nextMarker=marker)
         return Response.json(listed.model_dump(mode="json"))

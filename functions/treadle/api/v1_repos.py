@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from treadle.api.http import Request, Response, Router
+from treadle.api.openapi_ops import LIMIT, Op, Schema
 from treadle.artifacts.ports import RepoToken
 from treadle.artifacts.service import ArtifactService, CommitInfo, TreeEntry
 from treadle.artifacts.tokens import DEFAULT_TTL_S, MAX_TTL_S, TOKEN_USER, RepoTokens
@@ -40,13 +41,13 @@ class CreateTokenBody(BaseModel):
     )
 
 
-def _token(t: RepoToken) -> dict[str, object]:
-    return {
-        "tokenId": t.token_id,
-        "access": t.access,
-        "createdAt": t.created_ms // 1000,
-        "expiresAt": t.expires_ms // 1000,
-    }
+def _token(t: RepoToken) -> TokenOut:
+    return TokenOut(
+        tokenId=t.token_id,
+        access=t.access,
+        createdAt=t.created_ms // 1000,
+        expiresAt=t.expires_ms // 1000,
+    )
 
 
 class FileContent(BaseModel):
@@ -70,6 +71,97 @@ class CommitBody(BaseModel):
     )
 
 
+class RepoOut(BaseModel):
+    name: str
+    cloneUrl: str
+
+
+class RepoDetail(RepoOut):
+    refs: dict[str, str] = Field(description="Ref name to commit SHA.")
+
+
+class RepoList(BaseModel):
+    repositories: list[RepoOut]
+    nextMarker: str | None
+
+
+class TokenOut(BaseModel):
+    tokenId: str
+    access: str
+    createdAt: int = Field(description="Epoch seconds.")
+    expiresAt: int = Field(description="Epoch seconds.")
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="The password for Git; shown once (only its hash is kept).")
+    username: str
+    cloneUrl: str
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenOut]
+
+
+class CommitCreated(BaseModel):
+    sha: str
+    branch: str
+
+
+class CommitOut(BaseModel):
+    sha: str
+    tree: str
+    parents: list[str]
+    author: str
+    authoredAt: int
+    committer: str
+    committedAt: int
+    message: str
+
+
+class CommitList(BaseModel):
+    commits: list[CommitOut]
+
+
+class TreeEntryOut(BaseModel):
+    name: str
+    path: str
+    type: str
+    mode: str
+    sha: str
+
+
+class TreeOut(BaseModel):
+    ref: str
+    path: str
+    entries: list[TreeEntryOut]
+
+
+_REF: dict[str, Schema] = {"ref": {"type": "string", "minLength": 1, "maxLength": 256}}
+_LIMIT = {"limit": LIMIT["limit"]}
+_R = R + "/{Repo}"
+OPERATIONS = [
+    Op("post", R, "Create a repository (empty, a fork, or from a bundle)", 201, RepoOut,
+       CreateRepoBody, errors=(404, 409)),
+    Op("get", R, "List repositories", response=RepoList, query=LIMIT),
+    Op("get", _R, "Describe a repository and its refs", response=RepoDetail, errors=(404,)),
+    Op("delete", _R, "Delete a repository", 204, errors=(404,)),
+    Op("post", _R + "/commits", "Commit files (compare-and-swap on the parent)", 201,
+       CommitCreated, CommitBody, errors=(404, 409)),
+    Op("get", _R + "/commits", "The log at a ref, newest first", response=CommitList,
+       query={**_REF, **_LIMIT}, errors=(404,)),
+    Op("get", _R + "/tree", "A directory at a ref", response=TreeOut,
+       query={**_REF, "path": {"type": "string"}}, errors=(404,)),
+    Op("get", _R + "/blob", "A file's bytes at a ref", raw=True,
+       query={**_REF, "path": {"type": "string", "minLength": 1}}, errors=(404,)),
+    Op("post", _R + "/tokens",
+       "Mint a Git token for this repository (HTTP Basic: user x-token, password the "
+       "token; shown once)", 201, TokenCreated, CreateTokenBody, errors=(404,)),
+    Op("get", _R + "/tokens", "List the repository's live tokens (no secrets)",
+       response=TokenList, errors=(404,)),
+    Op("delete", _R + "/tokens/{TokenId}", "Revoke a token", 204, errors=(404,)),
+]  # fmt: skip
+
+
 def _decode(path: str, item: FileContent | None) -> bytes | None:
     if item is None:
         return None
@@ -81,31 +173,25 @@ def _decode(path: str, item: FileContent | None) -> bytes | None:
         raise InvalidParameter(f"files.{path}.content is not valid base64.") from None
 
 
-def _entry(e: TreeEntry) -> dict[str, object]:
-    return {"name": e.name, "path": e.path, "type": e.kind, "mode": f"{e.mode:06o}", "sha": e.sha}
+def _entry(e: TreeEntry) -> TreeEntryOut:
+    return TreeEntryOut(name=e.name, path=e.path, type=e.kind, mode=f"{e.mode:06o}", sha=e.sha)
 
 
-def _commit(c: CommitInfo) -> dict[str, object]:
-    return {
-        "sha": c.sha,
-        "tree": c.tree,
-        "parents": list(c.parents),
-        "author": c.author,
-        "authoredAt": c.author_time,
-        "committer": c.committer,
-        "committedAt": c.commit_time,
-        "message": c.message,
-    }
+def _commit(c: CommitInfo) -> CommitOut:
+    return CommitOut(
+        sha=c.sha,
+        tree=c.tree,
+        parents=list(c.parents),
+        author=c.author,
+        authoredAt=c.author_time,
+        committer=c.committer,
+        committedAt=c.commit_time,
+        message=c.message,
+    )
 
 
-def _limit(request: Request, default: int) -> int:
-    raw = request.q("limit")
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidParameter(f"limit must be an integer, not {raw!r}.") from None
+def _json(model: BaseModel, status: int = 200) -> Response:
+    return Response.json(model.model_dump(mode="json"), status=status)
 
 
 class ReposApi:
@@ -135,27 +221,22 @@ class ReposApi:
         self.artifacts.create_repo(
             request.tenant, body.name, fork_of=body.forkOf, bundle=body.bundle
         )
-        info = {"name": body.name, "cloneUrl": self.clone_url(request.tenant, body.name)}
-        return Response.json(info, status=201)
+        return _json(
+            RepoOut(name=body.name, cloneUrl=self.clone_url(request.tenant, body.name)), 201
+        )
 
     def list(self, request: Request) -> Response:
         page = self.artifacts.list_repos(
-            request.tenant, limit=_limit(request, 100), marker=request.q("marker")
+            request.tenant, limit=request.limit(100), marker=request.q("marker")
         )
-        return Response.json(
-            {
-                "repositories": [
-                    {"name": n, "cloneUrl": self.clone_url(request.tenant, n)} for n in page.names
-                ],
-                "nextMarker": page.next_marker,
-            }
-        )
+        repos = [RepoOut(name=n, cloneUrl=self.clone_url(request.tenant, n)) for n in page.names]
+        return _json(RepoList(repositories=repos, nextMarker=page.next_marker))
 
     def describe(self, request: Request) -> Response:
         name = request.params["Repo"]
         refs = self.artifacts.refs(request.tenant, name)
-        return Response.json(
-            {"name": name, "cloneUrl": self.clone_url(request.tenant, name), "refs": refs}
+        return _json(
+            RepoDetail(name=name, cloneUrl=self.clone_url(request.tenant, name), refs=refs)
         )
 
     def delete(self, request: Request) -> Response:
@@ -174,19 +255,19 @@ class ReposApi:
             body.author,
             expected_parent=body.expectedParent,
         )
-        return Response.json({"sha": sha, "branch": body.branch}, status=201)
+        return _json(CommitCreated(sha=sha, branch=body.branch), 201)
 
     def log(self, request: Request) -> Response:
         commits = self.artifacts.log(
-            request.tenant, request.params["Repo"], request.q("ref") or "HEAD", _limit(request, 50)
+            request.tenant, request.params["Repo"], request.q("ref") or "HEAD", request.limit(50)
         )
-        return Response.json({"commits": [_commit(c) for c in commits]})
+        return _json(CommitList(commits=[_commit(c) for c in commits]))
 
     def tree(self, request: Request) -> Response:
         ref = request.q("ref") or "HEAD"
         path = request.q("path") or ""
         entries = self.artifacts.read_tree(request.tenant, request.params["Repo"], ref, path)
-        return Response.json({"ref": ref, "path": path, "entries": [_entry(e) for e in entries]})
+        return _json(TreeOut(ref=ref, path=path, entries=[_entry(e) for e in entries]))
 
     def blob(self, request: Request) -> Response:
         path = request.q("path")
@@ -203,17 +284,17 @@ class ReposApi:
         body = CreateTokenBody.model_validate(request.json())
         name = request.params["Repo"]
         token, secret = self.tokens.mint(request.tenant, name, body.access, body.ttlSeconds)
-        info = {
-            **_token(token),
-            "token": secret,  # shown once: only its hash is stored
-            "username": TOKEN_USER,
-            "cloneUrl": self.clone_url(request.tenant, name),
-        }
-        return Response.json(info, status=201)
+        info = TokenCreated(
+            **_token(token).model_dump(),
+            token=secret,  # shown once: only its hash is stored
+            username=TOKEN_USER,
+            cloneUrl=self.clone_url(request.tenant, name),
+        )
+        return _json(info, 201)
 
     def list_tokens(self, request: Request) -> Response:
         tokens = self.tokens.list(request.tenant, request.params["Repo"])
-        return Response.json({"tokens": [_token(t) for t in tokens]})
+        return _json(TokenList(tokens=[_token(t) for t in tokens]))
 
     def revoke_token(self, request: Request) -> Response:
         self.tokens.revoke(request.tenant, request.params["Repo"], request.params["TokenId"])

@@ -18,9 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from treadle.api.http import Request, Response, Router
-from treadle.api.openapi import Op
+from treadle.api.openapi_ops import LIMIT, Op
 from treadle.app.schedules import NewSchedule, ScheduleService
-from treadle.domain.errors import InvalidParameter
 from treadle.domain.schedules import MAX_CATCH_UP, NAME_PATTERN, CatchUp, Firing, Overlap, Schedule
 
 S = "/v1/schedules"
@@ -122,23 +121,21 @@ def schedule_out(s: Schedule) -> ScheduleOut:
     )
 
 
-_LIMIT: dict[str, dict[str, Any]] = {
-    "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
-    "marker": {"type": "string"},
-}
-
 # For the /v1 OpenAPI document (`api/openapi.py`).
-OPENAPI_OPERATIONS = [
+OPERATIONS = [
     Op("post", S, "Create a schedule: a cron expression starting executions of a function",
-       201, ScheduleOut, CreateScheduleBody),
-    Op("get", S, "List the tenant's schedules, by name", response=ScheduleList, query=_LIMIT),
-    Op("get", S + "/{Name}", "A schedule and its state: next, last and recent firings",
-       response=ScheduleOut),
-    Op("delete", S + "/{Name}", "Delete a schedule (its executions stay)", 204),
-    Op("post", S + "/{Name}/pause", "Pause a schedule", response=ScheduleOut),
-    Op("post", S + "/{Name}/resume", "Resume a schedule from now on", response=ScheduleOut),
-    Op("post", S + "/{Name}/trigger", "Fire a schedule now (its overlap policy applies)",
-       response=FiringOut),
+       201, ScheduleOut, CreateScheduleBody, errors=(404, 409)),
+    Op("get", S, "List the tenant's schedules, by name", response=ScheduleList, query=LIMIT),
+    Op("get", S + "/{Schedule}", "A schedule and its state: next, last and recent firings",
+       response=ScheduleOut, errors=(404,)),
+    Op("delete", S + "/{Schedule}", "Delete a schedule (its executions stay)", 204,
+       errors=(404,)),
+    Op("post", S + "/{Schedule}/pause", "Pause a schedule", response=ScheduleOut,
+       errors=(404,)),
+    Op("post", S + "/{Schedule}/resume", "Resume a schedule from now on", response=ScheduleOut,
+       errors=(404,)),
+    Op("post", S + "/{Schedule}/trigger", "Fire a schedule now (its overlap policy applies)",
+       response=FiringOut, errors=(402, 404, 409, 429)),
 ]  # fmt: skip
 
 
@@ -149,11 +146,11 @@ class SchedulesApi:
     def register(self, r: Router) -> None:
         r.add("POST", S, self.create)
         r.add("GET", S, self.list)
-        r.add("GET", S + "/{Name}", self.get)
-        r.add("DELETE", S + "/{Name}", self.delete)
-        r.add("POST", S + "/{Name}/pause", self.pause)
-        r.add("POST", S + "/{Name}/resume", self.resume)
-        r.add("POST", S + "/{Name}/trigger", self.trigger)
+        r.add("GET", S + "/{Schedule}", self.get)
+        r.add("DELETE", S + "/{Schedule}", self.delete)
+        r.add("POST", S + "/{Schedule}/pause", self.pause)
+        r.add("POST", S + "/{Schedule}/resume", self.resume)
+        r.add("POST", S + "/{Schedule}/trigger", self.trigger)
 
     def create(self, request: Request) -> Response:
         body = CreateScheduleBody.model_validate(request.json())
@@ -172,31 +169,27 @@ class SchedulesApi:
         return Response.json(schedule_out(made).model_dump(mode="json"), status=201)
 
     def list(self, request: Request) -> Response:
-        raw = request.q("limit")
-        try:
-            limit = int(raw) if raw is not None else None
-        except ValueError:
-            raise InvalidParameter(f"limit must be an integer, not {raw!r}.") from None
+        limit = request.limit(50)
         found, marker = self.schedules.list(request.tenant, limit, request.q("marker") or None)
         out = ScheduleList(schedules=[schedule_out(s) for s in found], nextMarker=marker)
         return Response.json(out.model_dump(mode="json"))
 
     def get(self, request: Request) -> Response:
-        found = self.schedules.get(request.tenant, request.params["Name"])
+        found = self.schedules.get(request.tenant, request.params["Schedule"])
         return Response.json(schedule_out(found).model_dump(mode="json"))
 
     def delete(self, request: Request) -> Response:
-        self.schedules.delete(request.tenant, request.params["Name"])
+        self.schedules.delete(request.tenant, request.params["Schedule"])
         return Response(status=204)
 
     def pause(self, request: Request) -> Response:
-        paused = self.schedules.pause(request.tenant, request.params["Name"])
+        paused = self.schedules.pause(request.tenant, request.params["Schedule"])
         return Response.json(schedule_out(paused).model_dump(mode="json"))
 
     def resume(self, request: Request) -> Response:
-        resumed = self.schedules.resume(request.tenant, request.params["Name"])
+        resumed = self.schedules.resume(request.tenant, request.params["Schedule"])
         return Response.json(schedule_out(resumed).model_dump(mode="json"))
 
     def trigger(self, request: Request) -> Response:
-        firing = self.schedules.trigger(request.tenant, request.params["Name"])
+        firing = self.schedules.trigger(request.tenant, request.params["Schedule"])
         return Response.json(firing_out(firing).model_dump(mode="json"))

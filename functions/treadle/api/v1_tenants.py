@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from treadle.api.http import Request, Response, Router
-from treadle.domain.errors import InvalidParameter
+from treadle.api.openapi_ops import LIMIT, Op
 from treadle.tenancy.admin import TenantAdmin
 from treadle.tenancy.models import (
     ACCOUNT_ID_PATTERN,
-    EGRESS,
     MAX_PAYLOAD_BYTES_PER_OPERATION,
     AccessKey,
     Egress,
@@ -24,7 +23,8 @@ T = "/v1/tenants"
 
 
 class QuotaChanges(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON `false` is not a quota of 0, nor "5" one of 5.
+    model_config = ConfigDict(extra="forbid", strict=True)
     maxFunctions: int | None = Field(default=None, ge=0)
     maxCodeBytes: int | None = Field(default=None, ge=0)
     maxRunningExecutions: int | None = Field(default=None, ge=0)
@@ -62,7 +62,7 @@ class CreateTenantBody(BaseModel):
 
 class UpdateTenantBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    disabled: bool | None = None
+    disabled: StrictBool | None = None
     quotas: QuotaChanges | None = None
     # "none" (default), "all", or ["host:port", "CIDR[:port]", ...]
     egress: Egress | None = None
@@ -73,38 +73,101 @@ class UpdateKeyBody(BaseModel):
     status: KeyStatus
 
 
+class QuotasOut(BaseModel):
+    maxFunctions: int
+    maxCodeBytes: int
+    maxRunningExecutions: int
+    maxStartsPerSecond: float
+    maxFacets: int
+    maxFacetBytes: int
+    maxOperationsPerExecution: int
+    maxHistoryBytesPerExecution: int
+    maxPayloadBytesPerOperation: int
+
+
+class TenantOut(BaseModel):
+    accountId: str
+    name: str
+    createdAt: int = Field(description="Epoch milliseconds.")
+    disabled: bool
+    quotas: QuotasOut
+    egress: Egress = Field(description="What the tenant's code may reach on the network.")
+
+
+class KeyOut(BaseModel):
+    accessKeyId: str
+    accountId: str
+    status: KeyStatus
+    createdAt: int = Field(description="Epoch milliseconds.")
+    secretAccessKey: str | None = Field(default=None, description="Only when the key is made.")
+
+
+class TenantCreated(BaseModel):
+    tenant: TenantOut
+    accessKey: KeyOut
+
+
+class TenantList(BaseModel):
+    tenants: list[TenantOut]
+    nextMarker: str | None
+
+
+class KeyList(BaseModel):
+    accessKeys: list[KeyOut]
+
+
+_A = T + "/{Account}"
+OPERATIONS = [
+    Op("post", T, "Create a tenant and its first key", 201, TenantCreated, CreateTenantBody,
+       errors=(409,), admin=True),
+    Op("get", T, "List tenants", response=TenantList, query=LIMIT, admin=True),
+    Op("get", _A, "Describe a tenant", response=TenantOut, errors=(404,), admin=True),
+    Op("patch", _A, "Disable, enable, change quotas or the egress policy", response=TenantOut,
+       body=UpdateTenantBody, errors=(404,), admin=True),
+    Op("post", _A + "/keys", "Create an access key", 201, KeyOut, errors=(404,), admin=True),
+    Op("get", _A + "/keys", "List access keys (no secrets)", response=KeyList, errors=(404,),
+       admin=True),
+    Op("patch", _A + "/keys/{KeyId}", "Activate or deactivate a key", response=KeyOut,
+       body=UpdateKeyBody, errors=(404,), admin=True),
+    Op("post", _A + "/keys/{KeyId}/rotate",
+       "Make a new key and deactivate this one, atomically", 201, KeyOut, errors=(404, 409),
+       admin=True),
+]  # fmt: skip
+
+
 def tenant_json(t: Tenant) -> dict[str, Any]:
     q = t.quotas
-    return {
-        "accountId": t.account_id,
-        "name": t.name,
-        "createdAt": t.created_ms,
-        "disabled": t.disabled,
-        "quotas": {
-            "maxFunctions": q.max_functions,
-            "maxCodeBytes": q.max_code_bytes,
-            "maxRunningExecutions": q.max_running_executions,
-            "maxStartsPerSecond": q.max_starts_per_second,
-            "maxFacets": q.max_facets,
-            "maxFacetBytes": q.max_facet_bytes,
-            "maxOperationsPerExecution": q.max_operations_per_execution,
-            "maxHistoryBytesPerExecution": q.max_history_bytes_per_execution,
-            "maxPayloadBytesPerOperation": q.max_payload_bytes_per_operation,
-        },
-        "egress": EGRESS.dump_python(t.egress),
-    }
+    out = TenantOut(
+        accountId=t.account_id,
+        name=t.name,
+        createdAt=t.created_ms,
+        disabled=t.disabled,
+        quotas=QuotasOut(
+            maxFunctions=q.max_functions,
+            maxCodeBytes=q.max_code_bytes,
+            maxRunningExecutions=q.max_running_executions,
+            maxStartsPerSecond=q.max_starts_per_second,
+            maxFacets=q.max_facets,
+            maxFacetBytes=q.max_facet_bytes,
+            maxOperationsPerExecution=q.max_operations_per_execution,
+            maxHistoryBytesPerExecution=q.max_history_bytes_per_execution,
+            maxPayloadBytesPerOperation=q.max_payload_bytes_per_operation,
+        ),
+        egress=t.egress,
+    )
+    return out.model_dump(mode="json")
 
 
 def key_json(k: AccessKey, *, with_secret: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "accessKeyId": k.access_key_id,
-        "accountId": k.tenant,
-        "status": k.status.value,
-        "createdAt": k.created_ms,
-    }
-    if with_secret:  # only when the key is made: it is never shown again
-        out["secretAccessKey"] = k.secret.get_secret_value()
-    return out
+    out = KeyOut(
+        accessKeyId=k.access_key_id,
+        accountId=k.tenant,
+        status=k.status,
+        createdAt=k.created_ms,
+        # Only when the key is made: it is never shown again.
+        secretAccessKey=k.secret.get_secret_value() if with_secret else None,
+    )
+    return out.model_dump(mode="json", exclude_none=True)
 
 
 class TenantsApi:
@@ -131,10 +194,7 @@ class TenantsApi:
         )
 
     def list(self, request: Request) -> Response:
-        raw = request.q("limit") or "100"
-        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-            raise InvalidParameter(f"limit must be an integer from 1 to 1000, not {raw!r}.")
-        tenants, marker = self.admin.list_tenants(request.q("marker"), int(raw))
+        tenants, marker = self.admin.list_tenants(request.q("marker"), request.limit(100))
         return Response.json({"tenants": [tenant_json(t) for t in tenants], "nextMarker": marker})
 
     def get(self, request: Request) -> Response:

@@ -45,10 +45,13 @@ _FUNCTION_REF = re.compile(
     r"^(?:arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):)?(?:(?P<account>\d{12}):)?"
     r"(?:function:)?(?P<name>[a-zA-Z0-9\-_]{1,64})(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9\-_]+))?$"
 )
-_EXEC_ARN = re.compile(
-    r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:(?P<account>\d{12}):function:[a-zA-Z0-9_-]+:"
+# Also the OpenAPI document's schema of an `{Arn}` path parameter (so no named group:
+# JSON Schema patterns are ECMA-262). Group 1 is the account.
+EXECUTION_ARN_PATTERN = (
+    r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:(\d{12}):function:[a-zA-Z0-9_-]+:"
     r"(?:\$LATEST|[0-9]+)/durable-execution/[a-zA-Z0-9_-]+/[a-zA-Z0-9_-]+$"
 )
+_EXEC_ARN = re.compile(EXECUTION_ARN_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def check_execution_arn(tenant: str, arn: str) -> str:
     m = _EXEC_ARN.match(arn)
     if m is None:
         raise InvalidParameter(f"Invalid durable execution ARN: {arn}")
-    if m.group("account") != tenant:
+    if m.group(1) != tenant:
         raise NotFound(f"Durable execution {arn} not found.")
     return arn
 
