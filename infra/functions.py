@@ -143,6 +143,9 @@ class PlatformFunctions(Construct):
         )
         grants.allow_table(self.sweep.role, storage.table)
         grants.allow_send(self.sweep.role, storage.queue)
+        # The sweep builds the same platform (it starts scheduled executions), which reads
+        # the checkpoint-token key at start-up.
+        grants.allow_token_key(self.sweep.role, storage.token_secret)
 
         # Partial batch responses: one failed execution does not redeliver the others.
         self.orchestrator.function.add_event_source(

@@ -135,7 +135,7 @@ def test_platform_roles_reach_only_platform_resources(template: Json) -> None:
         actions(role_statements(template, n)) for n in (API, ORCHESTRATOR, SWEEP)
     )
     assert "iam:PassRole" in api and "iam:PassRole" in orchestrator
-    assert not any(a.startswith(("lambda:", "iam:", "s3:", "secretsmanager:")) for a in sweep)
+    assert not any(a.startswith(("lambda:", "iam:", "s3:")) for a in sweep)
     assert "sqs:ReceiveMessage" in orchestrator and "sqs:ReceiveMessage" not in api
     table_id, _ = one(template, "AWS::DynamoDB::Table")
     for name in (API, ORCHESTRATOR, SWEEP):
@@ -162,6 +162,23 @@ def test_platform_roles_reach_only_platform_resources(template: Json) -> None:
 
 
 # --- secrets and the tenant layer -----------------------------------------------------
+
+
+def test_every_secret_a_platform_function_is_told_of_it_may_read(template: Json) -> None:
+    """A function named a secret in its environment reads it at start-up (the platform
+    does): without the grant it fails on AWS, where moto would not have noticed."""
+    for name in (API, ORCHESTRATOR, SWEEP):
+        _, function = function_by_name(template, name)
+        env = function["Properties"]["Environment"]["Variables"]
+        secrets = {v for k, v in env.items() if k.endswith("_SECRET_ARN")}
+        assert secrets, name
+        readable = {
+            r
+            for statement in role_statements(template, name)
+            if "secretsmanager:GetSecretValue" in as_list(statement["Action"])
+            for r in as_list(statement["Resource"])
+        }
+        assert secrets <= readable, f"{name} is told of {secrets - readable} but may not read it"
 
 
 def test_admin_key_is_generated_by_secrets_manager(template: Json) -> None:
