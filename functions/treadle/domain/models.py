@@ -285,4 +285,7 @@ class Execution(BaseModel):
     # those redriven from this one, oldest first (a list replaced, never changed in place).
     redriven_from: str | None = None
     redriven_to: list[str] = Field(default_factory=list)
+    # When the status last changed (its notification's time, `domain/notifications.py`):
+    # kept so that an execution's events are time-ordered even across hosts' clocks.
+    status_changed_ms: int = 0
     version_seq: int = 0  # optimistic concurrency for the store

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from treadle.domain.engine.history import EventLog
-from treadle.domain.models import Execution, Operation, OperationUpdate
+from treadle.domain.models import Execution, ExecutionStatus, Operation, OperationUpdate
+from treadle.domain.notifications import status_event
 from treadle.domain.ports import Commit, Snapshot, StoredOperation, Timer, TimerKind
 
 
@@ -30,6 +31,9 @@ class WorkingSet:
     chained_invokes: list[tuple[Operation, OperationUpdate]] = field(default_factory=list)
     clear_all_timers: bool = False
     client_token: tuple[str, str] | None = None  # (ClientToken, stored response JSON)
+    # The status before this change (None: a new execution): `to_commit` adds the
+    # status-change event when the status moved.
+    status_before: ExecutionStatus | None = None
 
     def put(self, op: Operation) -> StoredOperation:
         self.change_seq += 1
@@ -70,6 +74,7 @@ def open_working_set(snap: Snapshot, now_ms: int) -> tuple[Execution, WorkingSet
         create_seq=create_seq,
         ops=dict(snap.operations),
         log=EventLog(ex.next_event_id, []),
+        status_before=ex.status,
     )
     return ex, ws
 
@@ -82,6 +87,9 @@ def new_working_set(now_ms: int) -> WorkingSet:
 def to_commit(ex: Execution, ws: WorkingSet, wait_time_scale: float) -> Commit:
     ex.change_seq = ws.change_seq
     ex.next_event_id = ws.log.next_id
+    # The outbox: a status change and its event are one commit (`domain/notifications`).
+    changed = ex.status != ws.status_before
+    event = status_event(ex, ws.status_before, ws.now_ms) if changed else None
     return Commit(
         execution=ex,
         operations=list(ws.changed.values()),
@@ -91,6 +99,7 @@ def to_commit(ex: Execution, ws: WorkingSet, wait_time_scale: float) -> Commit:
         new_callbacks=list(ws.new_callbacks),
         clear_all_timers=ws.clear_all_timers,
         client_token=ws.client_token,
+        status_event=event,
     )
 
 
