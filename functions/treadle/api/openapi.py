@@ -224,6 +224,7 @@ _PARAMS = {
     "Facet": FACET,
     "TokenId": TOKEN_ID,
     "Arn": {"type": "string", "minLength": 1, "description": "A durable execution ARN"},
+    "WebhookId": {"type": "string", "pattern": r"^wh_[0-9a-f]{24}$"},
 }
 _ERRORS = {
     "400": "Invalid request",
@@ -240,8 +241,10 @@ def build_document(extra: list[Op] | None = None) -> dict[str, Any]:
     # Imported here: v1_functions declares its operations with this module's `Op`.
     from treadle.api.v1_executions import OPENAPI_OPERATIONS as EXECUTION_OPERATIONS
     from treadle.api.v1_functions import OPENAPI_OPERATIONS
+    from treadle.api.v1_notifications import OPENAPI_OPERATIONS as NOTIFICATION_OPERATIONS
 
     ops = OPERATIONS + OPENAPI_OPERATIONS + EXECUTION_OPERATIONS + (extra or [])
+    ops += NOTIFICATION_OPERATIONS  # status-change stream and webhooks
     models: set[type[BaseModel]] = {ErrorOut}
     for op in ops:
         models.update(m for m in (op.response, op.body) if m is not None)

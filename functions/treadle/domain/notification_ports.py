@@ -66,3 +66,9 @@ class EventPublisher(Protocol):
 
     def publish(self, events: Sequence[StatusEvent]) -> None:
         """All or raise a retryable TreadleError (the outbox keeps them)."""
+
+
+class WebhookSender(Protocol):
+    def send(self, url: str, secret: str, msg_id: str, now_ms: int, body: str) -> int:
+        """POST a signed delivery; the HTTP status answered. A retryable TreadleError
+        when no answer came (refused, timed out)."""

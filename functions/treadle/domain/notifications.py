@@ -33,7 +33,7 @@ MAX_ATTEMPTS: Final = len(RETRY_SCHEDULE_S) + 1
 # Execution statuses a webhook may filter on; QUEUED arrives with the supervisor's
 # queued starts (a queued start will be a commit whose status is QUEUED, published by
 # `to_commit` like any other change).
-STATUSES: Final = tuple(s.value for s in ExecutionStatus) + ("QUEUED",)
+STATUSES: Final = (*(s.value for s in ExecutionStatus), "QUEUED")
 
 _EVENT_IDS = uuid.UUID("0d6f4f5e-61a4-4f0e-9a53-6b1d0f3f1c2a")
 

@@ -29,6 +29,7 @@ from treadle.adapters.sqlite.facets import SqliteFacetStore
 from treadle.api.app import Application
 from treadle.api.channel import DurableChannel, FacetChannel
 from treadle.api.sandbox_endpoint import SandboxEndpoints
+from treadle.app.relay import Relay
 from treadle.domain.engine import Engine
 from treadle.domain.errors import TreadleError
 from treadle.domain.logs import LogStore
@@ -67,6 +68,7 @@ class Background(Protocol):
 class Platform(ABC):
     engine: Engine
     app: Application
+    relay: Relay
 
     def __init__(self, settings: Settings, *, endpoint: str | None = None) -> None:
         """`endpoint`: where tenant code and Git clients reach the API (default: the
@@ -103,6 +105,7 @@ class Platform(ABC):
             raise
         self.engine = core.engine
         self.app = core.app
+        self.relay = core.relay
         self.tenants = ports.tenants
         if self.sandbox_runtime is not None and settings.durable_channel:
             self.sandbox_runtime.serve_durable_calls(DurableChannel(self.engine))
@@ -223,6 +226,8 @@ class Platform(ABC):
         for work in reversed(self._running):
             work.stop()
         self._running = ()
+        if getattr(self, "relay", None) is not None:
+            self.relay.close()
         if self.sandbox is not None:
             self.sandbox.close()
         self._close_adapters()

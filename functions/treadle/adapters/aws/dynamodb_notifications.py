@@ -160,9 +160,7 @@ def _delivery_item(d: Delivery) -> Item:
 
 def _queue_key(d: Delivery, due_ms: int) -> Item:
     where = f"{d.tenant}#{d.webhook_id}#{d.key}"
-    return it.key(
-        QUEUE_PREFIX + _shard(where, QUEUE_SHARDS), f"{due_ms:013d}#{where}"
-    )
+    return it.key(QUEUE_PREFIX + _shard(where, QUEUE_SHARDS), f"{due_ms:013d}#{where}")
 
 
 class DynamoWebhookStore:
