@@ -268,7 +268,7 @@ def test_a_delivery_is_added_once_retried_when_due_and_kept_in_history(stores: S
     stores.webhooks.create_webhook(hook)
     ex = _start(stores, "run1")
     event = stores.events.unrelayed(1)[0]
-    first = delivery_for(hook, event)
+    first = delivery_for(hook, event, event.time_ms)
     stores.webhooks.add_deliveries([first])
     stores.webhooks.add_deliveries([first])  # the outbox relayed twice: still one
     assert stores.webhooks.due_deliveries(T0 - 1, 10) == []
@@ -299,7 +299,7 @@ def test_deliveries_are_listed_newest_event_first(stores: Stores) -> None:
     for i in range(3):
         _start(stores, f"run{i}", now_ms=T0 + i)
     events = stores.events.unrelayed(10)
-    stores.webhooks.add_deliveries([delivery_for(hook, e) for e in events])
+    stores.webhooks.add_deliveries([delivery_for(hook, e, e.time_ms) for e in events])
     listed = stores.webhooks.deliveries(T, hook.id, 2)
     assert [d.event.name for d in listed] == ["run2", "run1"]
     assert [d.event.name for d in stores.webhooks.due_deliveries(LATER, 10)] == [

@@ -92,9 +92,9 @@ class Relay:
             for event in batch:
                 if event.tenant not in hooks:
                     hooks[event.tenant] = self.webhooks.list_webhooks(event.tenant)
-                deliveries += [
-                    delivery_for(h, event) for h in hooks[event.tenant] if h.wants(event)
-                ]
+                now = self.clock.now_ms()
+                wanting = [h for h in hooks[event.tenant] if h.wants(event)]
+                deliveries += [delivery_for(h, event, now) for h in wanting]
             self.webhooks.add_deliveries(deliveries)
             self.events.mark_relayed(batch)
             relayed += len(batch)

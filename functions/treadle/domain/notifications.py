@@ -182,10 +182,9 @@ class Delivery(BaseModel):
         )
 
 
-def delivery_for(hook: Webhook, event: StatusEvent) -> Delivery:
-    return Delivery(
-        tenant=hook.tenant, webhook_id=hook.id, event=event, next_attempt_ms=event.time_ms
-    )
+def delivery_for(hook: Webhook, event: StatusEvent, now_ms: int) -> Delivery:
+    """A new delivery, due at once (`now_ms`: when the relay takes the event)."""
+    return Delivery(tenant=hook.tenant, webhook_id=hook.id, event=event, next_attempt_ms=now_ms)
 
 
 WEBHOOK_ID_PATTERN: Final = r"^wh_[0-9a-f]{24}$"
