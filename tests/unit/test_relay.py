@@ -17,8 +17,8 @@ import boto3
 import pytest
 from moto import mock_aws
 from standardwebhooks.webhooks import Webhook as Verifier
-from tests.support.fakes import ManualClock
 
+from support.fakes import ManualClock
 from treadle.adapters.aws.eventbridge import EventBridgePublisher
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
@@ -161,7 +161,7 @@ def test_a_forged_body_fails_the_signature_check(world: World, receiver: Receive
     _start(world, "order-1")
     world.relay.run_once()
     headers, body = receiver.requests[0]
-    with pytest.raises(Exception, match="[Ss]ignature"):
+    with pytest.raises(Exception, match=r"[Ss]ignature"):
         Verifier(hook.secret).verify(body.replace(b"RUNNING", b"FAILED"), headers)
 
 
