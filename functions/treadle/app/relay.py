@@ -42,7 +42,7 @@ from treadle.domain.ports import Clock
 log = logging.getLogger(__name__)
 
 OUTBOX_BATCH = 100
-DELIVERY_BATCH = 64
+DELIVERY_BATCH = 32  # x 10 s timeout / 8 workers: within the sweep Lambda's minute
 PURGE_EVERY_MS = 60_000
 
 
