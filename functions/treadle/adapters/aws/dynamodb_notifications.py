@@ -125,18 +125,17 @@ class DynamoStatusEvents:
         return events, encode_cursor(after)
 
     def unrelayed(self, limit: int) -> list[StatusEvent]:
+        # The oldest `limit` of each shard, then the oldest `limit` of those.
         found: list[StatusEvent] = []
         for shard in range(OUTBOX_SHARDS):
-            for item in self._table.query(
+            items = self._table.query(
                 "read the status-event outbox",
                 key_condition="#pk = :pk",
                 names={"#pk": PARTITION_KEY},
                 values={":pk": {"S": f"{OUTBOX_PREFIX}{shard}"}},
                 page_size=limit,
-            ):
-                found.append(_event(item))
-                if len(found) >= limit * (shard + 1):
-                    break
+            )
+            found += [_event(item) for _, item in zip(range(limit), items, strict=False)]
         found.sort(key=lambda e: (e.time_ms, e.id))
         return found[:limit]
 
@@ -254,7 +253,7 @@ class DynamoWebhookStore:
     def due_deliveries(self, now_ms: int, limit: int) -> list[Delivery]:
         found: list[Delivery] = []
         for shard in range(QUEUE_SHARDS):
-            for item in self._table.query(
+            items = self._table.query(
                 "read due deliveries",
                 key_condition="#pk = :pk AND #sk <= :now",
                 names={"#pk": PARTITION_KEY, "#sk": SORT_KEY},
@@ -263,10 +262,11 @@ class DynamoWebhookStore:
                     ":now": {"S": f"{now_ms:013d}#~"},
                 },
                 page_size=limit,
-            ):
-                found.append(Delivery.model_validate_json(it.text(item, BODY)))
-                if len(found) >= limit * (shard + 1):
-                    break
+            )
+            found += [
+                Delivery.model_validate_json(it.text(item, BODY))
+                for _, item in zip(range(limit), items, strict=False)
+            ]
         found.sort(key=lambda d: d.next_attempt_ms or 0)
         return found[:limit]
 
