@@ -62,6 +62,10 @@ ENV_FACETS_FILE_SYSTEM_ID = "TREADLE_FACETS_FILE_SYSTEM_ID"
 ENV_FACETS_MOUNT_PATH = "TREADLE_FACETS_MOUNT_PATH"
 ENV_TENANT_SUBNET_IDS = "TREADLE_TENANT_SUBNET_IDS"
 ENV_TENANT_SECURITY_GROUP_IDS = "TREADLE_TENANT_SECURITY_GROUP_IDS"
+# Status-change notifications (docs/notifications.md).
+ENV_EVENT_BUS = "TREADLE_EVENT_BUS"
+ENV_EVENT_SOURCE = "TREADLE_EVENT_SOURCE"
+ENV_WEBHOOK_ALLOW_PRIVATE = "TREADLE_WEBHOOK_ALLOW_PRIVATE"
 # boto3's own name: one endpoint for every service (moto server, LocalStack).
 ENV_AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 
@@ -102,6 +106,9 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ("facets_mount_path", ENV_FACETS_MOUNT_PATH),
     ("tenant_subnet_ids", ENV_TENANT_SUBNET_IDS),
     ("tenant_security_group_ids", ENV_TENANT_SECURITY_GROUP_IDS),
+    ("event_bus", ENV_EVENT_BUS),
+    ("event_source", ENV_EVENT_SOURCE),
+    ("webhook_allow_private", ENV_WEBHOOK_ALLOW_PRIVATE),
 )
 
 
@@ -183,6 +190,16 @@ class Settings(BaseModel):
     tenant_subnet_ids: tuple[str, ...] = ()
     tenant_security_group_ids: tuple[str, ...] = ()
 
+    # -- status-change notifications (docs/notifications.md) ----------------------------
+    # The EventBridge bus (name or ARN) every status change is put on (AWS backend);
+    # unset: none (the stream and webhooks still work).
+    event_bus: str | None = Field(default=None, pattern=r"^[A-Za-z0-9/:._-]{1,1600}$")
+    # The events' `source` on every channel (AWS's own is "aws.lambda").
+    event_source: str = Field(default="treadle", pattern=r"^[A-Za-z0-9._-]{1,256}$")
+    # Whether webhooks may call loopback and private addresses (never link-local or
+    # metadata ones: docs/security.md). Unset: yes embedded (one's own machine), no on AWS.
+    webhook_allow_private: bool | None = None
+
     @field_validator("tenant_subnet_ids", "tenant_security_group_ids", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -247,6 +264,12 @@ class Settings(BaseModel):
     def bucket_name(self) -> str:
         # Bucket names are global on AWS: an unset name is for emulators only.
         return self.bucket or f"treadle-{self.stage}-{self.default_account}"
+
+    @property
+    def webhooks_may_call_private(self) -> bool:
+        if self.webhook_allow_private is not None:
+            return self.webhook_allow_private
+        return self.backend == "embedded"
 
     @property
     def local_sandbox(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import test_aliases_wire as aliases_wire
 import test_limits_wire as limits_wire
+import test_notifications_wire as notifications_wire
 import test_redrive_wire as redrive_wire
 import test_schedules_wire as schedules_wire
 from botocore.exceptions import ClientError
@@ -24,6 +25,7 @@ from support.server import ServerProcess, client, deploy, new_tenant
 
 STAGE = "itest"
 TENANT = "123456789012"
+BUS = "treadle-itest-status"
 WORKFLOW = """
 from aws_durable_execution_sdk_python import DurableContext, durable_execution, durable_step
 from aws_durable_execution_sdk_python.config import Duration
@@ -51,7 +53,19 @@ def moto() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(moto: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path_factory.mktemp("aws") / "data", env=aws_env(moto, STAGE))
+    # Status changes go to an EventBridge bus whose rule feeds an SQS queue (read below);
+    # webhooks may call this host's loopback receivers.
+    events, sqs = moto_client(moto, "events"), moto_client(moto, "sqs")
+    events.create_event_bus(Name=BUS)
+    queue = sqs.create_queue(QueueName=BUS)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]
+    pattern = {"source": ["treadle"], "detail-type": ["Durable Execution Status Change"]}
+    events.put_rule(Name="status", EventBusName=BUS, EventPattern=json.dumps(pattern))
+    events.put_targets(
+        Rule="status", EventBusName=BUS, Targets=[{"Id": "q", "Arn": arn["QueueArn"]}]
+    )
+    env = aws_env(moto, STAGE, TREADLE_EVENT_BUS=BUS, TREADLE_WEBHOOK_ALLOW_PRIVATE="true")
+    srv = ServerProcess(tmp_path_factory.mktemp("aws") / "data", env=env)
     srv.start()
     try:
         yield srv
@@ -279,3 +293,42 @@ def test_schedules_on_dynamodb(server: ServerProcess) -> None:
     schedules_wire.test_a_schedule_is_created_triggered_paused_resumed_and_deleted(server, lam)
     schedules_wire.test_another_tenant_cannot_see_or_touch_a_schedule(server, lam)
     schedules_wire.test_a_name_taken_is_a_conflict_and_pages_go_on(server, lam)
+
+
+def test_status_changes_reach_the_stream_webhooks_and_eventbridge_on_aws(
+    server: ServerProcess, moto: str
+) -> None:
+    """The stream (after DynamoDB's settle window), a webhook's signed deliveries with a
+    retry, and the EventBridge bus (a rule into SQS), all from the same commits."""
+    lam = client(server)
+    deploy(lam, "notified", {"handler.py": notifications_wire.WORKFLOW})
+    receiver = notifications_wire.Receiver()
+    try:
+        notifications_wire.test_a_webhook_gets_signed_deliveries_retried_after_a_failure(
+            server, lam, receiver
+        )
+    finally:
+        receiver.close()
+    arn = notifications_wire.run(lam, 7)
+
+    def on_stream() -> list[str]:
+        events, _ = notifications_wire.read_all(server)
+        mine = [e["detail"]["status"] for e in events if e["detail"]["durableExecutionArn"] == arn]
+        return mine if "SUCCEEDED" in mine else []
+
+    assert _until(on_stream) == ["RUNNING", "SUCCEEDED"]
+    sqs = moto_client(moto, "sqs")
+    queue = sqs.get_queue_url(QueueName=BUS)["QueueUrl"]
+    seen: list[str] = []
+
+    def on_bus() -> bool:
+        for message in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get(
+            "Messages", []
+        ):
+            detail = json.loads(message["Body"])["detail"]
+            if detail["durableExecutionArn"] == arn:
+                seen.append(detail["status"])
+        return "SUCCEEDED" in seen
+
+    _until(on_bus)
+    assert sorted(seen) == ["RUNNING", "SUCCEEDED"]

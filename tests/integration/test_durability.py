@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_notifications_wire import Receiver, read_all
 
-from support.server import ServerProcess, client, deploy
+from support.server import ServerProcess, client, deploy, v1
 
 WORKFLOW = """
 import time
@@ -70,6 +71,9 @@ def test_executions_survive_sigkill(tmp_path: Path) -> None:
     first.start()
     lam = client(first)
     deploy(lam, "durable", {"handler.py": WORKFLOW})
+    receiver = Receiver()  # fails each event's first attempt: retries span the kill
+    status, _ = v1(first, "POST", "/v1/webhooks", {"url": receiver.url, "statuses": ["SUCCEEDED"]})
+    assert status == 201
     arns = {}
     for mode in ("step", "wait", "callback"):
         resp = lam.invoke(
@@ -110,6 +114,22 @@ def test_executions_survive_sigkill(tmp_path: Path) -> None:
         assert json.loads(lam.get_durable_execution(DurableExecutionArn=arns["step"])["Result"])[
             "middle"
         ] == {"slept": 3}
+        # Each status change was written with its commit, once, kill -9 or not; the
+        # outbox reached the webhook after the restart.
+        events, _ = read_all(second)
+        for arn in arns.values():
+            statuses = [e["detail"]["status"] for e in events
+                        if e["detail"]["durableExecutionArn"] == arn]  # fmt: skip
+            assert statuses == ["RUNNING", "SUCCEEDED"], (arn, statuses)
+        delivered: set[str] = set()
+        while delivered != set(arns.values()):
+            assert time.monotonic() < deadline + 60, "webhook deliveries never arrived"
+            time.sleep(0.2)
+            sent = Counter(
+                json.loads(body)["detail"]["durableExecutionArn"] for _, body in receiver.requests
+            )
+            # The receiver answers an event's first attempt 500 and the next one 204.
+            delivered = {arn for arn, attempts in sent.items() if attempts >= 2}
         # The invocation that died with the first server is recorded as such.
         step_events = _history(lam, arns["step"])
         crashed = [
@@ -125,3 +145,4 @@ def test_executions_survive_sigkill(tmp_path: Path) -> None:
         )
     finally:
         second.stop()
+        receiver.close()

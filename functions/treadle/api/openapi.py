@@ -20,6 +20,7 @@ from treadle.api import (
     v1_executions,
     v1_facets,
     v1_functions,
+    v1_notifications,
     v1_repos,
     v1_schedules,
     v1_tenants,
@@ -55,6 +56,7 @@ AREAS: tuple[list[Op], ...] = (
     v1_functions.OPERATIONS,
     v1_executions.OPERATIONS,
     v1_schedules.OPERATIONS,
+    v1_notifications.OPERATIONS,
 )
 
 
@@ -82,7 +84,8 @@ def build_document(extra: list[Op] | None = None) -> dict[str, Any]:
             "title": "Treadle platform API (/v1)",
             "version": "1",
             "description": "Tenants (admin), Git repositories, facets, deployments, events "
-            "to executions, redrives, batch starts and schedules. The Lambda-compatible surface is "
+            "to executions, redrives, batch starts, schedules, status-change events and "
+            "webhooks. The Lambda-compatible surface is "
             "documented by AWS; Git is smart HTTP under /git. Errors are "
             '`{"error": {"code", "message", "retryable"}}`.',
         },

@@ -77,6 +77,7 @@ PATH_PARAMS: dict[str, Schema] = {
     "ExecutionName": NAME,
     "Facet": {"type": "string", "pattern": "^" + FACET_PATTERN + "$"},
     "Schedule": {"type": "string", "pattern": SCHEDULE_PATTERN},
+    "WebhookId": {"type": "string", "pattern": r"^wh_[0-9a-f]{24}$"},
     "TokenId": {"type": "string", "pattern": r"^rt[0-9a-f]{24}$"},
     "Arn": {
         "type": "string",

@@ -311,4 +311,7 @@ class Execution(BaseModel):
     limits: ExecutionLimits = Field(default_factory=ExecutionLimits)
     operation_count: int = 0
     history_bytes: int = 0
+    # When the status last changed (its notification's time, `domain/notifications.py`):
+    # kept so that an execution's events are time-ordered even across hosts' clocks.
+    status_changed_ms: int = 0
     version_seq: int = 0  # optimistic concurrency for the store

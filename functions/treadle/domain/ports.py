@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from treadle.domain.models import DurableConfig, Event, Execution, ExecutionStatus, Operation
+from treadle.domain.notifications import StatusEvent
 
 
 class TimerKind(StrEnum):
@@ -74,6 +75,8 @@ class Commit:
     # (callback id, operation id, heartbeat timeout seconds or 0)
     new_callbacks: list[tuple[str, str, int]] = field(default_factory=list)
     client_token: tuple[str, str] | None = None  # (ClientToken, stored response JSON)
+    # The status change's event, written with it (the outbox: `domain/notifications`).
+    status_event: StatusEvent | None = None
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from treadle.adapters.aws.cloudwatch_logs import CloudWatchLogStore
 from treadle.adapters.aws.dynamodb_executions import DynamoExecutionStore
 from treadle.adapters.aws.dynamodb_functions import DynamoFunctionStore
+from treadle.adapters.aws.dynamodb_notifications import DynamoStatusEvents, DynamoWebhookStore
 from treadle.adapters.aws.dynamodb_refs import DynamoRefStore
 from treadle.adapters.aws.dynamodb_repo_tokens import DynamoTokenStore
 from treadle.adapters.aws.dynamodb_schedules import DynamoScheduleStore
 from treadle.adapters.aws.dynamodb_tenants import DynamoTenantStore
 from treadle.adapters.aws.efs_facets import EfsFacetStore
+from treadle.adapters.aws.eventbridge import EventBridgePublisher
 from treadle.adapters.aws.lambda_mounts import TenantMount, no_mount
 from treadle.adapters.aws.lambda_runtime import Invoker, LambdaRuntime
 from treadle.adapters.aws.resources import AwsClients, provision, read_admin_key, read_secret
@@ -52,6 +54,7 @@ from treadle.adapters.aws.sweep import DynamoTimerLookup, SweepReport, resend_du
 from treadle.adapters.cron import CronCalendar
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.sqlite.logs import SqliteLogStore
+from treadle.adapters.webhooks.http_sender import HttpWebhookSender
 from treadle.app.schedule_firing import TickReport
 from treadle.artifacts import Repositories
 from treadle.domain.errors import TreadleError
@@ -193,7 +196,17 @@ class AwsPlatform(Platform):
             facets=facets,
             schedules=DynamoScheduleStore(ddb, self.table),
             calendar=CronCalendar(),
+            status_events=DynamoStatusEvents(ddb, self.table),
+            webhooks=DynamoWebhookStore(ddb, self.table),
+            webhook_sender=HttpWebhookSender(),
+            publishers=self._publishers(),
         )
+
+    def _publishers(self) -> list[EventBridgePublisher]:
+        bus = self.settings.event_bus
+        if not bus:
+            return []
+        return [EventBridgePublisher(self.clients.events, bus, self.settings.event_source)]
 
     def _facets(self) -> FacetStore:
         """Facets live where the code that opens them can reach them: on EFS when the
@@ -236,6 +249,8 @@ class AwsPlatform(Platform):
         return [
             QueuePoller(self.clients.sqs, self.queue_url, self.handle_messages),
             Periodic("sweep", self.settings.sweep_interval_s, self.sweep_and_fire),
+            # The sweep relays too; here a tighter loop keeps webhooks prompt.
+            Periodic("relay", 1.0, self.relay.run_once),
         ]
 
     # -- what the platform Lambdas do ------------------------------------------------
@@ -261,9 +276,16 @@ class AwsPlatform(Platform):
         return self.schedules.tick(now_ms)
 
     def sweep(self, now_ms: int | None = None) -> SweepReport:
-        return sweep(
+        report = sweep(
             self.executions_store,
             self.dispatcher,
             self.clock.now_ms() if now_ms is None else now_ms,
             interval_s=self.settings.sweep_interval_s,
         )
+        # Status changes to webhooks and EventBridge (docs/notifications.md): a failure
+        # leaves them in the outbox for the next run and must not fail the timer sweep.
+        try:
+            self.relay.run_once()
+        except TreadleError:
+            log.exception("relaying status changes failed; the next sweep retries")
+        return report

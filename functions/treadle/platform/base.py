@@ -29,6 +29,7 @@ from treadle.adapters.sqlite.facets import SqliteFacetStore
 from treadle.api.app import Application
 from treadle.api.channel import DurableChannel, FacetChannel
 from treadle.api.sandbox_endpoint import SandboxEndpoints
+from treadle.app.relay import Relay
 from treadle.app.schedule_firing import ScheduleFirer
 from treadle.domain.engine import Engine
 from treadle.domain.errors import TreadleError
@@ -71,6 +72,7 @@ class Platform(ABC):
     schedules: ScheduleFirer
     # How often a buffered firing looks whether the previous execution has closed.
     schedule_recheck_ms = 60_000
+    relay: Relay
 
     def __init__(self, settings: Settings, *, endpoint: str | None = None) -> None:
         """`endpoint`: where tenant code and Git clients reach the API (default: the
@@ -109,6 +111,7 @@ class Platform(ABC):
         self.engine = core.engine
         self.app = core.app
         self.schedules = core.schedules
+        self.relay = core.relay
         self.tenants = ports.tenants
         if self.sandbox_runtime is not None and settings.durable_channel:
             self.sandbox_runtime.serve_durable_calls(DurableChannel(self.engine))
@@ -229,6 +232,8 @@ class Platform(ABC):
         for work in reversed(self._running):
             work.stop()
         self._running = ()
+        if getattr(self, "relay", None) is not None:
+            self.relay.close()
         if self.sandbox is not None:
             self.sandbox.close()
         self._close_adapters()

@@ -8,7 +8,8 @@ mapping.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from treadle.adapters.sandbox.durable_channel import ENV_FLAG as DURABLE_CHANNEL_FLAG
 from treadle.api.alias_routes import AliasApi
@@ -22,6 +23,7 @@ from treadle.api.openapi import build_document
 from treadle.api.v1_executions import ExecutionsApi
 from treadle.api.v1_facets import FacetsApi
 from treadle.api.v1_functions import FunctionsApi
+from treadle.api.v1_notifications import NotificationsApi
 from treadle.api.v1_repos import ReposApi
 from treadle.api.v1_schedules import SchedulesApi
 from treadle.api.v1_tenants import TenantsApi
@@ -29,7 +31,9 @@ from treadle.app.aliases import AliasService
 from treadle.app.completion import CompletionNotifier
 from treadle.app.executions import ExecutionService
 from treadle.app.functions import FunctionService
+from treadle.app.notifications import NotificationService
 from treadle.app.quotas import TenantQuotas
+from treadle.app.relay import Relay
 from treadle.app.schedule_firing import ScheduleFirer
 from treadle.app.schedules import ScheduleService
 from treadle.artifacts import ArtifactService, Repositories
@@ -37,6 +41,12 @@ from treadle.artifacts.ports import TokenStore
 from treadle.artifacts.tokens import RepoTokens
 from treadle.domain.engine import Engine, EngineConfig, TokenCodec
 from treadle.domain.logs import LogStore
+from treadle.domain.notification_ports import (
+    EventPublisher,
+    StatusEventStore,
+    WebhookSender,
+    WebhookStore,
+)
 from treadle.domain.ports import (
     AliasStore,
     Clock,
@@ -73,6 +83,11 @@ class Ports:
     facets: FacetStore
     schedules: ScheduleStore
     calendar: Calendar
+    # Status-change notifications (docs/notifications.md).
+    status_events: StatusEventStore
+    webhooks: WebhookStore
+    webhook_sender: WebhookSender
+    publishers: Sequence[EventPublisher] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,7 @@ class Core:
     app: Application
     facets: Facets
     schedules: ScheduleFirer
+    relay: Relay  # hands status changes to webhooks and publishers (app/relay.py)
 
 
 def build_core(
@@ -168,6 +184,25 @@ def build_core(
     SchedulesApi(ScheduleService(firer)).register(v1)
     facets = Facets(ports.facets, ports.tenants)
     FacetsApi(facets).register(v1)
+    allow_private = settings.webhooks_may_call_private
+    NotificationsApi(
+        NotificationService(
+            ports.status_events,
+            ports.webhooks,
+            ports.clock,
+            source=settings.event_source,
+            allow_private=allow_private,
+        )
+    ).register(v1)
+    relay = Relay(
+        ports.status_events,
+        ports.webhooks,
+        ports.webhook_sender,
+        ports.clock,
+        publishers=ports.publishers,
+        source=settings.event_source,
+        allow_private=allow_private,
+    )
     logs_api = LogsApi(ports.logs)
 
     def sandbox_git(request: Request, tenant: str) -> Response:
@@ -184,7 +219,7 @@ def build_core(
         max_request_bytes=settings.max_request_bytes,
         sandbox_git=sandbox_git,
     )
-    return Core(engine=engine, app=app, facets=facets, schedules=firer)
+    return Core(engine=engine, app=app, facets=facets, schedules=firer, relay=relay)
 
 
 def sandbox_env(settings: Settings, endpoint: str) -> dict[str, str]:

@@ -11,16 +11,21 @@ from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
 from treadle.adapters.sqlite.functions import SqliteFunctionStore
 from treadle.adapters.sqlite.logs import SqliteLogStore
+from treadle.adapters.sqlite.notifications import SqliteStatusEvents, SqliteWebhookStore
 from treadle.adapters.sqlite.refs import SqliteRefStore
 from treadle.adapters.sqlite.repo_tokens import SqliteTokenStore
 from treadle.adapters.sqlite.schedules import SqliteScheduleStore
 from treadle.adapters.sqlite.tenants import SqliteTenantStore
+from treadle.adapters.webhooks.http_sender import HttpWebhookSender
 from treadle.artifacts import Repositories
 from treadle.domain.ports import Timer
 from treadle.platform.base import Background, Platform
 from treadle.platform.core import Ports
+from treadle.platform.loops import Periodic
 from treadle.platform.schedule_loop import ScheduleLoop
 from treadle.tenancy.admin import TenantAdmin
+
+RELAY_INTERVAL_S = 0.5
 
 
 class EmbeddedPlatform(Platform):
@@ -65,13 +70,21 @@ class EmbeddedPlatform(Platform):
             facets=self._local_facets(),
             schedules=self.schedule_store,
             calendar=CronCalendar(),
+            status_events=SqliteStatusEvents(self.db),
+            webhooks=SqliteWebhookStore(self.db),
+            webhook_sender=HttpWebhookSender(),
         )
 
     def _fire(self, timer: Timer) -> None:
         self.engine.fire(timer)
 
     def _background(self) -> list[Background]:
-        return [self.scheduler, ScheduleLoop(self.schedules, self.clock)]
+        # Status changes reach webhooks within about a second of their commit.
+        return [
+            self.scheduler,
+            ScheduleLoop(self.schedules, self.clock),
+            Periodic("relay", RELAY_INTERVAL_S, self.relay.run_once),
+        ]
 
     def _close_adapters(self) -> None:
         if self.db is not None:

@@ -7,8 +7,9 @@ it moves exactly when that state change applies: a cancelled transaction moves n
 botocore's retries reuse the ClientRequestToken, and a commit replayed on top of an
 applied one starts from a META item already flagged accordingly and moves nothing again.
 
-The 100-item limit: a commit needs at most 6 items (META, its batch of operations, its
-events, its ClientToken response, the running counter; at creation the name guard) plus
+The 100-item limit: a commit needs at most 8 items (META, its batch of operations, its
+events, its ClientToken response, the running counter, at creation the name guard, and
+when the status changes its event's stream and outbox items) plus
 one per new callback, per timer it sets on another execution and per such timer it
 clears. If that passes 100 (a checkpoint that starts more than ~94 callbacks), the
 surplus callback items are written just before the transaction, marked unconfirmed:
@@ -32,6 +33,7 @@ from botocore.exceptions import ClientError
 
 from treadle.adapters.aws import items as it
 from treadle.adapters.aws.dynamo import Table
+from treadle.adapters.aws.dynamodb_notifications import status_event_items
 from treadle.adapters.aws.errors import error_code
 from treadle.adapters.aws.optimistic import TRANSACTION_MAX, transact
 from treadle.adapters.aws.payloads import PayloadCodec
@@ -121,6 +123,10 @@ class CommitWriter:
             self._put(plan, "token", it.token_item(ex, token, encoded))
         for timer in foreign:
             self._put(plan, "timer", it.standalone_timer_item(timer, ex))
+        if commit.status_event is not None:
+            # The outbox: the status change and its event apply together or not at all.
+            plan.items.extend(status_event_items(self.table.name, commit.status_event))
+            plan.labels.extend(["status-event", "status-outbox"])
         room = TRANSACTION_MAX - len(plan.items)
         if room < 0:
             raise PayloadTooLarge(

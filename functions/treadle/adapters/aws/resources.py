@@ -59,6 +59,7 @@ class AwsClients:
     secrets: SecretsManagerClient
     logs: CloudWatchLogsClient
     efs: Any  # facets on EFS (no type stubs installed for it)
+    events: Any  # EventBridge, for status-change notifications (no stubs installed)
 
     @classmethod
     def create(cls, region: str, endpoint_url: str | None = None) -> AwsClients:
@@ -85,6 +86,7 @@ class AwsClients:
             secrets=make("secretsmanager"),
             logs=make("logs"),
             efs=make("efs"),
+            events=make("events"),
         )
 
 

@@ -29,12 +29,20 @@ Key schema (all key attributes are strings unless noted):
 | function listing entry | `FL#<tenant>` | `<name>` |
 | a tenant's RUNNING executions, one shard | `U#<tenant>` | `RUNNING#<shard>` |
 | a schedule (`dynamodb_schedules.py`) | `SC#<tenant>` | `<schedule name>` |
+| status-change event (the stream) | `S#<tenant>` | `<time ms:013d>#<event id>` |
+| status-change event not yet relayed (outbox) | `O#<shard>` | `<time ms:013d>#<event id>` |
+| webhook | `W#<tenant>` | `<webhook id>` |
+| webhook delivery (record, attempts) | `WD#<tenant>#<webhook id>` | `<time ms:013d>#<event id>` |
+| pending delivery, by due time | `WQ#<shard>` | `<due ms:013d>#<tenant>#<webhook id>#<key>` |
 
 The running counter is spread over `RUNNING_SHARDS` items (the execution's ARN picks its
 shard) because the transactions that start or close executions update it, and two
 transactions touching one item at once cancel each other (TransactionConflict); the
 count is their sum, read by one consistent Query of the tenant's partition. Like the
 records below it carries no TTL.
+
+Notification items (`dynamodb_notifications`) are found by key or by a Query of one
+partition, and all carry `ttl` (their 7-day retention) except webhooks.
 
 The artifact, tenant and function records are found by key or by a Query of one
 partition only: none of them carries an index attribute or a TTL (they live until

@@ -101,6 +101,36 @@ WHEN OLD.status = 'RUNNING'
 BEGIN
     UPDATE running_counts SET n = n - 1 WHERE tenant = OLD.tenant;
 END;
+-- Status-change events (docs/notifications.md): the stream, in commit order (`seq`, as
+-- the single writer commits), and the outbox of those not yet relayed to webhooks.
+CREATE TABLE IF NOT EXISTS status_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    relayed INTEGER NOT NULL DEFAULT 0,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS status_events_by_tenant ON status_events (tenant, seq);
+CREATE INDEX IF NOT EXISTS status_events_outbox ON status_events (seq) WHERE relayed = 0;
+CREATE TABLE IF NOT EXISTS webhooks (
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    tenant TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    next_attempt_ms INTEGER,
+    attempts INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (tenant, webhook_id, key)
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_attempt_ms)
+    WHERE next_attempt_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS functions (
     tenant TEXT NOT NULL,
     name TEXT NOT NULL,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from treadle.adapters.snapshot_cache import SnapshotCache
 from treadle.adapters.sqlite.db import Database
+from treadle.adapters.sqlite.notifications import insert_status_event
 from treadle.domain.errors import AlreadyExists, ConcurrentModification, InvalidParameter, NotFound
 from treadle.domain.models import Event, Execution, Operation
 from treadle.domain.ports import (
@@ -198,6 +199,8 @@ class SqliteExecutionStore:
                 "INSERT OR REPLACE INTO client_tokens (arn, token, response) VALUES (?, ?, ?)",
                 (arn, *commit.client_token),
             )
+        if commit.status_event is not None:
+            insert_status_event(conn, commit.status_event)
 
     def delete(self, arn: str) -> None:
         self._cache.forget(arn)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from treadle.domain.engine.history import EventLog
-from treadle.domain.models import Execution, Operation, OperationUpdate
+from treadle.domain.models import Execution, ExecutionStatus, Operation, OperationUpdate
+from treadle.domain.notifications import status_event
 from treadle.domain.ports import Commit, Snapshot, StoredOperation, Timer, TimerKind
 
 
@@ -33,6 +34,9 @@ class WorkingSet:
     # Durable operations this commit adds, as AWS meters them: each new operation, each
     # step retry or poll, each invocation-level retry (`engine/limits.py`).
     operations_added: int = 0
+    # The status before this change (None: a new execution): `to_commit` adds the
+    # status-change event when the status moved.
+    status_before: ExecutionStatus | None = None
 
     def put(self, op: Operation) -> StoredOperation:
         self.change_seq += 1
@@ -74,6 +78,7 @@ def open_working_set(snap: Snapshot, now_ms: int) -> tuple[Execution, WorkingSet
         create_seq=create_seq,
         ops=dict(snap.operations),
         log=EventLog(ex.next_event_id, []),
+        status_before=ex.status,
     )
     return ex, ws
 
@@ -89,6 +94,9 @@ def to_commit(ex: Execution, ws: WorkingSet, wait_time_scale: float) -> Commit:
     # The counters move with the changes they count, in this one commit.
     ex.operation_count += ws.operations_added
     ex.history_bytes += ws.log.payload_bytes
+    # The outbox: a status change and its event are one commit (`domain/notifications`).
+    changed = ex.status != ws.status_before
+    event = status_event(ex, ws.status_before, ws.now_ms) if changed else None
     return Commit(
         execution=ex,
         operations=list(ws.changed.values()),
@@ -98,6 +106,7 @@ def to_commit(ex: Execution, ws: WorkingSet, wait_time_scale: float) -> Commit:
         new_callbacks=list(ws.new_callbacks),
         clear_all_timers=ws.clear_all_timers,
         client_token=ws.client_token,
+        status_event=event,
     )
 
 

@@ -1,0 +1,1 @@
+"""Outbound webhook requests (`http_sender.HttpWebhookSender`)."""
