@@ -1,4 +1,4 @@
-"""FilterLogEvents refusals: CloudWatch Logs' codes, from the API's one error mapping."""
+"""FilterLogEvents, DescribeLogGroups and DescribeLogStreams refusals: CloudWatch Logs' codes, from the API's one error mapping."""
 
 from __future__ import annotations
 
@@ -46,7 +46,26 @@ def test_a_good_request_answers_events(api: LogsApi) -> None:
 @pytest.mark.parametrize(
     ("body", "operation", "expected"),
     [
-        (b"{}", "DescribeLogGroups", (400, "UnknownOperationException")),
+        (b"{}", "PutRetentionPolicy", (400, "UnknownOperationException")),
+        (b'{"limit": 51}', "DescribeLogGroups", (400, "InvalidParameterException")),
+        (b'{"logGroupNamePrefix": 7}', "DescribeLogGroups", (400, "InvalidParameterException")),
+        (
+            b'{"logGroupName": "/aws/lambda/none"}',
+            "DescribeLogStreams",
+            (400, "ResourceNotFoundException"),
+        ),
+        (
+            json.dumps({"logGroupName": GROUP, "orderBy": "Size"}).encode(),
+            "DescribeLogStreams",
+            (400, "InvalidParameterException"),
+        ),
+        (
+            json.dumps(
+                {"logGroupName": GROUP, "orderBy": "LastEventTime", "logStreamNamePrefix": "2025"}
+            ).encode(),
+            "DescribeLogStreams",
+            (400, "InvalidParameterException"),
+        ),
         (b"{not json", "FilterLogEvents", (400, "SerializationException")),
         (b"[1]", "FilterLogEvents", (400, "SerializationException")),
         (b"{}", "FilterLogEvents", (400, "InvalidParameterException")),
