@@ -39,6 +39,8 @@ from treadle.facets.models import FacetInfo, check_name
 log = logging.getLogger(__name__)
 
 TENANT_TAG = "treadle:facets-tenant"
+# Where facets live on the file system; the stack roots the platform's access point here.
+FS_ROOT = "/facets"
 # Tenant uids on EFS: a range no Lambda runtime user and no system account has.
 UID_BASE = 0x7000_0000
 UID_SPAN = 0x0FFE_0000
@@ -61,7 +63,7 @@ class EfsFacetStore:
         file_system_id: str,
         mount_dir: Path,
         stage: str,
-        fs_root: str = "/facets",
+        fs_root: str = FS_ROOT,
         uid_of: Callable[[str], int] = tenant_uid,
     ) -> None:
         """`mount_dir`: where `fs_root` of the file system is mounted in this process."""
