@@ -55,6 +55,7 @@ class Facets(Construct):
 
     def __init__(self, scope: Construct, id: str, *, stage: str) -> None:
         super().__init__(scope, id)
+        self.subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
@@ -74,14 +75,16 @@ class Facets(Construct):
             # Restricting the default group takes a custom-resource Lambda (with an AWS
             # managed policy); nothing here uses that group: every ENI has its own.
             restrict_default_security_group=False,
+            # Only the private subnets' traffic goes to S3 and DynamoDB.
             gateway_endpoints={
-                "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3),
+                "S3": ec2.GatewayVpcEndpointOptions(
+                    service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[self.subnets]
+                ),
                 "DynamoDB": ec2.GatewayVpcEndpointOptions(
-                    service=ec2.GatewayVpcEndpointAwsService.DYNAMODB
+                    service=ec2.GatewayVpcEndpointAwsService.DYNAMODB, subnets=[self.subnets]
                 ),
             },
         )
-        self.subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
 
         # AWS APIs (the platform) and Treadle's API (tenants) are HTTPS; NFS to the file
         # system is added by `allow_default_port_from` below. Nothing else leaves.
