@@ -12,9 +12,10 @@ about $33 a month whether or not a facet exists. What it makes:
   system's, which accepts NFS (2049) from those two and nothing else;
 - the EFS file system (encrypted, elastic throughput, retained like the table and the
   bucket: facets are tenant data that must outlive a mistaken `cdk destroy`), a mount
-  target in each private subnet, and the platform's access point: the facets root
-  (`/facets`, `efs_facets.FS_ROOT`) as uid 0, because the platform makes every tenant's
-  directory, chowns it to the tenant and measures, exports and deletes any facet.
+  target in each private subnet, and the platform's access point, which the API function
+  mounts: the facets root (`/facets`, `efs_facets.FS_ROOT`) as uid 0, because the
+  platform makes every tenant's directory, chowns it to the tenant and measures, exports
+  and deletes any facet.
 
 Tenant access points are not here: the platform makes one per tenant at runtime
 (`adapters/aws/efs_facets.py`). The IAM that goes with all this: infra/facets_iam.py.

@@ -111,19 +111,23 @@ def allow_vpc_attachment(role: iam.IRole) -> None:
     )
 
 
-def allow_platform(role: iam.IRole, facets: Facets) -> None:
-    """The API and orchestrator: mount the facets root as root, find and make tenants'
-    access points on this file system (tagged as the store tags them)."""
-    fs = facets.file_system.file_system_arn
+def allow_root_mount(role: iam.IRole, facets: Facets) -> None:
+    """The API: in the VPC, with the facets root mounted as root."""
     allow_vpc_attachment(role)
     role.add_to_principal_policy(
         iam.PolicyStatement(
             sid="FacetsRoot",
             actions=[*CLIENT_ACTIONS, CLIENT_ROOT_ACTION],
-            resources=[fs],
+            resources=[facets.file_system.file_system_arn],
             conditions=_through_root(facets),
         )
     )
+
+
+def allow_access_points(role: iam.IRole, facets: Facets) -> None:
+    """The API and orchestrator (both deploy tenant functions): find and make tenants'
+    access points on this file system, tagged as the store tags them."""
+    fs = facets.file_system.file_system_arn
     role.add_to_principal_policy(
         iam.PolicyStatement(
             sid="FacetsAccessPointLookup", actions=[DESCRIBE_ACCESS_POINTS], resources=[fs]

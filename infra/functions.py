@@ -100,12 +100,13 @@ class PlatformFunctions(Construct):
             names.ENV_POWERTOOLS_LOG_LEVEL: "INFO",
         }
 
-        # With facets, the API (which serves /v1/facets) and the orchestrator mount the
-        # facets root: both deploy tenant functions (the orchestrator when a pinned version
-        # must be deployed before it is invoked), whose configuration names their tenant's
-        # access point and the VPC, and must be the same from either, or each would undo
-        # the other's (the runtime compares mounts and environment). The sweep deploys
-        # nothing and reads no facet: it stays out of the VPC.
+        # With facets, the API serves /v1/facets: it runs in the VPC with the facets root
+        # mounted. The orchestrator deploys tenant functions too (a pinned version may have
+        # to be deployed before it is invoked), so it gets the same settings (their
+        # configuration must be the same from either, or each would undo the other's) and
+        # makes access points, but stays out of the VPC: its synchronous invokes last up
+        # to 15 minutes, and a NAT gateway drops a connection idle for 350 s. The sweep
+        # neither deploys nor reads facets.
         self.api = self._function(
             _Spec("Api", "api", names.API_HANDLER, API_TIMEOUT, 1024, "HTTP API"), facets
         )
@@ -117,8 +118,7 @@ class PlatformFunctions(Construct):
                 ORCHESTRATOR_TIMEOUT,
                 1024,
                 "drives executions from the work queue",
-            ),
-            facets,
+            )
         )
         self.sweep = self._function(
             _Spec("Sweep", "sweep", names.SWEEP_HANDLER, SWEEP_TIMEOUT, 256, "timer sweep")
@@ -155,8 +155,9 @@ class PlatformFunctions(Construct):
             names.ENV_SYNC_INVOKE_WAIT, str(names.API_SYNC_INVOKE_WAIT_S)
         )
         if facets is not None:
+            facets_iam.allow_root_mount(self.api.role, facets)
             for fn in (self.api, self.orchestrator):
-                facets_iam.allow_platform(fn.role, facets)
+                facets_iam.allow_access_points(fn.role, facets)
                 for key, value in facets.environment().items():
                     fn.function.add_environment(key, value)
         grants.allow_table(self.sweep.role, storage.table)

@@ -138,7 +138,7 @@ FACETS_ENV_VARS: Final = (
     ENV_TENANT_SUBNET_IDS,
     ENV_TENANT_SECURITY_GROUP_IDS,
 )
-# Where the API and orchestrator mount the facets root, and tenant Lambdas their own
+# Where the API mounts the facets root, and tenant Lambdas their own
 # directory (Lambda wants /mnt/<name>).
 FACETS_MOUNT_PATH: Final = "/mnt/facets"
 

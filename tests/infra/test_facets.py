@@ -273,13 +273,10 @@ def test_platform_access_point_is_the_facets_root_as_root(facets_template: Json)
 # --- functions --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [API, ORCHESTRATOR])
-def test_api_and_orchestrator_mount_the_root_in_the_vpc_and_are_told_where(
-    facets_template: Json, name: str
-) -> None:
+def test_the_api_mounts_the_facets_root_in_the_vpc(facets_template: Json) -> None:
     t = facets_template
-    platform, tenant, _ = _groups(t)
-    _, function = function_by_name(t, name)
+    platform, _, _ = _groups(t)
+    _, function = function_by_name(t, API)
     props = function["Properties"]
     assert sorted(props["VpcConfig"]["SubnetIds"]) == _private_subnets(t)
     assert [ref_id(g) for g in props["VpcConfig"]["SecurityGroupIds"]] == [platform]
@@ -290,7 +287,15 @@ def test_api_and_orchestrator_mount_the_root_in_the_vpc_and_are_told_where(
     targets = set(resources(t, "AWS::EFS::MountTarget"))
     assert targets <= set(function["DependsOn"])
 
-    env = props["Environment"]["Variables"]
+
+@pytest.mark.parametrize("name", [API, ORCHESTRATOR])
+def test_api_and_orchestrator_are_told_the_file_system_and_the_tenants_network(
+    facets_template: Json, name: str
+) -> None:
+    t = facets_template
+    _, tenant, _ = _groups(t)
+    _, function = function_by_name(t, name)
+    env = function["Properties"]["Environment"]["Variables"]
     assert env[names.ENV_FACETS_FILE_SYSTEM_ID] == f"${{{_file_system(t)[0]}}}"
     assert env[names.ENV_FACETS_MOUNT_PATH] == names.FACETS_MOUNT_PATH
     assert sorted(env[names.ENV_TENANT_SUBNET_IDS].split(",")) == _private_subnets(t)
@@ -313,22 +318,26 @@ def test_api_and_orchestrator_mount_the_root_in_the_vpc_and_are_told_where(
     assert settings.tenant_security_group_ids == ("sg-1",)
 
 
-def test_the_sweep_stays_out_of_the_vpc(facets_template: Json) -> None:
+def test_orchestrator_and_sweep_stay_out_of_the_vpc(facets_template: Json) -> None:
+    # The orchestrator's synchronous invokes outlast a NAT gateway's 350 s idle timeout.
+    for name in (ORCHESTRATOR, SWEEP):
+        _, function = function_by_name(facets_template, name)
+        props = function["Properties"]
+        assert "VpcConfig" not in props and "FileSystemConfigs" not in props
+        granted = actions(role_statements(facets_template, name))
+        assert not granted & set(facets_iam.ENI_ACTIONS)
+        assert not any(a.startswith("elasticfilesystem:Client") for a in granted)
     _, sweep = function_by_name(facets_template, SWEEP)
-    props = sweep["Properties"]
-    assert "VpcConfig" not in props and "FileSystemConfigs" not in props
-    assert not set(props["Environment"]["Variables"]) & set(names.FACETS_ENV_VARS)
-    assert not any(
-        a.startswith(("ec2:", "elasticfilesystem:"))
-        for a in actions(role_statements(facets_template, SWEEP))
-    )
+    assert not set(sweep["Properties"]["Environment"]["Variables"]) & set(names.FACETS_ENV_VARS)
+    sweep_actions = actions(role_statements(facets_template, SWEEP))
+    assert not any(a.startswith(("ec2:", "elasticfilesystem:")) for a in sweep_actions)
 
 
 # --- IAM ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", [API, ORCHESTRATOR])
-def test_platform_roles_mount_the_root_and_make_tagged_access_points_of_this_file_system(
+def test_platform_roles_make_tagged_access_points_of_this_file_system_the_api_mounts_it(
     facets_template: Json, name: str
 ) -> None:
     t = facets_template
@@ -336,26 +345,21 @@ def test_platform_roles_mount_the_root_and_make_tagged_access_points_of_this_fil
     statements = role_statements(t, name)
     efs_statements = [s for s in statements if "elasticfilesystem:" in str(s["Action"])]
     sids = _by_sid(efs_statements)
-    # Every EFS grant is one of these (none of CDK's own, unscoped); the last is the
-    # deployer's (Lambda checks mount targets with the caller's permissions).
-    assert set(sids) == {
-        "FacetsRoot",
+    # Every EFS grant is one of these (none of CDK's own, unscoped); the mount check is
+    # the deployer's (Lambda checks mount targets with the caller's permissions).
+    expected = {
         "FacetsAccessPointLookup",
         "FacetsAccessPointCreate",
         "FacetsAccessPointTagOnCreate",
         "TenantFunctionMountCheck",
     }
+    assert set(sids) == (expected | {"FacetsRoot"} if name == API else expected)
     assert len(efs_statements) == len(sids)
-    root = sids["FacetsRoot"]
-    assert set(as_list(root["Action"])) == {
-        "elasticfilesystem:ClientMount",
-        "elasticfilesystem:ClientWrite",
-        "elasticfilesystem:ClientRootAccess",
-    }
-    assert as_list(root["Resource"]) == [fs]
-    assert root["Condition"] == {
-        "StringEquals": {"elasticfilesystem:AccessPointArn": _root_access_point(t)}
-    }
+    if name == API:
+        _assert_root_mount(t, sids["FacetsRoot"])
+        _assert_vpc_attachment(statements)
+    else:  # outside the VPC: no ENI
+        assert not actions(statements) & set(facets_iam.ENI_ACTIONS)
     lookup = sids["FacetsAccessPointLookup"]
     assert as_list(lookup["Action"]) == ["elasticfilesystem:DescribeAccessPoints"]
     assert as_list(lookup["Resource"]) == [fs]
@@ -376,7 +380,18 @@ def test_platform_roles_mount_the_root_and_make_tagged_access_points_of_this_fil
     }
     # Nothing deletes an access point.
     assert "elasticfilesystem:DeleteAccessPoint" not in actions(statements)
-    _assert_vpc_attachment(statements)
+
+
+def _assert_root_mount(t: Json, root: Json) -> None:
+    assert set(as_list(root["Action"])) == {
+        "elasticfilesystem:ClientMount",
+        "elasticfilesystem:ClientWrite",
+        "elasticfilesystem:ClientRootAccess",
+    }
+    assert as_list(root["Resource"]) == [_fs_arn(t)]
+    assert root["Condition"] == {
+        "StringEquals": {"elasticfilesystem:AccessPointArn": _root_access_point(t)}
+    }
 
 
 def _assert_vpc_attachment(statements: list[Json]) -> None:

@@ -72,9 +72,23 @@ class EfsFacetStore:
         self._stage = stage
         self._fs_root = fs_root.rstrip("/")
         self._uid_of = uid_of
-        self._files = SqliteFacetStore(mount_dir, uid_of, journal_mode="DELETE")
+        self._mount_dir = mount_dir
+        self._files_store: SqliteFacetStore | None = None
+        self._files_guard = threading.Lock()
         self._arns: dict[str, str] = {}
         self._guard = threading.Lock()
+
+    @property
+    def _files(self) -> SqliteFacetStore:
+        """The mounted directory, opened (and swept) on first use: a process that only
+        deploys tenant functions (the orchestrator, kept out of the VPC) needs their
+        access points, not the files, and has no mount at all."""
+        with self._files_guard:
+            if self._files_store is None:
+                self._files_store = SqliteFacetStore(
+                    self._mount_dir, self._uid_of, journal_mode="DELETE"
+                )
+            return self._files_store
 
     # -- the tenant's view: its access point -------------------------------------------
 
