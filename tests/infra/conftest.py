@@ -1,7 +1,7 @@
 """The CDK app lives in the repo root's `infra` package: make it importable.
 
 One synthesis of the `qa` stage serves every test module here (about 2 s: jsii runs the
-CDK in node), and one more of it with facets on AWS (`facets=True`) serves test_facets.py.
+CDK in node), and one more of it with facets on AWS (`facets=True`) serves test_stack_facets.py.
 """
 
 from __future__ import annotations
