@@ -13,6 +13,9 @@ Context:
 - `tenantLayerDir` (default "build/tenant-layer"): the tenant layer built by
   `infra/layer/build.py --target tenant`; missing, the layer has the wrapper only
   (a warning again).
+- `treadle:facets` (default false): `-c treadle:facets=true` adds the VPC (one NAT
+  gateway, ~$33 a month), the EFS file system and the mounts of facets on AWS
+  (infra/facets.py, docs/aws.md "Facets on AWS").
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ def build_app(app: App | None = None) -> App:
         dependency_layer_dir=_context_dir(app, names.CONTEXT_LAYER_DIR, names.DEFAULT_LAYER_DIR),
         tenant_layer_dir=_context_dir(
             app, names.CONTEXT_TENANT_LAYER_DIR, names.DEFAULT_TENANT_LAYER_DIR
+        ),
+        facets=names.context_flag(
+            names.CONTEXT_FACETS, app.node.try_get_context(names.CONTEXT_FACETS)
         ),
         description=f"Treadle durable workflows platform ({stage})",
     )

@@ -2,7 +2,9 @@
 
 Run from the repo root: `.venv/bin/python -m infra.cfn_lint [--stage STAGE]`. No CDK CLI
 and no `cdk.out`: the stack is built as the tests build it (jsii runs the CDK in node),
-so this takes seconds. tests/infra runs the same check on its own synthesis.
+so this takes seconds. Both variants are checked: the default stack and the one with
+facets on AWS (`-c treadle:facets=true`: VPC, NAT, EFS). tests/infra runs the same check
+on its own syntheses.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ def lint_template(template: Mapping[str, Any]) -> list[str]:
     return [str(m) for m in matches if m.rule.id not in IGNORED_RULES]
 
 
-def synthesise(stage: str) -> dict[str, Any]:
+def synthesise(stage: str, *, facets: bool = False) -> dict[str, Any]:
     from aws_cdk import App, assertions
 
     from infra import names
     from infra.stack import TreadleStack
 
-    stack = TreadleStack(App(), names.stack_name(stage), stage=stage)
+    stack = TreadleStack(App(), names.stack_name(stage), stage=stage, facets=facets)
     return dict(assertions.Template.from_stack(stack).to_json())
 
 
@@ -45,12 +47,18 @@ def main() -> None:
     stage = parser.parse_args().stage
     # jsii's banner about the node version would bury the findings.
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-    problems = lint_template(synthesise(stage))
-    for problem in problems:
-        print(problem)
-    if problems:
-        sys.exit(f"cfn-lint: {len(problems)} finding(s) on the {stage} stack")
-    print(f"cfn-lint: the {stage} stack's template is clean")
+    failed = []
+    for facets in (False, True):
+        variant = f"the {stage} stack" + (" with facets" if facets else "")
+        problems = lint_template(synthesise(stage, facets=facets))
+        for problem in problems:
+            print(f"{variant}: {problem}")
+        if problems:
+            failed.append(f"{len(problems)} finding(s) on {variant}")
+        else:
+            print(f"cfn-lint: {variant}: template clean")
+    if failed:
+        sys.exit("cfn-lint: " + "; ".join(failed))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aws_cdk import Annotations, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_events as events
@@ -22,8 +23,9 @@ from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from infra import facets_iam, names
 from infra import iam as grants
-from infra import names
+from infra.facets import Facets
 from infra.storage import Storage
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +77,9 @@ class PlatformFunctions(Construct):
         tenant_role: iam.IRole,
         tenant_layer_arn: str,
         dependency_layer_dir: Path | None,
+        facets: Facets | None = None,
     ) -> None:
+        """`facets`: the VPC and file system of facets on AWS, when the stack has them."""
         super().__init__(scope, id)
         self._stage = stage
         self._code = lambda_.Code.from_asset(str(FUNCTIONS_DIR), exclude=ASSET_EXCLUDES)
@@ -96,8 +100,15 @@ class PlatformFunctions(Construct):
             names.ENV_POWERTOOLS_LOG_LEVEL: "INFO",
         }
 
+        # With facets, the API serves /v1/facets: it runs in the VPC with the facets root
+        # mounted. The orchestrator deploys tenant functions too (a pinned version may have
+        # to be deployed before it is invoked), so it gets the same settings (their
+        # configuration must be the same from either, or each would undo the other's) and
+        # makes access points, but stays out of the VPC: its synchronous invokes last up
+        # to 15 minutes, and a NAT gateway drops a connection idle for 350 s. The sweep
+        # neither deploys nor reads facets.
         self.api = self._function(
-            _Spec("Api", "api", names.API_HANDLER, API_TIMEOUT, 1024, "HTTP API")
+            _Spec("Api", "api", names.API_HANDLER, API_TIMEOUT, 1024, "HTTP API"), facets
         )
         self.orchestrator = self._function(
             _Spec(
@@ -122,6 +133,8 @@ class PlatformFunctions(Construct):
             stage=stage,
             tenant_role=tenant_role,
             tenant_layer_arn=tenant_layer_arn,
+            configuration_conditions=facets_iam.deployer_conditions(facets) if facets else None,
+            statements=facets_iam.deployer_statements(facets, self) if facets else (),
         )
         deployer.attach_to([self.api.role, self.orchestrator.role])
         self.deployer_policy = deployer.policy
@@ -141,6 +154,12 @@ class PlatformFunctions(Construct):
         self.api.function.add_environment(
             names.ENV_SYNC_INVOKE_WAIT, str(names.API_SYNC_INVOKE_WAIT_S)
         )
+        if facets is not None:
+            facets_iam.allow_root_mount(self.api.role, facets)
+            for fn in (self.api, self.orchestrator):
+                facets_iam.allow_access_points(fn.role, facets)
+                for key, value in facets.environment().items():
+                    fn.function.add_environment(key, value)
         grants.allow_table(self.sweep.role, storage.table)
         grants.allow_send(self.sweep.role, storage.queue)
         # The sweep builds the same platform (it starts scheduled executions), which reads
@@ -195,7 +214,7 @@ class PlatformFunctions(Construct):
             )
         return layers
 
-    def _function(self, spec: _Spec) -> _PlatformFunction:
+    def _function(self, spec: _Spec, facets: Facets | None = None) -> _PlatformFunction:
         return _PlatformFunction(
             self,
             spec,
@@ -203,6 +222,7 @@ class PlatformFunctions(Construct):
             code=self._code,
             layers=self._layers,
             environment=self._environment,
+            facets=facets,
         )
 
 
@@ -218,6 +238,7 @@ class _PlatformFunction(Construct):
         code: lambda_.Code,
         layers: list[lambda_.ILayerVersion],
         environment: Mapping[str, str],
+        facets: Facets | None,
     ) -> None:
         super().__init__(scope, spec.id)
         name = names.platform_function_name(stage, spec.role_name)
@@ -251,4 +272,18 @@ class _PlatformFunction(Construct):
             memory_size=spec.memory_mb,
             environment=dict(environment),
             log_group=self.log_group,
+            **_in_vpc(facets),
         )
+
+
+def _in_vpc(facets: Facets | None) -> dict[str, Any]:
+    """A platform function's network and mount: none, or the facets VPC's private subnets,
+    the platform security group and the facets root."""
+    if facets is None:
+        return {}
+    return {
+        "vpc": facets.vpc,
+        "vpc_subnets": facets.subnets,
+        "security_groups": [facets.platform_sg],
+        "filesystem": facets.mount(),
+    }

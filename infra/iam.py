@@ -7,7 +7,7 @@ platform does not use (stream reads, object ACLs, tagging).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_dynamodb as dynamodb
@@ -134,7 +134,12 @@ class TenantExecutionRole(Construct):
 
 class DeployerPolicy(Construct):
     """Manage and invoke `treadle-<stage>-*` functions; pass no role but the tenant role,
-    attach no layer but the tenant layer."""
+    attach no layer but the tenant layer.
+
+    With facets (infra/facets_iam.py): `configuration_conditions` bound what else the
+    configuration may name (the VPC's subnets and security group), `statements` are what
+    Lambda checks with the caller's permissions when given them.
+    """
 
     def __init__(
         self,
@@ -144,9 +149,12 @@ class DeployerPolicy(Construct):
         stage: str,
         tenant_role: iam.IRole,
         tenant_layer_arn: str,
+        configuration_conditions: Mapping[str, list[str]] | None = None,
+        statements: Sequence[iam.PolicyStatement] = (),
     ) -> None:
         super().__init__(scope, id)
         layered = set(DEPLOYER_LAYERED_ACTIONS)
+        configuration = {"lambda:Layer": [tenant_layer_arn], **(configuration_conditions or {})}
         self.policy = iam.ManagedPolicy(
             self,
             "Policy",
@@ -161,8 +169,9 @@ class DeployerPolicy(Construct):
                     sid="TenantFunctionConfiguration",
                     actions=list(DEPLOYER_LAYERED_ACTIONS),
                     resources=[tenant_function_arn(self, stage)],
-                    # Any layer in the request must be this one (none at all passes too).
-                    conditions={"ForAllValues:StringEquals": {"lambda:Layer": [tenant_layer_arn]}},
+                    # Any layer in the request must be this one (none at all passes too);
+                    # likewise any subnet or security group.
+                    conditions={"ForAllValues:StringEquals": configuration},
                 ),
                 iam.PolicyStatement(
                     sid="TenantLayer",
@@ -175,6 +184,7 @@ class DeployerPolicy(Construct):
                     resources=[tenant_role.role_arn],
                     conditions={"StringEquals": {"iam:PassedToService": LAMBDA_PRINCIPAL}},
                 ),
+                *statements,
             ],
         )
 

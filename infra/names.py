@@ -2,7 +2,8 @@
 
 Free of aws_cdk imports: the constants describe the deployed shape (names, environment
 variables, outputs). The environment variable names are meant to be mirrored by the
-platform's Settings model; the table's shape is imported from the DynamoDB adapter.
+platform's Settings model (those of facets are imported from it); the table's shape is
+imported from the DynamoDB adapter.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ import re
 from typing import Final
 
 from treadle.adapters.aws import tables
+from treadle.settings import ENV_FACETS_FILE_SYSTEM_ID as ENV_FACETS_FILE_SYSTEM_ID
+from treadle.settings import ENV_FACETS_MOUNT_PATH as ENV_FACETS_MOUNT_PATH
+from treadle.settings import ENV_TENANT_SECURITY_GROUP_IDS as ENV_TENANT_SECURITY_GROUP_IDS
+from treadle.settings import ENV_TENANT_SUBNET_IDS as ENV_TENANT_SUBNET_IDS
 
 # --- stage and naming -------------------------------------------------------------
 
@@ -20,6 +25,9 @@ CONTEXT_LAYER_DIR: Final = "layerDir"
 DEFAULT_LAYER_DIR: Final = "build/lambda-layer"
 CONTEXT_TENANT_LAYER_DIR: Final = "tenantLayerDir"
 DEFAULT_TENANT_LAYER_DIR: Final = "build/tenant-layer"
+# `-c treadle:facets=true`: the VPC, NAT gateway and EFS file system of facets on AWS
+# (infra/facets.py). Off by default: the NAT gateway alone costs about $33 a month.
+CONTEXT_FACETS: Final = "treadle:facets"
 
 # Lowercase letters and digits only: a hyphen in a stage would let the tenant function
 # pattern of one stage ("treadle-dev-*") match the functions of another ("treadle-dev-x-...").
@@ -122,6 +130,18 @@ POWERTOOLS_METRICS_NAMESPACE: Final = "Treadle"
 # Lambda's only writable directory.
 LAMBDA_DATA_DIR: Final = "/tmp/treadle"
 
+# Facets on EFS (infra/facets.py): the platform's own copy of these names is its Settings
+# model's (imported above), so the stack and the parser cannot disagree.
+FACETS_ENV_VARS: Final = (
+    ENV_FACETS_FILE_SYSTEM_ID,
+    ENV_FACETS_MOUNT_PATH,
+    ENV_TENANT_SUBNET_IDS,
+    ENV_TENANT_SECURITY_GROUP_IDS,
+)
+# Where the API mounts the facets root, and tenant Lambdas their own
+# directory (Lambda wants /mnt/<name>).
+FACETS_MOUNT_PATH: Final = "/mnt/facets"
+
 # --- outputs --------------------------------------------------------------------------
 
 OUTPUT_API_URL: Final = "ApiUrl"
@@ -132,6 +152,7 @@ OUTPUT_TENANT_ROLE_ARN: Final = "TenantRoleArn"
 OUTPUT_TENANT_LAYER_ARN: Final = "TenantLayerArn"
 # `aws secretsmanager get-secret-value --secret-id <this>` gives the admin key pair.
 OUTPUT_ADMIN_SECRET_ARN: Final = "AdminSecretArn"
+OUTPUT_FACETS_FILE_SYSTEM_ID: Final = "FacetsFileSystemId"
 
 
 def admin_key_id(stage: str) -> str:
@@ -140,3 +161,13 @@ def admin_key_id(stage: str) -> str:
     platform's settings require, and never of the `AKIA` form tenant and sandbox keys take.
     """
     return f"TREADLEADMIN{validate_stage(stage).upper()}KEY"
+
+
+def context_flag(key: str, value: object) -> bool:
+    """A boolean context value: `true`/`false` from the CLI (`-c key=true`, a string) or
+    cdk.json (a JSON boolean); unset is false. Anything else is refused, not guessed."""
+    if value is None or value is False or value is True:
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"context {key!r} must be true or false, not {value!r}")

@@ -8,8 +8,9 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
-from infra import names
+from infra import facets_iam, names
 from infra.api import PublicApi
+from infra.facets import Facets
 from infra.functions import ORCHESTRATOR_TIMEOUT, PlatformFunctions
 from infra.iam import TenantExecutionRole
 from infra.storage import Storage
@@ -30,8 +31,11 @@ class TreadleStack(Stack):
         stage: str = names.DEFAULT_STAGE,
         dependency_layer_dir: Path | None = None,
         tenant_layer_dir: Path | None = None,
+        facets: bool = False,
         **kwargs: Any,
     ) -> None:
+        """`facets`: also the VPC, NAT gateway and EFS file system of facets on AWS
+        (infra/facets.py; context `treadle:facets`)."""
         super().__init__(scope, id, **kwargs)
         self.stage = names.validate_stage(stage)
 
@@ -39,6 +43,9 @@ class TreadleStack(Stack):
             self, "Storage", stage=stage, orchestrator_timeout=ORCHESTRATOR_TIMEOUT
         )
         self.tenant = TenantExecutionRole(self, "TenantExecution", stage=stage)
+        self.facets = Facets(self, "Facets", stage=stage) if facets else None
+        if self.facets is not None:
+            facets_iam.allow_tenant(self.tenant.role, self.facets)
         self.tenant_layer = TenantLayer(
             self, "TenantLayer", stage=stage, built_dir=tenant_layer_dir
         )
@@ -50,6 +57,7 @@ class TreadleStack(Stack):
             tenant_role=self.tenant.role,
             tenant_layer_arn=self.tenant_layer.arn,
             dependency_layer_dir=dependency_layer_dir,
+            facets=self.facets,
         )
         self.api = PublicApi(self, "Api", stage=stage, handler=self.functions.api.function)
         # The control plane gives tenant functions this endpoint (AWS_ENDPOINT_URL_LAMBDA)
@@ -68,3 +76,10 @@ class TreadleStack(Stack):
             value=self.storage.admin_secret.secret_arn,
             description="The admin key pair: aws secretsmanager get-secret-value --secret-id",
         )
+        if self.facets is not None:
+            CfnOutput(
+                self,
+                names.OUTPUT_FACETS_FILE_SYSTEM_ID,
+                value=self.facets.file_system.file_system_id,
+                description="Facets on EFS (retained when the stack is deleted)",
+            )

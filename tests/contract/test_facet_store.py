@@ -210,3 +210,18 @@ def test_on_efs_a_refused_name_makes_no_access_point(efs: tuple[EfsFacetStore, A
     with pytest.raises(InvalidParameter):
         store.create(A, "../" + B)
     assert client.describe_access_points(FileSystemId=fs)["AccessPoints"] == []
+
+
+def test_on_efs_a_process_without_the_mount_still_finds_and_makes_access_points(
+    efs: tuple[EfsFacetStore, Any, str], tmp_path: Path
+) -> None:
+    # The orchestrator deploys tenant functions (their access points) outside the VPC:
+    # it has no mount, and the directory must not be touched until a file is wanted.
+    store, client, fs = efs
+    unmounted = tmp_path / "not-mounted"
+    deployer = EfsFacetStore(client, file_system_id=fs, mount_dir=unmounted, stage="test")
+    arn = deployer.access_point(A)
+    assert arn == store.access_point(A)
+    assert not unmounted.exists()
+    assert deployer.list(A) == []  # the first file operation opens the directory
+    assert unmounted.is_dir()

@@ -1,7 +1,7 @@
 """The CDK app lives in the repo root's `infra` package: make it importable.
 
 One synthesis of the `qa` stage serves every test module here (about 2 s: jsii runs the
-CDK in node).
+CDK in node), and one more of it with facets on AWS (`facets=True`) serves test_stack_facets.py.
 """
 
 from __future__ import annotations
@@ -39,4 +39,24 @@ def template(assertion: Any) -> dict[str, Any]:
     from cfn_helpers import render
 
     rendered: dict[str, Any] = render(assertion.to_json())
+    return rendered
+
+
+@pytest.fixture(scope="session")
+def facets_assertion() -> Any:
+    from aws_cdk import App, assertions
+    from qa_stack import STAGE
+
+    from infra import names
+    from infra import stack as infra_stack
+
+    stack = infra_stack.TreadleStack(App(), names.stack_name(STAGE), stage=STAGE, facets=True)
+    return assertions.Template.from_stack(stack)
+
+
+@pytest.fixture(scope="session")
+def facets_template(facets_assertion: Any) -> dict[str, Any]:
+    from cfn_helpers import render
+
+    rendered: dict[str, Any] = render(facets_assertion.to_json())
     return rendered

@@ -39,6 +39,8 @@ from treadle.facets.models import FacetInfo, check_name
 log = logging.getLogger(__name__)
 
 TENANT_TAG = "treadle:facets-tenant"
+# Where facets live on the file system; the stack roots the platform's access point here.
+FS_ROOT = "/facets"
 # Tenant uids on EFS: a range no Lambda runtime user and no system account has.
 UID_BASE = 0x7000_0000
 UID_SPAN = 0x0FFE_0000
@@ -61,7 +63,7 @@ class EfsFacetStore:
         file_system_id: str,
         mount_dir: Path,
         stage: str,
-        fs_root: str = "/facets",
+        fs_root: str = FS_ROOT,
         uid_of: Callable[[str], int] = tenant_uid,
     ) -> None:
         """`mount_dir`: where `fs_root` of the file system is mounted in this process."""
@@ -70,9 +72,23 @@ class EfsFacetStore:
         self._stage = stage
         self._fs_root = fs_root.rstrip("/")
         self._uid_of = uid_of
-        self._files = SqliteFacetStore(mount_dir, uid_of, journal_mode="DELETE")
+        self._mount_dir = mount_dir
+        self._files_store: SqliteFacetStore | None = None
+        self._files_guard = threading.Lock()
         self._arns: dict[str, str] = {}
         self._guard = threading.Lock()
+
+    @property
+    def _files(self) -> SqliteFacetStore:
+        """The mounted directory, opened (and swept) on first use: a process that only
+        deploys tenant functions (the orchestrator, kept out of the VPC) needs their
+        access points, not the files, and has no mount at all."""
+        with self._files_guard:
+            if self._files_store is None:
+                self._files_store = SqliteFacetStore(
+                    self._mount_dir, self._uid_of, journal_mode="DELETE"
+                )
+            return self._files_store
 
     # -- the tenant's view: its access point -------------------------------------------
 
