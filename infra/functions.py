@@ -165,6 +165,11 @@ class PlatformFunctions(Construct):
         # The sweep builds the same platform (it starts scheduled executions), which reads
         # the checkpoint-token key at start-up.
         grants.allow_token_key(self.sweep.role, storage.token_secret)
+        # The sweep relays status changes (docs/notifications.md) to the account's default
+        # bus, where Lambda puts its own durable executions' status changes.
+        bus = events.EventBus.from_event_bus_name(self, "DefaultBus", "default")
+        self.sweep.function.add_environment(names.ENV_EVENT_BUS, bus.event_bus_name)
+        grants.allow(self.sweep.role, "StatusEvents", grants.EVENT_PUT_ACTIONS, [bus.event_bus_arn])
 
         # Partial batch responses: one failed execution does not redeliver the others.
         self.orchestrator.function.add_event_source(

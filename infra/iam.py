@@ -51,6 +51,7 @@ LOG_WRITE_ACTIONS: tuple[str, ...] = (
     "logs:PutLogEvents",
 )
 LOG_LIST_ACTIONS: tuple[str, ...] = ("logs:DescribeLogGroups",)
+EVENT_PUT_ACTIONS: tuple[str, ...] = ("events:PutEvents",)
 LOG_READ_ACTIONS: tuple[str, ...] = (
     "logs:DescribeLogStreams",
     "logs:FilterLogEvents",

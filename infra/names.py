@@ -12,6 +12,7 @@ import re
 from typing import Final
 
 from treadle.adapters.aws import tables
+from treadle.settings import ENV_EVENT_BUS as ENV_EVENT_BUS
 from treadle.settings import ENV_FACETS_FILE_SYSTEM_ID as ENV_FACETS_FILE_SYSTEM_ID
 from treadle.settings import ENV_FACETS_MOUNT_PATH as ENV_FACETS_MOUNT_PATH
 from treadle.settings import ENV_TENANT_SECURITY_GROUP_IDS as ENV_TENANT_SECURITY_GROUP_IDS

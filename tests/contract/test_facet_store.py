@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,18 @@ def test_a_name_that_is_not_a_facet_name_is_refused(store: FacetStore, name: str
         store.create(A, name)
     with pytest.raises(InvalidParameter):
         store.export(A, name)
+
+
+def test_on_a_shared_directory_only_old_hidden_directories_are_swept(tmp_path: Path) -> None:
+    store = SqliteFacetStore(tmp_path / "facets")
+    store.create(A, "orders")
+    old, fresh = store.tenant_dir(A) / ".orders.old", store.tenant_dir(A) / ".orders.new"
+    old.mkdir()
+    fresh.mkdir()  # another process's facet in the making
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    SqliteFacetStore(tmp_path / "facets", sweep_older_than_s=3600)
+    assert sorted(os.listdir(store.tenant_dir(A))) == [".orders.new", "orders"]
 
 
 def test_facets_half_made_by_a_killed_platform_are_swept(tmp_path: Path) -> None:

@@ -105,6 +105,20 @@ def test_tenant_role_reaches_only_its_logs(template: Json) -> None:
         ]
 
 
+def test_the_sweep_puts_status_changes_on_the_default_bus_only(template: Json) -> None:
+    _, sweep = function_by_name(template, SWEEP)
+    assert sweep["Properties"]["Environment"]["Variables"][names.ENV_EVENT_BUS] == "default"
+    puts = [
+        st
+        for name in (API, ORCHESTRATOR, SWEEP)
+        for st in role_statements(template, name)
+        if "events:PutEvents" in as_list(st["Action"])
+    ]
+    assert len(puts) == 1 and puts[0] in role_statements(template, SWEEP)
+    bus = ARN_PREFIX.replace("{service}", "events") + "event-bus/default"
+    assert as_list(puts[0]["Resource"]) == [bus]
+
+
 def test_log_groups_are_listed_with_the_only_resource_iam_takes_for_it(template: Json) -> None:
     listing = [
         st

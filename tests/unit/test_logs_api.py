@@ -1,4 +1,5 @@
-"""FilterLogEvents, DescribeLogGroups and DescribeLogStreams refusals: CloudWatch Logs' codes, from the API's one error mapping."""
+"""FilterLogEvents, DescribeLogGroups and DescribeLogStreams refusals: CloudWatch Logs'
+codes, from the API's one error mapping."""
 
 from __future__ import annotations
 

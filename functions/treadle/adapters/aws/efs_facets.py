@@ -37,6 +37,8 @@ from treadle.domain.errors import Unavailable
 from treadle.facets.models import FacetInfo, check_name
 
 log = logging.getLogger(__name__)
+# A hidden directory older than this on the shared mount was left by a killed process.
+SHARED_SWEEP_AGE_S = 3600.0
 
 TENANT_TAG = "treadle:facets-tenant"
 # Where facets live on the file system; the stack roots the platform's access point here.
@@ -86,7 +88,12 @@ class EfsFacetStore:
         with self._files_guard:
             if self._files_store is None:
                 self._files_store = SqliteFacetStore(
-                    self._mount_dir, self._uid_of, journal_mode="DELETE"
+                    self._mount_dir,
+                    self._uid_of,
+                    journal_mode="DELETE",
+                    # Every API container shares the directory: one's cold start must
+                    # not take a facet another is making right now.
+                    sweep_older_than_s=SHARED_SWEEP_AGE_S,
                 )
             return self._files_store
 

@@ -22,6 +22,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -43,26 +44,39 @@ class SqliteFacetStore:
         owner: Callable[[str], int | None] | None = None,
         *,
         journal_mode: Literal["WAL", "DELETE"] = "WAL",
+        sweep_older_than_s: float = 0.0,
     ) -> None:
         """`owner(tenant)`: the uid (= gid) the tenant's code runs as, None when the
         platform does not change uids (files stay the platform's). `journal_mode`: WAL
         where every process that opens a facet is on this host; DELETE on a network
-        file system (EFS), where WAL's shared-memory index cannot be shared."""
+        file system (EFS), where WAL's shared-memory index cannot be shared.
+        `sweep_older_than_s`: how old a hidden directory must be to count as left by a
+        killed process: 0 where this process is the only one (the embedded platform holds
+        its data directory's lock); on a directory shared by many processes (EFS), long
+        enough that another live process cannot still be making or deleting it."""
         self._root = root
         self._owner = owner or (lambda _tenant: None)
         self._journal_mode = journal_mode
         root.mkdir(parents=True, exist_ok=True)
-        self._sweep()
+        self._sweep(sweep_older_than_s)
 
-    def _sweep(self) -> None:
+    def _sweep(self, older_than_s: float) -> None:
         # Hidden directories are facets half made or half deleted, or exports, of a
         # killed process.
+        cutoff = time.time() - older_than_s
+
+        def stale(path: Path) -> bool:
+            try:
+                return path.name.startswith(".") and path.lstat().st_mtime <= cutoff
+            except FileNotFoundError:  # another process finished with it meanwhile
+                return False
+
         for tenant_dir in self._root.iterdir():
-            if tenant_dir.name.startswith("."):
+            if stale(tenant_dir):
                 shutil.rmtree(tenant_dir, ignore_errors=True)
-            elif tenant_dir.is_dir():
+            elif tenant_dir.is_dir() and not tenant_dir.name.startswith("."):
                 for entry in tenant_dir.iterdir():
-                    if entry.name.startswith("."):
+                    if stale(entry):
                         shutil.rmtree(entry, ignore_errors=True)
 
     def tenant_dir(self, tenant: str) -> Path:
