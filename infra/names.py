@@ -120,6 +120,8 @@ PLATFORM_ENV_VARS: Final = (
 # Only the API function serves /v1/tenants, so only it gets (and may read) the admin secret;
 # only it answers synchronous invokes from behind API Gateway, so only it caps their wait.
 API_ONLY_ENV_VARS: Final = (ENV_ADMIN_SECRET_ARN, ENV_SYNC_INVOKE_WAIT)
+# The sweep relays status changes to EventBridge (docs/notifications.md).
+SWEEP_ONLY_ENV_VARS: Final = (ENV_EVENT_BUS,)
 
 # API Gateway gives up on an integration after ~29-30 s (a 504, which SDK clients retry:
 # each retry of an unnamed durable invoke would start another execution). The API answers

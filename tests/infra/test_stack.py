@@ -206,8 +206,8 @@ def test_platform_function_runtime_handler_and_settings(
     assert props["Runtime"] == "python3.12"
     assert props["Architectures"] == ["arm64"]
     env = props["Environment"]["Variables"]
-    only_api = set(names.API_ONLY_ENV_VARS) if name == API else set()
-    assert set(env) == set(names.PLATFORM_ENV_VARS) | only_api
+    only = {API: names.API_ONLY_ENV_VARS, SWEEP: names.SWEEP_ONLY_ENV_VARS}.get(name, ())
+    assert set(env) == set(names.PLATFORM_ENV_VARS) | set(only)
     assert env[names.ENV_STAGE] == STAGE
     # The version ARN (a Ref of a LayerVersion), which CreateFunction takes in Layers.
     assert env[names.ENV_TENANT_LAYER_ARN] == f"${{{tenant_layer_id(template)}}}"
