@@ -32,6 +32,7 @@ from treadle.app.quotas import TenantQuotas
 from treadle.artifacts import ArtifactService, Repositories
 from treadle.artifacts.ports import TokenStore
 from treadle.artifacts.tokens import RepoTokens
+from treadle.console import attach_console
 from treadle.domain.engine import Engine, EngineConfig, TokenCodec
 from treadle.domain.logs import LogStore
 from treadle.domain.ports import (
@@ -164,6 +165,13 @@ def build_core(
         git=GitHttp(ports.repositories, auth.git),
         max_request_bytes=settings.max_request_bytes,
         sandbox_git=sandbox_git,
+    )
+    attach_console(
+        app,
+        token_secret=token_secret,
+        admin_key=admin_key,
+        tenant_keys=ports.tenants.lookup_secret,
+        now_s=lambda: ports.clock.now_ms() / 1000,
     )
     return Core(engine=engine, app=app, facets=facets)
 
