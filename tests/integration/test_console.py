@@ -238,5 +238,3 @@ def test_static_assets_are_served_and_nothing_else_is(server: ServerProcess) -> 
     assert web.get("/console/static/console.js").status_code == 200
     assert web.get("/console/static/%2e%2e%2fsession.py").status_code == 404
     assert web.get("/console/static/session.py").status_code == 404
-
-

@@ -10,7 +10,7 @@ import httpx
 
 from support.server import ServerProcess
 
-WORKFLOW = '''
+WORKFLOW = """
 from aws_durable_execution_sdk_python import DurableContext, durable_execution, durable_step
 from aws_durable_execution_sdk_python.config import Duration
 
@@ -28,7 +28,7 @@ def handler(event, context: DurableContext):
     inner = context.run_in_child_context(lambda ctx: ctx.step(greet("child")), name="child")
     approval = context.wait_for_callback(lambda cid, ctx: print("callback", cid), name="approval")
     return {"greeting": greeting, "inner": inner, "approval": approval}
-'''
+"""
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from treadle.api.http import Response
-from treadle.cli.render import decoded, event_details
 from treadle.console import timeline
 from treadle.console.api import Api, ApiError, CallAs, seg
 from treadle.console.web import Console, Ctx, redirect
+from treadle.payloads import decoded, event_details
 
 F = "/2015-03-31/functions"
 D = "/2025-12-01/durable-executions"

@@ -32,7 +32,7 @@ from treadle.app.quotas import TenantQuotas
 from treadle.artifacts import ArtifactService, Repositories
 from treadle.artifacts.ports import TokenStore
 from treadle.artifacts.tokens import RepoTokens
-from treadle.console import attach_console
+from treadle.console.mount import attach_console
 from treadle.domain.engine import Engine, EngineConfig, TokenCodec
 from treadle.domain.logs import LogStore
 from treadle.domain.ports import (
