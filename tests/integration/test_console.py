@@ -123,7 +123,7 @@ def test_the_executions_page_lists_and_filters_and_the_execution_page_draws_a_ti
     assert page.status_code == 200
     html = page.text
     assert '<svg class="timeline"' in html
-    for label in ("step greet", "wait ", "context child", "callback approval"):
+    for label in ("step greet", "wait 1s", "context child", "callback approval"):
         assert label in html
     assert 'class="band"' in html  # the invocations behind the rows
     assert "Answer callback" in html

@@ -144,7 +144,7 @@ def build(events: Iterable[Mapping[str, Any]], now: float) -> Timeline:
             parent = event.get("ParentId")
             row = Row(
                 op_id,
-                str(event.get("Name") or op_id[:8]),
+                str(event.get("Name") or _unnamed(kind, details, op_id)),
                 kind,
                 parent if isinstance(parent, str) else None,
                 first_event=int(event.get("EventId", 0)),
@@ -161,6 +161,14 @@ def build(events: Iterable[Mapping[str, Any]], now: float) -> Timeline:
                 bar.end = max(bar.start, end)
             end = max(end, bar.end)
     return Timeline(start, end, _nested(rows), bands)
+
+
+def _unnamed(kind: str, details: Mapping[str, Any], op_id: str) -> str:
+    """What an operation without a name is called: a wait by its duration."""
+    duration = details.get("Duration")
+    if kind == "Wait" and isinstance(duration, (int, float)):
+        return f"{duration:g}s"
+    return op_id[:8]
 
 
 def _nested(rows: dict[str, Row]) -> list[Row]:
@@ -196,6 +204,7 @@ class Label:
     x: float
     y: float
     text: str
+    anchor: str = "start"  # SVG text-anchor: the last tick ends at the plot's edge
 
 
 @dataclass(frozen=True)
@@ -243,7 +252,12 @@ def draw(timeline: Timeline, width: int = 960) -> Drawing:
             title = f"{row.name}: {bar.label or bar.status} ({bar.end - bar.start:.3f}s)"
             bars.append(Rect(x(bar.start), y + 4, w, ROW_H - 8, f"bar-{bar.status}", title))
     ticks = [
-        Label(x(timeline.start + timeline.span * k / 4), 12, f"+{timeline.span * k / 4:.2f}s")
+        Label(
+            x(timeline.start + timeline.span * k / 4),
+            12,
+            f"+{timeline.span * k / 4:.2f}s",
+            "end" if k == 4 else "start",
+        )
         for k in range(5)
     ]
     return Drawing(width, height, bands, bars, labels, ticks)
