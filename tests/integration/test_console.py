@@ -238,3 +238,42 @@ def test_static_assets_are_served_and_nothing_else_is(server: ServerProcess) -> 
     assert web.get("/console/static/console.js").status_code == 200
     assert web.get("/console/static/%2e%2e%2fsession.py").status_code == 404
     assert web.get("/console/static/session.py").status_code == 404
+
+
+def test_pause_resume_event_stop_and_redrive_from_the_page(
+    server: ServerProcess, waiting: str
+) -> None:
+    lam = client(server)
+    out = lam.invoke(
+        FunctionName="flow",
+        InvocationType="Event",
+        DurableExecutionName="actions",
+        Payload=json.dumps({"who": "actions"}),
+    )
+    arn = str(out["DurableExecutionArn"])
+    _until(lambda: _callback_started(lam, arn))
+    web = login(server, server.credentials())
+    page = execution_path(arn)
+
+    def status() -> str:
+        return str(lam.get_durable_execution(DurableExecutionArn=arn)["Status"])
+
+    for action, expected in (("pause", "PAUSED"), ("resume", "RUNNING")):
+        done = post_form(web, page, f"{page}/{action}")
+        assert done.status_code == 303 and done.headers["location"].endswith(f"done={action}")
+        _until(lambda expected=expected: status() == expected)  # type: ignore[misc]
+    sent = post_form(web, page, f"{page}/event", type="nudge", payload='{"n": 1}')
+    assert sent.status_code == 303
+    refused = post_form(web, page, f"{page}/event", type="bad type!", payload="")
+    assert refused.status_code == 400 and "type" in refused.text
+    assert post_form(web, page, f"{page}/stop").status_code == 303
+    _until(lambda: status() == "STOPPED")
+    no_step = post_form(web, page, f"{page}/redrive")
+    assert no_step.status_code == 400 and "no failed step" in no_step.text
+    redriven = post_form(web, page, f"{page}/redrive", step="greet")
+    assert redriven.status_code == 303, redriven.text
+    assert "done=redriven" in redriven.headers["location"]
+    new_page = redriven.headers["location"].split("?")[0]
+    assert new_page != page
+    assert web.get(new_page).status_code == 200
+    assert "Redriven from" in web.get(new_page).text

@@ -64,6 +64,8 @@ class Application:
         if self.console is not None and (
             request.path == "/console" or request.path.startswith("/console/")
         ):
+            if self._too_large(request):
+                return Response(413, b"Request too large.\n", {"content-type": "text/plain"})
             try:
                 return self.console(request)
             except Exception as exc:  # never a stack trace to the browser

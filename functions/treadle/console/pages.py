@@ -10,12 +10,13 @@ from treadle.api.http import Response
 from treadle.console import timeline
 from treadle.console.api import Api, ApiError, CallAs, seg
 from treadle.console.web import Console, Ctx, redirect
+from treadle.domain.models import TERMINAL_EXECUTION_STATUSES, ExecutionStatus
 from treadle.payloads import decoded, event_details
 
 F = "/2015-03-31/functions"
 D = "/2025-12-01/durable-executions"
-CLOSED = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "STOPPED"})
-STATUSES = ("RUNNING", "PENDING", "SUCCEEDED", "FAILED", "TIMED_OUT", "STOPPED")
+CLOSED = frozenset(s.value for s in TERMINAL_EXECUTION_STATUSES)
+STATUSES = tuple(s.value for s in ExecutionStatus)
 _MAX_LISTED = 200
 
 
@@ -105,12 +106,15 @@ class TenantPages:
             if not marker:
                 break
         line = timeline.build(events, self.now())
+        operations = _operations(events)
         return {
             "ex": decoded(ex),
             "arn": arn,
             "closed": ex.get("Status") in CLOSED,
             "events": events,
-            "operations": _operations(events),
+            "operations": operations,
+            # Redrive names a step by name (its first occurrence): each name once.
+            "step_names": list(dict.fromkeys(op["name"] for op in operations if op["name"])),
             "open_callbacks": _open_callbacks(events),
             "drawing": timeline.draw(line),
             "logs": self._logs(api, ex, events),
