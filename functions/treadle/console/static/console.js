@@ -13,7 +13,11 @@
   function tick() {
     if (busy()) { setTimeout(tick, 1500); return; }
     fetch(url, { credentials: "same-origin", headers: { "accept": "text/html" } })
-      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+      .then(function (r) {
+        // Logged out meanwhile (a disabled key, an expired session): show the login page.
+        if (r.redirected) { window.location.reload(); return Promise.reject(0); }
+        return r.ok ? r.text() : Promise.reject(r.status);
+      })
       .then(function (html) {
         if (busy()) { return; }
         live.innerHTML = html;
