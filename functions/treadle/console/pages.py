@@ -87,7 +87,7 @@ class TenantPages:
             executions=rows[:_MAX_LISTED],
             functions=names,
             statuses=STATUSES,
-            filters={"function": chosen, "status": status, **ctx.request.query},
+            filters={"function": chosen, "status": status},
             q=ctx.q,
             when=when,
             function_of=_function_of,
