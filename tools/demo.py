@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from treadle.cli.render import decoded, decoded_payload
+from treadle.payloads import decoded, decoded_payload
 from treadle.platform import TENANT_PROFILE
 from treadle.settings import ENV_AWS_ENDPOINT_URL, ENV_BACKEND, ENV_STAGE
 from treadle.tenancy.credentials import read_profile

@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 import venv
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,6 +166,11 @@ def test_treadle_dev_from_the_wheel_runs_a_durable_function(
         db = sqlite3.connect(facet)
         assert db.execute("SELECT name FROM greeted").fetchall() == [("wheel",)]
         db.close()
+        # The console's templates and static files are package data in the wheel.
+        with urllib.request.urlopen(url + "/console/login", timeout=30) as page:
+            assert b'name="access_key_id"' in page.read()
+        with urllib.request.urlopen(url + "/console/static/console.css", timeout=30) as css:
+            assert css.status == 200
     finally:
         proc.terminate()
         try:

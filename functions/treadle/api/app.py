@@ -1,6 +1,7 @@
 """The HTTP application: surfaces, authentication, size limits and error mapping.
 
-Three surfaces share one application, told apart by the path:
+Four surfaces share one application, told apart by the path:
+- `/console/...`: the web console (HTML, a session cookie; `treadle.console`);
 - `/git/<tenant>/<repo>.git/...`: Git smart HTTP, Basic auth, plain-text errors;
 - `/v1/...`: platform extensions, SigV4 or Basic, JSON errors `{"error": {...}}`;
 - everything else: the Lambda-compatible surface (and CloudWatch Logs' awsJson
@@ -47,6 +48,8 @@ class Application:
         max_request_bytes: int,
         sandbox_git: SandboxGitHandler | None = None,
     ) -> None:
+        # Set after construction: the console calls back into this application.
+        self.console: Callable[[Request], Response] | None = None
         self.router = router
         self.v1 = v1
         self.auth = auth
@@ -58,6 +61,16 @@ class Application:
         self.max_request_bytes = max_request_bytes
 
     def handle(self, request: Request) -> Response:
+        if self.console is not None and (
+            request.path == "/console" or request.path.startswith("/console/")
+        ):
+            if self._too_large(request):
+                return Response(413, b"Request too large.\n", {"content-type": "text/plain"})
+            try:
+                return self.console(request)
+            except Exception as exc:  # never a stack trace to the browser
+                log.exception("console request failed")
+                return text_error(exc)
         if request.path.startswith("/git/"):
             # Pushes are bigger than API requests; the Git handler bounds them itself.
             try:
@@ -67,6 +80,43 @@ class Application:
         if request.path.startswith("/v1/") or request.path == "/v1":
             return self._v1(request)
         return with_request_id(self._lambda(request))
+
+    def call_as(
+        self,
+        tenant: str | None,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, list[str]] | None = None,
+        body: bytes = b"",
+        target: str | None = None,
+    ) -> Response:
+        """An in-process call as an already authenticated principal: `tenant`, or the
+        admin when None. Only the signature check is skipped: routing, validation,
+        tenancy and error shapes are the API's own, so the console can show nothing and
+        do nothing the API would refuse. The admin reaches `/v1/tenants...` only and a
+        tenant everything else (the same policy as `Authenticator`). `target` names a
+        CloudWatch Logs operation (`Logs_20140328.FilterLogEvents`)."""
+        request = Request(method=method, path=path, query=query or {}, body=body)
+        request.headers["content-type"] = "application/json"
+        admin_path = path.startswith("/v1/tenants")
+        if (tenant is None) != admin_path:
+            return v1_json_error(403, "AccessDeniedException", "Not allowed for this principal.")
+        request.tenant = tenant or ""
+        if target is not None:
+            request.headers["x-amz-target"] = target
+            handler = self.targets.get(target.split(".", 1)[0])
+            if handler is None or tenant is None:
+                return aws_error(400, "UnknownOperationException", f"Unknown target {target}")
+            return handler(request)
+        is_v1 = path.startswith("/v1/")
+        try:
+            route, _known = (self.v1 if is_v1 else self.router).match(request)
+            if route is None:
+                return v1_json_error(404, "NotFound", f"No route for {path}")
+            return route(request)
+        except Exception as exc:
+            return v1_error(exc) if is_v1 else lambda_error(exc)
 
     def handle_sandbox(self, request: Request, tenant: str) -> Response:
         """A request to the endpoint inside `tenant`'s network namespace: only the

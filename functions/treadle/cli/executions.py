@@ -11,7 +11,8 @@ import urllib.parse
 from typing import Any
 
 from treadle.cli.remote import CliError, Remote, aws_errors, paginate
-from treadle.cli.render import EVENT_COLUMNS, Output, brief, decoded, event_row, when
+from treadle.cli.render import EVENT_COLUMNS, Output, brief, event_row, when
+from treadle.payloads import decoded
 
 _CLOSED = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "STOPPED"})
 _STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "STOPPED", "PAUSED")

@@ -8,34 +8,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from aws_durable_execution_sdk_python.serdes import EXTENDED_TYPES_SERDES, SerDesContext
 from rich.console import Console
 from rich.table import Table
 
-# Fields that hold a payload as the SDK serialises it.
-_PAYLOADS = frozenset({"Payload", "Result", "InputPayload"})
-
-
-def decoded(value: Any) -> Any:
-    """A history detail or execution with its payloads decoded as the SDK encodes them (its
-    extended-types envelope, `{"t": ..., "v": ...}`), for people to read."""
-    if isinstance(value, dict):
-        return {k: decoded_payload(v) if k in _PAYLOADS else decoded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [decoded(v) for v in value]
-    return value
-
-
-def decoded_payload(raw: Any) -> Any:
-    if not isinstance(raw, str):
-        return decoded(raw)
-    try:
-        return EXTENDED_TYPES_SERDES.deserialize(raw, SerDesContext("", ""))
-    except Exception:  # not the SDK's envelope: plain JSON, or text
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw
+# Decoding is shared with the web console.
+from treadle.payloads import event_details
 
 
 class Output:
@@ -88,15 +65,6 @@ def brief(value: Any, width: int = 100) -> str:
     """A decoded value on one line, cut at `width`."""
     text = value if isinstance(value, str) else json.dumps(jsonable(value), default=str)
     return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def event_details(event: dict[str, Any]) -> dict[str, Any]:
-    """A history event's `...Details` object, decoded, without the timestamps the row shows."""
-    details: dict[str, Any] = next((v for k, v in event.items() if k.endswith("Details")), {})
-    shown: dict[str, Any] = decoded(
-        {k: v for k, v in details.items() if k not in ("StartTimestamp", "EndTimestamp")}
-    )
-    return shown
 
 
 def event_row(event: dict[str, Any], width: int = 100) -> list[str]:

@@ -39,6 +39,7 @@ from treadle.app.schedules import ScheduleService
 from treadle.artifacts import ArtifactService, Repositories
 from treadle.artifacts.ports import TokenStore
 from treadle.artifacts.tokens import RepoTokens
+from treadle.console.mount import attach_console
 from treadle.domain.engine import Engine, EngineConfig, TokenCodec
 from treadle.domain.logs import LogStore
 from treadle.domain.notification_ports import (
@@ -218,6 +219,13 @@ def build_core(
         git=GitHttp(ports.repositories, auth.git),
         max_request_bytes=settings.max_request_bytes,
         sandbox_git=sandbox_git,
+    )
+    attach_console(
+        app,
+        token_secret=token_secret,
+        admin_key=admin_key,
+        tenant_keys=ports.tenants.lookup_secret,
+        now_s=lambda: ports.clock.now_ms() / 1000,
     )
     return Core(engine=engine, app=app, facets=facets, schedules=firer, relay=relay)
 
