@@ -46,6 +46,7 @@ class Application:
         git: GitHandler,
         max_request_bytes: int,
         sandbox_git: SandboxGitHandler | None = None,
+        metrics: Callable[[Request], Response] | None = None,
     ) -> None:
         self.router = router
         self.v1 = v1
@@ -56,6 +57,7 @@ class Application:
         self.git = git
         self.sandbox_git = sandbox_git
         self.max_request_bytes = max_request_bytes
+        self.metrics = metrics
 
     def handle(self, request: Request) -> Response:
         if request.path.startswith("/git/"):
@@ -64,6 +66,8 @@ class Application:
                 return self.git(request)
             except Exception as exc:
                 return text_error(exc)
+        if request.path == "/metrics" and self.metrics is not None:
+            return self.metrics(request)
         if request.path.startswith("/v1/") or request.path == "/v1":
             return self._v1(request)
         return with_request_id(self._lambda(request))
