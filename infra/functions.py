@@ -251,4 +251,7 @@ class _PlatformFunction(Construct):
             memory_size=spec.memory_mb,
             environment=dict(environment),
             log_group=self.log_group,
+            # X-Ray: the handlers' Powertools Tracer segments; CDK grants the role
+            # xray:PutTraceSegments and xray:PutTelemetryRecords for it.
+            tracing=lambda_.Tracing.ACTIVE,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import IO, Any, Final
 
 from treadle.domain.notifications import StatusEvent
 from treadle.observability.metrics import function_name
@@ -85,14 +85,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, separators=(",", ":"))
 
 
-def configure(level: str, fmt: str) -> logging.Handler:
-    """Send `treadle.*` records at `level` and above to stderr, as text or JSON lines."""
-    handler = logging.StreamHandler()
+def configure(level: str, fmt: str, stream: IO[str] | None = None) -> logging.Handler:
+    """Lines to stderr, as text or JSON: `treadle.*` records at `level` and above, other
+    libraries' at WARNING and above."""
+    handler = logging.StreamHandler(stream)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    root = logging.getLogger("treadle")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("treadle").setLevel(level)
     return handler
