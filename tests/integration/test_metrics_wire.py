@@ -144,14 +144,15 @@ def test_anyone_else_is_refused_in_the_v1_error_shape(
 def test_the_server_logs_each_status_change_as_a_json_line(
     server: ServerProcess, ran: list[str]
 ) -> None:
-    lines = [json.loads(l) for l in server.log_path.read_text().splitlines() if l.startswith("{")]
-    changes = [l for l in lines if l.get("logger") == "treadle.executions"]
-    by_arn = {}
+    text = server.log_path.read_text().splitlines()
+    lines = [json.loads(line) for line in text if line.startswith("{")]
+    changes = [line for line in lines if line.get("logger") == "treadle.executions"]
+    by_arn: dict[str, list[str]] = {}
     for line in changes:
         by_arn.setdefault(line["execution_arn"], []).append(line["status"])
     assert by_arn[ran[0]] == ["RUNNING", "SUCCEEDED"]
     assert by_arn[ran[2]] == ["RUNNING", "STOPPED"]
-    first = next(l for l in changes if l["execution_arn"] == ran[0])
+    first = next(line for line in changes if line["execution_arn"] == ran[0])
     assert first["tenant"] == TENANT and first["function"] == "metered"
     assert first["level"] == "INFO" and first["time"].endswith("+00:00")
 
