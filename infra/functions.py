@@ -278,6 +278,9 @@ class _PlatformFunction(Construct):
             environment=dict(environment),
             log_group=self.log_group,
             **_in_vpc(facets),
+            # X-Ray: the handlers' Powertools Tracer segments; CDK grants the role
+            # xray:PutTraceSegments and xray:PutTelemetryRecords for it.
+            tracing=lambda_.Tracing.ACTIVE,
         )
 
 

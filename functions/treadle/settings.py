@@ -66,6 +66,12 @@ ENV_TENANT_SECURITY_GROUP_IDS = "TREADLE_TENANT_SECURITY_GROUP_IDS"
 ENV_EVENT_BUS = "TREADLE_EVENT_BUS"
 ENV_EVENT_SOURCE = "TREADLE_EVENT_SOURCE"
 ENV_WEBHOOK_ALLOW_PRIVATE = "TREADLE_WEBHOOK_ALLOW_PRIVATE"
+# Observability (docs/observability.md).
+ENV_LOG_LEVEL = "TREADLE_LOG_LEVEL"
+ENV_LOG_FORMAT = "TREADLE_LOG_FORMAT"
+ENV_METRICS_TOKEN = "TREADLE_METRICS_TOKEN"
+ENV_METRICS_NAMESPACE = "TREADLE_METRICS_NAMESPACE"
+ENV_OTEL_EXPORTER = "TREADLE_OTEL_EXPORTER"
 # boto3's own name: one endpoint for every service (moto server, LocalStack).
 ENV_AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 
@@ -109,6 +115,11 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ("event_bus", ENV_EVENT_BUS),
     ("event_source", ENV_EVENT_SOURCE),
     ("webhook_allow_private", ENV_WEBHOOK_ALLOW_PRIVATE),
+    ("log_level", ENV_LOG_LEVEL),
+    ("log_format", ENV_LOG_FORMAT),
+    ("metrics_token", ENV_METRICS_TOKEN),
+    ("metrics_namespace", ENV_METRICS_NAMESPACE),
+    ("otel_exporter", ENV_OTEL_EXPORTER),
 )
 
 
@@ -199,6 +210,27 @@ class Settings(BaseModel):
     # Whether webhooks may call loopback and private addresses (never link-local or
     # metadata ones: docs/security.md). Unset: yes embedded (one's own machine), no on AWS.
     webhook_allow_private: bool | None = None
+
+    # -- observability (docs/observability.md) -------------------------------------------
+    # The level of the server's own lines (a status change is INFO, an invocation error
+    # WARNING) and their shape: "text" for a terminal, "json" (one object a line) for
+    # a log shipper.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    # A bearer token that may read every tenant's series at /metrics (a Prometheus
+    # scraper cannot sign SigV4); unset: only SigV4/Basic-signed reads (the admin: all
+    # tenants; a tenant: its own).
+    metrics_token: SecretStr | None = Field(default=None, min_length=16)
+    # The CloudWatch namespace of the EMF metrics on AWS.
+    metrics_namespace: str = Field(default="Treadle", pattern=r"^[A-Za-z0-9/#:._ -]{1,255}$")
+    # Where OpenTelemetry spans go: nowhere (no cost), the console, or OTLP over HTTP
+    # (the exporter's standard OTEL_EXPORTER_OTLP_* variables say where).
+    otel_exporter: Literal["none", "console", "otlp"] = "none"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("tenant_subnet_ids", "tenant_security_group_ids", mode="before")
     @classmethod

@@ -16,6 +16,8 @@ TENANT_PATTERN = f"{TENANT_FUNCTIONS}treadle-{STAGE}-*"
 API = names.platform_function_name(STAGE, "api")
 ORCHESTRATOR = names.platform_function_name(STAGE, "orchestrator")
 SWEEP = names.platform_function_name(STAGE, "sweep")
+# X-Ray has no resource-level permissions: these two are granted on "*", their only form.
+XRAY_WRITE = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 
 
 def role_statements(template: Json, function_name: str) -> list[Json]:

@@ -16,6 +16,7 @@ from treadle.adapters.aws.dynamodb_notifications import DynamoStatusEvents
 from treadle.adapters.sqlite.notifications import SqliteStatusEvents
 from treadle.domain.models import ErrorObject
 from treadle.domain.notification_ports import StatusEventStore
+from treadle.domain.notifications import StatusEvent
 
 T = "123456789012"
 FAR = 2**41  # a reader long after every commit
@@ -111,3 +112,23 @@ def test_a_start_repeated_under_its_name_publishes_nothing_more(
     ex, _ = harness.engine.start(harness.fn, "once", "{}")
     harness.engine.start(harness.fn, "once", "{}")
     assert changes(events, ex.arn) == [(None, "RUNNING")]
+
+
+def test_listeners_hear_each_committed_change_once_and_a_failing_one_changes_nothing(
+    h: tuple[Harness, StatusEventStore],
+) -> None:
+    harness, events = h
+    heard: list[tuple[str | None, str]] = []
+
+    def broken(_event: StatusEvent) -> None:
+        raise RuntimeError("an observer's bug")
+
+    harness.engine.status_listeners = (
+        broken,
+        lambda e: heard.append((e.previous_status, e.status)),
+    )
+    harness.runtime.scripts.append(pending_wait)
+    ex, _ = harness.engine.start(harness.fn, "heard", None)
+    harness.pump()
+    harness.engine.stop(ex.arn, None)
+    assert heard == changes(events, ex.arn) == [(None, "RUNNING"), ("RUNNING", "STOPPED")]

@@ -47,6 +47,7 @@ class Application:
         git: GitHandler,
         max_request_bytes: int,
         sandbox_git: SandboxGitHandler | None = None,
+        metrics: Callable[[Request], Response] | None = None,
     ) -> None:
         # Set after construction: the console calls back into this application.
         self.console: Callable[[Request], Response] | None = None
@@ -59,6 +60,7 @@ class Application:
         self.git = git
         self.sandbox_git = sandbox_git
         self.max_request_bytes = max_request_bytes
+        self.metrics = metrics
 
     def handle(self, request: Request) -> Response:
         if self.console is not None and (
@@ -77,6 +79,8 @@ class Application:
                 return self.git(request)
             except Exception as exc:
                 return text_error(exc)
+        if request.path == "/metrics" and self.metrics is not None:
+            return self.metrics(request)
         if request.path.startswith("/v1/") or request.path == "/v1":
             return self._v1(request)
         return with_request_id(self._lambda(request))

@@ -18,6 +18,7 @@ from treadle.domain.engine import Engine
 from treadle.domain.errors import InvalidParameter
 from treadle.domain.models import CheckpointRequest
 from treadle.facets import Facets
+from treadle.observability.tracing import checkpoint_span
 
 
 class DurableChannel:
@@ -29,7 +30,9 @@ class DurableChannel:
             params = json.loads(body)
             arn = params.pop("DurableExecutionArn")
             if op == "checkpoint":
-                result = self._engine.checkpoint(arn, CheckpointRequest.model_validate(params))
+                request = CheckpointRequest.model_validate(params)
+                with checkpoint_span(arn, len(request.Updates)):
+                    result = self._engine.checkpoint(arn, request)
                 out: dict[str, Any] = {
                     "NewExecutionState": {"Operations": [o.wire() for o in result.Operations]}
                 }

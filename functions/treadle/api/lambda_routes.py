@@ -18,6 +18,7 @@ from treadle.app.functions import (
 from treadle.domain.errors import InvalidParameter
 from treadle.domain.models import CheckpointRequest, ErrorObject, ExecutionStatus
 from treadle.domain.ports import ExecutionQuery
+from treadle.observability.tracing import checkpoint_span
 
 F = "/2015-03-31/functions"
 D = "/2025-12-01/durable-executions"
@@ -247,7 +248,9 @@ class LambdaApi:
 
     def checkpoint(self, req: Request) -> Response:
         body = CheckpointRequest.model_validate(req.json())
-        result = self.engine.checkpoint(self._arn(req), body)
+        arn = self._arn(req)
+        with checkpoint_span(arn, len(body.Updates)):
+            result = self.engine.checkpoint(arn, body)
         out: dict[str, Any] = {
             "NewExecutionState": {"Operations": [s.operation(o) for o in result.Operations]}
         }

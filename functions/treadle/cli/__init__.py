@@ -4,7 +4,6 @@ clients (executions, logs, functions, tenants), configured like the AWS CLI."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from treadle.cli import dev, executions, functions, logs, tenants
@@ -44,9 +43,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "dev":
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
+        # `dev` sets up its own lines from its settings (--log-level, --log-format).
         return int(args.run(args))
     try:
         remote = Remote.open(args.profile, args.endpoint_url, args.region)

@@ -14,12 +14,16 @@ import uvicorn
 from pydantic import ValidationError
 
 from treadle.api.asgi import AsgiAdapter
+from treadle.observability import server_log, tracing
 from treadle.platform import ADMIN_PROFILE, TENANT_PROFILE, StartupError, open_platform
 from treadle.settings import (
     ENV_BACKEND,
     ENV_DATA_DIR,
     ENV_HOST,
     ENV_INSECURE_MULTI_TENANT,
+    ENV_LOG_FORMAT,
+    ENV_LOG_LEVEL,
+    ENV_OTEL_EXPORTER,
     ENV_PORT,
     ENV_WAIT_TIME_SCALE,
     Settings,
@@ -50,10 +54,15 @@ def dev(args: argparse.Namespace) -> int:
             wait_time_scale=args.wait_time_scale,
             backend=args.backend,
             insecure_multi_tenant=args.insecure_multi_tenant,
+            log_level=args.log_level,
+            log_format=args.log_format,
+            otel_exporter=args.otel_exporter,
         )
     except ValidationError as exc:
         print(f"treadle: invalid settings: {Settings.describe_error(exc)}", file=sys.stderr)
         return 2
+    server_log.configure(settings.log_level, settings.log_format)
+    provider = tracing.configure(settings.otel_exporter)
     try:
         sock = _bind(settings.host, settings.port)
     except OSError as exc:
@@ -123,6 +132,8 @@ def dev(args: argparse.Namespace) -> int:
     finally:
         adapter.close()
         platform.close()
+        if provider is not None:
+            provider.shutdown()  # the spans still batched go out
     return 0
 
 
@@ -166,5 +177,27 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=None,
         help="test clock: fire waits and retries after this fraction of their duration "
         f"(default: ${ENV_WAIT_TIME_SCALE} or {defaults.wait_time_scale:g})",
+    )
+    p_dev.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        type=str.upper,
+        default=None,
+        help="the server's own lines: INFO shows every execution status change, WARNING "
+        f"only invocation errors (default: ${ENV_LOG_LEVEL} or {defaults.log_level})",
+    )
+    p_dev.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="text for a terminal, json for one object a line "
+        f"(default: ${ENV_LOG_FORMAT} or {defaults.log_format})",
+    )
+    p_dev.add_argument(
+        "--otel-exporter",
+        choices=("none", "console", "otlp"),
+        default=None,
+        help="where OpenTelemetry spans go; otlp reads the OTEL_EXPORTER_OTLP_* variables "
+        f"(default: ${ENV_OTEL_EXPORTER} or {defaults.otel_exporter})",
     )
     p_dev.set_defaults(run=dev)

@@ -7,6 +7,8 @@ from typing import Final
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
+from treadle.observability import tracing
+from treadle.observability.emf import EmfMetrics
 from treadle.platform.aws import AwsPlatform
 from treadle.settings import Settings
 
@@ -32,7 +34,12 @@ def platform() -> AwsPlatform:
         if _platform is None:
             # The stack made every resource: never create one, even when an emulator
             # (LocalStack sets AWS_ENDPOINT_URL in its Lambda containers) is the endpoint.
-            built = AwsPlatform(Settings.from_env(backend="aws"), create_resources=False)
+            settings = Settings.from_env(backend="aws")
+            built = AwsPlatform(settings, create_resources=False)
+            # The handlers commit status changes: each becomes EMF metrics in its log.
+            emf = EmfMetrics(settings.metrics_namespace)
+            built.engine.status_listeners = (*built.engine.status_listeners, emf.status_changed)
+            tracing.configure(settings.otel_exporter)
             built.start_sandbox()
             _platform = built
         return _platform

@@ -112,6 +112,7 @@ class Platform(ABC):
         self.app = core.app
         self.schedules = core.schedules
         self.relay = core.relay
+        self.metrics = core.metrics
         self.tenants = ports.tenants
         if self.sandbox_runtime is not None and settings.durable_channel:
             self.sandbox_runtime.serve_durable_calls(DurableChannel(self.engine))

@@ -19,6 +19,7 @@ from treadle.api.git_http import GitHttp
 from treadle.api.http import Request, Response, Router
 from treadle.api.lambda_routes import LambdaApi
 from treadle.api.logs_routes import LogsApi
+from treadle.api.metrics_route import MetricsEndpoint
 from treadle.api.openapi import build_document
 from treadle.api.v1_executions import ExecutionsApi
 from treadle.api.v1_facets import FacetsApi
@@ -60,6 +61,9 @@ from treadle.domain.ports import (
 )
 from treadle.domain.schedules import Calendar, ScheduleStore
 from treadle.facets import Facets, FacetStore
+from treadle.observability import server_log
+from treadle.observability.metrics import DurableMetrics
+from treadle.observability.runtime import ObservedRuntime
 from treadle.settings import Settings
 from treadle.tenancy.admin import TenantAdmin
 from treadle.tenancy.sandbox_keys import SandboxKeys
@@ -101,6 +105,7 @@ class Core:
     facets: Facets
     schedules: ScheduleFirer
     relay: Relay  # hands status changes to webhooks and publishers (app/relay.py)
+    metrics: DurableMetrics  # what /metrics shows (docs/observability.md)
 
 
 def build_core(
@@ -124,16 +129,20 @@ def build_core(
         max_skew_s=settings.max_clock_skew_s,
     )
     notifier = CompletionNotifier()
+    metrics = DurableMetrics()
+    # Every invocation, durable or not, with its span, metrics and error line.
+    runtime = ObservedRuntime(ports.runtime, metrics)
     engine = Engine(
         store=ports.executions,
         functions=ports.functions,
-        runtime=ports.runtime,
+        runtime=runtime,
         clock=ports.clock,
         ids=ports.ids,
         tokens=TokenCodec(token_secret),
         dispatcher=ports.dispatcher,
         listener=notifier,
         config=EngineConfig(wait_time_scale=settings.wait_time_scale),
+        status_listeners=(metrics.status_changed, server_log.status_changed),
     )
     artifacts = ArtifactService(ports.repositories, tokens=ports.tokens)
     quotas = TenantQuotas(ports.tenants, executions=ports.executions, functions=ports.functions)
@@ -151,7 +160,7 @@ def build_core(
     execution_service = ExecutionService(
         engine=engine,
         functions=ports.functions,
-        runtime=ports.runtime,
+        runtime=runtime,
         notifier=notifier,
         ids=ports.ids,
         quotas=quotas,
@@ -219,6 +228,11 @@ def build_core(
         git=GitHttp(ports.repositories, auth.git),
         max_request_bytes=settings.max_request_bytes,
         sandbox_git=sandbox_git,
+        metrics=MetricsEndpoint(
+            metrics,
+            auth,
+            settings.metrics_token.get_secret_value() if settings.metrics_token else None,
+        ),
     )
     attach_console(
         app,
@@ -227,7 +241,9 @@ def build_core(
         tenant_keys=ports.tenants.lookup_secret,
         now_s=lambda: ports.clock.now_ms() / 1000,
     )
-    return Core(engine=engine, app=app, facets=facets, schedules=firer, relay=relay)
+    return Core(
+        engine=engine, app=app, facets=facets, schedules=firer, relay=relay, metrics=metrics
+    )
 
 
 def sandbox_env(settings: Settings, endpoint: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ from treadle.adapters.sandbox.spec import InvocationOutcome as SandboxOutcome
 from treadle.adapters.sandbox.spec import SandboxFunction
 from treadle.domain.logs import LogStore
 from treadle.domain.ports import FunctionVersion, InvocationOutcome
+from treadle.observability.trace_context import current_trace_header
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,13 @@ class SandboxRuntime:
         self._sandbox.tenant_endpoint(fn.tenant)
 
     def invoke(self, fn: FunctionVersion, payload: bytes, request_id: str) -> InvocationOutcome:
-        outcome = self._sandbox.invoke(self._spec(fn), payload, request_id, self._calls(fn.tenant))
+        outcome = self._sandbox.invoke(
+            self._spec(fn),
+            payload,
+            request_id,
+            self._calls(fn.tenant),
+            trace_header=current_trace_header.get(),
+        )
         stream = time.strftime("%Y/%m/%d", time.gmtime(outcome.started_at))
         stream = f"{stream}/[{fn.version}]{request_id.replace('-', '')}"
         started, ended = int(outcome.started_at * 1000), int(outcome.ended_at * 1000)

@@ -138,6 +138,11 @@ class _Runtime:
             header, body = frame
             cgroups.reap_children()  # killed when the last invocation ended
             lambda_logging.request_id = request_id = str(header["id"])
+            # Lambda's per-invocation trace header, read by the SDKs and X-Ray.
+            if header.get("trace"):
+                os.environ["_X_AMZN_TRACE_ID"] = str(header["trace"])
+            else:
+                os.environ.pop("_X_AMZN_TRACE_ID", None)
             error: dict[str, Any] | None = None
             payload = b""
             oom = False

@@ -354,12 +354,13 @@ class LocalSandbox:
         payload: bytes,
         request_id: str,
         on_call: CallHandler | None = None,
+        trace_header: str | None = None,
     ) -> InvocationOutcome:
         started = time.time()
         handle = self._acquire(fn)
         healthy = False
         try:
-            error, body, healthy = self._run(handle, fn, payload, request_id, on_call)
+            error, body, healthy = self._run(handle, fn, payload, request_id, on_call, trace_header)
             memory_kb = handle.peak_rss_kb()
             init_ms, handle.init_ms = handle.init_ms, None
             # Before the logs: what a leftover process wrote belongs to this invocation.
@@ -385,6 +386,7 @@ class LocalSandbox:
         payload: bytes,
         request_id: str,
         on_call: CallHandler | None = None,
+        trace_header: str | None = None,
     ) -> tuple[dict[str, Any] | None, bytes, bool]:
         """(error, result body, whether the worker may serve again)."""
         handle.begin()
@@ -409,6 +411,7 @@ class LocalSandbox:
             "id": request_id,
             "deadline_ms": int((time.time() + budget) * 1000),
             "arn": fn.invoked_function_arn,
+            "trace": trace_header,
         }
         failure = handle.send(request, payload, deadline)
         got = failure or handle.wait_frame("result", deadline, on_call)

@@ -49,6 +49,7 @@ from treadle.domain.models import (
     ExecutionLimits,
     Operation,
 )
+from treadle.domain.notifications import StatusEvent
 from treadle.domain.ports import (
     Clock,
     Commit,
@@ -85,6 +86,7 @@ class Engine:
         dispatcher: Dispatcher,
         listener: CompletionListener,
         config: EngineConfig | None = None,
+        status_listeners: Sequence[Callable[[StatusEvent], None]] = (),
     ) -> None:
         self.store = store
         self.functions = functions
@@ -95,6 +97,9 @@ class Engine:
         self.dispatcher = dispatcher
         self.listener = listener
         self.config = config or EngineConfig()
+        # Told each committed status change (log lines, metrics): after the commit, so
+        # they never count a change that did not happen. Cheap and in memory.
+        self.status_listeners = tuple(status_listeners)
         self._locks = [threading.RLock() for _ in range(512)]
         # Where each kind of timer is handled: one row per TimerKind.
         self.timer_handlers: Mapping[TimerKind, Callable[[Timer], None]] = {
@@ -140,6 +145,12 @@ class Engine:
 
     def after_commit(self, commit: Commit) -> None:
         self._dispatch(commit.set_timers)
+        if commit.status_event is not None:
+            for listener in self.status_listeners:
+                try:
+                    listener(commit.status_event)
+                except Exception:  # observing must not fail a change that happened
+                    log.exception("status listener failed on %s", commit.execution.arn)
         if commit.execution.status in TERMINAL_EXECUTION_STATUSES:
             self.listener.execution_closed(commit.execution.arn)
 

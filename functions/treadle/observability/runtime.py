@@ -1,0 +1,65 @@
+"""`ObservedRuntime`: any FunctionRuntime, with a span, metrics and a log line per invoke."""
+
+from __future__ import annotations
+
+import json
+
+from opentelemetry import trace
+
+from treadle.domain.ports import FunctionRuntime, FunctionVersion, InvocationOutcome
+from treadle.observability import server_log
+from treadle.observability.metrics import DurableMetrics
+from treadle.observability.trace_context import current_trace_header
+from treadle.observability.tracing import tracer, xray_header
+
+
+def _execution_arn(payload: bytes) -> str | None:
+    # Only on the error path: the envelope may be large.
+    try:
+        arn = json.loads(payload).get("DurableExecutionArn")
+    except (ValueError, AttributeError):
+        return None
+    return arn if isinstance(arn, str) else None
+
+
+class ObservedRuntime:
+    def __init__(self, inner: FunctionRuntime, metrics: DurableMetrics | None = None) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    def prepare(self, fn: FunctionVersion) -> None:
+        self._inner.prepare(fn)
+
+    def invoke(self, fn: FunctionVersion, payload: bytes, request_id: str) -> InvocationOutcome:
+        with tracer().start_as_current_span(
+            f"Invoke {fn.function_name}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "faas.invoked_name": fn.function_name,
+                "faas.invocation_id": request_id,
+                "cloud.account.id": fn.tenant,
+                "treadle.function_version": fn.version,
+            },
+        ) as span:
+            token = current_trace_header.set(xray_header(span))
+            try:
+                outcome = self._inner.invoke(fn, payload, request_id)
+            finally:
+                current_trace_header.reset(token)
+            error_type = None
+            if outcome.error is not None:
+                error_type = str(outcome.error.get("errorType") or "Unhandled")
+                span.set_status(trace.Status(trace.StatusCode.ERROR, error_type))
+                span.set_attribute("faas.error_type", error_type)
+        if self._metrics is not None:
+            duration = float(outcome.ended_ms - outcome.started_ms)
+            self._metrics.invoked(fn.tenant, fn.function_name, duration, error_type is not None)
+        if error_type is not None:
+            server_log.invocation_failed(
+                tenant=fn.tenant,
+                function=fn.function_name,
+                request_id=request_id,
+                execution_arn=_execution_arn(payload),
+                error_type=error_type,
+            )
+        return outcome
