@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from treadle.domain.models import DurableConfig, Event, Execution, ExecutionStatus, Operation
 from treadle.domain.notifications import StatusEvent
+from treadle.domain.usage import ExecutionCounts
 
 
 class TimerKind(StrEnum):
@@ -150,6 +151,9 @@ class ExecutionStore(Protocol):
 
     def count_running(self, tenant: str) -> int:
         """The tenant's RUNNING executions (for its running-executions quota)."""
+
+    def usage(self, tenant: str, now_ms: int) -> ExecutionCounts:
+        """The tenant's execution counters (`domain.usage`): a fixed number of reads."""
 
     def delete(self, arn: str) -> None: ...
 

@@ -101,6 +101,43 @@ WHEN OLD.status = 'RUNNING'
 BEGIN
     UPDATE running_counts SET n = n - 1 WHERE tenant = OLD.tenant;
 END;
+-- The tenant's usage counters (docs/operating.md), moved by triggers in the transaction
+-- that changes the execution, so reading usage is a handful of rows whatever the count:
+-- `status:<STATUS>` per status, `inflight` (holding an invocation now) and
+-- `starts:<minute:012d>` (starts per minute; older buckets are pruned at each start).
+CREATE TABLE IF NOT EXISTS usage_counts (
+    tenant TEXT NOT NULL,
+    counter TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (tenant, counter)
+);
+CREATE TRIGGER IF NOT EXISTS usage_insert AFTER INSERT ON executions
+BEGIN
+    INSERT INTO usage_counts (tenant, counter, n) VALUES
+        (NEW.tenant, 'status:' || NEW.status, 1),
+        (NEW.tenant, 'inflight', NEW.invocation_active),
+        (NEW.tenant, printf('starts:%012d', NEW.start_ms / 60000), 1)
+    ON CONFLICT (tenant, counter) DO UPDATE SET n = n + excluded.n;
+    DELETE FROM usage_counts WHERE tenant = NEW.tenant
+        AND counter >= 'starts:' AND counter < printf('starts:%012d', NEW.start_ms / 60000 - 1);
+END;
+CREATE TRIGGER IF NOT EXISTS usage_update AFTER UPDATE OF status, invocation_active
+ON executions
+WHEN OLD.status != NEW.status OR OLD.invocation_active != NEW.invocation_active
+BEGIN
+    INSERT INTO usage_counts (tenant, counter, n) VALUES
+        (NEW.tenant, 'status:' || OLD.status, -1),
+        (NEW.tenant, 'status:' || NEW.status, 1),
+        (NEW.tenant, 'inflight', NEW.invocation_active - OLD.invocation_active)
+    ON CONFLICT (tenant, counter) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TRIGGER IF NOT EXISTS usage_delete AFTER DELETE ON executions
+BEGIN
+    UPDATE usage_counts SET n = n - 1
+        WHERE tenant = OLD.tenant AND counter = 'status:' || OLD.status;
+    UPDATE usage_counts SET n = n - OLD.invocation_active
+        WHERE tenant = OLD.tenant AND counter = 'inflight';
+END;
 -- Status-change events (docs/notifications.md): the stream, in commit order (`seq`, as
 -- the single writer commits), and the outbox of those not yet relayed to webhooks.
 CREATE TABLE IF NOT EXISTS status_events (
@@ -158,8 +195,11 @@ class Database:
         self._readers_lock = threading.Lock()
         with self._file.locked() as conn:
             counted = _has_table(conn, "running_counts")
+            usage_counted = _has_table(conn, "usage_counts")
             conn.executescript(SCHEMA)
             _migrate(conn, counted)
+            if not usage_counted:
+                _count_usage(conn)
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -204,3 +244,16 @@ def _migrate(conn: sqlite3.Connection, counted: bool) -> None:
         conn.execute("ALTER TABLE events ADD COLUMN op_id TEXT")
         conn.execute("ALTER TABLE events ADD COLUMN event_type TEXT NOT NULL DEFAULT ''")
     conn.execute("CREATE INDEX IF NOT EXISTS events_by_op ON events (arn, op_id)")
+
+
+def _count_usage(conn: sqlite3.Connection) -> None:
+    """Usage counters of a data directory written before they existed: counted once."""
+    conn.execute("DELETE FROM usage_counts")
+    conn.execute(
+        "INSERT INTO usage_counts (tenant, counter, n) SELECT tenant, 'status:' || status,"
+        " COUNT(*) FROM executions GROUP BY tenant, status"
+    )
+    conn.execute(
+        "INSERT INTO usage_counts (tenant, counter, n) SELECT tenant, 'inflight',"
+        " SUM(invocation_active) FROM executions GROUP BY tenant"
+    )
