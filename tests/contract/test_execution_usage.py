@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from tests.contract.test_execution_store import (  # noqa: F401  (fixtures)
+from tests.contract import test_execution_store as base
+from tests.contract.test_execution_store import (
     OTHER_TENANT,
     Backend,
     T,
@@ -14,14 +15,15 @@ from tests.contract.test_execution_store import (  # noqa: F401  (fixtures)
     _close,
     _start,
     _with_events,
-    backend,
-    store,
 )
 
 from treadle.domain.errors import AlreadyExists, ConcurrentModification
 from treadle.domain.models import Execution, ExecutionStatus
 from treadle.domain.ports import Commit, ExecutionStore
 from treadle.domain.usage import ExecutionCounts
+
+backend = base.backend  # the same fixtures: both backends
+store = base.store
 
 MINUTE = 60_000
 NOW = 1_000 * MINUTE  # a minute boundary; starts below are placed around it
