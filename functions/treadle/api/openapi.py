@@ -24,6 +24,7 @@ from treadle.api import (
     v1_repos,
     v1_schedules,
     v1_tenants,
+    v1_usage,
 )
 from treadle.api.openapi_ops import AUTH_ERRORS, PATH_PARAMS, STATUS_TEXT, ErrorOut, Op
 
@@ -57,6 +58,7 @@ AREAS: tuple[list[Op], ...] = (
     v1_executions.OPERATIONS,
     v1_schedules.OPERATIONS,
     v1_notifications.OPERATIONS,
+    v1_usage.OPERATIONS,
 )
 
 

@@ -27,6 +27,7 @@ from treadle.api.v1_notifications import NotificationsApi
 from treadle.api.v1_repos import ReposApi
 from treadle.api.v1_schedules import SchedulesApi
 from treadle.api.v1_tenants import TenantsApi
+from treadle.api.v1_usage import UsageApi
 from treadle.app.aliases import AliasService
 from treadle.app.completion import CompletionNotifier
 from treadle.app.executions import ExecutionService
@@ -36,6 +37,7 @@ from treadle.app.quotas import TenantQuotas
 from treadle.app.relay import Relay
 from treadle.app.schedule_firing import ScheduleFirer
 from treadle.app.schedules import ScheduleService
+from treadle.app.usage import UsageService
 from treadle.artifacts import ArtifactService, Repositories
 from treadle.artifacts.ports import TokenStore
 from treadle.artifacts.tokens import RepoTokens
@@ -184,6 +186,16 @@ def build_core(
     SchedulesApi(ScheduleService(firer)).register(v1)
     facets = Facets(ports.facets, ports.tenants)
     FacetsApi(facets).register(v1)
+    UsageApi(
+        UsageService(
+            tenants=ports.tenants,
+            executions=ports.executions,
+            functions=ports.functions,
+            refs=ports.repositories.refs,
+            facets=ports.facets,
+            clock=ports.clock,
+        )
+    ).register(v1)
     allow_private = settings.webhooks_may_call_private
     NotificationsApi(
         NotificationService(
