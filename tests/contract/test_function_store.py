@@ -26,6 +26,7 @@ from treadle.adapters.sqlite.functions import SqliteFunctionStore
 from treadle.domain.errors import AlreadyExists, InvalidParameter, NotFound
 from treadle.domain.models import DurableConfig
 from treadle.domain.ports import CodeSource, FunctionStore, FunctionVersion
+from treadle.domain.usage import FunctionCounts
 
 Factory = Callable[[Path], tuple[Any, Callable[[], None]]]
 
@@ -259,6 +260,26 @@ def test_usage_counts_functions_and_the_code_of_every_version(store: FunctionSto
     store.delete(T, "b")
     assert store.usage(T) == (1, 2000)  # neither the deleted function nor another tenant's
     assert store.usage(OTHER) == (1, 5)
+
+
+def test_counts_follow_functions_versions_and_code_through_every_write(
+    store: FunctionStore,
+) -> None:
+    assert store.counts(T) == FunctionCounts(0, 0, 0)
+    store.put_latest(_fn("a", code_size=100), create=True)
+    store.put_latest(_fn("b", code_size=10), create=True)
+    store.publish(T, "a", None)
+    store.publish(T, "a", None)  # nothing new to publish: no second version
+    _changed(store, "a", code_size=1000)  # $LATEST's code replaced: its size moves
+    store.publish(T, "a", None)
+    assert store.counts(T) == FunctionCounts(2, 2, 1000 + 100 + 1000 + 10)
+    with pytest.raises(AlreadyExists):
+        store.put_latest(_fn("b", code_size=7), create=True)  # refused: counts nothing
+    store.delete(T, "a", "1")
+    assert store.counts(T) == FunctionCounts(2, 1, 2010)
+    store.delete(T, "a")  # with its remaining version
+    assert store.counts(T) == FunctionCounts(1, 0, 10)
+    assert store.counts(OTHER) == FunctionCounts(0, 0, 0)
 
 
 def test_tenants_never_see_each_others_functions(store: FunctionStore) -> None:

@@ -32,7 +32,7 @@ def test_a_tenant_reads_its_usage_the_admin_anyones_and_another_tenant_none(
 
     status, mine = usage(server, account, keys)
     assert status == 200, mine
-    assert (mine["accountId"], mine["functions"]) == (account, 1)
+    assert (mine["accountId"], mine["functions"], mine["versions"]) == (account, 1, 0)
     assert mine["codeBytes"] > 0
     _, repos = v1(server, "GET", "/v1/repos", credentials=keys)
     assert mine["repositories"] == len(repos["repositories"])  # a deploy may make one

@@ -28,6 +28,7 @@ class UsageOut(BaseModel):
     accountId: str
     at: int = Field(description="When it was read, epoch milliseconds.")
     functions: int
+    versions: int = Field(description="Published versions ($LATEST not counted).")
     codeBytes: int = Field(description="Code of $LATEST and every published version.")
     repositories: int
     facets: int
@@ -46,6 +47,7 @@ def usage_json(u: TenantUsage) -> dict[str, Any]:
         accountId=u.tenant,
         at=u.at_ms,
         functions=u.functions,
+        versions=u.versions,
         codeBytes=u.code_bytes,
         repositories=u.repositories,
         facets=u.facets,

@@ -2,7 +2,8 @@
 
 Executions are counters the execution store moves in each commit's own transaction, so
 they cost a fixed number of reads at any volume (`domain.usage`). Functions and code
-bytes are the function store's `usage` (the same figure its quota checks read), facets
+bytes are the function store's counters (kept by triggers on SQLite; read from its
+listings on DynamoDB, a read per function, as its quota check does), facets
 the facet store's listing (bounded by the tenant's `maxFacets`; sizes are what the
 filesystem says at the time, as tenant code writes facets directly) and repositories
 the ref store's listing (bounded by how many the tenant made).
@@ -26,6 +27,7 @@ class TenantUsage:
     tenant: str
     at_ms: int
     functions: int
+    versions: int
     code_bytes: int
     repositories: int
     facets: int
@@ -59,13 +61,14 @@ class UsageService:
         self._tenants.get_tenant(tenant)  # NotFound for a tenant that does not exist
         now = self._clock.now_ms()
         counts = self._executions.usage(tenant, now)
-        functions, code_bytes = self._functions.usage(tenant)
+        functions = self._functions.counts(tenant)
         facets = self._facets.list(tenant)
         return TenantUsage(
             tenant=tenant,
             at_ms=now,
-            functions=functions,
-            code_bytes=code_bytes,
+            functions=functions.functions,
+            versions=functions.versions,
+            code_bytes=functions.code_bytes,
             repositories=self._count_repos(tenant),
             facets=len(facets),
             facet_bytes=sum(f.size_bytes for f in facets),

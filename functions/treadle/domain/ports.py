@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from treadle.domain.models import DurableConfig, Event, Execution, ExecutionStatus, Operation
 from treadle.domain.notifications import StatusEvent
-from treadle.domain.usage import ExecutionCounts
+from treadle.domain.usage import ExecutionCounts, FunctionCounts
 
 
 class TimerKind(StrEnum):
@@ -243,6 +243,9 @@ class FunctionStore(Protocol):
 
     def usage(self, tenant: str) -> tuple[int, int]:
         """(functions, code bytes of $LATEST and every published version), as Lambda counts."""
+
+    def counts(self, tenant: str) -> FunctionCounts:
+        """Functions, published versions and code bytes (`GET /v1/tenants/{id}/usage`)."""
 
 
 class Alias(BaseModel):

@@ -47,5 +47,12 @@ class ExecutionCounts:
         return current + (previous * (MINUTE_MS - into)) // MINUTE_MS
 
 
+@dataclass(frozen=True)
+class FunctionCounts:
+    functions: int = 0
+    versions: int = 0  # published, not counting $LATEST
+    code_bytes: int = 0  # of $LATEST and every published version
+
+
 def minute_of(ms: int) -> int:
     return ms // MINUTE_MS

@@ -60,6 +60,7 @@ from treadle.domain.errors import (
 )
 from treadle.domain.ports import Alias, FunctionVersion
 from treadle.domain.publishing import version_to_publish
+from treadle.domain.usage import FunctionCounts
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -220,28 +221,36 @@ class DynamoFunctionStore:
         A read per function: fine for the quota check of an upload, which is rare; a
         usage item kept in the function transactions would make it one read.
         """
-        functions = code_bytes = 0
+        counts = self.counts(tenant)
+        return counts.functions, counts.code_bytes
+
+    def counts(self, tenant: str) -> FunctionCounts:
+        """From the listings, like `usage`: a read per function and version page."""
+        functions = versions = code_bytes = 0
         marker: str | None = None
         while True:
             latest, marker = self.list_latest(tenant, marker, 1000)
             for fn in latest:
                 functions += 1
                 code_bytes += fn.code_size
-                code_bytes += self._published_bytes(tenant, fn.function_name)
+                published = self._published(tenant, fn.function_name)
+                versions += len(published)
+                code_bytes += sum(published)
             if not marker:
-                return functions, code_bytes
+                return FunctionCounts(functions, versions, code_bytes)
 
-    def _published_bytes(self, tenant: str, name: str) -> int:
-        total = 0
+    def _published(self, tenant: str, name: str) -> list[int]:
+        """Code sizes of the function's published versions."""
+        sizes: list[int] = []
         marker: str | None = None
         while True:
             try:
                 versions, marker = self.list_versions(tenant, name, marker, 1000)
             except NotFound:  # deleted meanwhile
-                return total
-            total += sum(v.code_size for v in versions if v.version != LATEST)
+                return sizes
+            sizes.extend(v.code_size for v in versions if v.version != LATEST)
             if not marker:
-                return total
+                return sizes
 
     # -- versions --------------------------------------------------------------------
 

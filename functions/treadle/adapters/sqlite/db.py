@@ -184,6 +184,28 @@ CREATE TABLE IF NOT EXISTS aliases (
     body TEXT NOT NULL,
     PRIMARY KEY (tenant, function_name, name)
 );
+-- Functions, published versions and their code bytes, in the same counters.
+CREATE TRIGGER IF NOT EXISTS usage_function_insert AFTER INSERT ON functions
+BEGIN
+    INSERT INTO usage_counts (tenant, counter, n) VALUES
+        (NEW.tenant, CASE WHEN NEW.version = '$LATEST' THEN 'functions' ELSE 'versions' END, 1),
+        (NEW.tenant, 'code_bytes', COALESCE(json_extract(NEW.body, '$.code_size'), 0))
+    ON CONFLICT (tenant, counter) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TRIGGER IF NOT EXISTS usage_function_update AFTER UPDATE OF body ON functions
+BEGIN
+    INSERT INTO usage_counts (tenant, counter, n) VALUES
+        (NEW.tenant, 'code_bytes', COALESCE(json_extract(NEW.body, '$.code_size'), 0)
+            - COALESCE(json_extract(OLD.body, '$.code_size'), 0))
+    ON CONFLICT (tenant, counter) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TRIGGER IF NOT EXISTS usage_function_delete AFTER DELETE ON functions
+BEGIN
+    UPDATE usage_counts SET n = n - 1 WHERE tenant = OLD.tenant
+        AND counter = CASE WHEN OLD.version = '$LATEST' THEN 'functions' ELSE 'versions' END;
+    UPDATE usage_counts SET n = n - COALESCE(json_extract(OLD.body, '$.code_size'), 0)
+        WHERE tenant = OLD.tenant AND counter = 'code_bytes';
+END;
 """
 
 
@@ -256,4 +278,13 @@ def _count_usage(conn: sqlite3.Connection) -> None:
     conn.execute(
         "INSERT INTO usage_counts (tenant, counter, n) SELECT tenant, 'inflight',"
         " SUM(invocation_active) FROM executions GROUP BY tenant"
+    )
+    conn.execute(
+        "INSERT INTO usage_counts (tenant, counter, n)"
+        " SELECT tenant, CASE WHEN version = '$LATEST' THEN 'functions' ELSE 'versions' END,"
+        " COUNT(*) FROM functions GROUP BY 1, 2"
+    )
+    conn.execute(
+        "INSERT INTO usage_counts (tenant, counter, n) SELECT tenant, 'code_bytes',"
+        " COALESCE(SUM(json_extract(body, '$.code_size')), 0) FROM functions GROUP BY tenant"
     )
