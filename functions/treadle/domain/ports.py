@@ -385,3 +385,18 @@ class TimerLookup(Protocol):
 
 class CompletionListener(Protocol):
     def execution_closed(self, arn: str) -> None: ...
+
+
+class LastUsedStore(Protocol):
+    """When each dynamic resource was last used (`GET /v1/admin/inventory`), coarsely:
+    `touch` writes only if the stored time is older than `LAST_USED_GRAIN_MS`, as one
+    conditional write, so a busy resource costs at most one write a minute."""
+
+    def touch(self, tenant: str, kind: str, resource: str, now_ms: int) -> bool:
+        """Record a use at `now_ms`; True if it was written (the old one was stale)."""
+
+    def last_used(self, tenant: str, kind: str) -> dict[str, int]:
+        """Every recorded resource of that kind of the tenant -> last use (epoch ms)."""
+
+    def forget(self, tenant: str, kind: str, resource: str) -> None:
+        """Drop the record (the resource was deleted)."""

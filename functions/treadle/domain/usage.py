@@ -10,6 +10,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 MINUTE_MS = 60_000
+# A last-used time is at most this stale: a use within it of the recorded one writes
+# nothing (`LastUsedStore.touch`).
+LAST_USED_GRAIN_MS = MINUTE_MS
+# Resource kinds of the inventory and of last-used records.
+FUNCTION_VERSION = "functionVersion"
+REPOSITORY = "repository"
+FACET = "facet"
+EXECUTION = "execution"
+KINDS = (FUNCTION_VERSION, REPOSITORY, FACET, EXECUTION)
 
 
 @dataclass(frozen=True)

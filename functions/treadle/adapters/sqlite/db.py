@@ -206,6 +206,15 @@ BEGIN
     UPDATE usage_counts SET n = n - COALESCE(json_extract(OLD.body, '$.code_size'), 0)
         WHERE tenant = OLD.tenant AND counter = 'code_bytes';
 END;
+-- When each function version, repository and facet was last used, to the minute
+-- (`LastUsedStore`).
+CREATE TABLE IF NOT EXISTS last_used (
+    tenant TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, kind, resource)
+);
 """
 
 
