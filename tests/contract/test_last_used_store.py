@@ -11,8 +11,8 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-
 from tests.contract.test_execution_store import _aws_env
+
 from treadle.adapters.aws import create_tables
 from treadle.adapters.aws.dynamodb_last_used import DynamoLastUsed
 from treadle.adapters.sqlite.db import Database

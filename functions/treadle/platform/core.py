@@ -32,6 +32,7 @@ from treadle.app.aliases import AliasService
 from treadle.app.completion import CompletionNotifier
 from treadle.app.executions import ExecutionService
 from treadle.app.functions import FunctionService
+from treadle.app.last_used import RecordingRuntime, UseRecorder
 from treadle.app.notifications import NotificationService
 from treadle.app.quotas import TenantQuotas
 from treadle.app.relay import Relay
@@ -58,8 +59,10 @@ from treadle.domain.ports import (
     FunctionRuntime,
     FunctionStore,
     Ids,
+    LastUsedStore,
 )
 from treadle.domain.schedules import Calendar, ScheduleStore
+from treadle.domain.usage import FACET, REPOSITORY
 from treadle.facets import Facets, FacetStore
 from treadle.settings import Settings
 from treadle.tenancy.admin import TenantAdmin
@@ -89,6 +92,7 @@ class Ports:
     status_events: StatusEventStore
     webhooks: WebhookStore
     webhook_sender: WebhookSender
+    last_used: LastUsedStore  # the inventory's last uses (app/last_used.py)
     publishers: Sequence[EventPublisher] = field(default_factory=tuple)
 
 
@@ -124,11 +128,14 @@ def build_core(
         now_ms=ports.clock.now_ms,
         max_skew_s=settings.max_clock_skew_s,
     )
+    recorder = UseRecorder(ports.last_used, ports.clock)
+    # Every invocation goes through the runtime: the inventory's last use of a version.
+    runtime = RecordingRuntime(ports.runtime, recorder)
     notifier = CompletionNotifier()
     engine = Engine(
         store=ports.executions,
         functions=ports.functions,
-        runtime=ports.runtime,
+        runtime=runtime,
         clock=ports.clock,
         ids=ports.ids,
         tokens=TokenCodec(token_secret),
@@ -146,13 +153,13 @@ def build_core(
         clock=ports.clock,
         ids=ports.ids,
         region=settings.region,
-        prepare=ports.runtime.prepare,
+        prepare=runtime.prepare,
         aliases=ports.aliases,
     )
     execution_service = ExecutionService(
         engine=engine,
         functions=ports.functions,
-        runtime=ports.runtime,
+        runtime=runtime,
         notifier=notifier,
         ids=ports.ids,
         quotas=quotas,
@@ -184,7 +191,9 @@ def build_core(
     FunctionsApi(function_service).register(v1)
     ExecutionsApi(execution_service).register(v1)
     SchedulesApi(ScheduleService(firer)).register(v1)
-    facets = Facets(ports.facets, ports.tenants)
+    facets = Facets(
+        ports.facets, ports.tenants, lambda tenant, name: recorder.used(tenant, FACET, name)
+    )
     FacetsApi(facets).register(v1)
     UsageApi(
         UsageService(
@@ -217,17 +226,22 @@ def build_core(
     )
     logs_api = LogsApi(ports.logs)
 
+    def repo_used(tenant: str, repo: str) -> None:
+        recorder.used(tenant, REPOSITORY, repo)
+
     def sandbox_git(request: Request, tenant: str) -> Response:
         # Only that tenant's repository tokens: its sandbox key and any leaked tenant
         # key open nothing over Git from inside.
-        return GitHttp(ports.repositories, lambda r: auth.git_token(r, tenant))(request)
+        return GitHttp(ports.repositories, lambda r: auth.git_token(r, tenant), used=repo_used)(
+            request
+        )
 
     app = Application(
         router=router,
         v1=v1,
         auth=auth,
         targets={"Logs_20140328": logs_api.handle},
-        git=GitHttp(ports.repositories, auth.git),
+        git=GitHttp(ports.repositories, auth.git, used=repo_used),
         max_request_bytes=settings.max_request_bytes,
         sandbox_git=sandbox_git,
     )
