@@ -20,6 +20,7 @@ from treadle.api import (
     v1_executions,
     v1_facets,
     v1_functions,
+    v1_inventory,
     v1_notifications,
     v1_repos,
     v1_schedules,
@@ -59,6 +60,7 @@ AREAS: tuple[list[Op], ...] = (
     v1_schedules.OPERATIONS,
     v1_notifications.OPERATIONS,
     v1_usage.OPERATIONS,
+    v1_inventory.OPERATIONS,
 )
 
 

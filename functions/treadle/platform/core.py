@@ -23,6 +23,7 @@ from treadle.api.openapi import build_document
 from treadle.api.v1_executions import ExecutionsApi
 from treadle.api.v1_facets import FacetsApi
 from treadle.api.v1_functions import FunctionsApi
+from treadle.api.v1_inventory import InventoryApi
 from treadle.api.v1_notifications import NotificationsApi
 from treadle.api.v1_repos import ReposApi
 from treadle.api.v1_schedules import SchedulesApi
@@ -32,6 +33,7 @@ from treadle.app.aliases import AliasService
 from treadle.app.completion import CompletionNotifier
 from treadle.app.executions import ExecutionService
 from treadle.app.functions import FunctionService
+from treadle.app.inventory import InventoryService
 from treadle.app.last_used import RecordingRuntime, UseRecorder
 from treadle.app.notifications import NotificationService
 from treadle.app.quotas import TenantQuotas
@@ -202,6 +204,17 @@ def build_core(
             functions=ports.functions,
             refs=ports.repositories.refs,
             facets=ports.facets,
+            clock=ports.clock,
+        )
+    ).register(v1)
+    InventoryApi(
+        InventoryService(
+            tenants=ports.tenants,
+            functions=ports.functions,
+            refs=ports.repositories.refs,
+            facets=ports.facets,
+            executions=ports.executions,
+            last_used=ports.last_used,
             clock=ports.clock,
         )
     ).register(v1)
