@@ -4,6 +4,8 @@ a tenant: only its own), and that the counters survive a kill -9 (docs/operating
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +95,73 @@ def test_usage_survives_a_kill_9_and_the_replay_after_it_does_not_count_twice(
         assert (counts["running"], counts["waiting"]) == (0, 0)
     finally:
         second.stop()
+
+
+def _inventory(server: ServerProcess, query: str, keys: tuple[str, str]) -> tuple[int, Any]:
+    return v1(server, "GET", f"/v1/admin/inventory?{query}", credentials=keys)
+
+
+def test_the_admin_pages_the_inventory_with_last_uses_and_tenants_may_not(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    account, keys = new_tenant(server, "inventory")
+    lam = client(server, credentials=keys)
+    deploy(lam, "steps", {"handler.py": STEPS})
+    arn, _ = start(lam, {})
+    assert final(lam, arn)["Status"] == "SUCCEEDED"
+    status, _ = v1(server, "POST", "/v1/repos", {"name": "site"}, credentials=keys)
+    assert status == 201
+    status, _ = v1(server, "POST", "/v1/facets/notes", credentials=keys)
+    assert status == 200
+    # A push: Git's receive-pack over smart HTTP, with the tenant's key.
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+           "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0", "GIT_AUTHOR_NAME": "T",
+           "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "T",
+           "GIT_COMMITTER_EMAIL": "t@example.com"}  # fmt: skip
+    host = server.url.split("://", 1)[1]
+    url = f"http://{keys[0]}:{keys[1]}@{host}/git/{account}/site.git"
+    work = tmp_path / "work"
+    for args in (
+        ["init", "-q", str(work)],
+        ["-C", str(work), "commit", "-q", "--allow-empty", "-m", "first"],
+        ["-C", str(work), "push", "-q", url, "HEAD:refs/heads/main"],
+    ):
+        subprocess.run(["git", *args], env=env, check=True, capture_output=True, timeout=60)  # fmt: skip
+
+    admin = server.credentials(ADMIN)
+    status, body = _inventory(server, f"tenant={account}&limit=1000", admin)
+    assert status == 200, body
+    assert body["nextMarker"] is None
+    found = {(r["kind"], r["id"]): r for r in body["resources"]}
+    version = found[("functionVersion", "steps:$LATEST")]
+    assert version["sizeBytes"] > 0 and version["lastUsed"] >= version["createdAt"]
+    assert found[("repository", "site")]["lastUsed"] is not None  # the push
+    assert found[("facet", "notes")]["lastUsed"] is not None  # the open
+    run = found[("execution", arn)]
+    assert run["sizeBytes"] > 0 and run["lastUsed"] >= run["createdAt"]
+    assert {r["accountId"] for r in body["resources"]} == {account}
+
+    # Page by page, each resource once.
+    seen: list[Any] = []
+    marker = ""
+    while True:
+        status, page = _inventory(server, f"tenant={account}&limit=1{marker}", admin)
+        assert status == 200 and len(page["resources"]) <= 1
+        seen.extend(page["resources"])
+        if page["nextMarker"] is None:
+            break
+        marker = f"&marker={page['nextMarker']}"
+    assert seen == body["resources"]
+    status, idle = _inventory(server, f"tenant={account}&idleDays=1", admin)
+    assert status == 200 and idle["resources"] == []  # everything was just made or used
+
+    status, body = _inventory(server, f"tenant={account}", keys)  # a tenant: never
+    assert status == 403 and body["error"]["code"] == "AccessDeniedException"
+    for query, word in (
+        ("kind=tables", "kind"),
+        ("idleDays=-1", "idleDays"),
+        ("tenant=12", "tenant"),
+        ("marker=zz", "marker"),
+    ):
+        status, body = _inventory(server, query, admin)
+        assert status == 400 and word in body["error"]["message"], body  # fmt: skip

@@ -178,6 +178,8 @@ def test_uses_are_recorded_once_a_minute_and_idle_days_keeps_only_the_unused(
     world.clock.advance(30_000)
     world.recorder.used(a, FUNCTION_VERSION, "f:1")  # within the minute: nothing written
     assert world.last_used.last_used(a, FUNCTION_VERSION) == {"f:1": first}
+    world.refs.create_repo(a, "never-used")
+    _everything(world, kind=REPOSITORY)  # first seen now: idle from here
     world.clock.advance(10 * DAY_MS)
     world.recorder.used(a, REPOSITORY, "site")
     world.recorder.used(a, FACET, "notes")
@@ -185,6 +187,7 @@ def test_uses_are_recorded_once_a_minute_and_idle_days_keeps_only_the_unused(
     # Made or last used ten days ago; the repository and facet were just used.
     assert (FUNCTION_VERSION, "f:1") in idle and (FUNCTION_VERSION, "g:$LATEST") in idle
     assert (REPOSITORY, "site") not in idle and (FACET, "notes") not in idle
+    assert (REPOSITORY, "never-used") in idle
     assert len([k for k, _ in idle if k == EXECUTION]) == 4
     assert _everything(world, tenant=a, idle_days=11) == []
 

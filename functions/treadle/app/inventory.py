@@ -195,7 +195,14 @@ class InventoryService:
     def _repositories(self, tenant: str, inner: str | None, limit: int) -> Page:
         page = self._refs.list_repos(tenant, limit=limit, after=inner)
         used = self._last_used.last_used(tenant, REPOSITORY) if page.names else {}
-        found = [Resource(REPOSITORY, tenant, n, None, None, used.get(n)) for n in page.names]
+        now = self._clock.now_ms()
+        for name in page.names:
+            if name not in used:
+                # No creation time is kept for a repository: one never used (or made
+                # before uses were recorded) is idle from when the inventory first saw it.
+                self._last_used.touch(tenant, REPOSITORY, name, now)
+                used[name] = now
+        found = [Resource(REPOSITORY, tenant, n, None, None, used[n]) for n in page.names]
         return found, page.next_marker
 
     def _facet_page(self, tenant: str, inner: str | None, limit: int) -> Page:
