@@ -126,7 +126,7 @@ def test_the_admin_pages_the_inventory_with_last_uses_and_tenants_may_not(
         ["-C", str(work), "commit", "-q", "--allow-empty", "-m", "first"],
         ["-C", str(work), "push", "-q", url, "HEAD:refs/heads/main"],
     ):
-        subprocess.run(["git", *args], env=env, check=True, capture_output=True, timeout=60)  # fmt: skip
+        subprocess.run(["git", *args], env=env, check=True, capture_output=True, timeout=60)
 
     admin = server.credentials(ADMIN)
     status, body = _inventory(server, f"tenant={account}&limit=1000", admin)
