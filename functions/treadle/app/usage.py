@@ -2,8 +2,8 @@
 
 Executions are counters the execution store moves in each commit's own transaction, so
 they cost a fixed number of reads at any volume (`domain.usage`). Functions and code
-bytes are the function store's counters (kept by triggers on SQLite; read from its
-listings on DynamoDB, a read per function, as its quota check does), facets
+bytes are the function store's counters (kept in the function writes' own
+transactions on both backends: triggers on SQLite, `function_counts` on DynamoDB), facets
 the facet store's listing (bounded by the tenant's `maxFacets`; sizes are what the
 filesystem says at the time, as tenant code writes facets directly) and repositories
 the ref store's listing (bounded by how many the tenant made).
