@@ -19,8 +19,6 @@ from treadle.domain.ports import Clock, ExecutionStore, FunctionStore
 from treadle.facets.ports import FacetStore
 from treadle.tenancy.admin import TenantAdmin
 
-_REPO_PAGE = 1000
-
 
 @dataclass(frozen=True)
 class TenantUsage:
@@ -69,7 +67,7 @@ class UsageService:
             functions=functions.functions,
             versions=functions.versions,
             code_bytes=functions.code_bytes,
-            repositories=self._count_repos(tenant),
+            repositories=self._refs.count_repos(tenant),
             facets=len(facets),
             facet_bytes=sum(f.size_bytes for f in facets),
             by_status={s.value: counts.status(s.value) for s in ExecutionStatus},
@@ -79,12 +77,3 @@ class UsageService:
             queued=0,
             starts_last_minute=counts.starts_last_minute(now),
         )
-
-    def _count_repos(self, tenant: str) -> int:
-        total, after = 0, None
-        while True:
-            page = self._refs.list_repos(tenant, limit=_REPO_PAGE, after=after)
-            total += len(page.names)
-            if page.next_marker is None:
-                return total
-            after = page.next_marker

@@ -263,7 +263,7 @@ class FencedRecord:
         }
 
     def _fence(self, condition: Condition | None = None) -> TransactWriteItemTypeDef:
-        """Mark the head deleting; on `condition` when given (it must hold LIVE)."""
+        """Mark the head deleting, if it is live (and `condition` holds, when given)."""
         names: dict[str, str] = {"#deleting": DELETING}
         values: dict[str, AttributeValueTypeDef] = {":true": {"BOOL": True}}
         if condition is not None:
@@ -274,7 +274,9 @@ class FencedRecord:
                 "TableName": self.table.name,
                 "Key": key(self.pk, self.head_sk),
                 "UpdateExpression": "SET #deleting = :true",
-                "ConditionExpression": condition.expression if condition else LIVE,
+                "ConditionExpression": f"{LIVE} AND ({condition.expression})"
+                if condition
+                else LIVE,
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values,
             }
