@@ -6,10 +6,13 @@ decided from the flag of the META item at the version the commit is conditioned 
 it moves exactly when that state change applies: a cancelled transaction moves nothing,
 botocore's retries reuse the ClientRequestToken, and a commit replayed on top of an
 applied one starts from a META item already flagged accordingly and moves nothing again.
+The usage counters (by status, invocations in flight) ride on the same update of the
+same shard, decided the same way from the META item's `usage_state` (`usage_items`);
+a creation also bumps its minute's start bucket.
 
-The 100-item limit: a commit needs at most 8 items (META, its batch of operations, its
-events, its ClientToken response, the running counter, at creation the name guard, and
-when the status changes its event's stream and outbox items) plus
+The 100-item limit: a commit needs at most 9 items (META, its batch of operations, its
+events, its ClientToken response, the counter shard, at creation the name guard and the
+start bucket, and when the status changes its event's stream and outbox items) plus
 one per new callback, per timer it sets on another execution and per such timer it
 clears. If that passes 100 (a checkpoint that starts more than ~94 callbacks), the
 surplus callback items are written just before the transaction, marked unconfirmed:

@@ -114,8 +114,9 @@ class DynamoExecutionStore:
         )
 
     def create_batch(self, commits: Sequence[Commit]) -> list[bool]:
-        """One transaction per execution (each takes ~5 of a transaction's 100 items:
-        META, name guard, operations, events, running counter), one after the other.
+        """One transaction per execution (each takes ~6 of a transaction's 100 items:
+        META, name guard, operations, events, counter shard, start bucket), one after
+        the other.
         Applied in part if it fails midway; idempotent names make the retry complete it.
         (Sequential: concurrent transactions were not reliable under moto, the only
         DynamoDB this was tested on.)"""
