@@ -27,7 +27,7 @@ Key schema (all key attributes are strings unless noted):
 | function $LATEST (+ version counter) | `F#<tenant>#<name>` | `V#$LATEST` |
 | published function version | `F#<tenant>#<name>` | `V#<version:012d>` |
 | function listing entry | `FL#<tenant>` | `<name>` |
-| a tenant's RUNNING executions, one shard (+ executions by status, in flight) | `U#<tenant>` | `RUNNING#<shard>` |
+| a tenant's RUNNING (and usage) counters, one shard | `U#<tenant>` | `RUNNING#<shard>` |
 | a tenant's starts in one minute, one shard (`ttl`) | `UM#<tenant>` | `<minute:012d>#<shard>` |
 | a tenant's functions, versions, code bytes, one shard | `UF#<tenant>` | `<shard>` |
 | a tenant's repositories, one shard | `UR#<tenant>` | `<shard>` |
