@@ -333,6 +333,25 @@ def test_cas_refuses_malformed_batches(refs: RefStore) -> None:
     assert refs.get_refs(T, "r") == {}
 
 
+def test_repositories_are_counted_by_their_creates_and_deletes(refs: RefStore) -> None:
+    assert refs.count_repos(T) == 0
+    for name in ("a", "b", "c"):
+        refs.create_repo(T, name)
+    with pytest.raises(RepoAlreadyExists):
+        refs.create_repo(T, "a")  # refused: counts nothing
+    refs.create_repo("210987654321", "a")
+    refs.delete_repo(T, "b")
+    with pytest.raises(RepoNotFound):
+        refs.delete_repo(T, "b")  # a second delete: nothing to uncount
+    assert (refs.count_repos(T), refs.count_repos("210987654321")) == (2, 1)
+    threads = [threading.Thread(target=refs.create_repo, args=(T, f"t{i}")) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert refs.count_repos(T) == len(refs.list_repos(T, limit=100).names) == 10
+
+
 def test_list_repos_refuses_a_limit_below_one(refs: RefStore) -> None:
     refs.create_repo(T, "r")
     with pytest.raises(InvalidParameter):
@@ -441,8 +460,10 @@ def test_dynamodb_refs_of_any_bytes_and_many_of_them(dynamo: DynamoRefStore) -> 
     assert dynamo.get_refs(T, "r")[odd] == A
     with pytest.raises(PayloadTooLarge):
         dynamo.compare_and_swap(T, "r", [*tags, RefUpdate(MAIN, ZERO_SHA, A)])
-    # Over 98 refs the delete is fenced, then purged; nothing of the repository remains.
+    # Over 97 refs the delete is fenced, then purged; nothing of the repository remains.
+    assert dynamo.count_repos(T) == 1
     dynamo.delete_repo(T, "r")
+    assert dynamo.count_repos(T) == 0  # uncounted by the fence, once
     assert not dynamo.repo_exists(T, "r")
     assert dynamo.list_repos(T).names == []
     dynamo.create_repo(T, "r")
@@ -472,4 +493,8 @@ def test_dynamodb_an_interrupted_big_delete_is_finished_by_create(dynamo: Dynamo
     dynamo.create_repo(T, "r")  # finishes the purge first
     assert dynamo.get_refs(T, "r") == {}
     items = client.scan(TableName=TABLE)["Items"]
-    assert sorted(i["sk"]["S"] for i in items) == ["REPO", "r"]
+    # The repository and its listing entry, and the tenant's repository counter.
+    assert sorted(i["sk"]["S"] for i in items if not i["pk"]["S"].startswith("UR#")) == [
+        "REPO",
+        "r",
+    ]

@@ -26,6 +26,7 @@ from treadle.adapters.sqlite.functions import SqliteFunctionStore
 from treadle.domain.errors import AlreadyExists, InvalidParameter, NotFound
 from treadle.domain.models import DurableConfig
 from treadle.domain.ports import CodeSource, FunctionStore, FunctionVersion
+from treadle.domain.usage import FunctionCounts
 
 Factory = Callable[[Path], tuple[Any, Callable[[], None]]]
 
@@ -261,6 +262,26 @@ def test_usage_counts_functions_and_the_code_of_every_version(store: FunctionSto
     assert store.usage(OTHER) == (1, 5)
 
 
+def test_counts_follow_functions_versions_and_code_through_every_write(
+    store: FunctionStore,
+) -> None:
+    assert store.counts(T) == FunctionCounts(0, 0, 0)
+    store.put_latest(_fn("a", code_size=100), create=True)
+    store.put_latest(_fn("b", code_size=10), create=True)
+    store.publish(T, "a", None)
+    store.publish(T, "a", None)  # nothing new to publish: no second version
+    _changed(store, "a", code_size=1000)  # $LATEST's code replaced: its size moves
+    store.publish(T, "a", None)
+    assert store.counts(T) == FunctionCounts(2, 2, 1000 + 100 + 1000 + 10)
+    with pytest.raises(AlreadyExists):
+        store.put_latest(_fn("b", code_size=7), create=True)  # refused: counts nothing
+    store.delete(T, "a", "1")
+    assert store.counts(T) == FunctionCounts(2, 1, 2010)
+    store.delete(T, "a")  # with its remaining version
+    assert store.counts(T) == FunctionCounts(1, 0, 10)
+    assert store.counts(OTHER) == FunctionCounts(0, 0, 0)
+
+
 def test_tenants_never_see_each_others_functions(store: FunctionStore) -> None:
     store.put_latest(_fn("shared"), create=True)
     store.publish(T, "shared", None)
@@ -330,6 +351,29 @@ def test_concurrent_publishes_never_share_a_number(store: FunctionStore) -> None
     assert all(by_number[r.version] == r for r in returned)
 
 
+def test_concurrent_writes_leave_the_counters_equal_to_what_is_stored(
+    store: FunctionStore,
+) -> None:
+    store.put_latest(_fn("shared", code_size=1), create=True)
+
+    def write(i: int) -> None:
+        store.put_latest(_fn(f"own{i}", code_size=10 + i), create=True)
+        for size in (100, 200 + i):
+            _changed(store, "shared", code_size=size)  # revisions raced by every thread
+            store.publish(T, "shared", None)
+        if i % 2:
+            store.delete(T, f"own{i}")
+
+    _run(6, write)
+    latest = store.list_latest(T, None, 100)[0]
+    versions = store.list_versions(T, "shared", None, 100)[0][1:]
+    assert store.counts(T) == FunctionCounts(
+        len(latest),
+        len(versions),
+        sum(f.code_size for f in latest) + sum(v.code_size for v in versions),
+    )
+
+
 def test_concurrent_publishes_of_unchanged_code_make_one_version(store: FunctionStore) -> None:
     store.put_latest(_fn(), create=True)
     returned: list[str] = []
@@ -370,9 +414,13 @@ def test_dynamodb_a_function_too_big_for_one_transaction_is_fenced_then_purged(
         _changed(dynamo)
         dynamo.publish(T, "fn", None)
     assert len(dynamo.list_versions(T, "fn", None, 200)[0]) == 100
+    assert dynamo.counts(T) == FunctionCounts(1, 99, 100 * 123)
     dynamo.delete(T, "fn")
     client = boto3.client("dynamodb", region_name=REGION)
-    assert client.scan(TableName=TABLE)["Items"] == []
+    # Nothing left but the tenant's counters, uncounted by the fencing transaction.
+    left = client.scan(TableName=TABLE)["Items"]
+    assert {item["pk"]["S"] for item in left} <= {f"UF#{T}"}
+    assert dynamo.counts(T) == FunctionCounts(0, 0, 0)
     with pytest.raises(NotFound):
         dynamo.get(T, "fn")
     dynamo.put_latest(_fn(), create=True)

@@ -18,6 +18,7 @@ import test_limits_wire as limits_wire
 import test_notifications_wire as notifications_wire
 import test_redrive_wire as redrive_wire
 import test_schedules_wire as schedules_wire
+import test_usage_wire as usage_wire
 from botocore.exceptions import ClientError
 
 from support.moto_server import aws_env, moto_client, moto_server
@@ -293,6 +294,14 @@ def test_schedules_on_dynamodb(server: ServerProcess) -> None:
     schedules_wire.test_a_schedule_is_created_triggered_paused_resumed_and_deleted(server, lam)
     schedules_wire.test_another_tenant_cannot_see_or_touch_a_schedule(server, lam)
     schedules_wire.test_a_name_taken_is_a_conflict_and_pages_go_on(server, lam)
+
+
+def test_usage_and_inventory_on_dynamodb(server: ServerProcess, tmp_path: Path) -> None:
+    """The embedded backend's wire tests of usage and the inventory, on the AWS adapters."""
+    usage_wire.test_a_tenant_reads_its_usage_the_admin_anyones_and_another_tenant_none(server)
+    usage_wire.test_the_admin_pages_the_inventory_with_last_uses_and_tenants_may_not(
+        server, tmp_path
+    )
 
 
 def test_status_changes_reach_the_stream_webhooks_and_eventbridge_on_aws(

@@ -56,3 +56,28 @@ def test_a_data_directory_from_before_the_counter_is_counted_once_on_open(
     assert reopened.count_running(TENANT) == 3
     # A second open does not count again.
     assert SqliteExecutionStore(Database(path)).count_running(TENANT) == 3
+
+
+def test_usage_counters_of_an_older_data_directory_are_counted_once_on_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteExecutionStore(Database(path))
+    for name in ("a", "b"):
+        store.create(Commit(execution=_execution(name)))
+    done = store.load(_execution("b").arn).execution
+    done.status = ExecutionStatus.FAILED
+    store.commit(Commit(execution=done))
+    with sqlite3.connect(path) as conn:
+        for (trigger,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'usage_%'"
+        ).fetchall():
+            conn.execute(f"DROP TRIGGER {trigger}")
+        conn.execute("DROP TABLE usage_counts")
+
+    reopened = SqliteExecutionStore(Database(path))
+    counts = reopened.usage(TENANT, 0)
+    assert (counts.status("RUNNING"), counts.status("FAILED")) == (1, 1)
+    reopened.create(Commit(execution=_execution("c")))
+    again = SqliteExecutionStore(Database(path)).usage(TENANT, 0)
+    assert (again.status("RUNNING"), again.status("FAILED")) == (2, 1)

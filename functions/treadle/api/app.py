@@ -11,6 +11,7 @@ Four surfaces share one application, told apart by the path:
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Callable
 
@@ -26,6 +27,8 @@ GitHandler = Callable[[Request], Response]
 # Git from inside a tenant's namespace: (request, that tenant), repository tokens only.
 SandboxGitHandler = Callable[[Request, str], Response]
 _PUBLIC = ("/v1/health", "/v1/openapi.json")
+# The one `/v1/tenants` route a tenant's key may call: its own usage.
+_OWN_USAGE = re.compile(r"^/v1/tenants/(\d{12})/usage/?$")
 
 
 def with_request_id(response: Response) -> Response:
@@ -201,8 +204,11 @@ class Application:
                 )
             route, known = self.v1.match(request)
             public = request.path.rstrip("/") in _PUBLIC
+            own_usage = _OWN_USAGE.match(request.path)
             if not public:
-                if request.path.startswith("/v1/tenants"):
+                if own_usage and request.method == "GET":
+                    self.auth.v1_admin_or_tenant(request, own_usage.group(1))
+                elif request.path.startswith(("/v1/tenants", "/v1/admin")):
                     self.auth.v1_admin(request)
                 else:
                     request.tenant = self.auth.v1_tenant(request)

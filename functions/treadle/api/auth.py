@@ -185,6 +185,16 @@ class Authenticator:
         if self.any(request).kind is not Kind.ADMIN:
             raise AccessDenied("Managing tenants needs the platform admin credential.")
 
+    def v1_admin_or_tenant(self, request: Request, account: str) -> None:
+        """The admin, or `account`'s own key (another tenant's is refused, as anyone's)."""
+        principal = self.any(request)
+        if principal.kind is Kind.ADMIN:
+            return
+        if principal.kind is Kind.TENANT and principal.tenant == account:
+            request.tenant = account
+            return
+        raise AccessDenied("Only the platform admin or the tenant itself may read this.")
+
     def git(self, request: Request) -> GitGrant:
         """A tenant's key (all its repositories) or a repository token (one)."""
         user, _password = parse_basic(request.header("authorization"))

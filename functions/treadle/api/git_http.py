@@ -97,10 +97,13 @@ class GitHttp:
         authenticate: Authenticate,
         *,
         max_body_bytes: int = 512 << 20,
+        used: Callable[[str, str], None] | None = None,
     ) -> None:
         self._repos = repositories
         self._authenticate = authenticate
         self._max_body = max_body_bytes
+        # Told of each fetch or push (tenant, repository): the inventory's last use.
+        self._used = used
 
     def __call__(self, request: Request) -> Response:
         try:
@@ -189,6 +192,8 @@ class GitHttp:
             out.tell(),
             (time.monotonic() - started) * 1000,
         )
+        if self._used is not None:
+            self._used(tenant, repo)
         headers = {"content-type": f"application/x-{service}-result", **_NO_CACHE}
         return Response(status=200, body=out.getvalue(), headers=headers)
 

@@ -20,10 +20,12 @@ from treadle.api import (
     v1_executions,
     v1_facets,
     v1_functions,
+    v1_inventory,
     v1_notifications,
     v1_repos,
     v1_schedules,
     v1_tenants,
+    v1_usage,
 )
 from treadle.api.openapi_ops import AUTH_ERRORS, PATH_PARAMS, STATUS_TEXT, ErrorOut, Op
 
@@ -57,6 +59,8 @@ AREAS: tuple[list[Op], ...] = (
     v1_executions.OPERATIONS,
     v1_schedules.OPERATIONS,
     v1_notifications.OPERATIONS,
+    v1_usage.OPERATIONS,
+    v1_inventory.OPERATIONS,
 )
 
 

@@ -31,8 +31,8 @@ ZERO_SHA = b"0" * 40
 RESERVED_SEGMENT_PREFIX = ".tmp-"
 MAX_KEY = 1024  # S3's limit: a key valid in one ObjectStore is valid in every other
 # Refs a repository may be created with at once (a fork, an import): what one DynamoDB
-# transaction holds beside the repository's own two items.
-MAX_INITIAL_REFS = 98
+# transaction holds beside the repository's own two items and its tenant's counter.
+MAX_INITIAL_REFS = 97
 
 
 class InvalidKey(InvalidParameter):
@@ -246,6 +246,10 @@ class RefStore(Protocol):
         """Remove the repository and all its refs at once; RepoNotFound if absent."""
 
     def repo_exists(self, tenant: str, repo: str) -> bool: ...
+
+    def count_repos(self, tenant: str) -> int:
+        """The tenant's repositories: a counter moved by the transactions of create and
+        delete, so one read (its usage)."""
 
     def list_repos(self, tenant: str, *, limit: int = 100, after: str | None = None) -> RepoPage:
         """Names in ascending order, strictly after `after`, at most `limit`

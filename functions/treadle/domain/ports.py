@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from treadle.domain.models import DurableConfig, Event, Execution, ExecutionStatus, Operation
 from treadle.domain.notifications import StatusEvent
+from treadle.domain.usage import ExecutionCounts, FunctionCounts
 
 
 class TimerKind(StrEnum):
@@ -151,6 +152,9 @@ class ExecutionStore(Protocol):
     def count_running(self, tenant: str) -> int:
         """The tenant's RUNNING executions (for its running-executions quota)."""
 
+    def usage(self, tenant: str, now_ms: int) -> ExecutionCounts:
+        """The tenant's execution counters (`domain.usage`): a fixed number of reads."""
+
     def delete(self, arn: str) -> None: ...
 
 
@@ -239,6 +243,9 @@ class FunctionStore(Protocol):
 
     def usage(self, tenant: str) -> tuple[int, int]:
         """(functions, code bytes of $LATEST and every published version), as Lambda counts."""
+
+    def counts(self, tenant: str) -> FunctionCounts:
+        """Functions, published versions and code bytes (`GET /v1/tenants/{id}/usage`)."""
 
 
 class Alias(BaseModel):
@@ -378,3 +385,18 @@ class TimerLookup(Protocol):
 
 class CompletionListener(Protocol):
     def execution_closed(self, arn: str) -> None: ...
+
+
+class LastUsedStore(Protocol):
+    """When each dynamic resource was last used (`GET /v1/admin/inventory`), coarsely:
+    `touch` writes only if the stored time is older than `LAST_USED_GRAIN_MS`, as one
+    conditional write, so a busy resource costs at most one write a minute."""
+
+    def touch(self, tenant: str, kind: str, resource: str, now_ms: int) -> bool:
+        """Record a use at `now_ms`; True if it was written (the old one was stale)."""
+
+    def last_used(self, tenant: str, kind: str) -> dict[str, int]:
+        """Every recorded resource of that kind of the tenant -> last use (epoch ms)."""
+
+    def forget(self, tenant: str, kind: str, resource: str) -> None:
+        """Drop the record (the resource was deleted)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 from treadle.domain.errors import NotFound
 from treadle.facets.models import FacetGrant, FacetInfo, check_name
@@ -23,9 +24,16 @@ LOG_SLACK_BYTES = 1 << 20
 
 
 class Facets:
-    def __init__(self, store: FacetStore, tenants: TenantAdmin) -> None:
+    def __init__(
+        self,
+        store: FacetStore,
+        tenants: TenantAdmin,
+        used: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._store = store
         self._tenants = tenants
+        # Told of each open (tenant, name): the inventory's last use.
+        self._used = used
         # Count-then-create is one step per tenant: two first uses at once must not
         # both pass the facets-per-tenant quota.
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -45,6 +53,8 @@ class Facets:
                     self._check_sizes(tenant, quotas.max_facet_bytes)
                     if self._store.create(tenant, name):
                         log.info("facet %s of %s created", name, tenant)
+        if self._used is not None:
+            self._used(tenant, name)
         return FacetGrant(name=name, max_bytes=quotas.max_facet_bytes)
 
     def _check_sizes(self, tenant: str, max_bytes: int) -> None:

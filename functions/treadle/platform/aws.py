@@ -37,6 +37,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from treadle.adapters.aws.cloudwatch_logs import CloudWatchLogStore
 from treadle.adapters.aws.dynamodb_executions import DynamoExecutionStore
 from treadle.adapters.aws.dynamodb_functions import DynamoFunctionStore
+from treadle.adapters.aws.dynamodb_last_used import DynamoLastUsed
 from treadle.adapters.aws.dynamodb_notifications import DynamoStatusEvents, DynamoWebhookStore
 from treadle.adapters.aws.dynamodb_refs import DynamoRefStore
 from treadle.adapters.aws.dynamodb_repo_tokens import DynamoTokenStore
@@ -199,6 +200,7 @@ class AwsPlatform(Platform):
             status_events=DynamoStatusEvents(ddb, self.table),
             webhooks=DynamoWebhookStore(ddb, self.table),
             webhook_sender=HttpWebhookSender(),
+            last_used=DynamoLastUsed(ddb, self.table),
             publishers=self._publishers(),
         )
 

@@ -24,19 +24,24 @@ from treadle.api.openapi import build_document
 from treadle.api.v1_executions import ExecutionsApi
 from treadle.api.v1_facets import FacetsApi
 from treadle.api.v1_functions import FunctionsApi
+from treadle.api.v1_inventory import InventoryApi
 from treadle.api.v1_notifications import NotificationsApi
 from treadle.api.v1_repos import ReposApi
 from treadle.api.v1_schedules import SchedulesApi
 from treadle.api.v1_tenants import TenantsApi
+from treadle.api.v1_usage import UsageApi
 from treadle.app.aliases import AliasService
 from treadle.app.completion import CompletionNotifier
 from treadle.app.executions import ExecutionService
 from treadle.app.functions import FunctionService
+from treadle.app.inventory import InventoryService
+from treadle.app.last_used import RecordingRuntime, UseRecorder
 from treadle.app.notifications import NotificationService
 from treadle.app.quotas import TenantQuotas
 from treadle.app.relay import Relay
 from treadle.app.schedule_firing import ScheduleFirer
 from treadle.app.schedules import ScheduleService
+from treadle.app.usage import UsageService
 from treadle.artifacts import ArtifactService, Repositories
 from treadle.artifacts.ports import TokenStore
 from treadle.artifacts.tokens import RepoTokens
@@ -58,8 +63,10 @@ from treadle.domain.ports import (
     FunctionRuntime,
     FunctionStore,
     Ids,
+    LastUsedStore,
 )
 from treadle.domain.schedules import Calendar, ScheduleStore
+from treadle.domain.usage import FACET, REPOSITORY
 from treadle.facets import Facets, FacetStore
 from treadle.observability import server_log
 from treadle.observability.metrics import DurableMetrics
@@ -92,6 +99,7 @@ class Ports:
     status_events: StatusEventStore
     webhooks: WebhookStore
     webhook_sender: WebhookSender
+    last_used: LastUsedStore  # the inventory's last uses (app/last_used.py)
     publishers: Sequence[EventPublisher] = field(default_factory=tuple)
 
 
@@ -128,6 +136,9 @@ def build_core(
         now_ms=ports.clock.now_ms,
         max_skew_s=settings.max_clock_skew_s,
     )
+    recorder = UseRecorder(ports.last_used, ports.clock)
+    # Every invocation goes through the runtime: the inventory's last use of a version.
+    runtime = RecordingRuntime(ports.runtime, recorder)
     notifier = CompletionNotifier()
     metrics = DurableMetrics()
     # Every invocation, durable or not, with its span, metrics and error line.
@@ -154,7 +165,7 @@ def build_core(
         clock=ports.clock,
         ids=ports.ids,
         region=settings.region,
-        prepare=ports.runtime.prepare,
+        prepare=runtime.prepare,
         aliases=ports.aliases,
     )
     execution_service = ExecutionService(
@@ -192,8 +203,31 @@ def build_core(
     FunctionsApi(function_service).register(v1)
     ExecutionsApi(execution_service).register(v1)
     SchedulesApi(ScheduleService(firer)).register(v1)
-    facets = Facets(ports.facets, ports.tenants)
+    facets = Facets(
+        ports.facets, ports.tenants, lambda tenant, name: recorder.used(tenant, FACET, name)
+    )
     FacetsApi(facets).register(v1)
+    UsageApi(
+        UsageService(
+            tenants=ports.tenants,
+            executions=ports.executions,
+            functions=ports.functions,
+            refs=ports.repositories.refs,
+            facets=ports.facets,
+            clock=ports.clock,
+        )
+    ).register(v1)
+    InventoryApi(
+        InventoryService(
+            tenants=ports.tenants,
+            functions=ports.functions,
+            refs=ports.repositories.refs,
+            facets=ports.facets,
+            executions=ports.executions,
+            last_used=ports.last_used,
+            clock=ports.clock,
+        )
+    ).register(v1)
     allow_private = settings.webhooks_may_call_private
     NotificationsApi(
         NotificationService(
@@ -215,17 +249,22 @@ def build_core(
     )
     logs_api = LogsApi(ports.logs)
 
+    def repo_used(tenant: str, repo: str) -> None:
+        recorder.used(tenant, REPOSITORY, repo)
+
     def sandbox_git(request: Request, tenant: str) -> Response:
         # Only that tenant's repository tokens: its sandbox key and any leaked tenant
         # key open nothing over Git from inside.
-        return GitHttp(ports.repositories, lambda r: auth.git_token(r, tenant))(request)
+        return GitHttp(ports.repositories, lambda r: auth.git_token(r, tenant), used=repo_used)(
+            request
+        )
 
     app = Application(
         router=router,
         v1=v1,
         auth=auth,
         targets={"Logs_20140328": logs_api.handle},
-        git=GitHttp(ports.repositories, auth.git),
+        git=GitHttp(ports.repositories, auth.git, used=repo_used),
         max_request_bytes=settings.max_request_bytes,
         sandbox_git=sandbox_git,
         metrics=MetricsEndpoint(

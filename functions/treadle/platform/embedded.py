@@ -10,6 +10,7 @@ from treadle.adapters.local.scheduler import TimerScheduler
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
 from treadle.adapters.sqlite.functions import SqliteFunctionStore
+from treadle.adapters.sqlite.last_used import SqliteLastUsed
 from treadle.adapters.sqlite.logs import SqliteLogStore
 from treadle.adapters.sqlite.notifications import SqliteStatusEvents, SqliteWebhookStore
 from treadle.adapters.sqlite.refs import SqliteRefStore
@@ -73,6 +74,7 @@ class EmbeddedPlatform(Platform):
             status_events=SqliteStatusEvents(self.db),
             webhooks=SqliteWebhookStore(self.db),
             webhook_sender=HttpWebhookSender(),
+            last_used=SqliteLastUsed(self.db),
         )
 
     def _fire(self, timer: Timer) -> None:

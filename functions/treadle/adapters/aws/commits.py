@@ -6,10 +6,13 @@ decided from the flag of the META item at the version the commit is conditioned 
 it moves exactly when that state change applies: a cancelled transaction moves nothing,
 botocore's retries reuse the ClientRequestToken, and a commit replayed on top of an
 applied one starts from a META item already flagged accordingly and moves nothing again.
+The usage counters (by status, invocations in flight) ride on the same update of the
+same shard, decided the same way from the META item's `usage_state` (`usage_items`);
+a creation also bumps its minute's start bucket.
 
-The 100-item limit: a commit needs at most 8 items (META, its batch of operations, its
-events, its ClientToken response, the running counter, at creation the name guard, and
-when the status changes its event's stream and outbox items) plus
+The 100-item limit: a commit needs at most 9 items (META, its batch of operations, its
+events, its ClientToken response, the counter shard, at creation the name guard and the
+start bucket, and when the status changes its event's stream and outbox items) plus
 one per new callback, per timer it sets on another execution and per such timer it
 clears. If that passes 100 (a checkpoint that starts more than ~94 callbacks), the
 surplus callback items are written just before the transaction, marked unconfirmed:
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from treadle.adapters.aws import items as it
+from treadle.adapters.aws import usage_items as us
 from treadle.adapters.aws.dynamo import Table
 from treadle.adapters.aws.dynamodb_notifications import status_event_items
 from treadle.adapters.aws.errors import error_code
@@ -62,6 +66,7 @@ class CommitPlan:
     after: list[tuple[str, str, int]] = field(default_factory=list)  # outbox timers to clear
     timers: dict[str, int] = field(default_factory=dict)  # own timers once applied
     counted: bool = False  # the META item's COUNTED flag once applied
+    usage: us.State | None = None  # the META item's usage state once applied
 
 
 class CommitWriter:
@@ -77,13 +82,16 @@ class CommitWriter:
         timers_before: dict[str, int],
         counted_before: bool,
         creating: bool,
+        usage_before: us.State | None = None,
     ) -> CommitPlan:
-        """`timers_before` and `counted_before`: the META item at `version - 1`."""
+        """`timers_before`, `counted_before`, `usage_before`: the META item at
+        `version - 1` (see `usage_items`)."""
         ex = commit.execution
         arn = ex.arn
         plan = CommitPlan(
             timers={} if commit.clear_all_timers else dict(timers_before),
             counted=it.counted(ex),
+            usage=us.state_of(ex),
         )
         # Same order as the embedded store: clear all, clear some, then set.
         missed: set[str] = set()
@@ -102,14 +110,27 @@ class CommitWriter:
         meta = it.meta_item(
             ex, version, self.codec.encode(arn, it.record_json(ex, version)), plan.timers
         )
+        meta[us.USAGE_STATE] = {"S": us.encode(us.state_of(ex))}
         if creating:
             self._put(plan, "meta", meta, absent=True)
             self._put(plan, "name", it.name_item(ex), absent=True)
         else:
             self._put(plan, "meta", meta, version=version - 1)
-        if plan.counted != counted_before:
-            plan.items.append(self.count_update(ex.tenant, arn, 1 if plan.counted else -1))
+        running = 0 if plan.counted == counted_before else (1 if plan.counted else -1)
+        counters = us.counter_update(
+            self.table.name,
+            ex.tenant,
+            arn,
+            running=running,
+            before=None if creating else usage_before,
+            after=plan.usage,
+        )
+        if counters is not None:
+            plan.items.append(counters)
             plan.labels.append("running")
+        if creating:
+            plan.items.append(us.start_update(self.table.name, ex))
+            plan.labels.append("starts")
         callbacks = [cid for cid, _, _ in commit.new_callbacks]
         if commit.operations or callbacks:
             ops = self.codec.encode(arn, it.operations_json(commit.operations))
@@ -154,18 +175,6 @@ class CommitWriter:
             )
         return plan
 
-    def count_update(self, tenant: str, arn: str, delta: int) -> TransactWriteItemTypeDef:
-        """Move the tenant's running counter (no condition: the META item's is the fence)."""
-        return {
-            "Update": {
-                "TableName": self.table.name,
-                "Key": it.running_key(tenant, arn),
-                "UpdateExpression": "ADD #n :d",
-                "ExpressionAttributeNames": {"#n": it.RUNNING_COUNT},
-                "ExpressionAttributeValues": {":d": {"N": str(delta)}},
-            }
-        }
-
     def delete_record(self, ex: Execution, meta: Item) -> None:
         """Delete the META item `meta` of `ex` and its name guard in one transaction.
 
@@ -191,8 +200,16 @@ class CommitWriter:
                 }
             },
         ]
-        if it.was_counted(meta):
-            items.append(self.count_update(ex.tenant, arn, -1))
+        counters = us.counter_update(
+            self.table.name,
+            ex.tenant,
+            arn,
+            running=-1 if it.was_counted(meta) else 0,
+            before=us.state_in(meta),
+            after=None,
+        )
+        if counters is not None:
+            items.append(counters)
         transact(
             self.table,
             items,

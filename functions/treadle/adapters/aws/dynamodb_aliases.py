@@ -20,7 +20,7 @@ their own sort-key range (`ALIAS_SK_PREFIX` to `ALIAS_SK_END`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Final
 
@@ -179,8 +179,15 @@ class DynamoAliases:
         ]
         self._transact(items, f"delete alias {name}", {"function": missing, "alias": missing})
 
-    def delete_version(self, function_name: str, version_sk: str, version: str) -> None:
-        """Delete one published version unless an alias names it (see the docstring)."""
+    def delete_version(
+        self,
+        function_name: str,
+        version_sk: str,
+        version: str,
+        extra: Sequence[TransactWriteItemTypeDef] = (),
+    ) -> None:
+        """Delete one published version unless an alias names it (see the docstring);
+        `extra` items go in the same transaction (the tenant's counters)."""
         for attempt in range(ATTEMPTS):
             latest = self._table.get(key(self._pk, t.FUNCTION_LATEST_SK), "get function")
             if latest is None or DELETING in latest:
@@ -211,7 +218,7 @@ class DynamoAliases:
                 }
             }
             try:
-                self._table.transact([check, delete])
+                self._table.transact([check, delete, *extra])
                 return
             except ClientError as exc:
                 error = transaction_error(

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from treadle.adapters.aws import items as it
 from treadle.adapters.aws import listing
+from treadle.adapters.aws import usage_items as us
 from treadle.adapters.aws.commits import CommitWriter
 from treadle.adapters.aws.dynamo import Table
 from treadle.adapters.aws.optimistic import retry_conflicts
@@ -47,6 +48,7 @@ from treadle.domain.errors import (
 )
 from treadle.domain.models import Event, Execution
 from treadle.domain.ports import Commit, ExecutionQuery, Snapshot, StoredOperation, Timer
+from treadle.domain.usage import ExecutionCounts
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -64,6 +66,7 @@ class _Entry(Snapshot):
 
     timers: dict[str, int]
     counted: bool  # the META item's COUNTED flag (see `items.COUNTED`)
+    usage: us.State | None  # the META item's usage state (see `usage_items`)
 
     @property
     def version(self) -> int:
@@ -106,11 +109,14 @@ class DynamoExecutionStore:
         retry_conflicts(lambda: self._writer.apply(plan, f"create execution {ex.arn}", refused))
         ex.version_seq = 1
         ops = {s.op.Id: s for s in commit.operations}
-        self._cache.remember(_Entry(ex.model_copy(deep=True), ops, plan.timers, plan.counted))
+        self._cache.remember(
+            _Entry(ex.model_copy(deep=True), ops, plan.timers, plan.counted, plan.usage)
+        )
 
     def create_batch(self, commits: Sequence[Commit]) -> list[bool]:
-        """One transaction per execution (each takes ~5 of a transaction's 100 items:
-        META, name guard, operations, events, running counter), one after the other.
+        """One transaction per execution (each takes ~6 of a transaction's 100 items:
+        META, name guard, operations, events, counter shard, start bucket), one after
+        the other.
         Applied in part if it fails midway; idempotent names make the retry complete it.
         (Sequential: concurrent transactions were not reliable under moto, the only
         DynamoDB this was tested on.)"""
@@ -137,13 +143,14 @@ class DynamoExecutionStore:
             return ConcurrentModification(f"Execution {src.arn} changed concurrently.")
 
         try:
-            timers, counted = self._state_at(src.arn, expected)
+            timers, counted, usage = self._state_at(src.arn, expected)
             linked = self._writer.plan(
                 source,
                 version=expected + 1,
                 timers_before=timers,
                 counted_before=counted,
                 creating=False,
+                usage_before=usage,
             )
             plan = self._writer.plan(
                 commit, version=1, timers_before={}, counted_before=False, creating=True
@@ -159,11 +166,15 @@ class DynamoExecutionStore:
         src.version_seq = expected + 1
         self._cache.advance(
             source,
-            lambda ops: _Entry(src.model_copy(deep=True), ops, linked.timers, linked.counted),
+            lambda ops: _Entry(
+                src.model_copy(deep=True), ops, linked.timers, linked.counted, linked.usage
+            ),
         )
         ex.version_seq = 1
         ops = {s.op.Id: s for s in commit.operations}
-        self._cache.remember(_Entry(ex.model_copy(deep=True), ops, plan.timers, plan.counted))
+        self._cache.remember(
+            _Entry(ex.model_copy(deep=True), ops, plan.timers, plan.counted, plan.usage)
+        )
 
     def commit(self, commit: Commit) -> None:
         ex = commit.execution
@@ -173,13 +184,14 @@ class DynamoExecutionStore:
             return ConcurrentModification(f"Execution {ex.arn} changed concurrently.")
 
         try:
-            timers, counted = self._state_at(ex.arn, expected)
+            timers, counted, usage = self._state_at(ex.arn, expected)
             plan = self._writer.plan(
                 commit,
                 version=expected + 1,
                 timers_before=timers,
                 counted_before=counted,
                 creating=False,
+                usage_before=usage,
             )
             self._writer.apply(plan, f"commit execution {ex.arn}", refused)
         except ConcurrentModification:
@@ -188,18 +200,22 @@ class DynamoExecutionStore:
             raise
         ex.version_seq = expected + 1
         self._cache.advance(
-            commit, lambda ops: _Entry(ex.model_copy(deep=True), ops, plan.timers, plan.counted)
+            commit,
+            lambda ops: _Entry(
+                ex.model_copy(deep=True), ops, plan.timers, plan.counted, plan.usage
+            ),
         )
 
-    def _state_at(self, arn: str, version: int) -> tuple[dict[str, int], bool]:
-        """Own timers and COUNTED flag at `version`; ConcurrentModification if it moved."""
+    def _state_at(self, arn: str, version: int) -> tuple[dict[str, int], bool, us.State | None]:
+        """Own timers, COUNTED flag and usage state at `version`;
+        ConcurrentModification if it moved."""
         cached = self._cache.get(arn)
         if cached is not None and cached.version == version:
-            return cached.timers, cached.counted
+            return cached.timers, cached.counted, cached.usage
         item = self._table.get(it.meta_key(arn), f"read execution {arn}")
         if item is None or it.number(item, it.VERSION_SEQ) != version:
             raise ConcurrentModification(f"Execution {arn} changed concurrently.")
-        return it.timers_of(item), it.was_counted(item)
+        return it.timers_of(item), it.was_counted(item), us.state_in(item)
 
     def delete(self, arn: str) -> None:
         """Remove the execution with its name first, then everything that hangs off it.
@@ -281,7 +297,13 @@ class DynamoExecutionStore:
             )
             for stored in self._batches(arn, after=base.version if base else 0, upto=version):
                 ops[stored.op.Id] = stored
-            entry = _Entry(self._decode(meta), ops, it.timers_of(meta), it.was_counted(meta))
+            entry = _Entry(
+                self._decode(meta),
+                ops,
+                it.timers_of(meta),
+                it.was_counted(meta),
+                us.state_in(meta),
+            )
             self._cache.remember(entry)
         return Snapshot(
             execution=entry.execution.model_copy(deep=True), operations=dict(entry.operations)
@@ -405,6 +427,10 @@ class DynamoExecutionStore:
     def count_running(self, tenant: str) -> int:
         """The tenant's RUNNING executions (for its quota): the sum of its counter shards."""
         return listing.count_running(self._table, tenant)
+
+    def usage(self, tenant: str, now_ms: int) -> ExecutionCounts:
+        """The tenant's counters: its 8 counter shards and two minutes' start buckets."""
+        return us.read_counts(self._table, tenant, now_ms)
 
     def due_timers(self, now_ms: int, limit: int) -> list[Timer]:
         return listing.due_timers(self._table, now_ms, limit)

@@ -40,6 +40,7 @@ from treadle.adapters.aws.dynamodb_aliases import (
     REVISION_MOVED,
     DynamoAliases,
 )
+from treadle.adapters.aws.function_counts import counts_update, read_counts
 from treadle.adapters.aws.items import key
 from treadle.adapters.aws.optimistic import (
     ATTEMPTS,
@@ -48,8 +49,8 @@ from treadle.adapters.aws.optimistic import (
     Condition,
     FencedRecord,
     backoff,
-    conditional,
     raise_unless_lost_race,
+    retry_conflicts,
 )
 from treadle.domain.errors import (
     AlreadyExists,
@@ -60,6 +61,7 @@ from treadle.domain.errors import (
 )
 from treadle.domain.ports import Alias, FunctionVersion
 from treadle.domain.publishing import version_to_publish
+from treadle.domain.usage import FunctionCounts
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -164,10 +166,14 @@ class DynamoFunctionStore:
                 }
             },
         ]
-        exists = AlreadyExists(f"Function already exist: {fn.function_name}")
-        self._record(fn.tenant, fn.function_name).create(
-            items, exists, f"create function {fn.function_name}"
+        counter = counts_update(
+            self._name, fn.tenant, fn.function_name, functions=1, code_bytes=fn.code_size
         )
+        items.extend([counter] if counter else [])
+        exists = AlreadyExists(f"Function already exist: {fn.function_name}")
+        record = self._record(fn.tenant, fn.function_name)
+        # A conflict on the counter item cancelled everything: the same items may go again.
+        retry_conflicts(lambda: record.create(items, exists, f"create function {fn.function_name}"))
 
     def _replace_latest(
         self,
@@ -177,28 +183,44 @@ class DynamoFunctionStore:
         revision: AttributeValueTypeDef,
         expected_revision: str | None = None,
     ) -> None:
-        # An update, not a put: the counter and the publish pointer must survive.
-        missing = NotFound(f"Function not found: {fn.function_arn}")
-        condition = LIVE
-        values: dict[str, AttributeValueTypeDef] = {":body": body, ":rev": revision}
-        if expected_revision is not None:
-            condition += " AND #rev = :expected"
-            values[":expected"] = {"S": expected_revision}
-        try:
-            with conditional(f"update function {fn.function_name}", missing):
-                self._client.update_item(
-                    TableName=self._name,
-                    Key=key(pk, t.FUNCTION_LATEST_SK),
-                    UpdateExpression="SET #body = :body, #rev = :rev",
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames={k: _NAMES[k] for k in ("#body", "#rev", "#deleting")},
-                    ExpressionAttributeValues=values,
-                )
-        except NotFound:
-            # Absent, or there with another revision: the re-read tells which.
-            if expected_revision is not None and self._latest(fn.tenant, fn.function_name):
-                raise PreconditionFailed(REVISION_MOVED) from None
-            raise
+        # An update, not a put: the counter and the publish pointer must survive. It is
+        # conditioned on the revision read, so the code-size delta it adds to the
+        # tenant's counters is against what it replaces.
+        action = f"update function {fn.function_name}"
+        for attempt in range(ATTEMPTS):
+            current = self._latest(fn.tenant, fn.function_name)
+            if current is None:
+                raise NotFound(f"Function not found: {fn.function_arn}")
+            if expected_revision is not None and current[REVISION]["S"] != expected_revision:
+                raise PreconditionFailed(REVISION_MOVED)
+            items: list[TransactWriteItemTypeDef] = [
+                {
+                    "Update": {
+                        "TableName": self._name,
+                        "Key": key(pk, t.FUNCTION_LATEST_SK),
+                        "UpdateExpression": "SET #body = :body, #rev = :rev",
+                        "ConditionExpression": f"{LIVE} AND #rev = :seen",
+                        "ExpressionAttributeNames": {
+                            k: _NAMES[k] for k in ("#body", "#rev", "#deleting")
+                        },
+                        "ExpressionAttributeValues": {
+                            ":body": body,
+                            ":rev": revision,
+                            ":seen": current[REVISION],
+                        },
+                    }
+                }
+            ]
+            delta = fn.code_size - _body(current).code_size
+            counter = counts_update(self._name, fn.tenant, fn.function_name, code_bytes=delta)
+            items.extend([counter] if counter else [])
+            try:
+                self._table.transact(items)
+                return
+            except ClientError as exc:
+                raise_unless_lost_race(exc, action)
+            backoff(attempt)
+        raise ConcurrentModification(f"Function {fn.function_name} keeps changing; retry.")
 
     def get(self, tenant: str, name: str, version: str = LATEST) -> FunctionVersion:
         if version == LATEST:
@@ -215,33 +237,13 @@ class DynamoFunctionStore:
         return _body(item)
 
     def usage(self, tenant: str) -> tuple[int, int]:
-        """(functions, code bytes of $LATEST and every version) from the listings.
+        """(functions, code bytes of $LATEST and every version): the counters."""
+        counts = self.counts(tenant)
+        return counts.functions, counts.code_bytes
 
-        A read per function: fine for the quota check of an upload, which is rare; a
-        usage item kept in the function transactions would make it one read.
-        """
-        functions = code_bytes = 0
-        marker: str | None = None
-        while True:
-            latest, marker = self.list_latest(tenant, marker, 1000)
-            for fn in latest:
-                functions += 1
-                code_bytes += fn.code_size
-                code_bytes += self._published_bytes(tenant, fn.function_name)
-            if not marker:
-                return functions, code_bytes
-
-    def _published_bytes(self, tenant: str, name: str) -> int:
-        total = 0
-        marker: str | None = None
-        while True:
-            try:
-                versions, marker = self.list_versions(tenant, name, marker, 1000)
-            except NotFound:  # deleted meanwhile
-                return total
-            total += sum(v.code_size for v in versions if v.version != LATEST)
-            if not marker:
-                return total
+    def counts(self, tenant: str) -> FunctionCounts:
+        """The counters the function transactions keep (`function_counts`): one Query."""
+        return read_counts(self._table, tenant)
 
     # -- versions --------------------------------------------------------------------
 
@@ -297,6 +299,14 @@ class DynamoFunctionStore:
                 }
             },
         ]
+        counts = counts_update(
+            self._name,
+            version.tenant,
+            version.function_name,
+            versions=1,
+            code_bytes=version.code_size,
+        )
+        items.extend([counts] if counts else [])
         try:
             self._table.transact(items)
             return True
@@ -376,7 +386,16 @@ class DynamoFunctionStore:
                     "$LATEST version cannot be deleted without deleting the function."
                 )
             raise _not_found(name, version)
-        self._aliases(tenant, name).delete_version(name, version_sk(number), version)
+        # Versions are immutable: the size read now is the size the delete removes.
+        item = self._table.get(key(function_pk(tenant, name), version_sk(number)), "get version")
+        if item is None:
+            raise _not_found(name, version)
+        counter = counts_update(
+            self._name, tenant, name, versions=-1, code_bytes=-_body(item).code_size
+        )
+        self._aliases(tenant, name).delete_version(
+            name, version_sk(number), version, extra=[counter] if counter else []
+        )
 
     def _record(self, tenant: str, name: str) -> FencedRecord:
         """A function as a fenced record: $LATEST heads its versions."""
@@ -402,7 +421,21 @@ class DynamoFunctionStore:
                 aliases = "attribute_not_exists(#aseq)"
             return Condition(f"{LIVE} AND #counter = :counter AND {aliases}", names, values)
 
-        self._record(tenant, name).delete(unchanged, _not_found(name), f"delete function {name}")
+        def uncount(latest: Item, children: list[str]) -> list[TransactWriteItemTypeDef]:
+            # The children were listed after `latest` was read and `unchanged` fences
+            # them, so these are exactly the versions the delete removes.
+            pk = function_pk(tenant, name)
+            versions = [sk for sk in children if sk.startswith(t.FUNCTION_VERSION_SK_PREFIX)]
+            found = self._table.batch_get([(pk, sk) for sk in versions], "size versions")
+            code = _body(latest).code_size + sum(_body(i).code_size for i in found.values())
+            counter = counts_update(
+                self._name, tenant, name, functions=-1, versions=-len(versions), code_bytes=-code
+            )
+            return [counter] if counter else []
+
+        self._record(tenant, name).delete(
+            unchanged, _not_found(name), f"delete function {name}", extra=uncount
+        )
 
     def _version_sks(self, pk: str) -> list[str]:
         found = self._table.query(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Final, cast
@@ -47,6 +48,7 @@ from treadle.adapters.aws.optimistic import (
     FencedRecord,
     backoff,
     raise_unless_lost_race,
+    retry_conflicts,
 )
 from treadle.artifacts.ports import (
     RefConflict,
@@ -78,6 +80,10 @@ SEQ: Final = "seq"
 CREATED_MS: Final = "created_ms"
 REF: Final = "ref"
 VALUE: Final = "value"
+# A tenant's repository counter (its usage): `UR#<tenant>` / `<shard>`, attribute `n`.
+REPO_COUNT_PREFIX: Final = "UR#"
+REPO_COUNT: Final = "n"
+REPO_COUNT_SHARDS: Final = 4
 
 # The REPO update is one of the transaction's items.
 MAX_REFS_PER_SWAP: Final = TRANSACTION_MAX - 1
@@ -139,10 +145,40 @@ class DynamoRefStore:
         for ref, value in (refs or {}).items():
             item: Item = {**key(record.pk, ref_sk(ref)), REF: {"B": ref}, VALUE: {"B": value}}
             items.append({"Put": {"TableName": self._name, "Item": item}})
-        record.create(items, RepoAlreadyExists(tenant, repo), f"create repository {repo}")
+        items.append(self._count(tenant, repo, 1))
+        # A conflict on the counter item cancelled everything: the same items may go again.
+        retry_conflicts(
+            lambda: record.create(
+                items, RepoAlreadyExists(tenant, repo), f"create repository {repo}"
+            )
+        )
+
+    def _count(self, tenant: str, repo: str, delta: int) -> TransactWriteItemTypeDef:
+        """Move the tenant's repository counter (`UR#<tenant>` / `<shard>`, sharded by
+        name so creates of two repositories at once do not cancel each other)."""
+        shard = zlib.crc32(repo.encode()) % REPO_COUNT_SHARDS
+        return {
+            "Update": {
+                "TableName": self._name,
+                "Key": key(f"{REPO_COUNT_PREFIX}{tenant}", str(shard)),
+                "UpdateExpression": "ADD #n :d",
+                "ExpressionAttributeNames": {"#n": REPO_COUNT},
+                "ExpressionAttributeValues": {":d": {"N": str(delta)}},
+            }
+        }
+
+    def count_repos(self, tenant: str) -> int:
+        total = 0
+        for item in self._table.query(
+            f"count repositories of {tenant}",
+            key_condition="pk = :pk",
+            values={":pk": {"S": f"{REPO_COUNT_PREFIX}{tenant}"}},
+        ):
+            total += int(item[REPO_COUNT]["N"])
+        return max(0, total)
 
     def delete_repo(self, tenant: str, repo: str) -> None:
-        """Atomic while the repository has at most 98 refs; else fenced, then purged.
+        """Atomic while the repository has at most 97 refs; else fenced, then purged.
 
         The fence (one transaction: `deleting` on REPO, listing entry removed) makes the
         repository absent to every reader and refuses every swap; the refs are then
@@ -155,7 +191,10 @@ class DynamoRefStore:
             return Condition("#seq = :seq", {"#seq": SEQ}, {":seq": repo_item[SEQ]})
 
         self._record(tenant, repo).delete(
-            unchanged, RepoNotFound(tenant, repo), f"delete repository {repo}"
+            unchanged,
+            RepoNotFound(tenant, repo),
+            f"delete repository {repo}",
+            extra=lambda _head, _refs: [self._count(tenant, repo, -1)],
         )
 
     def _ref_keys(self, pk: str) -> list[str]:

@@ -199,12 +199,18 @@ class FencedRecord:
         raise ConcurrentModification(f"{action}: the name is being created and deleted.")
 
     def delete(
-        self, unchanged: Callable[[Item], Condition], missing: TreadleError, action: str
+        self,
+        unchanged: Callable[[Item], Condition],
+        missing: TreadleError,
+        action: str,
+        extra: Callable[[Item, list[str]], list[TransactWriteItemTypeDef]] | None = None,
     ) -> None:
         """Atomic while the record fits one transaction; else fenced, then purged.
 
         `unchanged(head)` is the condition that no write landed on the record since its
-        head was read (so the children listed after it are all of them).
+        head was read (so the children listed after it are all of them). `extra(head,
+        children)`: items for the transaction that makes the record disappear (the
+        tenant's counters); with it, the fence is conditioned on `unchanged` too.
         """
         for attempt in range(ATTEMPTS):
             head = self.head(action)
@@ -214,12 +220,13 @@ class FencedRecord:
                 self.purge()
                 return
             children = self.children()
-            fits = len(children) + 2 <= TRANSACTION_MAX
+            more = extra(head, children) if extra is not None else []
+            fits = len(children) + 2 + len(more) <= TRANSACTION_MAX
             items = (
                 [self._delete_head(unchanged(head)), self._unlist(), *self._deletes(children)]
                 if fits
-                else [self._fence(), self._unlist()]
-            )
+                else [self._fence(unchanged(head) if extra is not None else None), self._unlist()]
+            ) + more
             try:
                 self.table.transact(items)
             except ClientError as exc:
@@ -255,15 +262,23 @@ class FencedRecord:
             }
         }
 
-    def _fence(self) -> TransactWriteItemTypeDef:
+    def _fence(self, condition: Condition | None = None) -> TransactWriteItemTypeDef:
+        """Mark the head deleting, if it is live (and `condition` holds, when given)."""
+        names: dict[str, str] = {"#deleting": DELETING}
+        values: dict[str, AttributeValueTypeDef] = {":true": {"BOOL": True}}
+        if condition is not None:
+            names.update(condition.names)
+            values.update(condition.values)
         return {
             "Update": {
                 "TableName": self.table.name,
                 "Key": key(self.pk, self.head_sk),
                 "UpdateExpression": "SET #deleting = :true",
-                "ConditionExpression": LIVE,
-                "ExpressionAttributeNames": {"#deleting": DELETING},
-                "ExpressionAttributeValues": {":true": {"BOOL": True}},
+                "ConditionExpression": f"{LIVE} AND ({condition.expression})"
+                if condition
+                else LIVE,
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
             }
         }
 

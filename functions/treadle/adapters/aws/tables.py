@@ -27,7 +27,11 @@ Key schema (all key attributes are strings unless noted):
 | function $LATEST (+ version counter) | `F#<tenant>#<name>` | `V#$LATEST` |
 | published function version | `F#<tenant>#<name>` | `V#<version:012d>` |
 | function listing entry | `FL#<tenant>` | `<name>` |
-| a tenant's RUNNING executions, one shard | `U#<tenant>` | `RUNNING#<shard>` |
+| a tenant's RUNNING (and usage) counters, one shard | `U#<tenant>` | `RUNNING#<shard>` |
+| a tenant's starts in one minute, one shard (`ttl`) | `UM#<tenant>` | `<minute:012d>#<shard>` |
+| a tenant's functions, versions, code bytes, one shard | `UF#<tenant>` | `<shard>` |
+| a tenant's repositories, one shard | `UR#<tenant>` | `<shard>` |
+| when a resource was last used (`dynamodb_last_used.py`) | `LU#<tenant>#<kind>` | `<resource>` |
 | a schedule (`dynamodb_schedules.py`) | `SC#<tenant>` | `<schedule name>` |
 | status-change event (the stream) | `S#<tenant>` | `<time ms:013d>#<event id>` |
 | status-change event not yet relayed (outbox) | `O#<shard>` | `<time ms:013d>#<event id>` |

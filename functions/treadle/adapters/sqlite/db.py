@@ -101,6 +101,43 @@ WHEN OLD.status = 'RUNNING'
 BEGIN
     UPDATE running_counts SET n = n - 1 WHERE tenant = OLD.tenant;
 END;
+-- The tenant's usage counters (docs/operating.md), moved by triggers in the transaction
+-- that changes the execution, so reading usage is a handful of rows whatever the count:
+-- `status:<STATUS>` per status, `inflight` (holding an invocation now) and
+-- `starts:<minute:012d>` (starts per minute; older buckets are pruned at each start).
+CREATE TABLE IF NOT EXISTS usage_counts (
+    tenant TEXT NOT NULL,
+    counter TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (tenant, counter)
+);
+CREATE TRIGGER IF NOT EXISTS usage_insert AFTER INSERT ON executions
+BEGIN
+    INSERT INTO usage_counts (tenant, counter, n) VALUES
+        (NEW.tenant, 'status:' || NEW.status, 1),
+        (NEW.tenant, 'inflight', NEW.invocation_active),
+        (NEW.tenant, printf('starts:%012d', NEW.start_ms / 60000), 1)
+    ON CONFLICT (tenant, counter) DO UPDATE SET n = n + excluded.n;
+    DELETE FROM usage_counts WHERE tenant = NEW.tenant
+        AND counter >= 'starts:' AND counter < printf('starts:%012d', NEW.start_ms / 60000 - 1);
+END;
+CREATE TRIGGER IF NOT EXISTS usage_update AFTER UPDATE OF status, invocation_active
+ON executions
+WHEN OLD.status != NEW.status OR OLD.invocation_active != NEW.invocation_active
+BEGIN
+    INSERT INTO usage_counts (tenant, counter, n) VALUES
+        (NEW.tenant, 'status:' || OLD.status, -1),
+        (NEW.tenant, 'status:' || NEW.status, 1),
+        (NEW.tenant, 'inflight', NEW.invocation_active - OLD.invocation_active)
+    ON CONFLICT (tenant, counter) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TRIGGER IF NOT EXISTS usage_delete AFTER DELETE ON executions
+BEGIN
+    UPDATE usage_counts SET n = n - 1
+        WHERE tenant = OLD.tenant AND counter = 'status:' || OLD.status;
+    UPDATE usage_counts SET n = n - OLD.invocation_active
+        WHERE tenant = OLD.tenant AND counter = 'inflight';
+END;
 -- Status-change events (docs/notifications.md): the stream, in commit order (`seq`, as
 -- the single writer commits), and the outbox of those not yet relayed to webhooks.
 CREATE TABLE IF NOT EXISTS status_events (
@@ -147,6 +184,37 @@ CREATE TABLE IF NOT EXISTS aliases (
     body TEXT NOT NULL,
     PRIMARY KEY (tenant, function_name, name)
 );
+-- Functions, published versions and their code bytes, in the same counters.
+CREATE TRIGGER IF NOT EXISTS usage_function_insert AFTER INSERT ON functions
+BEGIN
+    INSERT INTO usage_counts (tenant, counter, n) VALUES
+        (NEW.tenant, CASE WHEN NEW.version = '$LATEST' THEN 'functions' ELSE 'versions' END, 1),
+        (NEW.tenant, 'code_bytes', COALESCE(json_extract(NEW.body, '$.code_size'), 0))
+    ON CONFLICT (tenant, counter) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TRIGGER IF NOT EXISTS usage_function_update AFTER UPDATE OF body ON functions
+BEGIN
+    INSERT INTO usage_counts (tenant, counter, n) VALUES
+        (NEW.tenant, 'code_bytes', COALESCE(json_extract(NEW.body, '$.code_size'), 0)
+            - COALESCE(json_extract(OLD.body, '$.code_size'), 0))
+    ON CONFLICT (tenant, counter) DO UPDATE SET n = n + excluded.n;
+END;
+CREATE TRIGGER IF NOT EXISTS usage_function_delete AFTER DELETE ON functions
+BEGIN
+    UPDATE usage_counts SET n = n - 1 WHERE tenant = OLD.tenant
+        AND counter = CASE WHEN OLD.version = '$LATEST' THEN 'functions' ELSE 'versions' END;
+    UPDATE usage_counts SET n = n - COALESCE(json_extract(OLD.body, '$.code_size'), 0)
+        WHERE tenant = OLD.tenant AND counter = 'code_bytes';
+END;
+-- When each function version, repository and facet was last used, to the minute
+-- (`LastUsedStore`).
+CREATE TABLE IF NOT EXISTS last_used (
+    tenant TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, kind, resource)
+);
 """
 
 
@@ -158,8 +226,11 @@ class Database:
         self._readers_lock = threading.Lock()
         with self._file.locked() as conn:
             counted = _has_table(conn, "running_counts")
+            usage_counted = _has_table(conn, "usage_counts")
             conn.executescript(SCHEMA)
             _migrate(conn, counted)
+            if not usage_counted:
+                _count_usage(conn)
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -204,3 +275,25 @@ def _migrate(conn: sqlite3.Connection, counted: bool) -> None:
         conn.execute("ALTER TABLE events ADD COLUMN op_id TEXT")
         conn.execute("ALTER TABLE events ADD COLUMN event_type TEXT NOT NULL DEFAULT ''")
     conn.execute("CREATE INDEX IF NOT EXISTS events_by_op ON events (arn, op_id)")
+
+
+def _count_usage(conn: sqlite3.Connection) -> None:
+    """Usage counters of a data directory written before they existed: counted once."""
+    conn.execute("DELETE FROM usage_counts")
+    conn.execute(
+        "INSERT INTO usage_counts (tenant, counter, n) SELECT tenant, 'status:' || status,"
+        " COUNT(*) FROM executions GROUP BY tenant, status"
+    )
+    conn.execute(
+        "INSERT INTO usage_counts (tenant, counter, n) SELECT tenant, 'inflight',"
+        " SUM(invocation_active) FROM executions GROUP BY tenant"
+    )
+    conn.execute(
+        "INSERT INTO usage_counts (tenant, counter, n)"
+        " SELECT tenant, CASE WHEN version = '$LATEST' THEN 'functions' ELSE 'versions' END,"
+        " COUNT(*) FROM functions GROUP BY 1, 2"
+    )
+    conn.execute(
+        "INSERT INTO usage_counts (tenant, counter, n) SELECT tenant, 'code_bytes',"
+        " COALESCE(SUM(json_extract(body, '$.code_size')), 0) FROM functions GROUP BY tenant"
+    )

@@ -21,6 +21,7 @@ from treadle.domain.ports import (
     Timer,
     TimerKind,
 )
+from treadle.domain.usage import ExecutionCounts
 
 
 @dataclass(frozen=True)
@@ -327,6 +328,25 @@ class SqliteExecutionStore:
                 "SELECT n FROM running_counts WHERE tenant = ?", (tenant,)
             ).fetchone()
         return int(row[0]) if row else 0
+
+    def usage(self, tenant: str, now_ms: int) -> ExecutionCounts:
+        """The tenant's counters: one read of its `usage_counts` rows (pruned to a few)."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT counter, n FROM usage_counts WHERE tenant = ?", (tenant,)
+            ).fetchall()
+        by_status: dict[str, int] = {}
+        starts: dict[int, int] = {}
+        in_flight = 0
+        for counter, n in rows:
+            kind, _, rest = counter.partition(":")
+            if kind == "status":
+                by_status[rest] = int(n)
+            elif kind == "starts":
+                starts[int(rest)] = int(n)
+            elif kind == "inflight":
+                in_flight = int(n)
+        return ExecutionCounts(by_status, in_flight, starts)
 
     def list_executions(
         self, tenant: str, function_name: str, query: ExecutionQuery

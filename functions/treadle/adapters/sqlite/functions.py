@@ -16,6 +16,7 @@ from treadle.domain.errors import (
 )
 from treadle.domain.ports import Alias, FunctionVersion
 from treadle.domain.publishing import version_to_publish
+from treadle.domain.usage import FunctionCounts
 
 LATEST = "$LATEST"
 _REVISION_MOVED = (
@@ -73,14 +74,24 @@ class SqliteFunctionStore:
 
     def usage(self, tenant: str) -> tuple[int, int]:
         """(functions, code bytes over $LATEST and every version), as Lambda counts them."""
+        counts = self.counts(tenant)
+        return counts.functions, counts.code_bytes
+
+    def counts(self, tenant: str) -> FunctionCounts:
+        """The counters the triggers of `db.SCHEMA` keep in each write's transaction."""
         with self._db.read() as conn:
-            row = conn.execute(
-                "SELECT COUNT(*) FILTER (WHERE version = ?),"
-                " COALESCE(SUM(json_extract(body, '$.code_size')), 0)"
-                " FROM functions WHERE tenant = ?",
-                (LATEST, tenant),
-            ).fetchone()
-        return int(row[0]), int(row[1])
+            rows = dict(
+                conn.execute(
+                    "SELECT counter, n FROM usage_counts WHERE tenant = ?"
+                    " AND counter IN ('functions', 'versions', 'code_bytes')",
+                    (tenant,),
+                ).fetchall()
+            )
+        return FunctionCounts(
+            functions=max(0, int(rows.get("functions", 0))),
+            versions=max(0, int(rows.get("versions", 0))),
+            code_bytes=max(0, int(rows.get("code_bytes", 0))),
+        )
 
     def get(self, tenant: str, name: str, version: str = LATEST) -> FunctionVersion:
         cached = self._cache.get((tenant, name, version))

@@ -39,6 +39,23 @@ CREATE TABLE IF NOT EXISTS refs (
     value BLOB NOT NULL,
     PRIMARY KEY (tenant, repo, ref)
 ) WITHOUT ROWID;
+-- A tenant's repositories, counted by triggers in the transaction of each create and
+-- delete (its usage). A tenant with repositories and no row is one from before the
+-- counter: counted once here, at open (later opens find the row and add nothing).
+CREATE TABLE IF NOT EXISTS repo_counts (
+    tenant TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO repo_counts (tenant, n) SELECT tenant, COUNT(*) FROM repos GROUP BY tenant;
+CREATE TRIGGER IF NOT EXISTS repo_counts_insert AFTER INSERT ON repos
+BEGIN
+    INSERT INTO repo_counts (tenant, n) VALUES (NEW.tenant, 1)
+    ON CONFLICT (tenant) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS repo_counts_delete AFTER DELETE ON repos
+BEGIN
+    UPDATE repo_counts SET n = n - 1 WHERE tenant = OLD.tenant;
+END;
 """
 
 
@@ -82,6 +99,11 @@ class SqliteRefStore:
     def repo_exists(self, tenant: str, repo: str) -> bool:
         with self._db.locked() as conn:
             return self._exists(conn, tenant, repo)
+
+    def count_repos(self, tenant: str) -> int:
+        with self._db.locked() as conn:
+            row = conn.execute("SELECT n FROM repo_counts WHERE tenant = ?", (tenant,)).fetchone()
+        return max(0, int(row[0])) if row else 0
 
     def list_repos(self, tenant: str, *, limit: int = 100, after: str | None = None) -> RepoPage:
         if limit < 1:
