@@ -137,12 +137,11 @@ def build_core(
         max_skew_s=settings.max_clock_skew_s,
     )
     recorder = UseRecorder(ports.last_used, ports.clock)
-    # Every invocation goes through the runtime: the inventory's last use of a version.
-    runtime = RecordingRuntime(ports.runtime, recorder)
     notifier = CompletionNotifier()
     metrics = DurableMetrics()
-    # Every invocation, durable or not, with its span, metrics and error line.
-    runtime = ObservedRuntime(ports.runtime, metrics)
+    # Every invocation goes through the runtime, durable or not: the inventory's last use
+    # of a version, and its span, metrics and error line.
+    runtime = ObservedRuntime(RecordingRuntime(ports.runtime, recorder), metrics)
     engine = Engine(
         store=ports.executions,
         functions=ports.functions,
