@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from support.server import ServerProcess, client, deploy, new_tenant, v1
+from support.server import ServerProcess, client, deploy, new_tenant, raw_execution, v1
 
 STEPS = """
 from aws_durable_execution_sdk_python import DurableContext, durable_execution
@@ -47,21 +47,6 @@ def final(lam: Any, arn: str) -> dict[str, Any]:
             return ex
         time.sleep(0.05)
     raise AssertionError(f"{arn} is still running")
-
-
-def raw_execution(lam: Any, arn: str) -> dict[str, Any]:
-    """GetDurableExecution's JSON as sent (boto3 drops the fields its model lacks)."""
-    seen: list[dict[str, Any]] = []
-
-    def keep(http_response: Any, **_: Any) -> None:
-        seen.append(json.loads(http_response.text))
-
-    lam.meta.events.register("after-call.lambda.GetDurableExecution", keep)
-    try:
-        lam.get_durable_execution(DurableExecutionArn=arn)
-    finally:
-        lam.meta.events.unregister("after-call.lambda.GetDurableExecution", keep)
-    return seen[0]
 
 
 def start(lam: Any, event: dict[str, Any], sync: bool = True) -> tuple[str, dict[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from support.server import ServerProcess, client, deploy, v1, zip_files
+from support.server import ServerProcess, client, deploy, raw_execution, v1, zip_files
 from support.workflows import GROUPED_STEPS, TEN_STEPS
 
 
@@ -53,21 +53,6 @@ def final(lam: Any, arn: str) -> dict[str, Any]:
             return ex
         time.sleep(0.05)
     raise AssertionError(f"{arn} is still running")
-
-
-def raw_execution(lam: Any, arn: str) -> dict[str, Any]:
-    """GetDurableExecution's JSON as sent (boto3 drops fields its model lacks)."""
-    seen: list[dict[str, Any]] = []
-
-    def keep(http_response: Any, **_: Any) -> None:
-        seen.append(json.loads(http_response.text))
-
-    lam.meta.events.register("after-call.lambda.GetDurableExecution", keep)
-    try:
-        lam.get_durable_execution(DurableExecutionArn=arn)
-    finally:
-        lam.meta.events.unregister("after-call.lambda.GetDurableExecution", keep)
-    return seen[0]
 
 
 def history(lam: Any, arn: str) -> list[dict[str, Any]]:

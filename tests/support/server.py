@@ -232,3 +232,18 @@ def new_tenant(server: ServerProcess, name: str, **quotas: int) -> tuple[str, tu
     assert status == 201, made
     key = made["accessKey"]
     return made["tenant"]["accountId"], (key["accessKeyId"], key["secretAccessKey"])
+
+
+def raw_execution(lam: Any, arn: str) -> dict[str, Any]:
+    """GetDurableExecution's JSON as sent (boto3 drops the fields its model lacks)."""
+    seen: list[dict[str, Any]] = []
+
+    def keep(http_response: Any, **_: Any) -> None:
+        seen.append(json.loads(http_response.text))
+
+    lam.meta.events.register("after-call.lambda.GetDurableExecution", keep)
+    try:
+        lam.get_durable_execution(DurableExecutionArn=arn)
+    finally:
+        lam.meta.events.unregister("after-call.lambda.GetDurableExecution", keep)
+    return seen[0]
