@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable
 
+from treadle.api.audit import Auditor
 from treadle.api.auth import Authenticator
 from treadle.api.errors import aws_error, lambda_error, text_error, v1_error, v1_json_error
 from treadle.api.http import REQUEST_ID_HEADER, Request, Response, Router
@@ -25,6 +26,8 @@ GitHandler = Callable[[Request], Response]
 # Git from inside a tenant's namespace: (request, that tenant), repository tokens only.
 SandboxGitHandler = Callable[[Request, str], Response]
 _PUBLIC = ("/v1/health", "/v1/openapi.json")
+# The admin's areas: tenants (and what hangs under them) and the platform-wide views.
+_ADMIN = ("/v1/tenants", "/v1/admin/")
 
 
 def with_request_id(response: Response) -> Response:
@@ -46,7 +49,9 @@ class Application:
         git: GitHandler,
         max_request_bytes: int,
         sandbox_git: SandboxGitHandler | None = None,
+        auditor: Auditor | None = None,
     ) -> None:
+        self.auditor = auditor
         self.router = router
         self.v1 = v1
         self.auth = auth
@@ -58,6 +63,11 @@ class Application:
         self.max_request_bytes = max_request_bytes
 
     def handle(self, request: Request) -> Response:
+        if self.auditor is None:
+            return self._handle(request)
+        return self.auditor.around(request, lambda: self._handle(request))
+
+    def _handle(self, request: Request) -> Response:
         if request.path.startswith("/git/"):
             # Pushes are bigger than API requests; the Git handler bounds them itself.
             try:
@@ -72,6 +82,12 @@ class Application:
         """A request to the endpoint inside `tenant`'s network namespace: only the
         routes its sandbox key may call (checkpoints; minting a Git token for its
         tenant's repository), and Git with such a token; anything else is AccessDenied."""
+        request.source_address = request.source_address or f"sandbox:{tenant}"
+        if self.auditor is None:
+            return self._handle_sandbox(request, tenant)
+        return self.auditor.around(request, lambda: self._handle_sandbox(request, tenant))
+
+    def _handle_sandbox(self, request: Request, tenant: str) -> Response:
         if request.path.startswith("/git/") and self.sandbox_git is not None:
             try:
                 return self.sandbox_git(request, tenant)
@@ -148,7 +164,7 @@ class Application:
             route, known = self.v1.match(request)
             public = request.path.rstrip("/") in _PUBLIC
             if not public:
-                if request.path.startswith("/v1/tenants"):
+                if request.path.startswith(_ADMIN):
                     self.auth.v1_admin(request)
                 else:
                     request.tenant = self.auth.v1_tenant(request)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
 from treadle.api import (
+    v1_audit,
     v1_executions,
     v1_facets,
     v1_functions,
@@ -57,6 +58,7 @@ AREAS: tuple[list[Op], ...] = (
     v1_executions.OPERATIONS,
     v1_schedules.OPERATIONS,
     v1_notifications.OPERATIONS,
+    v1_audit.OPERATIONS,
 )
 
 

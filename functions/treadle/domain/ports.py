@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from treadle.domain.audit import AuditRecord
 from treadle.domain.models import DurableConfig, Event, Execution, ExecutionStatus, Operation
 from treadle.domain.notifications import StatusEvent
 
@@ -209,9 +210,17 @@ class FunctionVersion(BaseModel):
 
 class FunctionStore(Protocol):
     def put_latest(
-        self, fn: FunctionVersion, *, create: bool, expected_revision: str | None = None
+        self,
+        fn: FunctionVersion,
+        *,
+        create: bool,
+        expected_revision: str | None = None,
+        audit: AuditRecord | None = None,
     ) -> None:
         """Create (AlreadyExists if present) or replace $LATEST.
+
+        `audit` (here, in `publish` and `delete`): the change's record, written in the
+        same transaction (domain/audit.py).
 
         A replace given `expected_revision` applies only if that is still the stored
         RevisionId (else PreconditionFailed): a read-modify-write that loses no update.
@@ -220,7 +229,14 @@ class FunctionStore(Protocol):
     def get(self, tenant: str, name: str, version: str = "$LATEST") -> FunctionVersion:
         """NotFound if absent."""
 
-    def publish(self, tenant: str, name: str, description: str | None) -> FunctionVersion:
+    def publish(
+        self,
+        tenant: str,
+        name: str,
+        description: str | None,
+        *,
+        audit: AuditRecord | None = None,
+    ) -> FunctionVersion:
         """Freeze $LATEST as the next version number; return it (idempotent on same code)."""
 
     def list_latest(
@@ -231,7 +247,14 @@ class FunctionStore(Protocol):
         self, tenant: str, name: str, marker: str | None, limit: int
     ) -> tuple[list[FunctionVersion], str | None]: ...
 
-    def delete(self, tenant: str, name: str, version: str | None = None) -> None:
+    def delete(
+        self,
+        tenant: str,
+        name: str,
+        version: str | None = None,
+        *,
+        audit: AuditRecord | None = None,
+    ) -> None:
         """The function with its versions and aliases (version None), or one version.
 
         NotFound if absent; Conflict if an alias points to that version (as on Lambda).

@@ -91,13 +91,15 @@ def request_v2(event: APIGatewayProxyEventV2) -> Request:
     headers = dict(event.headers)
     if event.cookies:  # payload 2.0 moves Cookie headers out of `headers`
         headers["cookie"] = "; ".join(event.cookies)
-    return Request.build(
+    request = Request.build(
         event.request_context.http.method,
         reencoded(event.raw_path),
         event.raw_query_string,
         headers,
         _body(event.body, event.is_base64_encoded),
     )
+    request.source_address = event.request_context.http.source_ip or ""
+    return request
 
 
 def request_v1(event: APIGatewayProxyEvent) -> Request:
@@ -114,6 +116,7 @@ def request_v1(event: APIGatewayProxyEvent) -> Request:
         query=query,
         headers=headers,
         body=_body(event.body, event.is_base64_encoded),
+        source_address=event.request_context.identity.source_ip or "",
     )
 
 

@@ -40,6 +40,7 @@ from treadle.adapters.aws.dynamodb_aliases import (
     REVISION_MOVED,
     DynamoAliases,
 )
+from treadle.adapters.aws.dynamodb_audit import audit_writes
 from treadle.adapters.aws.items import key
 from treadle.adapters.aws.optimistic import (
     ATTEMPTS,
@@ -50,7 +51,9 @@ from treadle.adapters.aws.optimistic import (
     backoff,
     conditional,
     raise_unless_lost_race,
+    transact,
 )
+from treadle.domain.audit import DEFAULT_RETENTION_DAYS, AuditRecord
 from treadle.domain.errors import (
     AlreadyExists,
     ConcurrentModification,
@@ -123,10 +126,26 @@ class DynamoFunctionStore:
     function is deleted and re-created.
     """
 
-    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table_name: str,
+        *,
+        audit_retention_days: int = DEFAULT_RETENTION_DAYS,
+    ) -> None:
         self._client = client
         self._table = Table(client, table_name)
         self._name = table_name
+        self._audit_days = audit_retention_days
+
+    def _audit(self, record: AuditRecord | None) -> list[TransactWriteItemTypeDef]:
+        return audit_writes(self._name, record, self._audit_days)
+
+    def _append_audit(self, record: AuditRecord | None) -> None:
+        """A record on its own, for a call that wrote nothing else (an idempotent
+        publish) or whose change cannot take it (see `delete`)."""
+        if record is not None:
+            self._table.transact(self._audit(record))
 
     def _latest(self, tenant: str, name: str) -> Item | None:
         """The $LATEST item of a live function (None if absent or being deleted)."""
@@ -136,13 +155,18 @@ class DynamoFunctionStore:
     # -- $LATEST ---------------------------------------------------------------------
 
     def put_latest(
-        self, fn: FunctionVersion, *, create: bool, expected_revision: str | None = None
+        self,
+        fn: FunctionVersion,
+        *,
+        create: bool,
+        expected_revision: str | None = None,
+        audit: AuditRecord | None = None,
     ) -> None:
         pk = function_pk(fn.tenant, fn.function_name)
         body: AttributeValueTypeDef = {"S": fn.model_dump_json()}
         revision: AttributeValueTypeDef = {"S": fn.revision_id}
         if not create:
-            self._replace_latest(pk, fn, body, revision, expected_revision)
+            self._replace_latest(pk, fn, body, revision, expected_revision, audit)
             return
         items: list[TransactWriteItemTypeDef] = [
             {
@@ -163,6 +187,7 @@ class DynamoFunctionStore:
                     "Item": key(listing_pk(fn.tenant), fn.function_name),
                 }
             },
+            *self._audit(audit),
         ]
         exists = AlreadyExists(f"Function already exist: {fn.function_name}")
         self._record(fn.tenant, fn.function_name).create(
@@ -176,6 +201,7 @@ class DynamoFunctionStore:
         body: AttributeValueTypeDef,
         revision: AttributeValueTypeDef,
         expected_revision: str | None = None,
+        audit: AuditRecord | None = None,
     ) -> None:
         # An update, not a put: the counter and the publish pointer must survive.
         missing = NotFound(f"Function not found: {fn.function_arn}")
@@ -184,15 +210,35 @@ class DynamoFunctionStore:
         if expected_revision is not None:
             condition += " AND #rev = :expected"
             values[":expected"] = {"S": expected_revision}
+        names = {k: _NAMES[k] for k in ("#body", "#rev", "#deleting")}
         try:
-            with conditional(f"update function {fn.function_name}", missing):
-                self._client.update_item(
-                    TableName=self._name,
-                    Key=key(pk, t.FUNCTION_LATEST_SK),
-                    UpdateExpression="SET #body = :body, #rev = :rev",
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames={k: _NAMES[k] for k in ("#body", "#rev", "#deleting")},
-                    ExpressionAttributeValues=values,
+            if audit is None:
+                with conditional(f"update function {fn.function_name}", missing):
+                    self._client.update_item(
+                        TableName=self._name,
+                        Key=key(pk, t.FUNCTION_LATEST_SK),
+                        UpdateExpression="SET #body = :body, #rev = :rev",
+                        ConditionExpression=condition,
+                        ExpressionAttributeNames=names,
+                        ExpressionAttributeValues=values,
+                    )
+            else:  # the conditional write turned into a transaction with its record
+                update: TransactWriteItemTypeDef = {
+                    "Update": {
+                        "TableName": self._name,
+                        "Key": key(pk, t.FUNCTION_LATEST_SK),
+                        "UpdateExpression": "SET #body = :body, #rev = :rev",
+                        "ConditionExpression": condition,
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": values,
+                    }
+                }
+                transact(
+                    self._table,
+                    [update, *self._audit(audit)],
+                    f"update function {fn.function_name}",
+                    ["function"],
+                    lambda _label: missing,
                 )
         except NotFound:
             # Absent, or there with another revision: the re-read tells which.
@@ -245,7 +291,14 @@ class DynamoFunctionStore:
 
     # -- versions --------------------------------------------------------------------
 
-    def publish(self, tenant: str, name: str, description: str | None) -> FunctionVersion:
+    def publish(
+        self,
+        tenant: str,
+        name: str,
+        description: str | None,
+        *,
+        audit: AuditRecord | None = None,
+    ) -> FunctionVersion:
         pk = function_pk(tenant, name)
         for attempt in range(ATTEMPTS):
             latest_item = self._latest(tenant, name)
@@ -261,13 +314,20 @@ class DynamoFunctionStore:
             counter = latest_item[COUNTER]
             number = int(counter["N"]) + 1
             version, new = version_to_publish(latest, previous, number, description)
-            if not new or self._commit_version(pk, version, counter):
+            if not new:
+                self._append_audit(audit)
+                return version
+            if self._commit_version(pk, version, counter, audit):
                 return version
             backoff(attempt)
         raise ConcurrentModification(f"Function {name} is being published concurrently; retry.")
 
     def _commit_version(
-        self, pk: str, version: FunctionVersion, counter: AttributeValueTypeDef
+        self,
+        pk: str,
+        version: FunctionVersion,
+        counter: AttributeValueTypeDef,
+        audit: AuditRecord | None = None,
     ) -> bool:
         """True if the version was written; False if another writer got there first."""
         number: AttributeValueTypeDef = {"N": version.version}
@@ -296,6 +356,7 @@ class DynamoFunctionStore:
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             },
+            *self._audit(audit),
         ]
         try:
             self._table.transact(items)
@@ -365,9 +426,16 @@ class DynamoFunctionStore:
 
     # -- deletes ---------------------------------------------------------------------
 
-    def delete(self, tenant: str, name: str, version: str | None = None) -> None:
+    def delete(
+        self,
+        tenant: str,
+        name: str,
+        version: str | None = None,
+        *,
+        audit: AuditRecord | None = None,
+    ) -> None:
         if version is None:
-            self._delete_function(tenant, name)
+            self._delete_function(tenant, name, audit)
             return
         number = _number(version)
         if number is None:
@@ -377,6 +445,8 @@ class DynamoFunctionStore:
                 )
             raise _not_found(name, version)
         self._aliases(tenant, name).delete_version(name, version_sk(number), version)
+        # Not (yet) in the version delete's transaction (dynamodb_aliases): just after it.
+        self._append_audit(audit)
 
     def _record(self, tenant: str, name: str) -> FencedRecord:
         """A function as a fenced record: $LATEST heads its versions."""
@@ -389,7 +459,7 @@ class DynamoFunctionStore:
             children=lambda: self._version_sks(pk),
         )
 
-    def _delete_function(self, tenant: str, name: str) -> None:
+    def _delete_function(self, tenant: str, name: str, audit: AuditRecord | None) -> None:
         def unchanged(latest: Item) -> Condition:
             # No publish and no alias written since the children were read: none is
             # orphaned.
@@ -402,7 +472,9 @@ class DynamoFunctionStore:
                 aliases = "attribute_not_exists(#aseq)"
             return Condition(f"{LIVE} AND #counter = :counter AND {aliases}", names, values)
 
-        self._record(tenant, name).delete(unchanged, _not_found(name), f"delete function {name}")
+        self._record(tenant, name).delete(
+            unchanged, _not_found(name), f"delete function {name}", self._audit(audit)
+        )
 
     def _version_sks(self, pk: str) -> list[str]:
         found = self._table.query(

@@ -199,12 +199,18 @@ class FencedRecord:
         raise ConcurrentModification(f"{action}: the name is being created and deleted.")
 
     def delete(
-        self, unchanged: Callable[[Item], Condition], missing: TreadleError, action: str
+        self,
+        unchanged: Callable[[Item], Condition],
+        missing: TreadleError,
+        action: str,
+        extra: Sequence[TransactWriteItemTypeDef] = (),
     ) -> None:
         """Atomic while the record fits one transaction; else fenced, then purged.
 
         `unchanged(head)` is the condition that no write landed on the record since its
-        head was read (so the children listed after it are all of them).
+        head was read (so the children listed after it are all of them). `extra` joins
+        the transaction that makes the record gone (the delete, or the fence): its
+        audit record.
         """
         for attempt in range(ATTEMPTS):
             head = self.head(action)
@@ -214,12 +220,13 @@ class FencedRecord:
                 self.purge()
                 return
             children = self.children()
-            fits = len(children) + 2 <= TRANSACTION_MAX
+            fits = len(children) + 2 + len(extra) <= TRANSACTION_MAX
             items = (
                 [self._delete_head(unchanged(head)), self._unlist(), *self._deletes(children)]
                 if fits
                 else [self._fence(), self._unlist()]
             )
+            items += extra
             try:
                 self.table.transact(items)
             except ClientError as exc:

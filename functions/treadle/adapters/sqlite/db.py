@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from treadle.adapters.sqlite.audit import AUDIT_SCHEMA
 from treadle.adapters.sqlite.connection import SqliteFile, connect
 
 SCHEMA = """
@@ -158,7 +159,7 @@ class Database:
         self._readers_lock = threading.Lock()
         with self._file.locked() as conn:
             counted = _has_table(conn, "running_counts")
-            conn.executescript(SCHEMA)
+            conn.executescript(SCHEMA + AUDIT_SCHEMA)
             _migrate(conn, counted)
 
     @contextmanager
@@ -170,6 +171,11 @@ class Database:
             with self._readers_lock:
                 self._readers.append(conn)
         yield conn
+
+    @property
+    def file(self) -> SqliteFile:
+        """The file behind the writer (the audit log reads its `audit` table)."""
+        return self._file
 
     def write(self) -> AbstractContextManager[sqlite3.Connection]:
         """One transaction: everything inside commits together or not at all."""
