@@ -18,13 +18,16 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from test_execution_store import _start
 
 from treadle.adapters.aws import create_tables
 from treadle.adapters.aws.dynamodb_audit import DynamoAuditLog
+from treadle.adapters.aws.dynamodb_executions import DynamoExecutionStore
 from treadle.adapters.aws.dynamodb_functions import DynamoFunctionStore
 from treadle.adapters.aws.dynamodb_tenants import DynamoTenantStore
 from treadle.adapters.sqlite.audit import SqliteAuditLog
 from treadle.adapters.sqlite.db import Database
+from treadle.adapters.sqlite.executions import SqliteExecutionStore
 from treadle.adapters.sqlite.functions import SqliteFunctionStore
 from treadle.adapters.sqlite.tenants import SqliteTenantStore
 from treadle.domain.audit import (
@@ -35,8 +38,15 @@ from treadle.domain.audit import (
     PrincipalKind,
     record_id,
 )
-from treadle.domain.errors import AlreadyExists, Conflict, NotFound, PreconditionFailed
-from treadle.domain.ports import FunctionStore, FunctionVersion
+from treadle.domain.errors import (
+    AlreadyExists,
+    ConcurrentModification,
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+)
+from treadle.domain.models import ExecutionStatus
+from treadle.domain.ports import Commit, ExecutionStore, FunctionStore, FunctionVersion
 from treadle.tenancy.models import KeyStatus, Quotas
 from treadle.tenancy.ports import TenantStore
 
@@ -53,6 +63,7 @@ class Backend:
     log: AuditLog
     functions: FunctionStore
     tenants: TenantStore
+    executions: ExecutionStore
     clock: list[int]  # [now ms]: tests move it
 
 
@@ -67,7 +78,8 @@ def _sqlite(tmp: Path, clock: list[int]) -> tuple[Backend, Callable[[], None]]:
         db.close()
         tenants.close()
 
-    return Backend(log, SqliteFunctionStore(db), tenants, clock), close
+    backend = Backend(log, SqliteFunctionStore(db), tenants, SqliteExecutionStore(db), clock)
+    return backend, close
 
 
 def _dynamodb(_tmp: Path, clock: list[int]) -> tuple[Backend, Callable[[], None]]:
@@ -80,6 +92,7 @@ def _dynamodb(_tmp: Path, clock: list[int]) -> tuple[Backend, Callable[[], None]
         log,
         DynamoFunctionStore(client, TABLE, audit_retention_days=RETENTION_DAYS),
         DynamoTenantStore(client, TABLE, audit_retention_days=RETENTION_DAYS),
+        DynamoExecutionStore(client, TABLE, audit_retention_days=RETENTION_DAYS),
         clock,
     )
     return backend, lambda: mock.__exit__(None, None, None)
@@ -236,6 +249,24 @@ def test_refused_tenant_and_key_changes_write_no_record(backend: Backend) -> Non
     with pytest.raises(NotFound):  # nor is another tenant's touched
         store.set_key_status(OTHER, key.access_key_id, KeyStatus.ACTIVE, audit=_record())
     assert _all(backend.log) == []
+
+
+def test_an_execution_change_and_its_delete_carry_their_records(backend: Backend) -> None:
+    store = backend.executions
+    ex = _start(store, "run1")
+    loaded = store.load(ex.arn).execution
+    stale = loaded.model_copy()
+    loaded.status = ExecutionStatus.STOPPED
+    stopped = _record("StopExecution", resource=ex.arn)
+    store.commit(Commit(execution=loaded, audit=stopped))
+    # A change computed from the old version loses its race, and its record with it.
+    with pytest.raises(ConcurrentModification):
+        store.commit(Commit(execution=stale, audit=_record("PauseExecution", time_ms=NOW + 1)))
+    deleted = _record("DeleteExecution", time_ms=NOW + 2, resource=ex.arn)
+    store.delete(ex.arn, audit=deleted)
+    with pytest.raises(NotFound):
+        store.get(ex.arn)
+    assert _all(backend.log) == [deleted, stopped]
 
 
 # -- reading -----------------------------------------------------------------------------

@@ -78,6 +78,8 @@ class Commit:
     client_token: tuple[str, str] | None = None  # (ClientToken, stored response JSON)
     # The status change's event, written with it (the outbox: `domain/notifications`).
     status_event: StatusEvent | None = None
+    # The audit record of the call that made this change, written with it (domain/audit).
+    audit: AuditRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,8 @@ class ExecutionStore(Protocol):
     def count_running(self, tenant: str) -> int:
         """The tenant's RUNNING executions (for its running-executions quota)."""
 
-    def delete(self, arn: str) -> None: ...
+    def delete(self, arn: str, *, audit: AuditRecord | None = None) -> None:
+        """`audit`: the DeleteExecution record, written with the removal."""
 
 
 class CodeSource(BaseModel):

@@ -144,10 +144,10 @@ class AwsPlatform(Platform):
     def _ports(self) -> Ports:
         settings = self.settings
         ddb, s3 = self.clients.dynamodb, self.clients.s3
-        self.executions_store = DynamoExecutionStore(
-            ddb, self.table, s3_client=s3, bucket=self.bucket
-        )
         days = self.settings.audit_retention_days
+        self.executions_store = DynamoExecutionStore(
+            ddb, self.table, s3_client=s3, bucket=self.bucket, audit_retention_days=days
+        )
         self.functions_store = DynamoFunctionStore(ddb, self.table, audit_retention_days=days)
         code = S3CodeStore(s3, self.bucket, LocalCodeStore(settings.data_dir / "code"))
         logs: LogStore

@@ -33,11 +33,13 @@ from botocore.exceptions import ClientError
 
 from treadle.adapters.aws import items as it
 from treadle.adapters.aws.dynamo import Table
+from treadle.adapters.aws.dynamodb_audit import audit_writes
 from treadle.adapters.aws.dynamodb_notifications import status_event_items
 from treadle.adapters.aws.errors import error_code
 from treadle.adapters.aws.optimistic import TRANSACTION_MAX, transact
 from treadle.adapters.aws.payloads import PayloadCodec
 from treadle.adapters.aws.tables import DUE_MS, PARTITION_KEY, SORT_KEY
+from treadle.domain.audit import DEFAULT_RETENTION_DAYS, AuditRecord
 from treadle.domain.errors import (
     ConcurrentModification,
     PayloadTooLarge,
@@ -65,9 +67,12 @@ class CommitPlan:
 
 
 class CommitWriter:
-    def __init__(self, table: Table, codec: PayloadCodec) -> None:
+    def __init__(
+        self, table: Table, codec: PayloadCodec, audit_retention_days: int = DEFAULT_RETENTION_DAYS
+    ) -> None:
         self.table = table
         self.codec = codec
+        self.audit_days = audit_retention_days
 
     def plan(
         self,
@@ -127,6 +132,9 @@ class CommitWriter:
             # The outbox: the status change and its event apply together or not at all.
             plan.items.extend(status_event_items(self.table.name, commit.status_event))
             plan.labels.extend(["status-event", "status-outbox"])
+        audit = audit_writes(self.table.name, commit.audit, self.audit_days)
+        plan.items.extend(audit)
+        plan.labels.extend(["audit"] * len(audit))
         room = TRANSACTION_MAX - len(plan.items)
         if room < 0:
             raise PayloadTooLarge(
@@ -166,7 +174,7 @@ class CommitWriter:
             }
         }
 
-    def delete_record(self, ex: Execution, meta: Item) -> None:
+    def delete_record(self, ex: Execution, meta: Item, audit: AuditRecord | None = None) -> None:
         """Delete the META item `meta` of `ex` and its name guard in one transaction.
 
         Conditioned on the version read, so the counter is decremented only for the flag
@@ -193,6 +201,7 @@ class CommitWriter:
         ]
         if it.was_counted(meta):
             items.append(self.count_update(ex.tenant, arn, -1))
+        items.extend(audit_writes(self.table.name, audit, self.audit_days))
         transact(
             self.table,
             items,
