@@ -24,12 +24,15 @@ from treadle.adapters.aws import create_tables
 from treadle.adapters.aws.dynamodb_audit import DynamoAuditLog
 from treadle.adapters.aws.dynamodb_executions import DynamoExecutionStore
 from treadle.adapters.aws.dynamodb_functions import DynamoFunctionStore
+from treadle.adapters.aws.dynamodb_refs import DynamoRefStore
 from treadle.adapters.aws.dynamodb_tenants import DynamoTenantStore
 from treadle.adapters.sqlite.audit import SqliteAuditLog
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
 from treadle.adapters.sqlite.functions import SqliteFunctionStore
+from treadle.adapters.sqlite.refs import SqliteRefStore
 from treadle.adapters.sqlite.tenants import SqliteTenantStore
+from treadle.artifacts.ports import ZERO_SHA, RefConflict, RefStore, RefUpdate
 from treadle.domain.audit import (
     DAY_MS,
     AuditLog,
@@ -64,21 +67,24 @@ class Backend:
     functions: FunctionStore
     tenants: TenantStore
     executions: ExecutionStore
+    refs: RefStore
     clock: list[int]  # [now ms]: tests move it
 
 
 def _sqlite(tmp: Path, clock: list[int]) -> tuple[Backend, Callable[[], None]]:
     db = Database(tmp / "treadle.db")
     tenants = SqliteTenantStore(tmp / "tenants.db")
+    refs = SqliteRefStore(tmp / "refs.db")
     log = SqliteAuditLog(
-        [db.file, tenants.file], now_ms=lambda: clock[0], retention_days=RETENTION_DAYS
+        [db.file, tenants.file, refs.file], now_ms=lambda: clock[0], retention_days=RETENTION_DAYS
     )
 
     def close() -> None:
         db.close()
         tenants.close()
+        refs.close()
 
-    backend = Backend(log, SqliteFunctionStore(db), tenants, SqliteExecutionStore(db), clock)
+    backend = Backend(log, SqliteFunctionStore(db), tenants, SqliteExecutionStore(db), refs, clock)
     return backend, close
 
 
@@ -93,6 +99,7 @@ def _dynamodb(_tmp: Path, clock: list[int]) -> tuple[Backend, Callable[[], None]
         DynamoFunctionStore(client, TABLE, audit_retention_days=RETENTION_DAYS),
         DynamoTenantStore(client, TABLE, audit_retention_days=RETENTION_DAYS),
         DynamoExecutionStore(client, TABLE, audit_retention_days=RETENTION_DAYS),
+        DynamoRefStore(client, TABLE, audit_retention_days=RETENTION_DAYS),
         clock,
     )
     return backend, lambda: mock.__exit__(None, None, None)
@@ -267,6 +274,19 @@ def test_an_execution_change_and_its_delete_carry_their_records(backend: Backend
     with pytest.raises(NotFound):
         store.get(ex.arn)
     assert _all(backend.log) == [deleted, stopped]
+
+
+def test_a_push_carries_its_record_with_the_ref_update(backend: Backend) -> None:
+    backend.refs.create_repo(T, "app")
+    main, tip = b"refs/heads/main", b"a" * 40
+    pushed = _record("Push", resource=f"/git/{T}/app.git/git-receive-pack")
+    backend.refs.compare_and_swap(T, "app", [RefUpdate(main, ZERO_SHA, tip)], audit=pushed)
+    with pytest.raises(RefConflict):  # a push from a stale tip changes nothing
+        backend.refs.compare_and_swap(
+            T, "app", [RefUpdate(main, b"b" * 40, b"c" * 40)], audit=_record("Push")
+        )
+    assert backend.refs.get_refs(T, "app") == {main: tip}
+    assert _all(backend.log) == [pushed]
 
 
 # -- reading -----------------------------------------------------------------------------

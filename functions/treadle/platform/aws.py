@@ -190,7 +190,8 @@ class AwsPlatform(Platform):
                 DynamoTenantStore(ddb, self.table, audit_retention_days=days), self.clock
             ),
             repositories=Repositories(
-                S3ObjectStore(s3, self.bucket), DynamoRefStore(ddb, self.table)
+                S3ObjectStore(s3, self.bucket),
+                DynamoRefStore(ddb, self.table, audit_retention_days=days),
             ),
             tokens=DynamoTokenStore(ddb, self.table),
             runtime=self.runtime,

@@ -56,9 +56,10 @@ class EmbeddedPlatform(Platform):
         functions = SqliteFunctionStore(self.db)
         self.schedule_store = SqliteScheduleStore(data / "schedules.db")
         tenant_store = SqliteTenantStore(data / "tenants.db")
+        refs = SqliteRefStore(data / "git" / "refs.db")
         # Each file's audit table holds the records of its own changes; read merged.
         self.audit = SqliteAuditLog(
-            [self.db.file, tenant_store.file],
+            [self.db.file, tenant_store.file, refs.file],
             now_ms=self.clock.now_ms,
             retention_days=self.settings.audit_retention_days,
         )
@@ -71,7 +72,7 @@ class EmbeddedPlatform(Platform):
             tenants=TenantAdmin(tenant_store, self.clock),
             repositories=Repositories(
                 LocalObjectStore(data / "git" / "objects"),
-                SqliteRefStore(data / "git" / "refs.db"),
+                refs,
             ),
             tokens=SqliteTokenStore(data / "git" / "tokens.db"),
             runtime=runtime,
