@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 from treadle.adapters.aws import tables as t
 from treadle.adapters.aws.dynamo import Table
 from treadle.adapters.aws.items import key
-from treadle.adapters.aws.optimistic import transact
+from treadle.adapters.aws.optimistic import conditional, transact
 from treadle.domain.audit import (
     DAY_MS,
     DEFAULT_RETENTION_DAYS,
@@ -31,11 +31,15 @@ from treadle.domain.audit import (
     AuditQuery,
     AuditRecord,
 )
-from treadle.domain.errors import Unavailable
+from treadle.domain.errors import TreadleError, Unavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeValueTypeDef,
+        TransactWriteItemTypeDef,
+        UpdateTypeDef,
+    )
 
     Item = dict[str, AttributeValueTypeDef]
 
@@ -72,6 +76,22 @@ def audit_writes(
             }
         },
     ]
+
+
+def audited_update(
+    table: Table,
+    update: UpdateTypeDef,
+    audit: list[TransactWriteItemTypeDef],
+    action: str,
+    refused: TreadleError,
+) -> None:
+    """One conditional update (`refused` if its condition fails); with audit items, the
+    same update in one transaction with them, so the record lands with the change."""
+    if not audit:
+        with conditional(action, refused):
+            table.client.update_item(**update)
+        return
+    transact(table, [{"Update": update}, *audit], action, ["update"], lambda _label: refused)
 
 
 class DynamoAuditLog:

@@ -40,7 +40,7 @@ from treadle.adapters.aws.dynamodb_aliases import (
     REVISION_MOVED,
     DynamoAliases,
 )
-from treadle.adapters.aws.dynamodb_audit import audit_writes
+from treadle.adapters.aws.dynamodb_audit import audit_writes, audited_update
 from treadle.adapters.aws.items import key
 from treadle.adapters.aws.optimistic import (
     ATTEMPTS,
@@ -49,9 +49,7 @@ from treadle.adapters.aws.optimistic import (
     Condition,
     FencedRecord,
     backoff,
-    conditional,
     raise_unless_lost_race,
-    transact,
 )
 from treadle.domain.audit import DEFAULT_RETENTION_DAYS, AuditRecord
 from treadle.domain.errors import (
@@ -66,7 +64,11 @@ from treadle.domain.publishing import version_to_publish
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeValueTypeDef,
+        TransactWriteItemTypeDef,
+        UpdateTypeDef,
+    )
 
     Item = dict[str, AttributeValueTypeDef]
 
@@ -210,36 +212,18 @@ class DynamoFunctionStore:
         if expected_revision is not None:
             condition += " AND #rev = :expected"
             values[":expected"] = {"S": expected_revision}
-        names = {k: _NAMES[k] for k in ("#body", "#rev", "#deleting")}
+        update: UpdateTypeDef = {
+            "TableName": self._name,
+            "Key": key(pk, t.FUNCTION_LATEST_SK),
+            "UpdateExpression": "SET #body = :body, #rev = :rev",
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {k: _NAMES[k] for k in ("#body", "#rev", "#deleting")},
+            "ExpressionAttributeValues": values,
+        }
         try:
-            if audit is None:
-                with conditional(f"update function {fn.function_name}", missing):
-                    self._client.update_item(
-                        TableName=self._name,
-                        Key=key(pk, t.FUNCTION_LATEST_SK),
-                        UpdateExpression="SET #body = :body, #rev = :rev",
-                        ConditionExpression=condition,
-                        ExpressionAttributeNames=names,
-                        ExpressionAttributeValues=values,
-                    )
-            else:  # the conditional write turned into a transaction with its record
-                update: TransactWriteItemTypeDef = {
-                    "Update": {
-                        "TableName": self._name,
-                        "Key": key(pk, t.FUNCTION_LATEST_SK),
-                        "UpdateExpression": "SET #body = :body, #rev = :rev",
-                        "ConditionExpression": condition,
-                        "ExpressionAttributeNames": names,
-                        "ExpressionAttributeValues": values,
-                    }
-                }
-                transact(
-                    self._table,
-                    [update, *self._audit(audit)],
-                    f"update function {fn.function_name}",
-                    ["function"],
-                    lambda _label: missing,
-                )
+            audited_update(
+                self._table, update, self._audit(audit), f"update {fn.function_name}", missing
+            )
         except NotFound:
             # Absent, or there with another revision: the re-read tells which.
             if expected_revision is not None and self._latest(fn.tenant, fn.function_name):

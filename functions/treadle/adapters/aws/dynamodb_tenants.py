@@ -34,7 +34,7 @@ from pydantic import SecretStr
 
 from treadle.adapters.aws import tables as t
 from treadle.adapters.aws.dynamo import Table
-from treadle.adapters.aws.dynamodb_audit import audit_writes
+from treadle.adapters.aws.dynamodb_audit import audit_writes, audited_update
 from treadle.adapters.aws.items import key
 from treadle.adapters.aws.optimistic import conditional, transact
 from treadle.domain.audit import DEFAULT_RETENTION_DAYS, AuditRecord
@@ -44,7 +44,11 @@ from treadle.tenancy.stores import IdTaken, TenantStoreBase
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeValueTypeDef,
+        TransactWriteItemTypeDef,
+        UpdateTypeDef,
+    )
 
     Item = dict[str, AttributeValueTypeDef]
 
@@ -222,23 +226,16 @@ class DynamoTenantStore(TenantStoreBase):
         missing = NotFound(f"Tenant not found: {account_id}")
         if audit is not None:
             # With its audit record: one transaction, then the tenant as it now is.
-            update: TransactWriteItemTypeDef = {
-                "Update": {
-                    "TableName": self._name,
-                    "Key": key(tenant_pk(account_id), t.TENANT_SK),
-                    "UpdateExpression": expression,
-                    "ConditionExpression": "attribute_exists(pk)",
-                    "ExpressionAttributeNames": {"#a": name},
-                    "ExpressionAttributeValues": {":v": value},
-                }
+            update: UpdateTypeDef = {
+                "TableName": self._name,
+                "Key": key(tenant_pk(account_id), t.TENANT_SK),
+                "UpdateExpression": expression,
+                "ConditionExpression": "attribute_exists(pk)",
+                "ExpressionAttributeNames": {"#a": name},
+                "ExpressionAttributeValues": {":v": value},
             }
-            audit_items = self._audit(audit)
-            self._transact(
-                f"update tenant {account_id}",
-                [update, *audit_items],
-                ["tenant"] + ["audit"] * len(audit_items),
-                lambda _label: missing,
-            )
+            action = f"update tenant {account_id}"
+            audited_update(self._table, update, self._audit(audit), action, missing)
             return self.get_tenant(account_id)
         with conditional(f"update tenant {account_id}", missing):
             response = self._client.update_item(
@@ -320,22 +317,18 @@ class DynamoTenantStore(TenantStoreBase):
     ) -> AccessKey:
         missing = NotFound(f"Access key not found: {access_key_id}")
         if audit is not None:
-            update: TransactWriteItemTypeDef = {
-                "Update": {
-                    "TableName": self._name,
-                    "Key": key(access_key_pk(access_key_id), t.ACCESS_KEY_SK),
-                    "UpdateExpression": "SET #status = :status",
-                    "ConditionExpression": "#tenant = :tenant",
-                    "ExpressionAttributeNames": {"#status": STATUS, "#tenant": TENANT},
-                    "ExpressionAttributeValues": {
-                        ":status": {"S": status.value},
-                        ":tenant": {"S": account_id},
-                    },
-                }
+            update: UpdateTypeDef = {
+                "TableName": self._name,
+                "Key": key(access_key_pk(access_key_id), t.ACCESS_KEY_SK),
+                "UpdateExpression": "SET #status = :status",
+                "ConditionExpression": "#tenant = :tenant",
+                "ExpressionAttributeNames": {"#status": STATUS, "#tenant": TENANT},
+                "ExpressionAttributeValues": {
+                    ":status": {"S": status.value},
+                    ":tenant": {"S": account_id},
+                },
             }
-            self._transact(
-                "update access key", [update, *self._audit(audit)], ["key"], lambda _l: missing
-            )
+            audited_update(self._table, update, self._audit(audit), "update access key", missing)
             return self._owned_key(account_id, access_key_id)
         with conditional("update access key", missing):
             response = self._client.update_item(
