@@ -39,6 +39,7 @@ ENV_ADMIN_KEY_ID = "TREADLE_ADMIN_ACCESS_KEY_ID"
 ENV_ADMIN_SECRET = "TREADLE_ADMIN_SECRET_ACCESS_KEY"
 ENV_MAX_CLOCK_SKEW = "TREADLE_MAX_CLOCK_SKEW_SECONDS"
 ENV_SYNC_INVOKE_WAIT = "TREADLE_SYNC_INVOKE_WAIT_SECONDS"
+ENV_AUDIT_RETENTION = "TREADLE_AUDIT_RETENTION_DAYS"
 # The AWS backend (`treadle dev --backend aws` and the platform Lambdas). The names the
 # CDK stack sets (infra/names.py) are these; tests/entrypoints checks that they agree.
 ENV_BACKEND = "TREADLE_BACKEND"
@@ -92,6 +93,7 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ("admin_secret_access_key", ENV_ADMIN_SECRET),
     ("max_clock_skew_s", ENV_MAX_CLOCK_SKEW),
     ("sync_invoke_wait_s", ENV_SYNC_INVOKE_WAIT),
+    ("audit_retention_days", ENV_AUDIT_RETENTION),
     ("backend", ENV_BACKEND),
     ("stage", ENV_STAGE),
     ("table", ENV_TABLE),
@@ -154,6 +156,9 @@ class Settings(BaseModel):
     # starts a second execution. Behind API Gateway (29 s integration timeout) the stack
     # sets 25. Up to Lambda's 900 s for clients configured to wait that long.
     sync_invoke_wait_s: int = Field(default=50, ge=1, le=900)
+    # How long audit records are kept (docs/operating.md): the embedded scheduler purges
+    # older ones, DynamoDB's TTL removes them on AWS, and reads never show them.
+    audit_retention_days: int = Field(default=90, ge=1, le=3650)
     # Where the host cannot isolate tenants' code (not root, no namespaces) the platform
     # keeps to one tenant; True serves several anyway, knowingly.
     insecure_multi_tenant: bool = False

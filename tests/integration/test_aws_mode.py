@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import test_aliases_wire as aliases_wire
+import test_audit_wire as audit_wire
 import test_limits_wire as limits_wire
 import test_notifications_wire as notifications_wire
 import test_redrive_wire as redrive_wire
@@ -275,6 +276,16 @@ def test_redrive_on_dynamodb(server: ServerProcess) -> None:
         server, lam
     )
     redrive_wire.test_a_batch_redrives_each_failed_execution_once(server, lam)
+
+
+def test_audit_on_dynamodb(server: ServerProcess) -> None:
+    """The embedded backend's wire tests of the audit log, on the AWS adapters."""
+    world = audit_wire.World(server)
+    audit_wire.test_function_changes_each_leave_one_record_with_who_and_where(world)
+    audit_wire.test_refused_calls_are_recorded_with_their_error_code(world)
+    audit_wire.test_admin_changes_to_tenants_and_keys_are_recorded_about_that_tenant(world)
+    audit_wire.test_a_tenant_never_sees_another_tenants_records(world)
+    audit_wire.test_pages_are_newest_first_and_follow_the_marker(world)
 
 
 def test_limits_per_execution_on_dynamodb(server: ServerProcess) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from support.console import WORKFLOW, browser, csrf_of, execution_path, login, post_form
-from support.server import ServerProcess, client, deploy, new_tenant
+from support.server import ServerProcess, client, deploy, new_tenant, v1
 
 pytestmark = pytest.mark.xdist_group("console")
 
@@ -277,3 +277,13 @@ def test_pause_resume_event_stop_and_redrive_from_the_page(
     assert new_page != page
     assert web.get(new_page).status_code == 200
     assert "Redriven from" in web.get(new_page).text
+    # The page's actions are audited like the API's: the session's key, the browser's address.
+    status_, body = v1(server, "GET", "/v1/audit?limit=50", credentials=server.credentials())
+    assert status_ == 200, body
+    mine = [r for r in body["records"] if r["resource"] == arn]
+    assert {r["action"] for r in mine} >= {"PauseExecution", "ResumeExecution", "StopExecution"}
+    for record in mine:
+        assert record["accessKeyId"] == server.credentials()[0]
+        assert record["principal"] == "tenant-key"
+        assert record["sourceAddress"] == "127.0.0.1"
+        assert record["outcome"] == "succeeded"

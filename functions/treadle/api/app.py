@@ -15,9 +15,11 @@ import re
 import uuid
 from collections.abc import Callable
 
+from treadle.api.audit import Auditor
 from treadle.api.auth import Authenticator
 from treadle.api.errors import aws_error, lambda_error, text_error, v1_error, v1_json_error
 from treadle.api.http import REQUEST_ID_HEADER, Request, Response, Router
+from treadle.domain.audit import PrincipalKind
 from treadle.tenancy.errors import AccessDenied
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,8 @@ SandboxGitHandler = Callable[[Request, str], Response]
 _PUBLIC = ("/v1/health", "/v1/openapi.json")
 # The one `/v1/tenants` route a tenant's key may call: its own usage.
 _OWN_USAGE = re.compile(r"^/v1/tenants/(\d{12})/usage/?$")
+# The admin's areas: tenants (and what hangs under them) and the platform-wide views.
+_ADMIN = ("/v1/tenants", "/v1/admin/")
 
 
 def with_request_id(response: Response) -> Response:
@@ -51,7 +55,9 @@ class Application:
         max_request_bytes: int,
         sandbox_git: SandboxGitHandler | None = None,
         metrics: Callable[[Request], Response] | None = None,
+        auditor: Auditor | None = None,
     ) -> None:
+        self.auditor = auditor
         # Set after construction: the console calls back into this application.
         self.console: Callable[[Request], Response] | None = None
         self.router = router
@@ -76,6 +82,11 @@ class Application:
             except Exception as exc:  # never a stack trace to the browser
                 log.exception("console request failed")
                 return text_error(exc)
+        if self.auditor is None:
+            return self._handle(request)
+        return self.auditor.around(request, lambda: self._handle(request))
+
+    def _handle(self, request: Request) -> Response:
         if request.path.startswith("/git/"):
             # Pushes are bigger than API requests; the Git handler bounds them itself.
             try:
@@ -97,15 +108,29 @@ class Application:
         query: dict[str, list[str]] | None = None,
         body: bytes = b"",
         target: str | None = None,
+        access_key_id: str = "",
+        source_address: str = "",
     ) -> Response:
         """An in-process call as an already authenticated principal: `tenant`, or the
         admin when None. Only the signature check is skipped: routing, validation,
         tenancy and error shapes are the API's own, so the console can show nothing and
         do nothing the API would refuse. The admin reaches `/v1/tenants...` only and a
         tenant everything else (the same policy as `Authenticator`). `target` names a
-        CloudWatch Logs operation (`Logs_20140328.FilterLogEvents`)."""
+        CloudWatch Logs operation (`Logs_20140328.FilterLogEvents`). A mutating call is
+        audited like the API's own, under the session's key id and the browser's address.
+        """
         request = Request(method=method, path=path, query=query or {}, body=body)
         request.headers["content-type"] = "application/json"
+        request.access_key_id = access_key_id
+        request.principal_kind = PrincipalKind.ADMIN if tenant is None else PrincipalKind.TENANT_KEY
+        request.source_address = source_address
+        if self.auditor is None:
+            return self._call_as(request, tenant, path, target)
+        return self.auditor.around(request, lambda: self._call_as(request, tenant, path, target))
+
+    def _call_as(
+        self, request: Request, tenant: str | None, path: str, target: str | None
+    ) -> Response:
         admin_path = path.startswith("/v1/tenants")
         if (tenant is None) != admin_path:
             return v1_json_error(403, "AccessDeniedException", "Not allowed for this principal.")
@@ -129,6 +154,12 @@ class Application:
         """A request to the endpoint inside `tenant`'s network namespace: only the
         routes its sandbox key may call (checkpoints; minting a Git token for its
         tenant's repository), and Git with such a token; anything else is AccessDenied."""
+        request.source_address = request.source_address or f"sandbox:{tenant}"
+        if self.auditor is None:
+            return self._handle_sandbox(request, tenant)
+        return self.auditor.around(request, lambda: self._handle_sandbox(request, tenant))
+
+    def _handle_sandbox(self, request: Request, tenant: str) -> Response:
         if request.path.startswith("/git/") and self.sandbox_git is not None:
             try:
                 return self.sandbox_git(request, tenant)
@@ -208,7 +239,7 @@ class Application:
             if not public:
                 if own_usage and request.method == "GET":
                     self.auth.v1_admin_or_tenant(request, own_usage.group(1))
-                elif request.path.startswith(("/v1/tenants", "/v1/admin")):
+                elif request.path.startswith(_ADMIN):
                     self.auth.v1_admin(request)
                 else:
                     request.tenant = self.auth.v1_tenant(request)

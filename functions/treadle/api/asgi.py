@@ -44,6 +44,9 @@ class AsgiAdapter:
             {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
             b"".join(chunks),
         )
+        client = scope.get("client")
+        if client:
+            request.source_address = str(client[0])
         loop = asyncio.get_running_loop()
         response = await loop.run_in_executor(self._pool, self._app.handle, request)
         headers = [(k.encode(), v.encode()) for k, v in response.headers.items()]

@@ -24,6 +24,7 @@ from enum import StrEnum
 from treadle.api.http import Request
 from treadle.artifacts.ports import RepoToken
 from treadle.artifacts.tokens import TOKEN_USER
+from treadle.domain.audit import PrincipalKind
 from treadle.tenancy.basic import REFUSED, parse_basic, verify_basic
 from treadle.tenancy.errors import AccessDenied, BasicAuthRequired, MissingAuthenticationToken
 from treadle.tenancy.ports import KeySecret, SecretLookup
@@ -110,12 +111,12 @@ class Authenticator:
         tenant, key_id = verify_sigv4(
             request, self._lookup, self._now_ms(), self._max_skew_s, replay_guard=None
         )
-        return self._principal(tenant, key_id)
+        return _noted(request, self._principal(tenant, key_id))
 
     def basic(self, request: Request) -> Principal:
         header = request.header("authorization")
         tenant = verify_basic(header, self._lookup)
-        return self._principal(tenant, parse_basic(header)[0])
+        return _noted(request, self._principal(tenant, parse_basic(header)[0]))
 
     def any(self, request: Request) -> Principal:
         """SigV4 when the request is signed, else Basic (curl -u KEY:SECRET)."""
@@ -214,4 +215,20 @@ class Authenticator:
             raise BasicAuthRequired(REFUSED)
         if only_tenant is not None and token.tenant != only_tenant:
             raise BasicAuthRequired(REFUSED)
+        request.access_key_id = token.token_id
+        request.principal_kind = PrincipalKind.REPO_TOKEN
         return GitGrant(token.tenant, token.repo, write=token.access == "write")
+
+
+_KINDS = {
+    Kind.TENANT: PrincipalKind.TENANT_KEY,
+    Kind.SANDBOX: PrincipalKind.SANDBOX_KEY,
+    Kind.ADMIN: PrincipalKind.ADMIN,
+}
+
+
+def _noted(request: Request, principal: Principal) -> Principal:
+    """The verified caller, on the request: the audit log's "who"."""
+    request.access_key_id = principal.access_key_id
+    request.principal_kind = _KINDS[principal.kind]
+    return principal

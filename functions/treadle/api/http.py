@@ -25,6 +25,11 @@ class Request:
     body: bytes = b""
     params: dict[str, str] = field(default_factory=dict)
     tenant: str = ""
+    # Who the verified credential is (set by `auth.Authenticator`) and where the request
+    # came from (set by the server or the Lambda entrypoint): what the audit log records.
+    access_key_id: str = ""
+    principal_kind: str = ""
+    source_address: str = ""
 
     @classmethod
     def build(

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
 from treadle.api import (
+    v1_audit,
     v1_executions,
     v1_facets,
     v1_functions,
@@ -61,6 +62,7 @@ AREAS: tuple[list[Op], ...] = (
     v1_notifications.OPERATIONS,
     v1_usage.OPERATIONS,
     v1_inventory.OPERATIONS,
+    v1_audit.OPERATIONS,
 )
 
 

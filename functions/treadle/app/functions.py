@@ -40,6 +40,7 @@ from treadle.app.code_delivery import (
 )
 from treadle.app.quotas import Quotas
 from treadle.artifacts.service import ArtifactService
+from treadle.domain.audit import pending_record
 from treadle.domain.errors import (
     AlreadyExists,
     ConcurrentModification,
@@ -261,7 +262,7 @@ class FunctionService:
                     tenant, name, zip_bytes, files, "CreateFunction", new_function=True
                 ),
             )
-            self.store.put_latest(fn, create=True)
+            self.store.put_latest(fn, create=True, audit=pending_record(resource=fn.function_arn))
             if req.Publish:
                 self.store.publish(tenant, fn.function_name, None)
         self._prepare(fn)
@@ -296,7 +297,7 @@ class FunctionService:
                     "revision_id": self.ids.revision_id(),
                 }
             )
-            self.store.put_latest(fn, create=False)
+            self.store.put_latest(fn, create=False, audit=pending_record(resource=fn.function_arn))
             if req.Publish:
                 fn = self.store.publish(tenant, name, None)
         self._prepare(fn)
@@ -324,7 +325,12 @@ class FunctionService:
                 }
             )
             # Conditioned on what was read: another process's change is not lost.
-            self.store.put_latest(fn, create=False, expected_revision=current.revision_id)
+            self.store.put_latest(
+                fn,
+                create=False,
+                expected_revision=current.revision_id,
+                audit=pending_record(resource=fn.function_arn),
+            )
         self._prepare(fn)
         return fn
 
@@ -372,7 +378,10 @@ class FunctionService:
                 if fn != current:
                     fn = fn.model_copy(update=fresh)
                     self.store.put_latest(fn, create=False)
-            version = self.store.publish(tenant, name, None)
+            # The deploy's record rides with its last write, the publish.
+            version = self.store.publish(
+                tenant, name, None, audit=pending_record(resource=self.function_arn(tenant, name))
+            )
         if version.revision_id != fn.revision_id:
             raise ConcurrentModification(
                 f"Function {name} changed while it was deployed; version {version.version} "
@@ -383,7 +392,8 @@ class FunctionService:
 
     def publish(self, tenant: str, name: str, description: str | None) -> FunctionVersion:
         with self._lock(tenant, name):
-            return self.store.publish(tenant, name, description)
+            audit = pending_record(resource=self.function_arn(tenant, name))
+            return self.store.publish(tenant, name, description, audit=audit)
 
     def get(self, tenant: str, name: str, qualifier: str | None) -> FunctionVersion:
         return resolve(self.store, self.aliases, tenant, name, qualifier)
@@ -404,7 +414,8 @@ class FunctionService:
                 "$LATEST version cannot be deleted without deleting the function."
             )
         with self._lock(tenant, name):
-            self.store.delete(tenant, name, qualifier)
+            arn = self.function_arn(tenant, name) + (f":{qualifier}" if qualifier else "")
+            self.store.delete(tenant, name, qualifier, audit=pending_record(resource=arn))
             if qualifier is not None:
                 return
             # The mirror shows the functions that exist; history keeps the code. Best

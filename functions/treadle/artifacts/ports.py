@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from treadle.domain.audit import AuditRecord
 from treadle.domain.errors import (
     AlreadyExists,
     Conflict,
@@ -258,8 +259,15 @@ class RefStore(Protocol):
     def get_refs(self, tenant: str, repo: str) -> dict[bytes, bytes]:
         """Every ref of the repository (name -> value); RepoNotFound if absent."""
 
-    def compare_and_swap(self, tenant: str, repo: str, updates: Sequence[RefUpdate]) -> None:
-        """Apply every update or none.
+    def compare_and_swap(
+        self,
+        tenant: str,
+        repo: str,
+        updates: Sequence[RefUpdate],
+        *,
+        audit: AuditRecord | None = None,
+    ) -> None:
+        """Apply every update or none (`audit`: a push's record, written with them).
 
         RefConflict (naming the first ref found at another value than its `old`) if any
         does not match; RepoNotFound if the repository is absent; InvalidParameter if

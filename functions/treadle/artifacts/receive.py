@@ -31,6 +31,7 @@ from dulwich.server import ReceivePackHandler
 
 from treadle.artifacts.ports import ZERO_SHA, RefConflict, RefUpdate, is_zero
 from treadle.artifacts.repository import ArtifactRepo
+from treadle.domain.audit import pending_record
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,10 @@ def apply_ref_updates(
             statuses = [(ref, refused.get(ref, b"atomic push failed")) for _o, _n, ref in commands]
         else:
             try:
-                repo.compare_and_swap([RefUpdate(ref, old, new) for old, new, ref in commands])
+                repo.compare_and_swap(
+                    [RefUpdate(ref, old, new) for old, new, ref in commands],
+                    audit=pending_record(),
+                )
                 statuses = [(ref, b"ok") for _o, _n, ref in commands]
             except RefConflict as conflict:
                 why = _race_message(repo, conflict, commands)
@@ -98,7 +102,8 @@ def apply_ref_updates(
                 statuses.append((ref, refused[ref]))
                 continue
             try:
-                repo.compare_and_swap([RefUpdate(ref, old, new)])
+                # The push's record rides with its first ref update.
+                repo.compare_and_swap([RefUpdate(ref, old, new)], audit=pending_record())
                 statuses.append((ref, b"ok"))
             except RefConflict as conflict:
                 statuses.append((ref, _race_message(repo, conflict, commands)))

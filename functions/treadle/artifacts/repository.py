@@ -30,6 +30,7 @@ from treadle.artifacts.ports import (
     RefStore,
     RefUpdate,
 )
+from treadle.domain.audit import AuditRecord
 from treadle.domain.errors import Conflict
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,11 @@ class StoreRefsContainer(RefsContainer):
             self._snapshot = refs
         return self._snapshot
 
-    def compare_and_swap(self, updates: Sequence[RefUpdate]) -> None:
+    def compare_and_swap(
+        self, updates: Sequence[RefUpdate], *, audit: AuditRecord | None = None
+    ) -> None:
         try:
-            self._store.compare_and_swap(self._tenant, self._repo, updates)
+            self._store.compare_and_swap(self._tenant, self._repo, updates, audit=audit)
         finally:
             self._snapshot = None
 
@@ -214,9 +217,11 @@ class ArtifactRepo(BaseRepo):
     def close(self) -> None:
         self.object_store.close()
 
-    def compare_and_swap(self, updates: Sequence[RefUpdate]) -> None:
+    def compare_and_swap(
+        self, updates: Sequence[RefUpdate], *, audit: AuditRecord | None = None
+    ) -> None:
         """All updates or none; RefConflict (and no change) if any ref moved."""
-        self.refs.compare_and_swap(updates)
+        self.refs.compare_and_swap(updates, audit=audit)
 
     def branch_tip(self, branch_ref: bytes) -> ObjectID | None:
         """The branch's commit as the store has it now (not the handle's snapshot)."""

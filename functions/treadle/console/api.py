@@ -28,9 +28,13 @@ def seg(value: str) -> str:
 
 
 class Api:
-    def __init__(self, call_as: CallAs, tenant: str | None) -> None:
+    def __init__(
+        self, call_as: CallAs, tenant: str | None, key_id: str = "", source: str = ""
+    ) -> None:
         self._call = call_as
         self.tenant = tenant
+        # Who acts, for the audit log: the session's key and the browser's address.
+        self._who = {"access_key_id": key_id, "source_address": source}
 
     def call(
         self,
@@ -44,14 +48,18 @@ class Api:
     ) -> Any:
         q = {k: v if isinstance(v, list) else [v] for k, v in (query or {}).items()}
         data = raw_body if raw_body is not None else (b"" if body is None else _dumps(body))
-        response = self._call(self.tenant, method, path, query=q, body=data, target=target)
+        response = self._call(
+            self.tenant, method, path, query=q, body=data, target=target, **self._who
+        )
         return _parse(response)
 
     def get(self, path: str, /, **query: str | list[str]) -> Any:
         return self.call("GET", path, {k: v for k, v in query.items() if v})
 
     def raw(self, path: str, /, **query: str) -> bytes:
-        response = self._call(self.tenant, "GET", path, query={k: [v] for k, v in query.items()})
+        response = self._call(
+            self.tenant, "GET", path, query={k: [v] for k, v in query.items()}, **self._who
+        )
         if response.status >= 400:
             _parse(response)
         return response.body

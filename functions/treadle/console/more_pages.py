@@ -36,7 +36,12 @@ class MorePages:
         c.add("POST", "/tenants/{account}/{action}", self.tenant_action, admin=True)
 
     def _api(self, ctx: Ctx) -> Api:
-        return Api(self.call_as, ctx.session.tenant)
+        return Api(
+            self.call_as,
+            ctx.session.tenant,
+            ctx.session.key_id,
+            ctx.request.source_address,
+        )
 
     def _page(self, ctx: Ctx, template: str, load: Any) -> Response:
         try:

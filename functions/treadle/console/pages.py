@@ -50,7 +50,12 @@ class TenantPages:
         c.add("GET", "/functions/{name}", self.function)
 
     def api(self, ctx: Ctx) -> Api:
-        return Api(self.call_as, ctx.session.tenant)
+        return Api(
+            self.call_as,
+            ctx.session.tenant,
+            ctx.session.key_id,
+            ctx.request.source_address,
+        )
 
     def _error(self, ctx: Ctx, err: ApiError) -> Response:
         return self.console.render(ctx, "error.html", err.status, message=err.message)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from treadle.domain.audit import AuditRecord
 from treadle.domain.models import DurableConfig, Event, Execution, ExecutionStatus, Operation
 from treadle.domain.notifications import StatusEvent
 from treadle.domain.usage import ExecutionCounts, FunctionCounts
@@ -78,6 +79,8 @@ class Commit:
     client_token: tuple[str, str] | None = None  # (ClientToken, stored response JSON)
     # The status change's event, written with it (the outbox: `domain/notifications`).
     status_event: StatusEvent | None = None
+    # The audit record of the call that made this change, written with it (domain/audit).
+    audit: AuditRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,8 @@ class ExecutionStore(Protocol):
     def usage(self, tenant: str, now_ms: int) -> ExecutionCounts:
         """The tenant's execution counters (`domain.usage`): a fixed number of reads."""
 
-    def delete(self, arn: str) -> None: ...
+    def delete(self, arn: str, *, audit: AuditRecord | None = None) -> None:
+        """`audit`: the DeleteExecution record, written with the removal."""
 
 
 class CodeSource(BaseModel):
@@ -213,9 +217,17 @@ class FunctionVersion(BaseModel):
 
 class FunctionStore(Protocol):
     def put_latest(
-        self, fn: FunctionVersion, *, create: bool, expected_revision: str | None = None
+        self,
+        fn: FunctionVersion,
+        *,
+        create: bool,
+        expected_revision: str | None = None,
+        audit: AuditRecord | None = None,
     ) -> None:
         """Create (AlreadyExists if present) or replace $LATEST.
+
+        `audit` (here, in `publish` and `delete`): the change's record, written in the
+        same transaction (domain/audit.py).
 
         A replace given `expected_revision` applies only if that is still the stored
         RevisionId (else PreconditionFailed): a read-modify-write that loses no update.
@@ -224,7 +236,14 @@ class FunctionStore(Protocol):
     def get(self, tenant: str, name: str, version: str = "$LATEST") -> FunctionVersion:
         """NotFound if absent."""
 
-    def publish(self, tenant: str, name: str, description: str | None) -> FunctionVersion:
+    def publish(
+        self,
+        tenant: str,
+        name: str,
+        description: str | None,
+        *,
+        audit: AuditRecord | None = None,
+    ) -> FunctionVersion:
         """Freeze $LATEST as the next version number; return it (idempotent on same code)."""
 
     def list_latest(
@@ -235,7 +254,14 @@ class FunctionStore(Protocol):
         self, tenant: str, name: str, marker: str | None, limit: int
     ) -> tuple[list[FunctionVersion], str | None]: ...
 
-    def delete(self, tenant: str, name: str, version: str | None = None) -> None:
+    def delete(
+        self,
+        tenant: str,
+        name: str,
+        version: str | None = None,
+        *,
+        audit: AuditRecord | None = None,
+    ) -> None:
         """The function with its versions and aliases (version None), or one version.
 
         NotFound if absent; Conflict if an alias points to that version (as on Lambda).

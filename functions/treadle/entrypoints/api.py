@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -91,13 +92,15 @@ def request_v2(event: APIGatewayProxyEventV2) -> Request:
     headers = dict(event.headers)
     if event.cookies:  # payload 2.0 moves Cookie headers out of `headers`
         headers["cookie"] = "; ".join(event.cookies)
-    return Request.build(
+    request = Request.build(
         event.request_context.http.method,
         reencoded(event.raw_path),
         event.raw_query_string,
         headers,
         _body(event.body, event.is_base64_encoded),
     )
+    request.source_address = _source_ip(event.raw_event, "http")
+    return request
 
 
 def request_v1(event: APIGatewayProxyEvent) -> Request:
@@ -114,7 +117,15 @@ def request_v1(event: APIGatewayProxyEvent) -> Request:
         query=query,
         headers=headers,
         body=_body(event.body, event.is_base64_encoded),
+        source_address=_source_ip(event.raw_event, "identity"),
     )
+
+
+def _source_ip(raw: Mapping[str, Any], section: str) -> str:
+    """The caller's address (the audit log's), read without failing when a test event
+    or a custom integration leaves it out."""
+    context = raw.get("requestContext") or {}
+    return str((context.get(section) or {}).get("sourceIp") or "")
 
 
 def _proxy_response(response: Response) -> ProxyResponse[Any]:

@@ -35,6 +35,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from treadle.adapters.aws.cloudwatch_logs import CloudWatchLogStore
+from treadle.adapters.aws.dynamodb_audit import DynamoAuditLog
 from treadle.adapters.aws.dynamodb_executions import DynamoExecutionStore
 from treadle.adapters.aws.dynamodb_functions import DynamoFunctionStore
 from treadle.adapters.aws.dynamodb_last_used import DynamoLastUsed
@@ -144,10 +145,11 @@ class AwsPlatform(Platform):
     def _ports(self) -> Ports:
         settings = self.settings
         ddb, s3 = self.clients.dynamodb, self.clients.s3
+        days = self.settings.audit_retention_days
         self.executions_store = DynamoExecutionStore(
-            ddb, self.table, s3_client=s3, bucket=self.bucket
+            ddb, self.table, s3_client=s3, bucket=self.bucket, audit_retention_days=days
         )
-        self.functions_store = DynamoFunctionStore(ddb, self.table)
+        self.functions_store = DynamoFunctionStore(ddb, self.table, audit_retention_days=days)
         code = S3CodeStore(s3, self.bucket, LocalCodeStore(settings.data_dir / "code"))
         logs: LogStore
         if settings.log_store == "local":
@@ -185,9 +187,12 @@ class AwsPlatform(Platform):
             aliases=self.functions_store,
             code=code,
             logs=logs,
-            tenants=TenantAdmin(DynamoTenantStore(ddb, self.table), self.clock),
+            tenants=TenantAdmin(
+                DynamoTenantStore(ddb, self.table, audit_retention_days=days), self.clock
+            ),
             repositories=Repositories(
-                S3ObjectStore(s3, self.bucket), DynamoRefStore(ddb, self.table)
+                S3ObjectStore(s3, self.bucket),
+                DynamoRefStore(ddb, self.table, audit_retention_days=days),
             ),
             tokens=DynamoTokenStore(ddb, self.table),
             runtime=self.runtime,
@@ -202,6 +207,8 @@ class AwsPlatform(Platform):
             webhook_sender=HttpWebhookSender(),
             last_used=DynamoLastUsed(ddb, self.table),
             publishers=self._publishers(),
+            # Retention is the items' TTL (dynamodb_audit): nothing to sweep.
+            audit=DynamoAuditLog(ddb, self.table, now_ms=self.clock.now_ms, retention_days=days),
         )
 
     def _publishers(self) -> list[EventBridgePublisher]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from treadle.adapters.sandbox.durable_channel import ENV_FLAG as DURABLE_CHANNEL_FLAG
 from treadle.api.alias_routes import AliasApi
 from treadle.api.app import Application
+from treadle.api.audit import Auditor
 from treadle.api.auth import Authenticator
 from treadle.api.git_http import GitHttp
 from treadle.api.http import Request, Response, Router
@@ -21,6 +22,7 @@ from treadle.api.lambda_routes import LambdaApi
 from treadle.api.logs_routes import LogsApi
 from treadle.api.metrics_route import MetricsEndpoint
 from treadle.api.openapi import build_document
+from treadle.api.v1_audit import AuditApi
 from treadle.api.v1_executions import ExecutionsApi
 from treadle.api.v1_facets import FacetsApi
 from treadle.api.v1_functions import FunctionsApi
@@ -46,6 +48,7 @@ from treadle.artifacts import ArtifactService, Repositories
 from treadle.artifacts.ports import TokenStore
 from treadle.artifacts.tokens import RepoTokens
 from treadle.console.mount import attach_console
+from treadle.domain.audit import AuditLog
 from treadle.domain.engine import Engine, EngineConfig, TokenCodec
 from treadle.domain.logs import LogStore
 from treadle.domain.notification_ports import (
@@ -101,6 +104,8 @@ class Ports:
     webhook_sender: WebhookSender
     last_used: LastUsedStore  # the inventory's last uses (app/last_used.py)
     publishers: Sequence[EventPublisher] = field(default_factory=tuple)
+    # The audit log's reader (docs/operating.md); None: nothing is audited.
+    audit: AuditLog | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,10 @@ def build_core(
     document = build_document()
     v1.add("GET", "/v1/openapi.json", lambda _req: Response.json(document))
     TenantsApi(ports.tenants).register(v1)
+    auditor = None
+    if ports.audit is not None:
+        auditor = Auditor(ports.audit, ports.clock, ports.ids)
+        AuditApi(ports.audit).register(v1)
     repos_api = ReposApi(artifacts, repo_tokens, public_url=endpoint)
     repos_api.register(v1)
     FunctionsApi(function_service).register(v1)
@@ -271,6 +280,7 @@ def build_core(
             auth,
             settings.metrics_token.get_secret_value() if settings.metrics_token else None,
         ),
+        auditor=auditor,
     )
     attach_console(
         app,

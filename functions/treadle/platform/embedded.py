@@ -7,6 +7,7 @@ from treadle.adapters.cron import CronCalendar
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.local.objects import LocalObjectStore
 from treadle.adapters.local.scheduler import TimerScheduler
+from treadle.adapters.sqlite.audit import SqliteAuditLog
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
 from treadle.adapters.sqlite.functions import SqliteFunctionStore
@@ -27,10 +28,13 @@ from treadle.platform.schedule_loop import ScheduleLoop
 from treadle.tenancy.admin import TenantAdmin
 
 RELAY_INTERVAL_S = 0.5
+# Records past the retention are already hidden from reads; the purge only frees space.
+AUDIT_PURGE_INTERVAL_S = 3600.0
 
 
 class EmbeddedPlatform(Platform):
     db: Database | None = None
+    audit: SqliteAuditLog | None = None
     schedule_store: SqliteScheduleStore | None = None
     # The scheduler thread looks as often as it likes: a buffered firing starts within
     # seconds of the previous execution's close.
@@ -52,16 +56,24 @@ class EmbeddedPlatform(Platform):
         runtime = self._local_sandbox(code, logs)
         functions = SqliteFunctionStore(self.db)
         self.schedule_store = SqliteScheduleStore(data / "schedules.db")
+        tenant_store = SqliteTenantStore(data / "tenants.db")
+        refs = SqliteRefStore(data / "git" / "refs.db")
+        # Each file's audit table holds the records of its own changes; read merged.
+        self.audit = SqliteAuditLog(
+            [self.db.file, tenant_store.file, refs.file],
+            now_ms=self.clock.now_ms,
+            retention_days=self.settings.audit_retention_days,
+        )
         return Ports(
             executions=executions,
             functions=functions,
             aliases=functions,
             code=code,
             logs=logs,
-            tenants=TenantAdmin(SqliteTenantStore(data / "tenants.db"), self.clock),
+            tenants=TenantAdmin(tenant_store, self.clock),
             repositories=Repositories(
                 LocalObjectStore(data / "git" / "objects"),
-                SqliteRefStore(data / "git" / "refs.db"),
+                refs,
             ),
             tokens=SqliteTokenStore(data / "git" / "tokens.db"),
             runtime=runtime,
@@ -75,6 +87,7 @@ class EmbeddedPlatform(Platform):
             webhooks=SqliteWebhookStore(self.db),
             webhook_sender=HttpWebhookSender(),
             last_used=SqliteLastUsed(self.db),
+            audit=self.audit,
         )
 
     def _fire(self, timer: Timer) -> None:
@@ -86,7 +99,12 @@ class EmbeddedPlatform(Platform):
             self.scheduler,
             ScheduleLoop(self.schedules, self.clock),
             Periodic("relay", RELAY_INTERVAL_S, self.relay.run_once),
+            Periodic("audit retention", AUDIT_PURGE_INTERVAL_S, self._purge_audit),
         ]
+
+    def _purge_audit(self) -> None:
+        if self.audit is not None:
+            self.audit.purge_expired()
 
     def _close_adapters(self) -> None:
         if self.db is not None:

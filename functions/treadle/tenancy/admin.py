@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from treadle.domain.audit import AuditRecord, pending_record
 from treadle.domain.errors import InvalidParameter, NotFound
 from treadle.domain.ports import Clock
 from treadle.tenancy.credentials import read_profile, write_shared_credentials
@@ -24,6 +25,11 @@ from treadle.tenancy.ports import EgressEnforcer, KeySecret, SecretLookup, Tenan
 
 # Where tenant code runs in Lambda, its network is the Lambda's (docs/security.md).
 NO_ENFORCER = "tenant code does not run in a local sandbox here, so no egress policy is enforced"
+
+
+def _about(account_id: str) -> AuditRecord | None:
+    """The current request's record, about that tenant (the admin has none of its own)."""
+    return pending_record(tenant=account_id)
 
 
 class TenantAdmin:
@@ -55,7 +61,11 @@ class TenantAdmin:
                 "disturb the first's; restart with --insecure-multi-tenant to accept that."
             )
         return self.store.create_tenant_with_key(
-            name, now_ms=self.clock.now_ms(), account_id=account_id, quotas=quotas
+            name,
+            now_ms=self.clock.now_ms(),
+            account_id=account_id,
+            quotas=quotas,
+            audit=pending_record(),
         )
 
     def get_tenant(self, account_id: str) -> Tenant:
@@ -68,16 +78,16 @@ class TenantAdmin:
 
     def disable_tenant(self, account_id: str) -> Tenant:
         # Takes effect on the next request: lookup_secret refuses a disabled tenant's keys.
-        return self.store.set_tenant_disabled(account_id, True)
+        return self.store.set_tenant_disabled(account_id, True, audit=_about(account_id))
 
     def enable_tenant(self, account_id: str) -> Tenant:
-        return self.store.set_tenant_disabled(account_id, False)
+        return self.store.set_tenant_disabled(account_id, False, audit=_about(account_id))
 
     def update_quotas(self, account_id: str, changes: Mapping[str, Any]) -> Tenant:
         """Change some quotas, keep the others; pydantic refuses unknown or bad values."""
         current = self.store.get_tenant(account_id).quotas
         quotas = Quotas.model_validate({**current.model_dump(), **changes})
-        return self.store.update_quotas(account_id, quotas)
+        return self.store.update_quotas(account_id, quotas, audit=_about(account_id))
 
     def update_egress(self, account_id: str, egress: Egress) -> Tenant:
         """Store the policy, then enforce it: a policy this host cannot enforce is
@@ -87,25 +97,33 @@ class TenantAdmin:
             raise InvalidParameter(
                 f"Egress policy {egress!r} cannot be enforced on this host: {refusal}."
             )
-        tenant = self.store.update_egress(account_id, egress)
+        tenant = self.store.update_egress(account_id, egress, audit=_about(account_id))
         if self.egress is not None:
             self.egress.apply_egress(account_id, egress)
         return tenant
 
     def create_key(self, account_id: str) -> AccessKey:
-        return self.store.create_key(account_id, now_ms=self.clock.now_ms())
+        return self.store.create_key(
+            account_id, now_ms=self.clock.now_ms(), audit=_about(account_id)
+        )
 
     def list_keys(self, account_id: str) -> list[AccessKey]:
         return self.store.list_keys(account_id)
 
     def disable_key(self, account_id: str, access_key_id: str) -> AccessKey:
-        return self.store.set_key_status(account_id, access_key_id, KeyStatus.INACTIVE)
+        return self.store.set_key_status(
+            account_id, access_key_id, KeyStatus.INACTIVE, audit=_about(account_id)
+        )
 
     def enable_key(self, account_id: str, access_key_id: str) -> AccessKey:
-        return self.store.set_key_status(account_id, access_key_id, KeyStatus.ACTIVE)
+        return self.store.set_key_status(
+            account_id, access_key_id, KeyStatus.ACTIVE, audit=_about(account_id)
+        )
 
     def rotate_key(self, account_id: str, access_key_id: str) -> AccessKey:
-        return self.store.rotate_key(account_id, access_key_id, now_ms=self.clock.now_ms())
+        return self.store.rotate_key(
+            account_id, access_key_id, now_ms=self.clock.now_ms(), audit=_about(account_id)
+        )
 
     def is_enabled(self, account_id: str) -> bool:
         """Whether the tenant exists and is not disabled (what its repository tokens need)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
+from treadle.domain.audit import AuditRecord
 from treadle.tenancy.models import AccessKey, Egress, KeyStatus, Quotas, Tenant
 
 
@@ -34,6 +35,8 @@ class EgressEnforcer(Protocol):
 class TenantStore(Protocol):
     """Tenants and their access keys. Every method is atomic.
 
+    `audit`: the change's audit record, written in the same transaction (domain/audit.py).
+
     Errors: `NotFound` for an unknown tenant or a key that is not that tenant's,
     `AlreadyExists` for a taken account id, `Conflict` for rotating an inactive key.
     """
@@ -45,6 +48,7 @@ class TenantStore(Protocol):
         now_ms: int,
         account_id: str | None = None,
         quotas: Quotas | None = None,
+        audit: AuditRecord | None = None,
     ) -> Tenant:
         """A new tenant; the account id is generated (unique) when not given."""
 
@@ -55,6 +59,7 @@ class TenantStore(Protocol):
         now_ms: int,
         account_id: str | None = None,
         quotas: Quotas | None = None,
+        audit: AuditRecord | None = None,
     ) -> tuple[Tenant, AccessKey]:
         """A new tenant and its first active key, in one transaction."""
 
@@ -65,21 +70,43 @@ class TenantStore(Protocol):
     ) -> tuple[list[Tenant], str | None]:
         """Tenants by account id after `marker`; the second value is the next marker."""
 
-    def set_tenant_disabled(self, account_id: str, disabled: bool) -> Tenant: ...
+    def set_tenant_disabled(
+        self, account_id: str, disabled: bool, *, audit: AuditRecord | None = None
+    ) -> Tenant: ...
 
-    def update_quotas(self, account_id: str, quotas: Quotas) -> Tenant: ...
+    def update_quotas(
+        self, account_id: str, quotas: Quotas, *, audit: AuditRecord | None = None
+    ) -> Tenant: ...
 
-    def update_egress(self, account_id: str, egress: Egress) -> Tenant: ...
+    def update_egress(
+        self, account_id: str, egress: Egress, *, audit: AuditRecord | None = None
+    ) -> Tenant: ...
 
-    def create_key(self, account_id: str, *, now_ms: int) -> AccessKey: ...
+    def create_key(
+        self, account_id: str, *, now_ms: int, audit: AuditRecord | None = None
+    ) -> AccessKey: ...
 
     def list_keys(self, account_id: str) -> list[AccessKey]:
         """The tenant's keys, oldest first."""
 
-    def set_key_status(self, account_id: str, access_key_id: str, status: KeyStatus) -> AccessKey:
+    def set_key_status(
+        self,
+        account_id: str,
+        access_key_id: str,
+        status: KeyStatus,
+        *,
+        audit: AuditRecord | None = None,
+    ) -> AccessKey:
         """NotFound when the key belongs to another tenant: one never touches another's."""
 
-    def rotate_key(self, account_id: str, access_key_id: str, *, now_ms: int) -> AccessKey:
+    def rotate_key(
+        self,
+        account_id: str,
+        access_key_id: str,
+        *,
+        now_ms: int,
+        audit: AuditRecord | None = None,
+    ) -> AccessKey:
         """Create a new active key and deactivate `access_key_id`, atomically.
 
         The old key must be active (else `Conflict`), so two concurrent rotations of

@@ -11,6 +11,7 @@ import logging
 from abc import ABC, abstractmethod
 from typing import Final, Literal
 
+from treadle.domain.audit import AuditRecord
 from treadle.domain.errors import AlreadyExists, Conflict, TreadleError
 from treadle.tenancy.models import AccessKey, Quotas, Tenant, new_access_key, new_account_id
 
@@ -38,8 +39,9 @@ class TenantStoreBase(ABC):
         now_ms: int,
         account_id: str | None = None,
         quotas: Quotas | None = None,
+        audit: AuditRecord | None = None,
     ) -> Tenant:
-        return self._create(name, now_ms, account_id, quotas, with_key=False)[0]
+        return self._create(name, now_ms, account_id, quotas, audit, with_key=False)[0]
 
     def create_tenant_with_key(
         self,
@@ -48,8 +50,9 @@ class TenantStoreBase(ABC):
         now_ms: int,
         account_id: str | None = None,
         quotas: Quotas | None = None,
+        audit: AuditRecord | None = None,
     ) -> tuple[Tenant, AccessKey]:
-        tenant, access = self._create(name, now_ms, account_id, quotas, with_key=True)
+        tenant, access = self._create(name, now_ms, account_id, quotas, audit, with_key=True)
         assert access is not None  # with_key=True always makes one
         return tenant, access
 
@@ -59,6 +62,7 @@ class TenantStoreBase(ABC):
         now_ms: int,
         account_id: str | None,
         quotas: Quotas | None,
+        audit: AuditRecord | None,
         *,
         with_key: bool,
     ) -> tuple[Tenant, AccessKey | None]:
@@ -71,7 +75,11 @@ class TenantStoreBase(ABC):
             )
             access = new_access_key(tenant.account_id, now_ms) if with_key else None
             try:
-                self._insert_tenant(tenant, access)
+                # The id is drawn here: the record names the tenant it created.
+                record = audit and audit.model_copy(
+                    update={"tenant": tenant.account_id, "resource": _path(tenant.account_id)}
+                )
+                self._insert_tenant(tenant, access, record)
             except IdTaken as taken:
                 if taken.what == "tenant" and account_id is not None:
                     raise AlreadyExists(f"Tenant {account_id} already exists.") from None
@@ -80,21 +88,30 @@ class TenantStoreBase(ABC):
             return tenant, access
         raise Conflict("Could not allocate a free account id or access key id; try again.")
 
-    def create_key(self, account_id: str, *, now_ms: int) -> AccessKey:
+    def create_key(
+        self, account_id: str, *, now_ms: int, audit: AuditRecord | None = None
+    ) -> AccessKey:
         for _ in range(ID_ATTEMPTS):
             access = new_access_key(account_id, now_ms)
             try:
-                self._insert_key(access)
+                self._insert_key(access, _keyed(audit, access))
             except IdTaken:
                 continue
             return access
         raise Conflict("Could not allocate a free access key id; try again.")
 
-    def rotate_key(self, account_id: str, access_key_id: str, *, now_ms: int) -> AccessKey:
+    def rotate_key(
+        self,
+        account_id: str,
+        access_key_id: str,
+        *,
+        now_ms: int,
+        audit: AuditRecord | None = None,
+    ) -> AccessKey:
         for _ in range(ID_ATTEMPTS):
             access = new_access_key(account_id, now_ms)
             try:
-                self._replace_key(access_key_id, access)
+                self._replace_key(access_key_id, access, audit)
             except IdTaken:
                 continue
             return access
@@ -103,17 +120,32 @@ class TenantStoreBase(ABC):
     # -- storage hooks ---------------------------------------------------------------
 
     @abstractmethod
-    def _insert_tenant(self, tenant: Tenant, access: AccessKey | None) -> None:
+    def _insert_tenant(
+        self, tenant: Tenant, access: AccessKey | None, audit: AuditRecord | None
+    ) -> None:
         """Write a new tenant (and its first key): IdTaken if an id is in use."""
 
     @abstractmethod
-    def _insert_key(self, access: AccessKey) -> None:
+    def _insert_key(self, access: AccessKey, audit: AuditRecord | None) -> None:
         """Write a new key of `access.tenant`: NotFound without that tenant, or IdTaken."""
 
     @abstractmethod
-    def _replace_key(self, old_key_id: str, access: AccessKey) -> None:
+    def _replace_key(self, old_key_id: str, access: AccessKey, audit: AuditRecord | None) -> None:
         """Deactivate `old_key_id` and write `access`, atomically.
 
         NotFound if the old key is not `access.tenant`'s, Conflict if it is not
         active, IdTaken if the new key id is in use.
         """
+
+
+def _path(account_id: str) -> str:
+    return f"/v1/tenants/{account_id}"
+
+
+def _keyed(audit: AuditRecord | None, access: AccessKey) -> AuditRecord | None:
+    """The record of a new key names it (its id is drawn here)."""
+    if audit is None:
+        return None
+    return audit.model_copy(
+        update={"resource": f"{_path(access.tenant)}/keys/{access.access_key_id}"}
+    )

@@ -37,11 +37,13 @@ from botocore.exceptions import ClientError
 from treadle.adapters.aws import items as it
 from treadle.adapters.aws import usage_items as us
 from treadle.adapters.aws.dynamo import Table
+from treadle.adapters.aws.dynamodb_audit import audit_writes
 from treadle.adapters.aws.dynamodb_notifications import status_event_items
 from treadle.adapters.aws.errors import error_code
 from treadle.adapters.aws.optimistic import TRANSACTION_MAX, transact
 from treadle.adapters.aws.payloads import PayloadCodec
 from treadle.adapters.aws.tables import DUE_MS, PARTITION_KEY, SORT_KEY
+from treadle.domain.audit import DEFAULT_RETENTION_DAYS, AuditRecord
 from treadle.domain.errors import (
     ConcurrentModification,
     PayloadTooLarge,
@@ -70,9 +72,12 @@ class CommitPlan:
 
 
 class CommitWriter:
-    def __init__(self, table: Table, codec: PayloadCodec) -> None:
+    def __init__(
+        self, table: Table, codec: PayloadCodec, audit_retention_days: int = DEFAULT_RETENTION_DAYS
+    ) -> None:
         self.table = table
         self.codec = codec
+        self.audit_days = audit_retention_days
 
     def plan(
         self,
@@ -148,6 +153,9 @@ class CommitWriter:
             # The outbox: the status change and its event apply together or not at all.
             plan.items.extend(status_event_items(self.table.name, commit.status_event))
             plan.labels.extend(["status-event", "status-outbox"])
+        audit = audit_writes(self.table.name, commit.audit, self.audit_days)
+        plan.items.extend(audit)
+        plan.labels.extend(["audit"] * len(audit))
         room = TRANSACTION_MAX - len(plan.items)
         if room < 0:
             raise PayloadTooLarge(
@@ -175,7 +183,7 @@ class CommitWriter:
             )
         return plan
 
-    def delete_record(self, ex: Execution, meta: Item) -> None:
+    def delete_record(self, ex: Execution, meta: Item, audit: AuditRecord | None = None) -> None:
         """Delete the META item `meta` of `ex` and its name guard in one transaction.
 
         Conditioned on the version read, so the counter is decremented only for the flag
@@ -210,6 +218,7 @@ class CommitWriter:
         )
         if counters is not None:
             items.append(counters)
+        items.extend(audit_writes(self.table.name, audit, self.audit_days))
         transact(
             self.table,
             items,

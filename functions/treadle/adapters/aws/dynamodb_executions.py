@@ -39,6 +39,7 @@ from treadle.adapters.aws.optimistic import retry_conflicts
 from treadle.adapters.aws.payloads import PayloadCodec
 from treadle.adapters.aws.tables import PARTITION_KEY, SORT_KEY
 from treadle.adapters.snapshot_cache import SnapshotCache
+from treadle.domain.audit import DEFAULT_RETENTION_DAYS, AuditRecord
 from treadle.domain.errors import (
     AlreadyExists,
     ConcurrentModification,
@@ -85,10 +86,11 @@ class DynamoExecutionStore:
         bucket: str | None = None,
         offload_threshold_bytes: int = 200_000,
         cache_size: int = 1024,
+        audit_retention_days: int = DEFAULT_RETENTION_DAYS,
     ) -> None:
         self._table = Table(client, table_name)
         self._codec = PayloadCodec(s3_client, bucket, offload_threshold_bytes)
-        self._writer = CommitWriter(self._table, self._codec)
+        self._writer = CommitWriter(self._table, self._codec, audit_retention_days)
         self._cache: SnapshotCache[_Entry] = SnapshotCache(cache_size)
 
     # -- writes --------------------------------------------------------------------
@@ -217,7 +219,7 @@ class DynamoExecutionStore:
             raise ConcurrentModification(f"Execution {arn} changed concurrently.")
         return it.timers_of(item), it.was_counted(item), us.state_in(item)
 
-    def delete(self, arn: str) -> None:
+    def delete(self, arn: str, *, audit: AuditRecord | None = None) -> None:
         """Remove the execution with its name first, then everything that hangs off it.
 
         Once the META item is gone no commit can land (its condition needs the item),
@@ -231,7 +233,7 @@ class DynamoExecutionStore:
             # Read on every try: a commit landing meanwhile may have changed the flag.
             meta = self._table.get(it.meta_key(arn), f"read execution {arn}")
             if meta is not None:
-                self._writer.delete_record(self._decode(meta), meta)
+                self._writer.delete_record(self._decode(meta), meta, audit)
 
         retry_conflicts(remove_record)
         children: list[tuple[str, str]] = []

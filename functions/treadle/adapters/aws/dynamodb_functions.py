@@ -40,6 +40,7 @@ from treadle.adapters.aws.dynamodb_aliases import (
     REVISION_MOVED,
     DynamoAliases,
 )
+from treadle.adapters.aws.dynamodb_audit import audit_writes
 from treadle.adapters.aws.function_counts import counts_update, read_counts
 from treadle.adapters.aws.items import key
 from treadle.adapters.aws.optimistic import (
@@ -52,6 +53,7 @@ from treadle.adapters.aws.optimistic import (
     raise_unless_lost_race,
     retry_conflicts,
 )
+from treadle.domain.audit import DEFAULT_RETENTION_DAYS, AuditRecord
 from treadle.domain.errors import (
     AlreadyExists,
     ConcurrentModification,
@@ -65,7 +67,10 @@ from treadle.domain.usage import FunctionCounts
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeValueTypeDef,
+        TransactWriteItemTypeDef,
+    )
 
     Item = dict[str, AttributeValueTypeDef]
 
@@ -125,10 +130,26 @@ class DynamoFunctionStore:
     function is deleted and re-created.
     """
 
-    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table_name: str,
+        *,
+        audit_retention_days: int = DEFAULT_RETENTION_DAYS,
+    ) -> None:
         self._client = client
         self._table = Table(client, table_name)
         self._name = table_name
+        self._audit_days = audit_retention_days
+
+    def _audit(self, record: AuditRecord | None) -> list[TransactWriteItemTypeDef]:
+        return audit_writes(self._name, record, self._audit_days)
+
+    def _append_audit(self, record: AuditRecord | None) -> None:
+        """A record on its own, for a call that wrote nothing else (an idempotent
+        publish) or whose change cannot take it (see `delete`)."""
+        if record is not None:
+            self._table.transact(self._audit(record))
 
     def _latest(self, tenant: str, name: str) -> Item | None:
         """The $LATEST item of a live function (None if absent or being deleted)."""
@@ -138,13 +159,18 @@ class DynamoFunctionStore:
     # -- $LATEST ---------------------------------------------------------------------
 
     def put_latest(
-        self, fn: FunctionVersion, *, create: bool, expected_revision: str | None = None
+        self,
+        fn: FunctionVersion,
+        *,
+        create: bool,
+        expected_revision: str | None = None,
+        audit: AuditRecord | None = None,
     ) -> None:
         pk = function_pk(fn.tenant, fn.function_name)
         body: AttributeValueTypeDef = {"S": fn.model_dump_json()}
         revision: AttributeValueTypeDef = {"S": fn.revision_id}
         if not create:
-            self._replace_latest(pk, fn, body, revision, expected_revision)
+            self._replace_latest(pk, fn, body, revision, expected_revision, audit)
             return
         items: list[TransactWriteItemTypeDef] = [
             {
@@ -165,6 +191,7 @@ class DynamoFunctionStore:
                     "Item": key(listing_pk(fn.tenant), fn.function_name),
                 }
             },
+            *self._audit(audit),
         ]
         counter = counts_update(
             self._name, fn.tenant, fn.function_name, functions=1, code_bytes=fn.code_size
@@ -182,6 +209,7 @@ class DynamoFunctionStore:
         body: AttributeValueTypeDef,
         revision: AttributeValueTypeDef,
         expected_revision: str | None = None,
+        audit: AuditRecord | None = None,
     ) -> None:
         # An update, not a put: the counter and the publish pointer must survive. It is
         # conditioned on the revision read, so the code-size delta it adds to the
@@ -214,6 +242,7 @@ class DynamoFunctionStore:
             delta = fn.code_size - _body(current).code_size
             counter = counts_update(self._name, fn.tenant, fn.function_name, code_bytes=delta)
             items.extend([counter] if counter else [])
+            items.extend(self._audit(audit))
             try:
                 self._table.transact(items)
                 return
@@ -247,7 +276,14 @@ class DynamoFunctionStore:
 
     # -- versions --------------------------------------------------------------------
 
-    def publish(self, tenant: str, name: str, description: str | None) -> FunctionVersion:
+    def publish(
+        self,
+        tenant: str,
+        name: str,
+        description: str | None,
+        *,
+        audit: AuditRecord | None = None,
+    ) -> FunctionVersion:
         pk = function_pk(tenant, name)
         for attempt in range(ATTEMPTS):
             latest_item = self._latest(tenant, name)
@@ -263,13 +299,20 @@ class DynamoFunctionStore:
             counter = latest_item[COUNTER]
             number = int(counter["N"]) + 1
             version, new = version_to_publish(latest, previous, number, description)
-            if not new or self._commit_version(pk, version, counter):
+            if not new:
+                self._append_audit(audit)
+                return version
+            if self._commit_version(pk, version, counter, audit):
                 return version
             backoff(attempt)
         raise ConcurrentModification(f"Function {name} is being published concurrently; retry.")
 
     def _commit_version(
-        self, pk: str, version: FunctionVersion, counter: AttributeValueTypeDef
+        self,
+        pk: str,
+        version: FunctionVersion,
+        counter: AttributeValueTypeDef,
+        audit: AuditRecord | None = None,
     ) -> bool:
         """True if the version was written; False if another writer got there first."""
         number: AttributeValueTypeDef = {"N": version.version}
@@ -298,6 +341,7 @@ class DynamoFunctionStore:
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             },
+            *self._audit(audit),
         ]
         counts = counts_update(
             self._name,
@@ -375,9 +419,16 @@ class DynamoFunctionStore:
 
     # -- deletes ---------------------------------------------------------------------
 
-    def delete(self, tenant: str, name: str, version: str | None = None) -> None:
+    def delete(
+        self,
+        tenant: str,
+        name: str,
+        version: str | None = None,
+        *,
+        audit: AuditRecord | None = None,
+    ) -> None:
         if version is None:
-            self._delete_function(tenant, name)
+            self._delete_function(tenant, name, audit)
             return
         number = _number(version)
         if number is None:
@@ -394,7 +445,10 @@ class DynamoFunctionStore:
             self._name, tenant, name, versions=-1, code_bytes=-_body(item).code_size
         )
         self._aliases(tenant, name).delete_version(
-            name, version_sk(number), version, extra=[counter] if counter else []
+            name,
+            version_sk(number),
+            version,
+            extra=[*([counter] if counter else []), *self._audit(audit)],
         )
 
     def _record(self, tenant: str, name: str) -> FencedRecord:
@@ -408,7 +462,7 @@ class DynamoFunctionStore:
             children=lambda: self._version_sks(pk),
         )
 
-    def _delete_function(self, tenant: str, name: str) -> None:
+    def _delete_function(self, tenant: str, name: str, audit: AuditRecord | None) -> None:
         def unchanged(latest: Item) -> Condition:
             # No publish and no alias written since the children were read: none is
             # orphaned.
@@ -434,7 +488,11 @@ class DynamoFunctionStore:
             return [counter] if counter else []
 
         self._record(tenant, name).delete(
-            unchanged, _not_found(name), f"delete function {name}", extra=uncount
+            unchanged,
+            _not_found(name),
+            f"delete function {name}",
+            extra=uncount,
+            audit=self._audit(audit),
         )
 
     def _version_sks(self, pk: str) -> list[str]:

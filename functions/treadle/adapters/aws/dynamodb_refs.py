@@ -38,6 +38,7 @@ from botocore.exceptions import ClientError
 
 from treadle.adapters.aws import tables as t
 from treadle.adapters.aws.dynamo import Table
+from treadle.adapters.aws.dynamodb_audit import audit_writes
 from treadle.adapters.aws.items import key
 from treadle.adapters.aws.optimistic import (
     ATTEMPTS,
@@ -60,6 +61,7 @@ from treadle.artifacts.ports import (
     check_updates,
     is_zero,
 )
+from treadle.domain.audit import DEFAULT_RETENTION_DAYS, AuditRecord
 from treadle.domain.errors import ConcurrentModification, InvalidParameter, PayloadTooLarge
 
 if TYPE_CHECKING:
@@ -100,10 +102,17 @@ def ref_sk(ref: bytes) -> str:
 class DynamoRefStore:
     """Repositories and refs of every tenant in one DynamoDB table."""
 
-    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table_name: str,
+        *,
+        audit_retention_days: int = DEFAULT_RETENTION_DAYS,
+    ) -> None:
         self._client = client
         self._table = Table(client, table_name)
         self._name = table_name
+        self._audit_days = audit_retention_days
 
     # -- repositories ----------------------------------------------------------------
 
@@ -247,7 +256,14 @@ class DynamoRefStore:
             backoff(attempt)  # a swap landed while we read: the refs may be torn
         raise ConcurrentModification(f"The refs of '{repo}' kept changing while read.")
 
-    def compare_and_swap(self, tenant: str, repo: str, updates: Sequence[RefUpdate]) -> None:
+    def compare_and_swap(
+        self,
+        tenant: str,
+        repo: str,
+        updates: Sequence[RefUpdate],
+        *,
+        audit: AuditRecord | None = None,
+    ) -> None:
         check_updates(updates)
         if len(updates) > MAX_REFS_PER_SWAP:
             # One transaction is what makes the batch all-or-nothing; DynamoDB caps it.
@@ -257,6 +273,7 @@ class DynamoRefStore:
             )
         pk = repo_pk(tenant, repo)
         items = [self._bump(pk), *(self._ref_write(pk, u) for u in updates)]
+        items += audit_writes(self._name, audit, self._audit_days)
         for attempt in range(ATTEMPTS):
             try:
                 self._table.transact(items)

@@ -34,15 +34,21 @@ from pydantic import SecretStr
 
 from treadle.adapters.aws import tables as t
 from treadle.adapters.aws.dynamo import Table
+from treadle.adapters.aws.dynamodb_audit import audit_writes, audited_update
 from treadle.adapters.aws.items import key
 from treadle.adapters.aws.optimistic import conditional, transact
+from treadle.domain.audit import DEFAULT_RETENTION_DAYS, AuditRecord
 from treadle.domain.errors import Conflict, NotFound, TreadleError
 from treadle.tenancy.models import EGRESS, AccessKey, Egress, KeyStatus, Quotas, Tenant
 from treadle.tenancy.stores import IdTaken, TenantStoreBase
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeValueTypeDef,
+        TransactWriteItemTypeDef,
+        UpdateTypeDef,
+    )
 
     Item = dict[str, AttributeValueTypeDef]
 
@@ -95,10 +101,20 @@ def _access_key(item: Item) -> AccessKey:
 class DynamoTenantStore(TenantStoreBase):
     """Tenants and access keys in one DynamoDB table; every method is atomic."""
 
-    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table_name: str,
+        *,
+        audit_retention_days: int = DEFAULT_RETENTION_DAYS,
+    ) -> None:
         self._client = client
         self._table = Table(client, table_name)
         self._name = table_name
+        self._audit_days = audit_retention_days
+
+    def _audit(self, record: AuditRecord | None) -> list[TransactWriteItemTypeDef]:
+        return audit_writes(self._name, record, self._audit_days)
 
     # -- item writes -----------------------------------------------------------------
 
@@ -151,12 +167,17 @@ class DynamoTenantStore(TenantStoreBase):
 
     # -- tenants -----------------------------------------------------------------------
 
-    def _insert_tenant(self, tenant: Tenant, access: AccessKey | None) -> None:
+    def _insert_tenant(
+        self, tenant: Tenant, access: AccessKey | None, audit: AuditRecord | None
+    ) -> None:
         items = self._tenant_writes(tenant)
         labels = ["tenant", "tenant listing"]
         if access is not None:
             items += self._key_writes(access)
             labels += ["key", "key entry"]
+        audit_items = self._audit(audit)
+        items += audit_items
+        labels += ["audit"] * len(audit_items)
         # Only the tenant and key records are conditional: either is a taken id.
         self._transact(
             f"create tenant {tenant.name}",
@@ -195,9 +216,27 @@ class DynamoTenantStore(TenantStoreBase):
         return tenants, (ids[-1] if more else None)
 
     def _update_tenant(
-        self, account_id: str, expression: str, value: AttributeValueTypeDef, name: str
+        self,
+        account_id: str,
+        expression: str,
+        value: AttributeValueTypeDef,
+        name: str,
+        audit: AuditRecord | None = None,
     ) -> Tenant:
         missing = NotFound(f"Tenant not found: {account_id}")
+        if audit is not None:
+            # With its audit record: one transaction, then the tenant as it now is.
+            update: UpdateTypeDef = {
+                "TableName": self._name,
+                "Key": key(tenant_pk(account_id), t.TENANT_SK),
+                "UpdateExpression": expression,
+                "ConditionExpression": "attribute_exists(pk)",
+                "ExpressionAttributeNames": {"#a": name},
+                "ExpressionAttributeValues": {":v": value},
+            }
+            action = f"update tenant {account_id}"
+            audited_update(self._table, update, self._audit(audit), action, missing)
+            return self.get_tenant(account_id)
         with conditional(f"update tenant {account_id}", missing):
             response = self._client.update_item(
                 TableName=self._name,
@@ -210,27 +249,34 @@ class DynamoTenantStore(TenantStoreBase):
             )
         return _tenant(response["Attributes"])
 
-    def set_tenant_disabled(self, account_id: str, disabled: bool) -> Tenant:
-        return self._update_tenant(account_id, "SET #a = :v", {"BOOL": disabled}, DISABLED)
+    def set_tenant_disabled(
+        self, account_id: str, disabled: bool, *, audit: AuditRecord | None = None
+    ) -> Tenant:
+        return self._update_tenant(account_id, "SET #a = :v", {"BOOL": disabled}, DISABLED, audit)
 
-    def update_quotas(self, account_id: str, quotas: Quotas) -> Tenant:
+    def update_quotas(
+        self, account_id: str, quotas: Quotas, *, audit: AuditRecord | None = None
+    ) -> Tenant:
         return self._update_tenant(
-            account_id, "SET #a = :v", {"S": quotas.model_dump_json()}, QUOTAS
+            account_id, "SET #a = :v", {"S": quotas.model_dump_json()}, QUOTAS, audit
         )
 
-    def update_egress(self, account_id: str, egress: Egress) -> Tenant:
+    def update_egress(
+        self, account_id: str, egress: Egress, *, audit: AuditRecord | None = None
+    ) -> Tenant:
         value: AttributeValueTypeDef = {"S": EGRESS.dump_json(egress).decode()}
-        return self._update_tenant(account_id, "SET #a = :v", value, EGRESS_POLICY)
+        return self._update_tenant(account_id, "SET #a = :v", value, EGRESS_POLICY, audit)
 
     # -- keys ------------------------------------------------------------------------
 
-    def _insert_key(self, access: AccessKey) -> None:
+    def _insert_key(self, access: AccessKey, audit: AuditRecord | None) -> None:
         def refused(label: str) -> TreadleError:
             if label == "tenant":
                 return NotFound(f"Tenant not found: {access.tenant}")
             return IdTaken("key")
 
         items = [self._tenant_exists(access.tenant), *self._key_writes(access)]
+        items += self._audit(audit)
         self._transact("create access key", items, ["tenant", "key"], refused)
 
     def list_keys(self, account_id: str) -> list[AccessKey]:
@@ -261,8 +307,29 @@ class DynamoTenantStore(TenantStoreBase):
             raise NotFound(f"Access key not found: {access_key_id}")
         return _access_key(item)
 
-    def set_key_status(self, account_id: str, access_key_id: str, status: KeyStatus) -> AccessKey:
+    def set_key_status(
+        self,
+        account_id: str,
+        access_key_id: str,
+        status: KeyStatus,
+        *,
+        audit: AuditRecord | None = None,
+    ) -> AccessKey:
         missing = NotFound(f"Access key not found: {access_key_id}")
+        if audit is not None:
+            update: UpdateTypeDef = {
+                "TableName": self._name,
+                "Key": key(access_key_pk(access_key_id), t.ACCESS_KEY_SK),
+                "UpdateExpression": "SET #status = :status",
+                "ConditionExpression": "#tenant = :tenant",
+                "ExpressionAttributeNames": {"#status": STATUS, "#tenant": TENANT},
+                "ExpressionAttributeValues": {
+                    ":status": {"S": status.value},
+                    ":tenant": {"S": account_id},
+                },
+            }
+            audited_update(self._table, update, self._audit(audit), "update access key", missing)
+            return self._owned_key(account_id, access_key_id)
         with conditional("update access key", missing):
             response = self._client.update_item(
                 TableName=self._name,
@@ -279,7 +346,7 @@ class DynamoTenantStore(TenantStoreBase):
             )
         return _access_key(response["Attributes"])
 
-    def _replace_key(self, old_key_id: str, access: AccessKey) -> None:
+    def _replace_key(self, old_key_id: str, access: AccessKey, audit: AuditRecord | None) -> None:
         account_id = access.tenant
         deactivate: TransactWriteItemTypeDef = {
             "Update": {
@@ -300,7 +367,7 @@ class DynamoTenantStore(TenantStoreBase):
         def refused(label: str) -> TreadleError:
             return stale if label == "old key" else IdTaken("key")
 
-        items = [deactivate, *self._key_writes(access)]
+        items = [deactivate, *self._key_writes(access), *self._audit(audit)]
         try:
             self._transact("rotate access key", items, ["old key", "new key"], refused)
         except Conflict as exc:

@@ -204,6 +204,7 @@ class FencedRecord:
         missing: TreadleError,
         action: str,
         extra: Callable[[Item, list[str]], list[TransactWriteItemTypeDef]] | None = None,
+        audit: Sequence[TransactWriteItemTypeDef] = (),
     ) -> None:
         """Atomic while the record fits one transaction; else fenced, then purged.
 
@@ -211,6 +212,7 @@ class FencedRecord:
         head was read (so the children listed after it are all of them). `extra(head,
         children)`: items for the transaction that makes the record disappear (the
         tenant's counters); with it, the fence is conditioned on `unchanged` too.
+        `audit`: the change's audit record, in that same transaction.
         """
         for attempt in range(ATTEMPTS):
             head = self.head(action)
@@ -220,7 +222,7 @@ class FencedRecord:
                 self.purge()
                 return
             children = self.children()
-            more = extra(head, children) if extra is not None else []
+            more = [*(extra(head, children) if extra is not None else []), *audit]
             fits = len(children) + 2 + len(more) <= TRANSACTION_MAX
             items = (
                 [self._delete_head(unchanged(head)), self._unlist(), *self._deletes(children)]

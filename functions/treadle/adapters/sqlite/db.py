@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from treadle.adapters.sqlite.audit import AUDIT_SCHEMA
 from treadle.adapters.sqlite.connection import SqliteFile, connect
 
 SCHEMA = """
@@ -227,7 +228,7 @@ class Database:
         with self._file.locked() as conn:
             counted = _has_table(conn, "running_counts")
             usage_counted = _has_table(conn, "usage_counts")
-            conn.executescript(SCHEMA)
+            conn.executescript(SCHEMA + AUDIT_SCHEMA)
             _migrate(conn, counted)
             if not usage_counted:
                 _count_usage(conn)
@@ -241,6 +242,11 @@ class Database:
             with self._readers_lock:
                 self._readers.append(conn)
         yield conn
+
+    @property
+    def file(self) -> SqliteFile:
+        """The file behind the writer (the audit log reads its `audit` table)."""
+        return self._file
 
     def write(self) -> AbstractContextManager[sqlite3.Connection]:
         """One transaction: everything inside commits together or not at all."""

@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from treadle.adapters.snapshot_cache import SnapshotCache
+from treadle.adapters.sqlite.audit import insert_audit
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.notifications import insert_status_event
+from treadle.domain.audit import AuditRecord
 from treadle.domain.errors import AlreadyExists, ConcurrentModification, InvalidParameter, NotFound
 from treadle.domain.models import Event, Execution, Operation
 from treadle.domain.ports import (
@@ -202,10 +204,12 @@ class SqliteExecutionStore:
             )
         if commit.status_event is not None:
             insert_status_event(conn, commit.status_event)
+        insert_audit(conn, commit.audit)
 
-    def delete(self, arn: str) -> None:
+    def delete(self, arn: str, *, audit: AuditRecord | None = None) -> None:
         self._cache.forget(arn)
         with self._db.write() as conn:
+            insert_audit(conn, audit)
             for table in ("operations", "events", "timers", "callbacks", "client_tokens"):
                 conn.execute(f"DELETE FROM {table} WHERE arn = ?", (arn,))
             conn.execute("DELETE FROM executions WHERE arn = ?", (arn,))

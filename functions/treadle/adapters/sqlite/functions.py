@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import sqlite3
 
+from treadle.adapters.sqlite.audit import insert_audit
 from treadle.adapters.sqlite.db import Database
+from treadle.domain.audit import AuditRecord
 from treadle.domain.errors import (
     AlreadyExists,
     Conflict,
@@ -41,7 +43,12 @@ class SqliteFunctionStore:
             self._cache.pop(key, None)
 
     def put_latest(
-        self, fn: FunctionVersion, *, create: bool, expected_revision: str | None = None
+        self,
+        fn: FunctionVersion,
+        *,
+        create: bool,
+        expected_revision: str | None = None,
+        audit: AuditRecord | None = None,
     ) -> None:
         self._forget(fn.tenant, fn.function_name)
         body = fn.model_dump_json()
@@ -55,6 +62,7 @@ class SqliteFunctionStore:
                     )
                 except sqlite3.IntegrityError:
                     raise AlreadyExists(f"Function already exist: {fn.function_name}") from None
+                insert_audit(conn, audit)
                 self._forget(fn.tenant, fn.function_name)
                 return
             row = conn.execute(
@@ -70,6 +78,7 @@ class SqliteFunctionStore:
                 "UPDATE functions SET body = ? WHERE tenant = ? AND name = ? AND version = ?",
                 (body, fn.tenant, fn.function_name, LATEST),
             )
+            insert_audit(conn, audit)
         self._forget(fn.tenant, fn.function_name)
 
     def usage(self, tenant: str) -> tuple[int, int]:
@@ -109,7 +118,14 @@ class SqliteFunctionStore:
         self._cache[(tenant, name, version)] = fn
         return fn
 
-    def publish(self, tenant: str, name: str, description: str | None) -> FunctionVersion:
+    def publish(
+        self,
+        tenant: str,
+        name: str,
+        description: str | None,
+        *,
+        audit: AuditRecord | None = None,
+    ) -> FunctionVersion:
         self._forget(tenant, name)
         with self._db.write() as conn:
             row = conn.execute(
@@ -133,6 +149,8 @@ class SqliteFunctionStore:
                     " VALUES (?, ?, ?, ?, ?)",
                     (tenant, name, str(number), number, version.model_dump_json()),
                 )
+            # A publish of unchanged code changes nothing, and its record says so too.
+            insert_audit(conn, audit)
         return version
 
     def list_latest(
@@ -169,7 +187,14 @@ class SqliteFunctionStore:
         items = [FunctionVersion.model_validate_json(r[1]) for r in rows]
         return items, (str(rows[-1][0]) if more else None)
 
-    def delete(self, tenant: str, name: str, version: str | None = None) -> None:
+    def delete(
+        self,
+        tenant: str,
+        name: str,
+        version: str | None = None,
+        *,
+        audit: AuditRecord | None = None,
+    ) -> None:
         self._forget(tenant, name)
         with self._db.write() as conn:
             if version is None:
@@ -187,6 +212,7 @@ class SqliteFunctionStore:
                 )
             if cur.rowcount == 0:
                 raise NotFound(f"Function not found: {name}")
+            insert_audit(conn, audit)
         self._forget(tenant, name)
 
     # -- aliases (AliasStore) ----------------------------------------------------------

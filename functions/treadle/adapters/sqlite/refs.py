@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from treadle.adapters.sqlite.audit import AUDIT_SCHEMA, insert_audit
 from treadle.adapters.sqlite.connection import SqliteFile
 from treadle.artifacts.ports import (
     RefConflict,
@@ -23,6 +24,7 @@ from treadle.artifacts.ports import (
     check_updates,
     is_zero,
 )
+from treadle.domain.audit import AuditRecord
 from treadle.domain.errors import InvalidParameter
 
 _SCHEMA = """
@@ -61,7 +63,7 @@ END;
 
 class SqliteRefStore:
     def __init__(self, path: Path) -> None:
-        self._db = SqliteFile(path, schema=_SCHEMA)
+        self._db = SqliteFile(path, schema=_SCHEMA + AUDIT_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
@@ -126,11 +128,24 @@ class SqliteRefStore:
             ).fetchall()
         return {bytes(ref): bytes(value) for ref, value in rows}
 
-    def compare_and_swap(self, tenant: str, repo: str, updates: Sequence[RefUpdate]) -> None:
+    @property
+    def file(self) -> SqliteFile:
+        """The file, for the audit log reader (its `audit` table: pushes)."""
+        return self._db
+
+    def compare_and_swap(
+        self,
+        tenant: str,
+        repo: str,
+        updates: Sequence[RefUpdate],
+        *,
+        audit: AuditRecord | None = None,
+    ) -> None:
         check_updates(updates)
         with self._db.transaction() as conn:
             if not self._exists(conn, tenant, repo):
                 raise RepoNotFound(tenant, repo)
+            insert_audit(conn, audit)  # rolled back with the swap if a ref mismatches
             for ref, old, _new in updates:
                 row = conn.execute(
                     "SELECT value FROM refs WHERE tenant = ? AND repo = ? AND ref = ?",

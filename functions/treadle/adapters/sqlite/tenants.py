@@ -19,7 +19,9 @@ from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
+from treadle.adapters.sqlite.audit import AUDIT_SCHEMA, insert_audit
 from treadle.adapters.sqlite.connection import SqliteFile
+from treadle.domain.audit import AuditRecord
 from treadle.domain.errors import Conflict, NotFound
 from treadle.tenancy.models import EGRESS, AccessKey, Egress, KeyStatus, Quotas, Tenant
 from treadle.tenancy.stores import IdTaken, TenantStoreBase
@@ -92,7 +94,7 @@ class SqliteTenantStore(TenantStoreBase):
         if not path.parent.exists():
             path.parent.mkdir(parents=True, mode=0o700)
         _private_file(path)
-        self._db = SqliteFile(path, schema=_SCHEMA)
+        self._db = SqliteFile(path, schema=_SCHEMA + AUDIT_SCHEMA)
         with self._db.transaction() as conn:
             _add_egress(conn)
         # Every authenticated request reads its key and tenant; they change rarely and
@@ -123,8 +125,16 @@ class SqliteTenantStore(TenantStoreBase):
 
     # -- tenants ------------------------------------------------------------------
 
-    def _insert_tenant(self, tenant: Tenant, access: AccessKey | None) -> None:
+    @property
+    def file(self) -> SqliteFile:
+        """The file, for the audit log reader (its `audit` table)."""
+        return self._db
+
+    def _insert_tenant(
+        self, tenant: Tenant, access: AccessKey | None, audit: AuditRecord | None
+    ) -> None:
         with self._write() as conn:
+            insert_audit(conn, audit)
             if self._tenant_row(conn, tenant.account_id) is not None:
                 raise IdTaken("tenant")
             conn.execute(
@@ -193,27 +203,36 @@ class SqliteTenantStore(TenantStoreBase):
         tenants = [_tenant(r) for r in rows[:limit]]
         return tenants, (tenants[-1].account_id if len(rows) > limit else None)
 
-    def set_tenant_disabled(self, account_id: str, disabled: bool) -> Tenant:
+    def set_tenant_disabled(
+        self, account_id: str, disabled: bool, *, audit: AuditRecord | None = None
+    ) -> Tenant:
         with self._write() as conn:
             tenant = self._require_tenant(conn, account_id)
+            insert_audit(conn, audit)
             conn.execute(
                 "UPDATE tenants SET disabled = ? WHERE account_id = ?",
                 (int(disabled), account_id),
             )
             return tenant.model_copy(update={"disabled": disabled})
 
-    def update_quotas(self, account_id: str, quotas: Quotas) -> Tenant:
+    def update_quotas(
+        self, account_id: str, quotas: Quotas, *, audit: AuditRecord | None = None
+    ) -> Tenant:
         with self._write() as conn:
             tenant = self._require_tenant(conn, account_id)
+            insert_audit(conn, audit)
             conn.execute(
                 "UPDATE tenants SET quotas = ? WHERE account_id = ?",
                 (quotas.model_dump_json(), account_id),
             )
             return tenant.model_copy(update={"quotas": quotas})
 
-    def update_egress(self, account_id: str, egress: Egress) -> Tenant:
+    def update_egress(
+        self, account_id: str, egress: Egress, *, audit: AuditRecord | None = None
+    ) -> Tenant:
         with self._write() as conn:
             tenant = self._require_tenant(conn, account_id)
+            insert_audit(conn, audit)
             conn.execute(
                 "UPDATE tenants SET egress = ? WHERE account_id = ?",
                 (EGRESS.dump_json(egress).decode(), account_id),
@@ -232,9 +251,10 @@ class SqliteTenantStore(TenantStoreBase):
             raise NotFound(f"Access key not found: {key_id}")
         return _key(row)
 
-    def _insert_key(self, access: AccessKey) -> None:
+    def _insert_key(self, access: AccessKey, audit: AuditRecord | None) -> None:
         with self._write() as conn:
             self._require_tenant(conn, access.tenant)
+            insert_audit(conn, audit)
             self._write_key(conn, access)
 
     def list_keys(self, account_id: str) -> list[AccessKey]:
@@ -249,20 +269,29 @@ class SqliteTenantStore(TenantStoreBase):
 
         return self._read(run)
 
-    def set_key_status(self, account_id: str, access_key_id: str, status: KeyStatus) -> AccessKey:
+    def set_key_status(
+        self,
+        account_id: str,
+        access_key_id: str,
+        status: KeyStatus,
+        *,
+        audit: AuditRecord | None = None,
+    ) -> AccessKey:
         with self._write() as conn:
             key = self._owned_key(conn, account_id, access_key_id)
+            insert_audit(conn, audit)
             conn.execute(
                 "UPDATE access_keys SET status = ? WHERE access_key_id = ?",
                 (status.value, access_key_id),
             )
             return key.model_copy(update={"status": status})
 
-    def _replace_key(self, old_key_id: str, access: AccessKey) -> None:
+    def _replace_key(self, old_key_id: str, access: AccessKey, audit: AuditRecord | None) -> None:
         with self._write() as conn:
             old = self._owned_key(conn, access.tenant, old_key_id)
             if not old.active:
                 raise Conflict(f"Access key {old_key_id} is not active; it cannot be rotated.")
+            insert_audit(conn, audit)
             conn.execute(
                 "UPDATE access_keys SET status = ? WHERE access_key_id = ?",
                 (KeyStatus.INACTIVE.value, old_key_id),

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
+from treadle.domain.audit import AuditRecord, pending_record
 from treadle.domain.engine import (
     batch,
     callbacks,
@@ -126,6 +127,7 @@ class Engine:
         the commit safe against writers elsewhere, and a lost race is retried. A change
         that touched nothing writes nothing.
         """
+        audit: AuditRecord | None = None
         for _ in range(_COMMIT_ATTEMPTS):
             with self._lock(arn):
                 snap = self.store.load(arn)
@@ -133,7 +135,10 @@ class Engine:
                 result = change(ex, ws)
                 if ws.untouched() and ex == snap.execution:
                     return result
-                commit = to_commit(ex, ws, self.config.wait_time_scale)
+                # A request's audited change (stop, pause, ...) carries its record; taken
+                # once, and kept for a retry after a lost race.
+                audit = audit or pending_record(resource=arn)
+                commit = to_commit(ex, ws, self.config.wait_time_scale, audit)
                 try:
                     self.store.commit(commit)
                 except ConcurrentModification:
@@ -432,5 +437,5 @@ class Engine:
             ex = self.store.get(arn)
             if ex.status not in TERMINAL_EXECUTION_STATUSES:
                 raise Conflict("Only a closed execution can be deleted; stop it first.")
-            self.store.delete(arn)
+            self.store.delete(arn, audit=pending_record(resource=arn))
         return self.clock.now_ms()

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from treadle.domain.audit import AuditRecord, pending_record
 from treadle.domain.engine.config import EngineConfig
 from treadle.domain.engine.start import new_execution
 from treadle.domain.engine.working_set import open_working_set, to_commit
@@ -203,6 +204,7 @@ def run(
 ) -> Redriven:
     """Redrive `source_arn` (fn None: the version it ran), idempotently on `name`."""
     store = engine.store
+    audit: AuditRecord | None = None
     for _ in range(_ATTEMPTS):
         source = store.load(source_arn)
         src = source.execution
@@ -216,6 +218,9 @@ def run(
             source, target, name or exec_id, exec_id, from_step,
             now_ms=engine.clock.now_ms(), config=engine.config, limits=limits,
         )  # fmt: skip
+        # The call's record rides with the new execution (taken once, kept for a retry).
+        audit = audit or pending_record(resource=source_arn)
+        planned.commit.audit = audit
         try:
             store.create_linked(planned.commit, planned.source_commit)
         except ConcurrentModification:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from treadle.domain.audit import AuditRecord
 from treadle.domain.engine.history import EventLog
 from treadle.domain.models import Execution, ExecutionStatus, Operation, OperationUpdate
 from treadle.domain.notifications import status_event
@@ -88,7 +89,9 @@ def new_working_set(now_ms: int) -> WorkingSet:
     return WorkingSet(now_ms=now_ms, change_seq=0, create_seq=0, ops={}, log=EventLog(1, []))
 
 
-def to_commit(ex: Execution, ws: WorkingSet, wait_time_scale: float) -> Commit:
+def to_commit(
+    ex: Execution, ws: WorkingSet, wait_time_scale: float, audit: AuditRecord | None = None
+) -> Commit:
     ex.change_seq = ws.change_seq
     ex.next_event_id = ws.log.next_id
     # The counters move with the changes they count, in this one commit.
@@ -107,6 +110,7 @@ def to_commit(ex: Execution, ws: WorkingSet, wait_time_scale: float) -> Commit:
         clear_all_timers=ws.clear_all_timers,
         client_token=ws.client_token,
         status_event=event,
+        audit=audit,
     )
 
 
