@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench lint typecheck cfn-lint clean
+.PHONY: venv demo test bench bench-peers lint typecheck cfn-lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 # options through, e.g. make bench BENCH_ARGS="--only W1,C1 --runs 5".
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+# Treadle beside DBOS (SQLite, PostgreSQL) and Restate in one run (not part of CI; ~40 min):
+# the peers harness in ../shared/peers (or TREADLE_PEERS_DIR); PEERS_ARGS passes options.
+bench-peers: $(STAMP)
+	$(PY) -m benchmarks.peers $(PEERS_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check functions tests examples benchmarks infra tools

@@ -21,7 +21,7 @@ from types import FrameType
 
 from rich.console import Console
 
-from benchmarks import floor, invoke, parking, procfs, repos, scale, steps, throughput
+from benchmarks import batch, floor, invoke, parking, procfs, repos, scale, steps, throughput
 from benchmarks.profiling import FORMATS, MODES, Profiler
 from benchmarks.report import WorkloadResult, meta, print_table, write_json
 from benchmarks.server import BenchServer
@@ -35,6 +35,7 @@ WORKLOADS: dict[str, Workload] = {
         invoke.WORKLOAD,
         steps.WORKLOAD,
         throughput.WORKLOAD,
+        batch.WORKLOAD,
         parking.W3S,
         parking.W3E,
         scale.WORKLOAD,
@@ -60,6 +61,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--w4-runs", type=int, default=1, help="W4 runs (it is the long one)")
     p.add_argument("--w3-count", type=int, default=2_000, help="W3s/W3e executions per run")
     p.add_argument("--w2-count", type=int, default=1_000, help="W2 executions per run")
+    p.add_argument("--w2b-count", type=int, default=5_000, help="W2b executions per run")
     p.add_argument("--repos-count", type=int, default=10_000, help="R1 repositories (10000: full)")
     p.add_argument("--threads", type=int, default=4, help="client threads for fan-outs")
     p.add_argument(
@@ -76,7 +78,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--keep-data", action="store_true", help="keep the servers' data dirs")
     args = p.parse_args(argv)
-    counts = (args.runs, args.w4_runs, args.w4_count, args.w3_count, args.w2_count)
+    counts = (args.runs, args.w4_runs, args.w4_count, args.w3_count, args.w2_count, args.w2b_count)
     if min(*counts, args.repos_count) < 1:
         p.error("counts and runs must be at least 1")
     if args.time_scale <= 0:
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         w4_runs=args.w4_runs,
         w3_count=args.w3_count,
         w2_count=args.w2_count,
+        w2b_count=args.w2b_count,
         repos_count=args.repos_count,
         client_threads=args.threads,
         time_scale=args.time_scale,

@@ -42,6 +42,7 @@ class Deadline:
 class Options:
     runs: int = 3
     w2_count: int = 1_000
+    w2b_count: int = 5_000
     w3_count: int = 2_000
     w4_count: int = 5_000
     w4_lead_s: float | None = None  # None: derived from the count
