@@ -85,7 +85,7 @@ def _function_with_versions(functions: FunctionStore, count: int) -> None:
 
 def test_a_version_pinned_by_a_running_execution_is_not_deleted(stores: Stores) -> None:
     _function_with_versions(stores.functions, 2)
-    run = _start(stores.executions, "pinned", function="f", version="1")
+    _start(stores.executions, "pinned", function="f", version="1")
     assert stores.functions.live_pins(T, "f") == {"1": 1}
     with pytest.raises(Conflict):
         stores.functions.delete(T, "f", "1", unless_pinned=True)
