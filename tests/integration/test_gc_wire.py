@@ -67,9 +67,7 @@ def test_gc_keeps_pinned_and_aliased_versions_and_audits_each_removal(
     status, plan = gc(server, account, {"dryRun": True}, admin)
     assert status == 200, plan
     assert plan["dryRun"] is True
-    assert [(r["kind"], r["resource"]) for r in plan["removed"]] == [
-        ("functionVersion", "steps:3")
-    ]
+    assert [(r["kind"], r["resource"]) for r in plan["removed"]] == [("functionVersion", "steps:3")]
     assert plan["removed"][0]["sizeBytes"] > 0 and plan["removed"][0]["reason"]
     assert versions(lam) == ["$LATEST", "1", "2", "3", "4"]  # nothing removed
 
