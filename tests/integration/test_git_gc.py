@@ -11,21 +11,15 @@ from pathlib import Path
 
 import pytest
 from dulwich.objects import ObjectID
-from test_git_artifacts import (  # noqa: F401 (fixtures)
-    GitServer,
-    Stack,
-    clone,
-    commit_file,
-    git,
-    git_env,
-    server,
-    stack,
-)
+import test_git_artifacts as base
+from test_git_artifacts import GitServer, Stack, clone, commit_file, git
 
 from treadle.artifacts.gc import collect_objects
 from treadle.artifacts.ports import repo_prefix
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git CLI")
+
+stack, server, git_env = base.stack, base.server, base.git_env  # the same fixtures
 
 TENANT = "123456789012"
 LATER = 10**15  # far after every pack was written: the grace period has passed
