@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from dulwich.objects import ObjectID
 import test_git_artifacts as base
+from dulwich.objects import ObjectID
 from test_git_artifacts import GitServer, Stack, clone, commit_file, git
 
 from treadle.artifacts.gc import collect_objects
