@@ -7,8 +7,13 @@ each removal is in the audit log; a tenant cannot call the route."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
+import pytest
 from test_limits_wire import STEPS, callback_id, final
 
 from support.server import ServerProcess, client, deploy, new_tenant, v1, zip_files
@@ -137,3 +142,72 @@ def test_bad_policies_and_bodies_are_refused_precisely(server: ServerProcess) ->
     # A tenant without a policy: nothing planned.
     status, plan = gc(server, account, {"dryRun": True}, admin)
     assert status == 200 and plan["removed"] == [] and plan["truncated"] is False
+
+
+def _git(env: dict[str, str], cwd: Path, *args: str) -> str:
+    proc = subprocess.run(
+        ["git", "-c", "init.defaultBranch=main", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs the git CLI")
+def test_gc_reclaims_git_objects_no_ref_reaches_and_moves_repository_bytes(
+    tmp_path: Path,
+) -> None:
+    srv = ServerProcess(tmp_path / "data", env={"TREADLE_GC_PACK_GRACE_SECONDS": "0"})
+    srv.start()
+    try:
+        admin = srv.credentials(ADMIN)
+        account, keys = new_tenant(srv, "gc-git")
+        assert v1(srv, "POST", "/v1/repos", {"name": "app"}, credentials=keys)[0] == 201
+        host = srv.url.removeprefix("http://")
+        url = f"http://{keys[0]}:{keys[1]}@{host}/git/{account}/app.git"
+        env = {
+            **os.environ, "HOME": str(tmp_path), "GIT_TERMINAL_PROMPT": "0",
+            "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "A", "GIT_AUTHOR_EMAIL": "a@x",
+            "GIT_COMMITTER_NAME": "A", "GIT_COMMITTER_EMAIL": "a@x",
+        }  # fmt: skip
+        _git(env, tmp_path, "clone", "-q", url, "work")
+        work = tmp_path / "work"
+        (work / "app.py").write_text("print('kept')\n")
+        _git(env, work, "add", "app.py")
+        _git(env, work, "commit", "-q", "-m", "kept")
+        kept = _git(env, work, "rev-parse", "HEAD")
+        _git(env, work, "push", "-q", "origin", "HEAD:refs/heads/main")
+        _git(env, work, "checkout", "-q", "-b", "topic")
+        (work / "secret.txt").write_text("only on topic\n")
+        _git(env, work, "add", "secret.txt")
+        _git(env, work, "commit", "-q", "-m", "topic")
+        _git(env, work, "push", "-q", "origin", "HEAD:refs/heads/topic")
+        _git(env, work, "push", "-q", "origin", ":refs/heads/topic")
+
+        usage_path = f"/v1/tenants/{account}/usage"
+        _, before = v1(srv, "GET", usage_path, credentials=admin)
+        assert before["repositoryBytes"] > 0
+        policy = {"gcPolicy": {"idleRepoDays": 365}}  # any policy turns reclaiming on
+        assert v1(srv, "PATCH", f"/v1/tenants/{account}", policy, credentials=admin)[0] == 200
+
+        status, plan = gc(srv, account, {"dryRun": True}, admin)
+        assert status == 200, plan
+        assert [(r["kind"], r["resource"], r["sizeBytes"]) for r in plan["removed"]] == [
+            ("gitObjects", "app", None)
+        ]
+        assert "3 Git objects" in plan["removed"][0]["reason"]
+        status, done = gc(srv, account, {}, admin)
+        assert [(r["kind"], r["resource"]) for r in done["removed"]] == [("gitObjects", "app")]
+        _, after = v1(srv, "GET", usage_path, credentials=admin)
+        assert 0 < after["repositoryBytes"] < before["repositoryBytes"]
+
+        _git(env, tmp_path, "clone", "-q", url, "again")
+        assert _git(env, tmp_path / "again", "rev-parse", "HEAD") == kept
+        _git(env, tmp_path / "again", "fsck", "--full")
+        _, audit = v1(
+            srv, "GET", f"/v1/admin/audit?tenant={account}&action=CollectGitObjects",
+            credentials=admin,
+        )  # fmt: skip
+        assert [r["resource"] for r in audit["records"]] == ["/v1/repos/app"]
+    finally:
+        srv.stop()

@@ -14,7 +14,7 @@ from treadle.domain.audit import current_scope
 from treadle.domain.gc import Removal
 
 GC_PATH = "/v1/tenants/{Account}/gc"
-Kind = Literal["functionVersion", "function", "repository", "facet", "codeBlob"]
+Kind = Literal["functionVersion", "function", "repository", "facet", "gitObjects"]
 
 
 class GcBody(BaseModel):
@@ -25,8 +25,12 @@ class GcBody(BaseModel):
 
 class RemovalOut(BaseModel):
     kind: Kind
-    resource: str = Field(description="name:version, a function, repository or facet name.")
-    sizeBytes: int | None = Field(description="Code or facet bytes; null when not known.")
+    resource: str = Field(
+        description="name:version, or a function, repository (also for gitObjects) or facet."
+    )
+    sizeBytes: int | None = Field(
+        description="Code, facet or freed Git bytes; null when not known (before a repack)."
+    )
     reason: str
 
 

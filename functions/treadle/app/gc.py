@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from treadle.app.code_delivery import FUNCTIONS_REPO
-from treadle.artifacts import ArtifactService
+from treadle.artifacts import ArtifactService, Repositories
+from treadle.artifacts.gc import DEFAULT_GRACE_MS, collect_objects
 from treadle.artifacts.ports import RefStore
 from treadle.domain.audit import (
     AuditLog,
@@ -63,6 +64,7 @@ ACTIONS = {
     GcKind.FUNCTION: "CollectFunction",
     GcKind.REPOSITORY: "CollectRepository",
     GcKind.FACET: "CollectFacet",
+    GcKind.GIT_OBJECTS: "CollectGitObjects",
 }
 
 
@@ -110,7 +112,11 @@ class GarbageCollector:
         clock: Clock,
         ids: Ids,
         audit: AuditLog | None = None,
+        repositories: Repositories | None = None,
+        pack_grace_ms: int = DEFAULT_GRACE_MS,
     ) -> None:
+        self._repositories = repositories
+        self._pack_grace_ms = pack_grace_ms
         self._tenants = tenants
         self._functions = functions
         self._aliases = aliases
@@ -216,14 +222,16 @@ class GarbageCollector:
         planned = planned[:limit]
         if dry_run:
             report.removed = planned
-            return report
-        for removal in planned:
-            why = self._remove(tenant, removal, who)
-            if why is None:
-                report.removed.append(removal)
-            else:
-                report.skipped.append((removal, why))
-        if report.removed:
+        else:
+            for removal in planned:
+                why = self._remove(tenant, removal, who)
+                if why is None:
+                    report.removed.append(removal)
+                else:
+                    report.skipped.append((removal, why))
+        if not policy.empty and len(report.removed) < limit:
+            self._git_objects(report, who, limit)
+        if report.removed and not dry_run:
             log.info("gc of %s removed %d resources", tenant, len(report.removed))
         return report
 
@@ -245,6 +253,49 @@ class GarbageCollector:
             if not marker:
                 break
         return removed
+
+    def _git_objects(self, report: GcReport, who: Who, limit: int) -> None:
+        """Unreachable Git objects of the tenant's remaining repositories (any policy
+        turns this on): one repack per repository, each counted as one removal."""
+        if self._repositories is None:
+            return
+        tenant, now = report.tenant, self._clock.now_ms()
+        gone = {r.resource for r in report.removed if r.kind is GcKind.REPOSITORY}
+        after: str | None = None
+        while True:
+            page = self._refs.list_repos(tenant, limit=_PAGE, after=after)
+            for name in page.names:
+                if name in gone:
+                    continue
+                if len(report.removed) >= limit:
+                    report.truncated = True
+                    return
+                try:
+                    found = collect_objects(
+                        self._repositories,
+                        tenant,
+                        name,
+                        now,
+                        grace_ms=self._pack_grace_ms,
+                        dry_run=report.dry_run,
+                        min_packs=2,
+                    )
+                except NotFound:  # deleted meanwhile
+                    continue
+                if found is None:
+                    continue
+                removal = Removal(
+                    GcKind.GIT_OBJECTS,
+                    name,
+                    None if report.dry_run else found.bytes_freed,
+                    f"{found.unreachable} Git objects no ref reaches",
+                )
+                report.removed.append(removal)
+                if not report.dry_run:
+                    self._append(tenant, removal, who, f"/v1/repos/{name}")
+            if page.next_marker is None:
+                return
+            after = page.next_marker
 
     def _remove(self, tenant: str, removal: Removal, who: Who) -> str | None:
         """Remove one resource; None if it went, else why it stayed."""

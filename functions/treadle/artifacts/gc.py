@@ -48,9 +48,14 @@ def collect_objects(
     *,
     grace_ms: int = DEFAULT_GRACE_MS,
     dry_run: bool = False,
+    min_packs: int = 1,
 ) -> ObjectsReport | None:
     """Repack `repo`'s old packs without their unreachable objects; None when there is
-    nothing to reclaim. RepoNotFound if the repository is gone."""
+    nothing to reclaim. RepoNotFound if the repository is gone.
+
+    `min_packs`: look only when at least that many old packs could go. A look reads the
+    packs (downloads, on S3), so the periodic run asks for 2: a repository repacked
+    into one pack and unchanged since costs one listing, not a download."""
     objects = repos.objects
     prefix = f"{repo_prefix(tenant, repo)}packs/"
     infos = {i.key: i for i in objects.list_info(prefix)}
@@ -60,7 +65,7 @@ def collect_objects(
         old_enough = len(pair) == 2 and max(i.modified_ms for i in pair) < now_ms - grace_ms
         if old_enough and not objects.list(hold_prefix(tenant, repo, name)):
             candidates[name] = pair
-    if not candidates:
+    if not candidates or len(candidates) < min_packs:
         return None
     with repos.open(tenant, repo) as r:
         store = r.object_store

@@ -52,7 +52,7 @@ class GcKind(StrEnum):
     FUNCTION = "function"
     REPOSITORY = "repository"
     FACET = "facet"
-    CODE_BLOB = "codeBlob"
+    GIT_OBJECTS = "gitObjects"  # a repository's objects no ref reaches
 
 
 @dataclass(frozen=True)

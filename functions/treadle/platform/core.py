@@ -216,6 +216,8 @@ def build_core(
         clock=ports.clock,
         ids=ports.ids,
         audit=ports.audit,
+        repositories=ports.repositories,
+        pack_grace_ms=settings.gc_pack_grace_s * 1000,
     )
     GcApi(gc).register(v1)
     auditor = None
