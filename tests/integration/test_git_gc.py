@@ -63,7 +63,8 @@ def test_objects_no_ref_reaches_are_reclaimed_and_a_clone_still_works(
     assert _has(stack, gone)  # a dry run removes nothing
 
     report = collect_objects(stack.repos, TENANT, "app", LATER)
-    assert report is not None and report.unreachable == 3 and report.packs_removed == 2
+    # Only the topic's pack held garbage (all of it): main's pack stays as it was.
+    assert report is not None and report.unreachable == 3 and report.packs_removed == 1
     assert not _has(stack, gone) and not _has(stack, blob)
     assert _has(stack, kept)
     assert stack.repos.refs.repo_bytes(TENANT) == _stored_bytes(stack)
@@ -96,3 +97,27 @@ def test_packs_a_fork_holds_are_kept(
     assert _has(stack, gone)
     fork = clone(git_env, server.url("fork"), tmp_path / "fork")
     git(git_env, fork, "fsck", "--full")
+
+
+def test_a_pack_of_reachable_and_unreachable_objects_is_rewritten_without_the_latter(
+    stack: Stack, server: GitServer, git_env: dict[str, str], tmp_path: Path
+) -> None:
+    stack.service.create_repo(TENANT, "app")
+    work = clone(git_env, server.url("app"), tmp_path / "work")
+    commit_file(git_env, work, "a.txt", "a\n")
+    git(git_env, work, "push", "-q", "origin", "HEAD:refs/heads/main")
+    git(git_env, work, "checkout", "-q", "-b", "topic")
+    merged = commit_file(git_env, work, "b.txt", "b\n")
+    dropped = commit_file(git_env, work, "c.txt", "c\n")
+    git(git_env, work, "push", "-q", "origin", "HEAD:refs/heads/topic")  # one pack: both
+    git(git_env, work, "push", "-q", "origin", f"{merged}:refs/heads/main")  # no new pack
+    git(git_env, work, "push", "-q", "origin", ":refs/heads/topic")
+
+    report = collect_objects(stack.repos, TENANT, "app", LATER)
+    assert report is not None and (report.unreachable, report.packs_removed) == (3, 1)
+    assert _has(stack, merged) and not _has(stack, dropped)
+    assert stack.repos.refs.repo_bytes(TENANT) == _stored_bytes(stack)
+    again = clone(git_env, server.url("app"), tmp_path / "again")
+    assert git(git_env, again, "rev-parse", "HEAD").strip() == merged
+    assert (again / "b.txt").read_text() == "b\n" and not (again / "c.txt").exists()
+    git(git_env, again, "fsck", "--full", "--strict")

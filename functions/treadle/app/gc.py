@@ -39,8 +39,14 @@ from treadle.domain.gc import (
     plan_functions,
     plan_idle,
 )
-from treadle.domain.ports import AliasStore, Clock, FunctionStore, FunctionVersion, Ids
-from treadle.domain.ports import LastUsedStore as LastUsed
+from treadle.domain.ports import (
+    AliasStore,
+    Clock,
+    FunctionStore,
+    FunctionVersion,
+    Ids,
+    LastUsedStore,
+)
 from treadle.domain.usage import FACET, FUNCTION_VERSION, REPOSITORY
 from treadle.facets.ports import FacetStore
 from treadle.tenancy.admin import TenantAdmin
@@ -108,7 +114,7 @@ class GarbageCollector:
         refs: RefStore,
         artifacts: ArtifactService,
         facets: FacetStore,
-        last_used: LastUsed,
+        last_used: LastUsedStore,
         clock: Clock,
         ids: Ids,
         audit: AuditLog | None = None,

@@ -71,11 +71,15 @@ def collect_objects(
         store = r.object_store
         # Read after the listing: a push whose refs moved before is reachable here.
         wants = [v for v in r.refs.snapshot(fresh=True).values() if _is_sha(v)]
-        old: set[bytes] = set()
+        contents: dict[str, set[bytes]] = {}
         for name in candidates:
             index = store._get_pack(name).index  # our own subclass's loader
-            old.update(sha_to_hex(RawObjectID(e[0])) for e in index.iterentries())
-        reachable = _reachable(store, wants, old)
+            contents[name] = {sha_to_hex(RawObjectID(e[0])) for e in index.iterentries()}
+        reachable = _reachable(store, wants, set().union(*contents.values()))
+        # Only packs holding garbage are rewritten: a pack all reachable stays as it is
+        # (and the new pack, missing an object of each, can never be one of them).
+        candidates = {n: p for n, p in candidates.items() if contents[n] - reachable}
+        old: set[bytes] = set().union(*(contents[n] for n in candidates))
         unreachable = old - reachable
         if not unreachable:
             return None

@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from treadle.domain.ports import FunctionVersion
 
 DAY_MS = 86_400_000
-LATEST = "$LATEST"
 
 
 class GcPolicy(BaseModel):
@@ -140,11 +139,3 @@ def plan_idle(
         for r in resources
         if r.idle_since_ms < cutoff
     ]
-
-
-def unreferenced_blobs(
-    removed: Iterable[FunctionVersion], kept_keys: Iterable[str]
-) -> dict[str, int]:
-    """Code keys of removed versions that nothing kept still names -> their size."""
-    kept = set(kept_keys)
-    return {v.code_key: v.code_size for v in removed if v.code_key not in kept}
