@@ -17,9 +17,10 @@ from moto import mock_aws
 from tests.contract.test_execution_store import _aws_env, _close, _start
 from tests.contract.test_function_store import _fn
 
-from treadle.adapters.aws import create_tables
+from treadle.adapters.aws import create_tables, dynamodb_functions
 from treadle.adapters.aws.dynamodb_executions import DynamoExecutionStore
 from treadle.adapters.aws.dynamodb_functions import DynamoFunctionStore
+from treadle.adapters.aws.version_pins import read_pins
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
 from treadle.adapters.sqlite.functions import SqliteFunctionStore
@@ -146,3 +147,31 @@ def test_pins_are_per_tenant_and_per_function(stores: Stores) -> None:
     _start(stores.executions, "other", function="f", version="1", tenant="210987654321")
     assert stores.functions.live_pins(T, "f") == {}
     stores.functions.delete(T, "f", "1", unless_pinned=True)
+
+
+# -- what only the DynamoDB adapter has ------------------------------------------------
+
+
+def test_dynamodb_the_pin_is_checked_in_the_delete_transaction_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pins read before the transaction may be stale (an execution started just
+    after): the transaction's ConditionChecks still refuse the delete."""
+    _aws_env(monkeypatch)
+    stores, cleanup = _dynamodb(tmp_path)
+    try:
+        _function_with_versions(stores.functions, 1)
+        _start(stores.executions, "just-started", function="f", version="1")
+        reads: list[int] = []
+
+        def stale_then_true(table: Any, tenant: str, name: str) -> dict[str, int]:
+            reads.append(1)
+            return {} if len(reads) == 1 else read_pins(table, tenant, name)
+
+        monkeypatch.setattr(dynamodb_functions, "read_pins", stale_then_true)
+        with pytest.raises(Conflict):
+            stores.functions.delete(T, "f", "1", unless_pinned=True)
+        assert stores.functions.get(T, "f", "1").version == "1"
+        assert stores.functions.counts(T).versions == 1
+    finally:
+        cleanup()

@@ -29,7 +29,7 @@ from treadle.domain.audit import (
     current_scope,
     record_id,
 )
-from treadle.domain.errors import Conflict, NotFound
+from treadle.domain.errors import ConcurrentModification, Conflict, NotFound
 from treadle.domain.gc import (
     FunctionState,
     GcKind,
@@ -325,8 +325,9 @@ class GarbageCollector:
                     self._append(tenant, removal, who, f"/v1/facets/{removal.resource}")
                 else:
                     return "already gone"
-        except (Conflict, NotFound) as exc:
-            # Pinned or aliased since the plan was read, or removed meanwhile: kept.
+        except (Conflict, NotFound, ConcurrentModification) as exc:
+            # Pinned or aliased since the plan was read, removed or still changing: kept
+            # (the next run sees it again).
             return str(exc)
         return None
 

@@ -448,12 +448,17 @@ class DynamoFunctionStore:
             self._name, tenant, name, versions=-1, code_bytes=-_body(item).code_size
         )
         pins = self._unpinned(tenant, name, version) if unless_pinned else []
-        self._aliases(tenant, name).delete_version(
-            name,
-            version_sk(number),
-            version,
-            extra=[*([counter] if counter else []), *self._audit(audit), *pins],
-        )
+        try:
+            self._aliases(tenant, name).delete_version(
+                name,
+                version_sk(number),
+                version,
+                extra=[*([counter] if counter else []), *self._audit(audit), *pins],
+            )
+        except ConcurrentModification:
+            if unless_pinned:  # a pin's ConditionCheck refused it: say so if it holds
+                self._unpinned(tenant, name, version)
+            raise
 
     def live_pins(self, tenant: str, name: str) -> dict[str, int]:
         return read_pins(self._table, tenant, name)
