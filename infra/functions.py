@@ -165,6 +165,8 @@ class PlatformFunctions(Construct):
         # The sweep builds the same platform (it starts scheduled executions), which reads
         # the checkpoint-token key at start-up.
         grants.allow_token_key(self.sweep.role, storage.token_secret)
+        # Garbage collection (docs/operating.md) repacks and deletes Git objects.
+        grants.allow_git_objects(self.sweep.role, storage.bucket)
         # The sweep relays status changes (docs/notifications.md) to the account's default
         # bus, where Lambda puts its own durable executions' status changes.
         bus = events.EventBus.from_event_bus_name(self, "DefaultBus", "default")

@@ -77,6 +77,7 @@ BUCKET_OBJECT_ACTIONS: tuple[str, ...] = (
 )
 # ListBucket turns a missing object into 404 instead of 403, which the adapter relies on.
 BUCKET_ACTIONS: tuple[str, ...] = ("s3:ListBucket",)
+GIT_PREFIX = "git/"  # where S3ObjectStore keeps repositories' objects
 QUEUE_SEND_ACTIONS: tuple[str, ...] = ("sqs:SendMessage",)
 SECRET_READ_ACTIONS: tuple[str, ...] = ("secretsmanager:GetSecretValue",)
 
@@ -207,6 +208,20 @@ def allow_table(role: iam.IRole, table: dynamodb.ITable) -> None:
 def allow_bucket(role: iam.IRole, bucket: s3.IBucket) -> None:
     allow(role, "ArtifactObjects", BUCKET_OBJECT_ACTIONS, [bucket.arn_for_objects("*")])
     allow(role, "ArtifactBucket", BUCKET_ACTIONS, [bucket.bucket_arn])
+
+
+def allow_git_objects(role: iam.IRole, bucket: s3.IBucket) -> None:
+    """The Git objects only (`git/`, `S3ObjectStore`'s prefix): what garbage collection
+    repacks and deletes; not the code packages nor the payloads beside them."""
+    allow(role, "GitObjects", BUCKET_OBJECT_ACTIONS, [bucket.arn_for_objects(f"{GIT_PREFIX}*")])
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            sid="GitListing",
+            actions=list(BUCKET_ACTIONS),
+            resources=[bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{GIT_PREFIX}*"]}},
+        )
+    )
 
 
 def allow_send(role: iam.IRole, queue: sqs.IQueue) -> None:

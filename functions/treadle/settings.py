@@ -40,6 +40,8 @@ ENV_ADMIN_SECRET = "TREADLE_ADMIN_SECRET_ACCESS_KEY"
 ENV_MAX_CLOCK_SKEW = "TREADLE_MAX_CLOCK_SKEW_SECONDS"
 ENV_SYNC_INVOKE_WAIT = "TREADLE_SYNC_INVOKE_WAIT_SECONDS"
 ENV_AUDIT_RETENTION = "TREADLE_AUDIT_RETENTION_DAYS"
+ENV_GC_INTERVAL = "TREADLE_GC_INTERVAL_SECONDS"
+ENV_GC_PACK_GRACE = "TREADLE_GC_PACK_GRACE_SECONDS"
 # The AWS backend (`treadle dev --backend aws` and the platform Lambdas). The names the
 # CDK stack sets (infra/names.py) are these; tests/entrypoints checks that they agree.
 ENV_BACKEND = "TREADLE_BACKEND"
@@ -94,6 +96,8 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ("max_clock_skew_s", ENV_MAX_CLOCK_SKEW),
     ("sync_invoke_wait_s", ENV_SYNC_INVOKE_WAIT),
     ("audit_retention_days", ENV_AUDIT_RETENTION),
+    ("gc_interval_s", ENV_GC_INTERVAL),
+    ("gc_pack_grace_s", ENV_GC_PACK_GRACE),
     ("backend", ENV_BACKEND),
     ("stage", ENV_STAGE),
     ("table", ENV_TABLE),
@@ -159,6 +163,12 @@ class Settings(BaseModel):
     # How long audit records are kept (docs/operating.md): the embedded scheduler purges
     # older ones, DynamoDB's TTL removes them on AWS, and reads never show them.
     audit_retention_days: int = Field(default=90, ge=1, le=3650)
+    # How often garbage collection runs each tenant's policy (docs/operating.md): the
+    # embedded server's loop; on AWS, the sweep runs it when a run falls on a multiple.
+    gc_interval_s: int = Field(default=3600, ge=60, le=7 * 86_400)
+    # A Git pack younger than this is never removed by GC: a push stores its pack before
+    # its refs move, and must not lose it meanwhile (longer than any push takes).
+    gc_pack_grace_s: int = Field(default=3600, ge=0, le=30 * 86_400)
     # Where the host cannot isolate tenants' code (not root, no namespaces) the platform
     # keeps to one tenant; True serves several anyway, knowingly.
     insecure_multi_tenant: bool = False

@@ -8,6 +8,7 @@ against moto (`mock_aws`, a fresh account per test).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -173,6 +174,21 @@ def test_list_by_prefix_sorted(objects: ObjectStore) -> None:
     assert objects.list("tenants/t1/repos/r/packs/a") == [keys[1]]
     assert objects.list("tenants/") == sorted(keys)
     assert objects.list("tenants/t3/") == []
+
+
+def test_list_info_gives_each_object_its_size_and_write_time(objects: ObjectStore) -> None:
+    before_ms = int(time.time() * 1000) - 5_000  # S3 keeps whole seconds
+    objects.put("tenants/t1/repos/r/packs/a.pack", b"12345")
+    objects.put("tenants/t1/repos/r/packs/a.idx", b"")
+    objects.put("tenants/t1/repos/q/packs/b.pack", b"x")
+    found = objects.list_info("tenants/t1/repos/r/")
+    assert [(i.key, i.size) for i in found] == [
+        ("tenants/t1/repos/r/packs/a.idx", 0),
+        ("tenants/t1/repos/r/packs/a.pack", 5),
+    ]
+    after_ms = int(time.time() * 1000) + 5_000
+    assert all(before_ms <= i.modified_ms <= after_ms for i in found)
+    assert objects.list_info("tenants/t9/") == []
 
 
 def test_delete_is_idempotent(objects: ObjectStore) -> None:
@@ -350,6 +366,25 @@ def test_repositories_are_counted_by_their_creates_and_deletes(refs: RefStore) -
     for thread in threads:
         thread.join()
     assert refs.count_repos(T) == len(refs.list_repos(T, limit=100).names) == 10
+
+
+def test_repository_bytes_move_by_what_is_added_and_removed(refs: RefStore) -> None:
+    assert refs.repo_bytes(T) == 0
+    refs.add_repo_bytes(T, 1000)
+    refs.add_repo_bytes(T, 500)
+    refs.add_repo_bytes("210987654321", 7)
+    refs.add_repo_bytes(T, -300)
+    assert (refs.repo_bytes(T), refs.repo_bytes("210987654321")) == (1200, 7)
+    refs.add_repo_bytes(T, -5000)  # more removed than counted (a coarse count)
+    assert refs.repo_bytes(T) == 0
+    threads = [
+        threading.Thread(target=refs.add_repo_bytes, args=("333333333333", 10)) for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert refs.repo_bytes("333333333333") == 80
 
 
 def test_list_repos_refuses_a_limit_below_one(refs: RefStore) -> None:

@@ -155,7 +155,18 @@ def test_platform_roles_reach_only_platform_resources(template: Json) -> None:
         actions(role_statements(template, n)) for n in (API, ORCHESTRATOR, SWEEP)
     )
     assert "iam:PassRole" in api and "iam:PassRole" in orchestrator
-    assert not any(a.startswith(("lambda:", "iam:", "s3:")) for a in sweep)
+    assert not any(a.startswith(("lambda:", "iam:")) for a in sweep)
+    # The sweep's garbage collection reaches the Git objects, nothing else of the bucket.
+    bucket_id, _ = one(template, "AWS::S3::Bucket")
+    on_s3 = [s for s in role_statements(template, SWEEP) if as_list(s["Action"])[0][:3] == "s3:"]
+    assert len(on_s3) == 2  # the objects under git/, and listing them
+    for statement in on_s3:
+        targets = [json.dumps(r) for r in as_list(statement["Resource"])]
+        assert all("git/*" in r or statement.get("Condition") for r in targets), targets
+        if statement.get("Condition"):
+            assert statement["Condition"] == {"StringLike": {"s3:prefix": ["git/*"]}}
+            assert as_list(statement["Action"]) == ["s3:ListBucket"]
+        assert all(bucket_id in r for r in targets)
     assert "sqs:ReceiveMessage" in orchestrator and "sqs:ReceiveMessage" not in api
     table_id, _ = one(template, "AWS::DynamoDB::Table")
     for name in (API, ORCHESTRATOR, SWEEP):

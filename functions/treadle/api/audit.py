@@ -59,6 +59,7 @@ ACTIONS: Final[dict[tuple[str, str], str]] = {
     ("POST", _T + "/keys"): "CreateKey",
     ("PATCH", _T + "/keys/{KeyId}"): "UpdateKey",
     ("POST", _T + "/keys/{KeyId}/rotate"): "RotateKey",
+    ("POST", _T + "/gc"): "CollectGarbage",  # its removals are recorded one by one
     ("POST", "/v1/functions/{Name}/deploy"): "Deploy",
     ("POST", "/v1/repos"): "CreateRepository",
     ("DELETE", "/v1/repos/{Repo}"): "DeleteRepository",

@@ -21,6 +21,7 @@ from treadle.api import (
     v1_executions,
     v1_facets,
     v1_functions,
+    v1_gc,
     v1_inventory,
     v1_notifications,
     v1_repos,
@@ -63,6 +64,7 @@ AREAS: tuple[list[Op], ...] = (
     v1_usage.OPERATIONS,
     v1_inventory.OPERATIONS,
     v1_audit.OPERATIONS,
+    v1_gc.OPERATIONS,
 )
 
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from treadle.api.http import Request, Response, Router
 from treadle.api.openapi_ops import LIMIT, Op
+from treadle.domain.gc import GcPolicy
 from treadle.tenancy.admin import TenantAdmin
 from treadle.tenancy.models import (
     ACCOUNT_ID_PATTERN,
@@ -53,6 +54,36 @@ class QuotaChanges(BaseModel):
         return {names[k]: v for k, v in self.model_dump(exclude_none=True).items()}
 
 
+class GcPolicyBody(BaseModel):
+    """A tenant's garbage-collection policy (`docs/operating.md`): each field unset or
+    null means that kind is never collected."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    keepVersions: int | None = Field(
+        default=None, ge=0, le=10_000, description="Published versions kept per function."
+    )
+    idleRepoDays: int | None = Field(default=None, ge=1, le=36_500)
+    idleFacetDays: int | None = Field(default=None, ge=1, le=36_500)
+    idleFunctionDays: int | None = Field(default=None, ge=1, le=36_500)
+
+    def policy(self) -> GcPolicy:
+        return GcPolicy(
+            keep_versions=self.keepVersions,
+            idle_repo_days=self.idleRepoDays,
+            idle_facet_days=self.idleFacetDays,
+            idle_function_days=self.idleFunctionDays,
+        )
+
+    @staticmethod
+    def of(policy: GcPolicy) -> GcPolicyBody:
+        return GcPolicyBody(
+            keepVersions=policy.keep_versions,
+            idleRepoDays=policy.idle_repo_days,
+            idleFacetDays=policy.idle_facet_days,
+            idleFunctionDays=policy.idle_function_days,
+        )
+
+
 class CreateTenantBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -66,6 +97,8 @@ class UpdateTenantBody(BaseModel):
     quotas: QuotaChanges | None = None
     # "none" (default), "all", or ["host:port", "CIDR[:port]", ...]
     egress: Egress | None = None
+    # Replaces the whole policy ({} collects nothing).
+    gcPolicy: GcPolicyBody | None = None
 
 
 class UpdateKeyBody(BaseModel):
@@ -92,6 +125,7 @@ class TenantOut(BaseModel):
     disabled: bool
     quotas: QuotasOut
     egress: Egress = Field(description="What the tenant's code may reach on the network.")
+    gcPolicy: GcPolicyBody = Field(description="What garbage collection may remove.")
 
 
 class KeyOut(BaseModel):
@@ -122,7 +156,8 @@ OPERATIONS = [
        errors=(409,), admin=True),
     Op("get", T, "List tenants", response=TenantList, query=LIMIT, admin=True),
     Op("get", _A, "Describe a tenant", response=TenantOut, errors=(404,), admin=True),
-    Op("patch", _A, "Disable, enable, change quotas or the egress policy", response=TenantOut,
+    Op("patch", _A, "Disable, enable, change quotas, the egress or the GC policy",
+       response=TenantOut,
        body=UpdateTenantBody, errors=(404,), admin=True),
     Op("post", _A + "/keys", "Create an access key", 201, KeyOut, errors=(404,), admin=True),
     Op("get", _A + "/keys", "List access keys (no secrets)", response=KeyList, errors=(404,),
@@ -154,6 +189,7 @@ def tenant_json(t: Tenant) -> dict[str, Any]:
             maxPayloadBytesPerOperation=q.max_payload_bytes_per_operation,
         ),
         egress=t.egress,
+        gcPolicy=GcPolicyBody.of(q.gc),
     )
     return out.model_dump(mode="json")
 
@@ -207,8 +243,12 @@ class TenantsApi:
         # The egress policy first: it is the change a host may refuse (nothing written).
         if body.egress is not None:
             tenant = self.admin.update_egress(account, body.egress)
-        if body.quotas is not None:
-            tenant = self.admin.update_quotas(account, body.quotas.changes())
+        changes = body.quotas.changes() if body.quotas is not None else {}
+        if body.gcPolicy is not None:
+            # Kept with the quotas: one atomic write changes both.
+            changes["gc"] = body.gcPolicy.policy()
+        if changes:
+            tenant = self.admin.update_quotas(account, changes)
         if body.disabled is True:
             tenant = self.admin.disable_tenant(account)
         elif body.disabled is False:

@@ -31,6 +31,9 @@ class UsageOut(BaseModel):
     versions: int = Field(description="Published versions ($LATEST not counted).")
     codeBytes: int = Field(description="Code of $LATEST and every published version.")
     repositories: int
+    repositoryBytes: int = Field(
+        description="Their packs and indexes; coarse (moved after each push and removal)."
+    )
     facets: int
     facetBytes: int = Field(description="On disk when read (tenant code writes facets).")
     executions: ExecutionsUsageOut
@@ -50,6 +53,7 @@ def usage_json(u: TenantUsage) -> dict[str, Any]:
         versions=u.versions,
         codeBytes=u.code_bytes,
         repositories=u.repositories,
+        repositoryBytes=u.repository_bytes,
         facets=u.facets,
         facetBytes=u.facet_bytes,
         executions=ExecutionsUsageOut(

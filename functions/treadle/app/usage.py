@@ -35,6 +35,7 @@ class TenantUsage:
     waiting: int
     queued: int
     starts_last_minute: int
+    repository_bytes: int = 0  # coarse: moved after packs are stored or removed
 
 
 class UsageService:
@@ -76,4 +77,5 @@ class UsageService:
             # Starts are refused over quota today; queued starts come with issue 14.5.
             queued=0,
             starts_last_minute=counts.starts_last_minute(now),
+            repository_bytes=self._refs.repo_bytes(tenant),
         )

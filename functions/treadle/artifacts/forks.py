@@ -64,15 +64,20 @@ def delete_objects(
     alone kept alive."""
     objects = repos.objects
     held = {pack for pack in own_packs(objects, tenant, name) if _held(objects, tenant, name, pack)}
-    for key in objects.list(repo_prefix(tenant, name)):
-        pack = key.rpartition("/")[2].rpartition(".")[0]
+    freed = 0
+    for info in objects.list_info(repo_prefix(tenant, name)):
+        pack = info.key.rpartition("/")[2].rpartition(".")[0]
         if pack not in held:
-            objects.delete(key)
+            objects.delete(info.key)
+            freed += info.size
     for source, pack in borrowed:
         objects.delete(hold_prefix(tenant, source, pack) + name)
         if not repos.refs.repo_exists(tenant, source) and not _held(objects, tenant, source, pack):
-            for key in _pack_keys(tenant, source, pack):
-                objects.delete(key)
+            for info in objects.list_info(f"{repo_prefix(tenant, source)}packs/{pack}."):
+                objects.delete(info.key)
+                freed += info.size
+    # Coarse, after the objects went (a crash in between leaves the count high).
+    repos.refs.add_repo_bytes(tenant, -freed)
 
 
 def _held(objects: ObjectStore, tenant: str, repo: str, pack: str) -> bool:

@@ -86,10 +86,13 @@ class PackObjectStore(BucketBasedObjectStore):
         repo: str,
         cache: PackCache,
         borrowed: Sequence[tuple[str, str]] = (),
+        on_stored: Callable[[int], None] | None = None,
     ) -> None:
         """`borrowed`: (repository, pack name) of packs of other repositories of the
-        tenant this one reads too (a fork's); they are never written nor removed here."""
+        tenant this one reads too (a fork's); they are never written nor removed here.
+        `on_stored(bytes)`: after a new pack and its index are stored (usage)."""
         super().__init__()
+        self._on_stored = on_stored
         self._store = store
         self._tenant = tenant
         self._repo = repo
@@ -223,6 +226,8 @@ class PackObjectStore(BucketBasedObjectStore):
             log.debug(
                 "stored pack %s (%d objects, %d bytes)", pack_key_, len(entries), len(pack_bytes)
             )
+            if self._on_stored is not None:
+                self._on_stored(len(pack_bytes) + len(index.getvalue()))
         self._cache.put(pack_key_, pack_bytes)
         self._cache.put(idx_key, index.getvalue())
         pack = self._get_pack(name)

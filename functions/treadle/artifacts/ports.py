@@ -11,6 +11,7 @@ Protocols and pass the same contract suite (`tests/contract/test_artifact_stores
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -229,8 +230,18 @@ class ObjectStore(Protocol):
     def list(self, prefix: str) -> list[str]:
         """Every key starting with `prefix` (a plain string prefix), sorted."""
 
+    def list_info(self, prefix: str) -> builtins.list[ObjectInfo]:
+        """As `list`, with each object's size and when it was written (garbage
+        collection: bytes reclaimed, and the grace period that spares new packs)."""
+
     def delete(self, key: str) -> None:
         """Remove the key; no error if it does not exist."""
+
+
+class ObjectInfo(NamedTuple):
+    key: str
+    size: int
+    modified_ms: int  # when it was written (epoch ms)
 
 
 class RefStore(Protocol):
@@ -251,6 +262,12 @@ class RefStore(Protocol):
     def count_repos(self, tenant: str) -> int:
         """The tenant's repositories: a counter moved by the transactions of create and
         delete, so one read (its usage)."""
+
+    def add_repo_bytes(self, tenant: str, delta: int) -> None:
+        """Move the tenant's repository bytes (packs stored, negative: removed)."""
+
+    def repo_bytes(self, tenant: str) -> int:
+        """The tenant's repository bytes (never below 0): a few reads (its usage)."""
 
     def list_repos(self, tenant: str, *, limit: int = 100, after: str | None = None) -> RepoPage:
         """Names in ascending order, strictly after `after`, at most `limit`

@@ -12,7 +12,7 @@ A repository handle is cheap and short-lived: open one per request, close it aft
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from dulwich.config import ConfigFile, StackedConfig
@@ -31,7 +31,7 @@ from treadle.artifacts.ports import (
     RefUpdate,
 )
 from treadle.domain.audit import AuditRecord
-from treadle.domain.errors import Conflict
+from treadle.domain.errors import Conflict, TreadleError
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,19 @@ class Repositories:
     def open_objects(self, tenant: str, repo: str) -> PackObjectStore:
         """The repository's own packs, whether or not it exists yet (an import writes
         them before the refs that make it exist)."""
-        return PackObjectStore(self.objects, tenant, repo, self._cache)
+        return PackObjectStore(
+            self.objects, tenant, repo, self._cache, on_stored=self._counter(tenant)
+        )
+
+    def _counter(self, tenant: str) -> Callable[[int], None]:
+        def stored(size: int) -> None:
+            # After the pack is stored, not with it: a push never fails for its count.
+            try:
+                self.refs.add_repo_bytes(tenant, size)
+            except TreadleError:
+                log.exception("repository bytes of %s not counted (%d bytes)", tenant, size)
+
+        return stored
 
     def open(self, tenant: str, repo: str) -> ArtifactRepo:
         """A handle; RepoNotFound if the repository does not exist.
@@ -276,5 +288,7 @@ class Repositories:
         """
         refs = StoreRefsContainer(self.refs, tenant, repo)
         refs.snapshot()
-        objects = PackObjectStore(self.objects, tenant, repo, self._cache, refs.borrowed)
+        objects = PackObjectStore(
+            self.objects, tenant, repo, self._cache, refs.borrowed, self._counter(tenant)
+        )
         return ArtifactRepo(tenant, repo, objects, refs)

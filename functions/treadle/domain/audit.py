@@ -34,6 +34,7 @@ class PrincipalKind(StrEnum):
     SANDBOX_KEY = "sandbox-key"
     REPO_TOKEN = "repo-token"
     ANONYMOUS = "anonymous"  # refused before any credential was verified
+    SYSTEM = "system"  # the platform's own periodic work (garbage collection)
 
 
 class AuditRecord(BaseModel):

@@ -261,11 +261,18 @@ class FunctionStore(Protocol):
         version: str | None = None,
         *,
         audit: AuditRecord | None = None,
+        unless_pinned: bool = False,
     ) -> None:
         """The function with its versions and aliases (version None), or one version.
 
         NotFound if absent; Conflict if an alias points to that version (as on Lambda).
+        `unless_pinned` (garbage collection): Conflict too if an execution that is not
+        closed is pinned to that version (to any version, for the function), checked in
+        the delete's own transaction, so no execution's commit races it.
         """
+
+    def live_pins(self, tenant: str, name: str) -> dict[str, int]:
+        """Version -> how many executions not closed are pinned to it (absent: none)."""
 
     def usage(self, tenant: str) -> tuple[int, int]:
         """(functions, code bytes of $LATEST and every published version), as Lambda counts."""

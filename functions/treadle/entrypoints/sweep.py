@@ -1,6 +1,7 @@
 """The sweep Lambda, run by the EventBridge schedule: hands timers entering SQS's
 15-minute reach, and long-overdue ones, to the queue (see `adapters/aws/sweep.py`), then
-fires the tenants' schedules due by now (`app/schedule_firing.py`)."""
+fires the tenants' schedules due by now (`app/schedule_firing.py`), and once per
+`TREADLE_GC_INTERVAL_SECONDS` applies the tenants' GC policies (`app/gc.py`, bounded)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,16 @@ def scheduled_ms(event: dict[str, Any]) -> int | None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics(raise_on_empty_metrics=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = platform().sweep(scheduled_ms(event))
+    when = scheduled_ms(event)
+    report = platform().sweep(when)
     fired = platform().fire_schedules()
+    try:
+        collected = platform().collect_garbage(when)
+    except Exception:  # the timers were swept: GC's failure waits for its next run
+        logger.exception("garbage collection failed")
+        collected = 0
+    if collected:
+        metrics.add_metric(name="GarbageCollected", unit=MetricUnit.Count, value=collected)
     metrics.add_metric(name="ScheduledStarts", unit=MetricUnit.Count, value=fired.started)
     if fired.failed:
         metrics.add_metric(name="ScheduleFailures", unit=MetricUnit.Count, value=fired.failed)

@@ -57,6 +57,7 @@ from treadle.adapters.cron import CronCalendar
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.sqlite.logs import SqliteLogStore
 from treadle.adapters.webhooks.http_sender import HttpWebhookSender
+from treadle.app.gc import GC_REMOVALS_PER_SWEEP, gc_due
 from treadle.app.schedule_firing import TickReport
 from treadle.artifacts import Repositories
 from treadle.domain.errors import TreadleError
@@ -278,6 +279,16 @@ class AwsPlatform(Platform):
         now = self.clock.now_ms()
         self.sweep(now)
         self.fire_schedules(now)
+        self.collect_garbage(now)
+
+    def collect_garbage(self, now_ms: int | None = None) -> int:
+        """The sweep's third job: the run falling on a multiple of `gc_interval_s` applies
+        the tenants' GC policies, at most `GC_REMOVALS_PER_SWEEP` removals (a Lambda's
+        run is bounded; the next due run goes on). How many resources went."""
+        now = self.clock.now_ms() if now_ms is None else now_ms
+        if not gc_due(now, self.settings.gc_interval_s, self.settings.sweep_interval_s):
+            return 0
+        return self.gc.run_all(limit=GC_REMOVALS_PER_SWEEP)
 
     def fire_schedules(self, now_ms: int | None = None) -> TickReport:
         """The sweep's second job: start the executions of the schedules due by now

@@ -113,6 +113,7 @@ class Platform(ABC):
         self.schedules = core.schedules
         self.relay = core.relay
         self.metrics = core.metrics
+        self.gc = core.gc
         self.tenants = ports.tenants
         if self.sandbox_runtime is not None and settings.durable_channel:
             self.sandbox_runtime.serve_durable_calls(DurableChannel(self.engine))

@@ -26,6 +26,7 @@ from treadle.api.v1_audit import AuditApi
 from treadle.api.v1_executions import ExecutionsApi
 from treadle.api.v1_facets import FacetsApi
 from treadle.api.v1_functions import FunctionsApi
+from treadle.api.v1_gc import GcApi
 from treadle.api.v1_inventory import InventoryApi
 from treadle.api.v1_notifications import NotificationsApi
 from treadle.api.v1_repos import ReposApi
@@ -36,6 +37,7 @@ from treadle.app.aliases import AliasService
 from treadle.app.completion import CompletionNotifier
 from treadle.app.executions import ExecutionService
 from treadle.app.functions import FunctionService
+from treadle.app.gc import GarbageCollector
 from treadle.app.inventory import InventoryService
 from treadle.app.last_used import RecordingRuntime, UseRecorder
 from treadle.app.notifications import NotificationService
@@ -119,6 +121,7 @@ class Core:
     schedules: ScheduleFirer
     relay: Relay  # hands status changes to webhooks and publishers (app/relay.py)
     metrics: DurableMetrics  # what /metrics shows (docs/observability.md)
+    gc: GarbageCollector  # tenants' GC policies (app/gc.py), run by the platform's loop
 
 
 def build_core(
@@ -202,6 +205,21 @@ def build_core(
     document = build_document()
     v1.add("GET", "/v1/openapi.json", lambda _req: Response.json(document))
     TenantsApi(ports.tenants).register(v1)
+    gc = GarbageCollector(
+        tenants=ports.tenants,
+        functions=ports.functions,
+        aliases=ports.aliases,
+        refs=ports.repositories.refs,
+        artifacts=artifacts,
+        facets=ports.facets,
+        last_used=ports.last_used,
+        clock=ports.clock,
+        ids=ports.ids,
+        audit=ports.audit,
+        repositories=ports.repositories,
+        pack_grace_ms=settings.gc_pack_grace_s * 1000,
+    )
+    GcApi(gc).register(v1)
     auditor = None
     if ports.audit is not None:
         auditor = Auditor(ports.audit, ports.clock, ports.ids)
@@ -290,7 +308,13 @@ def build_core(
         now_s=lambda: ports.clock.now_ms() / 1000,
     )
     return Core(
-        engine=engine, app=app, facets=facets, schedules=firer, relay=relay, metrics=metrics
+        engine=engine,
+        app=app,
+        facets=facets,
+        schedules=firer,
+        relay=relay,
+        metrics=metrics,
+        gc=gc,
     )
 
 

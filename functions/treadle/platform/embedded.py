@@ -100,6 +100,7 @@ class EmbeddedPlatform(Platform):
             ScheduleLoop(self.schedules, self.clock),
             Periodic("relay", RELAY_INTERVAL_S, self.relay.run_once),
             Periodic("audit retention", AUDIT_PURGE_INTERVAL_S, self._purge_audit),
+            Periodic("gc", self.settings.gc_interval_s, self.gc.run_all),
         ]
 
     def _purge_audit(self) -> None:

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
 
+from treadle.domain.gc import GcPolicy
 from treadle.domain.models import (
     DEFAULT_MAX_HISTORY_BYTES,
     DEFAULT_MAX_OPERATIONS,
@@ -56,6 +57,9 @@ class Quotas(BaseModel):
     max_payload_bytes_per_operation: int = Field(
         default=DEFAULT_MAX_PAYLOAD_BYTES, ge=1, le=MAX_PAYLOAD_BYTES_PER_OPERATION
     )
+    # Kept with the quotas (one JSON document on both backends, changed by the same
+    # atomic `update_quotas`), shown apart as `gcPolicy` on the wire.
+    gc: GcPolicy = Field(default_factory=GcPolicy)
 
     def execution_limits(self) -> ExecutionLimits:
         """What an execution started now is pinned to."""

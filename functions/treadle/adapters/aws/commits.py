@@ -36,6 +36,7 @@ from botocore.exceptions import ClientError
 
 from treadle.adapters.aws import items as it
 from treadle.adapters.aws import usage_items as us
+from treadle.adapters.aws import version_pins as vp
 from treadle.adapters.aws.dynamo import Table
 from treadle.adapters.aws.dynamodb_audit import audit_writes
 from treadle.adapters.aws.dynamodb_notifications import status_event_items
@@ -136,6 +137,13 @@ class CommitWriter:
         if creating:
             plan.items.append(us.start_update(self.table.name, ex))
             plan.labels.append("starts")
+        # The version's pin count (garbage collection's fence), decided like the counters.
+        pin = vp.pin_update(
+            self.table.name, ex, before=None if creating else usage_before, after=plan.usage
+        )
+        if pin is not None:
+            plan.items.append(pin)
+            plan.labels.append("pins")
         callbacks = [cid for cid, _, _ in commit.new_callbacks]
         if commit.operations or callbacks:
             ops = self.codec.encode(arn, it.operations_json(commit.operations))
@@ -219,6 +227,8 @@ class CommitWriter:
         if counters is not None:
             items.append(counters)
         items.extend(audit_writes(self.table.name, audit, self.audit_days))
+        pin = vp.pin_update(self.table.name, ex, before=us.state_in(meta), after=None)
+        items.extend([pin] if pin is not None else [])
         transact(
             self.table,
             items,

@@ -53,10 +53,12 @@ from treadle.adapters.aws.optimistic import (
     raise_unless_lost_race,
     retry_conflicts,
 )
+from treadle.adapters.aws.version_pins import read_pins, unpinned_checks
 from treadle.domain.audit import DEFAULT_RETENTION_DAYS, AuditRecord
 from treadle.domain.errors import (
     AlreadyExists,
     ConcurrentModification,
+    Conflict,
     InvalidParameter,
     NotFound,
     PreconditionFailed,
@@ -426,9 +428,10 @@ class DynamoFunctionStore:
         version: str | None = None,
         *,
         audit: AuditRecord | None = None,
+        unless_pinned: bool = False,
     ) -> None:
         if version is None:
-            self._delete_function(tenant, name, audit)
+            self._delete_function(tenant, name, audit, unless_pinned=unless_pinned)
             return
         number = _number(version)
         if number is None:
@@ -444,12 +447,32 @@ class DynamoFunctionStore:
         counter = counts_update(
             self._name, tenant, name, versions=-1, code_bytes=-_body(item).code_size
         )
-        self._aliases(tenant, name).delete_version(
-            name,
-            version_sk(number),
-            version,
-            extra=[*([counter] if counter else []), *self._audit(audit)],
-        )
+        pins = self._unpinned(tenant, name, version) if unless_pinned else []
+        try:
+            self._aliases(tenant, name).delete_version(
+                name,
+                version_sk(number),
+                version,
+                extra=[*([counter] if counter else []), *self._audit(audit), *pins],
+            )
+        except ConcurrentModification:
+            if unless_pinned:  # a pin's ConditionCheck refused it: say so if it holds
+                self._unpinned(tenant, name, version)
+            raise
+
+    def live_pins(self, tenant: str, name: str) -> dict[str, int]:
+        return read_pins(self._table, tenant, name)
+
+    def _unpinned(
+        self, tenant: str, name: str, version: str | None
+    ) -> list[TransactWriteItemTypeDef]:
+        """Conflict if pinned now; else the checks that keep it so in the transaction (a
+        commit pinning it meanwhile cancels the delete, whose retry then reads the pin)."""
+        pins = self.live_pins(tenant, name)
+        if (sum(pins.values()) if version is None else pins.get(version, 0)) > 0:
+            what = name if version is None else f"{name}:{version}"
+            raise Conflict(f"Function {what} has executions that are not closed.")
+        return unpinned_checks(self._name, tenant, name, version)
 
     def _record(self, tenant: str, name: str) -> FencedRecord:
         """A function as a fenced record: $LATEST heads its versions."""
@@ -462,7 +485,9 @@ class DynamoFunctionStore:
             children=lambda: self._version_sks(pk),
         )
 
-    def _delete_function(self, tenant: str, name: str, audit: AuditRecord | None) -> None:
+    def _delete_function(
+        self, tenant: str, name: str, audit: AuditRecord | None, *, unless_pinned: bool = False
+    ) -> None:
         def unchanged(latest: Item) -> Condition:
             # No publish and no alias written since the children were read: none is
             # orphaned.
@@ -485,7 +510,8 @@ class DynamoFunctionStore:
             counter = counts_update(
                 self._name, tenant, name, functions=-1, versions=-len(versions), code_bytes=-code
             )
-            return [counter] if counter else []
+            pins = self._unpinned(tenant, name, None) if unless_pinned else []
+            return [*([counter] if counter else []), *pins]
 
         self._record(tenant, name).delete(
             unchanged,

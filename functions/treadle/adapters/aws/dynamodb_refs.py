@@ -39,6 +39,7 @@ from botocore.exceptions import ClientError
 from treadle.adapters.aws import tables as t
 from treadle.adapters.aws.dynamo import Table
 from treadle.adapters.aws.dynamodb_audit import audit_writes
+from treadle.adapters.aws.errors import translated
 from treadle.adapters.aws.items import key
 from treadle.adapters.aws.optimistic import (
     ATTEMPTS,
@@ -86,6 +87,9 @@ VALUE: Final = "value"
 REPO_COUNT_PREFIX: Final = "UR#"
 REPO_COUNT: Final = "n"
 REPO_COUNT_SHARDS: Final = 4
+# A tenant's repository bytes: `URB#<tenant>` / `<shard>`, attribute `n` (coarse: moved
+# after a pack is stored or removed, not with it; S3 and the table share no transaction).
+REPO_BYTES_PREFIX: Final = "URB#"
 
 # The REPO update is one of the transaction's items.
 MAX_REFS_PER_SWAP: Final = TRANSACTION_MAX - 1
@@ -182,6 +186,30 @@ class DynamoRefStore:
             f"count repositories of {tenant}",
             key_condition="pk = :pk",
             values={":pk": {"S": f"{REPO_COUNT_PREFIX}{tenant}"}},
+        ):
+            total += int(item[REPO_COUNT]["N"])
+        return max(0, total)
+
+    def add_repo_bytes(self, tenant: str, delta: int) -> None:
+        if not delta:
+            return
+        # Sharded by time: concurrent pushes rarely write the same item.
+        shard = time.monotonic_ns() % REPO_COUNT_SHARDS
+        with translated(f"count repository bytes of {tenant}"):
+            self._client.update_item(
+                TableName=self._name,
+                Key=key(f"{REPO_BYTES_PREFIX}{tenant}", str(shard)),
+                UpdateExpression="ADD #n :d",
+                ExpressionAttributeNames={"#n": REPO_COUNT},
+                ExpressionAttributeValues={":d": {"N": str(delta)}},
+            )
+
+    def repo_bytes(self, tenant: str) -> int:
+        total = 0
+        for item in self._table.query(
+            f"read repository bytes of {tenant}",
+            key_condition="pk = :pk",
+            values={":pk": {"S": f"{REPO_BYTES_PREFIX}{tenant}"}},
         ):
             total += int(item[REPO_COUNT]["N"])
         return max(0, total)

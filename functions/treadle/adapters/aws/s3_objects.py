@@ -9,13 +9,14 @@ object or the new one) and strongly consistent for the reads that follow.
 
 from __future__ import annotations
 
+import builtins
 import logging
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from treadle.adapters.aws.errors import error_code, translated
-from treadle.artifacts.ports import ObjectNotFound, check_key, check_prefix
+from treadle.artifacts.ports import ObjectInfo, ObjectNotFound, check_key, check_prefix
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -80,6 +81,23 @@ class S3ObjectStore:
         # nothing and keeps the contract's order whatever an emulator does.
         keys.sort()
         return keys
+
+    def list_info(self, prefix: str) -> builtins.list[ObjectInfo]:
+        check_prefix(prefix)
+        found: builtins.list[ObjectInfo] = []
+        paginator = self._s3.get_paginator("list_objects_v2")
+        with translated(f"list s3://{self._bucket}/{self._prefix}{prefix}"):
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix + prefix):
+                found.extend(
+                    ObjectInfo(
+                        obj["Key"][len(self._prefix) :],
+                        obj.get("Size", 0),
+                        int(obj["LastModified"].timestamp() * 1000),
+                    )
+                    for obj in page.get("Contents", [])
+                )
+        found.sort()
+        return found
 
     def delete(self, key: str) -> None:
         full = self._key(key)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 from pathlib import Path
 
 from treadle.artifacts.ports import (
     RESERVED_SEGMENT_PREFIX,
+    ObjectInfo,
     ObjectNotFound,
     check_key,
     check_prefix,
@@ -62,6 +64,16 @@ class LocalObjectStore:
                     keys.append(key)
         keys.sort()
         return keys
+
+    def list_info(self, prefix: str) -> builtins.list[ObjectInfo]:
+        found = []
+        for key in self.list(prefix):
+            try:
+                st = self._path(key).stat()
+            except FileNotFoundError:  # deleted since listed
+                continue
+            found.append(ObjectInfo(key, st.st_size, st.st_mtime_ns // 1_000_000))
+        return found
 
     def delete(self, key: str) -> None:
         path = self._path(key)

@@ -39,6 +39,10 @@ CREATE INDEX IF NOT EXISTS executions_active ON executions (invocation_active)
     WHERE invocation_active = 1;
 CREATE INDEX IF NOT EXISTS executions_running ON executions (tenant)
     WHERE status = 'RUNNING';
+-- Live executions by the version they are pinned to: what garbage collection checks in
+-- a version's or function's delete transaction (adapters/sqlite/functions.py).
+CREATE INDEX IF NOT EXISTS executions_live ON executions (tenant, function_name, version)
+    WHERE status NOT IN ('SUCCEEDED', 'FAILED', 'TIMED_OUT', 'STOPPED');
 CREATE TABLE IF NOT EXISTS operations (
     arn TEXT NOT NULL,
     op_id TEXT NOT NULL,

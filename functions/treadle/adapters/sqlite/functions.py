@@ -194,9 +194,14 @@ class SqliteFunctionStore:
         version: str | None = None,
         *,
         audit: AuditRecord | None = None,
+        unless_pinned: bool = False,
     ) -> None:
         self._forget(tenant, name)
         with self._db.write() as conn:
+            if unless_pinned:
+                # In the delete's own transaction: no execution can start or close
+                # between this check and the delete (one writer at a time).
+                _refuse_if_pinned(conn, tenant, name, version)
             if version is None:
                 cur = conn.execute(
                     "DELETE FROM functions WHERE tenant = ? AND name = ?", (tenant, name)
@@ -214,6 +219,15 @@ class SqliteFunctionStore:
                 raise NotFound(f"Function not found: {name}")
             insert_audit(conn, audit)
         self._forget(tenant, name)
+
+    def live_pins(self, tenant: str, name: str) -> dict[str, int]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                f"SELECT version, COUNT(*) FROM executions WHERE tenant = ? AND function_name = ?"
+                f" AND {_LIVE} GROUP BY version",
+                (tenant, name),
+            ).fetchall()
+        return {str(v): int(n) for v, n in rows}
 
     # -- aliases (AliasStore) ----------------------------------------------------------
 
@@ -307,6 +321,23 @@ def _require_version(conn: sqlite3.Connection, tenant: str, name: str, version: 
     if row is None:
         suffix = "" if version == LATEST else f":{version}"
         raise NotFound(f"Function not found: {name}{suffix}")
+
+
+# The `executions_live` index's own condition, word for word, so SQLite uses it.
+_LIVE = "status NOT IN ('SUCCEEDED', 'FAILED', 'TIMED_OUT', 'STOPPED')"
+
+
+def _refuse_if_pinned(
+    conn: sqlite3.Connection, tenant: str, name: str, version: str | None
+) -> None:
+    row = conn.execute(
+        f"SELECT version FROM executions WHERE tenant = ? AND function_name = ?"
+        f" AND (? IS NULL OR version = ?) AND {_LIVE} LIMIT 1",
+        (tenant, name, version, version),
+    ).fetchone()
+    if row is not None:
+        what = name if version is None else f"{name}:{version}"
+        raise Conflict(f"Function {what} has executions that are not closed (one on {row[0]}).")
 
 
 def _refuse_if_aliased(conn: sqlite3.Connection, tenant: str, name: str, version: str) -> None:

@@ -54,6 +54,12 @@ BEGIN
     INSERT INTO repo_counts (tenant, n) VALUES (NEW.tenant, 1)
     ON CONFLICT (tenant) DO UPDATE SET n = n + 1;
 END;
+-- A tenant's repository bytes (packs and indexes), moved after each pack is stored or
+-- removed: coarse, the objects live outside this file (docs/operating.md).
+CREATE TABLE IF NOT EXISTS repo_bytes (
+    tenant TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS repo_counts_delete AFTER DELETE ON repos
 BEGIN
     UPDATE repo_counts SET n = n - 1 WHERE tenant = OLD.tenant;
@@ -105,6 +111,21 @@ class SqliteRefStore:
     def count_repos(self, tenant: str) -> int:
         with self._db.locked() as conn:
             row = conn.execute("SELECT n FROM repo_counts WHERE tenant = ?", (tenant,)).fetchone()
+        return max(0, int(row[0])) if row else 0
+
+    def add_repo_bytes(self, tenant: str, delta: int) -> None:
+        if not delta:
+            return
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO repo_bytes (tenant, n) VALUES (?, ?)"
+                " ON CONFLICT (tenant) DO UPDATE SET n = n + excluded.n",
+                (tenant, delta),
+            )
+
+    def repo_bytes(self, tenant: str) -> int:
+        with self._db.locked() as conn:
+            row = conn.execute("SELECT n FROM repo_bytes WHERE tenant = ?", (tenant,)).fetchone()
         return max(0, int(row[0])) if row else 0
 
     def list_repos(self, tenant: str, *, limit: int = 100, after: str | None = None) -> RepoPage:
