@@ -10,3 +10,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 if str(Path(__file__).parent.parent) not in sys.path:
     sys.path.append(str(Path(__file__).parent.parent))
+
+from support import moto_serial
+
+# moto's DynamoDB with DynamoDB's own write isolation (support/moto_serial.py).
+moto_serial.install()

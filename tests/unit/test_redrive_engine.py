@@ -242,11 +242,7 @@ def test_child_contexts_completed_are_copied_whole_an_open_one_enclosing_the_ste
     assert {i for i in ids if i.startswith("c")} == {"c1", "c1a"}
 
 
-def test_concurrent_redrives_of_one_source_are_all_linked(
-    h: Harness, request: pytest.FixtureRequest
-) -> None:
-    if "dynamodb" in request.node.callspec.id:
-        pytest.skip("moto does not serialise concurrent transactions reliably")
+def test_concurrent_redrives_of_one_source_are_all_linked(h: Harness) -> None:
     src, _ = failed_at_7(h)
     # A second engine over the same store: another process, with locks of its own, so
     # only the source's version orders the two (the loser reads it again and retries).

@@ -1,0 +1,51 @@
+"""Give moto's DynamoDB the isolation DynamoDB has, so concurrency tests test our code.
+
+DynamoDB applies each write (a conditional PutItem, UpdateItem, DeleteItem) atomically,
+and a TransactWriteItems is serialisable with respect to single-item operations: two
+racing transactions whose conditions overlap can never both succeed. moto's in-memory
+backend checks a condition and then applies the write in two Python steps, item after
+item, with nothing holding other threads off; two threads of a test (or two request
+threads of a ThreadedMotoServer) can both pass the same condition. A test that races
+two writers over moto would then fail on moto's behalf, not ours.
+
+One lock around the backend's writes and its point reads restores DynamoDB's
+guarantees and nothing more: Query and Scan stay unlocked, as they are read-committed
+on DynamoDB too (they may see part of a transaction), so code that wrongly relies on
+more than that is not hidden. Installed once for the test process by the root conftest.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any
+
+from moto.dynamodb.models import DynamoDBBackend
+
+SERIALISED = (
+    "put_item",
+    "update_item",
+    "delete_item",
+    "batch_write_item",
+    "transact_write_items",
+    "execute_transaction",
+    "get_item",
+    "batch_get_item",
+    "transact_get_items",
+)
+_lock = threading.RLock()
+
+
+def install() -> None:
+    for name in SERIALISED:
+        original = getattr(DynamoDBBackend, name)
+        if getattr(original, "_treadle_serialised", False):
+            continue
+
+        @functools.wraps(original)
+        def serialised(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with _lock:
+                return __original(self, *args, **kwargs)
+
+        serialised._treadle_serialised = True  # type: ignore[attr-defined]
+        setattr(DynamoDBBackend, name, serialised)
