@@ -17,7 +17,7 @@ from moto import mock_aws
 from tests.contract.test_execution_store import _aws_env, _close, _start
 from tests.contract.test_function_store import _fn
 
-from treadle.adapters.aws import create_tables, dynamodb_functions
+from treadle.adapters.aws import create_tables, function_deletes
 from treadle.adapters.aws.dynamodb_executions import DynamoExecutionStore
 from treadle.adapters.aws.dynamodb_functions import DynamoFunctionStore
 from treadle.adapters.aws.version_pins import read_pins
@@ -168,7 +168,7 @@ def test_dynamodb_the_pin_is_checked_in_the_delete_transaction_itself(
             reads.append(1)
             return {} if len(reads) == 1 else read_pins(table, tenant, name)
 
-        monkeypatch.setattr(dynamodb_functions, "read_pins", stale_then_true)
+        monkeypatch.setattr(function_deletes, "read_pins", stale_then_true)
         with pytest.raises(Conflict):
             stores.functions.delete(T, "f", "1", unless_pinned=True)
         assert stores.functions.get(T, "f", "1").version == "1"

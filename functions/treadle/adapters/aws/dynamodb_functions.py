@@ -1,21 +1,9 @@
 """DynamoDB adapter of the `FunctionStore`, in the single table (see `tables`).
 
-Items of one function share the partition `F#<tenant>#<name>`:
-
-- `V#$LATEST`: the mutable $LATEST (`body`: the whole FunctionVersion as JSON, so a
-  field added to the model needs no change here), its `revision_id` (for conditions),
-  `counter` (the last version number handed out), `published_revision` and
-  `published_version` (which version froze which revision, for idempotent publishes),
-  and `deleting` while a big delete is under way;
-- `V#<version:012d>`: one published version, immutable (`body`);
-- `A#<alias>`: an alias (see `dynamodb_aliases`, which also keeps `alias_seq` on
-  $LATEST).
-
-'$' sorts before every digit, so one Query of the partition lists $LATEST first and
-then the versions in number order, which is ListVersionsByFunction's order.
-
-`FL#<tenant>` / `<name>` lists a tenant's functions in name order; it is written and
-removed in the same transactions as $LATEST.
+Items and keys: `function_items` (a table of them); deletes: `function_deletes`.
+$LATEST's `body` is the whole FunctionVersion as JSON, so a field added to the model
+needs no change here. '$' sorts before every digit, so one Query of the partition lists
+$LATEST first and then the versions in number order (ListVersionsByFunction's order).
 
 A publish is ONE TransactWriteItems: an update of $LATEST conditioned on the
 `counter` and `revision_id` it read (bumping the counter) and a put of the new
@@ -29,36 +17,48 @@ from __future__ import annotations
 
 import logging
 from itertools import islice
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from treadle.adapters.aws import tables as t
 from treadle.adapters.aws.dynamo import Table
 from treadle.adapters.aws.dynamodb_aliases import (
-    ALIAS_SEQ,
     REVISION_MOVED,
     DynamoAliases,
 )
 from treadle.adapters.aws.dynamodb_audit import audit_writes
 from treadle.adapters.aws.function_counts import counts_update, read_counts
+from treadle.adapters.aws.function_deletes import FunctionDeletes
+from treadle.adapters.aws.function_items import (
+    BODY,
+    COUNTER,
+    LATEST,
+    NAMES,
+    PUBLISHED_REVISION,
+    PUBLISHED_VERSION,
+    REVISION,
+    VERSIONS_END,
+    body_of,
+    function_pk,
+    listing_pk,
+    not_found,
+    number_of,
+    version_sk,
+)
 from treadle.adapters.aws.items import key
 from treadle.adapters.aws.optimistic import (
     ATTEMPTS,
     DELETING,
     LIVE,
-    Condition,
-    FencedRecord,
     backoff,
     raise_unless_lost_race,
     retry_conflicts,
 )
-from treadle.adapters.aws.version_pins import read_pins, unpinned_checks
 from treadle.domain.audit import DEFAULT_RETENTION_DAYS, AuditRecord
 from treadle.domain.errors import (
     AlreadyExists,
     ConcurrentModification,
-    Conflict,
     InvalidParameter,
     NotFound,
     PreconditionFailed,
@@ -77,51 +77,6 @@ if TYPE_CHECKING:
     Item = dict[str, AttributeValueTypeDef]
 
 log = logging.getLogger(__name__)
-
-LATEST: Final = "$LATEST"
-BODY: Final = "body"
-REVISION: Final = "revision_id"
-COUNTER: Final = "counter"
-PUBLISHED_REVISION: Final = "published_revision"
-PUBLISHED_VERSION: Final = "published_version"
-
-_NAMES: Final = {
-    "#body": BODY,
-    "#rev": REVISION,
-    "#counter": COUNTER,
-    "#prev": PUBLISHED_REVISION,
-    "#pver": PUBLISHED_VERSION,
-    "#deleting": DELETING,
-}
-
-
-_VERSIONS_END: Final = "V$"  # just after every `V#...`
-
-
-def function_pk(tenant: str, name: str) -> str:
-    return f"{t.FUNCTION_PREFIX}{tenant}#{name}"
-
-
-def listing_pk(tenant: str) -> str:
-    return f"{t.FUNCTION_LIST_PREFIX}{tenant}"
-
-
-def version_sk(number: int) -> str:
-    return f"{t.FUNCTION_VERSION_SK_PREFIX}{number:012d}"
-
-
-def _number(version: str) -> int | None:
-    """The number of a published version as written ("7"), None for anything else."""
-    return int(version) if version.isdigit() and version == str(int(version)) else None
-
-
-def _body(item: Item) -> FunctionVersion:
-    return FunctionVersion.model_validate_json(item[BODY]["S"])
-
-
-def _not_found(name: str, version: str = LATEST) -> NotFound:
-    suffix = "" if version == LATEST else f":{version}"
-    return NotFound(f"Function not found: {name}{suffix}")
 
 
 class DynamoFunctionStore:
@@ -143,6 +98,7 @@ class DynamoFunctionStore:
         self._table = Table(client, table_name)
         self._name = table_name
         self._audit_days = audit_retention_days
+        self._deletes = FunctionDeletes(self._table)
 
     def _audit(self, record: AuditRecord | None) -> list[TransactWriteItemTypeDef]:
         return audit_writes(self._name, record, self._audit_days)
@@ -200,7 +156,7 @@ class DynamoFunctionStore:
         )
         items.extend([counter] if counter else [])
         exists = AlreadyExists(f"Function already exist: {fn.function_name}")
-        record = self._record(fn.tenant, fn.function_name)
+        record = self._deletes.record(fn.tenant, fn.function_name)
         # A conflict on the counter item cancelled everything: the same items may go again.
         retry_conflicts(lambda: record.create(items, exists, f"create function {fn.function_name}"))
 
@@ -231,7 +187,7 @@ class DynamoFunctionStore:
                         "UpdateExpression": "SET #body = :body, #rev = :rev",
                         "ConditionExpression": f"{LIVE} AND #rev = :seen",
                         "ExpressionAttributeNames": {
-                            k: _NAMES[k] for k in ("#body", "#rev", "#deleting")
+                            k: NAMES[k] for k in ("#body", "#rev", "#deleting")
                         },
                         "ExpressionAttributeValues": {
                             ":body": body,
@@ -241,7 +197,7 @@ class DynamoFunctionStore:
                     }
                 }
             ]
-            delta = fn.code_size - _body(current).code_size
+            delta = fn.code_size - body_of(current).code_size
             counter = counts_update(self._name, fn.tenant, fn.function_name, code_bytes=delta)
             items.extend([counter] if counter else [])
             items.extend(self._audit(audit))
@@ -257,15 +213,15 @@ class DynamoFunctionStore:
         if version == LATEST:
             item = self._latest(tenant, name)
         else:
-            number = _number(version)
+            number = number_of(version)
             item = (
                 None
                 if number is None
                 else self._table.get(key(function_pk(tenant, name), version_sk(number)), "get")
             )
         if item is None:
-            raise _not_found(name, version)
-        return _body(item)
+            raise not_found(name, version)
+        return body_of(item)
 
     def usage(self, tenant: str) -> tuple[int, int]:
         """(functions, code bytes of $LATEST and every version): the counters."""
@@ -290,14 +246,14 @@ class DynamoFunctionStore:
         for attempt in range(ATTEMPTS):
             latest_item = self._latest(tenant, name)
             if latest_item is None:
-                raise _not_found(name)
-            latest = _body(latest_item)
+                raise not_found(name)
+            latest = body_of(latest_item)
             previous = None
             if latest_item.get(PUBLISHED_REVISION, {}).get("S") == latest.revision_id:
                 # The pointer names the only version that may hold $LATEST's code.
                 frozen = int(latest_item[PUBLISHED_VERSION]["N"])
                 existing = self._table.get(key(pk, version_sk(frozen)), "get function version")
-                previous = None if existing is None else _body(existing)
+                previous = None if existing is None else body_of(existing)
             counter = latest_item[COUNTER]
             number = int(counter["N"]) + 1
             version, new = version_to_publish(latest, previous, number, description)
@@ -328,7 +284,7 @@ class DynamoFunctionStore:
                     # Unchanged since read: no other publish, no other code or config.
                     "ConditionExpression": f"{LIVE} AND #counter = :old AND #rev = :rev",
                     "ExpressionAttributeNames": {
-                        k: _NAMES[k] for k in ("#counter", "#prev", "#pver", "#rev", "#deleting")
+                        k: NAMES[k] for k in ("#counter", "#prev", "#pver", "#rev", "#deleting")
                     },
                     "ExpressionAttributeValues": {":n": number, ":old": counter, ":rev": revision},
                 }
@@ -380,7 +336,7 @@ class DynamoFunctionStore:
         )
         items = [latest.get((function_pk(tenant, n), t.FUNCTION_LATEST_SK)) for n in names]
         # Listing entries leave with the fence of a delete: a miss is a race with one.
-        functions = [_body(i) for i in items if i is not None and DELETING not in i]
+        functions = [body_of(i) for i in items if i is not None and DELETING not in i]
         return functions, (names[-1] if more else None)
 
     def list_versions(
@@ -398,7 +354,7 @@ class DynamoFunctionStore:
         values: dict[str, AttributeValueTypeDef] = {
             ":pk": {"S": function_pk(tenant, name)},
             ":low": {"S": low},
-            ":high": {"S": _VERSIONS_END},
+            ":high": {"S": VERSIONS_END},
         }
         found = self._table.query(
             "list function versions",
@@ -409,17 +365,17 @@ class DynamoFunctionStore:
         # BETWEEN includes the marker's own item, which the previous page returned.
         rows = list(islice((r for r in found if after < 0 or r[t.SORT_KEY]["S"] != low), limit + 1))
         if after < 0 and (not rows or DELETING in rows[0]):
-            raise _not_found(name)
+            raise not_found(name)
         more = len(rows) > limit
         rows = rows[:limit]
-        versions = [_body(r) for r in rows]
+        versions = [body_of(r) for r in rows]
         if not more:
             return versions, None
         # The marker is what SQLite pages on: the version number, 0 for $LATEST.
         last = versions[-1].version
         return versions, "0" if last == LATEST else last
 
-    # -- deletes ---------------------------------------------------------------------
+    # -- deletes (function_deletes) -------------------------------------------------
 
     def delete(
         self,
@@ -430,105 +386,10 @@ class DynamoFunctionStore:
         audit: AuditRecord | None = None,
         unless_pinned: bool = False,
     ) -> None:
-        if version is None:
-            self._delete_function(tenant, name, audit, unless_pinned=unless_pinned)
-            return
-        number = _number(version)
-        if number is None:
-            if version == LATEST:  # it holds the counter: refuse rather than orphan it
-                raise InvalidParameter(
-                    "$LATEST version cannot be deleted without deleting the function."
-                )
-            raise _not_found(name, version)
-        # Versions are immutable: the size read now is the size the delete removes.
-        item = self._table.get(key(function_pk(tenant, name), version_sk(number)), "get version")
-        if item is None:
-            raise _not_found(name, version)
-        counter = counts_update(
-            self._name, tenant, name, versions=-1, code_bytes=-_body(item).code_size
-        )
-        pins = self._unpinned(tenant, name, version) if unless_pinned else []
-        try:
-            self._aliases(tenant, name).delete_version(
-                name,
-                version_sk(number),
-                version,
-                extra=[*([counter] if counter else []), *self._audit(audit), *pins],
-            )
-        except ConcurrentModification:
-            if unless_pinned:  # a pin's ConditionCheck refused it: say so if it holds
-                self._unpinned(tenant, name, version)
-            raise
+        self._deletes.delete(tenant, name, version, self._audit(audit), unless_pinned=unless_pinned)
 
     def live_pins(self, tenant: str, name: str) -> dict[str, int]:
-        return read_pins(self._table, tenant, name)
-
-    def _unpinned(
-        self, tenant: str, name: str, version: str | None
-    ) -> list[TransactWriteItemTypeDef]:
-        """Conflict if pinned now; else the checks that keep it so in the transaction (a
-        commit pinning it meanwhile cancels the delete, whose retry then reads the pin)."""
-        pins = self.live_pins(tenant, name)
-        if (sum(pins.values()) if version is None else pins.get(version, 0)) > 0:
-            what = name if version is None else f"{name}:{version}"
-            raise Conflict(f"Function {what} has executions that are not closed.")
-        return unpinned_checks(self._name, tenant, name, version)
-
-    def _record(self, tenant: str, name: str) -> FencedRecord:
-        """A function as a fenced record: $LATEST heads its versions."""
-        pk = function_pk(tenant, name)
-        return FencedRecord(
-            self._table,
-            pk,
-            t.FUNCTION_LATEST_SK,
-            listing=key(listing_pk(tenant), name),
-            children=lambda: self._version_sks(pk),
-        )
-
-    def _delete_function(
-        self, tenant: str, name: str, audit: AuditRecord | None, *, unless_pinned: bool = False
-    ) -> None:
-        def unchanged(latest: Item) -> Condition:
-            # No publish and no alias written since the children were read: none is
-            # orphaned.
-            names = {"#counter": COUNTER, "#deleting": DELETING, "#aseq": ALIAS_SEQ}
-            values = {":counter": latest[COUNTER]}
-            if ALIAS_SEQ in latest:
-                values[":aseq"] = latest[ALIAS_SEQ]
-                aliases = "#aseq = :aseq"
-            else:
-                aliases = "attribute_not_exists(#aseq)"
-            return Condition(f"{LIVE} AND #counter = :counter AND {aliases}", names, values)
-
-        def uncount(latest: Item, children: list[str]) -> list[TransactWriteItemTypeDef]:
-            # The children were listed after `latest` was read and `unchanged` fences
-            # them, so these are exactly the versions the delete removes.
-            pk = function_pk(tenant, name)
-            versions = [sk for sk in children if sk.startswith(t.FUNCTION_VERSION_SK_PREFIX)]
-            found = self._table.batch_get([(pk, sk) for sk in versions], "size versions")
-            code = _body(latest).code_size + sum(_body(i).code_size for i in found.values())
-            counter = counts_update(
-                self._name, tenant, name, functions=-1, versions=-len(versions), code_bytes=-code
-            )
-            pins = self._unpinned(tenant, name, None) if unless_pinned else []
-            return [*([counter] if counter else []), *pins]
-
-        self._record(tenant, name).delete(
-            unchanged,
-            _not_found(name),
-            f"delete function {name}",
-            extra=uncount,
-            audit=self._audit(audit),
-        )
-
-    def _version_sks(self, pk: str) -> list[str]:
-        found = self._table.query(
-            "list function versions",
-            key_condition="pk = :pk",
-            values={":pk": {"S": pk}},
-            projection="sk",
-        )
-        return [sk for item in found if (sk := item[t.SORT_KEY]["S"]) != t.FUNCTION_LATEST_SK]
+        return self._deletes.live_pins(tenant, name)
 
     # -- aliases (AliasStore) ----------------------------------------------------------
 
@@ -553,7 +414,7 @@ class DynamoFunctionStore:
         limit: int,
     ) -> tuple[list[Alias], str | None]:
         if self._latest(tenant, function_name) is None:
-            raise _not_found(function_name)
+            raise not_found(function_name)
         return self._aliases(tenant, function_name).page(version, marker, max(1, limit))
 
     def update_alias(self, alias: Alias, expected_revision: str) -> None:
