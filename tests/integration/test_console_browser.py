@@ -117,3 +117,75 @@ def test_a_user_answers_a_callback_from_the_page_and_watches_the_execution_compl
     _shot(page, "console-admin.png")
     assert refused == []
     context.close()
+
+
+def _callback_id(lam: Any, arn: str) -> str | None:
+    events = lam.get_durable_execution_history(DurableExecutionArn=arn)["Events"]
+    for e in events:
+        if e["EventType"] == "CallbackStarted":
+            return str(e["CallbackStartedDetails"]["CallbackId"])
+    return None
+
+
+def test_the_list_follows_status_changes_live_and_usage_and_audit_pages_open(
+    server: ServerProcess, browser: Any
+) -> None:
+    lam = client(server)
+    deploy(lam, "live", {"handler.py": WORKFLOW})
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    refused: list[str] = []
+    page.on(
+        "console", lambda msg: refused.append(msg.text) if "Content Security" in msg.text else None
+    )
+    _login(page, server.url, server.credentials())
+    page.wait_for_url("**/console/executions")
+    page.evaluate("window.notReloaded = true")  # gone if the page reloads
+    out = lam.invoke(
+        FunctionName="live",
+        InvocationType="Event",
+        DurableExecutionName="watched-1",
+        Payload=json.dumps({"who": "live"}),
+    )
+    arn = str(out["DurableExecutionArn"])
+    row = page.locator("#executions tbody tr", has_text="watched-1")
+    row.locator(".status:has-text('RUNNING')").wait_for(timeout=30_000)
+    callback = None
+    for _ in range(300):
+        callback = _callback_id(lam, arn)
+        if callback:
+            break
+        page.wait_for_timeout(200)
+    assert callback is not None
+    lam.send_durable_execution_callback_success(CallbackId=callback, Result=b'{"ok": true}')
+    row.locator(".status:has-text('SUCCEEDED')").wait_for(timeout=30_000)
+    assert page.evaluate("window.notReloaded") is True
+    assert int(page.get_attribute("#executions", "data-updates") or "0") >= 2
+    _shot(page, "console-executions-live.png")
+
+    page.click("header >> text=Usage")
+    page.wait_for_url("**/console/usage")
+    assert page.locator("#usage-executions .s-SUCCEEDED").count() == 1
+    _shot(page, "console-usage.png")
+    page.click("header >> text=Audit")
+    page.wait_for_url("**/console/audit")
+    assert page.locator("#audit tbody tr", has_text="CreateFunction").count() >= 1
+
+    page.click("text=Log out")
+    page.wait_for_url("**/console/login")
+    _login(page, server.url, server.credentials("treadle-admin"))
+    page.wait_for_url("**/console/tenants")
+    page.click("header >> text=Usage")
+    page.wait_for_url("**/console/admin/usage")
+    assert page.locator("#usage-all tbody tr").count() >= 1
+    page.click("header >> text=Audit")
+    page.wait_for_url("**/console/admin/audit")
+    page.fill("input[name=action]", "CreateFunction")
+    page.click("text=Filter")
+    page.wait_for_url("**action=CreateFunction**")
+    rows = page.locator("#audit tbody tr")
+    assert rows.count() >= 1
+    assert all("CreateFunction" in t for t in rows.all_inner_texts())
+    _shot(page, "console-audit.png")
+    assert refused == []
+    context.close()

@@ -171,3 +171,38 @@ def test_tenant_code_gets_a_fresh_trace_header_per_invocation_as_on_lambda(
     seen = [json.loads(lam.invoke(FunctionName="traced")["Payload"].read()) for _ in range(2)]
     assert all(isinstance(h, str) and TRACE_HEADER.fullmatch(h) for h in seen), seen
     assert seen[0] != seen[1]
+
+
+TRACED_DURABLE = """
+import os
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+from aws_durable_execution_sdk_python.config import Duration
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    first = context.step(lambda _: os.environ.get("_X_AMZN_TRACE_ID"), name="seen")
+    context.wait(Duration.from_seconds(1), name="pause")
+    return {"first": first, "again": os.environ.get("_X_AMZN_TRACE_ID")}
+"""
+
+
+def test_get_durable_execution_names_the_trace_its_invocations_were_handed(
+    server: ServerProcess,
+) -> None:
+    lam = client(server)
+    deploy(lam, "traced-durable", {"handler.py": TRACED_DURABLE})
+    resp = lam.invoke(FunctionName="traced-durable", Payload=b"{}", DurableExecutionName="tr-1")
+    arn = resp["ResponseMetadata"]["HTTPHeaders"]["x-amz-durable-execution-arn"]
+    seen = json.loads(resp["Payload"].read())
+    described = lam.get_durable_execution(DurableExecutionArn=arn)
+    root = described["TraceHeader"]["XAmznTraceId"]
+    assert re.fullmatch(r"Root=1-[0-9a-f]{8}-[0-9a-f]{24}", root), root
+    # The wait ends the first invocation: the second, a replay, carries the same root.
+    assert TRACE_HEADER.fullmatch(seen["first"]) and TRACE_HEADER.fullmatch(seen["again"])
+    assert seen["first"].split(";")[0] == seen["again"].split(";")[0] == root
+    assert seen["first"] != seen["again"]  # each invocation its own parent
+    other = lam.invoke(FunctionName="traced-durable", Payload=b"{}", DurableExecutionName="tr-2")
+    other_arn = other["ResponseMetadata"]["HTTPHeaders"]["x-amz-durable-execution-arn"]
+    other_root = lam.get_durable_execution(DurableExecutionArn=other_arn)["TraceHeader"]
+    assert other_root["XAmznTraceId"] != root

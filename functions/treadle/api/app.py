@@ -114,10 +114,11 @@ class Application:
         """An in-process call as an already authenticated principal: `tenant`, or the
         admin when None. Only the signature check is skipped: routing, validation,
         tenancy and error shapes are the API's own, so the console can show nothing and
-        do nothing the API would refuse. The admin reaches `/v1/tenants...` only and a
-        tenant everything else (the same policy as `Authenticator`). `target` names a
-        CloudWatch Logs operation (`Logs_20140328.FilterLogEvents`). A mutating call is
-        audited like the API's own, under the session's key id and the browser's address.
+        do nothing the API would refuse. The admin reaches `/v1/tenants...` and
+        `/v1/admin/...` only, a tenant its own usage and everything else (the same policy
+        as `Authenticator`). `target` names a CloudWatch Logs operation
+        (`Logs_20140328.FilterLogEvents`). A mutating call is audited like the API's own,
+        under the session's key id and the browser's address.
         """
         request = Request(method=method, path=path, query=query or {}, body=body)
         request.headers["content-type"] = "application/json"
@@ -131,8 +132,13 @@ class Application:
     def _call_as(
         self, request: Request, tenant: str | None, path: str, target: str | None
     ) -> Response:
-        admin_path = path.startswith("/v1/tenants")
-        if (tenant is None) != admin_path:
+        own_usage = _OWN_USAGE.match(path)
+        if tenant is not None and own_usage and request.method == "GET":
+            if own_usage.group(1) != tenant:  # as Authenticator.v1_admin_or_tenant
+                return v1_json_error(
+                    403, "AccessDeniedException", "Only the admin or the tenant may read this."
+                )
+        elif (tenant is None) != path.startswith(_ADMIN):
             return v1_json_error(403, "AccessDeniedException", "Not allowed for this principal.")
         request.tenant = tenant or ""
         if target is not None:

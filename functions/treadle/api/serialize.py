@@ -9,6 +9,7 @@ from treadle.app.code_delivery import FUNCTIONS_REPO, function_dir
 from treadle.domain.engine import strip_execution_data
 from treadle.domain.models import Event, Execution, Operation
 from treadle.domain.ports import FunctionVersion
+from treadle.observability.trace_context import execution_trace_header
 
 
 def seconds(ms: int | None) -> float | None:
@@ -61,6 +62,8 @@ def execution_summary(ex: Execution) -> dict[str, Any]:
 def execution_detail(ex: Execution, include_data: bool = True) -> dict[str, Any]:
     out = execution_summary(ex)
     out["Version"] = ex.version
+    # The trace every invocation of this execution carries in `_X_AMZN_TRACE_ID`.
+    out["TraceHeader"] = {"XAmznTraceId": execution_trace_header(ex.arn)}
     out["DurableConfig"] = {
         "ExecutionTimeout": ex.execution_timeout_s,
         "RetentionPeriodInDays": ex.retention_days,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from treadle.api.app import Application
 from treadle.console.more_pages import MorePages
+from treadle.console.ops_pages import OpsPages
 from treadle.console.pages import TenantPages
 from treadle.console.session import Sessions
 from treadle.console.web import Console
@@ -24,5 +25,6 @@ def attach_console(
     console = Console(Sessions(token_secret, tenant_keys=tenant_keys, admin_key=admin_key))
     TenantPages(console, app.call_as, now_s).register()
     MorePages(console, app.call_as).register()
+    OpsPages(console, app.call_as).register()
     app.console = console
     return console

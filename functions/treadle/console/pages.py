@@ -8,7 +8,7 @@ from typing import Any
 
 from treadle.api.http import Response
 from treadle.console import timeline
-from treadle.console.api import Api, ApiError, CallAs, seg
+from treadle.console.api import Api, ApiError, CallAs, seg, tail_cursor
 from treadle.console.web import Console, Ctx, redirect
 from treadle.domain.models import TERMINAL_EXECUTION_STATUSES, ExecutionStatus
 from treadle.payloads import decoded, event_details
@@ -64,6 +64,10 @@ class TenantPages:
 
     def executions(self, ctx: Ctx) -> Response:
         api = self.api(ctx)
+        try:
+            cursor = tail_cursor(api)  # before the rows: a change after them is heard
+        except ApiError as err:
+            return self._error(ctx, err)
         names = [f["FunctionName"] for f in api.get(F, MaxItems="1000").get("Functions", [])]
         chosen = ctx.q("function")
         status = ctx.q("status")
@@ -96,6 +100,7 @@ class TenantPages:
             q=ctx.q,
             when=when,
             function_of=_function_of,
+            cursor=cursor,
         )
 
     def _execution_data(self, ctx: Ctx) -> dict[str, Any]:
@@ -158,10 +163,13 @@ class TenantPages:
 
     def execution(self, ctx: Ctx) -> Response:
         try:
+            cursor = tail_cursor(self.api(ctx))
             data = self._execution_data(ctx)
         except ApiError as err:
             return self._error(ctx, err)
-        return self.console.render(ctx, "execution.html", **data, flash=ctx.q("done"))
+        return self.console.render(
+            ctx, "execution.html", **data, flash=ctx.q("done"), cursor=cursor
+        )
 
     def execution_live(self, ctx: Ctx) -> Response:
         """The page's body alone: what the page's script swaps in while it is open."""

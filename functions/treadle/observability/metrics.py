@@ -44,7 +44,7 @@ _HELP: Final = {
     "DurableExecutionFailed": "Durable executions that failed",
     "DurableExecutionStopped": "Durable executions stopped by StopDurableExecution",
     "DurableExecutionTimedOut": "Durable executions that exceeded their execution timeout",
-    RUNNING: "Durable executions in the RUNNING status (since this process started)",
+    RUNNING: "Durable executions in the RUNNING status",
     EXECUTION_DURATION: "Wall-clock milliseconds durable executions took, start to close",
     INVOCATIONS: "Function invocations, replays included",
     ERRORS: "Function invocations that ended in a function error",
@@ -93,10 +93,17 @@ class DurableMetrics:
             if event.status == "RUNNING" and event.previous_status != "RUNNING":
                 self._running[key] += 1
             elif event.previous_status == "RUNNING" and event.status != "RUNNING":
-                # Started before this process: never counted, so never below zero.
+                # Never below zero, whatever order listeners ran in around the seed.
                 self._running[key] = max(0, self._running[key] - 1)
             if event.end_ms is not None:
                 self._add(EXECUTION_DURATION, key, event.end_ms - event.start_ms)
+
+    def seed_running(self, counts: Mapping[Key, int]) -> None:
+        """Executions already RUNNING when this process started (`running_seed`): the
+        gauge starts from the stores' count, and status changes move it from there."""
+        with self._lock:
+            for key, value in counts.items():
+                self._running[key] += value
 
     def invoked(self, tenant: str, function: str, duration_ms: float, error: bool) -> None:
         key = (tenant, function)

@@ -3,14 +3,41 @@
 from __future__ import annotations
 
 import json
+import re
 
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
 
 from treadle.domain.ports import FunctionRuntime, FunctionVersion, InvocationOutcome
 from treadle.observability import server_log
 from treadle.observability.metrics import DurableMetrics
-from treadle.observability.trace_context import current_trace_header
+from treadle.observability.trace_context import (
+    current_trace_header,
+    execution_trace_id,
+    span_id_of,
+)
 from treadle.observability.tracing import tracer, xray_header
+
+# The engine's envelope starts with the ARN (`invocation.py` builds it in that order), so
+# a look at its head finds it without parsing a payload that may be megabytes long.
+_ARN_AT_HEAD = re.compile(rb'^\{\s*"DurableExecutionArn"\s*:\s*"([^"\\]{1,1024})"')
+
+
+def _parent(payload: bytes, request_id: str) -> Context | None:
+    """The execution's trace as a remote parent: all its invocations share one trace."""
+    match = _ARN_AT_HEAD.match(payload[:1200])
+    if match is None:
+        return None
+    # Sampled only when spans are exported: a non-sampled parent keeps the SDK quiet.
+    sampled = isinstance(trace.get_tracer_provider(), TracerProvider)
+    parent = trace.SpanContext(
+        trace_id=execution_trace_id(match.group(1).decode()),
+        span_id=span_id_of(request_id),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else 0),
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent))
 
 
 def _execution_arn(payload: bytes) -> str | None:
@@ -33,6 +60,7 @@ class ObservedRuntime:
     def invoke(self, fn: FunctionVersion, payload: bytes, request_id: str) -> InvocationOutcome:
         with tracer().start_as_current_span(
             f"Invoke {fn.function_name}",
+            context=_parent(payload, request_id),
             kind=trace.SpanKind.CLIENT,
             attributes={
                 "faas.invoked_name": fn.function_name,

@@ -34,6 +34,7 @@ from treadle.app.schedule_firing import ScheduleFirer
 from treadle.domain.engine import Engine
 from treadle.domain.errors import TreadleError
 from treadle.domain.logs import LogStore
+from treadle.observability.running_seed import running_by_function
 from treadle.platform.core import Ports, build_core, sandbox_env
 from treadle.settings import Settings
 from treadle.tenancy.admin import ensure_dev_tenant
@@ -115,6 +116,7 @@ class Platform(ABC):
         self.metrics = core.metrics
         self.gc = core.gc
         self.tenants = ports.tenants
+        self._stores = ports
         if self.sandbox_runtime is not None and settings.durable_channel:
             self.sandbox_runtime.serve_durable_calls(DurableChannel(self.engine))
         if self.sandbox_runtime is not None:
@@ -220,6 +222,13 @@ class Platform(ABC):
         """Start-up of a long-running process (not of a Lambda container)."""
         self.ensure_credentials()
         self.start_sandbox()
+        # Before any work: executions RUNNING since an earlier process count in the gauge.
+        stores = self._stores
+        self.metrics.seed_running(
+            running_by_function(
+                stores.tenants, stores.functions, stores.executions, stores.clock.now_ms()
+            )
+        )
         # One process drives these stores: a lease it finds held died with the last one.
         recovered = self.engine.recover()
         if recovered:
