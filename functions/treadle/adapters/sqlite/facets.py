@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Literal
 
 from treadle.domain.errors import NotFound
-from treadle.failpoints import Kind, boundary
 from treadle.facets.models import FacetInfo, check_name
+from treadle.failpoints import Kind, boundary
 
 log = logging.getLogger(__name__)
 
