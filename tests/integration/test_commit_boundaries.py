@@ -211,11 +211,14 @@ def _prepare(root: Path) -> Prepared:
     return Prepared(data, account, work, commit, functions_tip)
 
 
-def _alive_or_crashed(server: ServerProcess) -> None:
+def _raise_if_crashed(server: ServerProcess) -> None:
+    """After a failed call: Crashed if the server died at its failpoint (a connection
+    can close a moment before the process is gone, hence the wait)."""
     assert server.proc is not None
-    code = server.proc.poll()
-    if code is None:
-        return
+    try:
+        code = server.proc.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        return  # alive: the failure is the caller's to report
     assert code == CRASH_EXIT_CODE, f"the server died with {code}: see {server.log_path}"
     raise Crashed
 
@@ -274,7 +277,8 @@ def _drive(server: ServerProcess, prep: Prepared, acked: Acked, tmp: Path) -> No
         acked.results["flow"] = (ex["Status"], json.loads(ex.get("Result", "null")))
         env = _git_env(tmp / "home")
         pushed = _git(env, prep.work, "push", "-q", _git_url(server, prep.account), "main")
-        _alive_or_crashed(server)
+        if pushed.returncode != 0:
+            _raise_if_crashed(server)
         assert pushed.returncode == 0, pushed.stderr
         acked.pushed = prep.commit
         body = {"repo": "app-src", "ref": "main", "path": "svc", "handler": "handler.handler"}
@@ -284,7 +288,7 @@ def _drive(server: ServerProcess, prep: Prepared, acked: Acked, tmp: Path) -> No
         out = lam.invoke(FunctionName="from-git", Qualifier=version["version"])
         acked.results["from-git"] = json.loads(out["Payload"].read())
     except Exception:
-        _alive_or_crashed(server)
+        _raise_if_crashed(server)
         raise
 
 
@@ -368,6 +372,7 @@ def _survive(root: Path, prep: Prepared, failpoint: str) -> tuple[bool, Acked]:
     acked = Acked()
     first = ServerProcess(data, wait_time_scale=WAIT_TIME_SCALE, env={ENV_FAILPOINT: failpoint})
     crashed = False
+    failure: BaseException | None = None
     watch: _Watch | None = None
     try:
         first.start()
@@ -376,15 +381,24 @@ def _survive(root: Path, prep: Prepared, failpoint: str) -> tuple[bool, Acked]:
         _drive(first, prep, acked, root)
     except Crashed:
         crashed = True
-    except RuntimeError:  # died while starting
-        assert first.proc is not None and first.proc.wait() == CRASH_EXIT_CODE, first.log_path
-        crashed = True
+    except RuntimeError as exc:  # died while starting, at its failpoint or not
+        assert first.proc is not None
+        if first.proc.wait(timeout=10) == CRASH_EXIT_CODE:
+            crashed = True
+        else:
+            failure = exc
+    except Exception as exc:
+        failure = exc
     finally:
         first.stop()
         workers = watch.close() if watch is not None else set()
+    # Started even after a failure: a crashed server's sandbox mounts stay until the
+    # next start on its data directory, which removes them (and stop, below, too).
     second = ServerProcess(data, wait_time_scale=WAIT_TIME_SCALE)
     second.start()
     try:
+        if failure is not None:
+            raise failure
         lam = client(second)
         _check_acknowledged(second, lam, prep, acked)
         orphans = [pid for pid, started in workers if _same_process_alive(pid, started)]
@@ -392,8 +406,7 @@ def _survive(root: Path, prep: Prepared, failpoint: str) -> tuple[bool, Acked]:
         _drive(second, prep, acked, root)
         _check_final(second, data, prep, acked)
     finally:
-        # Checked: its data is judged, and its workers go as the crashed server's did.
-        second.kill()
+        second.stop()
     return crashed, acked
 
 
