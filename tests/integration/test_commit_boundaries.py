@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -40,7 +39,7 @@ from urllib.parse import quote
 import pytest
 from botocore.exceptions import ClientError
 
-from support.processes import alive
+from support.boundaries import ECHO, FLOW, PLAIN, Watch, git, git_env, same_process_alive
 from support.server import ServerProcess, client, deploy, v1
 from treadle.failpoints import CRASH_EXIT_CODE, Kind
 from treadle.settings import ENV_FAILPOINT
@@ -54,79 +53,6 @@ SHARDS = 6
 POINTS_AT_ONCE = 2
 WAIT_TIME_SCALE = 0.01  # the 2 s wait and the 1 s retry delay take milliseconds
 EXECUTION = "boundaries-1"
-
-ECHO = """
-from aws_durable_execution_sdk_python import DurableContext, durable_execution
-
-
-@durable_execution
-def handler(event, context: DurableContext):
-    return context.step(lambda step_ctx: {"echo": event["n"]}, name="echo")
-"""
-
-FLOW = """
-from aws_durable_execution_sdk_python import DurableContext, durable_execution
-from aws_durable_execution_sdk_python.config import Duration, JitterStrategy, StepConfig
-from aws_durable_execution_sdk_python.retries import RetryStrategyConfig, create_retry_strategy
-from treadle_facets import connect, once, step_key
-
-RETRY = StepConfig(
-    retry_strategy=create_retry_strategy(
-        RetryStrategyConfig(
-            max_attempts=5,
-            initial_delay=Duration.from_seconds(1),
-            jitter_strategy=JitterStrategy.NONE,
-        )
-    )
-)
-
-
-def flaky(step_ctx):
-    if step_ctx.attempt < 2:
-        raise RuntimeError("the first attempt fails")
-    return "flaky-ok"
-
-
-def pay(step_ctx):
-    db = connect("ledger")
-    with db:
-        db.execute("CREATE TABLE IF NOT EXISTS ledger(k TEXT PRIMARY KEY, amount INT)")
-
-    def effect(db):
-        db.execute("INSERT INTO ledger VALUES (?, ?)", (step_key(step_ctx), 10))
-        return "paid"
-
-    return once(db, step_key(step_ctx), effect)
-
-
-def group(ctx):
-    return [ctx.step(lambda s: "g1", name="g1"), ctx.step(lambda s: "g2", name="g2")]
-
-
-@durable_execution
-def handler(event, context: DurableContext):
-    flaky_result = context.step(flaky, name="flaky", config=RETRY)
-    context.wait(Duration.from_seconds(2), name="nap")
-    approval = context.wait_for_callback(lambda cid, ctx: None, name="approval")
-    grouped = context.run_in_child_context(group, name="group")
-    chained = context.invoke("echo", {"n": event["n"]}, name="chain")
-    mapped = context.map([1, 2, 3], lambda ctx, item, i, items: item * 10, name="tens")
-    paid = context.step(pay, name="pay")
-    return {
-        "flaky": flaky_result,
-        "approval": approval,
-        "group": grouped,
-        "chained": chained,
-        "map": mapped.get_results(),
-        "pay": paid,
-    }
-"""
-
-PLAIN = """
-def handler(event, context):
-    return "from git"
-"""
-
 
 _CLIENTS = threading.Lock()
 
@@ -150,23 +76,6 @@ class Acked:
     pushed: str | None = None
     deployed_tip: str | None = None
     results: dict[str, Any] = field(default_factory=dict)
-
-
-def _git_env(home: Path) -> dict[str, str]:
-    home.mkdir(exist_ok=True)
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_TERMINAL_PROMPT": "0",
-        "LC_ALL": "C",
-    }
-
-
-def _git(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com"]
-    cmd += ["-c", "init.defaultBranch=main", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
 
 
 def _git_url(server: ServerProcess, account: str) -> str:
@@ -226,10 +135,10 @@ def _prepare(root: Path) -> Prepared:
     work = root / "work"
     (work / "svc").mkdir(parents=True)
     (work / "svc" / "handler.py").write_text(PLAIN)
-    env = _git_env(root / "home")
+    env = git_env(root / "home")
     for args in (("init", "-q"), ("add", "-A"), ("commit", "-q", "-m", "first")):
-        assert _git(env, work, *args).returncode == 0
-    commit = _git(env, work, "rev-parse", "HEAD").stdout.strip()
+        assert git(env, work, *args).returncode == 0
+    commit = git(env, work, "rev-parse", "HEAD").stdout.strip()
     return Prepared(data, account, work, commit, functions_tip, root / "pycache")
 
 
@@ -243,32 +152,6 @@ def _raise_if_crashed(server: ServerProcess) -> None:
         return  # alive: the failure is the caller's to report
     assert code == CRASH_EXIT_CODE, f"the server died with {code}: see {server.log_path}"
     raise Crashed
-
-
-def _descendants(pid: int) -> set[tuple[int, str]]:
-    """Processes under `pid` now, with their start time (pids are reused)."""
-    parents: dict[int, list[tuple[int, str]]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            parents.setdefault(int(fields[1]), []).append((int(entry.name), fields[19]))
-    found: set[tuple[int, str]] = set()
-    todo = [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child[0])
-    return found
-
-
-def _same_process_alive(pid: int, started: str) -> bool:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    return fields[19] == started and alive(pid)
 
 
 def _drive(server: ServerProcess, prep: Prepared, acked: Acked, tmp: Path) -> None:
@@ -297,8 +180,8 @@ def _drive(server: ServerProcess, prep: Prepared, acked: Acked, tmp: Path) -> No
                     acked.answered = True
             time.sleep(0.05)
         acked.results["flow"] = (ex["Status"], json.loads(ex.get("Result", "null")))
-        env = _git_env(tmp / "home")
-        pushed = _git(env, prep.work, "push", "-q", _git_url(server, prep.account), "main")
+        env = git_env(tmp / "home")
+        pushed = git(env, prep.work, "push", "-q", _git_url(server, prep.account), "main")
         if pushed.returncode != 0:
             _raise_if_crashed(server)
         assert pushed.returncode == 0, pushed.stderr
@@ -364,28 +247,6 @@ def _check_final(server: ServerProcess, data: Path, prep: Prepared, acked: Acked
     assert _leftovers(data) == []
 
 
-class _Watch:
-    """Every process under the server while it runs (its tenant workers), sampled."""
-
-    def __init__(self, pid: int) -> None:
-        self.seen: set[tuple[int, str]] = set()
-        self._pid = pid
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.05):
-            if not alive(self._pid):
-                return  # its children now belong to another parent
-            self.seen |= _descendants(self._pid)
-
-    def close(self) -> set[tuple[int, str]]:
-        self._stop.set()
-        self._thread.join()
-        return self.seen
-
-
 def _survive(root: Path, prep: Prepared, failpoint: str) -> tuple[bool, Acked]:
     """The workload on a copy of the prepared data, the server started with
     `failpoint`, then restarted without it and the workload finished and checked.
@@ -396,11 +257,11 @@ def _survive(root: Path, prep: Prepared, failpoint: str) -> tuple[bool, Acked]:
     first = _server(data, prep.pycache, failpoint)
     crashed = False
     failure: BaseException | None = None
-    watch: _Watch | None = None
+    watch: Watch | None = None
     try:
         first.start()
         assert first.proc is not None
-        watch = _Watch(first.proc.pid)
+        watch = Watch(first.proc.pid)
         _drive(first, prep, acked, root)
     except Crashed:
         crashed = True
@@ -424,7 +285,7 @@ def _survive(root: Path, prep: Prepared, failpoint: str) -> tuple[bool, Acked]:
             raise failure
         lam = _client(second)
         _check_acknowledged(second, lam, prep, acked)
-        orphans = [pid for pid, started in workers if _same_process_alive(pid, started)]
+        orphans = [pid for pid, started in workers if same_process_alive(pid, started)]
         assert orphans == [], f"workers of the crashed server still run: {orphans}"
         _drive(second, prep, acked, root)
         _check_final(second, data, prep, acked)
