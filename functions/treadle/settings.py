@@ -75,6 +75,9 @@ ENV_LOG_FORMAT = "TREADLE_LOG_FORMAT"
 ENV_METRICS_TOKEN = "TREADLE_METRICS_TOKEN"
 ENV_METRICS_NAMESPACE = "TREADLE_METRICS_NAMESPACE"
 ENV_OTEL_EXPORTER = "TREADLE_OTEL_EXPORTER"
+# Tests only: crash at a durability boundary, or count them (treadle/failpoints.py).
+# Not a setting: it is read once at import, never through `Settings`.
+ENV_FAILPOINT = "TREADLE_FAILPOINT"
 # boto3's own name: one endpoint for every service (moto server, LocalStack).
 ENV_AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 

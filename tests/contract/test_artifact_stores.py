@@ -465,6 +465,19 @@ def dynamo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[DynamoRe
     cleanup()
 
 
+def test_the_local_store_removes_a_crashed_puts_temporary_file_when_opened(
+    tmp_path: Path,
+) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    store.put("t/repo/packs/a.pack", b"whole")
+    leftover = tmp_path / "objects" / "t" / "repo" / "packs" / ".tmp-abc123"
+    leftover.write_bytes(b"half")  # what a kill -9 between write and rename leaves
+    reopened = LocalObjectStore(tmp_path / "objects")
+    assert not leftover.exists()
+    assert reopened.list("t/") == ["t/repo/packs/a.pack"]
+    assert reopened.get("t/repo/packs/a.pack") == b"whole"
+
+
 def test_s3_store_keeps_to_its_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _aws_env(monkeypatch)
     store, cleanup = _s3_objects(tmp_path)

@@ -31,6 +31,16 @@ class LocalObjectStore:
     def __init__(self, root: Path) -> None:
         self._root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Remove the temporary files of puts cut short by a crash (kill -9 between
+        writing and renaming). Only at open: the embedded platform holds its data
+        directory's lock, so no other process has a put in flight here."""
+        for dirpath, _dirs, files in os.walk(self._root):
+            for name in files:
+                if name.startswith(_TMP_PREFIX):
+                    (Path(dirpath) / name).unlink(missing_ok=True)
 
     def _path(self, key: str) -> Path:
         check_key(key)

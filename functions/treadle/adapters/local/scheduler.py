@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from treadle.domain.ports import Clock, ExecutionStore, Timer, TimerKind
+from treadle.failpoints import Kind, boundary
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,9 @@ class TimerScheduler:
 
     def _run(self, timer: Timer, key: tuple[str, str, str], lane: str) -> None:
         try:
+            boundary(Kind.TIMER, "before")
             self._handler(timer)
+            boundary(Kind.TIMER, "after")
             with self._cond:
                 self._backoff.pop(key, None)
         except Exception:

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from treadle.failpoints import Kind, boundary
+
 # How long a statement waits for another process's write lock before failing.
 BUSY_TIMEOUT_S = 30
 
@@ -62,7 +64,9 @@ class SqliteFile:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            boundary(Kind.COMMIT, "before")
             self._conn.execute("COMMIT")
+            boundary(Kind.COMMIT, "after")
 
     def close(self) -> None:
         with self._lock:

@@ -30,6 +30,7 @@ from typing import Literal
 
 from treadle.domain.errors import NotFound
 from treadle.facets.models import FacetInfo, check_name
+from treadle.failpoints import Kind, boundary
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class SqliteFacetStore:
             if uid is not None:
                 for path in [staging, *staging.iterdir()]:
                     os.chown(path, uid, uid)
+            boundary(Kind.FACET, "before")
             os.rename(staging, final)  # atomic; fails if another made it first
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)
@@ -126,6 +128,7 @@ class SqliteFacetStore:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        boundary(Kind.FACET, "after")
         return True
 
     def exists(self, tenant: str, name: str) -> bool:
@@ -194,10 +197,12 @@ class SqliteFacetStore:
     def delete(self, tenant: str, name: str) -> bool:
         directory = self._dir(tenant, name)
         doomed = directory.parent / f".{name}.deleted-{uuid.uuid4().hex}"
+        boundary(Kind.FACET, "before")
         try:
             os.rename(directory, doomed)
         except FileNotFoundError:
             return False
         with contextlib.suppress(OSError):
             shutil.rmtree(doomed)
+        boundary(Kind.FACET, "after")
         return True

@@ -26,6 +26,7 @@ from treadle.artifacts.ports import (
 )
 from treadle.domain.audit import AuditRecord
 from treadle.domain.errors import InvalidParameter
+from treadle.failpoints import Kind, boundary
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS repos (
@@ -163,6 +164,7 @@ class SqliteRefStore:
         audit: AuditRecord | None = None,
     ) -> None:
         check_updates(updates)
+        boundary(Kind.REF, "before")
         with self._db.transaction() as conn:
             if not self._exists(conn, tenant, repo):
                 raise RepoNotFound(tenant, repo)
@@ -187,3 +189,4 @@ class SqliteRefStore:
                         "ON CONFLICT (tenant, repo, ref) DO UPDATE SET value = excluded.value",
                         (tenant, repo, ref, new),
                     )
+        boundary(Kind.REF, "after")
