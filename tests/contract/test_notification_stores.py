@@ -190,6 +190,22 @@ def test_the_cursor_pages_through_the_stream_and_can_be_read_again(stores: Store
     assert [(e.name, e.status) for e in new] == [("run0", "STOPPED")]
 
 
+def test_a_reader_from_the_tail_sees_exactly_what_is_committed_after(stores: Stores) -> None:
+    for i in range(3):
+        _start(stores, f"old{i}", now_ms=T0 + i)
+    tail = stores.events.tail(T, LATER)
+    assert stores.events.read(T, tail, 10, LATER) == ([], tail)
+    assert (
+        stores.events.tail(OTHER, LATER) != ""
+        and stores.events.read(OTHER, None, 10, LATER)[0] == []
+    )
+    # Committed after the tail was taken (a commit's time is its clock's now).
+    _start(stores, "new", now_ms=LATER + 1)
+    _start(stores, "theirs", now_ms=LATER + 2, tenant=OTHER)
+    events, _ = stores.events.read(T, tail, 10, LATER + 86_400_000)
+    assert [(e.name, e.status) for e in events] == [("new", "RUNNING")]
+
+
 def test_another_tenant_sees_none_of_a_tenants_events(stores: Stores) -> None:
     _start(stores, "mine")
     _start(stores, "theirs", tenant=OTHER)

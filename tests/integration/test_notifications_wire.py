@@ -104,6 +104,18 @@ def test_the_stream_shows_each_status_change_of_a_run_in_order(
     assert [e["detail"]["durableExecutionArn"] for e in page["events"]] == [later, later]
 
 
+def test_start_latest_skips_what_is_kept_and_reads_on_from_now(
+    server: ServerProcess, lam: Any
+) -> None:
+    run(lam, 4)
+    status, page = v1(server, "GET", "/v1/executions/events?start=latest")
+    assert status == 200 and page["events"] == [], page
+    later = run(lam, 5)
+    cursor = urllib.parse.quote(page["nextCursor"])
+    status, page = v1(server, "GET", f"/v1/executions/events?cursor={cursor}")
+    assert [e["detail"]["durableExecutionArn"] for e in page["events"]] == [later, later]
+
+
 def test_a_long_poll_answers_with_the_status_change_it_waited_for(
     server: ServerProcess, lam: Any
 ) -> None:
@@ -185,6 +197,8 @@ def test_another_tenant_sees_no_event_and_no_webhook_of_this_one(
         ("GET", "/v1/executions/events?limit=0", None, "limit"),
         ("GET", "/v1/executions/events?waitSeconds=21", None, "waitSeconds"),
         ("GET", "/v1/executions/events?cursor=garbage", None, "Invalid cursor"),
+        ("GET", "/v1/executions/events?start=newest", None, "start"),
+        ("GET", "/v1/executions/events?start=latest&cursor=x", None, "not both"),
     ],
 )
 def test_bad_input_gets_a_precise_message(

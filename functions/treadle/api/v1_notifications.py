@@ -1,8 +1,9 @@
 """`/v1` routes of status-change notifications (`docs/notifications.md`).
 
-- `GET /v1/executions/events?cursor=&limit=&waitSeconds=`: the tenant's status-change
-  events in commit order, EventBridge-shaped; `nextCursor` reads on (long poll: up to
-  `waitSeconds` for an event when none is new).
+- `GET /v1/executions/events?cursor=&limit=&waitSeconds=&start=`: the tenant's
+  status-change events in commit order, EventBridge-shaped; `nextCursor` reads on (long
+  poll: up to `waitSeconds` for an event when none is new); `start=latest` (no cursor)
+  skips what is kept and waits for what comes next.
 - `POST /v1/webhooks` (`WebhookBody`): 201 with the webhook and its signing secret,
   shown this once; `GET /v1/webhooks`, `GET|DELETE /v1/webhooks/{WebhookId}`;
   `GET /v1/webhooks/{WebhookId}/deliveries?limit=`: the delivery history.
@@ -10,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -29,6 +30,7 @@ class StreamQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=200)
     limit: int = Field(default=MAX_PAGE, ge=1, le=MAX_PAGE)
     waitSeconds: int = Field(default=0, ge=0, le=MAX_WAIT_S)
+    start: Literal["oldest", "latest"] = "oldest"
 
 
 class WebhookBody(BaseModel):
@@ -158,7 +160,8 @@ OPERATIONS = [
        "The tenant's execution status changes in commit order, cursor-paged (long poll)",
        response=EventPage,
        query={"cursor": {"type": "string", "maxLength": 200}, **_PAGE,
-              "waitSeconds": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_S}}),
+              "waitSeconds": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_S},
+              "start": {"type": "string", "enum": ["oldest", "latest"]}}),
     Op("post", W, f"Create a webhook (at most {MAX_WEBHOOKS}); its secret is shown once",
        201, WebhookCreated, WebhookBody, errors=(402,)),
     Op("get", W, "List webhooks (no secrets)", response=WebhookList),
@@ -184,7 +187,9 @@ class NotificationsApi:
 
     def stream(self, request: Request) -> Response:
         q = _query(request, StreamQuery)
-        events, cursor = self.notifications.stream(request.tenant, q.cursor, q.limit, q.waitSeconds)
+        events, cursor = self.notifications.stream(
+            request.tenant, q.cursor, q.limit, q.waitSeconds, latest=q.start == "latest"
+        )
         return Response.json({"events": events, "nextCursor": cursor})
 
     def create(self, request: Request) -> Response:

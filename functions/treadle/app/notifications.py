@@ -54,13 +54,18 @@ class NotificationService:
     # -- the stream ----------------------------------------------------------------------
 
     def stream(
-        self, tenant: str, cursor: str | None, limit: int, wait_s: float
+        self, tenant: str, cursor: str | None, limit: int, wait_s: float, *, latest: bool = False
     ) -> tuple[list[dict[str, Any]], str]:
-        """Events after `cursor`, waiting up to `wait_s` for one when none is new."""
+        """Events after `cursor`, waiting up to `wait_s` for one when none is new.
+        `latest` (no cursor): from now on, none of the events already kept."""
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidParameter(f"limit must be between 1 and {MAX_PAGE}.")
         if not 0 <= wait_s <= MAX_WAIT_S:
             raise InvalidParameter(f"waitSeconds must be between 0 and {MAX_WAIT_S}.")
+        if latest:
+            if cursor is not None:
+                raise InvalidParameter("Give a cursor or start=latest, not both.")
+            cursor = self.events.tail(tenant, self.clock.now_ms())
         deadline = time.monotonic() + wait_s
         while True:
             events, next_cursor = self.events.read(tenant, cursor, limit, self.clock.now_ms())

@@ -24,6 +24,10 @@ class StatusEventStore(Protocol):
         made. DynamoDB returns only events older than its settle window (see the adapter).
         """
 
+    def tail(self, tenant: str, now_ms: int) -> str:
+        """The cursor after every event a `read` at `now_ms` could return: reading on from
+        it yields exactly what is committed after (a reader that starts from now)."""
+
     def unrelayed(self, limit: int) -> list[StatusEvent]:
         """Events not yet handed to webhooks and publishers (the outbox), oldest first."""
 

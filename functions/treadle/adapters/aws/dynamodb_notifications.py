@@ -124,6 +124,11 @@ class DynamoStatusEvents:
                 break
         return events, encode_cursor(after)
 
+    def tail(self, tenant: str, now_ms: int) -> str:
+        # No read needed: `read` hands out only what is older than the settle window, so
+        # the window's edge is the tail (a sort key `<time>#...` sorts after `<time>`).
+        return encode_cursor(f"{now_ms - self._settle_ms:013d}")
+
     def unrelayed(self, limit: int) -> list[StatusEvent]:
         # The oldest `limit` of each shard, then the oldest `limit` of those.
         found: list[StatusEvent] = []

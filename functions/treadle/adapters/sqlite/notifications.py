@@ -52,6 +52,13 @@ class SqliteStatusEvents:
         events = [StatusEvent.model_validate_json(body) for _, body in rows]
         return events, encode_cursor(str(after))
 
+    def tail(self, tenant: str, now_ms: int) -> str:
+        with self._db.read() as conn:
+            (last,) = conn.execute(
+                "SELECT coalesce(max(seq), 0) FROM status_events WHERE tenant = ?", (tenant,)
+            ).fetchone()
+        return encode_cursor(str(last))
+
     def unrelayed(self, limit: int) -> list[StatusEvent]:
         with self._db.read() as conn:
             rows = conn.execute(
