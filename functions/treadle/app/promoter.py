@@ -15,6 +15,7 @@ import threading
 
 from treadle.domain.engine.engine import Engine
 from treadle.domain.errors import NotFound
+from treadle.domain.notifications import StatusEvent
 from treadle.domain.ports import ExecutionStore
 from treadle.domain.start_queue import StartQueue
 from treadle.tenancy.admin import QuotaGuard, TenantAdmin
@@ -80,3 +81,52 @@ class Promoter:
             return False
         # Lazily: the first that promotes ends the turn.
         return any(self._engine.promote(arn) for arn in heads)
+
+
+class PromotionSignal:
+    """Set when capacity may have freed (an execution left RUNNING): the promoter's
+    loop wakes at once instead of at its next periodic scan."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def status_changed(self, event: StatusEvent) -> None:
+        if event.previous_status == "RUNNING" and event.status != "RUNNING":
+            self._event.set()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def wait(self, timeout_s: float) -> None:
+        self._event.wait(timeout_s)
+        self._event.clear()
+
+
+class PromoterLoop:
+    """Runs the promoter when signalled, and every `interval_s` anyway: the safety
+    scan that finds what a crash, another process or a raised quota left queued."""
+
+    def __init__(self, promoter: Promoter, signal: PromotionSignal, interval_s: float) -> None:
+        self._promoter = promoter
+        self._signal = signal
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="promoter", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._signal.wake()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._signal.wait(self._interval_s)
+            if self._stop.is_set():
+                return
+            try:
+                self._promoter.promote()
+            except Exception:  # the next scan tries again
+                log.exception("promoting queued starts failed")

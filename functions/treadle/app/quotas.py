@@ -19,6 +19,10 @@ class Quotas(Protocol):
         """Raise a retryable RateExceeded if the tenant may not start one more execution;
         else the limits the execution runs under (None: the defaults)."""
 
+    def admit_start(self, tenant: str) -> tuple[ExecutionLimits | None, bool]:
+        """As `check_start`, but a start over the running limit or the rate may be
+        accepted QUEUED: (limits, queued)."""
+
     def check_code(self, tenant: str, adding_bytes: int, *, new_function: bool) -> None:
         """Raise if storing `adding_bytes` more code (and one more function) is over quota."""
 

@@ -116,6 +116,8 @@ class Platform(ABC):
         self.relay = core.relay
         self.metrics = core.metrics
         self.gc = core.gc
+        self.promoter = core.promoter
+        self.promotion_signal = core.promotion_signal
         self.tenants = ports.tenants
         self._stores = ports
         if self.sandbox_runtime is not None and settings.durable_channel:
