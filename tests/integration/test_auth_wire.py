@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -208,35 +209,45 @@ def handler(event, context: DurableContext):
 """
 
 
-def test_quotas_on_running_executions_and_starts(server: ServerProcess) -> None:
+def test_starts_over_the_running_quota_queue_and_429_past_max_queued(
+    server: ServerProcess,
+) -> None:
     admin = server.credentials("treadle-admin")
+    quotas = {"maxRunningExecutions": 1, "maxStartsPerSecond": 100, "maxQueued": 2}
     status, body = v1(
-        server,
-        "POST",
-        "/v1/tenants",
-        {"name": "small", "quotas": {"maxRunningExecutions": 1, "maxStartsPerSecond": 1}},
-        credentials=admin,
+        server, "POST", "/v1/tenants", {"name": "small", "quotas": quotas}, credentials=admin
     )
-    assert status == 201
-    account = body["tenant"]["accountId"]
+    assert status == 201 and body["tenant"]["quotas"]["maxQueued"] == 2
     keys = (body["accessKey"]["accessKeyId"], body["accessKey"]["secretAccessKey"])
     lam = client(server, credentials=keys, retries={"max_attempts": 1})
     deploy(lam, "holder", {"handler.py": WAITER})
-    lam.invoke(FunctionName="holder", InvocationType="Event", Payload=b"{}")
-    with pytest.raises(ClientError) as running:
-        lam.invoke(FunctionName="holder", InvocationType="Event", Payload=b"{}")
-    assert _code(running) == (429, "TooManyRequestsException")
-    assert "running executions" in running.value.response["Error"]["Message"]
-    # More running executions allowed: now the rate (1 start per second) refuses a burst.
-    quotas = {"quotas": {"maxRunningExecutions": 10}}
-    assert v1(server, "PATCH", f"/v1/tenants/{account}", quotas, credentials=admin)[0] == 200
-    refusals = []
-    for _ in range(3):
-        try:
-            lam.invoke(FunctionName="holder", InvocationType="Event", Payload=b"{}")
-        except ClientError as exc:
-            refusals.append(exc.response["Error"]["Message"])
-    assert refusals and all("executions per second" in m for m in refusals)
+
+    def start() -> str:
+        out = lam.invoke(FunctionName="holder", InvocationType="Event", Payload=b"{}")
+        assert out["StatusCode"] == 202
+        return str(out["ResponseMetadata"]["HTTPHeaders"]["x-amz-durable-execution-arn"])
+
+    def status_of(arn: str) -> str:
+        return str(lam.get_durable_execution(DurableExecutionArn=arn)["Status"])
+
+    running = start()
+    queued = [start(), start()]  # over the running quota: accepted, QUEUED
+    assert [status_of(a) for a in queued] == ["QUEUED", "QUEUED"]
+    listed = lam.list_durable_executions_by_function(FunctionName="holder", Statuses=["QUEUED"])
+    assert sorted(e["DurableExecutionArn"] for e in listed["DurableExecutions"]) == sorted(queued)
+    with pytest.raises(ClientError) as refused:
+        start()
+    assert _code(refused) == (429, "TooManyRequestsException")
+    assert "2 queued executions" in refused.value.response["Error"]["Message"]
+    # Capacity frees: the oldest queued start runs, the other keeps its place.
+    lam.stop_durable_execution(DurableExecutionArn=running)
+    deadline = time.monotonic() + 60
+    while status_of(queued[0]) == "QUEUED" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [status_of(a) for a in queued] == ["RUNNING", "QUEUED"]
+    # A queued start can be stopped; it never runs.
+    lam.stop_durable_execution(DurableExecutionArn=queued[1])
+    assert status_of(queued[1]) == "STOPPED"
 
 
 def test_the_aws_cli_works_with_what_treadle_dev_prints(server: ServerProcess, lam: Any) -> None:

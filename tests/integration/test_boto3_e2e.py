@@ -281,6 +281,9 @@ def test_list_executions_filters(lam: Any) -> None:
     assert names() == ["run-0", "run-1", "run-2", "waiting"]
     assert names(ReverseOrder=True) == ["waiting", "run-2", "run-1", "run-0"]
     assert names(Statuses=["RUNNING"]) == ["waiting"]
+    # Treadle's QUEUED (boto3 does not validate the enum) is a filter like the others.
+    assert names(Statuses=["QUEUED"]) == []
+    assert names(Statuses=["QUEUED", "RUNNING"]) == ["waiting"]
     assert names(Statuses=["SUCCEEDED"], DurableExecutionName="run-1") == ["run-1"]
     assert names(Qualifier="1") == ["run-2"]
     started_second = lam.get_durable_execution(DurableExecutionArn=arns[1])["StartTimestamp"]

@@ -29,5 +29,8 @@ class NoQuotas:
     def check_start(self, tenant: str) -> ExecutionLimits | None:
         return None
 
+    def admit_start(self, tenant: str) -> tuple[ExecutionLimits | None, bool]:
+        return None, False
+
     def check_code(self, tenant: str, adding_bytes: int, *, new_function: bool) -> None:
         return None

@@ -193,6 +193,19 @@ def test_quotas_update_partially_and_are_validated(admin: TenantAdmin) -> None:
             admin.update_quotas(tenant.account_id, bad)
 
 
+def test_the_queued_starts_quota_defaults_to_100000_and_can_be_changed(
+    admin: TenantAdmin,
+) -> None:
+    tenant, _ = admin.create_tenant("acme")
+    assert tenant.quotas.max_queued == 100_000
+    assert admin.update_quotas(tenant.account_id, {"max_queued": 5}).quotas.max_queued == 5
+    assert admin.get_tenant(tenant.account_id).quotas.max_queued == 5
+    # Quotas stored before the field existed read with its default.
+    assert Quotas.model_validate_json('{"max_functions": 1}').max_queued == 100_000
+    with pytest.raises(ValidationError):
+        admin.update_quotas(tenant.account_id, {"max_queued": -1})
+
+
 def test_the_admin_credential_lookup_knows_one_key() -> None:
     lookup = single_key_lookup("AKIAADMINADMINADMIN2", "s" * 40, "platform-admin")
     assert lookup("AKIAADMINADMINADMIN2") == ("platform-admin", "s" * 40)

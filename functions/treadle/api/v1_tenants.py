@@ -30,6 +30,7 @@ class QuotaChanges(BaseModel):
     maxCodeBytes: int | None = Field(default=None, ge=0)
     maxRunningExecutions: int | None = Field(default=None, ge=0)
     maxStartsPerSecond: float | None = Field(default=None, gt=0)
+    maxQueued: int | None = Field(default=None, ge=0)
     maxFacets: int | None = Field(default=None, ge=0)
     maxFacetBytes: int | None = Field(default=None, ge=0)
     # Per execution (docs/limits.md): pinned by each execution when it starts.
@@ -45,6 +46,7 @@ class QuotaChanges(BaseModel):
             "maxCodeBytes": "max_code_bytes",
             "maxRunningExecutions": "max_running_executions",
             "maxStartsPerSecond": "max_starts_per_second",
+            "maxQueued": "max_queued",
             "maxFacets": "max_facets",
             "maxFacetBytes": "max_facet_bytes",
             "maxOperationsPerExecution": "max_operations_per_execution",
@@ -111,6 +113,7 @@ class QuotasOut(BaseModel):
     maxCodeBytes: int
     maxRunningExecutions: int
     maxStartsPerSecond: float
+    maxQueued: int
     maxFacets: int
     maxFacetBytes: int
     maxOperationsPerExecution: int
@@ -182,6 +185,7 @@ def tenant_json(t: Tenant) -> dict[str, Any]:
             maxCodeBytes=q.max_code_bytes,
             maxRunningExecutions=q.max_running_executions,
             maxStartsPerSecond=q.max_starts_per_second,
+            maxQueued=q.max_queued,
             maxFacets=q.max_facets,
             maxFacetBytes=q.max_facet_bytes,
             maxOperationsPerExecution=q.max_operations_per_execution,

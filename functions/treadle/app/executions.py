@@ -136,8 +136,8 @@ class ExecutionService:
             return self._invoke_plain(fn, payload, invocation_type)
         if execution_name is not None and not re.fullmatch(r"[a-zA-Z0-9\-_]{1,64}", execution_name):
             raise InvalidParameter(f"Invalid durable execution name: {execution_name}")
-        limits = self.quotas.check_start(tenant)
-        ex, _ = self.engine.start(fn, execution_name, text or None, limits=limits)
+        limits, queued = self.quotas.admit_start(tenant)
+        ex, _ = self.engine.start(fn, execution_name, text or None, limits=limits, queued=queued)
         if invocation_type == "Event":
             return InvokeResult(202, b"", fn.version, ex.arn)
         self.notifier.wait(ex.arn, self.sync_invoke_wait_s, lambda: self._closed(ex.arn))

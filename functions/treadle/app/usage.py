@@ -74,8 +74,9 @@ class UsageService:
             by_status={s.value: counts.status(s.value) for s in ExecutionStatus},
             running=counts.running,
             waiting=counts.waiting,
-            # Starts are refused over quota today; queued starts come with issue 14.5.
-            queued=0,
+            # QUEUED is a status: its counter moves in the start's and promotion's
+            # transactions (0 on a backend that refuses instead of queueing).
+            queued=counts.status("QUEUED"),
             starts_last_minute=counts.starts_last_minute(now),
             repository_bytes=self._refs.repo_bytes(tenant),
         )

@@ -15,7 +15,7 @@ from treadle.cli.render import EVENT_COLUMNS, Output, brief, event_row, when
 from treadle.payloads import decoded
 
 _CLOSED = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "STOPPED"})
-_STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "STOPPED", "PAUSED")
+_STATUSES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "STOPPED", "PAUSED")
 _REF_HELP = "the execution's ARN, or FUNCTION/EXECUTION_NAME"
 
 

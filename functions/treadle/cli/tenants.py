@@ -14,6 +14,7 @@ _QUOTAS = {
     "max_code_bytes": ("maxCodeBytes", int),
     "max_running_executions": ("maxRunningExecutions", int),
     "max_starts_per_second": ("maxStartsPerSecond", float),
+    "max_queued": ("maxQueued", int),
     "max_facets": ("maxFacets", int),
     "max_facet_bytes": ("maxFacetBytes", int),
 }

@@ -15,6 +15,7 @@ QUOTAS = (
     "maxCodeBytes",
     "maxRunningExecutions",
     "maxStartsPerSecond",
+    "maxQueued",
     "maxFacets",
     "maxFacetBytes",
 )

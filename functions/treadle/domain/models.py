@@ -61,6 +61,9 @@ class OperationAction(StrEnum):
 
 
 class ExecutionStatus(StrEnum):
+    # Treadle's: a start accepted over the running limit or the start rate, not invoked
+    # yet (AWS has no such status; docs/limits.md says how it maps). Not terminal.
+    QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"

@@ -30,10 +30,9 @@ RETENTION_MS: Final = 7 * 86_400_000
 # a day in all, then the delivery is given up (`docs/notifications.md`).
 RETRY_SCHEDULE_S: Final = (5, 30, 120, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600)
 MAX_ATTEMPTS: Final = len(RETRY_SCHEDULE_S) + 1
-# Execution statuses a webhook may filter on; QUEUED arrives with the supervisor's
-# queued starts (a queued start will be a commit whose status is QUEUED, published by
-# `to_commit` like any other change).
-STATUSES: Final = (*(s.value for s in ExecutionStatus), "QUEUED")
+# Execution statuses a webhook may filter on (a queued start is a commit whose status
+# is QUEUED, published by `to_commit` like any other change).
+STATUSES: Final = tuple(s.value for s in ExecutionStatus)
 
 _EVENT_IDS = uuid.UUID("0d6f4f5e-61a4-4f0e-9a53-6b1d0f3f1c2a")
 

@@ -52,6 +52,7 @@ DEV_TENANT_QUOTAS = Quotas(
     max_code_bytes=50 * 1024**3,
     max_running_executions=1_000_000,
     max_starts_per_second=100_000.0,
+    max_queued=2_000_000,
 )
 
 
@@ -115,6 +116,8 @@ class Platform(ABC):
         self.relay = core.relay
         self.metrics = core.metrics
         self.gc = core.gc
+        self.promoter = core.promoter
+        self.promotion_signal = core.promotion_signal
         self.tenants = ports.tenants
         self._stores = ports
         if self.sandbox_runtime is not None and settings.durable_channel:

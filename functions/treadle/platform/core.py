@@ -41,6 +41,7 @@ from treadle.app.gc import GarbageCollector
 from treadle.app.inventory import InventoryService
 from treadle.app.last_used import RecordingRuntime, UseRecorder
 from treadle.app.notifications import NotificationService
+from treadle.app.promoter import Promoter, PromotionSignal
 from treadle.app.quotas import TenantQuotas
 from treadle.app.relay import Relay
 from treadle.app.schedule_firing import ScheduleFirer
@@ -71,6 +72,7 @@ from treadle.domain.ports import (
     LastUsedStore,
 )
 from treadle.domain.schedules import Calendar, ScheduleStore
+from treadle.domain.start_queue import StartQueue
 from treadle.domain.usage import FACET, REPOSITORY
 from treadle.facets import Facets, FacetStore
 from treadle.observability import server_log
@@ -108,6 +110,8 @@ class Ports:
     publishers: Sequence[EventPublisher] = field(default_factory=tuple)
     # The audit log's reader (docs/operating.md); None: nothing is audited.
     audit: AuditLog | None = None
+    # Queued starts (issue 14.5); None: a backend without one refuses over quota (429).
+    start_queue: StartQueue | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,9 @@ class Core:
     relay: Relay  # hands status changes to webhooks and publishers (app/relay.py)
     metrics: DurableMetrics  # what /metrics shows (docs/observability.md)
     gc: GarbageCollector  # tenants' GC policies (app/gc.py), run by the platform's loop
+    # Promotes queued starts (app/promoter.py); None without a start queue.
+    promoter: Promoter | None = None
+    promotion_signal: PromotionSignal = field(default_factory=PromotionSignal)
 
 
 def build_core(
@@ -147,6 +154,7 @@ def build_core(
     recorder = UseRecorder(ports.last_used, ports.clock)
     notifier = CompletionNotifier()
     metrics = DurableMetrics()
+    promotion_signal = PromotionSignal()
     # Every invocation goes through the runtime, durable or not: the inventory's last use
     # of a version, and its span, metrics and error line.
     runtime = ObservedRuntime(RecordingRuntime(ports.runtime, recorder), metrics)
@@ -160,10 +168,28 @@ def build_core(
         dispatcher=ports.dispatcher,
         listener=notifier,
         config=EngineConfig(wait_time_scale=settings.wait_time_scale),
-        status_listeners=(metrics.status_changed, server_log.status_changed),
+        status_listeners=(
+            metrics.status_changed,
+            server_log.status_changed,
+            promotion_signal.status_changed,
+        ),
     )
     artifacts = ArtifactService(ports.repositories, tokens=ports.tokens)
-    quotas = TenantQuotas(ports.tenants, executions=ports.executions, functions=ports.functions)
+    quotas = TenantQuotas(
+        ports.tenants,
+        executions=ports.executions,
+        functions=ports.functions,
+        queue=ports.start_queue,
+    )
+    promoter = None
+    if ports.start_queue is not None:
+        promoter = Promoter(
+            tenants=ports.tenants,
+            executions=ports.executions,
+            queue=ports.start_queue,
+            engine=engine,
+            guard=quotas.guard,
+        )
     function_service = FunctionService(
         quotas=quotas,
         store=ports.functions,
@@ -315,6 +341,8 @@ def build_core(
         relay=relay,
         metrics=metrics,
         gc=gc,
+        promoter=promoter,
+        promotion_signal=promotion_signal,
     )
 
 

@@ -17,8 +17,10 @@ from treadle.adapters.sqlite.notifications import SqliteStatusEvents, SqliteWebh
 from treadle.adapters.sqlite.refs import SqliteRefStore
 from treadle.adapters.sqlite.repo_tokens import SqliteTokenStore
 from treadle.adapters.sqlite.schedules import SqliteScheduleStore
+from treadle.adapters.sqlite.start_queue import SqliteStartQueue
 from treadle.adapters.sqlite.tenants import SqliteTenantStore
 from treadle.adapters.webhooks.http_sender import HttpWebhookSender
+from treadle.app.promoter import PromoterLoop
 from treadle.artifacts import Repositories
 from treadle.domain.ports import Timer
 from treadle.platform.base import Background, Platform
@@ -30,6 +32,8 @@ from treadle.tenancy.admin import TenantAdmin
 RELAY_INTERVAL_S = 0.5
 # Records past the retention are already hidden from reads; the purge only frees space.
 AUDIT_PURGE_INTERVAL_S = 3600.0
+# The promoter's safety scan; a close wakes it at once (app/promoter.py).
+PROMOTE_INTERVAL_S = 1.0
 
 
 class EmbeddedPlatform(Platform):
@@ -88,6 +92,7 @@ class EmbeddedPlatform(Platform):
             webhook_sender=HttpWebhookSender(),
             last_used=SqliteLastUsed(self.db),
             audit=self.audit,
+            start_queue=SqliteStartQueue(self.db),
         )
 
     def _fire(self, timer: Timer) -> None:
@@ -95,7 +100,11 @@ class EmbeddedPlatform(Platform):
 
     def _background(self) -> list[Background]:
         # Status changes reach webhooks within about a second of their commit.
+        promoting: list[Background] = []
+        if self.promoter is not None:
+            promoting.append(PromoterLoop(self.promoter, self.promotion_signal, PROMOTE_INTERVAL_S))
         return [
+            *promoting,
             self.scheduler,
             ScheduleLoop(self.schedules, self.clock),
             Periodic("relay", RELAY_INTERVAL_S, self.relay.run_once),

@@ -248,6 +248,25 @@ class QuotaGuard:
                 f"{total_bytes} bytes of code, over its quota of {limit}."
             )
 
+    def try_start(self, tenant: Tenant) -> bool:
+        """Take one start from the bucket if there is one (the promoter's check)."""
+        try:
+            self.check_starts(tenant)
+        except RateExceeded:
+            return False
+        return True
+
+    @staticmethod
+    def check_queued(tenant: Tenant, queued: int) -> None:
+        limit = tenant.quotas.max_queued
+        if queued > limit:
+            raise RateExceeded(
+                f"Rate exceeded: account {tenant.account_id} has reached its quota of "
+                f"{limit} queued executions.",
+                reason="ConcurrentInvocationLimitExceeded",
+                retry_after_s=1.0,
+            )
+
     @staticmethod
     def check_running(tenant: Tenant, running: int) -> None:
         # 429, as Lambda's concurrency throttle: running executions end, so a client

@@ -46,6 +46,9 @@ class Quotas(BaseModel):
     max_code_bytes: int = Field(default=5 * 1024**3, ge=0)  # total stored zips
     max_running_executions: int = Field(default=1000, ge=0)
     max_starts_per_second: float = Field(default=20.0, gt=0)
+    # Starts accepted as QUEUED beyond the running limit or the start rate; past it a
+    # start is refused (429). Cloudflare allows 2,000,000; 100,000 suits a shared install.
+    max_queued: int = Field(default=100_000, ge=0)
     max_facets: int = Field(default=100, ge=0)
     # One facet's database; a write past it fails with FacetFull (SQLITE_FULL).
     max_facet_bytes: int = Field(default=256 * 1024**2, ge=0)

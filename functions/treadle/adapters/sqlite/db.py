@@ -39,6 +39,10 @@ CREATE INDEX IF NOT EXISTS executions_active ON executions (invocation_active)
     WHERE invocation_active = 1;
 CREATE INDEX IF NOT EXISTS executions_running ON executions (tenant)
     WHERE status = 'RUNNING';
+-- The start queue (adapters/sqlite/start_queue.py): a tenant's QUEUED executions in
+-- FIFO order, and nothing else, so another tenant's backlog costs nothing to read past.
+CREATE INDEX IF NOT EXISTS executions_queued ON executions (tenant, start_ms)
+    WHERE status = 'QUEUED';
 -- Live executions by the version they are pinned to: what garbage collection checks in
 -- a version's or function's delete transaction (adapters/sqlite/functions.py).
 CREATE INDEX IF NOT EXISTS executions_live ON executions (tenant, function_name, version)

@@ -24,6 +24,7 @@ from treadle.domain.engine import (
     control,
     events,
     invocation,
+    queue,
     redrive,
     timers,
 )
@@ -182,9 +183,11 @@ class Engine:
         parent: tuple[str, str] | None = None,
         exec_id: str | None = None,
         limits: ExecutionLimits | None = None,
+        queued: bool = False,
     ) -> tuple[Execution, bool]:
         """Start an execution, idempotently on its name, under `limits` (pinned; default
-        AWS's). Returns (execution, created)."""
+        AWS's); `queued`: accept it QUEUED, to be promoted later. Returns (execution,
+        created)."""
         digest = input_hash(input_payload)
         if name is not None:
             existing = self.store.find_by_name(fn.tenant, fn.function_name, name)
@@ -202,6 +205,8 @@ class Engine:
             parent=parent,
             limits=limits,
         )
+        if queued:
+            queue.hold(ex, ws)
         commit = to_commit(ex, ws, self.config.wait_time_scale)
         try:
             self.store.create(commit)
@@ -425,6 +430,10 @@ class Engine:
 
     def stop(self, arn: str, error: ErrorObject | None) -> int:
         return self._change(arn, lambda ex, ws: control.stop(ex, ws, error))
+
+    def promote(self, arn: str) -> bool:
+        """Start a QUEUED execution now; False if it is not queued any more."""
+        return self._change(arn, queue.promote)
 
     def pause(self, arn: str, reason: str | None, timeout_paused: bool) -> None:
         self._change(arn, lambda ex, ws: control.pause(ex, ws, reason, timeout_paused))
