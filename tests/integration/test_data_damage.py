@@ -20,9 +20,9 @@ PAGE = 4096
 
 def _start_fails(data: Path) -> str:
     """`treadle dev` on `data`: it must refuse to start; its stderr."""
+    command = [sys.executable, "-m", "treadle.cli", "dev", "--host", "127.0.0.1"]
     done = subprocess.run(
-        [sys.executable, "-m", "treadle.cli", "dev", "--host", "127.0.0.1", "--port", "0"]
-        + ["--data-dir", str(data)],
+        [*command, "--port", "0", "--data-dir", str(data)],
         capture_output=True,
         text=True,
         timeout=120,
