@@ -6,12 +6,13 @@ what to do, instead of as "database disk image is malformed" in the middle of a
 request hours later, or worse, a clone that silently lacks objects.
 
 - Every SQLite file: `PRAGMA quick_check` (every page and cell is read and checked
-  for format, but indexes are not matched against their tables: O(size), ~1 s per
-  GB here; `integrity_check` does that matching too and is several times slower).
+  for format, but indexes are not matched against their tables: O(size), measured
+  0.11 s for a 100 MB `treadle.db` from the page cache; `integrity_check` does that
+  matching too and is several times slower).
 - Every Git pack with its index: header, the pack's trailing checksum against the
   SHA of its content and against the index, and the index's own checksum. A pack is
   named by its checksum, so a flipped byte anywhere in it is found; this reads every
-  pack once (hashing runs at ~1 GB/s).
+  pack once (SHA-1 runs at ~1.1 GB/s here).
 
 Both are reads: the check changes nothing it looks at (SQLite replays a WAL left by a
 kill -9 when it opens the file, as any open would).
