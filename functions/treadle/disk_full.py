@@ -9,7 +9,6 @@ caller: nothing was written, and the same request succeeds once space is back.
 from __future__ import annotations
 
 import errno
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,12 +20,15 @@ _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, sqlite3.Error):
-        code = getattr(exc, "sqlite_errorcode", None)
-        if code is not None:
-            return bool(code & 0xFF == _SQLITE_FULL)
-        return "database or disk is full" in str(exc)
-    return isinstance(exc, OSError) and exc.errno in _NO_SPACE
+    if isinstance(exc, OSError):
+        return exc.errno in _NO_SPACE
+    # sqlite3's errors, recognised without importing SQLite outside its adapters.
+    if type(exc).__module__ != "sqlite3":
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == _SQLITE_FULL
+    return "database or disk is full" in str(exc)
 
 
 def storage_full(where: Path | str) -> StorageFull:
@@ -41,7 +43,7 @@ def translating_disk_full(where: Path | str) -> Iterator[None]:
     """Re-raise a full disk inside the block as `StorageFull` naming `where`."""
     try:
         yield
-    except (sqlite3.Error, OSError) as exc:
+    except Exception as exc:
         if is_disk_full(exc):
             raise storage_full(where) from exc
         raise

@@ -23,11 +23,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from treadle.adapters.sqlite.integrity import quick_check
 from treadle.platform.base import StartupError
 
 # The platform's own SQLite files, with what moving one aside loses.
@@ -83,26 +83,6 @@ def _sqlite_damages(data: Path) -> Iterator[Damage | None]:
         # Hidden directories are facets half made or half deleted: swept at open.
         for path in sorted(facets.glob("[!.]*/[!.]*/db.sqlite")):
             yield _check_sqlite(path, _FACET_LOSS)
-
-
-def quick_check(path: Path) -> str | None:
-    """What is wrong with the SQLite file at `path`, None if nothing."""
-    try:
-        # mode=rw: a missing file is an error, never a new empty database.
-        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True, timeout=30)
-        try:
-            rows = conn.execute("PRAGMA quick_check").fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        return f"SQLite cannot read it ({exc})"
-    # One row per problem, or one row of many lines (as SQLite's own shell prints them).
-    lines = [line for row in rows for line in str(row[0]).splitlines()]
-    problems = [line for line in lines if line and not line.startswith("***")]
-    if problems == ["ok"]:
-        return None
-    more = f" (and {len(problems) - 3} more problems)" if len(problems) > 3 else ""
-    return "PRAGMA quick_check found: " + "; ".join(problems[:3]) + more
 
 
 def _check_sqlite(path: Path, loses: str) -> Damage | None:
