@@ -12,6 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from treadle.disk_full import translating_disk_full
+
 _MKDIR_ATTEMPTS = 3
 
 
@@ -19,8 +21,13 @@ def write_atomically(path: Path, data: bytes, *, tmp_prefix: str = ".tmp-") -> N
     """Replace `path` with `data`, a file private to this user (0600) from its first byte.
 
     `tmp_prefix` names the temporary file, so a reader listing the directory can tell
-    it from real entries.
+    it from real entries. A full disk raises `StorageFull` and leaves `path` as it was.
     """
+    with translating_disk_full(path.parent):
+        _write_atomically(path, data, tmp_prefix)
+
+
+def _write_atomically(path: Path, data: bytes, tmp_prefix: str) -> None:
     for attempt in range(_MKDIR_ATTEMPTS):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -15,6 +15,7 @@ import logging
 from pydantic import ValidationError
 
 from treadle.api.http import Response
+from treadle.disk_full import is_disk_full, storage_full
 from treadle.domain import errors as e
 from treadle.tenancy import errors as t
 
@@ -61,6 +62,9 @@ _ERRORS: list[tuple[type[e.TreadleError], int, str]] = [
     (e.NotFound, 404, "ResourceNotFoundException"),
     (e.Throttled, 429, "TooManyRequestsException"),
     (e.ConcurrentModification, 500, "ServiceException"),
+    # 503, not Lambda's usual 500: the caller's SDK retries it, and it says "come back
+    # later" rather than "we broke" (the message names the directory to free).
+    (e.StorageFull, 503, "ServiceException"),
     (e.Unavailable, 500, "ServiceException"),
 ]
 
@@ -88,6 +92,10 @@ def classify(exc: BaseException) -> tuple[int, str, str]:
     """(HTTP status, AWS error code, message) of any error; unknown ones are logged."""
     if isinstance(exc, ValidationError):
         return 400, "InvalidParameterValueException", validation_message(exc)
+    if not isinstance(exc, e.TreadleError) and is_disk_full(exc):
+        # A writer no adapter translated (a log line, a spool file): still no trace.
+        log.warning("disk full: %s", exc)
+        exc = storage_full("the data directory")
     if isinstance(exc, e.TreadleError):
         for cls, status, code in _ERRORS:
             if isinstance(exc, cls):

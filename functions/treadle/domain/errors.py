@@ -91,3 +91,8 @@ class Unavailable(TreadleError):
 
 class InvalidCode(InvalidParameter):
     """The uploaded code package cannot be used (bad zip, missing handler file)."""
+
+
+class StorageFull(Unavailable):
+    """The platform's storage has no room for a write: nothing was written, and the
+    same request succeeds once space is freed (no restart needed)."""

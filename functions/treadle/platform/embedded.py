@@ -25,6 +25,7 @@ from treadle.artifacts import Repositories
 from treadle.domain.ports import Timer
 from treadle.platform.base import Background, Platform
 from treadle.platform.core import Ports
+from treadle.platform.integrity import check_data_dir
 from treadle.platform.loops import Periodic
 from treadle.platform.schedule_loop import ScheduleLoop
 from treadle.tenancy.admin import TenantAdmin
@@ -46,6 +47,8 @@ class EmbeddedPlatform(Platform):
 
     def _ports(self) -> Ports:
         data = self.settings.data_dir
+        # Before any store opens a file: a damaged one stops the start with its name.
+        check_data_dir(data)
         self.db = Database(data / "treadle.db")
         executions = SqliteExecutionStore(self.db)
         code = LocalCodeStore(data / "code")

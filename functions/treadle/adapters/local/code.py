@@ -29,8 +29,10 @@ import threading
 import zipfile
 from pathlib import Path
 
+from treadle.disk_full import translating_disk_full
 from treadle.domain.errors import InvalidCode, InvalidParameter, NotFound
 from treadle.domain.ports import MAX_UNZIPPED_BYTES
+from treadle.files import write_atomically
 
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a path component, never ".."
 _SHARED_ENTRY = re.compile(r"[0-9a-f]{64}|\.tmp-.*")
@@ -46,6 +48,8 @@ class LocalCodeStore:
         self._lock = threading.Lock()
         self._homes: dict[str, int | None] = {}  # tenant -> group its directory was set for
         self._drop_shared_trees()
+        for leftover in self._zips.glob(".tmp-*"):  # of an upload cut short by a crash
+            leftover.unlink(missing_ok=True)
 
     def _drop_shared_trees(self) -> None:
         # Trees unpacked before they were per tenant (unpacked/<sha256>, readable by any
@@ -59,7 +63,8 @@ class LocalCodeStore:
         key = hashlib.sha256(zip_bytes).hexdigest()
         path = self._zips / f"{key}.zip"
         if not path.exists():
-            _atomic_write(path, zip_bytes)
+            # A failed write (a full disk: StorageFull) leaves no partial zip behind.
+            write_atomically(path, zip_bytes)
         return key
 
     def get(self, key: str) -> bytes:
@@ -82,7 +87,8 @@ class LocalCodeStore:
         with self._lock:
             home = self._home(tenant, group)
             if not target.exists():
-                self._unpack(key, home, target, group)
+                with translating_disk_full(self._unpacked):
+                    self._unpack(key, home, target, group)
         return target
 
     def _home(self, tenant: str, group: int | None) -> Path:
@@ -188,12 +194,3 @@ def validate_zip(zip_bytes: bytes) -> None:
                 raise InvalidCode(f"Corrupt file in code package: {bad}")
     except zipfile.BadZipFile:
         raise InvalidCode("Could not unzip uploaded file. Please check your file.") from None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -13,13 +13,17 @@ checks it makes cannot interleave with another writer, thread or process.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from treadle.disk_full import translating_disk_full
 from treadle.failpoints import Kind, boundary
+
+log = logging.getLogger(__name__)
 
 # How long a statement waits for another process's write lock before failing.
 BUSY_TIMEOUT_S = 30
@@ -56,17 +60,31 @@ class SqliteFile:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Everything inside commits together or not at all (an exception rolls back)."""
-        with self._lock:
+        """Everything inside commits together or not at all (an exception rolls back).
+
+        A full disk fails the transaction as `StorageFull` and leaves the connection
+        usable: the next transaction succeeds as soon as space is back.
+        """
+        with self._lock, translating_disk_full(self.path.parent):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                boundary(Kind.COMMIT, "before")
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise
-            boundary(Kind.COMMIT, "before")
-            self._conn.execute("COMMIT")
             boundary(Kind.COMMIT, "after")
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (SQLITE_FULL can end the transaction),
+        # and a failed COMMIT may leave it open: roll back only what is still open, and
+        # never let the rollback's own error hide the one that caused it.
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.warning("rollback of %s failed", self.path, exc_info=True)
 
     def close(self) -> None:
         with self._lock:
