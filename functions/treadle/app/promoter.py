@@ -14,7 +14,7 @@ import logging
 import threading
 
 from treadle.domain.engine.engine import Engine
-from treadle.domain.errors import NotFound
+from treadle.domain.errors import NotFound, StorageFull
 from treadle.domain.notifications import StatusEvent
 from treadle.domain.ports import ExecutionStore
 from treadle.domain.start_queue import StartQueue
@@ -128,5 +128,7 @@ class PromoterLoop:
                 return
             try:
                 self._promoter.promote()
+            except StorageFull as exc:  # one line, not a traceback a second
+                log.warning("promoting queued starts failed: %s", exc)
             except Exception:  # the next scan tries again
                 log.exception("promoting queued starts failed")

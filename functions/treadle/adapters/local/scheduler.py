@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from treadle.domain.errors import StorageFull
 from treadle.domain.ports import Clock, ExecutionStore, Timer, TimerKind
 from treadle.failpoints import Kind, boundary
 
@@ -111,6 +112,9 @@ class TimerScheduler:
             try:
                 self._dispatch_due()
                 sleep_s = self._sleep_for()
+            except StorageFull as exc:  # one line a second, not a traceback: it says all
+                log.warning("scheduler iteration failed: %s", exc)
+                sleep_s = _IDLE_POLL_S
             except Exception:  # the loop must survive a store hiccup
                 log.exception("scheduler iteration failed")
                 sleep_s = _IDLE_POLL_S
@@ -153,13 +157,16 @@ class TimerScheduler:
             boundary(Kind.TIMER, "after")
             with self._cond:
                 self._backoff.pop(key, None)
-        except Exception:
+        except Exception as exc:
             if self._stopping:
                 # Shutting down: the sandbox is gone under it. The row stays; the next
                 # start fires it again (an invocation's lease lapses and is re-run).
                 log.info("timer %s interrupted by shutdown", key)
                 return
-            log.exception("timer %s failed; retrying later", key)
+            if isinstance(exc, StorageFull):
+                log.warning("timer %s failed; retrying later: %s", key, exc)
+            else:
+                log.exception("timer %s failed; retrying later", key)
             with self._cond:
                 self._backoff[key] = self._clock.now_ms() + _FAILURE_BACKOFF_MS
         finally:
