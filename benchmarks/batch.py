@@ -13,10 +13,10 @@ from typing import Any
 
 import httpx
 
-from benchmarks import handlers, procfs
-from benchmarks.common import Started, closed_summary, wait_all_closed
+from benchmarks import handlers, throughput
+from benchmarks.common import Started, wait_all_closed
 from benchmarks.server import BenchServer, deploy
-from benchmarks.spec import Env, Metric, Workload, WorkloadTimeout, median
+from benchmarks.spec import Env, Metric, Workload, WorkloadTimeout
 from treadle.tenancy.credentials import read_profile
 
 FUNCTION = "w2b-one-step"
@@ -82,19 +82,10 @@ def setup(env: Env) -> None:
 def run(env: Env) -> dict[str, float]:
     n = env.options.w2b_count
     env.state["w2b_round"] += 1
-    cpu0, pid0 = procfs.tree_cpu(env.srv.pid), procfs.last_pid()
-    started = _start_batches(env, n, f"r{env.state['w2b_round']}")
-    done = wait_all_closed(env, FUNCTION, started)
-    cpu, pid1 = procfs.tree_cpu(env.srv.pid) - cpu0, procfs.last_pid()
-    last_end, not_succeeded = closed_summary(done)
-    return {
-        "completed_per_s": len(done) / (last_end - started.first_s),
-        "started_per_s": started.per_s,
-        "batch_p50_ms": median(started.latencies_ms),
-        "cpu_ms_per_execution": cpu.total_s * 1000 / max(1, len(done)),
-        "pids_allocated": float(procfs.pids_between(pid0, pid1)),
-        "errors": float(started.errors + not_succeeded + (n - len(done))),
-    }
+    prefix = f"r{env.state['w2b_round']}"
+    figures = throughput.measure(env, FUNCTION, n, lambda: _start_batches(env, n, prefix))
+    figures["batch_p50_ms"] = figures.pop("start_p50_ms")  # one call starts 100
+    return figures
 
 
 WORKLOAD = Workload(

@@ -7,8 +7,10 @@ completion rate uses the server's own EndTimestamp of the last execution.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from benchmarks import handlers, procfs
-from benchmarks.common import closed_summary, start_many, wait_all_closed
+from benchmarks.common import Started, closed_summary, start_many, wait_all_closed
 from benchmarks.server import deploy
 from benchmarks.spec import Env, Metric, Workload, median
 
@@ -22,9 +24,15 @@ def setup(env: Env) -> None:
 
 def run(env: Env) -> dict[str, float]:
     n = env.options.w2_count
+    return measure(env, FUNCTION, n, lambda: start_many(env, FUNCTION, [{}] * n))
+
+
+def measure(env: Env, function: str, n: int, start: Callable[[], Started]) -> dict[str, float]:
+    """Start `n` executions of `function` with `start`, wait for all, and the W2 figures
+    (W2b starts them by batch)."""
     cpu0, pid0 = procfs.tree_cpu(env.srv.pid), procfs.last_pid()
-    started = start_many(env, FUNCTION, [{}] * n)
-    done = wait_all_closed(env, FUNCTION, started)
+    started = start()
+    done = wait_all_closed(env, function, started)
     cpu, pid1 = procfs.tree_cpu(env.srv.pid) - cpu0, procfs.last_pid()
     last_end, not_succeeded = closed_summary(done)
     return {

@@ -258,24 +258,20 @@ class QuotaGuard:
 
     @staticmethod
     def check_queued(tenant: Tenant, queued: int) -> None:
-        limit = tenant.quotas.max_queued
-        if queued > limit:
-            raise RateExceeded(
-                f"Rate exceeded: account {tenant.account_id} has reached its quota of "
-                f"{limit} queued executions.",
-                reason="ConcurrentInvocationLimitExceeded",
-                retry_after_s=1.0,
-            )
+        _concurrency(tenant, queued, tenant.quotas.max_queued, "queued")
 
     @staticmethod
     def check_running(tenant: Tenant, running: int) -> None:
         # 429, as Lambda's concurrency throttle: running executions end, so a client
         # backing off and retrying is the right reaction.
-        limit = tenant.quotas.max_running_executions
-        if running > limit:
-            raise RateExceeded(
-                f"Rate exceeded: account {tenant.account_id} has reached its quota of "
-                f"{limit} running executions.",
-                reason="ConcurrentInvocationLimitExceeded",
-                retry_after_s=1.0,
-            )
+        _concurrency(tenant, running, tenant.quotas.max_running_executions, "running")
+
+
+def _concurrency(tenant: Tenant, count: int, limit: int, what: str) -> None:
+    if count > limit:
+        raise RateExceeded(
+            f"Rate exceeded: account {tenant.account_id} has reached its quota of "
+            f"{limit} {what} executions.",
+            reason="ConcurrentInvocationLimitExceeded",
+            retry_after_s=1.0,
+        )
