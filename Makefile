@@ -20,8 +20,9 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m tools.demo
 
+# The slowest tests are listed at the end: the suite has a 10-minute budget in CI.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=25
 
 # Benchmarks against a real `treadle dev` (see benchmarks/README.md); BENCH_ARGS passes
 # options through, e.g. make bench BENCH_ARGS="--only W1,C1 --runs 5".

@@ -150,3 +150,8 @@ def pids_between(before: int, after: int) -> int:
 
 def self_rss_mib() -> float:
     return _kib("/proc/self/status", "VmRSS:") / 1024
+
+
+def process_pss_mib(pid: int) -> float:
+    """One process's proportional set size (its share of pages shared with others)."""
+    return _kib(f"/proc/{pid}/smaps_rollup", "Pss:") / 1024

@@ -47,7 +47,15 @@ class BenchServer:
     """One server with a fresh data directory. Start it from the main thread only:
     PR_SET_PDEATHSIG fires when the *thread* that forked the child exits."""
 
-    def __init__(self, *, keep_data: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        keep_data: bool = False,
+        module: str = "treadle.cli",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.module = module  # `benchmarks.traced_server` for the soak's --tracemalloc
+        self.env = env
         self.root = Path(tempfile.mkdtemp(prefix="treadle-bench-"))
         self.data_dir = self.root / "data"
         self.log_path = self.root / "server.log"
@@ -61,11 +69,15 @@ class BenchServer:
         return self.proc.pid
 
     def start(self) -> str:
-        cmd = [sys.executable, "-m", "treadle.cli", "dev", "--host", "127.0.0.1", "--port", "0"]
+        cmd = [sys.executable, "-m", self.module, "dev", "--host", "127.0.0.1", "--port", "0"]
         cmd += ["--data-dir", str(self.data_dir)]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=log, preexec_fn=_die_with_parent
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            preexec_fn=_die_with_parent,
+            env=None if self.env is None else os.environ | self.env,
         )
         log.close()
         assert self.proc.stdout is not None

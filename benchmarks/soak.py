@@ -33,7 +33,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import handlers, procfs
+from benchmarks import handlers, procfs, traced
 from benchmarks.common import ARN_HEADER
 from benchmarks.server import BenchServer, client, deploy
 from treadle.tenancy.credentials import read_profile
@@ -61,6 +61,7 @@ class Sample:
     minute: int
     rss_mib: float
     pss_mib: float
+    server_pss_mib: float  # the server process alone (the rest: sandbox workers)
     fds: int
     threads: int
     processes: int
@@ -180,11 +181,12 @@ class Soak:
 
     def sample(self, minute: int) -> Sample:
         mem = procfs.tree_memory(self.srv.pid)
+        server_pss = procfs.process_pss_mib(self.srv.pid)
         fds, threads = _tree_fds_threads(self.srv.pid)
         with self.lock:
             counts = asdict(self.counts)
         return Sample(
-            minute, mem.rss_mib, mem.pss_mib, fds, threads, mem.processes,
+            minute, mem.rss_mib, mem.pss_mib, server_pss, fds, threads, mem.processes,
             _du_mib(self.srv.data_dir), counts,
         )  # fmt: skip
 
@@ -192,11 +194,19 @@ class Soak:
 def _line(s: Sample) -> str:
     c = s.counts
     return (
-        f"min {s.minute:3d}  RSS {s.rss_mib:7.1f} MiB  PSS {s.pss_mib:7.1f} MiB  "
+        f"min {s.minute:3d}  RSS {s.rss_mib:7.1f} MiB  PSS {s.pss_mib:7.1f} MiB "
+        f"(server {s.server_pss_mib:6.1f})  "
         f"fds {s.fds:5d}  threads {s.threads:4d}  procs {s.processes:3d}  "
         f"data {s.data_mib:7.1f} MiB | started {c['started']:,} answered {c['answered']:,} "
         f"stopped {c['stopped']:,} pushes {c['pushes']} errors {c['errors']}"
     )
+
+
+def _server(tracemalloc: bool, snapshots: Path) -> BenchServer:
+    if not tracemalloc:
+        return BenchServer()
+    env = {traced.ENV_SNAPSHOTS: str(snapshots)}
+    return BenchServer(module="benchmarks.traced", env=env)
 
 
 def growth_table(samples: list[Sample]) -> Table:
@@ -206,7 +216,7 @@ def growth_table(samples: list[Sample]) -> Table:
     judged = [s for s in samples if s.minute >= WARMUP_MINUTES] or samples
     first, last = judged[0], judged[-1]
     minutes = max(1, last.minute - first.minute)
-    for name in ("rss_mib", "pss_mib", "fds", "threads", "processes", "data_mib"):
+    for name in ("rss_mib", "pss_mib", "server_pss_mib", "fds", "threads", "processes", "data_mib"):
         a, b = float(getattr(first, name)), float(getattr(last, name))
         t.add_row(name, f"{a:,.1f}", f"{b:,.1f}", f"{(b - a) / minutes:+,.2f}")
     # The data directory grows with the executions it keeps (their retention is days):
@@ -225,10 +235,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=30.0, help="how long to run")
     p.add_argument("--rate", type=float, default=1.0, help="multiplies the starts per second")
     p.add_argument("--json", type=Path, default=None, help="where to write the samples")
+    p.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="trace the server's allocations; print what grew from warm-up to the end",
+    )
     args = p.parse_args(argv)
     if args.minutes <= 0 or args.rate <= 0:
         p.error("--minutes and --rate must be positive")
-    with tempfile.TemporaryDirectory(prefix="treadle-soak-") as tmp, BenchServer() as srv:
+    with (
+        tempfile.TemporaryDirectory(prefix="treadle-soak-") as tmp,
+        _server(args.tracemalloc, Path(tmp) / "snapshots") as srv,
+    ):
         soak = Soak(srv, args.rate, Path(tmp))
         soak.setup()
         samples = [soak.sample(0)]
@@ -246,12 +264,17 @@ def main(argv: list[str] | None = None) -> int:
             if int(elapsed // 60) >= len(samples):
                 samples.append(soak.sample(len(samples)))
                 console.print(_line(samples[-1]))
+                if args.tracemalloc and samples[-1].minute == WARMUP_MINUTES:
+                    traced.snapshot(srv, Path(tmp) / "snapshots")
             time.sleep(max(0.0, began + tick - time.monotonic()))
         samples.append(soak.sample(len(samples)))
         console.print(_line(samples[-1]))
         if soak.counts.last_error:
             console.print(f"[yellow]last error: {soak.counts.last_error}[/yellow]")
         console.print(growth_table(samples))
+        if args.tracemalloc:
+            last = traced.snapshot(srv, Path(tmp) / "snapshots")
+            console.print(traced.growth(Path(tmp) / "snapshots" / "0.snapshot", last))
         out = args.json or Path(tmp).with_name(f"treadle-soak-{int(time.time())}.json")
         out.write_text(json.dumps([asdict(s) for s in samples], indent=1))
         console.print(f"samples: {out}")
