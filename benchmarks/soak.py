@@ -274,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(growth_table(samples))
         if args.tracemalloc:
             last = traced.snapshot(srv, Path(tmp) / "snapshots")
-            console.print(traced.growth(Path(tmp) / "snapshots" / "0.snapshot", last))
+            first = Path(tmp) / "snapshots" / "0.snapshot"
+            console.print(traced.growth(first, last), soft_wrap=True)
+            console.print(traced.growth_tracebacks(first, last), soft_wrap=True, markup=False)
         out = args.json or Path(tmp).with_name(f"treadle-soak-{int(time.time())}.json")
         out.write_text(json.dumps([asdict(s) for s in samples], indent=1))
         console.print(f"samples: {out}")

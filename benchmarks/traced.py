@@ -61,20 +61,40 @@ def growth(first: Path, last: Path, top: int = 20) -> Table:
     new = tracemalloc.Snapshot.load(str(last))
     table = Table(title="Server allocations that grew (warm-up -> end), by line")
     for col in ("KiB grown", "blocks grown", "KiB now", "where"):
-        table.add_column(col, justify="left" if col == "where" else "right")
+        table.add_column(col, justify="left" if col == "where" else "right", overflow="fold")
     for stat in new.compare_to(old, "lineno")[:top]:
         frame = stat.traceback[0]
         table.add_row(
             f"{stat.size_diff / 1024:+,.1f}",
             f"{stat.count_diff:+,}",
             f"{stat.size / 1024:,.1f}",
-            f"{frame.filename}:{frame.lineno}",
+            f"{_short(frame.filename)}:{frame.lineno}",
         )
     total = sum(s.size for s in new.statistics("filename")) - sum(
         s.size for s in old.statistics("filename")
     )
     table.caption = f"traced total grew {total / 2**20:+,.2f} MiB"
     return table
+
+
+def growth_tracebacks(first: Path, last: Path, top: int = 5) -> str:
+    """The few allocation sites that grew most, each with its call stack."""
+    old = tracemalloc.Snapshot.load(str(first))
+    new = tracemalloc.Snapshot.load(str(last))
+    lines = []
+    for stat in new.compare_to(old, "traceback")[:top]:
+        lines.append(f"{stat.size_diff / 1024:+,.1f} KiB in {stat.count_diff:+,} blocks:")
+        for frame in stat.traceback:
+            lines.append(f"    {_short(frame.filename)}:{frame.lineno}")
+    return "\n".join(lines)
+
+
+def _short(filename: str) -> str:
+    # The table is read in a terminal: the part of the path that names the module.
+    for marker in ("site-packages/", "functions/", "lib/python3"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
 
 
 def main() -> int:
