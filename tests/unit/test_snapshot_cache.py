@@ -78,3 +78,12 @@ def test_advance_drops_an_entry_at_another_version() -> None:
     commit = Commit(execution=_execution(version=3))  # computed from 2: the entry is stale
     cache.advance(commit, lambda ops: Snapshot(execution=commit.execution, operations=ops))
     assert cache.get(commit.execution.arn) is None
+
+
+def test_a_commit_that_closes_the_execution_takes_it_out_of_the_cache() -> None:
+    cache: SnapshotCache[Snapshot] = SnapshotCache(10)
+    cache.remember(_snapshot(_execution(version=1), "x"))
+    closed = _execution(version=2).model_copy(update={"status": ExecutionStatus.SUCCEEDED})
+    commit = Commit(execution=closed)
+    cache.advance(commit, lambda ops: Snapshot(execution=commit.execution, operations=ops))
+    assert cache.get(closed.arn) is None
