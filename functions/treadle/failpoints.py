@@ -143,3 +143,9 @@ def resolve(spec: str | None, *, exit: Exit = os._exit) -> Hook:
 
 # Resolved once: callers bind `boundary` at import and call it directly.
 boundary: Hook = resolve(os.environ.pop(ENV_FAILPOINT, None))
+
+
+def enabled() -> bool:
+    """Whether this process crashes or counts at boundaries (adapters that would pay
+    for more than a call, such as registering botocore hooks, ask first)."""
+    return boundary is not _off

@@ -17,19 +17,27 @@ and the invariants are checked:
 - the tenant workers of the dead server are gone; no temporary file is left behind.
 
 The boundaries are shared among a few test items so that xdist spreads them.
+
+The same test runs on the AWS backend over a moto server (`make faults`, not in CI:
+`TREADLE_FAULTS_AWS=1`). There the state lives in moto, which has no snapshot: every
+run prepares its own stage (table, bucket, queue) from scratch, and the boundaries are
+the DynamoDB client's writes, the refs' transactions and the SQS timers handed to the
+engine (`adapters/aws/failpoint_hooks.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +48,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from support.boundaries import ECHO, FLOW, PLAIN, Watch, git, git_env, same_process_alive
+from support.moto_server import aws_env, moto_server
 from support.server import ServerProcess, client, deploy, v1
 from treadle.failpoints import CRASH_EXIT_CODE, Kind
 from treadle.settings import ENV_FAILPOINT
@@ -50,6 +59,7 @@ pytestmark = [
 ]
 
 SHARDS = 6
+ENV_AWS = "TREADLE_FAULTS_AWS"  # set: the AWS variant runs too (make faults)
 POINTS_AT_ONCE = 2
 WAIT_TIME_SCALE = 0.01  # the 2 s wait and the 1 s retry delay take milliseconds
 EXECUTION = "boundaries-1"
@@ -105,21 +115,44 @@ class Prepared:
     commit: str
     functions_tip: str
     pycache: Path
+    env: dict[str, str]  # the backend's (AWS: the moto server and this run's stage)
 
 
-def _server(data: Path, pycache: Path, failpoint: str | None = None) -> ServerProcess:
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    moto: str | None = None  # the moto server's URL on the AWS backend
+
+    def env(self) -> dict[str, str]:
+        """A fresh stage of its own on the AWS backend (its table, bucket and queue)."""
+        if self.moto is None:
+            return {}
+        return aws_env(self.moto, f"fp{uuid.uuid4().hex[:10]}")
+
+
+def _server(
+    data: Path,
+    pycache: Path,
+    failpoint: str | None = None,
+    backend_env: dict[str, str] | None = None,
+) -> ServerProcess:
     """`treadle dev` on `data`; its compiled modules kept in `pycache` (the test starts
     the server hundreds of times: compiling the platform at each start costs a third
     of it, where PYTHONDONTWRITEBYTECODE is set)."""
-    env = {"PYTHONPYCACHEPREFIX": str(pycache), "PYTHONDONTWRITEBYTECODE": ""}
+    env = {
+        "PYTHONPYCACHEPREFIX": str(pycache),
+        "PYTHONDONTWRITEBYTECODE": "",
+        **(backend_env or {}),
+    }
     if failpoint is not None:
         env[ENV_FAILPOINT] = failpoint
     return ServerProcess(data, wait_time_scale=WAIT_TIME_SCALE, env=env)
 
 
-def _prepare(root: Path) -> Prepared:
+def _prepare(root: Path, backend_env: dict[str, str], pycache: Path) -> Prepared:
+    root.mkdir(parents=True, exist_ok=True)
     data = root / "snapshot"
-    server = _server(data, root / "pycache")
+    server = _server(data, pycache, backend_env=backend_env)
     server.start()
     try:
         lam = _client(server)
@@ -139,7 +172,7 @@ def _prepare(root: Path) -> Prepared:
     for args in (("init", "-q"), ("add", "-A"), ("commit", "-q", "-m", "first")):
         assert git(env, work, *args).returncode == 0
     commit = git(env, work, "rev-parse", "HEAD").stdout.strip()
-    return Prepared(data, account, work, commit, functions_tip, root / "pycache")
+    return Prepared(data, account, work, commit, functions_tip, pycache, backend_env)
 
 
 def _raise_if_crashed(server: ServerProcess) -> None:
@@ -247,14 +280,19 @@ def _check_final(server: ServerProcess, data: Path, prep: Prepared, acked: Acked
     assert _leftovers(data) == []
 
 
-def _survive(root: Path, prep: Prepared, failpoint: str) -> tuple[bool, Acked]:
-    """The workload on a copy of the prepared data, the server started with
-    `failpoint`, then restarted without it and the workload finished and checked.
-    Returns whether the failpoint was reached, and what the workload saw."""
-    data = root / "data"
-    shutil.copytree(prep.data, data)
+def _survive(root: Path, prep: Prepared, failpoint: str, backend: Backend) -> tuple[bool, Acked]:
+    """The workload on a copy of the prepared data (AWS: on data prepared anew), the
+    server started with `failpoint`, then restarted without it and the workload
+    finished and checked. Returns whether the failpoint was reached, and what the
+    workload saw."""
+    if backend.moto is None:
+        data = root / "data"
+        shutil.copytree(prep.data, data)
+    else:
+        prep = _prepare(root, backend.env(), prep.pycache)
+        data = prep.data
     acked = Acked()
-    first = _server(data, prep.pycache, failpoint)
+    first = _server(data, prep.pycache, failpoint, prep.env)
     crashed = False
     failure: BaseException | None = None
     watch: Watch | None = None
@@ -278,7 +316,7 @@ def _survive(root: Path, prep: Prepared, failpoint: str) -> tuple[bool, Acked]:
         workers = watch.close() if watch is not None else set()
     # Started even after a failure: a crashed server's sandbox mounts stay until the
     # next start on its data directory, which removes them (and stop, below, too).
-    second = _server(data, prep.pycache)
+    second = _server(data, prep.pycache, backend_env=prep.env)
     second.start()
     try:
         if failure is not None:
@@ -296,28 +334,54 @@ def _survive(root: Path, prep: Prepared, failpoint: str) -> tuple[bool, Acked]:
 
 @dataclass
 class Baseline:
+    backend: Backend
     prep: Prepared
     points: list[str]  # every failpoint: `<kind>:<position>:<k>`
     results: dict[str, Any]
 
+    def key(self, name: str) -> str:
+        """A tally's name (tests/conftest.py sums them per backend)."""
+        return name if self.backend.moto is None else f"{name}@{self.backend.name}"
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        "embedded",
+        pytest.param(
+            "aws",
+            marks=pytest.mark.skipif(
+                not os.environ.get(ENV_AWS), reason=f"nightly-style: make faults ({ENV_AWS}=1)"
+            ),
+        ),
+    ],
+)
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    if request.param == "embedded":
+        yield Backend("embedded")
+        return
+    with moto_server() as url:
+        yield Backend("aws", url)
+
 
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
+def baseline(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Baseline:
     """The prepared data, and the boundaries and results of a run that does not crash."""
     root = tmp_path_factory.mktemp("boundaries")
-    prep = _prepare(root)
+    prep = _prepare(root, backend.env(), root / "pycache")
     counts_file = root / "counts.json"
-    crashed, acked = _survive(root / "count", prep, f"count:{counts_file}")
+    crashed, acked = _survive(root / "count", prep, f"count:{counts_file}", backend)
     assert not crashed
     counts: dict[str, int] = json.loads(counts_file.read_text())
     points = [f"{key}:{k}" for key, n in sorted(counts.items()) for k in range(1, n + 1)]
-    return Baseline(prep, points, acked.results)
+    return Baseline(backend, prep, points, acked.results)
 
 
 def test_the_workload_crosses_every_kind_of_boundary(
     baseline: Baseline, record_property: Callable[[str, object], None]
 ) -> None:
-    record_property("boundaries", sum(p.split(":")[1] == "before" for p in baseline.points))
+    before = sum(p.split(":")[1] == "before" for p in baseline.points)
+    record_property(baseline.key("boundaries"), before)
     kinds = {point.rsplit(":", 1)[0] for point in baseline.points}
     assert kinds == {f"{k}:{p}" for k in Kind for p in ("before", "after")}
     flow_status, flow = baseline.results["flow"]
@@ -344,7 +408,7 @@ def test_a_crash_at_any_boundary_loses_nothing(
 
     def one(i: int, point: str) -> bool:
         try:
-            crashed, acked = _survive(tmp_path / str(i), baseline.prep, point)
+            crashed, acked = _survive(tmp_path / str(i), baseline.prep, point, baseline.backend)
         except Exception as exc:
             raise AssertionError(f"after a crash at {point}: {exc!r}") from exc
         assert acked.results == baseline.results, point
@@ -355,5 +419,5 @@ def test_a_crash_at_any_boundary_loses_nothing(
     # client polling) that the other fills.
     with ThreadPoolExecutor(POINTS_AT_ONCE) as pool:
         crashes = list(pool.map(one, range(len(points)), points))
-    record_property("boundary_points", len(points))
-    record_property("boundary_crashes", sum(crashes))
+    record_property(baseline.key("boundary_points"), len(points))
+    record_property(baseline.key("boundary_crashes"), sum(crashes))

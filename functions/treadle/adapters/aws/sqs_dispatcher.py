@@ -35,6 +35,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from treadle.adapters.aws.errors import THROTTLING_CODES, TRANSIENT_CODES, error_code
 from treadle.domain.errors import InvalidParameter, Throttled, TreadleError, Unavailable
 from treadle.domain.ports import Clock, Dispatcher, Timer, TimerKind, TimerLookup
+from treadle.failpoints import Kind, boundary
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -230,7 +231,9 @@ def handle_messages(
             if current is not None and not current.is_set(timer):
                 log.debug("stale timer %s dropped", timer)
                 return True
+            boundary(Kind.TIMER, "before")
             fire(timer)
+            boundary(Kind.TIMER, "after")
             return True
         except Exception:  # reported as this message's failure; SQS redelivers it
             log.exception("timer %s failed", timer)
