@@ -47,7 +47,16 @@ from urllib.parse import quote
 import pytest
 from botocore.exceptions import ClientError
 
-from support.boundaries import ECHO, FLOW, PLAIN, Watch, git, git_env, same_process_alive
+from support.boundaries import (
+    ECHO,
+    FLOW,
+    FLOW_RESULT,
+    PLAIN,
+    Watch,
+    git,
+    git_env,
+    same_process_alive,
+)
 from support.moto_server import aws_env, moto_server
 from support.server import ServerProcess, client, deploy, v1
 from treadle.failpoints import CRASH_EXIT_CODE, Kind
@@ -85,6 +94,7 @@ class Acked:
     answered: bool = False
     pushed: str | None = None
     deployed_tip: str | None = None
+    refused_pushes: int = 0
     results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -149,7 +159,7 @@ def _server(
     return ServerProcess(data, wait_time_scale=WAIT_TIME_SCALE, env=env)
 
 
-def _prepare(root: Path, backend_env: dict[str, str], pycache: Path) -> Prepared:
+def prepare(root: Path, backend_env: dict[str, str], pycache: Path) -> Prepared:
     root.mkdir(parents=True, exist_ok=True)
     data = root / "snapshot"
     server = _server(data, pycache, backend_env=backend_env)
@@ -187,9 +197,14 @@ def _raise_if_crashed(server: ServerProcess) -> None:
     raise Crashed
 
 
-def _drive(server: ServerProcess, prep: Prepared, acked: Acked, tmp: Path) -> None:
-    """The workload to its end, from wherever a previous server left it (idempotent)."""
-    lam = _client(server, retries={"max_attempts": 1, "mode": "standard"})
+def drive(
+    server: ServerProcess, prep: Prepared, acked: Acked, tmp: Path, *, attempts: int = 1
+) -> None:
+    """The workload to its end, from wherever a previous server left it (idempotent).
+
+    `attempts` > 1: a refused call is sent again, as a client does with a throttled or
+    failed request (the AWS fault matrix; a crash test wants the first failure)."""
+    lam = _client(server, retries={"max_attempts": attempts, "mode": "standard"})
     try:
         resp = lam.invoke(
             FunctionName="flow",
@@ -214,13 +229,21 @@ def _drive(server: ServerProcess, prep: Prepared, acked: Acked, tmp: Path) -> No
             time.sleep(0.05)
         acked.results["flow"] = (ex["Status"], json.loads(ex.get("Result", "null")))
         env = git_env(tmp / "home")
-        pushed = git(env, prep.work, "push", "-q", _git_url(server, prep.account), "main")
-        if pushed.returncode != 0:
+        for _ in range(attempts):
+            pushed = git(env, prep.work, "push", "-q", _git_url(server, prep.account), "main")
+            if pushed.returncode == 0:
+                break
             _raise_if_crashed(server)
+            acked.refused_pushes += 1
+            assert _tip(server, "app-src") != prep.commit, "a refused push moved the ref"
         assert pushed.returncode == 0, pushed.stderr
         acked.pushed = prep.commit
         body = {"repo": "app-src", "ref": "main", "path": "svc", "handler": "handler.handler"}
-        status, version = v1(server, "POST", "/v1/functions/from-git/deploy", body)
+        for _ in range(attempts):
+            status, version = v1(server, "POST", "/v1/functions/from-git/deploy", body)
+            if status not in (429, 500, 503):
+                break
+            time.sleep(0.2)
         assert status == 201, version
         acked.deployed_tip = version["commitSha"]
         out = lam.invoke(FunctionName="from-git", Qualifier=version["version"])
@@ -257,7 +280,7 @@ def _leftovers(data: Path) -> list[Path]:
     return found
 
 
-def _check_final(server: ServerProcess, data: Path, prep: Prepared, acked: Acked) -> None:
+def check_final(server: ServerProcess, data: Path, prep: Prepared, acked: Acked) -> None:
     lam = _client(server)
     assert acked.arn is not None
     events = _history(lam, acked.arn)
@@ -289,7 +312,7 @@ def _survive(root: Path, prep: Prepared, failpoint: str, backend: Backend) -> tu
         data = root / "data"
         shutil.copytree(prep.data, data)
     else:
-        prep = _prepare(root, backend.env(), prep.pycache)
+        prep = prepare(root, backend.env(), prep.pycache)
         data = prep.data
     acked = Acked()
     first = _server(data, prep.pycache, failpoint, prep.env)
@@ -300,7 +323,7 @@ def _survive(root: Path, prep: Prepared, failpoint: str, backend: Backend) -> tu
         first.start()
         assert first.proc is not None
         watch = Watch(first.proc.pid)
-        _drive(first, prep, acked, root)
+        drive(first, prep, acked, root)
     except Crashed:
         crashed = True
     except RuntimeError as exc:  # died while starting, at its failpoint or not
@@ -325,8 +348,8 @@ def _survive(root: Path, prep: Prepared, failpoint: str, backend: Backend) -> tu
         _check_acknowledged(second, lam, prep, acked)
         orphans = [pid for pid, started in workers if same_process_alive(pid, started)]
         assert orphans == [], f"workers of the crashed server still run: {orphans}"
-        _drive(second, prep, acked, root)
-        _check_final(second, data, prep, acked)
+        drive(second, prep, acked, root)
+        check_final(second, data, prep, acked)
     finally:
         second.stop()
     return crashed, acked
@@ -368,7 +391,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 def baseline(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Baseline:
     """The prepared data, and the boundaries and results of a run that does not crash."""
     root = tmp_path_factory.mktemp("boundaries")
-    prep = _prepare(root, backend.env(), root / "pycache")
+    prep = prepare(root, backend.env(), root / "pycache")
     counts_file = root / "counts.json"
     crashed, acked = _survive(root / "count", prep, f"count:{counts_file}", backend)
     assert not crashed
@@ -386,14 +409,7 @@ def test_the_workload_crosses_every_kind_of_boundary(
     assert kinds == {f"{k}:{p}" for k in Kind for p in ("before", "after")}
     flow_status, flow = baseline.results["flow"]
     assert flow_status == "SUCCEEDED"
-    assert flow == {
-        "flaky": "flaky-ok",
-        "approval": "yes",
-        "group": ["g1", "g2"],
-        "chained": {"echo": 7},
-        "map": [10, 20, 30],
-        "pay": "paid",
-    }
+    assert flow == FLOW_RESULT
     assert baseline.results["from-git"] == "from git"
 
 
