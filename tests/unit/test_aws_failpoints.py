@@ -17,6 +17,7 @@ from support.aws_faults import FAULTS, Fault, Injector, read_log
 from treadle import failpoints
 from treadle.adapters.aws import DynamoExecutionStore, create_tables, failpoint_hooks
 from treadle.adapters.aws import sqs_dispatcher as sqs
+from treadle.adapters.aws.dynamo import Table
 from treadle.adapters.aws.errors import transaction_error
 from treadle.domain.errors import ConcurrentModification, Throttled, Unavailable
 from treadle.domain.ports import Timer, TimerKind
@@ -129,6 +130,36 @@ def test_an_injected_transaction_conflict_names_one_reason_per_item(
     assert reasons == ["TransactionConflict", "None"]
     error = transaction_error(raised.value, "t", ["a", "b"], lambda _: AssertionError())
     assert isinstance(error, ConcurrentModification) and error.retryable
+
+
+def _add_one(table: Table) -> None:
+    key = {"pk": {"S": "n"}, "sk": {"S": "x"}}
+    update = {"TableName": TABLE, "Key": key, "UpdateExpression": "ADD n :one"}
+    table.transact([{"Update": {**update, "ExpressionAttributeValues": {":one": {"N": "1"}}}}])
+
+
+def test_a_transaction_whose_answer_was_lost_is_resent_with_its_token_and_applied_once(
+    ddb: Any, tmp_path: Path
+) -> None:
+    _injector(tmp_path, replace(FAULTS["ddb-answer-lost"], rate=1.0, limit=2)).install(
+        ddb, "dynamodb"
+    )
+    table = Table(ddb, TABLE)
+    _add_one(table)  # applied, answer lost, resent: DynamoDB answers the first's outcome
+    got = ddb.get_item(TableName=TABLE, Key={"pk": {"S": "n"}, "sk": {"S": "x"}})["Item"]
+    assert got["n"] == {"N": "1"}
+    assert len(read_log(tmp_path / "log.jsonl")) == 2  # and the resend's was lost too
+
+
+def test_a_transaction_that_never_answers_is_unavailable_not_a_botocore_error(
+    ddb: Any, tmp_path: Path
+) -> None:
+    _injector(tmp_path, replace(FAULTS["ddb-answer-lost"], rate=1.0, limit=99)).install(
+        ddb, "dynamodb"
+    )
+    with pytest.raises(Unavailable) as raised:
+        _add_one(Table(ddb, TABLE))
+    assert raised.value.retryable
 
 
 def test_a_lost_answer_is_a_timeout_after_the_write_applied(ddb: Any, tmp_path: Path) -> None:
