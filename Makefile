@@ -42,7 +42,7 @@ soak: $(STAMP)
 # matrix (docs/operating.md); nightly-style, not in CI: about FAULTS_MIN minutes.
 faults: $(STAMP)
 	TREADLE_FAULTS_AWS=1 $(PY) -m pytest -n 2 --dist loadgroup -p no:cacheprovider -q \
-		tests/integration/test_commit_boundaries.py tests/integration/test_aws_faults.py -k aws
+		--timeout 0 tests/integration/test_commit_boundaries.py tests/integration/test_aws_faults.py -k aws
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check functions tests examples benchmarks infra tools
@@ -57,7 +57,7 @@ cfn-# The crash-at-every-boundary test on the AWS backend over moto, and the AWS
 # matrix (docs/operating.md); nightly-style, not in CI: about FAULTS_MIN minutes.
 faults: $(STAMP)
 	TREADLE_FAULTS_AWS=1 $(PY) -m pytest -n 2 --dist loadgroup -p no:cacheprovider -q \
-		tests/integration/test_commit_boundaries.py tests/integration/test_aws_faults.py -k aws
+		--timeout 0 tests/integration/test_commit_boundaries.py tests/integration/test_aws_faults.py -k aws
 
 lint: $(STAMP)
 	$(PY) -m infra.cfn_lint

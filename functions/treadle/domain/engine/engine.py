@@ -41,7 +41,9 @@ from treadle.domain.errors import (
     InvalidToken,
     NotFound,
     PayloadTooLarge,
+    Throttled,
     TreadleError,
+    Unavailable,
 )
 from treadle.domain.models import (
     TERMINAL_EXECUTION_STATUSES,
@@ -269,7 +271,15 @@ class Engine:
         if begun is None:
             return
         body = json.dumps(begun.envelope).encode()
-        outcome = self.runtime.invoke(begun.fn, body, begun.request_id)
+        try:
+            outcome = self.runtime.invoke(begun.fn, body, begun.request_id)
+        except (Throttled, Unavailable) as exc:
+            log.warning("invocation of %s not started (%s); retrying soon", arn, exc)
+            self._change(
+                arn,
+                lambda ex, ws: invocation.not_started(ex, ws, begun.generation, self.config),
+            )
+            return
         self._change(
             arn, lambda ex, ws: invocation.finish(ex, ws, begun.generation, outcome, self.config)
         )

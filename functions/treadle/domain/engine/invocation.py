@@ -182,6 +182,20 @@ def finish(
         ws.set_timers.append(Timer(ex.arn, TimerKind.INVOKE, "", ws.now_ms))
 
 
+def not_started(ex: Execution, ws: WorkingSet, generation: int, config: EngineConfig) -> None:
+    """The runtime refused lease `generation`'s invocation (throttled, unreachable):
+    the lease goes back now and the invocation is tried again after the first retry
+    delay. Holding the lease would wait out the function's whole timeout and then count
+    a crash, a failed attempt, for a handler that never ran; if it did run after all
+    (an answer lost), its checkpoints are fenced by the generation."""
+    if ex.generation != generation or not ex.invocation_active:
+        return
+    ws.clear_timers.append((TimerKind.INVOKE, ""))
+    ex.invocation_active = False
+    delay_ms = int(config.invocation_retry_base_s * 1000)
+    ws.set_timers.append(Timer(ex.arn, TimerKind.INVOKE, "", ws.now_ms + delay_ms))
+
+
 def expire_lease(ex: Execution, ws: WorkingSet, now_ms: int) -> None:
     """After a restart: an invocation that was running died with the old process."""
     if ex.invocation_active:
