@@ -71,7 +71,7 @@ def _idempotent(original: Any) -> Any:
         token = self.body.get("ClientRequestToken")
         if not token:
             return original(self)
-        items = json.dumps(self.body["TransactItems"], sort_keys=True)
+        items = json.dumps(self.body["TransactItems"], sort_keys=True, default=repr)
         with _lock:
             seen = _tokens.get(token)
             if seen is not None:
