@@ -24,8 +24,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     `<name>@<backend>` are another backend's (the embedded one has no suffix)."""
     totals: dict[str, dict[str, int]] = {}
     names = ("boundaries", "boundary_points", "boundary_crashes")
+    rows: list[str] = []
     for report in terminalreporter.stats.get("passed", []):
         for key, value in getattr(report, "user_properties", []):
+            if key == "fault_row":
+                rows.append(str(value))
             name, _, backend = str(key).partition("@")
             if name in names:
                 per = totals.setdefault(backend, dict.fromkeys(names, 0))
@@ -40,3 +43,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"{per['boundary_points']} crash points (before and after each) run, "
             f"{per['boundary_crashes']} crashes survived",
         )
+    if rows:
+        # The AWS fault matrix (tests/integration/test_aws_faults.py), rows that passed.
+        terminalreporter.write_sep("-", f"AWS fault matrix: {len(rows)} rows passed")
+        terminalreporter.write_line("fault | injected | redelivered | pushes refused")
+        for row in sorted(rows):
+            terminalreporter.write_line(row.replace("|", " | "))

@@ -15,6 +15,7 @@ Nightly-style (`make faults`, TREADLE_FAULTS_AWS=1): a row takes 15-30 s.
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from support import faulty_server
 from support.aws_faults import FAULTS, read_log
 from support.boundaries import FLOW_RESULT
 from support.moto_server import moto_server
-from support.server import ServerProcess
+from support.server import ServerProcess, client
 
 pytestmark = [
     pytest.mark.slow,
@@ -92,6 +93,16 @@ def test_the_workload_keeps_its_invariants_under_the_fault(
         boundaries.drive(server, prep, acked, tmp_path, attempts=ATTEMPTS)
         arm.unlink()  # the checks read without faults
         boundaries.check_final(server, prep.data, prep, acked)
+        assert acked.arn is not None
+        events = client(server).get_durable_execution_history(
+            DurableExecutionArn=acked.arn, MaxItems=1000
+        )["Events"]
+        crashed = [
+            e
+            for e in events
+            if e["EventType"] == "InvocationCompleted"
+            and "Runtime.ExitError" in json.dumps(e, default=str)
+        ]
     finally:
         server.stop()
     assert acked.results == {"flow": ("SUCCEEDED", FLOW_RESULT), "from-git": "from git"}
@@ -100,6 +111,10 @@ def test_the_workload_keeps_its_invariants_under_the_fault(
         assert seen["injected"] >= 1, f"{fault} was never injected: the row proves nothing"
     if fault == "s3-pack-503":
         assert acked.refused_pushes >= 1
+    if fault.startswith("sqs-") or not fault:
+        # A copy of a timer message is not a lease that ran out: no invocation is
+        # counted as crashed (Runtime.ExitError) because a message came twice.
+        assert crashed == [], crashed
     if fault == "ddb-throttled-orchestrator":
         # The orchestrator reported the failed records and they were delivered again.
         assert seen["redelivery"] >= 1
