@@ -107,7 +107,7 @@ class Engine:
         self._locks = [threading.RLock() for _ in range(512)]
         # Where each kind of timer is handled: one row per TimerKind.
         self.timer_handlers: Mapping[TimerKind, Callable[[Timer], None]] = {
-            TimerKind.INVOKE: lambda timer: self.run_invocation(timer.arn),
+            TimerKind.INVOKE: lambda timer: self.run_invocation(timer.arn, timer.due_ms),
             TimerKind.WAIT: self._timer_change(timers.wait_elapsed),
             TimerKind.RETRY: self._timer_change(timers.retry_due),
             TimerKind.CALLBACK_TIMEOUT: self._timer_change(callbacks.timed_out),
@@ -251,8 +251,9 @@ class Engine:
         with self._lock(source_arn):
             return redrive.run(self, source_arn, fn, from_step, name, limits)
 
-    def run_invocation(self, arn: str) -> None:
-        """Take the invocation lease, invoke the pinned version, act on its result."""
+    def run_invocation(self, arn: str, due_ms: int | None = None) -> None:
+        """Take the invocation lease, invoke the pinned version, act on its result
+        (`due_ms`: of the INVOKE timer that asked, to tell a stale copy of it)."""
 
         def begin(ex: Execution, ws: WorkingSet) -> invocation.Begun | None:
             return invocation.begin(
@@ -262,6 +263,7 @@ class Engine:
                 ids=self.ids,
                 tokens=self.tokens,
                 config=self.config,
+                due_ms=due_ms,
             )
 
         try:

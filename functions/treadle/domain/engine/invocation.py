@@ -52,8 +52,17 @@ def begin(
     ids: Ids,
     tokens: TokenCodec,
     config: EngineConfig,
+    due_ms: int | None = None,
 ) -> Begun | None:
-    """Take the invocation lease; None if there is nothing to invoke."""
+    """Take the invocation lease; None if there is nothing to invoke.
+
+    `due_ms` is the due time of the INVOKE timer that fired (None: not a timer's).
+    """
+    if ex.invocation_active and due_ms is not None and due_ms <= (ex.invocation_start_ms or 0):
+        # A copy of the timer that started the running invocation (SQS delivers at least
+        # once, a copy even while the first is being handled): its lease has not run
+        # out. Every timer that ends a lease is due after the invocation began.
+        return None
     ws.clear_timers.append((TimerKind.INVOKE, ""))
     if ex.status in TERMINAL_EXECUTION_STATUSES or ex.paused:
         return None
@@ -199,4 +208,6 @@ def not_started(ex: Execution, ws: WorkingSet, generation: int, config: EngineCo
 def expire_lease(ex: Execution, ws: WorkingSet, now_ms: int) -> None:
     """After a restart: an invocation that was running died with the old process."""
     if ex.invocation_active:
-        ws.set_timers.append(Timer(ex.arn, TimerKind.INVOKE, "", now_ms))
+        # Due after the invocation began, as `begin` tells a lease's end by that.
+        due = max(now_ms, (ex.invocation_start_ms or 0) + 1)
+        ws.set_timers.append(Timer(ex.arn, TimerKind.INVOKE, "", due))
