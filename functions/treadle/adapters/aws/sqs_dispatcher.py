@@ -14,9 +14,10 @@ The engine does not tell such a timer from a current one on every path (an INVOK
 fired while an invocation holds the lease reads as "the lease ran out"), so every
 message is checked against the table (`TimerLookup`) before `fire`; a stale one is
 acknowledged and dropped. Two copies of one current timer processed at the same instant
-both pass that check: the sweep is built never to send such pairs, and the remaining
-race (an SQS duplicate delivered to two pollers at once) needs a compare-and-fire in
-the engine to close.
+both pass that check; the engine tells them apart (an INVOKE timer due no later than
+the running invocation's start is a copy of the one that started it, and does nothing),
+and the other kinds act on their operation's state, which the first copy changed (the
+sqs rows of tests/integration/test_aws_faults.py check it end to end).
 """
 
 from __future__ import annotations
