@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import HTTPClientError
 
 from treadle.adapters.aws.errors import translated
 from treadle.adapters.aws.items import key
@@ -156,12 +157,12 @@ class Table:
         condition on our own write.
         """
         token = token or uuid.uuid4().hex
-        failure: BotoCoreError | None = None
+        failure: HTTPClientError | BotoConnectionError | None = None
         for attempt in range(_AMBIGUOUS_ATTEMPTS):
             try:
                 self.client.transact_write_items(TransactItems=items, ClientRequestToken=token)
                 return
-            except BotoCoreError as exc:
+            except (HTTPClientError, BotoConnectionError) as exc:
                 # Timed out or cut off past botocore's own retries: applied or not, we
                 # cannot tell. Sent again with the same token, DynamoDB answers what the
                 # first one did (for 10 minutes) instead of applying it twice or failing
