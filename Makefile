@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench bench-peers soak lint typecheck cfn-lint clean
+.PHONY: venv demo test bench bench-peers soak faults lint typecheck cfn-lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ MINUTES ?= 30
 soak: $(STAMP)
 	$(PY) -m benchmarks.soak --minutes $(MINUTES)
 
+# The crash-at-every-boundary test on the AWS backend over moto, and the AWS fault
+# matrix (docs/operating.md); nightly-style, not in CI: about 25 minutes on 2 cores.
+faults: $(STAMP)
+	TREADLE_FAULTS_AWS=1 $(PY) -m pytest -n 2 --dist loadgroup -p no:cacheprovider -q \
+		--timeout 0 tests/integration/test_commit_boundaries.py tests/integration/test_aws_faults.py -k aws
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check functions tests examples benchmarks infra tools
 	$(VENV)/bin/ruff format --check functions tests examples benchmarks infra tools
@@ -48,7 +54,13 @@ typecheck: $(STAMP)
 
 # The CDK stack synthesised in-process (no CDK CLI, no Docker) and its template checked
 # by cfn-lint: a few seconds (infra/cfn_lint.py).
-cfn-lint: $(STAMP)
+cfn-# The crash-at-every-boundary test on the AWS backend over moto, and the AWS fault
+# matrix (docs/operating.md); nightly-style, not in CI: about 25 minutes on 2 cores.
+faults: $(STAMP)
+	TREADLE_FAULTS_AWS=1 $(PY) -m pytest -n 2 --dist loadgroup -p no:cacheprovider -q \
+		--timeout 0 tests/integration/test_commit_boundaries.py tests/integration/test_aws_faults.py -k aws
+
+lint: $(STAMP)
 	$(PY) -m infra.cfn_lint
 
 clean:

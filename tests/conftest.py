@@ -20,16 +20,32 @@ moto_serial.install()
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """The crash-at-every-boundary tally (tests/integration/test_commit_boundaries.py),
-    from the reports' properties: they reach this process from xdist workers too."""
-    totals = {"boundaries": 0, "boundary_points": 0, "boundary_crashes": 0}
+    from the reports' properties: they reach this process from xdist workers too. Keys
+    `<name>@<backend>` are another backend's (the embedded one has no suffix)."""
+    totals: dict[str, dict[str, int]] = {}
+    names = ("boundaries", "boundary_points", "boundary_crashes")
+    rows: list[str] = []
     for report in terminalreporter.stats.get("passed", []):
         for key, value in getattr(report, "user_properties", []):
-            if key in totals:
-                totals[key] += int(value)
-    if totals["boundary_points"]:
+            if key == "fault_row":
+                rows.append(str(value))
+            name, _, backend = str(key).partition("@")
+            if name in names:
+                per = totals.setdefault(backend, dict.fromkeys(names, 0))
+                per[name] += int(value)
+    for backend, per in sorted(totals.items()):
+        if not per["boundary_points"]:
+            continue
+        on = f" ({backend} backend)" if backend else ""
         terminalreporter.write_sep(
             "-",
-            f"crash at every commit boundary: {totals['boundaries']} boundaries, "
-            f"{totals['boundary_points']} crash points (before and after each) run, "
-            f"{totals['boundary_crashes']} crashes survived",
+            f"crash at every commit boundary{on}: {per['boundaries']} boundaries, "
+            f"{per['boundary_points']} crash points (before and after each) run, "
+            f"{per['boundary_crashes']} crashes survived",
         )
+    if rows:
+        # The AWS fault matrix (tests/integration/test_aws_faults.py), rows that passed.
+        terminalreporter.write_sep("-", f"AWS fault matrix: {len(rows)} rows passed")
+        terminalreporter.write_line("fault | injected | redelivered | pushes refused")
+        for row in sorted(rows):
+            terminalreporter.write_line(row.replace("|", " | "))

@@ -23,7 +23,10 @@ timer loop (`TimerScheduler._run`). The domain makes no call: it must not read t
 environment, and every boundary it causes already passes through a port whose
 adapter holds the hook (the engine commits through `ExecutionStore` and dispatches
 timers through `Dispatcher`), so the adapters see each one without the engine
-knowing failpoints exist.
+knowing failpoints exist. On the AWS backend: every write of the DynamoDB client
+(`adapters/aws/failpoint_hooks.py`, botocore hooks registered only when this is on),
+`DynamoRefStore.compare_and_swap`, and a timer handed to the engine by the orchestrator
+(`sqs_dispatcher.handle_messages`); facets are the local ones there in emulated mode.
 
 One process only: the variable is removed from the environment once read, and a
 forked child turns its copy of the hook off, so a worker the server starts neither
@@ -143,3 +146,9 @@ def resolve(spec: str | None, *, exit: Exit = os._exit) -> Hook:
 
 # Resolved once: callers bind `boundary` at import and call it directly.
 boundary: Hook = resolve(os.environ.pop(ENV_FAILPOINT, None))
+
+
+def enabled() -> bool:
+    """Whether this process crashes or counts at boundaries (adapters that would pay
+    for more than a call, such as registering botocore hooks, ask first)."""
+    return boundary is not _off

@@ -17,19 +17,27 @@ and the invariants are checked:
 - the tenant workers of the dead server are gone; no temporary file is left behind.
 
 The boundaries are shared among a few test items so that xdist spreads them.
+
+The same test runs on the AWS backend over a moto server (`make faults`, not in CI:
+`TREADLE_FAULTS_AWS=1`). There the state lives in moto, which has no snapshot: every
+run prepares its own stage (table, bucket, queue) from scratch, and the boundaries are
+the DynamoDB client's writes, the refs' transactions and the SQS timers handed to the
+engine (`adapters/aws/failpoint_hooks.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +47,17 @@ from urllib.parse import quote
 import pytest
 from botocore.exceptions import ClientError
 
-from support.boundaries import ECHO, FLOW, PLAIN, Watch, git, git_env, same_process_alive
+from support.boundaries import (
+    ECHO,
+    FLOW,
+    FLOW_RESULT,
+    PLAIN,
+    Watch,
+    git,
+    git_env,
+    same_process_alive,
+)
+from support.moto_server import aws_env, moto_server
 from support.server import ServerProcess, client, deploy, v1
 from treadle.failpoints import CRASH_EXIT_CODE, Kind
 from treadle.settings import ENV_FAILPOINT
@@ -50,6 +68,7 @@ pytestmark = [
 ]
 
 SHARDS = 6
+ENV_AWS = "TREADLE_FAULTS_AWS"  # set: the AWS variant runs too (make faults)
 POINTS_AT_ONCE = 2
 WAIT_TIME_SCALE = 0.01  # the 2 s wait and the 1 s retry delay take milliseconds
 EXECUTION = "boundaries-1"
@@ -75,6 +94,7 @@ class Acked:
     answered: bool = False
     pushed: str | None = None
     deployed_tip: str | None = None
+    refused_pushes: int = 0
     results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -105,21 +125,44 @@ class Prepared:
     commit: str
     functions_tip: str
     pycache: Path
+    env: dict[str, str]  # the backend's (AWS: the moto server and this run's stage)
 
 
-def _server(data: Path, pycache: Path, failpoint: str | None = None) -> ServerProcess:
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    moto: str | None = None  # the moto server's URL on the AWS backend
+
+    def env(self) -> dict[str, str]:
+        """A fresh stage of its own on the AWS backend (its table, bucket and queue)."""
+        if self.moto is None:
+            return {}
+        return aws_env(self.moto, f"fp{uuid.uuid4().hex[:10]}")
+
+
+def _server(
+    data: Path,
+    pycache: Path,
+    failpoint: str | None = None,
+    backend_env: dict[str, str] | None = None,
+) -> ServerProcess:
     """`treadle dev` on `data`; its compiled modules kept in `pycache` (the test starts
     the server hundreds of times: compiling the platform at each start costs a third
     of it, where PYTHONDONTWRITEBYTECODE is set)."""
-    env = {"PYTHONPYCACHEPREFIX": str(pycache), "PYTHONDONTWRITEBYTECODE": ""}
+    env = {
+        "PYTHONPYCACHEPREFIX": str(pycache),
+        "PYTHONDONTWRITEBYTECODE": "",
+        **(backend_env or {}),
+    }
     if failpoint is not None:
         env[ENV_FAILPOINT] = failpoint
     return ServerProcess(data, wait_time_scale=WAIT_TIME_SCALE, env=env)
 
 
-def _prepare(root: Path) -> Prepared:
+def prepare(root: Path, backend_env: dict[str, str], pycache: Path) -> Prepared:
+    root.mkdir(parents=True, exist_ok=True)
     data = root / "snapshot"
-    server = _server(data, root / "pycache")
+    server = _server(data, pycache, backend_env=backend_env)
     server.start()
     try:
         lam = _client(server)
@@ -139,7 +182,7 @@ def _prepare(root: Path) -> Prepared:
     for args in (("init", "-q"), ("add", "-A"), ("commit", "-q", "-m", "first")):
         assert git(env, work, *args).returncode == 0
     commit = git(env, work, "rev-parse", "HEAD").stdout.strip()
-    return Prepared(data, account, work, commit, functions_tip, root / "pycache")
+    return Prepared(data, account, work, commit, functions_tip, pycache, backend_env)
 
 
 def _raise_if_crashed(server: ServerProcess) -> None:
@@ -154,9 +197,14 @@ def _raise_if_crashed(server: ServerProcess) -> None:
     raise Crashed
 
 
-def _drive(server: ServerProcess, prep: Prepared, acked: Acked, tmp: Path) -> None:
-    """The workload to its end, from wherever a previous server left it (idempotent)."""
-    lam = _client(server, retries={"max_attempts": 1, "mode": "standard"})
+def drive(
+    server: ServerProcess, prep: Prepared, acked: Acked, tmp: Path, *, attempts: int = 1
+) -> None:
+    """The workload to its end, from wherever a previous server left it (idempotent).
+
+    `attempts` > 1: a refused call is sent again, as a client does with a throttled or
+    failed request (the AWS fault matrix; a crash test wants the first failure)."""
+    lam = _client(server, retries={"max_attempts": attempts, "mode": "standard"})
     try:
         resp = lam.invoke(
             FunctionName="flow",
@@ -181,13 +229,21 @@ def _drive(server: ServerProcess, prep: Prepared, acked: Acked, tmp: Path) -> No
             time.sleep(0.05)
         acked.results["flow"] = (ex["Status"], json.loads(ex.get("Result", "null")))
         env = git_env(tmp / "home")
-        pushed = git(env, prep.work, "push", "-q", _git_url(server, prep.account), "main")
-        if pushed.returncode != 0:
+        for _ in range(attempts):
+            pushed = git(env, prep.work, "push", "-q", _git_url(server, prep.account), "main")
+            if pushed.returncode == 0:
+                break
             _raise_if_crashed(server)
+            acked.refused_pushes += 1
+            assert _tip(server, "app-src") != prep.commit, "a refused push moved the ref"
         assert pushed.returncode == 0, pushed.stderr
         acked.pushed = prep.commit
         body = {"repo": "app-src", "ref": "main", "path": "svc", "handler": "handler.handler"}
-        status, version = v1(server, "POST", "/v1/functions/from-git/deploy", body)
+        for _ in range(attempts):
+            status, version = v1(server, "POST", "/v1/functions/from-git/deploy", body)
+            if status not in (429, 500, 503):
+                break
+            time.sleep(0.2)
         assert status == 201, version
         acked.deployed_tip = version["commitSha"]
         out = lam.invoke(FunctionName="from-git", Qualifier=version["version"])
@@ -224,7 +280,7 @@ def _leftovers(data: Path) -> list[Path]:
     return found
 
 
-def _check_final(server: ServerProcess, data: Path, prep: Prepared, acked: Acked) -> None:
+def check_final(server: ServerProcess, data: Path, prep: Prepared, acked: Acked) -> None:
     lam = _client(server)
     assert acked.arn is not None
     events = _history(lam, acked.arn)
@@ -247,14 +303,19 @@ def _check_final(server: ServerProcess, data: Path, prep: Prepared, acked: Acked
     assert _leftovers(data) == []
 
 
-def _survive(root: Path, prep: Prepared, failpoint: str) -> tuple[bool, Acked]:
-    """The workload on a copy of the prepared data, the server started with
-    `failpoint`, then restarted without it and the workload finished and checked.
-    Returns whether the failpoint was reached, and what the workload saw."""
-    data = root / "data"
-    shutil.copytree(prep.data, data)
+def _survive(root: Path, prep: Prepared, failpoint: str, backend: Backend) -> tuple[bool, Acked]:
+    """The workload on a copy of the prepared data (AWS: on data prepared anew), the
+    server started with `failpoint`, then restarted without it and the workload
+    finished and checked. Returns whether the failpoint was reached, and what the
+    workload saw."""
+    if backend.moto is None:
+        data = root / "data"
+        shutil.copytree(prep.data, data)
+    else:
+        prep = prepare(root, backend.env(), prep.pycache)
+        data = prep.data
     acked = Acked()
-    first = _server(data, prep.pycache, failpoint)
+    first = _server(data, prep.pycache, failpoint, prep.env)
     crashed = False
     failure: BaseException | None = None
     watch: Watch | None = None
@@ -262,7 +323,7 @@ def _survive(root: Path, prep: Prepared, failpoint: str) -> tuple[bool, Acked]:
         first.start()
         assert first.proc is not None
         watch = Watch(first.proc.pid)
-        _drive(first, prep, acked, root)
+        drive(first, prep, acked, root)
     except Crashed:
         crashed = True
     except RuntimeError as exc:  # died while starting, at its failpoint or not
@@ -278,7 +339,7 @@ def _survive(root: Path, prep: Prepared, failpoint: str) -> tuple[bool, Acked]:
         workers = watch.close() if watch is not None else set()
     # Started even after a failure: a crashed server's sandbox mounts stay until the
     # next start on its data directory, which removes them (and stop, below, too).
-    second = _server(data, prep.pycache)
+    second = _server(data, prep.pycache, backend_env=prep.env)
     second.start()
     try:
         if failure is not None:
@@ -287,8 +348,8 @@ def _survive(root: Path, prep: Prepared, failpoint: str) -> tuple[bool, Acked]:
         _check_acknowledged(second, lam, prep, acked)
         orphans = [pid for pid, started in workers if same_process_alive(pid, started)]
         assert orphans == [], f"workers of the crashed server still run: {orphans}"
-        _drive(second, prep, acked, root)
-        _check_final(second, data, prep, acked)
+        drive(second, prep, acked, root)
+        check_final(second, data, prep, acked)
     finally:
         second.stop()
     return crashed, acked
@@ -296,40 +357,59 @@ def _survive(root: Path, prep: Prepared, failpoint: str) -> tuple[bool, Acked]:
 
 @dataclass
 class Baseline:
+    backend: Backend
     prep: Prepared
     points: list[str]  # every failpoint: `<kind>:<position>:<k>`
     results: dict[str, Any]
 
+    def key(self, name: str) -> str:
+        """A tally's name (tests/conftest.py sums them per backend)."""
+        return name if self.backend.moto is None else f"{name}@{self.backend.name}"
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        "embedded",
+        pytest.param(
+            "aws",
+            marks=pytest.mark.skipif(
+                not os.environ.get(ENV_AWS), reason=f"nightly-style: make faults ({ENV_AWS}=1)"
+            ),
+        ),
+    ],
+)
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    if request.param == "embedded":
+        yield Backend("embedded")
+        return
+    with moto_server() as url:
+        yield Backend("aws", url)
+
 
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
+def baseline(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Baseline:
     """The prepared data, and the boundaries and results of a run that does not crash."""
     root = tmp_path_factory.mktemp("boundaries")
-    prep = _prepare(root)
+    prep = prepare(root, backend.env(), root / "pycache")
     counts_file = root / "counts.json"
-    crashed, acked = _survive(root / "count", prep, f"count:{counts_file}")
+    crashed, acked = _survive(root / "count", prep, f"count:{counts_file}", backend)
     assert not crashed
     counts: dict[str, int] = json.loads(counts_file.read_text())
     points = [f"{key}:{k}" for key, n in sorted(counts.items()) for k in range(1, n + 1)]
-    return Baseline(prep, points, acked.results)
+    return Baseline(backend, prep, points, acked.results)
 
 
 def test_the_workload_crosses_every_kind_of_boundary(
     baseline: Baseline, record_property: Callable[[str, object], None]
 ) -> None:
-    record_property("boundaries", sum(p.split(":")[1] == "before" for p in baseline.points))
+    before = sum(p.split(":")[1] == "before" for p in baseline.points)
+    record_property(baseline.key("boundaries"), before)
     kinds = {point.rsplit(":", 1)[0] for point in baseline.points}
     assert kinds == {f"{k}:{p}" for k in Kind for p in ("before", "after")}
     flow_status, flow = baseline.results["flow"]
     assert flow_status == "SUCCEEDED"
-    assert flow == {
-        "flaky": "flaky-ok",
-        "approval": "yes",
-        "group": ["g1", "g2"],
-        "chained": {"echo": 7},
-        "map": [10, 20, 30],
-        "pay": "paid",
-    }
+    assert flow == FLOW_RESULT
     assert baseline.results["from-git"] == "from git"
 
 
@@ -344,7 +424,7 @@ def test_a_crash_at_any_boundary_loses_nothing(
 
     def one(i: int, point: str) -> bool:
         try:
-            crashed, acked = _survive(tmp_path / str(i), baseline.prep, point)
+            crashed, acked = _survive(tmp_path / str(i), baseline.prep, point, baseline.backend)
         except Exception as exc:
             raise AssertionError(f"after a crash at {point}: {exc!r}") from exc
         assert acked.results == baseline.results, point
@@ -355,5 +435,5 @@ def test_a_crash_at_any_boundary_loses_nothing(
     # client polling) that the other fills.
     with ThreadPoolExecutor(POINTS_AT_ONCE) as pool:
         crashes = list(pool.map(one, range(len(points)), points))
-    record_property("boundary_points", len(points))
-    record_property("boundary_crashes", sum(crashes))
+    record_property(baseline.key("boundary_points"), len(points))
+    record_property(baseline.key("boundary_crashes"), sum(crashes))

@@ -79,6 +79,16 @@ def handler(event, context: DurableContext):
     }
 """
 
+# What FLOW returns for {"n": 7}, crashed or not.
+FLOW_RESULT = {
+    "flaky": "flaky-ok",
+    "approval": "yes",
+    "group": ["g1", "g2"],
+    "chained": {"echo": 7},
+    "map": [10, 20, 30],
+    "pay": "paid",
+}
+
 PLAIN = """
 def handler(event, context):
     return "from git"

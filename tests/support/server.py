@@ -36,7 +36,11 @@ class ServerProcess:
         *,
         wait_time_scale: float | None = None,
         env: dict[str, str] | None = None,
+        module: str = "treadle.cli",
     ) -> None:
+        """`module` is what `python -m` runs with the `dev` arguments (a test's own
+        wrapper of the CLI, e.g. support.faulty_server)."""
+        self.module = module
         self.data_dir = data_dir
         self.wait_time_scale = wait_time_scale
         self.env = env or {}
@@ -45,7 +49,7 @@ class ServerProcess:
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
 
     def start(self, port: int = 0) -> str:
-        cmd = [sys.executable, "-m", "treadle.cli", "dev", "--host", "127.0.0.1"]
+        cmd = [sys.executable, "-m", self.module, "dev", "--host", "127.0.0.1"]
         cmd += ["--port", str(port), "--data-dir", str(self.data_dir)]
         if self.wait_time_scale is not None:
             cmd += ["--wait-time-scale", str(self.wait_time_scale)]

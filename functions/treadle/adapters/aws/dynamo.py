@@ -12,11 +12,14 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import HTTPClientError
+
 from treadle.adapters.aws.errors import translated
 from treadle.adapters.aws.items import key
 from treadle.adapters.aws.optimistic import backoff
 from treadle.adapters.aws.tables import PARTITION_KEY, SORT_KEY
-from treadle.domain.errors import Throttled
+from treadle.domain.errors import Throttled, Unavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 BATCH_GET_MAX = 100
 BATCH_WRITE_MAX = 25
 _UNPROCESSED_ATTEMPTS = 8
+# A transaction whose answer was lost is sent again with its token this many times.
+_AMBIGUOUS_ATTEMPTS = 4
 
 
 class Table:
@@ -151,6 +156,20 @@ class Table:
         idempotent: a retry after a lost response reports success instead of a failed
         condition on our own write.
         """
-        self.client.transact_write_items(
-            TransactItems=items, ClientRequestToken=token or uuid.uuid4().hex
-        )
+        token = token or uuid.uuid4().hex
+        failure: HTTPClientError | BotoConnectionError | None = None
+        for attempt in range(_AMBIGUOUS_ATTEMPTS):
+            try:
+                self.client.transact_write_items(TransactItems=items, ClientRequestToken=token)
+                return
+            except (HTTPClientError, BotoConnectionError) as exc:
+                # Timed out or cut off past botocore's own retries: applied or not, we
+                # cannot tell. Sent again with the same token, DynamoDB answers what the
+                # first one did (for 10 minutes) instead of applying it twice or failing
+                # a condition on our own write; a caller's retry would use a new token.
+                log.warning("transaction's answer lost (try %d): %s", attempt + 1, exc)
+                failure = exc
+                backoff(attempt, base_s=0.05, cap_s=1.0)
+        raise Unavailable(
+            f"write to {self.name}: DynamoDB is unreachable ({failure})."
+        ) from failure

@@ -64,6 +64,7 @@ from treadle.artifacts.ports import (
 )
 from treadle.domain.audit import DEFAULT_RETENTION_DAYS, AuditRecord
 from treadle.domain.errors import ConcurrentModification, InvalidParameter, PayloadTooLarge
+from treadle.failpoints import Kind, boundary
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -302,9 +303,11 @@ class DynamoRefStore:
         pk = repo_pk(tenant, repo)
         items = [self._bump(pk), *(self._ref_write(pk, u) for u in updates)]
         items += audit_writes(self._name, audit, self._audit_days)
+        boundary(Kind.REF, "before")
         for attempt in range(ATTEMPTS):
             try:
                 self._table.transact(items)
+                boundary(Kind.REF, "after")
                 return
             except ClientError as exc:
                 # A refused condition may be a real mismatch or a race that is already

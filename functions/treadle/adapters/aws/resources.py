@@ -18,6 +18,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from treadle.adapters.aws import failpoint_hooks
 from treadle.adapters.aws.errors import error_code
 from treadle.adapters.aws.lambda_calls import client_config
 from treadle.adapters.aws.tables import create_tables
@@ -74,8 +75,10 @@ class AwsClients:
         def make(service: str, config: Config = pooled) -> Any:
             return session.client(service, endpoint_url=endpoint_url, config=config)  # type: ignore[call-overload]
 
+        dynamodb = make("dynamodb")
+        failpoint_hooks.register(dynamodb)
         return cls(
-            dynamodb=make("dynamodb"),
+            dynamodb=dynamodb,
             # Emulators are reached by IP: bucket names cannot be host names there.
             s3=make("s3", pooled.merge(Config(s3={"addressing_style": "path"})))
             if endpoint_url

@@ -14,9 +14,10 @@ The engine does not tell such a timer from a current one on every path (an INVOK
 fired while an invocation holds the lease reads as "the lease ran out"), so every
 message is checked against the table (`TimerLookup`) before `fire`; a stale one is
 acknowledged and dropped. Two copies of one current timer processed at the same instant
-both pass that check: the sweep is built never to send such pairs, and the remaining
-race (an SQS duplicate delivered to two pollers at once) needs a compare-and-fire in
-the engine to close.
+both pass that check; the engine tells them apart (an INVOKE timer due no later than
+the running invocation's start is a copy of the one that started it, and does nothing),
+and the other kinds act on their operation's state, which the first copy changed (the
+sqs rows of tests/integration/test_aws_faults.py check it end to end).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from treadle.adapters.aws.errors import THROTTLING_CODES, TRANSIENT_CODES, error_code
 from treadle.domain.errors import InvalidParameter, Throttled, TreadleError, Unavailable
 from treadle.domain.ports import Clock, Dispatcher, Timer, TimerKind, TimerLookup
+from treadle.failpoints import Kind, boundary
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -230,7 +232,9 @@ def handle_messages(
             if current is not None and not current.is_set(timer):
                 log.debug("stale timer %s dropped", timer)
                 return True
+            boundary(Kind.TIMER, "before")
             fire(timer)
+            boundary(Kind.TIMER, "after")
             return True
         except Exception:  # reported as this message's failure; SQS redelivers it
             log.exception("timer %s failed", timer)

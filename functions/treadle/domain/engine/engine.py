@@ -41,7 +41,9 @@ from treadle.domain.errors import (
     InvalidToken,
     NotFound,
     PayloadTooLarge,
+    Throttled,
     TreadleError,
+    Unavailable,
 )
 from treadle.domain.models import (
     TERMINAL_EXECUTION_STATUSES,
@@ -105,7 +107,7 @@ class Engine:
         self._locks = [threading.RLock() for _ in range(512)]
         # Where each kind of timer is handled: one row per TimerKind.
         self.timer_handlers: Mapping[TimerKind, Callable[[Timer], None]] = {
-            TimerKind.INVOKE: lambda timer: self.run_invocation(timer.arn),
+            TimerKind.INVOKE: lambda timer: self.run_invocation(timer.arn, timer.due_ms),
             TimerKind.WAIT: self._timer_change(timers.wait_elapsed),
             TimerKind.RETRY: self._timer_change(timers.retry_due),
             TimerKind.CALLBACK_TIMEOUT: self._timer_change(callbacks.timed_out),
@@ -249,8 +251,9 @@ class Engine:
         with self._lock(source_arn):
             return redrive.run(self, source_arn, fn, from_step, name, limits)
 
-    def run_invocation(self, arn: str) -> None:
-        """Take the invocation lease, invoke the pinned version, act on its result."""
+    def run_invocation(self, arn: str, due_ms: int | None = None) -> None:
+        """Take the invocation lease, invoke the pinned version, act on its result
+        (`due_ms`: of the INVOKE timer that asked, to tell a stale copy of it)."""
 
         def begin(ex: Execution, ws: WorkingSet) -> invocation.Begun | None:
             return invocation.begin(
@@ -260,6 +263,7 @@ class Engine:
                 ids=self.ids,
                 tokens=self.tokens,
                 config=self.config,
+                due_ms=due_ms,
             )
 
         try:
@@ -269,7 +273,15 @@ class Engine:
         if begun is None:
             return
         body = json.dumps(begun.envelope).encode()
-        outcome = self.runtime.invoke(begun.fn, body, begun.request_id)
+        try:
+            outcome = self.runtime.invoke(begun.fn, body, begun.request_id)
+        except (Throttled, Unavailable) as exc:
+            log.warning("invocation of %s not started (%s); retrying soon", arn, exc)
+            self._change(
+                arn,
+                lambda ex, ws: invocation.not_started(ex, ws, begun.generation, self.config),
+            )
+            return
         self._change(
             arn, lambda ex, ws: invocation.finish(ex, ws, begun.generation, outcome, self.config)
         )

@@ -52,8 +52,17 @@ def begin(
     ids: Ids,
     tokens: TokenCodec,
     config: EngineConfig,
+    due_ms: int | None = None,
 ) -> Begun | None:
-    """Take the invocation lease; None if there is nothing to invoke."""
+    """Take the invocation lease; None if there is nothing to invoke.
+
+    `due_ms` is the due time of the INVOKE timer that fired (None: not a timer's).
+    """
+    if ex.invocation_active and due_ms is not None and due_ms <= (ex.invocation_start_ms or 0):
+        # A copy of the timer that started the running invocation (SQS delivers at least
+        # once, a copy even while the first is being handled): its lease has not run
+        # out. Every timer that ends a lease is due after the invocation began.
+        return None
     ws.clear_timers.append((TimerKind.INVOKE, ""))
     if ex.status in TERMINAL_EXECUTION_STATUSES or ex.paused:
         return None
@@ -182,7 +191,23 @@ def finish(
         ws.set_timers.append(Timer(ex.arn, TimerKind.INVOKE, "", ws.now_ms))
 
 
+def not_started(ex: Execution, ws: WorkingSet, generation: int, config: EngineConfig) -> None:
+    """The runtime refused lease `generation`'s invocation (throttled, unreachable):
+    the lease goes back now and the invocation is tried again after the first retry
+    delay. Holding the lease would wait out the function's whole timeout and then count
+    a crash, a failed attempt, for a handler that never ran; if it did run after all
+    (an answer lost), its checkpoints are fenced by the generation."""
+    if ex.generation != generation or not ex.invocation_active:
+        return
+    ws.clear_timers.append((TimerKind.INVOKE, ""))
+    ex.invocation_active = False
+    delay_ms = int(config.invocation_retry_base_s * 1000)
+    ws.set_timers.append(Timer(ex.arn, TimerKind.INVOKE, "", ws.now_ms + delay_ms))
+
+
 def expire_lease(ex: Execution, ws: WorkingSet, now_ms: int) -> None:
     """After a restart: an invocation that was running died with the old process."""
     if ex.invocation_active:
-        ws.set_timers.append(Timer(ex.arn, TimerKind.INVOKE, "", now_ms))
+        # Due after the invocation began, as `begin` tells a lease's end by that.
+        due = max(now_ms, (ex.invocation_start_ms or 0) + 1)
+        ws.set_timers.append(Timer(ex.arn, TimerKind.INVOKE, "", due))
