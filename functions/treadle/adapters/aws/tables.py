@@ -31,6 +31,8 @@ Key schema (all key attributes are strings unless noted):
 | a tenant's starts in one minute, one shard (`ttl`) | `UM#<tenant>` | `<minute:012d>#<shard>` |
 | a tenant's functions, versions, code bytes, one shard | `UF#<tenant>` | `<shard>` |
 | a tenant's repositories, one shard | `UR#<tenant>` | `<shard>` |
+| a QUEUED execution's queue entry (`start_queue.py`) | `Q#<tenant>` | `<start_ms:015d>#<id>` |
+| a tenant's QUEUED count, one shard (the backlog set) | `QB` | `<tenant>#<shard>` |
 | when a resource was last used (`dynamodb_last_used.py`) | `LU#<tenant>#<kind>` | `<resource>` |
 | a schedule (`dynamodb_schedules.py`) | `SC#<tenant>` | `<schedule name>` |
 | status-change event (the stream) | `S#<tenant>` | `<time ms:013d>#<event id>` |
