@@ -284,3 +284,17 @@ def test_a_promotion_that_dies_midway_leaves_the_start_queued_for_the_next_pass(
     assert w.promoter.promote() == 1 and w.promoted == [arn]
     assert w.promoter.promote() == 0  # nothing twice
     assert w.queue.tenants_with_queued() == []
+
+
+def test_a_bounded_pass_promotes_at_most_its_limit_and_the_next_pass_goes_on(w: World) -> None:
+    fn = w.tenant(running=0)
+    arns = []
+    for i in range(5):
+        w.h.clock.advance(1)
+        arns.append(w.start(fn, f"q{i}")[0])
+    w.admin.update_quotas(fn.tenant, {"max_running_executions": 10})
+    assert w.promoter.promote(limit=2) == 2
+    assert w.promoted == arns[:2] and w.queue.count_queued(fn.tenant) == 3
+    assert w.promoter.promote(limit=2) == 2
+    assert w.promoter.promote() == 1
+    assert w.promoted == arns and w.queue.tenants_with_queued() == []

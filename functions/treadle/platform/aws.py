@@ -81,6 +81,9 @@ log = logging.getLogger(__name__)
 
 # `treadle dev --backend aws`: the promoter's safety scan, as on the embedded backend.
 PROMOTE_INTERVAL_S = 1.0
+# A bounded share of a Lambda's run (each promotion is a read, a transaction and an SQS
+# send): the rest waits for the next batch, which the promoted starts' own timers make.
+PROMOTIONS_PER_CALL = 100
 
 
 def derived_admin_key(token_secret: bytes) -> tuple[str, str]:
@@ -292,14 +295,15 @@ class AwsPlatform(Platform):
         self.promote_queued()
         return failed
 
-    def promote_queued(self) -> int:
-        """Promote queued starts as far as capacity allows (app/promoter.py), in this
-        call: no thread outlives a Lambda invocation. A failure is logged, never raised:
-        the fired timers stand, and the next batch or sweep promotes."""
+    def promote_queued(self, limit: int = PROMOTIONS_PER_CALL) -> int:
+        """Promote queued starts as far as capacity allows (app/promoter.py), at most
+        `limit`, in this call: no thread outlives a Lambda invocation. A failure is
+        logged, never raised: the fired timers stand, and the next batch or sweep
+        promotes."""
         if self.promoter is None:
             return 0
         try:
-            return self.promoter.promote()
+            return self.promoter.promote(limit)
         except StorageFull as exc:
             log.warning("promoting queued starts failed: %s", exc)
         except Exception:
