@@ -298,3 +298,31 @@ def test_a_bounded_pass_promotes_at_most_its_limit_and_the_next_pass_goes_on(w: 
     assert w.promoter.promote(limit=2) == 2
     assert w.promoter.promote() == 1
     assert w.promoted == arns and w.queue.tenants_with_queued() == []
+
+
+# -- what only the DynamoDB adapter has ----------------------------------------------
+
+
+def _ttl(arn: str, sk: str = "META") -> int | None:
+    client = boto3.client("dynamodb", region_name=REGION)
+    item = client.get_item(
+        TableName=TABLE, Key={"pk": {"S": f"X#{arn}"}, "sk": {"S": sk}}, ConsistentRead=True
+    )["Item"]
+    return int(item["ttl"]["N"]) if "ttl" in item else None
+
+
+def test_on_dynamodb_a_start_queued_for_days_is_not_reclaimed_by_ttl(w: World) -> None:
+    if isinstance(w.queue, SqliteStartQueue):
+        pytest.skip("TTL is DynamoDB's")
+    fn = w.tenant(running=0)
+    arn, _ = w.start(fn, "patient")
+    assert _ttl(arn) is None  # queued: no deadline, however long it waits
+    w.h.clock.advance(30 * 86_400_000)
+    w.admin.update_quotas(fn.tenant, {"max_running_executions": 1})
+    assert w.promoter.promote() == 1
+    ex = w.h.store.get(arn)
+    ttl = _ttl(arn)
+    # From the promotion on, the bound holds as for any execution: past its timeout and
+    # retention counted from now, not from its acceptance 30 days ago.
+    floor = w.h.clock.now_ms() // 1000 + ex.execution_timeout_s + ex.retention_days * 86_400
+    assert ttl is not None and ttl > floor
