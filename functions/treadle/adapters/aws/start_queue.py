@@ -19,6 +19,10 @@ A drained backlog item (0) is deleted by the reader that sees it, on the conditi
 it is still 0: an enqueue landing first keeps it, one landing after recreates it (ADD
 on a missing item), so the count stays exact while the `QB` partition holds only
 tenants with a backlog and those that just drained.
+
+Every queue transition of every tenant writes the one `QB` partition: DynamoDB splits a
+hot partition by sort key (each tenant's shards are distinct keys), and only the
+promoter reads it; a start's maxQueued check reads the tenant's own usage counters.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Final
 
 from treadle.adapters.aws import items as it
 from treadle.adapters.aws import tables as t
+from treadle.adapters.aws import usage_items as us
 from treadle.adapters.aws.dynamo import Table
 from treadle.adapters.aws.optimistic import conditional
 from treadle.adapters.aws.usage_items import State
@@ -125,15 +130,20 @@ class DynamoStartQueue:
             )
 
     def count_queued(self, tenant: str) -> int:
-        """The sum of the tenant's backlog items: one Query of at most 8 items."""
+        """The tenant's `QUEUED` usage counter (`usage_items`): one Query of its own
+        counter shards, moved by the same transactions as the backlog items. Every
+        start asks (its maxQueued check), so it reads the tenant's partition rather
+        than the shared `QB` one."""
+        attribute = us.STATUS_PREFIX + _STATUS
         total = 0
         for item in self._table.query(
             f"count queued starts of {tenant}",
-            key_condition="#pk = :pk AND begins_with(#sk, :t)",
-            names={"#pk": t.PARTITION_KEY, "#sk": t.SORT_KEY},
-            values={":pk": {"S": BACKLOG_PK}, ":t": {"S": f"{tenant}#"}},
+            key_condition="#pk = :pk",
+            names={"#pk": t.PARTITION_KEY, "#q": attribute},
+            values={":pk": {"S": it.running_pk(tenant)}},
+            projection="#q",
         ):
-            total += it.number(item, QUEUED) if QUEUED in item else 0
+            total += it.number(item, attribute) if attribute in item else 0
         return max(0, total)
 
     def oldest_queued(self, tenant: str, limit: int) -> list[str]:
