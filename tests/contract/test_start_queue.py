@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -85,17 +86,15 @@ class World:
         return self.h.store.usage(tenant, self.h.clock.now_ms()).status("QUEUED")
 
 
-def _dynamodb_queue() -> StartQueue:
-    return DynamoStartQueue(boto3.client("dynamodb", region_name=REGION), TABLE)
-
-
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def w(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[World]:
     kind: str = request.param
     with harness_on(kind, tmp_path, monkeypatch, TABLE) as h:
-        queue: StartQueue = SqliteStartQueue(h.db) if kind == "sqlite" else _dynamodb_queue()
+        queue: StartQueue = (
+            SqliteStartQueue(h.db) if kind == "sqlite" else DynamoStartQueue(h.dynamodb, TABLE)
+        )
         world = World(h, queue, tmp_path)
         yield world
         world.store.close()
@@ -326,3 +325,34 @@ def test_on_dynamodb_a_start_queued_for_days_is_not_reclaimed_by_ttl(w: World) -
     # retention counted from now, not from its acceptance 30 days ago.
     floor = w.h.clock.now_ms() // 1000 + ex.execution_timeout_s + ex.retention_days * 86_400
     assert ttl is not None and ttl > floor
+
+
+def test_on_dynamodb_another_tenants_start_makes_the_same_calls_whatever_a_backlog(
+    w: World,
+) -> None:
+    """Fairness at admission: no read of a start grows with another tenant's queue."""
+    if isinstance(w.queue, SqliteStartQueue):
+        pytest.skip("counts DynamoDB calls")
+    big = w.tenant(running=0, queued=1_000)
+    small = w.tenant(running=1_000)
+    events = w.h.dynamodb.meta.events
+
+    def calls_of_a_start(name: str) -> list[str]:
+        seen: list[str] = []
+
+        def record(model: Any, **_: Any) -> None:
+            seen.append(model.name)
+
+        events.register("before-call.dynamodb", record)
+        try:
+            assert w.start(small, name)[1] is ExecutionStatus.RUNNING
+        finally:
+            events.unregister("before-call.dynamodb", record)
+        return seen
+
+    alone = calls_of_a_start("alone")
+    for i in range(25):
+        w.start(big, f"b{i}")
+    assert w.queue.count_queued(big.tenant) == 25
+    assert calls_of_a_start("beside-a-backlog") == alone
+    assert "Scan" not in alone
