@@ -23,7 +23,7 @@ import test_usage_wire as usage_wire
 from botocore.exceptions import ClientError
 
 from support.moto_server import aws_env, moto_client, moto_server
-from support.server import ServerProcess, client, deploy, new_tenant
+from support.server import ServerProcess, client, deploy, new_tenant, v1
 
 STAGE = "itest"
 TENANT = "123456789012"
@@ -175,14 +175,6 @@ def test_a_restart_keeps_a_waiting_execution(server: ServerProcess) -> None:
     assert ex["Status"] == "SUCCEEDED", ex
 
 
-WAITER = """
-from aws_durable_execution_sdk_python import DurableContext, durable_execution
-
-
-@durable_execution
-def handler(event, context: DurableContext):
-    return context.wait_for_callback(lambda cid, ctx: None, name="approval")
-"""
 LOGGER = """
 def handler(event, context):
     print("hello from " + context.function_name)
@@ -190,35 +182,84 @@ def handler(event, context):
 """
 
 
-def test_the_running_executions_quota_holds_on_dynamodb(server: ServerProcess) -> None:
-    _, keys = new_tenant(server, "quota-two", maxRunningExecutions=2)
+QUICK = """
+from aws_durable_execution_sdk_python import DurableContext, durable_execution, durable_step
+
+
+@durable_step
+def echo(step_ctx, n):
+    return n
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    return context.step(echo(event.get("n", 0)), name="echo")
+"""
+
+
+def test_starts_over_the_running_quota_queue_on_dynamodb_and_run_as_capacity_frees(
+    server: ServerProcess,
+) -> None:
+    # No capacity at first: every start is accepted QUEUED, whatever counts as running.
+    account, keys = new_tenant(
+        server, "queue-two", maxRunningExecutions=0, maxStartsPerSecond=100, maxQueued=2
+    )
     lam = client(server, credentials=keys, retries={"max_attempts": 1, "mode": "standard"})
-    deploy(lam, "waiter", {"handler.py": WAITER})
+    deploy(lam, "quick", {"handler.py": QUICK})
 
     def start(name: str) -> str:
         resp = lam.invoke(
-            FunctionName="waiter",
+            FunctionName="quick",
             InvocationType="Event",
             DurableExecutionName=name,
-            Payload=b"{}",
+            Payload=json.dumps({"n": name}).encode(),
         )
         return str(resp["ResponseMetadata"]["HTTPHeaders"]["x-amz-durable-execution-arn"])
 
+    def status_of(arn: str) -> str:
+        return str(lam.get_durable_execution(DurableExecutionArn=arn)["Status"])
+
     first = start("one")
-    assert start("one") == first  # the same start again is not another running execution
-    start("two")
+    assert start("one") == first  # the same start again is not another queued one
+    second = start("two")
+    assert [status_of(first), status_of(second)] == ["QUEUED", "QUEUED"]
+    listed = lam.list_durable_executions_by_function(FunctionName="quick", Statuses=["QUEUED"])
+    assert {e["DurableExecutionArn"] for e in listed["DurableExecutions"]} == {first, second}
+    # Past maxQueued: the retryable 429, as before queueing existed.
     with pytest.raises(ClientError) as refused:
         start("three")
     assert refused.value.response["Error"]["Code"] == "TooManyRequestsException"
-    # Other tenants are not held back by this one's executions.
+    assert "2 queued executions" in refused.value.response["Error"]["Message"]
+    status, usage = v1(server, "GET", f"/v1/tenants/{account}/usage", credentials=keys)
+    assert status == 200 and usage["executions"]["queued"] == 2, usage
+    # Other tenants are not held back by this one's backlog.
     other = client(server)
-    deploy(other, "waiter-q", {"handler.py": WAITER})
-    other.invoke(FunctionName="waiter-q", InvocationType="Event", Payload=b"{}")
-    # Once one stops, there is room again.
-    lam.stop_durable_execution(DurableExecutionArn=first)
-    assert start("three")
-    with pytest.raises(ClientError):
-        start("four")
+    deploy(other, "quick-other", {"handler.py": QUICK})
+    theirs = other.invoke(FunctionName="quick-other", InvocationType="Event", Payload=b"{}")
+    their_arn = theirs["ResponseMetadata"]["HTTPHeaders"]["x-amz-durable-execution-arn"]
+    assert other.get_durable_execution(DurableExecutionArn=their_arn)["Status"] != "QUEUED"
+
+    # kill -9: the queue is items of the table, not process memory.
+    server.kill()
+    server.start(port=server.port)
+    lam = client(server, credentials=keys)
+    assert [status_of(first), status_of(second)] == ["QUEUED", "QUEUED"]
+
+    # Room for one: the oldest runs, then the next as the first closes (FIFO).
+    admin = server.credentials("treadle-admin")
+    body = {"quotas": {"maxRunningExecutions": 1}}
+    status, _ = v1(server, "PATCH", f"/v1/tenants/{account}", body, credentials=admin)
+    assert status == 200
+    _until(lambda: status_of(second) == "SUCCEEDED")
+    assert status_of(first) == "SUCCEEDED"
+    one = lam.get_durable_execution(DurableExecutionArn=first)
+    two = lam.get_durable_execution_history(DurableExecutionArn=second)["Events"]
+    # The second's first step began after the first had closed: it waited its turn.
+    step = next(e for e in two if e["EventType"] == "StepStarted")
+    assert step["EventTimestamp"] >= one["EndTimestamp"]
+    assert json.loads(one["Result"]) == "one"
+    status, usage = v1(server, "GET", f"/v1/tenants/{account}/usage", credentials=keys)
+    assert usage["executions"]["queued"] == 0 and usage["executions"]["byStatus"]["SUCCEEDED"] == 2
 
 
 def test_function_logs_are_read_from_cloudwatch_logs(server: ServerProcess, moto: str) -> None:

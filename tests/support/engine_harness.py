@@ -63,6 +63,7 @@ class Harness:
         self.runtime = ScriptedRuntime()
         self.runtime.harness = self
         self.closed: list[str] = []
+        self.dynamodb: Any = None  # the DynamoDB client under `harness_on("dynamodb")`
         self.engine = Engine(
             store=self.store,
             functions=self.functions,
@@ -144,5 +145,6 @@ def harness_on(
         s3.create_bucket(Bucket=name)
         store = DynamoExecutionStore(dynamodb, name, s3_client=s3, bucket=name)
         harness.store = store  # type: ignore[assignment]
+        harness.dynamodb = dynamodb
         harness.engine.store = store
         yield harness

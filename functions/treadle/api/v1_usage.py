@@ -18,7 +18,7 @@ class ExecutionsUsageOut(BaseModel):
     byStatus: dict[str, int] = Field(description="Recorded executions by status.")
     running: int = Field(description="RUNNING and holding an invocation now.")
     waiting: int = Field(description="RUNNING but parked on a wait, a callback or a retry.")
-    queued: int = Field(description="Accepted starts not yet invoked (always 0 for now).")
+    queued: int = Field(description="Starts accepted QUEUED, waiting for capacity.")
     startsLastMinute: int = Field(
         description="Starts in the last 60 s, estimated from two per-minute buckets."
     )

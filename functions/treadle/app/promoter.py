@@ -46,8 +46,9 @@ class Promoter:
         self._lock = threading.Lock()
         self._turn = 0
 
-    def promote(self) -> int:
-        """Promote while any tenant with a backlog has capacity; the number promoted."""
+    def promote(self, limit: int | None = None) -> int:
+        """Promote while any tenant with a backlog has capacity, at most `limit` starts
+        (a Lambda's run is bounded: the next pass goes on); the number promoted."""
         # One pass at a time in this process: two would only race for the same heads.
         with self._lock:
             backlog = self._queue.tenants_with_queued()
@@ -60,6 +61,8 @@ class Promoter:
             while active:
                 still = []
                 for tenant in active:
+                    if limit is not None and promoted >= limit:
+                        return promoted
                     if self._promote_one(tenant):
                         promoted += 1
                         still.append(tenant)

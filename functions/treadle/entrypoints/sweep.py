@@ -1,6 +1,7 @@
 """The sweep Lambda, run by the EventBridge schedule: hands timers entering SQS's
 15-minute reach, and long-overdue ones, to the queue (see `adapters/aws/sweep.py`), then
-fires the tenants' schedules due by now (`app/schedule_firing.py`), and once per
+fires the tenants' schedules due by now (`app/schedule_firing.py`), promotes the queued
+starts capacity allows (`app/promoter.py`), and once per
 `TREADLE_GC_INTERVAL_SECONDS` applies the tenants' GC policies (`app/gc.py`, bounded)."""
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     when = scheduled_ms(event)
     report = platform().sweep(when)
     fired = platform().fire_schedules()
+    # The safety net of queued starts: capacity freed by a stop or a raised quota, or a
+    # promotion that died with its orchestrator, is found here within one interval.
+    promoted = platform().promote_queued()
+    if promoted:
+        metrics.add_metric(name="QueuedStartsPromoted", unit=MetricUnit.Count, value=promoted)
     try:
         collected = platform().collect_garbage(when)
     except Exception:  # the timers were swept: GC's failure waits for its next run

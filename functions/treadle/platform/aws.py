@@ -52,15 +52,17 @@ from treadle.adapters.aws.resources import AwsClients, provision, read_admin_key
 from treadle.adapters.aws.s3_code import S3CodeStore
 from treadle.adapters.aws.s3_objects import S3ObjectStore
 from treadle.adapters.aws.sqs_dispatcher import SqsDispatcher, handle_messages
+from treadle.adapters.aws.start_queue import DynamoStartQueue
 from treadle.adapters.aws.sweep import DynamoTimerLookup, SweepReport, resend_due, sweep
 from treadle.adapters.cron import CronCalendar
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.sqlite.logs import SqliteLogStore
 from treadle.adapters.webhooks.http_sender import HttpWebhookSender
 from treadle.app.gc import GC_REMOVALS_PER_SWEEP, gc_due
+from treadle.app.promoter import PromoterLoop
 from treadle.app.schedule_firing import TickReport
 from treadle.artifacts import Repositories
-from treadle.domain.errors import TreadleError
+from treadle.domain.errors import StorageFull, TreadleError
 from treadle.domain.logs import LogStore
 from treadle.facets import FacetStore
 from treadle.platform.base import Background, Platform, StartupError
@@ -76,6 +78,12 @@ from treadle.settings import (
 from treadle.tenancy.admin import TenantAdmin
 
 log = logging.getLogger(__name__)
+
+# `treadle dev --backend aws`: the promoter's safety scan, as on the embedded backend.
+PROMOTE_INTERVAL_S = 1.0
+# A bounded share of a Lambda's run (each promotion is a read, a transaction and an SQS
+# send): the rest waits for the next batch, which the promoted starts' own timers make.
+PROMOTIONS_PER_CALL = 100
 
 
 def derived_admin_key(token_secret: bytes) -> tuple[str, str]:
@@ -210,6 +218,7 @@ class AwsPlatform(Platform):
             publishers=self._publishers(),
             # Retention is the items' TTL (dynamodb_audit): nothing to sweep.
             audit=DynamoAuditLog(ddb, self.table, now_ms=self.clock.now_ms, retention_days=days),
+            start_queue=DynamoStartQueue(ddb, self.table),
         )
 
     def _publishers(self) -> list[EventBridgePublisher]:
@@ -255,8 +264,13 @@ class AwsPlatform(Platform):
             log.info("resent %d timers due while the platform was down", resent)
 
     def _background(self) -> list[Background]:
-        # `treadle dev --backend aws` plays the orchestrator and sweep Lambdas in threads.
+        # `treadle dev --backend aws` plays the orchestrator and sweep Lambdas in threads;
+        # the Lambdas promote at the end of each batch and sweep, this process sooner.
+        promoting: list[Background] = []
+        if self.promoter is not None:
+            promoting.append(PromoterLoop(self.promoter, self.promotion_signal, PROMOTE_INTERVAL_S))
         return [
+            *promoting,
             QueuePoller(self.clients.sqs, self.queue_url, self.handle_messages),
             Periodic("sweep", self.settings.sweep_interval_s, self.sweep_and_fire),
             # The sweep relays too; here a tighter loop keeps webhooks prompt.
@@ -266,19 +280,41 @@ class AwsPlatform(Platform):
     # -- what the platform Lambdas do ------------------------------------------------
 
     def handle_messages(self, records: Sequence[Mapping[str, Any]]) -> list[str]:
-        """The orchestrator: fire the timers of an SQS batch; the ids that failed."""
-        return handle_messages(
+        """The orchestrator: fire the timers of an SQS batch, then promote the queued
+        starts that capacity now allows; the ids that failed."""
+        failed = handle_messages(
             records,
             self.engine.fire,
             current=self.timer_lookup,
             requeue=self.dispatcher,
             clock=self.clock,
         )
+        # After every batch, not only one that closed an execution: one that parked one
+        # frees capacity too, without a status change to tell. Costs one Query (the
+        # backlog items) when no tenant has a backlog.
+        self.promote_queued()
+        return failed
+
+    def promote_queued(self, limit: int = PROMOTIONS_PER_CALL) -> int:
+        """Promote queued starts as far as capacity allows (app/promoter.py), at most
+        `limit`, in this call: no thread outlives a Lambda invocation. A failure is
+        logged, never raised: the fired timers stand, and the next batch or sweep
+        promotes."""
+        if self.promoter is None:
+            return 0
+        try:
+            return self.promoter.promote(limit)
+        except StorageFull as exc:
+            log.warning("promoting queued starts failed: %s", exc)
+        except Exception:
+            log.exception("promoting queued starts failed; the next batch or sweep retries")
+        return 0
 
     def sweep_and_fire(self) -> None:
         now = self.clock.now_ms()
         self.sweep(now)
         self.fire_schedules(now)
+        self.promote_queued()
         self.collect_garbage(now)
 
     def collect_garbage(self, now_ms: int | None = None) -> int:

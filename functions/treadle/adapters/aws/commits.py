@@ -10,9 +10,10 @@ The usage counters (by status, invocations in flight) ride on the same update of
 same shard, decided the same way from the META item's `usage_state` (`usage_items`);
 a creation also bumps its minute's start bucket.
 
-The 100-item limit: a commit needs at most 9 items (META, its batch of operations, its
-events, its ClientToken response, the counter shard, at creation the name guard and the
-start bucket, and when the status changes its event's stream and outbox items) plus
+The 100-item limit: a commit needs at most 14 items (META, its batch of operations, its
+events, its ClientToken response, the counter shard, the pin shard, its two audit items, at
+creation the name guard and the start bucket, when the status changes its event's stream
+and outbox items, and when it enters or leaves QUEUED the queue entry and backlog) plus
 one per new callback, per timer it sets on another execution and per such timer it
 clears. If that passes 100 (a checkpoint that starts more than ~94 callbacks), the
 surplus callback items are written just before the transaction, marked unconfirmed:
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from treadle.adapters.aws import items as it
+from treadle.adapters.aws import start_queue as sq
 from treadle.adapters.aws import usage_items as us
 from treadle.adapters.aws import version_pins as vp
 from treadle.adapters.aws.dynamo import Table
@@ -144,6 +146,12 @@ class CommitWriter:
         if pin is not None:
             plan.items.append(pin)
             plan.labels.append("pins")
+        # The start queue's entry and backlog count (`start_queue`), decided the same way.
+        queue = sq.queue_writes(
+            self.table.name, ex, before=None if creating else usage_before, after=plan.usage
+        )
+        plan.items.extend(queue)
+        plan.labels.extend(["queue"] * len(queue))
         callbacks = [cid for cid, _, _ in commit.new_callbacks]
         if commit.operations or callbacks:
             ops = self.codec.encode(arn, it.operations_json(commit.operations))
@@ -229,6 +237,7 @@ class CommitWriter:
         items.extend(audit_writes(self.table.name, audit, self.audit_days))
         pin = vp.pin_update(self.table.name, ex, before=us.state_in(meta), after=None)
         items.extend([pin] if pin is not None else [])
+        items.extend(sq.queue_writes(self.table.name, ex, before=us.state_in(meta), after=None))
         transact(
             self.table,
             items,

@@ -126,9 +126,18 @@ def shard(arn: str) -> str:
     return str(zlib.crc32(arn.encode()) % t.INDEX_SHARDS)
 
 
-def expires_at(ex: Execution) -> int:
-    """When TTL may reclaim the execution's items: after the engine has deleted them."""
-    return ex.start_ms // 1000 + ex.execution_timeout_s + ex.retention_days * 86_400 + t.TTL_GRACE_S
+def expires_at(ex: Execution) -> int | None:
+    """When TTL may reclaim the execution's items: after the engine has deleted them.
+
+    None while QUEUED: a start may wait longer than any bound, and its execution timeout
+    counts from its promotion. The promotion changes the status, so from then on
+    `status_changed_ms` is at least the promotion time and the bound holds again for
+    every item written; the items written while queued carry no TTL (the engine's
+    delete still removes them)."""
+    if ex.status is ExecutionStatus.QUEUED:
+        return None
+    clock_ms = max(ex.start_ms, ex.status_changed_ms)
+    return clock_ms // 1000 + ex.execution_timeout_s + ex.retention_days * 86_400 + t.TTL_GRACE_S
 
 
 # -- timers --------------------------------------------------------------------------
@@ -164,7 +173,8 @@ def blob(item: Mapping[str, AttributeValueTypeDef], name: str) -> bytes:
 
 
 def common(ex: Execution) -> Item:
-    return {t.TTL_ATTRIBUTE: {"N": str(expires_at(ex))}}
+    at = expires_at(ex)
+    return {} if at is None else {t.TTL_ATTRIBUTE: {"N": str(at)}}
 
 
 # -- execution record ----------------------------------------------------------------

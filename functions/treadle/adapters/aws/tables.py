@@ -31,6 +31,8 @@ Key schema (all key attributes are strings unless noted):
 | a tenant's starts in one minute, one shard (`ttl`) | `UM#<tenant>` | `<minute:012d>#<shard>` |
 | a tenant's functions, versions, code bytes, one shard | `UF#<tenant>` | `<shard>` |
 | a tenant's repositories, one shard | `UR#<tenant>` | `<shard>` |
+| a QUEUED execution's queue entry (`start_queue.py`) | `Q#<tenant>` | `<start_ms:015d>#<id>` |
+| a tenant's QUEUED count, one shard (the backlog set) | `QB` | `<tenant>#<shard>` |
 | when a resource was last used (`dynamodb_last_used.py`) | `LU#<tenant>#<kind>` | `<resource>` |
 | a schedule (`dynamodb_schedules.py`) | `SC#<tenant>` | `<schedule name>` |
 | status-change event (the stream) | `S#<tenant>` | `<time ms:013d>#<event id>` |
@@ -69,10 +71,12 @@ hot partition key does not cap the write rate; readers query every shard and mer
 
 TTL (`ttl`, epoch seconds) is a backstop, not the retention mechanism: the engine deletes
 an execution when its RETENTION timer fires. Every item of an execution carries
-start + execution timeout + retention + `TTL_GRACE_S`, a time by which the engine has
-deleted it, so TTL only reclaims what an interrupted delete or a cancelled transaction
-left behind. That bound holds because the execution timeout keeps running while an
-execution is paused; if pausing ever stops that clock, `items.expires_at` must follow.
+start (or its last status change, if later) + execution timeout + retention +
+`TTL_GRACE_S`, a time by which the engine has deleted it, so TTL only reclaims what an
+interrupted delete or a cancelled transaction left behind. That bound holds because the
+execution timeout keeps running while an execution is paused; if pausing ever stops that
+clock, `items.expires_at` must follow. A QUEUED execution's items carry no TTL: its
+timeout counts from its promotion, however long it waited (`items.expires_at`).
 """
 
 from __future__ import annotations
