@@ -96,7 +96,6 @@ class CommitWriter:
         arn = ex.arn
         plan = CommitPlan(
             timers={} if commit.clear_all_timers else dict(timers_before),
-            counted=it.counted(ex),
             usage=us.state_of(ex),
         )
         # Same order as the embedded store: clear all, clear some, then set.
@@ -111,6 +110,7 @@ class CommitWriter:
                 plan.timers[it.timer_key(timer.kind, timer.op_id)] = timer.due_ms
             else:
                 foreign.append(timer)
+        plan.counted = it.counted(ex, plan.timers)
         doomed = [] if creating else self._outbox_timers(arn, missed, commit.clear_all_timers)
 
         meta = it.meta_item(
