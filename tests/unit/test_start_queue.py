@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from treadle.adapters.sqlite.tenants import SqliteTenantStore
 from treadle.app.promoter import Promoter
 from treadle.app.quotas import TenantQuotas
 from treadle.domain.models import ExecutionStatus
-from treadle.domain.ports import FunctionVersion
+from treadle.domain.ports import FunctionVersion, TimerKind
 from treadle.tenancy.admin import QuotaGuard, TenantAdmin
 from treadle.tenancy.errors import RateExceeded
 from treadle.tenancy.models import Quotas
@@ -129,3 +130,40 @@ def test_tenants_with_a_backlog_are_served_in_turn(w: World) -> None:
     assert lone in w.promoted[:2]
     # Each tenant's own starts stayed in FIFO order.
     assert [a for a in w.promoted if a != lone] == bigs
+
+
+def _parks_on_a_wait(env: dict[str, Any], h: Harness) -> dict[str, Any]:
+    wait = {"Id": "w", "Type": "WAIT", "Action": "START", "WaitOptions": {"WaitSeconds": 60}}
+    h.checkpoint(env, [wait])
+    return {"Status": "PENDING"}
+
+
+def _succeeds(env: dict[str, Any], h: Harness) -> dict[str, Any]:
+    return {"Status": "SUCCEEDED", "Result": '"done"'}
+
+
+def test_a_start_that_parks_frees_its_slot_for_the_queue_and_says_so(w: World) -> None:
+    fn = w.tenant(running=1)
+    freed: list[str] = []
+    w.h.engine.slot_listeners = (freed.append,)
+    first, _ = w.start(fn, "first")
+    queued, status = w.start(fn, "queued")
+    assert status is ExecutionStatus.QUEUED
+    assert w.promoter.promote() == 0  # the first awaits its invocation: it counts
+    w.h.runtime.scripts.append(_parks_on_a_wait)
+    w.h.pump()  # the first runs and parks on a one-minute wait
+    assert w.h.store.get(first).status is ExecutionStatus.RUNNING
+    assert freed == [first] and w.h.store.count_running(fn.tenant) == 0
+    assert w.promoter.promote() == 1 and w.promoted == [queued]
+    w.h.runtime.scripts.append(_parks_on_a_wait)
+    w.h.pump()  # the promoted one runs and parks too
+    assert w.h.store.count_running(fn.tenant) == 0
+    assert w.start(fn, "third")[1] is ExecutionStatus.RUNNING  # room: runs at once
+    # The waits elapse: each is due an invocation again and counts again (a resumed
+    # execution is never held back, even over the limit), so a new start queues.
+    w.h.clock.advance(61_000)
+    for timer in w.h.store.due_timers(w.h.clock.now_ms(), 100):
+        if timer.kind is TimerKind.WAIT:
+            w.h.engine.fire(timer)
+    assert w.h.store.count_running(fn.tenant) == 3
+    assert w.start(fn, "late")[1] is ExecutionStatus.QUEUED

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from treadle.domain.models import ExecutionStatus
-from treadle.domain.ports import TimerKind
+from treadle.domain.ports import Commit, TimerKind
 
 
 def occupies_slot(status: ExecutionStatus, timer_kinds: Iterable[TimerKind]) -> bool:
@@ -28,8 +28,9 @@ def occupies_slot(status: ExecutionStatus, timer_kinds: Iterable[TimerKind]) -> 
     return status == ExecutionStatus.RUNNING and TimerKind.INVOKE in set(timer_kinds)
 
 
-def frees_slot(cleared: Iterable[TimerKind], set_: Iterable[TimerKind], clear_all: bool) -> bool:
-    """Whether a commit that clears and sets these timer kinds ends the execution's
-    invocation without scheduling another: the slot frees (it parks, pauses or closes)."""
-    ends = clear_all or TimerKind.INVOKE in set(cleared)
-    return ends and TimerKind.INVOKE not in set(set_)
+def frees_slot(commit: Commit) -> bool:
+    """Whether `commit` ends the execution's invocation without scheduling another: its
+    slot frees (it parks, pauses or closes), so a queued start may take it."""
+    ends = commit.clear_all_timers or any(k is TimerKind.INVOKE for k, _ in commit.clear_timers)
+    own = commit.execution.arn
+    return ends and not any(t.kind is TimerKind.INVOKE and t.arn == own for t in commit.set_timers)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from treadle.domain.audit import AuditRecord, pending_record
+from treadle.domain.concurrency import frees_slot
 from treadle.domain.engine import (
     batch,
     callbacks,
@@ -89,6 +90,7 @@ class Engine:
         listener: CompletionListener,
         config: EngineConfig | None = None,
         status_listeners: Sequence[Callable[[StatusEvent], None]] = (),
+        slot_listeners: Sequence[Callable[[str], None]] = (),
     ) -> None:
         self.store = store
         self.functions = functions
@@ -102,6 +104,9 @@ class Engine:
         # Told each committed status change (log lines, metrics): after the commit, so
         # they never count a change that did not happen. Cheap and in memory.
         self.status_listeners = tuple(status_listeners)
+        # Told the ARN of each execution whose commit freed its running slot (it parked,
+        # paused or closed: `domain/concurrency.py`), so queued starts take it at once.
+        self.slot_listeners = tuple(slot_listeners)
         self._locks = [threading.RLock() for _ in range(512)]
         # Where each kind of timer is handled: one row per TimerKind.
         self.timer_handlers: Mapping[TimerKind, Callable[[Timer], None]] = {
@@ -157,6 +162,12 @@ class Engine:
                     listener(commit.status_event)
                 except Exception:  # observing must not fail a change that happened
                     log.exception("status listener failed on %s", commit.execution.arn)
+        if self.slot_listeners and frees_slot(commit):
+            for tell in self.slot_listeners:
+                try:
+                    tell(commit.execution.arn)
+                except Exception:
+                    log.exception("slot listener failed on %s", commit.execution.arn)
         if commit.execution.status in TERMINAL_EXECUTION_STATUSES:
             self.listener.execution_closed(commit.execution.arn)
 
