@@ -23,7 +23,7 @@ import test_usage_wire as usage_wire
 from botocore.exceptions import ClientError
 
 from support.moto_server import aws_env, moto_client, moto_server
-from support.server import ServerProcess, client, deploy, new_tenant
+from support.server import ServerProcess, client, deploy, new_tenant, v1
 
 STAGE = "itest"
 TENANT = "123456789012"
@@ -183,6 +183,15 @@ from aws_durable_execution_sdk_python import DurableContext, durable_execution
 def handler(event, context: DurableContext):
     return context.wait_for_callback(lambda cid, ctx: None, name="approval")
 """
+BUSY = """
+import time
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    return context.step(lambda _: time.sleep(60), name="busy")
+"""
 LOGGER = """
 def handler(event, context):
     print("hello from " + context.function_name)
@@ -190,10 +199,20 @@ def handler(event, context):
 """
 
 
+def _holding(server: ServerProcess, account: str) -> int:
+    """The tenant's executions holding an invocation now (its usage counter)."""
+    admin = server.credentials("treadle-admin")
+    status, body = v1(server, "GET", f"/v1/tenants/{account}/usage", credentials=admin)
+    assert status == 200, body
+    return int(body["executions"]["running"])
+
+
 def test_the_running_executions_quota_holds_on_dynamodb(server: ServerProcess) -> None:
-    _, keys = new_tenant(server, "quota-two", maxRunningExecutions=2)
+    account, keys = new_tenant(server, "quota-two", maxRunningExecutions=2)
     lam = client(server, credentials=keys, retries={"max_attempts": 1, "mode": "standard"})
-    deploy(lam, "waiter", {"handler.py": WAITER})
+    # Busy ones: a running execution holds or awaits an invocation; parked ones do not
+    # count (the last part of this test).
+    deploy(lam, "waiter", {"handler.py": BUSY}, timeout=90)
 
     def start(name: str) -> str:
         resp = lam.invoke(
@@ -206,7 +225,7 @@ def test_the_running_executions_quota_holds_on_dynamodb(server: ServerProcess) -
 
     first = start("one")
     assert start("one") == first  # the same start again is not another running execution
-    start("two")
+    two = start("two")
     with pytest.raises(ClientError) as refused:
         start("three")
     assert refused.value.response["Error"]["Code"] == "TooManyRequestsException"
@@ -216,9 +235,28 @@ def test_the_running_executions_quota_holds_on_dynamodb(server: ServerProcess) -
     other.invoke(FunctionName="waiter-q", InvocationType="Event", Payload=b"{}")
     # Once one stops, there is room again.
     lam.stop_durable_execution(DurableExecutionArn=first)
-    assert start("three")
+    three = start("three")
     with pytest.raises(ClientError):
         start("four")
+    # Parked executions do not count: with two waiting for callbacks, two more start.
+    for arn in (two, three):
+        lam.stop_durable_execution(DurableExecutionArn=arn)
+    deploy(lam, "parker", {"handler.py": WAITER})
+
+    def park(name: str) -> str:
+        resp = lam.invoke(
+            FunctionName="parker",
+            InvocationType="Event",
+            DurableExecutionName=name,
+            Payload=b"{}",
+        )
+        return str(resp["ResponseMetadata"]["HTTPHeaders"]["x-amz-durable-execution-arn"])
+
+    parked = [park("p1"), park("p2")]
+    _until(lambda: all(_callback_id(lam, a) for a in parked) and _holding(server, account) == 0)
+    more = [park("p3"), park("p4")]
+    statuses = [lam.get_durable_execution(DurableExecutionArn=a)["Status"] for a in parked + more]
+    assert statuses == ["RUNNING"] * 4
 
 
 def test_function_logs_are_read_from_cloudwatch_logs(server: ServerProcess, moto: str) -> None:
