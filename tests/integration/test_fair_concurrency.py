@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ from support.server import ServerProcess, client, deploy, new_tenant, v1
 # (the invocation ends, the execution stays RUNNING, parked).
 HANDLER = """
 import time
+import urllib.parse
 from aws_durable_execution_sdk_python import DurableContext, durable_execution
 
 
@@ -128,3 +130,41 @@ def _stream(t: Tenant, query: str) -> tuple[list[dict[str, Any]], str]:
     status, page = v1(t.server, "GET", "/v1/executions/events" + query, credentials=t.keys)
     assert status == 200, page
     return page["events"], page["nextCursor"]
+
+
+def test_batch_starts_redrives_and_schedule_firings_queue_like_any_start(
+    server: ServerProcess,
+) -> None:
+    t = Tenant(server, "fair-others", maxRunningExecutions=1, maxStartsPerSecond=100, maxQueued=4)
+    source = t.start(hold=0.01)  # one quick step, to redrive from
+    _until(lambda: t.status(source) == "SUCCEEDED")
+    busy = t.start(hold=8, park=True)  # holds the only slot for a while
+    # A batch: each entry is admitted as a start of its own.
+    status, body = _batch(t, [{"input": {}}, {"input": {}}])
+    assert status == 200 and [r["status"] for r in body["results"]] == ["QUEUED", "QUEUED"]
+    batched = [r["executionArn"] for r in body["results"]]
+    # A redrive of a closed execution.
+    path = f"/v1/executions/{urllib.parse.quote(source, safe='')}/redrive"
+    from_busy = {"fromStep": {"name": "busy"}}
+    status, redriven = v1(server, "POST", path, from_busy, credentials=t.keys)
+    assert status == 200 and redriven["created"], redriven
+    assert t.status(redriven["executionArn"]) == "QUEUED"
+    # A schedule's firing (triggered by hand here; the cron's go the same way).
+    schedule = {"name": "fair-tick", "cron": "0 3 * * *", "function": "fair", "input": {}}
+    status, made = v1(server, "POST", "/v1/schedules", schedule, credentials=t.keys)
+    assert status == 201, made
+    status, firing = v1(server, "POST", "/v1/schedules/fair-tick/trigger", None, credentials=t.keys)
+    assert status == 200 and firing["outcome"] == "started", firing
+    assert t.status(firing["executionArn"]) == "QUEUED"
+    # The queue is full (maxQueued 4): the next batch entry alone is refused, 429.
+    status, body = _batch(t, [{"input": {}}])
+    assert status == 200 and body["results"][0]["error"]["status"] == 429, body
+    # Once the busy one parks, the queue drains in order, one at a time.
+    queued = [*batched, redriven["executionArn"], firing["executionArn"]]
+    _until(lambda: all(t.status(a) == "SUCCEEDED" for a in queued))
+    assert t.status(busy) == "RUNNING"
+
+
+def _batch(t: Tenant, entries: list[dict[str, Any]]) -> tuple[int, Any]:
+    path = "/v1/functions/fair/executions:batch"
+    return v1(t.server, "POST", path, {"executions": entries}, credentials=t.keys)

@@ -167,3 +167,30 @@ def test_a_start_that_parks_frees_its_slot_for_the_queue_and_says_so(w: World) -
             w.h.engine.fire(timer)
     assert w.h.store.count_running(fn.tenant) == 3
     assert w.start(fn, "late")[1] is ExecutionStatus.QUEUED
+
+
+def test_a_batch_admits_each_entry_as_its_own_start_counting_the_ones_before_it(
+    w: World,
+) -> None:
+    fn = w.tenant(running=2, queued=3)
+    admissions = w.quotas.admit_starts(fn.tenant, 6)
+    assert [a if isinstance(a, RateExceeded) else a[1] for a in admissions][:5] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
+    assert isinstance(admissions[5], RateExceeded) and "3 queued" in str(admissions[5])
+    entries: list[tuple[str | None, str | None]] = [(f"b{i}", None) for i in range(5)]
+    queued = [a[1] for a in admissions[:5] if not isinstance(a, RateExceeded)]
+    started = w.h.engine.start_batch(fn, entries, None, queued)
+    statuses = [r[0].status for r in started if isinstance(r, tuple)]
+    assert statuses == [ExecutionStatus.RUNNING] * 2 + [ExecutionStatus.QUEUED] * 3
+    assert w.h.store.count_running(fn.tenant) == 2 and w.queue.count_queued(fn.tenant) == 3
+    # Queued behind a backlog: the next batch's entries queue too, FIFO, even with room.
+    w.admin.update_quotas(fn.tenant, {"max_running_executions": 100, "max_queued": 10})
+    assert [a[1] for a in w.quotas.admit_starts(fn.tenant, 2) if isinstance(a, tuple)] == [
+        True,
+        True,
+    ]

@@ -234,12 +234,14 @@ class Engine:
         fn: FunctionVersion,
         entries: Sequence[tuple[str | None, str | None]],
         limits: ExecutionLimits | None = None,
+        queued: Sequence[bool] = (),
     ) -> list[batch.Started | TreadleError]:
         """Start many executions of one version with one `create_batch`: per entry
-        (name, input), (execution, created) or the error of that entry alone."""
+        (name, input), (execution, created) or the error of that entry alone; entry i
+        is accepted QUEUED if `queued[i]`."""
         plan = batch.plan(
             fn, entries, store=self.store, ids=self.ids, now_ms=self.clock.now_ms(),
-            config=self.config, limits=limits,
+            config=self.config, limits=limits, queued=queued,
         )  # fmt: skip
         created = self.store.create_batch(plan.commits)
         for commit, was_created in zip(plan.commits, created, strict=True):
@@ -254,11 +256,13 @@ class Engine:
         from_step: redrive.FromStep | None,
         name: str | None = None,
         limits: ExecutionLimits | None = None,
+        queued: bool = False,
     ) -> redrive.Redriven:
-        """A new execution of a closed one, from a step (`redrive.py`). Serialised per
-        source here, as changes are; the source's version fences other processes."""
+        """A new execution of a closed one, from a step (`redrive.py`), QUEUED if
+        `queued`. Serialised per source here, as changes are; the source's version
+        fences other processes."""
         with self._lock(source_arn):
-            return redrive.run(self, source_arn, fn, from_step, name, limits)
+            return redrive.run(self, source_arn, fn, from_step, name, limits, queued)
 
     def run_invocation(self, arn: str) -> None:
         """Take the invocation lease, invoke the pinned version, act on its result."""
