@@ -1,7 +1,9 @@
 """One commit of one execution as ONE TransactWriteItems (see `dynamodb_executions`).
 
 The running counter: a commit whose META item gains or loses the `COUNTED` flag (the
-execution enters or leaves RUNNING) adds one update of its tenant's counter shard. It is
+execution starts or stops holding or awaiting an invocation: RUNNING with an INVOKE timer
+among the timers after the commit, `domain/concurrency`) adds one update of its tenant's
+counter shard. It is
 decided from the flag of the META item at the version the commit is conditioned on, so
 it moves exactly when that state change applies: a cancelled transaction moves nothing,
 botocore's retries reuse the ClientRequestToken, and a commit replayed on top of an

@@ -53,7 +53,8 @@ UNCONFIRMED: Final = "unconfirmed"
 # flag, so the counter is exactly the number of flagged items; an execution written
 # before the counter existed is flagged (and counted) by its next commit.
 COUNTED: Final = "running_counted"
-# On a counter shard: its share of the tenant's RUNNING executions.
+# On a counter shard: its share of the tenant's running executions (RUNNING with an
+# INVOKE timer: `domain/concurrency`), flagged COUNTED on their META item.
 RUNNING_COUNT: Final = "running"
 
 

@@ -326,7 +326,8 @@ class SqliteExecutionStore:
         return [r[0] for r in rows]
 
     def count_running(self, tenant: str) -> int:
-        """The tenant's RUNNING executions (for its quota): a counter the triggers keep."""
+        """The tenant's executions holding or awaiting an invocation (`domain/concurrency`):
+        a counter the triggers keep."""
         with self._db.read() as conn:
             row = conn.execute(
                 "SELECT n FROM running_counts WHERE tenant = ?", (tenant,)
