@@ -915,7 +915,7 @@ def test_starts_raise_the_running_count_and_closes_lower_it(store: ExecutionStor
     assert _running(store) == 1
 
 
-def _timers(
+def _invoke_timers(
     clear: list[TimerKind], set_: list[tuple[TimerKind, str, int]]
 ) -> Callable[[Execution], Commit]:
     """A commit that clears and sets the execution's own timers, as the engine does."""
@@ -937,23 +937,23 @@ def test_a_parked_execution_leaves_the_running_count_and_a_firing_timer_brings_i
     assert _running(store) == 3
     # Each takes its invocation's lease: the INVOKE timer becomes the lease deadline.
     for ex in (waiting, calling, busy):
-        _change(store, ex.arn, _timers([TimerKind.INVOKE], [(TimerKind.INVOKE, "", 90_000)]))
+        _change(store, ex.arn, _invoke_timers([TimerKind.INVOKE], [(TimerKind.INVOKE, "", 90_000)]))
     assert _running(store) == 3
     # The invocations end parked: one on a wait, one on a callback (its timeout timer).
-    _change(store, waiting.arn, _timers([TimerKind.INVOKE], [(TimerKind.WAIT, "w1", 5_000)]))
+    _change(store, waiting.arn, _invoke_timers([TimerKind.INVOKE], [(TimerKind.WAIT, "w1", 5_000)]))
     assert _running(store) == 2
     _change(
         store,
         calling.arn,
-        _timers([TimerKind.INVOKE], [(TimerKind.CALLBACK_TIMEOUT, "c1", 9_000)]),
+        _invoke_timers([TimerKind.INVOKE], [(TimerKind.CALLBACK_TIMEOUT, "c1", 9_000)]),
     )
     assert _running(store) == 1
     assert store.get(waiting.arn).status == ExecutionStatus.RUNNING  # parked, still RUNNING
     # The wait elapses: its timer goes, the next invocation is due.
-    _change(store, waiting.arn, _timers([], [(TimerKind.INVOKE, "", 5_000)]))
+    _change(store, waiting.arn, _invoke_timers([], [(TimerKind.INVOKE, "", 5_000)]))
     assert _running(store) == 2
     # The callback is answered: the next invocation is due, beside the timeout timer.
-    _change(store, calling.arn, _timers([], [(TimerKind.INVOKE, "", 6_000)]))
+    _change(store, calling.arn, _invoke_timers([], [(TimerKind.INVOKE, "", 6_000)]))
     assert _running(store) == 3
 
     # Closing clears every timer: counted down once.
@@ -971,7 +971,7 @@ def test_a_parked_execution_leaves_the_running_count_and_a_firing_timer_brings_i
 def test_a_start_without_an_invocation_due_is_not_running(store: ExecutionStore) -> None:
     ex = _start(store, "parked-at-birth")  # e.g. written QUEUED-like, nothing scheduled
     assert _running(store) == 0
-    _change(store, ex.arn, _timers([], [(TimerKind.INVOKE, "", 2_000)]))
+    _change(store, ex.arn, _invoke_timers([], [(TimerKind.INVOKE, "", 2_000)]))
     assert _running(store) == 1
     # A paused execution does not count even with its invocation still due.
     _change(store, ex.arn, _set_status(ExecutionStatus.PAUSED))
