@@ -30,7 +30,9 @@ CREATE TABLE IF NOT EXISTS executions (
     start_ms INTEGER NOT NULL,
     invocation_active INTEGER NOT NULL,
     -- 1 while the execution has an INVOKE timer: it holds or awaits an invocation
-    -- (`domain/concurrency.py`). Kept by the `invoking_*` triggers on `timers`.
+    -- (`domain/concurrency.py`). Written by the commit that sets or clears the timer, in
+    -- the statement that writes the row anyway (a trigger on `timers` would rewrite the
+    -- whole row, its input payload included, a second time).
     invoking INTEGER NOT NULL DEFAULT 0,
     version_seq INTEGER NOT NULL,
     record TEXT NOT NULL,
@@ -92,22 +94,10 @@ CREATE TABLE IF NOT EXISTS client_tokens (
 -- A tenant's running executions for its quota: RUNNING and holding or awaiting an
 -- invocation (`invoking`, see `domain/concurrency.py`), kept by triggers in the
 -- transaction that changes them: counting the rows at every start costs O(running).
--- `timers` is written with INSERT OR REPLACE, which fires no delete trigger: harmless,
--- as an INVOKE timer replaced by another still exists (one per execution, op_id '').
 CREATE TABLE IF NOT EXISTS running_counts (
     tenant TEXT PRIMARY KEY,
     n INTEGER NOT NULL
 );
-CREATE TRIGGER IF NOT EXISTS invoking_set AFTER INSERT ON timers
-WHEN NEW.kind = 'INVOKE'
-BEGIN
-    UPDATE executions SET invoking = 1 WHERE arn = NEW.arn AND invoking = 0;
-END;
-CREATE TRIGGER IF NOT EXISTS invoking_cleared AFTER DELETE ON timers
-WHEN OLD.kind = 'INVOKE'
-BEGIN
-    UPDATE executions SET invoking = 0 WHERE arn = OLD.arn AND invoking = 1;
-END;
 CREATE TRIGGER IF NOT EXISTS running_insert AFTER INSERT ON executions
 WHEN NEW.status = 'RUNNING' AND NEW.invoking = 1
 BEGIN

@@ -99,14 +99,18 @@ class SqliteExecutionStore:
         ex = commit.execution
         new_version = ex.version_seq + 1
         record = ex.model_copy(update={"version_seq": new_version}).model_dump_json()
+        sets, clears = _invoke_timer(commit)
         cur = conn.execute(
             "UPDATE executions SET status = ?, invocation_active = ?, version_seq = ?,"
-            " record = ? WHERE arn = ? AND version_seq = ?",
+            " record = ?, invoking = CASE WHEN ? THEN 1 WHEN ? THEN 0 ELSE invoking END"
+            " WHERE arn = ? AND version_seq = ?",
             (
                 ex.status.value,
                 int(ex.invocation_active),
                 new_version,
                 record,
+                sets,
+                clears,
                 ex.arn,
                 ex.version_seq,
             ),
@@ -129,8 +133,8 @@ class SqliteExecutionStore:
         record = ex.model_copy(update={"version_seq": 1}).model_dump_json()
         cur = conn.execute(
             "INSERT OR IGNORE INTO executions (arn, tenant, function_name, name, version,"
-            " status, start_ms, invocation_active, version_seq, record)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+            " status, start_ms, invocation_active, version_seq, record, invoking)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
             (
                 ex.arn,
                 ex.tenant,
@@ -141,6 +145,7 @@ class SqliteExecutionStore:
                 ex.start_ms,
                 int(ex.invocation_active),
                 record,
+                _invoke_timer(commit)[0],
             ),
         )
         if cur.rowcount != 1:
@@ -392,6 +397,15 @@ class SqliteExecutionStore:
             rows = rows[: query.limit]
             marker = _encode_marker(rows[-1][1], rows[-1][2])
         return [_row_execution(r[0]) for r in rows], marker
+
+
+def _invoke_timer(commit: Commit) -> tuple[int, int]:
+    """(sets, clears) the execution's own INVOKE timer, for its `invoking` column (the
+    running count, `domain/concurrency.py`): clears apply first, then sets, as here."""
+    arn = commit.execution.arn
+    sets = any(t.kind is TimerKind.INVOKE and t.arn == arn for t in commit.set_timers)
+    clears = commit.clear_all_timers or any(k is TimerKind.INVOKE for k, _ in commit.clear_timers)
+    return int(sets), int(clears)
 
 
 def _encode_marker(start_ms: int, rowid: int) -> str:
