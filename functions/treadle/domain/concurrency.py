@@ -10,8 +10,9 @@ or a retry coming due sets it again (`engine/queue.py`, `engine/invocation.py`).
 Counting in-flight invocations instead would be wrong: a burst of starts would all pass
 before any of them is leased. Counting by the INVOKE timer counts a start at once.
 
-Both stores count this in the transaction that changes it: SQLite with triggers on
-`timers` and `executions` (`adapters/sqlite/db.py`, the same rule in SQL), DynamoDB with
+Both stores count this in the transaction that changes it: SQLite with the row's
+`invoking` column, written with the row from `invoke_timer_change`, and triggers on it
+(`adapters/sqlite/db.py`, the same rule in SQL), DynamoDB with
 the META item's COUNTED flag and the tenant's counter shards (`adapters/aws/commits.py`).
 """
 
@@ -28,9 +29,17 @@ def occupies_slot(status: ExecutionStatus, timer_kinds: Iterable[TimerKind]) -> 
     return status == ExecutionStatus.RUNNING and TimerKind.INVOKE in set(timer_kinds)
 
 
+def invoke_timer_change(commit: Commit) -> tuple[bool, bool]:
+    """(sets, clears): whether `commit` sets and clears its execution's own INVOKE timer
+    (a store applies clears first, then sets)."""
+    own = commit.execution.arn
+    sets = any(t.kind is TimerKind.INVOKE and t.arn == own for t in commit.set_timers)
+    clears = commit.clear_all_timers or any(k is TimerKind.INVOKE for k, _ in commit.clear_timers)
+    return sets, clears
+
+
 def frees_slot(commit: Commit) -> bool:
     """Whether `commit` ends the execution's invocation without scheduling another: its
     slot frees (it parks, pauses or closes), so a queued start may take it."""
-    ends = commit.clear_all_timers or any(k is TimerKind.INVOKE for k, _ in commit.clear_timers)
-    own = commit.execution.arn
-    return ends and not any(t.kind is TimerKind.INVOKE and t.arn == own for t in commit.set_timers)
+    sets, clears = invoke_timer_change(commit)
+    return clears and not sets

@@ -13,6 +13,7 @@ from treadle.adapters.sqlite.audit import insert_audit
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.notifications import insert_status_event
 from treadle.domain.audit import AuditRecord
+from treadle.domain.concurrency import invoke_timer_change
 from treadle.domain.errors import AlreadyExists, ConcurrentModification, InvalidParameter, NotFound
 from treadle.domain.models import Event, Execution, Operation
 from treadle.domain.ports import (
@@ -99,7 +100,8 @@ class SqliteExecutionStore:
         ex = commit.execution
         new_version = ex.version_seq + 1
         record = ex.model_copy(update={"version_seq": new_version}).model_dump_json()
-        sets, clears = _invoke_timer(commit)
+        # The running count's column (`domain/concurrency.py`), with the row's own write.
+        sets, clears = invoke_timer_change(commit)
         cur = conn.execute(
             "UPDATE executions SET status = ?, invocation_active = ?, version_seq = ?,"
             " record = ?, invoking = CASE WHEN ? THEN 1 WHEN ? THEN 0 ELSE invoking END"
@@ -145,7 +147,7 @@ class SqliteExecutionStore:
                 ex.start_ms,
                 int(ex.invocation_active),
                 record,
-                _invoke_timer(commit)[0],
+                invoke_timer_change(commit)[0],
             ),
         )
         if cur.rowcount != 1:
@@ -397,15 +399,6 @@ class SqliteExecutionStore:
             rows = rows[: query.limit]
             marker = _encode_marker(rows[-1][1], rows[-1][2])
         return [_row_execution(r[0]) for r in rows], marker
-
-
-def _invoke_timer(commit: Commit) -> tuple[int, int]:
-    """(sets, clears) the execution's own INVOKE timer, for its `invoking` column (the
-    running count, `domain/concurrency.py`): clears apply first, then sets, as here."""
-    arn = commit.execution.arn
-    sets = any(t.kind is TimerKind.INVOKE and t.arn == arn for t in commit.set_timers)
-    clears = commit.clear_all_timers or any(k is TimerKind.INVOKE for k, _ in commit.clear_timers)
-    return int(sets), int(clears)
 
 
 def _encode_marker(start_ms: int, rowid: int) -> str:
