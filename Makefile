@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench bench-peers soak faults lint typecheck cfn-lint clean
+.PHONY: venv demo test bench bench-peers bench-fairness soak faults lint typecheck cfn-lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ bench: $(STAMP)
 # the peers harness in ../shared/peers (or TREADLE_PEERS_DIR); PEERS_ARGS passes options.
 bench-peers: $(STAMP)
 	$(PY) -m benchmarks.peers $(PEERS_ARGS)
+
+# Tenant B's first start with 0 and with 100,000 of tenant A's queued starts (not CI;
+# ~20 s; benchmarks/fairness.py). FAIRNESS_ARGS passes options, e.g. "--starts 500".
+bench-fairness: $(STAMP)
+	$(PY) -m benchmarks.fairness $(FAIRNESS_ARGS)
 
 # A steady mixed workload with the platform's vitals each minute (benchmarks/soak.py).
 MINUTES ?= 30

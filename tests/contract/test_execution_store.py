@@ -196,8 +196,9 @@ def _event(event_id: int, event_type: str, op_id: str | None, **details: Any) ->
     )
 
 
-def _start(store: ExecutionStore, name: str, **kwargs: Any) -> Execution:
-    """Create an execution the way the engine does: EXECUTION op, first event, timers."""
+def _start(store: ExecutionStore, name: str, *, invoke: bool = False, **kwargs: Any) -> Execution:
+    """Create an execution the way the engine does: EXECUTION op, first event and, if
+    `invoke`, its first invocation due (the INVOKE timer: what the running count counts)."""
     ex = _execution(name, **kwargs)
     root = Operation(
         Id=ex.exec_id,
@@ -211,6 +212,7 @@ def _start(store: ExecutionStore, name: str, **kwargs: Any) -> Execution:
             execution=ex,
             operations=[StoredOperation(op=root, create_seq=1, change_seq=1)],
             events=[_event(1, "ExecutionStarted", ex.exec_id, Input={"Payload": "{}"})],
+            set_timers=[Timer(ex.arn, TimerKind.INVOKE, "", ex.start_ms)] if invoke else [],
         )
     )
     return ex
@@ -869,6 +871,11 @@ def _running(store: ExecutionStore, tenant: str = T) -> int:
     return store.count_running(tenant)
 
 
+def _run(store: ExecutionStore, name: str, **kwargs: Any) -> Execution:
+    """A start with its first invocation due: running for the quota."""
+    return _start(store, name, invoke=True, **kwargs)
+
+
 def _set_status(status: ExecutionStatus) -> Callable[[Execution], Commit]:
     def edit(loaded: Execution) -> Commit:
         loaded.status = status
@@ -879,8 +886,8 @@ def _set_status(status: ExecutionStatus) -> Callable[[Execution], Commit]:
 
 def test_starts_raise_the_running_count_and_closes_lower_it(store: ExecutionStore) -> None:
     assert _running(store) == 0
-    runs = [_start(store, f"run{i}", start_ms=1_000 + i) for i in range(5)]
-    _start(store, "run0", function="g")  # same name, other function: another execution
+    runs = [_run(store, f"run{i}", start_ms=1_000 + i) for i in range(5)]
+    _run(store, "run0", function="g")  # same name, other function: another execution
     assert _running(store) == 6
     for ex, status in zip(
         runs,
@@ -908,19 +915,82 @@ def test_starts_raise_the_running_count_and_closes_lower_it(store: ExecutionStor
     assert _running(store) == 1
 
 
+def _invoke_timers(
+    clear: list[TimerKind], set_: list[tuple[TimerKind, str, int]]
+) -> Callable[[Execution], Commit]:
+    """A commit that clears and sets the execution's own timers, as the engine does."""
+
+    def edit(loaded: Execution) -> Commit:
+        return Commit(
+            execution=loaded,
+            clear_timers=[(kind, "") for kind in clear],
+            set_timers=[Timer(loaded.arn, kind, op_id, due) for kind, op_id, due in set_],
+        )
+
+    return edit
+
+
+def test_a_parked_execution_leaves_the_running_count_and_a_firing_timer_brings_it_back(
+    store: ExecutionStore,
+) -> None:
+    waiting, calling, busy = _run(store, "waiting"), _run(store, "calling"), _run(store, "busy")
+    assert _running(store) == 3
+    # Each takes its invocation's lease: the INVOKE timer becomes the lease deadline.
+    for ex in (waiting, calling, busy):
+        _change(store, ex.arn, _invoke_timers([TimerKind.INVOKE], [(TimerKind.INVOKE, "", 90_000)]))
+    assert _running(store) == 3
+    # The invocations end parked: one on a wait, one on a callback (its timeout timer).
+    _change(store, waiting.arn, _invoke_timers([TimerKind.INVOKE], [(TimerKind.WAIT, "w1", 5_000)]))
+    assert _running(store) == 2
+    _change(
+        store,
+        calling.arn,
+        _invoke_timers([TimerKind.INVOKE], [(TimerKind.CALLBACK_TIMEOUT, "c1", 9_000)]),
+    )
+    assert _running(store) == 1
+    assert store.get(waiting.arn).status == ExecutionStatus.RUNNING  # parked, still RUNNING
+    # The wait elapses: its timer goes, the next invocation is due.
+    _change(store, waiting.arn, _invoke_timers([], [(TimerKind.INVOKE, "", 5_000)]))
+    assert _running(store) == 2
+    # The callback is answered: the next invocation is due, beside the timeout timer.
+    _change(store, calling.arn, _invoke_timers([], [(TimerKind.INVOKE, "", 6_000)]))
+    assert _running(store) == 3
+
+    # Closing clears every timer: counted down once.
+    def close(loaded: Execution) -> Commit:
+        loaded.status = ExecutionStatus.SUCCEEDED
+        return Commit(execution=loaded, clear_all_timers=True)
+
+    _change(store, busy.arn, close)
+    assert _running(store) == 2
+    store.delete(calling.arn)  # deleting one that awaits an invocation uncounts it
+    assert _running(store) == 1
+    assert _running(store, OTHER_TENANT) == 0
+
+
+def test_a_start_without_an_invocation_due_is_not_running(store: ExecutionStore) -> None:
+    ex = _start(store, "parked-at-birth")  # e.g. written QUEUED-like, nothing scheduled
+    assert _running(store) == 0
+    _change(store, ex.arn, _invoke_timers([], [(TimerKind.INVOKE, "", 2_000)]))
+    assert _running(store) == 1
+    # A paused execution does not count even with its invocation still due.
+    _change(store, ex.arn, _set_status(ExecutionStatus.PAUSED))
+    assert _running(store) == 0
+
+
 def test_a_duplicate_start_is_not_counted_twice(store: ExecutionStore) -> None:
-    first = _start(store, "once")
+    first = _run(store, "once")
     for _ in range(2):  # a client retrying its start with the same name
         with pytest.raises(AlreadyExists):
-            _start(store, "once")
+            _run(store, "once")
     assert store.find_by_name(T, "f", "once") == first
     assert _running(store) == 1
 
 
 def test_each_tenant_counts_only_its_own_executions(store: ExecutionStore) -> None:
-    mine = _start(store, "a")
-    _start(store, "b")
-    theirs = _start(store, "a", tenant=OTHER_TENANT)
+    mine = _run(store, "a")
+    _run(store, "b")
+    theirs = _run(store, "a", tenant=OTHER_TENANT)
     assert (_running(store), _running(store, OTHER_TENANT)) == (2, 1)
     _close(store, theirs.arn, ExecutionStatus.SUCCEEDED)
     assert (_running(store), _running(store, OTHER_TENANT)) == (2, 0)
@@ -931,8 +1001,8 @@ def test_each_tenant_counts_only_its_own_executions(store: ExecutionStore) -> No
 
 def test_a_close_raced_or_replayed_moves_the_count_once(backend: Backend) -> None:
     store, other = backend.store, backend.another()
-    ex = _start(store, "raced")
-    _start(store, "bystander")
+    ex = _run(store, "raced")
+    _run(store, "bystander")
     mine, theirs = store.load(ex.arn).execution, other.load(ex.arn).execution
     mine.status, theirs.status = ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED
     store.commit(Commit(execution=mine))
@@ -947,7 +1017,7 @@ def test_a_close_raced_or_replayed_moves_the_count_once(backend: Backend) -> Non
 
 def test_deleting_a_running_execution_uncounts_it_once(backend: Backend) -> None:
     store = backend.store
-    closed, running = _start(store, "closed"), _start(store, "running")
+    closed, running = _run(store, "closed"), _run(store, "running")
     _close(store, closed.arn, ExecutionStatus.SUCCEEDED)
     assert _running(store) == 1
     store.delete(closed.arn)
@@ -1054,7 +1124,7 @@ def test_an_execution_written_before_the_counter_is_counted_from_its_next_commit
     aws: Any,
 ) -> None:
     store = DynamoExecutionStore(aws, TABLE)
-    legacy = _start(store, "legacy")
+    legacy = _run(store, "legacy")
     # As items written before the counter existed: no flag, no counter shard.
     aws.update_item(
         TableName=TABLE,
@@ -1074,7 +1144,7 @@ def test_an_execution_written_before_the_counter_is_counted_from_its_next_commit
     _close(fresh, legacy.arn, ExecutionStatus.SUCCEEDED)
     assert _running(fresh) == 0
     # One that closes before any commit flags it is never uncounted: no negative count.
-    other = _start(store, "legacy-2")
+    other = _run(store, "legacy-2")
     aws.update_item(
         TableName=TABLE,
         Key={"pk": {"S": f"X#{other.arn}"}, "sk": {"S": "META"}},
@@ -1123,7 +1193,7 @@ def _creation(name: str) -> Commit:
 def test_a_batch_creates_every_new_execution_and_skips_taken_names(
     store: ExecutionStore,
 ) -> None:
-    taken = _start(store, "taken")
+    taken = _run(store, "taken")
     commits = [_creation(f"b{i}") for i in range(5)] + [_creation("taken")]
     assert store.create_batch(commits) == [True] * 5 + [False]
     for i in range(5):

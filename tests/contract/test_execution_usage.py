@@ -49,7 +49,7 @@ def test_executions_are_counted_by_status_as_they_start_and_close(
     store: ExecutionStore,
 ) -> None:
     assert _statuses(_usage(store)) == {}
-    runs = [_start(store, f"r{i}", start_ms=NOW - 5_000) for i in range(4)]
+    runs = [_start(store, f"r{i}", start_ms=NOW - 5_000, invoke=True) for i in range(4)]
     assert _statuses(_usage(store)) == {"RUNNING": 4}
     _close(store, runs[0].arn, ExecutionStatus.SUCCEEDED)
     _close(store, runs[1].arn, ExecutionStatus.FAILED)

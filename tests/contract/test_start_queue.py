@@ -356,3 +356,67 @@ def test_on_dynamodb_another_tenants_start_makes_the_same_calls_whatever_a_backl
     assert w.queue.count_queued(big.tenant) == 25
     assert calls_of_a_start("beside-a-backlog") == alone
     assert "Scan" not in alone
+
+
+def _parks_on_a_wait(env: dict[str, Any], h: Harness) -> dict[str, Any]:
+    wait = {"Id": "w", "Type": "WAIT", "Action": "START", "WaitOptions": {"WaitSeconds": 60}}
+    h.checkpoint(env, [wait])
+    return {"Status": "PENDING"}
+
+
+def _succeeds(env: dict[str, Any], h: Harness) -> dict[str, Any]:
+    return {"Status": "SUCCEEDED", "Result": '"done"'}
+
+
+def test_a_start_that_parks_frees_its_slot_for_the_queue_and_says_so(w: World) -> None:
+    fn = w.tenant(running=1)
+    freed: list[str] = []
+    w.h.engine.slot_listeners = (freed.append,)
+    first, _ = w.start(fn, "first")
+    queued, status = w.start(fn, "queued")
+    assert status is ExecutionStatus.QUEUED
+    assert w.promoter.promote() == 0  # the first awaits its invocation: it counts
+    w.h.runtime.scripts.append(_parks_on_a_wait)
+    w.h.pump()  # the first runs and parks on a one-minute wait
+    assert w.h.store.get(first).status is ExecutionStatus.RUNNING
+    assert freed == [first] and w.h.store.count_running(fn.tenant) == 0
+    assert w.promoter.promote() == 1 and w.promoted == [queued]
+    w.h.runtime.scripts.append(_parks_on_a_wait)
+    w.h.pump()  # the promoted one runs and parks too
+    assert w.h.store.count_running(fn.tenant) == 0
+    assert w.start(fn, "third")[1] is ExecutionStatus.RUNNING  # room: runs at once
+    # The waits elapse: each is due an invocation again and counts again (a resumed
+    # execution is never held back, even over the limit), so a new start queues.
+    w.h.clock.advance(61_000)
+    for timer in w.h.store.due_timers(w.h.clock.now_ms(), 100):
+        if timer.kind is TimerKind.WAIT:
+            w.h.engine.fire(timer)
+    assert w.h.store.count_running(fn.tenant) == 3
+    assert w.start(fn, "late")[1] is ExecutionStatus.QUEUED
+
+
+def test_a_batch_admits_each_entry_as_its_own_start_counting_the_ones_before_it(
+    w: World,
+) -> None:
+    fn = w.tenant(running=2, queued=3)
+    admissions = w.quotas.admit_starts(fn.tenant, 6)
+    assert [a if isinstance(a, RateExceeded) else a[1] for a in admissions][:5] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
+    assert isinstance(admissions[5], RateExceeded) and "3 queued" in str(admissions[5])
+    entries: list[tuple[str | None, str | None]] = [(f"b{i}", None) for i in range(5)]
+    queued = [a[1] for a in admissions[:5] if not isinstance(a, RateExceeded)]
+    started = w.h.engine.start_batch(fn, entries, None, queued)
+    statuses = [r[0].status for r in started if isinstance(r, tuple)]
+    assert statuses == [ExecutionStatus.RUNNING] * 2 + [ExecutionStatus.QUEUED] * 3
+    assert w.h.store.count_running(fn.tenant) == 2 and w.queue.count_queued(fn.tenant) == 3
+    # Queued behind a backlog: the next batch's entries queue too, FIFO, even with room.
+    w.admin.update_quotas(fn.tenant, {"max_running_executions": 100, "max_queued": 10})
+    assert [a[1] for a in w.quotas.admit_starts(fn.tenant, 2) if isinstance(a, tuple)] == [
+        True,
+        True,
+    ]

@@ -200,12 +200,15 @@ def test_git_asks_for_basic_credentials_and_refuses_wrong_ones(server: ServerPro
     assert status == 404 and b"does not exist" in body
 
 
-WAITER = """
+# Busy in a step for a minute: it holds its invocation, so it counts as running (a
+# parked execution would not, and would let the queued starts run).
+BUSY = """
+import time
 from aws_durable_execution_sdk_python import DurableContext, durable_execution
 
 @durable_execution
 def handler(event, context: DurableContext):
-    return context.wait_for_callback(lambda cid, ctx: None, name="hold")
+    return context.step(lambda _: time.sleep(60), name="hold")
 """
 
 
@@ -220,7 +223,7 @@ def test_starts_over_the_running_quota_queue_and_429_past_max_queued(
     assert status == 201 and body["tenant"]["quotas"]["maxQueued"] == 2
     keys = (body["accessKey"]["accessKeyId"], body["accessKey"]["secretAccessKey"])
     lam = client(server, credentials=keys, retries={"max_attempts": 1})
-    deploy(lam, "holder", {"handler.py": WAITER})
+    deploy(lam, "holder", {"handler.py": BUSY}, timeout=90)
 
     def start() -> str:
         out = lam.invoke(FunctionName="holder", InvocationType="Event", Payload=b"{}")

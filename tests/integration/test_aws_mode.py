@@ -262,6 +262,48 @@ def test_starts_over_the_running_quota_queue_on_dynamodb_and_run_as_capacity_fre
     assert usage["executions"]["queued"] == 0 and usage["executions"]["byStatus"]["SUCCEEDED"] == 2
 
 
+WAITER = """
+from aws_durable_execution_sdk_python import DurableContext, durable_execution
+
+
+@durable_execution
+def handler(event, context: DurableContext):
+    return context.wait_for_callback(lambda cid, ctx: None, name="approval")
+"""
+
+
+def _holding(server: ServerProcess, account: str) -> int:
+    """The tenant's executions holding an invocation now (its usage counter)."""
+    admin = server.credentials("treadle-admin")
+    status, body = v1(server, "GET", f"/v1/tenants/{account}/usage", credentials=admin)
+    assert status == 200, body
+    return int(body["executions"]["running"])
+
+
+def test_parked_executions_leave_room_under_the_running_quota_on_dynamodb(
+    server: ServerProcess,
+) -> None:
+    account, keys = new_tenant(server, "parkers", maxRunningExecutions=2)
+    lam = client(server, credentials=keys, retries={"max_attempts": 1, "mode": "standard"})
+    deploy(lam, "parker", {"handler.py": WAITER})
+
+    def park(name: str) -> str:
+        resp = lam.invoke(
+            FunctionName="parker",
+            InvocationType="Event",
+            DurableExecutionName=name,
+            Payload=b"{}",
+        )
+        return str(resp["ResponseMetadata"]["HTTPHeaders"]["x-amz-durable-execution-arn"])
+
+    parked = [park("p1"), park("p2")]
+    _until(lambda: all(_callback_id(lam, a) for a in parked) and _holding(server, account) == 0)
+    # Two parked on callbacks with a quota of 2: two more start at once, not QUEUED.
+    more = [park("p3"), park("p4")]
+    statuses = [lam.get_durable_execution(DurableExecutionArn=a)["Status"] for a in parked + more]
+    assert statuses == ["RUNNING"] * 4
+
+
 def test_function_logs_are_read_from_cloudwatch_logs(server: ServerProcess, moto: str) -> None:
     lam = client(server)
     deploy(lam, "talker", {"handler.py": LOGGER}, durable=False)

@@ -32,5 +32,8 @@ class NoQuotas:
     def admit_start(self, tenant: str) -> tuple[ExecutionLimits | None, bool]:
         return None, False
 
+    def admit_starts(self, tenant: str, count: int) -> list[tuple[ExecutionLimits | None, bool]]:
+        return [(None, False)] * count
+
     def check_code(self, tenant: str, adding_bytes: int, *, new_function: bool) -> None:
         return None

@@ -8,7 +8,7 @@ from pathlib import Path
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
 from treadle.domain.models import Execution, ExecutionStatus
-from treadle.domain.ports import Commit
+from treadle.domain.ports import Commit, Timer, TimerKind
 
 TENANT = "123456789012"
 
@@ -30,14 +30,19 @@ def _execution(name: str, tenant: str = TENANT) -> Execution:
     )
 
 
+def _invoking(ex: Execution) -> Commit:
+    """A start as the engine writes it: its first invocation due."""
+    return Commit(execution=ex, set_timers=[Timer(ex.arn, TimerKind.INVOKE, "", 0)])
+
+
 def test_a_data_directory_from_before_the_counter_is_counted_once_on_open(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "t.db"
     store = SqliteExecutionStore(Database(path))
     for name in ("a", "b", "c"):
-        store.create(Commit(execution=_execution(name)))
-    store.create(Commit(execution=_execution("x", tenant="210987654321")))
+        store.create(_invoking(_execution(name)))
+    store.create(_invoking(_execution("x", tenant="210987654321")))
     done = store.load(_execution("c").arn).execution
     done.status = ExecutionStatus.SUCCEEDED
     store.commit(Commit(execution=done))
@@ -52,7 +57,7 @@ def test_a_data_directory_from_before_the_counter_is_counted_once_on_open(
     assert reopened.count_running(TENANT) == 2
     assert reopened.count_running("210987654321") == 1
     # And it keeps counting from there, through the triggers.
-    reopened.create(Commit(execution=_execution("d")))
+    reopened.create(_invoking(_execution("d")))
     assert reopened.count_running(TENANT) == 3
     # A second open does not count again.
     assert SqliteExecutionStore(Database(path)).count_running(TENANT) == 3
@@ -81,3 +86,33 @@ def test_usage_counters_of_an_older_data_directory_are_counted_once_on_open(
     reopened.create(Commit(execution=_execution("c")))
     again = SqliteExecutionStore(Database(path)).usage(TENANT, 0)
     assert (again.status("RUNNING"), again.status("FAILED")) == (2, 1)
+
+
+def test_a_data_directory_that_counted_every_running_execution_is_recounted_on_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteExecutionStore(Database(path))
+    store.create(_invoking(_execution("busy")))
+    store.create(Commit(execution=_execution("parked")))  # RUNNING, no invocation due
+    assert store.count_running(TENANT) == 1
+    # What the previous Treadle left: no `invoking` column, triggers on status alone,
+    # and a counter that counted the parked execution too.
+    with sqlite3.connect(path) as conn:
+        for (trigger,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+            " AND (name LIKE 'running_%' OR name LIKE 'invoking_%')"
+        ).fetchall():
+            conn.execute(f"DROP TRIGGER {trigger}")
+        conn.execute("ALTER TABLE executions DROP COLUMN invoking")
+        conn.execute("UPDATE running_counts SET n = 2")
+
+    reopened = SqliteExecutionStore(Database(path))
+    assert reopened.count_running(TENANT) == 1
+    # The new triggers count from there: the parked one's invocation comes due.
+    parked = reopened.load(_execution("parked").arn).execution
+    reopened.commit(
+        Commit(execution=parked, set_timers=[Timer(parked.arn, TimerKind.INVOKE, "", 5)])
+    )
+    assert reopened.count_running(TENANT) == 2
+    assert SqliteExecutionStore(Database(path)).count_running(TENANT) == 2

@@ -84,6 +84,9 @@ class BatchEntryOut(BaseModel):
     name: str | None
     executionArn: str | None = None
     created: bool | None = None
+    # RUNNING, or QUEUED when accepted over the running limit or start rate (or the
+    # status an execution of the same name already had).
+    status: str | None = None
     error: BatchError | None = None
 
 
@@ -247,7 +250,11 @@ class ExecutionsApi:
         for entry, result in zip(body.executions, results, strict=True):
             if isinstance(result, tuple):
                 ex, created = result
-                out.append(BatchEntryOut(name=ex.name, executionArn=ex.arn, created=created))
+                out.append(
+                    BatchEntryOut(
+                        name=ex.name, executionArn=ex.arn, created=created, status=ex.status.value
+                    )
+                )
             else:
                 status, code, message = classify(result)
                 error = BatchError(status=status, code=code, message=message)

@@ -224,17 +224,17 @@ class ExecutionService:
             raise InvalidParameter(f"Function {function_name} is not durable: nothing to start.")
         results: list[Started | TreadleError | None] = [None] * len(entries)
         admitted: list[int] = []
-        limits = None  # the same tenant read each time: any admitted start's will do
-        for i in range(len(entries)):
-            # Per entry, as each start counts against the rate and running quotas; the
-            # running count is read before the batch, so a batch may pass it by < 100.
-            try:
-                limits = self.quotas.check_start(tenant)
-            except TreadleError as exc:
-                results[i] = exc
+        queued: list[bool] = []
+        limits = None  # the same tenant read for all: any admitted start's will do
+        # Each entry is admitted as a start of its own (runs, QUEUED, or its own 429).
+        for i, admission in enumerate(self.quotas.admit_starts(tenant, len(entries))):
+            if isinstance(admission, TreadleError):
+                results[i] = admission
                 continue
+            limits, held = admission
             admitted.append(i)
-        started = self.engine.start_batch(fn, [entries[i] for i in admitted], limits)
+            queued.append(held)
+        started = self.engine.start_batch(fn, [entries[i] for i in admitted], limits, queued)
         for i, result in zip(admitted, started, strict=True):
             results[i] = result
         return [r for r in results if r is not None]
@@ -260,8 +260,9 @@ class ExecutionService:
                 )
         if name is not None and not re.fullmatch(r"[a-zA-Z0-9\-_]{1,64}", name):
             raise InvalidParameter(f"Invalid durable execution name: {name}")
-        limits = self.quotas.check_start(tenant)
-        return self.engine.redrive(source.arn, fn, from_step, name, limits)
+        # Admitted as any start: over the running limit or the rate, it waits QUEUED.
+        limits, queued = self.quotas.admit_start(tenant)
+        return self.engine.redrive(source.arn, fn, from_step, name, limits, queued)
 
     def redrive_batch(
         self,

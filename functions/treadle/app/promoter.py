@@ -1,5 +1,5 @@
 """Promotes queued starts (issue 14, point 5) as capacity frees: after an execution
-closes and on a periodic safety scan (a promotion missed by a crash is found there).
+closes or parks and on a periodic safety scan (a promotion missed by a crash is found there).
 
 Fairness: tenants with a backlog are served round-robin, one promotion each per round
 and the first tenant rotating between passes, so a tenant with 100,000 queued starts
@@ -87,8 +87,9 @@ class Promoter:
 
 
 class PromotionSignal:
-    """Set when capacity may have freed (an execution left RUNNING): the promoter's
-    loop wakes at once instead of at its next periodic scan."""
+    """Set when capacity may have freed (an execution left RUNNING, or parked on a
+    wait, callback or retry and so stopped counting as running: `domain/concurrency`):
+    the promoter's loop wakes at once instead of at its next periodic scan."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
@@ -96,6 +97,9 @@ class PromotionSignal:
     def status_changed(self, event: StatusEvent) -> None:
         if event.previous_status == "RUNNING" and event.status != "RUNNING":
             self._event.set()
+
+    def slot_freed(self, arn: str) -> None:
+        self._event.set()
 
     def wake(self) -> None:
         self._event.set()

@@ -5,13 +5,18 @@ limits a start pins into its execution (`docs/limits.md`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
+from treadle.domain.errors import TreadleError
 from treadle.domain.models import ExecutionLimits
 from treadle.domain.ports import ExecutionStore, FunctionStore
 from treadle.domain.start_queue import StartQueue
 from treadle.tenancy.admin import QuotaGuard, TenantAdmin
 from treadle.tenancy.errors import RateExceeded
+
+# What a start is admitted as: the limits it is pinned to, and whether it waits QUEUED.
+Admission = tuple[ExecutionLimits, bool]
 
 
 class Quotas(Protocol):
@@ -22,6 +27,12 @@ class Quotas(Protocol):
     def admit_start(self, tenant: str) -> tuple[ExecutionLimits | None, bool]:
         """As `check_start`, but a start over the running limit or the rate may be
         accepted QUEUED: (limits, queued)."""
+
+    def admit_starts(
+        self, tenant: str, count: int
+    ) -> Sequence[tuple[ExecutionLimits | None, bool] | TreadleError]:
+        """`admit_start` for each of `count` starts of one request (a batch): each its
+        own outcome, in order."""
 
     def check_code(self, tenant: str, adding_bytes: int, *, new_function: bool) -> None:
         """Raise if storing `adding_bytes` more code (and one more function) is over quota."""
@@ -47,7 +58,7 @@ class TenantQuotas:
     def guard(self) -> QuotaGuard:
         return self._guard
 
-    def admit_start(self, tenant: str) -> tuple[ExecutionLimits, bool]:
+    def admit_start(self, tenant: str) -> Admission:
         """(limits, queued): whether the start runs now or waits QUEUED for capacity.
 
         Without a start queue (a backend that has none yet) this is `check_start`. With
@@ -55,17 +66,40 @@ class TenantQuotas:
         while the tenant has a backlog: FIFO, a new start must not jump the queue. Past
         maxQueued: the retryable 429, as before queueing existed.
         """
-        if self._queue is None:
-            return self.check_start(tenant), False
+        outcome = self.admit_starts(tenant, 1)[0]
+        if isinstance(outcome, TreadleError):
+            raise outcome
+        return outcome
+
+    def admit_starts(self, tenant: str, count: int) -> list[Admission | TreadleError]:
+        """`admit_start` for each of `count` starts of one request, in order, each its
+        own outcome. The counters are read once and counted on locally: the starts are
+        written together after this (`Engine.start_batch`), so a read per start would
+        see none of them and admit a batch past the limits."""
         record = self._tenants.get_tenant(tenant)
-        queued = self._queue.count_queued(tenant)
-        if queued == 0:
+        limits = record.quotas.execution_limits()
+        running = self._executions.count_running(tenant)
+        queued = None if self._queue is None else self._queue.count_queued(tenant)
+        out: list[Admission | TreadleError] = []
+        for _ in range(count):
             try:
-                return self.check_start(tenant), False
-            except RateExceeded:
-                pass
-        self._guard.check_queued(record, queued + 1)
-        return record.quotas.execution_limits(), True
+                if not queued:  # None (no queue) or an empty one: run now if allowed
+                    try:
+                        # Running first: a refused start must not spend a rate token.
+                        self._guard.check_running(record, running + 1)
+                        self._guard.check_starts(record)
+                        running += 1
+                        out.append((limits, False))
+                        continue
+                    except RateExceeded:
+                        if queued is None:
+                            raise
+                self._guard.check_queued(record, (queued or 0) + 1)
+                queued = (queued or 0) + 1
+                out.append((limits, True))
+            except TreadleError as exc:
+                out.append(exc)
+        return out
 
     def check_start(self, tenant: str) -> ExecutionLimits:
         record = self._tenants.get_tenant(tenant)

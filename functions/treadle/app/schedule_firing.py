@@ -242,8 +242,10 @@ class ScheduleFirer:
         known = self.engine.store.find_by_name(schedule.tenant, fn.function_name, name)
         if known is not None:
             return known  # fired before (a restart, another scheduler): not again
-        self.quotas.check_start(schedule.tenant)
-        ex, _ = self.engine.start(fn, name, schedule.input_payload)
+        # Admitted as any start: over the running limit or the rate, it waits QUEUED
+        # (and counts as the firing's open execution for the overlap policy meanwhile).
+        limits, queued = self.quotas.admit_start(schedule.tenant)
+        ex, _ = self.engine.start(fn, name, schedule.input_payload, limits=limits, queued=queued)
         return ex
 
     def _open(self, arn: str | None) -> bool:

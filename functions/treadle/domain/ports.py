@@ -153,7 +153,8 @@ class ExecutionStore(Protocol):
         """ARNs of executions whose invocation lease is held (for crash recovery)."""
 
     def count_running(self, tenant: str) -> int:
-        """The tenant's RUNNING executions (for its running-executions quota)."""
+        """The tenant's running executions for its quota: RUNNING and holding or awaiting
+        an invocation (`domain/concurrency.py`); parked ones do not count. O(1)."""
 
     def usage(self, tenant: str, now_ms: int) -> ExecutionCounts:
         """The tenant's execution counters (`domain.usage`): a fixed number of reads."""

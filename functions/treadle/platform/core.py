@@ -173,6 +173,7 @@ def build_core(
             server_log.status_changed,
             promotion_signal.status_changed,
         ),
+        slot_listeners=(promotion_signal.slot_freed,),
     )
     artifacts = ArtifactService(ports.repositories, tokens=ports.tokens)
     quotas = TenantQuotas(

@@ -1,7 +1,9 @@
 """One commit of one execution as ONE TransactWriteItems (see `dynamodb_executions`).
 
 The running counter: a commit whose META item gains or loses the `COUNTED` flag (the
-execution enters or leaves RUNNING) adds one update of its tenant's counter shard. It is
+execution starts or stops holding or awaiting an invocation: RUNNING with an INVOKE timer
+among the timers after the commit, `domain/concurrency`) adds one update of its tenant's
+counter shard. It is
 decided from the flag of the META item at the version the commit is conditioned on, so
 it moves exactly when that state change applies: a cancelled transaction moves nothing,
 botocore's retries reuse the ClientRequestToken, and a commit replayed on top of an
@@ -98,7 +100,6 @@ class CommitWriter:
         arn = ex.arn
         plan = CommitPlan(
             timers={} if commit.clear_all_timers else dict(timers_before),
-            counted=it.counted(ex),
             usage=us.state_of(ex),
         )
         # Same order as the embedded store: clear all, clear some, then set.
@@ -113,6 +114,7 @@ class CommitWriter:
                 plan.timers[it.timer_key(timer.kind, timer.op_id)] = timer.due_ms
             else:
                 foreign.append(timer)
+        plan.counted = it.counted(ex, plan.timers)
         doomed = [] if creating else self._outbox_timers(arn, missed, commit.clear_all_timers)
 
         meta = it.meta_item(

@@ -427,7 +427,8 @@ class DynamoExecutionStore:
         return self._codec.decode(it.blob(item, it.RESPONSE)).decode()
 
     def count_running(self, tenant: str) -> int:
-        """The tenant's RUNNING executions (for its quota): the sum of its counter shards."""
+        """The tenant's executions holding or awaiting an invocation (`domain/concurrency`):
+        the sum of its counter shards."""
         return listing.count_running(self._table, tenant)
 
     def usage(self, tenant: str, now_ms: int) -> ExecutionCounts:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from treadle.adapters.aws import tables as t
+from treadle.domain.concurrency import occupies_slot
 from treadle.domain.models import Event, Execution, ExecutionStatus, Operation
 from treadle.domain.ports import StoredOperation, Timer, TimerKind
 
@@ -52,7 +53,8 @@ UNCONFIRMED: Final = "unconfirmed"
 # flag, so the counter is exactly the number of flagged items; an execution written
 # before the counter existed is flagged (and counted) by its next commit.
 COUNTED: Final = "running_counted"
-# On a counter shard: its share of the tenant's RUNNING executions.
+# On a counter shard: its share of the tenant's running executions (RUNNING with an
+# INVOKE timer: `domain/concurrency`), flagged COUNTED on their META item.
 RUNNING_COUNT: Final = "running"
 
 
@@ -205,14 +207,16 @@ def meta_item(ex: Execution, version: int, record: bytes, timers: Mapping[str, i
         item[t.DUE_MS] = {"N": str(min(timers.values()))}
     if ex.invocation_active:
         item[t.ACTIVE_SHARD] = {"S": shard(ex.arn)}
-    if counted(ex):
+    if counted(ex, timers):
         item[COUNTED] = {"BOOL": True}
     return item
 
 
-def counted(ex: Execution) -> bool:
-    """Whether the running quota counts `ex`: RUNNING only, as the embedded store."""
-    return ex.status == ExecutionStatus.RUNNING
+def counted(ex: Execution, timers: Mapping[str, int]) -> bool:
+    """Whether the running quota counts `ex` with its own `timers` (keyed by `timer_key`):
+    RUNNING and holding or awaiting an invocation, as the embedded store."""
+    kinds = (TimerKind(name.split("#", 1)[0]) for name in timers)
+    return occupies_slot(ex.status, kinds)
 
 
 def was_counted(meta: Mapping[str, AttributeValueTypeDef]) -> bool:

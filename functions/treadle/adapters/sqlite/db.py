@@ -29,6 +29,11 @@ CREATE TABLE IF NOT EXISTS executions (
     status TEXT NOT NULL,
     start_ms INTEGER NOT NULL,
     invocation_active INTEGER NOT NULL,
+    -- 1 while the execution has an INVOKE timer: it holds or awaits an invocation
+    -- (`domain/concurrency.py`). Written by the commit that sets or clears the timer, in
+    -- the statement that writes the row anyway (a trigger on `timers` would rewrite the
+    -- whole row, its input payload included, a second time).
+    invoking INTEGER NOT NULL DEFAULT 0,
     version_seq INTEGER NOT NULL,
     record TEXT NOT NULL,
     UNIQUE (tenant, function_name, name)
@@ -86,27 +91,28 @@ CREATE TABLE IF NOT EXISTS client_tokens (
     response TEXT NOT NULL,
     PRIMARY KEY (arn, token)
 );
--- A tenant's RUNNING executions, for its quota, kept by triggers in the transaction
--- that changes them: counting the rows at every start costs O(running).
+-- A tenant's running executions for its quota: RUNNING and holding or awaiting an
+-- invocation (`invoking`, see `domain/concurrency.py`), kept by triggers in the
+-- transaction that changes them: counting the rows at every start costs O(running).
 CREATE TABLE IF NOT EXISTS running_counts (
     tenant TEXT PRIMARY KEY,
     n INTEGER NOT NULL
 );
 CREATE TRIGGER IF NOT EXISTS running_insert AFTER INSERT ON executions
-WHEN NEW.status = 'RUNNING'
+WHEN NEW.status = 'RUNNING' AND NEW.invoking = 1
 BEGIN
     INSERT INTO running_counts (tenant, n) VALUES (NEW.tenant, 1)
     ON CONFLICT (tenant) DO UPDATE SET n = n + 1;
 END;
-CREATE TRIGGER IF NOT EXISTS running_update AFTER UPDATE OF status ON executions
-WHEN (OLD.status = 'RUNNING') != (NEW.status = 'RUNNING')
+CREATE TRIGGER IF NOT EXISTS running_update AFTER UPDATE OF status, invoking ON executions
+WHEN (OLD.status = 'RUNNING' AND OLD.invoking = 1) != (NEW.status = 'RUNNING' AND NEW.invoking = 1)
 BEGIN
     INSERT INTO running_counts (tenant, n)
-    VALUES (NEW.tenant, CASE WHEN NEW.status = 'RUNNING' THEN 1 ELSE -1 END)
+    VALUES (NEW.tenant, CASE WHEN NEW.status = 'RUNNING' AND NEW.invoking = 1 THEN 1 ELSE -1 END)
     ON CONFLICT (tenant) DO UPDATE SET n = n + excluded.n;
 END;
 CREATE TRIGGER IF NOT EXISTS running_delete AFTER DELETE ON executions
-WHEN OLD.status = 'RUNNING'
+WHEN OLD.status = 'RUNNING' AND OLD.invoking = 1
 BEGIN
     UPDATE running_counts SET n = n - 1 WHERE tenant = OLD.tenant;
 END;
@@ -234,7 +240,8 @@ class Database:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         with self._file.locked() as conn:
-            counted = _has_table(conn, "running_counts")
+            current = not _has_table(conn, "executions") or _add_invoking(conn)
+            counted = current and _has_table(conn, "running_counts")
             usage_counted = _has_table(conn, "usage_counts")
             conn.executescript(SCHEMA + AUDIT_SCHEMA)
             _migrate(conn, counted)
@@ -275,14 +282,31 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     return row is not None
 
 
+def _add_invoking(conn: sqlite3.Connection) -> bool:
+    """Whether the running counter counts by `invoking` already; if not (a data
+    directory from when every RUNNING execution counted), add the column and drop the
+    old triggers, which the schema then creates anew, and the caller recounts."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(executions)")}
+    if "invoking" in columns:
+        return True
+    conn.execute("ALTER TABLE executions ADD COLUMN invoking INTEGER NOT NULL DEFAULT 0")
+    for trigger in ("running_insert", "running_update", "running_delete"):
+        conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    return False
+
+
 def _migrate(conn: sqlite3.Connection, counted: bool) -> None:
     """Bring a data directory written by an older Treadle up to this schema."""
     if not counted:
         # The triggers count from now on; what was running before is counted once.
+        conn.execute(
+            "UPDATE executions SET invoking = EXISTS (SELECT 1 FROM timers"
+            " WHERE timers.arn = executions.arn AND timers.kind = 'INVOKE')"
+        )
         conn.execute("DELETE FROM running_counts")
         conn.execute(
-            "INSERT INTO running_counts (tenant, n) SELECT tenant, COUNT(*)"
-            " FROM executions WHERE status = 'RUNNING' GROUP BY tenant"
+            "INSERT INTO running_counts (tenant, n) SELECT tenant, COUNT(*) FROM executions"
+            " WHERE status = 'RUNNING' AND invoking = 1 GROUP BY tenant"
         )
     columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
     if "op_id" not in columns:

@@ -13,6 +13,7 @@ from treadle.adapters.sqlite.audit import insert_audit
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.notifications import insert_status_event
 from treadle.domain.audit import AuditRecord
+from treadle.domain.concurrency import invoke_timer_change
 from treadle.domain.errors import AlreadyExists, ConcurrentModification, InvalidParameter, NotFound
 from treadle.domain.models import Event, Execution, Operation
 from treadle.domain.ports import (
@@ -99,14 +100,19 @@ class SqliteExecutionStore:
         ex = commit.execution
         new_version = ex.version_seq + 1
         record = ex.model_copy(update={"version_seq": new_version}).model_dump_json()
+        # The running count's column (`domain/concurrency.py`), with the row's own write.
+        sets, clears = invoke_timer_change(commit)
         cur = conn.execute(
             "UPDATE executions SET status = ?, invocation_active = ?, version_seq = ?,"
-            " record = ? WHERE arn = ? AND version_seq = ?",
+            " record = ?, invoking = CASE WHEN ? THEN 1 WHEN ? THEN 0 ELSE invoking END"
+            " WHERE arn = ? AND version_seq = ?",
             (
                 ex.status.value,
                 int(ex.invocation_active),
                 new_version,
                 record,
+                sets,
+                clears,
                 ex.arn,
                 ex.version_seq,
             ),
@@ -129,8 +135,8 @@ class SqliteExecutionStore:
         record = ex.model_copy(update={"version_seq": 1}).model_dump_json()
         cur = conn.execute(
             "INSERT OR IGNORE INTO executions (arn, tenant, function_name, name, version,"
-            " status, start_ms, invocation_active, version_seq, record)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+            " status, start_ms, invocation_active, version_seq, record, invoking)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
             (
                 ex.arn,
                 ex.tenant,
@@ -141,6 +147,7 @@ class SqliteExecutionStore:
                 ex.start_ms,
                 int(ex.invocation_active),
                 record,
+                invoke_timer_change(commit)[0],
             ),
         )
         if cur.rowcount != 1:
@@ -326,7 +333,8 @@ class SqliteExecutionStore:
         return [r[0] for r in rows]
 
     def count_running(self, tenant: str) -> int:
-        """The tenant's RUNNING executions (for its quota): a counter the triggers keep."""
+        """The tenant's executions holding or awaiting an invocation (`domain/concurrency`):
+        a counter the triggers keep."""
         with self._db.read() as conn:
             row = conn.execute(
                 "SELECT n FROM running_counts WHERE tenant = ?", (tenant,)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from treadle.domain.engine import queue
 from treadle.domain.engine.config import EngineConfig
 from treadle.domain.engine.start import input_hash, new_execution, same_start
 from treadle.domain.engine.working_set import to_commit
@@ -39,7 +40,9 @@ def plan(
     now_ms: int,
     config: EngineConfig,
     limits: ExecutionLimits | None = None,
+    queued: Sequence[bool] = (),
 ) -> Plan:
+    """`queued[i]`: entry i is accepted QUEUED (`engine/queue.py`) if it is new."""
     out = Plan(fn, [None] * len(entries))
     fresh: dict[str, Execution] = {}  # names this batch creates
     for i, (name, input_payload) in enumerate(entries):
@@ -59,6 +62,8 @@ def plan(
             fn, name or exec_id, exec_id, input_payload,
             now_ms=now_ms, config=config, parent=None, limits=limits,
         )  # fmt: skip
+        if i < len(queued) and queued[i]:
+            queue.hold(ex, ws)
         fresh[ex.name] = ex
         out.results[i] = (ex, True)
         out.commits.append(to_commit(ex, ws, config.wait_time_scale))

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from treadle.domain.audit import AuditRecord, pending_record
+from treadle.domain.concurrency import frees_slot
 from treadle.domain.engine import (
     batch,
     callbacks,
@@ -91,6 +92,7 @@ class Engine:
         listener: CompletionListener,
         config: EngineConfig | None = None,
         status_listeners: Sequence[Callable[[StatusEvent], None]] = (),
+        slot_listeners: Sequence[Callable[[str], None]] = (),
     ) -> None:
         self.store = store
         self.functions = functions
@@ -104,6 +106,9 @@ class Engine:
         # Told each committed status change (log lines, metrics): after the commit, so
         # they never count a change that did not happen. Cheap and in memory.
         self.status_listeners = tuple(status_listeners)
+        # Told the ARN of each execution whose commit freed its running slot (it parked,
+        # paused or closed: `domain/concurrency.py`), so queued starts take it at once.
+        self.slot_listeners = tuple(slot_listeners)
         self._locks = [threading.RLock() for _ in range(512)]
         # Where each kind of timer is handled: one row per TimerKind.
         self.timer_handlers: Mapping[TimerKind, Callable[[Timer], None]] = {
@@ -159,6 +164,12 @@ class Engine:
                     listener(commit.status_event)
                 except Exception:  # observing must not fail a change that happened
                     log.exception("status listener failed on %s", commit.execution.arn)
+        if self.slot_listeners and frees_slot(commit):
+            for tell in self.slot_listeners:
+                try:
+                    tell(commit.execution.arn)
+                except Exception:
+                    log.exception("slot listener failed on %s", commit.execution.arn)
         if commit.execution.status in TERMINAL_EXECUTION_STATUSES:
             self.listener.execution_closed(commit.execution.arn)
 
@@ -225,12 +236,14 @@ class Engine:
         fn: FunctionVersion,
         entries: Sequence[tuple[str | None, str | None]],
         limits: ExecutionLimits | None = None,
+        queued: Sequence[bool] = (),
     ) -> list[batch.Started | TreadleError]:
         """Start many executions of one version with one `create_batch`: per entry
-        (name, input), (execution, created) or the error of that entry alone."""
+        (name, input), (execution, created) or the error of that entry alone; entry i
+        is accepted QUEUED if `queued[i]`."""
         plan = batch.plan(
             fn, entries, store=self.store, ids=self.ids, now_ms=self.clock.now_ms(),
-            config=self.config, limits=limits,
+            config=self.config, limits=limits, queued=queued,
         )  # fmt: skip
         created = self.store.create_batch(plan.commits)
         for commit, was_created in zip(plan.commits, created, strict=True):
@@ -245,11 +258,13 @@ class Engine:
         from_step: redrive.FromStep | None,
         name: str | None = None,
         limits: ExecutionLimits | None = None,
+        queued: bool = False,
     ) -> redrive.Redriven:
-        """A new execution of a closed one, from a step (`redrive.py`). Serialised per
-        source here, as changes are; the source's version fences other processes."""
+        """A new execution of a closed one, from a step (`redrive.py`), QUEUED if
+        `queued`. Serialised per source here, as changes are; the source's version
+        fences other processes."""
         with self._lock(source_arn):
-            return redrive.run(self, source_arn, fn, from_step, name, limits)
+            return redrive.run(self, source_arn, fn, from_step, name, limits, queued)
 
     def run_invocation(self, arn: str, due_ms: int | None = None) -> None:
         """Take the invocation lease, invoke the pinned version, act on its result

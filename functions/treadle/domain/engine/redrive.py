@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from treadle.domain.audit import AuditRecord, pending_record
+from treadle.domain.engine import queue
 from treadle.domain.engine.config import EngineConfig
 from treadle.domain.engine.start import new_execution
 from treadle.domain.engine.working_set import open_working_set, to_commit
@@ -145,8 +146,10 @@ def plan(
     now_ms: int,
     config: EngineConfig,
     limits: ExecutionLimits | None = None,
+    queued: bool = False,
 ) -> Planned:
-    """The new execution's creation and the source's link to it, not yet written."""
+    """The new execution's creation and the source's link to it, not yet written;
+    `queued`: the new execution waits QUEUED for capacity (`engine/queue.py`)."""
     src = source.execution
     if src.status not in TERMINAL_EXECUTION_STATUSES:
         raise Conflict(
@@ -177,6 +180,8 @@ def plan(
             "SeededOperations": len(copies),
         },
     }
+    if queued:
+        queue.hold(ex, ws)
     commit = to_commit(ex, ws, config.wait_time_scale)
     linked, link_ws = open_working_set(source, now_ms)
     linked.redriven_to = [*src.redriven_to, ex.arn]
@@ -201,6 +206,7 @@ def run(
     from_step: FromStep | None,
     name: str | None,
     limits: ExecutionLimits | None = None,
+    queued: bool = False,
 ) -> Redriven:
     """Redrive `source_arn` (fn None: the version it ran), idempotently on `name`."""
     store = engine.store
@@ -216,7 +222,7 @@ def run(
         exec_id = engine.ids.execution_id()
         planned = plan(
             source, target, name or exec_id, exec_id, from_step,
-            now_ms=engine.clock.now_ms(), config=engine.config, limits=limits,
+            now_ms=engine.clock.now_ms(), config=engine.config, limits=limits, queued=queued,
         )  # fmt: skip
         # The call's record rides with the new execution (taken once, kept for a retry).
         audit = audit or pending_record(resource=source_arn)
