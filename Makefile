@@ -59,13 +59,7 @@ typecheck: $(STAMP)
 
 # The CDK stack synthesised in-process (no CDK CLI, no Docker) and its template checked
 # by cfn-lint: a few seconds (infra/cfn_lint.py).
-cfn-# The crash-at-every-boundary test on the AWS backend over moto, and the AWS fault
-# matrix (docs/operating.md); nightly-style, not in CI: about 25 minutes on 2 cores.
-faults: $(STAMP)
-	TREADLE_FAULTS_AWS=1 $(PY) -m pytest -n 2 --dist loadgroup -p no:cacheprovider -q \
-		--timeout 0 tests/integration/test_commit_boundaries.py tests/integration/test_aws_faults.py -k aws
-
-lint: $(STAMP)
+cfn-lint: $(STAMP)
 	$(PY) -m infra.cfn_lint
 
 clean:
