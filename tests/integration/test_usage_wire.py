@@ -43,7 +43,10 @@ def test_a_tenant_reads_its_usage_the_admin_anyones_and_another_tenant_none(
     assert runs["byStatus"]["SUCCEEDED"] == 1 and runs["byStatus"]["RUNNING"] == 1
     # Parked on its callback: waiting, not holding an invocation.
     assert (runs["running"], runs["waiting"], runs["queued"]) == (0, 1, 0)
-    assert runs["startsLastMinute"] == 2
+    # A sliding-window estimate over two minute buckets (domain/usage.py): exact when
+    # both starts fall in the current minute, and the earlier one only partly counted
+    # when they straddle a minute's turn (a CI run met that).
+    assert 1 <= runs["startsLastMinute"] <= 2
 
     status, seen = usage(server, account, server.credentials(ADMIN))
     assert status == 200 and seen["executions"]["byStatus"] == runs["byStatus"]
