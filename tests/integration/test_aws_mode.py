@@ -197,6 +197,14 @@ def handler(event, context: DurableContext):
 """
 
 
+def _start_named(lam: Any, function: str, name: str, payload: bytes) -> str:
+    """An Event start under a durable execution name; its execution's ARN."""
+    resp = lam.invoke(
+        FunctionName=function, InvocationType="Event", DurableExecutionName=name, Payload=payload
+    )
+    return str(resp["ResponseMetadata"]["HTTPHeaders"]["x-amz-durable-execution-arn"])
+
+
 def test_starts_over_the_running_quota_queue_on_dynamodb_and_run_as_capacity_frees(
     server: ServerProcess,
 ) -> None:
@@ -208,13 +216,7 @@ def test_starts_over_the_running_quota_queue_on_dynamodb_and_run_as_capacity_fre
     deploy(lam, "quick", {"handler.py": QUICK})
 
     def start(name: str) -> str:
-        resp = lam.invoke(
-            FunctionName="quick",
-            InvocationType="Event",
-            DurableExecutionName=name,
-            Payload=json.dumps({"n": name}).encode(),
-        )
-        return str(resp["ResponseMetadata"]["HTTPHeaders"]["x-amz-durable-execution-arn"])
+        return _start_named(lam, "quick", name, json.dumps({"n": name}).encode())
 
     def status_of(arn: str) -> str:
         return str(lam.get_durable_execution(DurableExecutionArn=arn)["Status"])
@@ -288,13 +290,7 @@ def test_parked_executions_leave_room_under_the_running_quota_on_dynamodb(
     deploy(lam, "parker", {"handler.py": WAITER})
 
     def park(name: str) -> str:
-        resp = lam.invoke(
-            FunctionName="parker",
-            InvocationType="Event",
-            DurableExecutionName=name,
-            Payload=b"{}",
-        )
-        return str(resp["ResponseMetadata"]["HTTPHeaders"]["x-amz-durable-execution-arn"])
+        return _start_named(lam, "parker", name, b"{}")
 
     parked = [park("p1"), park("p2")]
     _until(lambda: all(_callback_id(lam, a) for a in parked) and _holding(server, account) == 0)
