@@ -165,8 +165,13 @@ class PlatformFunctions(Construct):
         # The sweep builds the same platform (it starts scheduled executions), which reads
         # the checkpoint-token key at start-up.
         grants.allow_token_key(self.sweep.role, storage.token_secret)
-        # Garbage collection (docs/operating.md) repacks and deletes Git objects.
+        # Garbage collection (docs/operating.md) repacks and deletes Git objects and
+        # deletes code packages no version references (the API does too, for an admin's
+        # run); both count the references of older function items once, by a Scan.
         grants.allow_git_objects(self.sweep.role, storage.bucket)
+        grants.allow_code_deletes(self.sweep.role, storage.bucket)
+        for fn in (self.api, self.sweep):
+            grants.allow_table_scan(fn.role, storage.table)
         # The sweep relays status changes (docs/notifications.md) to the account's default
         # bus, where Lambda puts its own durable executions' status changes.
         bus = events.EventBus.from_event_bus_name(self, "DefaultBus", "default")

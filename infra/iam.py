@@ -78,6 +78,10 @@ BUCKET_OBJECT_ACTIONS: tuple[str, ...] = (
 # ListBucket turns a missing object into 404 instead of 403, which the adapter relies on.
 BUCKET_ACTIONS: tuple[str, ...] = ("s3:ListBucket",)
 GIT_PREFIX = "git/"  # where S3ObjectStore keeps repositories' objects
+CODE_PREFIX = "code/"  # where S3CodeStore keeps code packages
+# One Scan, once per table: the count of code references of function items written
+# before counts existed (functions/treadle/adapters/aws/code_refs.py).
+TABLE_SCAN_ACTIONS: tuple[str, ...] = ("dynamodb:Scan",)
 QUEUE_SEND_ACTIONS: tuple[str, ...] = ("sqs:SendMessage",)
 SECRET_READ_ACTIONS: tuple[str, ...] = ("secretsmanager:GetSecretValue",)
 
@@ -222,6 +226,15 @@ def allow_git_objects(role: iam.IRole, bucket: s3.IBucket) -> None:
             conditions={"StringLike": {"s3:prefix": [f"{GIT_PREFIX}*"]}},
         )
     )
+
+
+def allow_code_deletes(role: iam.IRole, bucket: s3.IBucket) -> None:
+    """Deleting code packages (`code/`) no version references, nothing else."""
+    allow(role, "CodePackages", ("s3:DeleteObject",), [bucket.arn_for_objects(f"{CODE_PREFIX}*")])
+
+
+def allow_table_scan(role: iam.IRole, table: dynamodb.ITable) -> None:
+    allow(role, "TableScan", TABLE_SCAN_ACTIONS, [table.table_arn])
 
 
 def allow_send(role: iam.IRole, queue: sqs.IQueue) -> None:

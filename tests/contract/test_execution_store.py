@@ -142,6 +142,7 @@ def _execution(
     version: str = "$LATEST",
     tenant: str = T,
     input_payload: str | None = '{"n": 1}',
+    pinned_function: dict[str, Any] | None = None,
 ) -> Execution:
     exec_id = f"id-{name}"
     return Execution(
@@ -162,6 +163,7 @@ def _execution(
         retention_days=1,
         change_seq=1,
         next_event_id=2,
+        pinned_function=pinned_function,
     )
 
 
@@ -1052,6 +1054,7 @@ def test_create_tables_declares_the_named_indexes_and_ttl(aws: Any) -> None:
             tables.GSI_BY_FUNCTION_STATUS,
             tables.GSI_DUE_TIMERS,
             tables.GSI_ACTIVE_INVOCATIONS,
+            tables.GSI_BY_CODE,
         ]
     )
     ttl = aws.describe_time_to_live(TableName=TABLE)["TimeToLiveDescription"]

@@ -156,12 +156,16 @@ def test_platform_roles_reach_only_platform_resources(template: Json) -> None:
     )
     assert "iam:PassRole" in api and "iam:PassRole" in orchestrator
     assert not any(a.startswith(("lambda:", "iam:")) for a in sweep)
-    # The sweep's garbage collection reaches the Git objects, nothing else of the bucket.
+    # The sweep's garbage collection reaches the Git objects and deletes code packages,
+    # nothing else of the bucket.
     bucket_id, _ = one(template, "AWS::S3::Bucket")
     on_s3 = [s for s in role_statements(template, SWEEP) if as_list(s["Action"])[0][:3] == "s3:"]
-    assert len(on_s3) == 2  # the objects under git/, and listing them
+    assert len(on_s3) == 3  # the objects under git/, listing them, deleting under code/
     for statement in on_s3:
         targets = [json.dumps(r) for r in as_list(statement["Resource"])]
+        if any("code/*" in r for r in targets):
+            assert as_list(statement["Action"]) == ["s3:DeleteObject"]
+            continue
         assert all("git/*" in r or statement.get("Condition") for r in targets), targets
         if statement.get("Condition"):
             assert statement["Condition"] == {"StringLike": {"s3:prefix": ["git/*"]}}
@@ -171,7 +175,10 @@ def test_platform_roles_reach_only_platform_resources(template: Json) -> None:
     table_id, _ = one(template, "AWS::DynamoDB::Table")
     for name in (API, ORCHESTRATOR, SWEEP):
         for statement in role_statements(template, name):
-            if as_list(statement["Action"])[0].startswith("dynamodb:"):
+            if as_list(statement["Action"]) == ["dynamodb:Scan"]:  # the table, no index
+                assert name != ORCHESTRATOR
+                assert as_list(statement["Resource"]) == [f"${{{table_id}.Arn}}"]
+            elif as_list(statement["Action"])[0].startswith("dynamodb:"):
                 assert as_list(statement["Resource"]) == [
                     f"${{{table_id}.Arn}}",
                     f"${{{table_id}.Arn}}/index/*",

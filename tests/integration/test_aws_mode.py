@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import test_aliases_wire as aliases_wire
 import test_audit_wire as audit_wire
+import test_gc_wire as gc_wire
 import test_limits_wire as limits_wire
 import test_notifications_wire as notifications_wire
 import test_redrive_wire as redrive_wire
@@ -392,6 +393,29 @@ def test_usage_and_inventory_on_dynamodb(server: ServerProcess, tmp_path: Path) 
     usage_wire.test_the_admin_pages_the_inventory_with_last_uses_and_tenants_may_not(
         server, tmp_path
     )
+
+
+def test_code_packages_are_reclaimed_from_s3(moto: str, tmp_path: Path) -> None:
+    """The embedded backend's wire test of code collection, on DynamoDB counts and S3
+    (a stage of its own: the platform's run sees every package of its bucket)."""
+    env = aws_env(moto, "itestcode", TREADLE_GC_PACK_GRACE_SECONDS="0")
+    srv = ServerProcess(tmp_path / "data", env=env)
+    srv.start()
+    try:
+        s3 = moto_client(moto, "s3")
+        bucket = next(
+            b["Name"]
+            for b in s3.list_buckets()["Buckets"]
+            if b["Name"].startswith("treadle-itestcode-")
+        )
+
+        def packages() -> set[str]:
+            found = s3.list_objects_v2(Bucket=bucket, Prefix="code/").get("Contents", [])
+            return {o["Key"].removeprefix("code/").removesuffix(".zip") for o in found}
+
+        gc_wire.check_code_packages_reclaimed(srv, packages)
+    finally:
+        srv.stop()
 
 
 def test_status_changes_reach_the_stream_webhooks_and_eventbridge_on_aws(

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,53 @@ def test_gc_reclaims_git_objects_no_ref_reaches_and_moves_repository_bytes(
         assert [r["resource"] for r in audit["records"]] == ["/v1/repos/app"]
     finally:
         srv.stop()
+
+
+def test_code_packages_no_version_names_are_reclaimed_by_the_platform_run(
+    tmp_path: Path,
+) -> None:
+    srv = ServerProcess(tmp_path / "data", env={"TREADLE_GC_PACK_GRACE_SECONDS": "0"})
+    srv.start()
+    try:
+        zips = tmp_path / "data" / "code" / "zips"
+        check_code_packages_reclaimed(srv, lambda: {p.stem for p in zips.glob("*.zip")})
+    finally:
+        srv.stop()
+
+
+def check_code_packages_reclaimed(srv: ServerProcess, packages: Callable[[], set[str]]) -> None:
+    """On a platform started with no grace; `packages`: the code store's keys."""
+    admin = srv.credentials(ADMIN)
+    _, keys = new_tenant(srv, "gc-code")
+    lam = client(srv, credentials=keys)
+    deploy(lam, "steps", {"handler.py": STEPS})
+    old = packages()
+    assert len(old) == 1
+    lam.update_function_code(
+        FunctionName="steps", ZipFile=zip_files({"handler.py": STEPS + "\n# 2\n"})
+    )
+    lam.get_waiter("function_updated_v2").wait(FunctionName="steps")
+    other_keys = new_tenant(srv, "gc-code-other")[1]
+    # Another tenant's function with the first code: the package is still named.
+    deploy(client(srv, credentials=other_keys), "same", {"handler.py": STEPS})
+    status, plan = v1(srv, "POST", "/v1/admin/gc", {"dryRun": True}, credentials=admin)
+    assert status == 200, plan
+    assert plan["removed"] == [] and plan["accountId"] == ""
+    client(srv, credentials=other_keys).delete_function(FunctionName="same")
+
+    status, plan = v1(srv, "POST", "/v1/admin/gc", {"dryRun": True}, credentials=admin)
+    assert [(r["kind"], r["resource"]) for r in plan["removed"]] == [
+        ("codePackage", k) for k in sorted(old)
+    ]
+    assert packages() >= old  # a dry run removes nothing
+    status, done = v1(srv, "POST", "/v1/admin/gc", {}, credentials=admin)
+    assert status == 200 and len(done["removed"]) == len(old)
+    assert not packages() & old
+    resp = lam.invoke(FunctionName="steps", Payload=json.dumps({}))  # on the new code
+    assert "FunctionError" not in resp
+    assert json.loads(resp["Payload"].read()) == list(range(1, 11))
+
+    status, refused = v1(srv, "POST", "/v1/admin/gc", {}, credentials=keys)
+    assert status == 403, refused
+    _, audit = v1(srv, "GET", "/v1/admin/audit?action=CollectCodePackage", credentials=admin)
+    assert sorted(r["resource"] for r in audit["records"]) == [f"code/{k}" for k in sorted(old)]

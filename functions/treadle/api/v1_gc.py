@@ -1,5 +1,6 @@
 """`POST /v1/tenants/{Account}/gc`: the platform admin runs a tenant's garbage
-collection now, or (`dryRun`) asks what it would remove (`app/gc.py`)."""
+collection now, or (`dryRun`) asks what it would remove (`app/gc.py`);
+`POST /v1/admin/gc`: the same for what the tenants share (code packages)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from treadle.domain.audit import current_scope
 from treadle.domain.gc import Removal
 
 GC_PATH = "/v1/tenants/{Account}/gc"
-Kind = Literal["functionVersion", "function", "repository", "facet", "gitObjects"]
+PLATFORM_GC_PATH = "/v1/admin/gc"
+Kind = Literal["functionVersion", "function", "repository", "facet", "gitObjects", "codePackage"]
 
 
 class GcBody(BaseModel):
@@ -26,7 +28,8 @@ class GcBody(BaseModel):
 class RemovalOut(BaseModel):
     kind: Kind
     resource: str = Field(
-        description="name:version, or a function, repository (also for gitObjects) or facet."
+        description="name:version, or a function, repository (also for gitObjects) or"
+        " facet; a code package's SHA-256 (hex)."
     )
     sizeBytes: int | None = Field(
         description="Code, facet or freed Git bytes; null when not known (before a repack)."
@@ -39,7 +42,7 @@ class SkippedOut(RemovalOut):
 
 
 class GcOut(BaseModel):
-    accountId: str
+    accountId: str = Field(description="The tenant; empty for the platform's own run.")
     dryRun: bool
     removed: list[RemovalOut] = Field(description="What went (a dry run: what would go).")
     skipped: list[SkippedOut] = Field(
@@ -52,6 +55,11 @@ OPERATIONS = [
     Op("post", GC_PATH, "Run a tenant's garbage collection, or list what it would remove",
        response=GcOut, body=GcBody, errors=(404,), admin=True,
        description="The tenant's gcPolicy decides what goes. Each removal is audited."),
+    Op("post", PLATFORM_GC_PATH, "Remove code packages no version references, or list them",
+       response=GcOut, body=GcBody, admin=True,
+       description="A package goes once no function version of any tenant has named it "
+       "for the grace period (TREADLE_GC_PACK_GRACE_SECONDS); the periodic run does the same. "
+       "Each removal is audited."),
 ]  # fmt: skip
 
 
@@ -80,6 +88,7 @@ class GcApi:
 
     def register(self, r: Router) -> None:
         r.add("POST", GC_PATH, self.run)
+        r.add("POST", PLATFORM_GC_PATH, self.run_platform)
 
     def run(self, request: Request) -> Response:
         body = GcBody.model_validate(request.json())
@@ -90,5 +99,15 @@ class GcApi:
         if scope is not None:
             # Each removal wrote its own record (with its change where the store takes
             # one); the call itself is no further change to record.
+            scope.joined = True
+        return Response.json(report_json(report))
+
+    def run_platform(self, request: Request) -> Response:
+        body = GcBody.model_validate(request.json())
+        report = self.collector.collect_code(
+            dry_run=body.dryRun, who=Who.from_request(), limit=body.limit
+        )
+        scope = current_scope()
+        if scope is not None:
             scope.joined = True
         return Response.json(report_json(report))

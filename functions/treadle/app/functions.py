@@ -4,7 +4,10 @@ Order of writes for any new code, and why it is crash safe:
 1. the package goes to the content-addressed code store (an unreferenced package is
    garbage, never wrong);
 2. it is committed to the tenant's `functions` repository (`code_delivery.CodeMirror`);
-3. the function record ($LATEST) is written, naming that commit; a publish follows.
+3. the function record ($LATEST) is written, naming that commit; a publish follows;
+4. the package is put back if it went missing: the collector removes packages no version
+   has referenced for its grace period, and these bytes may be one of them, removed
+   between steps 1 and 3 (`domain/code_refs.py`).
 The record is the truth and is written last: a crash or a failed record write after
 step 2 leaves a commit no version names (the next upload commits on top of it), never
 a version naming a commit or package that does not exist. A failed Git commit fails
@@ -265,6 +268,7 @@ class FunctionService:
             self.store.put_latest(fn, create=True, audit=pending_record(resource=fn.function_arn))
             if req.Publish:
                 self.store.publish(tenant, fn.function_name, None)
+            self.code.restore(fn.code_key, zip_bytes)
         self._prepare(fn)
         return fn
 
@@ -300,6 +304,7 @@ class FunctionService:
             self.store.put_latest(fn, create=False, audit=pending_record(resource=fn.function_arn))
             if req.Publish:
                 fn = self.store.publish(tenant, name, None)
+            self.code.restore(fn.code_key, zip_bytes)
         self._prepare(fn)
         return fn
 
@@ -382,6 +387,7 @@ class FunctionService:
             version = self.store.publish(
                 tenant, name, None, audit=pending_record(resource=self.function_arn(tenant, name))
             )
+            self.code.restore(fn.code_key, zip_bytes)
         if version.revision_id != fn.revision_id:
             raise ConcurrentModification(
                 f"Function {name} changed while it was deployed; version {version.version} "

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from treadle.app.code_delivery import FUNCTIONS_REPO
+from treadle.app.code_gc import collect_code
 from treadle.artifacts import ArtifactService, Repositories
 from treadle.artifacts.gc import DEFAULT_GRACE_MS, collect_objects
 from treadle.artifacts.ports import RefStore
@@ -42,6 +43,7 @@ from treadle.domain.gc import (
 from treadle.domain.ports import (
     AliasStore,
     Clock,
+    CodeStore,
     FunctionStore,
     FunctionVersion,
     Ids,
@@ -71,6 +73,7 @@ ACTIONS = {
     GcKind.REPOSITORY: "CollectRepository",
     GcKind.FACET: "CollectFacet",
     GcKind.GIT_OBJECTS: "CollectGitObjects",
+    GcKind.CODE_PACKAGE: "CollectCodePackage",
 }
 
 
@@ -120,7 +123,9 @@ class GarbageCollector:
         audit: AuditLog | None = None,
         repositories: Repositories | None = None,
         pack_grace_ms: int = DEFAULT_GRACE_MS,
+        code: CodeStore | None = None,
     ) -> None:
+        self._code = code
         self._repositories = repositories
         self._pack_grace_ms = pack_grace_ms
         self._tenants = tenants
@@ -258,7 +263,31 @@ class GarbageCollector:
                     log.exception("gc of tenant %s failed", t.account_id)
             if not marker:
                 break
+        if removed < limit:
+            removed += len(self.collect_code(dry_run=False, limit=limit - removed).removed)
         return removed
+
+    def collect_code(
+        self, *, dry_run: bool, who: Who = SYSTEM, limit: int = DEFAULT_LIMIT
+    ) -> GcReport:
+        """The platform's code packages that no version references (`app/code_gc.py`)."""
+        report = GcReport("", dry_run)
+        if self._code is None:
+            return report
+        report.truncated = collect_code(
+            self._functions,
+            self._code,
+            now_ms=self._clock.now_ms(),
+            grace_ms=self._pack_grace_ms,
+            dry_run=dry_run,
+            limit=limit,
+            removed=report.removed,
+            skipped=report.skipped,
+            audit=lambda r: self._append("", r, who, f"code/{r.resource}"),
+        )
+        if report.removed and not dry_run:
+            log.info("gc removed %d code packages", len(report.removed))
+        return report
 
     def _git_objects(self, report: GcReport, who: Who, limit: int) -> None:
         """Unreachable Git objects of the tenant's remaining repositories (any policy

@@ -52,6 +52,7 @@ class GcKind(StrEnum):
     REPOSITORY = "repository"
     FACET = "facet"
     GIT_OBJECTS = "gitObjects"  # a repository's objects no ref reaches
+    CODE_PACKAGE = "codePackage"  # a code zip no version references (platform-wide)
 
 
 @dataclass(frozen=True)

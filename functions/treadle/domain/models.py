@@ -318,3 +318,10 @@ class Execution(BaseModel):
     # kept so that an execution's events are time-ordered even across hosts' clocks.
     status_changed_ms: int = 0
     version_seq: int = 0  # optimistic concurrency for the store
+
+    @property
+    def code_key(self) -> str | None:
+        """The code package it runs (None for records from before pinning): in use
+        until the execution is deleted (`domain/code_refs.py`)."""
+        code = (self.pinned_function or {}).get("code_key")
+        return code if isinstance(code, str) else None

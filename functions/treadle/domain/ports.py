@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from treadle.domain.audit import AuditRecord
+from treadle.domain.code_refs import CodeRefs
 from treadle.domain.models import DurableConfig, Event, Execution, ExecutionStatus, Operation
 from treadle.domain.notifications import StatusEvent
 from treadle.domain.usage import ExecutionCounts, FunctionCounts
@@ -216,7 +217,9 @@ class FunctionVersion(BaseModel):
         return self.durable_config is not None
 
 
-class FunctionStore(Protocol):
+class FunctionStore(CodeRefs, Protocol):
+    """Versions of functions, and (`CodeRefs`) how many name each code package."""
+
     def put_latest(
         self,
         fn: FunctionVersion,
@@ -367,6 +370,12 @@ class CodeStore(Protocol):
         """Store a code package; return its key (hex SHA-256). Idempotent."""
 
     def get(self, key: str) -> bytes: ...
+
+    def restore(self, key: str, zip_bytes: bytes) -> None:
+        """Store `zip_bytes` (already validated, of hash `key`) again if it is missing."""
+
+    def delete(self, key: str) -> None:
+        """Remove a package and every copy unpacked from it; no error if absent."""
 
 
 class Clock(Protocol):

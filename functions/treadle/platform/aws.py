@@ -158,7 +158,9 @@ class AwsPlatform(Platform):
         self.executions_store = DynamoExecutionStore(
             ddb, self.table, s3_client=s3, bucket=self.bucket, audit_retention_days=days
         )
-        self.functions_store = DynamoFunctionStore(ddb, self.table, audit_retention_days=days)
+        self.functions_store = DynamoFunctionStore(
+            ddb, self.table, audit_retention_days=days, s3_client=s3, bucket=self.bucket
+        )
         code = S3CodeStore(s3, self.bucket, LocalCodeStore(settings.data_dir / "code"))
         logs: LogStore
         if settings.log_store == "local":

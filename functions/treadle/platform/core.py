@@ -245,6 +245,7 @@ def build_core(
         audit=ports.audit,
         repositories=ports.repositories,
         pack_grace_ms=settings.gc_pack_grace_s * 1000,
+        code=ports.code,
     )
     GcApi(gc).register(v1)
     auditor = None

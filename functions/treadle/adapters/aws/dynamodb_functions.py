@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from treadle.adapters.aws import tables as t
+from treadle.adapters.aws.code_refs import COUNTED, DynamoCodeRefs, counted, ref_updates
 from treadle.adapters.aws.dynamo import Table
 from treadle.adapters.aws.dynamodb_aliases import (
     REVISION_MOVED,
@@ -55,6 +56,7 @@ from treadle.adapters.aws.optimistic import (
     raise_unless_lost_race,
     retry_conflicts,
 )
+from treadle.adapters.aws.payloads import PayloadCodec
 from treadle.domain.audit import DEFAULT_RETENTION_DAYS, AuditRecord
 from treadle.domain.errors import (
     AlreadyExists,
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
         AttributeValueTypeDef,
         TransactWriteItemTypeDef,
     )
+    from mypy_boto3_s3 import S3Client
 
     Item = dict[str, AttributeValueTypeDef]
 
@@ -93,12 +96,21 @@ class DynamoFunctionStore:
         table_name: str,
         *,
         audit_retention_days: int = DEFAULT_RETENTION_DAYS,
+        s3_client: S3Client | None = None,
+        bucket: str | None = None,
     ) -> None:
+        """`s3_client` and `bucket`: where execution records too big for an item are
+        (the code counts' backfill reads records; `dynamodb_executions` writes them)."""
         self._client = client
         self._table = Table(client, table_name)
         self._name = table_name
         self._audit_days = audit_retention_days
         self._deletes = FunctionDeletes(self._table)
+        self._code_refs = DynamoCodeRefs(self._table, PayloadCodec(s3_client, bucket, 0))
+        # CodeRefs: the counts these transactions keep (`code_refs`).
+        self.unreferenced_code = self._code_refs.unreferenced_code
+        self.mark_code_free = self._code_refs.mark_code_free
+        self.release_code = self._code_refs.release_code
 
     def _audit(self, record: AuditRecord | None) -> list[TransactWriteItemTypeDef]:
         return audit_writes(self._name, record, self._audit_days)
@@ -139,6 +151,7 @@ class DynamoFunctionStore:
                         BODY: body,
                         REVISION: revision,
                         COUNTER: {"N": "0"},
+                        COUNTED: {"BOOL": True},
                     },
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
@@ -150,6 +163,7 @@ class DynamoFunctionStore:
                 }
             },
             *self._audit(audit),
+            *ref_updates(self._name, added=[fn]),
         ]
         counter = counts_update(
             self._name, fn.tenant, fn.function_name, functions=1, code_bytes=fn.code_size
@@ -184,22 +198,28 @@ class DynamoFunctionStore:
                     "Update": {
                         "TableName": self._name,
                         "Key": key(pk, t.FUNCTION_LATEST_SK),
-                        "UpdateExpression": "SET #body = :body, #rev = :rev",
+                        "UpdateExpression": "SET #body = :body, #rev = :rev, #cref = :true",
                         "ConditionExpression": f"{LIVE} AND #rev = :seen",
                         "ExpressionAttributeNames": {
-                            k: NAMES[k] for k in ("#body", "#rev", "#deleting")
+                            **{k: NAMES[k] for k in ("#body", "#rev", "#deleting")},
+                            "#cref": COUNTED,
                         },
                         "ExpressionAttributeValues": {
                             ":body": body,
                             ":rev": revision,
                             ":seen": current[REVISION],
+                            ":true": {"BOOL": True},
                         },
                     }
                 }
             ]
-            delta = fn.code_size - body_of(current).code_size
+            replaced = body_of(current)
+            delta = fn.code_size - replaced.code_size
             counter = counts_update(self._name, fn.tenant, fn.function_name, code_bytes=delta)
             items.extend([counter] if counter else [])
+            # The revision condition makes `replaced` exactly what this write moves off.
+            gone = [replaced] if counted(current) else []
+            items.extend(ref_updates(self._name, added=[fn], removed=gone))
             items.extend(self._audit(audit))
             try:
                 self._table.transact(items)
@@ -295,11 +315,13 @@ class DynamoFunctionStore:
                     "Item": {
                         **key(pk, version_sk(int(version.version))),
                         BODY: {"S": version.model_dump_json()},
+                        COUNTED: {"BOOL": True},
                     },
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             },
             *self._audit(audit),
+            *ref_updates(self._name, added=[version]),
         ]
         counts = counts_update(
             self._name,

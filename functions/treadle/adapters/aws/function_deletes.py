@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from treadle.adapters.aws import tables as t
+from treadle.adapters.aws.code_refs import IN_TRANSACTION_MAX, counted, ref_updates
 from treadle.adapters.aws.dynamo import Table
 from treadle.adapters.aws.dynamodb_aliases import ALIAS_SEQ, DynamoAliases
 from treadle.adapters.aws.function_counts import counts_update
@@ -66,16 +67,18 @@ class FunctionDeletes:
         item = self._table.get(key(function_pk(tenant, name), version_sk(number)), "get version")
         if item is None:
             raise not_found(name, version)
+        body = body_of(item)
         counter = counts_update(
-            self._table.name, tenant, name, versions=-1, code_bytes=-body_of(item).code_size
+            self._table.name, tenant, name, versions=-1, code_bytes=-body.code_size
         )
+        refs = ref_updates(self._table.name, removed=[body] if counted(item) else [])
         pins = self._unpinned(tenant, name, version) if unless_pinned else []
         try:
             self._aliases(tenant, name).delete_version(
                 name,
                 version_sk(number),
                 version,
-                extra=[*([counter] if counter else []), *audit, *pins],
+                extra=[*([counter] if counter else []), *refs, *audit, *pins],
             )
         except ConcurrentModification:
             if unless_pinned:  # a pin's ConditionCheck refused it: say so if it holds
@@ -127,6 +130,8 @@ class FunctionDeletes:
                 aliases = "attribute_not_exists(#aseq)"
             return Condition(f"{LIVE} AND #counter = :counter AND {aliases}", names, values)
 
+        later: list[TransactWriteItemTypeDef] = []
+
         def uncount(latest: Item, children: list[str]) -> list[TransactWriteItemTypeDef]:
             # The children were listed after `latest` was read and `unchanged` fences
             # them, so these are exactly the versions the delete removes.
@@ -143,7 +148,10 @@ class FunctionDeletes:
                 code_bytes=-code,
             )
             pins = self._unpinned(tenant, name, None) if unless_pinned else []
-            return [*([counter] if counter else []), *pins]
+            gone = [body_of(i) for i in (latest, *found.values()) if counted(i)]
+            refs = ref_updates(self._table.name, removed=gone)
+            later[:] = refs[IN_TRANSACTION_MAX:]
+            return [*([counter] if counter else []), *refs[:IN_TRANSACTION_MAX], *pins]
 
         self.record(tenant, name).delete(
             unchanged,
@@ -152,6 +160,11 @@ class FunctionDeletes:
             extra=uncount,
             audit=audit,
         )
+        # Counts of more packages than one transaction takes: moved now that the
+        # function is gone, each batch sent once with its own token (a retry is
+        # idempotent). A crash before leaves them too high: the packages stay.
+        for start in range(0, len(later), 100):
+            self._table.transact(later[start : start + 100])
 
     def _version_sks(self, pk: str) -> list[str]:
         found = self._table.query(

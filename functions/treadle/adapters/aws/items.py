@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     Item = dict[str, AttributeValueTypeDef]
 
+EXECUTION_PREFIX: Final = "X#"
 META_SK: Final = "META"
 NAME_SK: Final = "N"
 CALLBACK_SK: Final = "C"
@@ -62,7 +63,7 @@ RUNNING_COUNT: Final = "running"
 
 
 def execution_pk(arn: str) -> str:
-    return f"X#{arn}"
+    return f"{EXECUTION_PREFIX}{arn}"
 
 
 def arn_of_pk(pk: str) -> str:
@@ -209,6 +210,8 @@ def meta_item(ex: Execution, version: int, record: bytes, timers: Mapping[str, i
         item[t.ACTIVE_SHARD] = {"S": shard(ex.arn)}
     if counted(ex, timers):
         item[COUNTED] = {"BOOL": True}
+    if ex.code_key is not None:
+        item[t.CODE_KEY] = {"S": ex.code_key}
     return item
 
 

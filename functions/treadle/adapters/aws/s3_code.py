@@ -41,17 +41,32 @@ class S3CodeStore:
     def put(self, zip_bytes: bytes) -> str:
         validate_zip(zip_bytes)
         key = self._cache.put(zip_bytes)
+        self._upload(key, zip_bytes)
+        return key
+
+    def restore(self, key: str, zip_bytes: bytes) -> None:
+        self._cache.restore(key, zip_bytes)
+        self._upload(key, zip_bytes)
+
+    def delete(self, key: str) -> None:
+        self._cache.delete(key)
+        full = self.object_key(key)
+        with translated(f"delete s3://{self._bucket}/{full}"):
+            self._s3.delete_object(Bucket=self._bucket, Key=full)
+        log.info("removed code package %s", key)
+
+    def _upload(self, key: str, zip_bytes: bytes) -> None:
+        """Unless the bucket has it already (one HEAD rather than the bytes again)."""
         full = self.object_key(key)
         with translated(f"put s3://{self._bucket}/{full}"):
             try:
                 self._s3.head_object(Bucket=self._bucket, Key=full)
-                return key
+                return
             except ClientError as exc:
                 if error_code(exc) not in _MISSING:
                     raise
             self._s3.put_object(Bucket=self._bucket, Key=full, Body=zip_bytes)
         log.debug("stored code package %s (%d bytes)", key, len(zip_bytes))
-        return key
 
     def get(self, key: str) -> bytes:
         try:

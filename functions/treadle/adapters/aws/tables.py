@@ -31,6 +31,8 @@ Key schema (all key attributes are strings unless noted):
 | a tenant's starts in one minute, one shard (`ttl`) | `UM#<tenant>` | `<minute:012d>#<shard>` |
 | a tenant's functions, versions, code bytes, one shard | `UF#<tenant>` | `<shard>` |
 | a tenant's repositories, one shard | `UR#<tenant>` | `<shard>` |
+| a code package's references (`code_refs.py`) | `CR` | `<sha256 hex>` |
+| the count of references' backfill (`code_refs.py`) | `CRS` | `STATE` |
 | a QUEUED execution's queue entry (`start_queue.py`) | `Q#<tenant>` | `<start_ms:015d>#<id>` |
 | a tenant's QUEUED count, one shard (the backlog set) | `QB` | `<tenant>#<shard>` |
 | when a resource was last used (`dynamodb_last_used.py`) | `LU#<tenant>#<kind>` | `<resource>` |
@@ -65,6 +67,9 @@ projects changes, and the execution record changes on every checkpoint):
   their earliest due time, plus timers set by other executions (shards `0`..`3`); and
   unpaused schedules by when a scheduler must look at them (shards `S0`..`S3`).
 - `active-invocations` (sparse): `active_shard` -- executions holding an invocation lease.
+- `by-code`: `code_key` -- executions by the code package they run (written once, at
+  creation: the attribute never changes), so that garbage collection keeps a package an
+  execution still needs (`code_refs.py`).
 
 The two sweep indexes spread their items over `INDEX_SHARDS` partition values so that one
 hot partition key does not cap the write rate; readers query every shard and merge.
@@ -82,6 +87,7 @@ timeout counts from its promotion, however long it waited (`items.expires_at`).
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Final
 
 from botocore.exceptions import ClientError
@@ -107,6 +113,7 @@ GSI_BY_FUNCTION: Final = "by-function"
 GSI_BY_FUNCTION_STATUS: Final = "by-function-status"
 GSI_DUE_TIMERS: Final = "due-timers"
 GSI_ACTIVE_INVOCATIONS: Final = "active-invocations"
+GSI_BY_CODE: Final = "by-code"
 
 FUNCTION_KEY: Final = "function_key"
 STATUS_KEY: Final = "status_key"
@@ -117,6 +124,8 @@ ACTIVE_SHARD: Final = "active_shard"
 # Immutable per execution, so projecting them into the listing indexes costs no writes.
 EXECUTION_NAME: Final = "execution_name"
 FUNCTION_VERSION: Final = "function_version"
+# The code package an execution runs (pinned at its start, so immutable too).
+CODE_KEY: Final = "code_key"
 
 # -- artifact refs, tenants, functions: key prefixes (see the table above) -------------
 # A tenant is a 12-digit account id and holds no '#', so `<prefix><tenant>#<name>` is
@@ -166,6 +175,7 @@ def attribute_definitions() -> list[AttributeDefinitionTypeDef]:
         _string(DUE_SHARD),
         {"AttributeName": DUE_MS, "AttributeType": "N"},
         _string(ACTIVE_SHARD),
+        _string(CODE_KEY),
     ]
 
 
@@ -189,11 +199,13 @@ def global_secondary_indexes() -> list[GlobalSecondaryIndexTypeDef]:
         _index(GSI_BY_FUNCTION_STATUS, STATUS_KEY, START_KEY, listing=True),
         _index(GSI_DUE_TIMERS, DUE_SHARD, DUE_MS, listing=False),
         _index(GSI_ACTIVE_INVOCATIONS, ACTIVE_SHARD, None, listing=False),
+        _index(GSI_BY_CODE, CODE_KEY, None, listing=False),
     ]
 
 
 def create_tables(client: DynamoDBClient, table_name: str) -> None:
-    """Create the table with its indexes and TTL; a table that exists is left as it is.
+    """Create the table with its indexes and TTL; a table that exists gets the indexes
+    it lacks (one created by an older Treadle), and is otherwise left as it is.
 
     Waits until the table is ACTIVE: on AWS creation takes seconds and writes before
     that fail with ResourceNotFoundException.
@@ -218,9 +230,37 @@ def create_tables(client: DynamoDBClient, table_name: str) -> None:
         client.get_waiter("table_exists").wait(
             TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
         )
+        _add_missing_indexes(client, table_name)
         ttl = client.describe_time_to_live(TableName=table_name)["TimeToLiveDescription"]
         if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
             client.update_time_to_live(
                 TableName=table_name,
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
             )
+
+
+def _add_missing_indexes(client: DynamoDBClient, table_name: str) -> None:
+    # One index per UpdateTable (DynamoDB's rule); queries of a new index fail until it
+    # is ACTIVE, which on AWS takes minutes on a big table: wait for it here.
+    table = client.describe_table(TableName=table_name)["Table"]
+    present = {i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])}
+    for index in global_secondary_indexes():
+        if index["IndexName"] in present:
+            continue
+        used = {k["AttributeName"] for k in index["KeySchema"]}
+        client.update_table(
+            TableName=table_name,
+            AttributeDefinitions=[d for d in attribute_definitions() if d["AttributeName"] in used],
+            GlobalSecondaryIndexUpdates=[{"Create": index}],
+        )
+        log.info("added index %s to DynamoDB table %s", index["IndexName"], table_name)
+        while True:
+            described = client.describe_table(TableName=table_name)["Table"]
+            statuses = [
+                i.get("IndexStatus")
+                for i in described.get("GlobalSecondaryIndexes", [])
+                if i["IndexName"] == index["IndexName"]
+            ]
+            if statuses == ["ACTIVE"]:
+                break
+            time.sleep(1)

@@ -67,6 +67,20 @@ class LocalCodeStore:
             write_atomically(path, zip_bytes)
         return key
 
+    def restore(self, key: str, zip_bytes: bytes) -> None:
+        path = self._zips / f"{key}.zip"
+        with self._lock:
+            if not path.exists():
+                write_atomically(path, zip_bytes)
+
+    def delete(self, key: str) -> None:
+        if not re.fullmatch(r"[0-9a-f]{64}", key):
+            raise InvalidParameter(f"Not a code package key: {key!r}.")
+        with self._lock:
+            (self._zips / f"{key}.zip").unlink(missing_ok=True)
+            for tree in self._unpacked.glob(f"*/{key}"):
+                _remove_tree(tree)
+
     def get(self, key: str) -> bytes:
         path = self._zips / f"{key}.zip"
         if not path.exists():

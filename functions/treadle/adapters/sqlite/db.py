@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from treadle.adapters.sqlite.audit import AUDIT_SCHEMA
+from treadle.adapters.sqlite.code_refs import add_code_refs
 from treadle.adapters.sqlite.connection import SqliteFile, connect
 
 SCHEMA = """
@@ -35,6 +36,8 @@ CREATE TABLE IF NOT EXISTS executions (
     -- whole row, its input payload included, a second time).
     invoking INTEGER NOT NULL DEFAULT 0,
     version_seq INTEGER NOT NULL,
+    -- The code package the execution runs, pinned at its start (`code_refs.py`).
+    code_key TEXT,
     record TEXT NOT NULL,
     UNIQUE (tenant, function_name, name)
 );
@@ -247,6 +250,7 @@ class Database:
             _migrate(conn, counted)
             if not usage_counted:
                 _count_usage(conn)
+            add_code_refs(conn)
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

@@ -135,8 +135,8 @@ class SqliteExecutionStore:
         record = ex.model_copy(update={"version_seq": 1}).model_dump_json()
         cur = conn.execute(
             "INSERT OR IGNORE INTO executions (arn, tenant, function_name, name, version,"
-            " status, start_ms, invocation_active, version_seq, record, invoking)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+            " status, start_ms, invocation_active, version_seq, record, invoking, code_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
             (
                 ex.arn,
                 ex.tenant,
@@ -148,6 +148,7 @@ class SqliteExecutionStore:
                 int(ex.invocation_active),
                 record,
                 invoke_timer_change(commit)[0],
+                ex.code_key,
             ),
         )
         if cur.rowcount != 1:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import sqlite3
 
+from treadle.adapters.sqlite import code_refs
 from treadle.adapters.sqlite.audit import insert_audit
 from treadle.adapters.sqlite.db import Database
 from treadle.domain.audit import AuditRecord
+from treadle.domain.code_refs import CodeRef
 from treadle.domain.errors import (
     AlreadyExists,
     Conflict,
@@ -219,6 +221,20 @@ class SqliteFunctionStore:
                 raise NotFound(f"Function not found: {name}")
             insert_audit(conn, audit)
         self._forget(tenant, name)
+
+    # -- code references (CodeRefs: the triggers of `code_refs` keep them) -------------
+
+    def unreferenced_code(self, after: str | None, limit: int) -> list[CodeRef]:
+        with self._db.read() as conn:
+            return code_refs.unreferenced(conn, after, limit)
+
+    def mark_code_free(self, key: str, now_ms: int) -> None:
+        with self._db.write() as conn:
+            code_refs.mark_free(conn, key, now_ms)
+
+    def release_code(self, key: str, cutoff_ms: int) -> bool:
+        with self._db.write() as conn:
+            return code_refs.release(conn, key, cutoff_ms)
 
     def live_pins(self, tenant: str, name: str) -> dict[str, int]:
         with self._db.read() as conn:
