@@ -5,6 +5,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from treadle.adapters.sqlite import db
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
 from treadle.domain.models import Execution, ExecutionStatus
@@ -116,3 +119,32 @@ def test_a_data_directory_that_counted_every_running_execution_is_recounted_on_o
     )
     assert reopened.count_running(TENANT) == 2
     assert SqliteExecutionStore(Database(path)).count_running(TENANT) == 2
+
+
+def test_an_upgrade_cut_short_leaves_the_database_as_it_was_and_the_next_open_completes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteExecutionStore(Database(path))
+    store.create(_invoking(_execution("busy")))
+    store.create(Commit(execution=_execution("parked")))
+    with sqlite3.connect(path) as conn:  # the previous Treadle's database, as above
+        for (trigger,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'running_%'"
+        ).fetchall():
+            conn.execute(f"DROP TRIGGER {trigger}")
+        conn.execute("ALTER TABLE executions DROP COLUMN invoking")
+        conn.execute("UPDATE running_counts SET n = 2")
+
+    def cut(conn: sqlite3.Connection) -> None:  # the process dies in the last step
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(db, "add_code_refs", cut)
+    with pytest.raises(KeyboardInterrupt):
+        Database(path)
+    with sqlite3.connect(path) as conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(executions)")}
+        assert "invoking" not in columns  # the column added earlier was rolled back
+        assert conn.execute("SELECT n FROM running_counts").fetchall() == [(2,)]
+    monkeypatch.undo()
+    assert SqliteExecutionStore(Database(path)).count_running(TENANT) == 1

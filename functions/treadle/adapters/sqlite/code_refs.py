@@ -25,9 +25,7 @@ _ADD_NEW = (
 ).format(row="NEW")
 _DROP_OLD = f"UPDATE code_refs SET refs = refs - 1 WHERE code_key = {_KEY};".format(row="OLD")
 
-# One statement per item: run inside one transaction with the backfill (an
-# `executescript` would commit first, and a crash between the table and its backfill
-# would leave every existing version uncounted, its code free to collect).
+# One statement per item, run in the transaction that opens the database.
 STATEMENTS = (
     "CREATE TABLE code_refs (code_key TEXT PRIMARY KEY, refs INTEGER NOT NULL,"
     " size INTEGER NOT NULL, free_since_ms INTEGER)",
@@ -52,10 +50,13 @@ _UNPINNED = "NOT EXISTS (SELECT 1 FROM executions WHERE executions.code_key = co
 
 
 def add_code_refs(conn: sqlite3.Connection) -> None:
-    """Bring a database up to the counts, each step all or nothing, unless done."""
+    """Bring a database up to the counts, unless done: in the caller's transaction (a
+    crash between the table and its backfill would leave every existing version
+    uncounted, its code free to collect)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(executions)")}
     if "code_key" not in columns:
-        _atomically(conn, EXECUTION_STATEMENTS)
+        for statement in EXECUTION_STATEMENTS:
+            conn.execute(statement)
     conn.execute(
         "CREATE INDEX IF NOT EXISTS executions_code ON executions (code_key)"
         " WHERE code_key IS NOT NULL"
@@ -64,18 +65,8 @@ def add_code_refs(conn: sqlite3.Connection) -> None:
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'code_refs'"
     ).fetchone()
     if found is None:
-        _atomically(conn, STATEMENTS)
-
-
-def _atomically(conn: sqlite3.Connection, statements: tuple[str, ...]) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in statements:
+        for statement in STATEMENTS:
             conn.execute(statement)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def unreferenced(conn: sqlite3.Connection, after: str | None, limit: int) -> list[CodeRef]:

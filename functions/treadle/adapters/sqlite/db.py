@@ -243,14 +243,24 @@ class Database:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         with self._file.locked() as conn:
-            current = not _has_table(conn, "executions") or _add_invoking(conn)
-            counted = current and _has_table(conn, "running_counts")
-            usage_counted = _has_table(conn, "usage_counts")
-            conn.executescript(SCHEMA + AUDIT_SCHEMA)
-            _migrate(conn, counted)
-            if not usage_counted:
-                _count_usage(conn)
-            add_code_refs(conn)
+            # One transaction: a crash while an older database is brought up to this
+            # schema leaves it as it was (a table created but not yet counted would
+            # pass for counted at the next start).
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = not _has_table(conn, "executions") or _add_invoking(conn)
+                counted = current and _has_table(conn, "running_counts")
+                usage_counted = _has_table(conn, "usage_counts")
+                for statement in statements(SCHEMA + AUDIT_SCHEMA):
+                    conn.execute(statement)
+                _migrate(conn, counted)
+                if not usage_counted:
+                    _count_usage(conn)
+                add_code_refs(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -277,6 +287,19 @@ class Database:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+
+
+def statements(script: str) -> Iterator[str]:
+    """The statements of `script` one by one (a trigger's body holds `;`s): unlike
+    `executescript`, which commits first, they can run inside a transaction."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    if pending.strip():
+        yield pending
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
