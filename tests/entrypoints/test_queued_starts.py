@@ -1,5 +1,6 @@
 """Queued starts in the platform Lambdas: the orchestrator promotes at the end of the
-batch that freed capacity, the sweep promotes what anything else freed."""
+batch that freed capacity, the API after a call that freed it (a stop), the sweep what
+anything else freed."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import copy
 import json
 import time
 from typing import Any
+from urllib.parse import quote
 
-from support.lambda_calls import create_function, execution, start
+from support.lambda_calls import call, create_function, execution, start
 from support.lambda_events import TENANT, Context, LambdaEnv, load_event
 from treadle.adapters.aws.dynamodb_tenants import DynamoTenantStore
 from treadle.entrypoints import orchestrator, sweep
@@ -84,3 +86,25 @@ def test_the_sweep_promotes_queued_starts_once_capacity_is_raised(
 
     # FIFO: the two oldest run, the third waits for capacity.
     assert [execution(lambda_env, a)["Status"] for a in arns] == ["RUNNING", "RUNNING", "QUEUED"]
+
+
+def test_a_stop_through_the_api_promotes_the_next_queued_start_before_it_answers(
+    lambda_env: LambdaEnv,
+) -> None:
+    create_function(lambda_env, "wf")
+    _set_running_limit(lambda_env, 1)
+    first = start(lambda_env, "wf", {"n": 1})
+    second = start(lambda_env, "wf", {"n": 2})
+    assert execution(lambda_env, second)["Status"] == "QUEUED"
+    _invokes(lambda_env)  # the first one's, taken away
+
+    status, _, body = call(
+        lambda_env, "POST", f"/2025-12-01/durable-executions/{quote(first, safe='')}/stop", {}
+    )
+    assert status == 200, body
+
+    # Not at the next batch or sweep (up to a minute later): the stop's own call.
+    assert execution(lambda_env, first)["Status"] == "STOPPED"
+    assert execution(lambda_env, second)["Status"] == "RUNNING"
+    (promoted,) = _invokes(lambda_env)
+    assert json.loads(promoted["Body"])["arn"] == second

@@ -104,6 +104,13 @@ class PromotionSignal:
     def wake(self) -> None:
         self._event.set()
 
+    def take(self) -> bool:
+        """Whether capacity may have freed since the last take (and clear it): for a
+        process with no loop to wake, which promotes inline instead."""
+        freed = self._event.is_set()
+        self._event.clear()
+        return freed
+
     def wait(self, timeout_s: float) -> None:
         self._event.wait(timeout_s)
         self._event.clear()

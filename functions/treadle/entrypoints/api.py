@@ -138,14 +138,21 @@ def _proxy_response(response: Response) -> ProxyResponse[Any]:
     return ProxyResponse(status_code=response.status, body=body, headers=dict(response.headers))
 
 
+def _served(request: Request) -> ProxyResponse[Any]:
+    running = platform()
+    response = running.app.handle(request)
+    running.promote_if_freed()  # no thread outlives the invocation to do it later
+    return _proxy_response(response)
+
+
 @http_api.route(".*", method=METHODS)
 def _http_api_route() -> ProxyResponse[Any]:
-    return _proxy_response(platform().app.handle(request_v2(http_api.current_event)))
+    return _served(request_v2(http_api.current_event))
 
 
 @rest_api.route(".*", method=METHODS)
 def _rest_api_route() -> ProxyResponse[Any]:
-    return _proxy_response(platform().app.handle(request_v1(rest_api.current_event)))
+    return _served(request_v1(rest_api.current_event))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -79,6 +79,8 @@ from treadle.tenancy.admin import TenantAdmin
 
 log = logging.getLogger(__name__)
 
+# What the API Lambda promotes inline after a request that freed capacity.
+API_PROMOTIONS = 1
 # `treadle dev --backend aws`: the promoter's safety scan, as on the embedded backend.
 PROMOTE_INTERVAL_S = 1.0
 # A bounded share of a Lambda's run (each promotion is a read, a transaction and an SQS
@@ -311,6 +313,15 @@ class AwsPlatform(Platform):
         except Exception:
             log.exception("promoting queued starts failed; the next batch or sweep retries")
         return 0
+
+    def promote_if_freed(self) -> int:
+        """The API Lambda, after a request: a stop, pause or other change made here that
+        freed capacity promotes the oldest queued start at once (one: the response waits
+        for it) rather than at the next batch or sweep, up to a minute later. The start
+        promoted sends its own timer, whose batch promotes the rest."""
+        if not self.promotion_signal.take():
+            return 0
+        return self.promote_queued(API_PROMOTIONS)
 
     def sweep_and_fire(self) -> None:
         now = self.clock.now_ms()
