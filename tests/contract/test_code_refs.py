@@ -27,6 +27,7 @@ from tests.contract.test_function_store import (
     _fn,
 )
 
+from support.fakes import ManualClock
 from treadle.adapters.aws import tables
 from treadle.adapters.aws.dynamodb_executions import DynamoExecutionStore
 from treadle.adapters.aws.dynamodb_functions import DynamoFunctionStore
@@ -289,3 +290,34 @@ def test_dynamodb_backfill_indexes_executions_from_before_the_index(
     _changed(dynamo, code_key=K2)
     assert free(dynamo) == {}  # the backfill indexed the execution: K1 stays
     assert client.get_item(TableName=TABLE, Key=meta)["Item"]["code_key"] == {"S": K1}
+
+
+def test_dynamodb_reports_nothing_until_a_second_pass_counted_what_old_writers_added(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process of the previous Treadle may still write uncounted items after the first
+    pass: the second, an hour later, counts them before any package is reported."""
+    _aws_env(monkeypatch)
+    clock = ManualClock()
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name=REGION)
+        tables.create_tables(client, TABLE)
+        store = DynamoFunctionStore(client, TABLE, now_ms=clock.now_ms)
+        store.put_latest(_fn(code_key=K1), create=True)
+        _changed(store, code_key=K2)  # K1 free
+        assert free(store) == {}  # first pass done: a second is due in an hour
+        # An old writer publishes K2 as version 1 without counting it.
+        latest = store.get(T, "fn")
+        client.put_item(
+            TableName=TABLE,
+            Item={
+                "pk": {"S": f"F#{T}#fn"},
+                "sk": {"S": "V#000000000001"},
+                "body": {"S": latest.model_copy(update={"version": "1"}).model_dump_json()},
+            },
+        )
+        clock.advance(3_600_000 - 1)
+        assert free(store) == {}
+        clock.advance(1)
+        _changed(store, code_key=K3)  # $LATEST leaves K2: only the old writer's item names it
+        assert set(free(store)) == {K1}  # K2 counted by the second pass: kept

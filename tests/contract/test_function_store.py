@@ -47,7 +47,9 @@ def _dynamodb(_tmp: Path) -> tuple[Any, Callable[[], None]]:
     mock.__enter__()
     client = boto3.client("dynamodb", region_name=REGION)
     create_tables(client, TABLE)
-    return DynamoFunctionStore(client, TABLE), lambda: mock.__exit__(None, None, None)
+    # No wait between the code counts' two backfill passes (test_code_refs tests it).
+    store = DynamoFunctionStore(client, TABLE, code_backfill_second_pass_ms=0)
+    return store, lambda: mock.__exit__(None, None, None)
 
 
 STORES: dict[str, Factory] = {"sqlite": _sqlite, "dynamodb": _dynamodb}

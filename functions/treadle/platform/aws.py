@@ -161,7 +161,14 @@ class AwsPlatform(Platform):
             ddb, self.table, s3_client=s3, bucket=self.bucket, audit_retention_days=days
         )
         self.functions_store = DynamoFunctionStore(
-            ddb, self.table, audit_retention_days=days, s3_client=s3, bucket=self.bucket
+            ddb,
+            self.table,
+            audit_retention_days=days,
+            s3_client=s3,
+            bucket=self.bucket,
+            now_ms=self.clock.now_ms,
+            # As long as GC's own grace: a deploy's last old requests are over by then.
+            code_backfill_second_pass_ms=settings.gc_pack_grace_s * 1000,
         )
         code = S3CodeStore(s3, self.bucket, LocalCodeStore(settings.data_dir / "code"))
         logs: LogStore

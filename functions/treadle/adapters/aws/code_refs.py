@@ -3,7 +3,7 @@
 | item | pk | sk | attributes |
 |---|---|---|---|
 | a code package's references | `CR` | `<sha256 hex>` | `refs` (N), `size` (N), `free_since` (N) |
-| the backfill's progress | `CRS` | `STATE` | `done` (BOOL), `cursor` (the Scan's position) |
+| the backfill's progress | `CRS` | `STATE` | `done`, `passes`, `first_done_ms`, `cursor` |
 
 Each function item ($LATEST, a published version) that is counted carries `cref`; the
 transaction that writes it adds one to its package's count, the one that deletes it
@@ -11,7 +11,8 @@ transaction that writes it adds one to its package's count, the one that deletes
 `cref`: a count can be too high (its package then stays: nothing is lost) but never
 too low. Items written before counts existed are counted once by `backfill`, each in a
 transaction with its own count conditioned on its still lacking `cref`; until the
-backfill has gone through the whole table no package is reported unreferenced.
+backfill has gone through the whole table twice (`backfill` says why) no package is
+reported unreferenced.
 
 An execution keeps the code it started on until it is deleted (`tables.GSI_BY_CODE`
 finds them): a package one of them runs is never reported unreferenced nor released.
@@ -28,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import ClientError
@@ -68,6 +69,9 @@ FREE: Final = "free_since"
 # distinct packages has the rest moved just after (`FunctionDeletes`).
 IN_TRANSACTION_MAX: Final = 40
 _SCAN_PAGE = 500
+# The backfill's second pass waits this long after the first: longer than any request
+# of a process of the previous Treadle can still be running (`backfill`).
+SECOND_PASS_AFTER_MS: Final = 3_600_000
 
 
 def counted(item: Mapping[str, Any]) -> bool:
@@ -114,9 +118,18 @@ def ref_updates(
 class DynamoCodeRefs:
     """The collector's reads and conditional writes of the counts (`CodeRefs`)."""
 
-    def __init__(self, table: Table, codec: PayloadCodec) -> None:
+    def __init__(
+        self,
+        table: Table,
+        codec: PayloadCodec,
+        *,
+        now_ms: Callable[[], int],
+        second_pass_after_ms: int = SECOND_PASS_AFTER_MS,
+    ) -> None:
         self._table = table
         self._codec = codec  # reads execution records (the backfill's)
+        self._now_ms = now_ms
+        self._second_after = second_pass_after_ms
 
     def unreferenced_code(self, after: str | None, limit: int) -> list[CodeRef]:
         if not self._backfilled():
@@ -203,10 +216,22 @@ class DynamoCodeRefs:
         return self.backfill(state)
 
     def backfill(self, state: Item | None = None) -> bool:
-        """Count every function item that lacks `cref`, resuming where a previous run
-        stopped (the Scan's position is saved after each page); True once complete."""
-        state = state if state is not None else self._table.get(key(STATE_PK, STATE_SK), "") or {}
+        """Count every function item that lacks `cref` and index every execution that
+        lacks `code_key`, resuming where a previous run stopped (the Scan's position is
+        saved after each page); True once complete.
+
+        Complete means two whole passes, the second begun `second_pass_after_ms` after
+        the first ended: a process of the previous Treadle still running when the first
+        pass ended (a deploy's last in-flight requests) may write uncounted items after
+        it, which would make a count too low; the second pass counts those.
+        """
+        if state is None:
+            state = self._table.get(key(STATE_PK, STATE_SK), "read code count state") or {}
         cursor = state.get("cursor", {}).get("S")
+        passes = int(state.get("passes", {}).get("N", "0"))
+        first_done = int(state.get("first_done_ms", {}).get("N", "0"))
+        if passes == 1 and not cursor and self._now_ms() < first_done + self._second_after:
+            return False
         request: dict[str, Any] = {
             "TableName": self._table.name,
             "FilterExpression": "(begins_with(pk, :f) AND begins_with(sk, :v)"
@@ -224,6 +249,8 @@ class DynamoCodeRefs:
         while True:
             if cursor:
                 request["ExclusiveStartKey"] = json.loads(cursor)
+            else:
+                request.pop("ExclusiveStartKey", None)
             with translated("scan function items to count their code"):
                 page = self._table.client.scan(**request)
             for item in page["Items"]:
@@ -233,14 +260,26 @@ class DynamoCodeRefs:
                     self._count_one(item)
             last = page.get("LastEvaluatedKey")
             cursor = json.dumps(last) if last else None
-            saved: Item = {**key(STATE_PK, STATE_SK), "done": {"BOOL": cursor is None}}
+            if cursor is None:
+                passes += 1
+                if passes == 1:
+                    first_done = self._now_ms()
+            done = passes >= 2
+            saved: Item = {
+                **key(STATE_PK, STATE_SK),
+                "done": {"BOOL": done},
+                "passes": {"N": str(passes)},
+                "first_done_ms": {"N": str(first_done)},
+            }
             if cursor:
                 saved["cursor"] = {"S": cursor}
             with translated("save code count state"):
                 self._table.client.put_item(TableName=self._table.name, Item=saved)
-            if cursor is None:
-                log.info("code references of existing function items counted")
+            if done:
+                log.info("code references of existing items counted (two passes)")
                 return True
+            if cursor is None and self._now_ms() < first_done + self._second_after:
+                return False
 
     def _index_execution(self, item: Item) -> None:
         """Give an execution written before the index its `code_key`. Every writer of

@@ -16,13 +16,21 @@ Numbers are never reused while the function exists, even after a version is dele
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from treadle.adapters.aws import function_listing
 from treadle.adapters.aws import tables as t
-from treadle.adapters.aws.code_refs import COUNTED, DynamoCodeRefs, counted, ref_updates
+from treadle.adapters.aws.code_refs import (
+    COUNTED,
+    SECOND_PASS_AFTER_MS,
+    DynamoCodeRefs,
+    counted,
+    ref_updates,
+)
 from treadle.adapters.aws.dynamo import Table
 from treadle.adapters.aws.dynamodb_aliases import (
     REVISION_MOVED,
@@ -96,15 +104,24 @@ class DynamoFunctionStore:
         audit_retention_days: int = DEFAULT_RETENTION_DAYS,
         s3_client: S3Client | None = None,
         bucket: str | None = None,
+        now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        code_backfill_second_pass_ms: int = SECOND_PASS_AFTER_MS,
     ) -> None:
         """`s3_client` and `bucket`: where execution records too big for an item are
-        (the code counts' backfill reads records; `dynamodb_executions` writes them)."""
+        (the code counts' backfill reads records; `dynamodb_executions` writes them);
+        `now_ms` and `code_backfill_second_pass_ms`: that backfill's clock and wait
+        between its passes (`code_refs.DynamoCodeRefs.backfill`)."""
         self._client = client
         self._table = Table(client, table_name)
         self._name = table_name
         self._audit_days = audit_retention_days
         self._deletes = FunctionDeletes(self._table)
-        self._code_refs = DynamoCodeRefs(self._table, PayloadCodec(s3_client, bucket, 0))
+        self._code_refs = DynamoCodeRefs(
+            self._table,
+            PayloadCodec(s3_client, bucket, 0),
+            now_ms=now_ms,
+            second_pass_after_ms=code_backfill_second_pass_ms,
+        )
         # CodeRefs: the counts these transactions keep (`code_refs`).
         self.unreferenced_code = self._code_refs.unreferenced_code
         self.mark_code_free = self._code_refs.mark_code_free
