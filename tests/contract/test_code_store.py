@@ -5,8 +5,6 @@ copy, and another process (a fresh cache) no longer finds it."""
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -16,6 +14,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from support.server import zip_files
 from treadle.adapters.aws.s3_code import S3CodeStore
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.domain.errors import InvalidParameter, NotFound
@@ -26,10 +25,7 @@ Opener = Callable[[Path], Any]  # a process's store over the same backing storag
 
 
 def _zip(text: str) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("handler.py", text)
-    return buf.getvalue()
+    return zip_files({"handler.py": text})  # the same text, the same bytes
 
 
 @pytest.fixture(params=["local", "s3"])

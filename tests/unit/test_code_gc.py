@@ -7,8 +7,6 @@ its package back."""
 from __future__ import annotations
 
 import base64
-import io
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 import pytest
 
 from support.fakes import ManualClock, NoQuotas
+from support.server import zip_files
 from treadle.adapters.local.basics import RandomIds
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.local.objects import LocalObjectStore
@@ -45,10 +44,7 @@ A, B = "111111111111", "222222222222"
 
 
 def _zip(source: str) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("handler.py", source)
-    return buf.getvalue()
+    return zip_files({"handler.py": source})  # the same source, the same bytes
 
 
 @dataclass
