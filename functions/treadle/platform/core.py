@@ -69,6 +69,7 @@ from treadle.domain.ports import (
     FunctionRuntime,
     FunctionStore,
     Ids,
+    InvocationLanes,
     LastUsedStore,
 )
 from treadle.domain.schedules import Calendar, ScheduleStore
@@ -112,6 +113,8 @@ class Ports:
     audit: AuditLog | None = None
     # Queued starts (issue 14.5); None: a backend without one refuses over quota (429).
     start_queue: StartQueue | None = None
+    # Invocations run in this process (embedded): a start hands its first one over.
+    lanes: InvocationLanes | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,7 @@ def build_core(
             promotion_signal.status_changed,
         ),
         slot_listeners=(promotion_signal.slot_freed,),
+        lanes=ports.lanes,
     )
     artifacts = ArtifactService(ports.repositories, tokens=ports.tokens)
     quotas = TenantQuotas(

@@ -96,6 +96,7 @@ class EmbeddedPlatform(Platform):
             last_used=SqliteLastUsed(self.db),
             audit=self.audit,
             start_queue=SqliteStartQueue(self.db),
+            lanes=self.scheduler,
         )
 
     def _fire(self, timer: Timer) -> None:

@@ -15,6 +15,10 @@ lane of its own so that it never queues behind slow tenant code.
 
 The loop reads at most what the lanes can take (plus what is already in flight, which
 the read skips), so a backlog of thousands of due rows costs each pass a bounded read.
+
+A start may also reserve a slot of the invocation lane (`reserve`, the
+`InvocationLanes` port) and hand its first invocation over directly: counted like a
+timer in flight, so the lane's bound holds for both.
 """
 
 from __future__ import annotations
@@ -150,6 +154,37 @@ class TimerScheduler:
                 self._queued[lane] += 1
             self._pools[lane].submit(self._run, timer, key, lane)
 
+    def reserve(self, arn: str) -> _Slot | None:
+        key = (arn, TimerKind.INVOKE.value, "")
+        with self._cond:
+            if self._stopping or self._queued[_INVOKE] >= self._capacity[_INVOKE]:
+                return None
+            if key in self._in_flight:
+                return None
+            self._in_flight.add(key)
+            self._queued[_INVOKE] += 1
+        return _Slot(self, key)
+
+    def _run_reserved(self, work: Callable[[], None], key: tuple[str, str, str]) -> None:
+        try:
+            work()
+        except Exception:
+            if not self._stopping:
+                # The lease's timer is a row: it runs the invocation again when due.
+                log.exception("invocation %s failed; its lease timer retries it", key)
+        finally:
+            self._free(key, _INVOKE)
+
+    def _free(self, key: tuple[str, str, str], lane: str) -> None:
+        with self._cond:
+            self._in_flight.discard(key)
+            self._queued[lane] -= 1
+            # Only a pass that left work behind needs another one now; otherwise
+            # the timers this one set have woken the loop already.
+            if self._left_behind:
+                self._woken = True
+                self._cond.notify_all()
+
     def _run(self, timer: Timer, key: tuple[str, str, str], lane: str) -> None:
         try:
             boundary(Kind.TIMER, "before")
@@ -170,14 +205,7 @@ class TimerScheduler:
             with self._cond:
                 self._backoff[key] = self._clock.now_ms() + _FAILURE_BACKOFF_MS
         finally:
-            with self._cond:
-                self._in_flight.discard(key)
-                self._queued[lane] -= 1
-                # Only a pass that left work behind needs another one now; otherwise
-                # the timers this one set have woken the loop already.
-                if self._left_behind:
-                    self._woken = True
-                    self._cond.notify_all()
+            self._free(key, lane)
 
     def _sleep_for(self) -> float:
         nxt = self._store.next_due_ms()
@@ -186,3 +214,24 @@ class TimerScheduler:
         delta = (nxt - self._clock.now_ms()) / 1000
         # A due timer that is in flight or backing off must not make this spin.
         return min(max(delta, 0.005), _IDLE_POLL_S)
+
+
+class _Slot:
+    """A reserved place in the invocation lane (`TimerScheduler.reserve`)."""
+
+    def __init__(self, scheduler: TimerScheduler, key: tuple[str, str, str]) -> None:
+        self._scheduler = scheduler
+        self._key = key
+        self._spent = False
+
+    def run(self, work: Callable[[], None]) -> None:
+        self._spent = True
+        try:
+            self._scheduler._pools[_INVOKE].submit(self._scheduler._run_reserved, work, self._key)
+        except RuntimeError:  # the pool is shut down: stopping; the lease timer remains
+            self._scheduler._free(self._key, _INVOKE)
+
+    def release(self) -> None:
+        if not self._spent:
+            self._spent = True
+            self._scheduler._free(self._key, _INVOKE)

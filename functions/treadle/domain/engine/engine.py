@@ -65,6 +65,8 @@ from treadle.domain.ports import (
     FunctionStore,
     FunctionVersion,
     Ids,
+    InvocationLanes,
+    InvocationSlot,
     Timer,
     TimerKind,
 )
@@ -93,8 +95,11 @@ class Engine:
         config: EngineConfig | None = None,
         status_listeners: Sequence[Callable[[StatusEvent], None]] = (),
         slot_listeners: Sequence[Callable[[str], None]] = (),
+        lanes: InvocationLanes | None = None,
     ) -> None:
         self.store = store
+        # Where a start may hand its first invocation straight over (embedded).
+        self.lanes = lanes
         self.functions = functions
         self.runtime = runtime
         self.clock = clock
@@ -220,16 +225,43 @@ class Engine:
         )
         if queued:
             queue.hold(ex, ws)
+        slot = None if queued or self.lanes is None else self.lanes.reserve(ex.arn)
+        begun = None if slot is None else self._lease_at_start(ex, ws)
         commit = to_commit(ex, ws, self.config.wait_time_scale)
         try:
             self.store.create(commit)
         except AlreadyExists:
+            if slot is not None:
+                slot.release()
             existing = self.store.find_by_name(fn.tenant, fn.function_name, ex.name)
             if existing is None:
                 raise
             return same_start(existing, digest), False
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
         self.after_commit(commit)
+        self._hand_over(slot, ex.arn, begun)
         return ex, True
+
+    def _lease_at_start(self, ex: Execution, ws: WorkingSet) -> invocation.Begun | None:
+        """The first invocation's lease, in the start's own commit (`InvocationLanes`):
+        instead of the INVOKE timer due now, the lease's."""
+        ws.set_timers = [t for t in ws.set_timers if t.kind is not TimerKind.INVOKE]
+        return invocation.begin(
+            ex, ws, functions=self.functions, ids=self.ids, tokens=self.tokens, config=self.config
+        )
+
+    def _hand_over(
+        self, slot: InvocationSlot | None, arn: str, begun: invocation.Begun | None
+    ) -> None:
+        if slot is None:
+            return
+        if begun is None:  # nothing to invoke after all (the start closed it)
+            slot.release()
+            return
+        slot.run(lambda: self._invoke(arn, begun))
 
     def start_batch(
         self,
@@ -287,6 +319,10 @@ class Engine:
             return
         if begun is None:
             return
+        self._invoke(arn, begun)
+
+    def _invoke(self, arn: str, begun: invocation.Begun) -> None:
+        """Invoke under the lease `begun` took; act on the outcome."""
         body = json.dumps(begun.envelope).encode()
         try:
             outcome = self.runtime.invoke(begun.fn, body, begun.request_id)
