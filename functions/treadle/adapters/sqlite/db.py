@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from treadle.adapters.sqlite.audit import AUDIT_SCHEMA
 from treadle.adapters.sqlite.code_refs import add_code_refs
 from treadle.adapters.sqlite.connection import SqliteFile, connect
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS executions (
@@ -280,6 +283,10 @@ class Database:
     def write(self) -> AbstractContextManager[sqlite3.Connection]:
         """One transaction: everything inside commits together or not at all."""
         return self._file.transaction()
+
+    def grouped(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` atomically, maybe in one commit with other threads' (`SqliteFile.grouped`)."""
+        return self._file.grouped(work)
 
     def close(self) -> None:
         self._file.close()

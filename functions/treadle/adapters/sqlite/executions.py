@@ -59,10 +59,9 @@ class SqliteExecutionStore:
     def create_batch(self, commits: Sequence[Commit]) -> list[bool]:
         """All in one transaction; an execution whose name exists is skipped (False)."""
         prepared = [(c, self._rows(c)) for c in commits]
-        created: list[bool] = []
-        with self._db.write() as conn:
-            for commit, rows in prepared:
-                created.append(self._insert(conn, commit, rows))
+        created = self._db.grouped(
+            lambda conn: [self._insert(conn, commit, rows) for commit, rows in prepared]
+        )
         for commit, was_created in zip(commits, created, strict=True):
             if was_created:
                 ex = commit.execution
@@ -92,8 +91,7 @@ class SqliteExecutionStore:
 
     def commit(self, commit: Commit) -> None:
         rows = self._rows(commit)
-        with self._db.write() as conn:
-            self._update(conn, commit, rows)
+        self._db.grouped(lambda conn: self._update(conn, commit, rows))
         self._advance(commit)
 
     def _update(self, conn: sqlite3.Connection, commit: Commit, rows: _Rows) -> None:
