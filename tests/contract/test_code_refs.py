@@ -321,3 +321,32 @@ def test_dynamodb_reports_nothing_until_a_second_pass_counted_what_old_writers_a
         clock.advance(1)
         _changed(store, code_key=K3)  # $LATEST leaves K2: only the old writer's item names it
         assert set(free(store)) == {K1}  # K2 counted by the second pass: kept
+
+
+def test_dynamodb_backfill_resumes_across_calls_from_its_saved_place(
+    dynamo: DynamoFunctionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from treadle.adapters.aws import code_refs
+
+    client = boto3.client("dynamodb", region_name=REGION)
+    for name, k in (("a", K1), ("b", K2), ("c", K3)):
+        dynamo.put_latest(_fn(name, code_key=k), create=True)
+    _forget_counts(client)
+    monkeypatch.setattr(code_refs, "_SCAN_PAGE", 1)
+    monkeypatch.setattr(code_refs, "_SCAN_PAGES_PER_CALL", 2)  # a bounded run each call
+    calls = 0
+    state_key = {"pk": {"S": "CRS"}, "sk": {"S": "STATE"}}
+
+    def done() -> bool:
+        state = client.get_item(TableName=TABLE, Key=state_key).get("Item", {})
+        return bool(state.get("done", {}).get("BOOL"))
+
+    while not done():
+        calls += 1
+        assert calls < 200, "the backfill never completes"
+        assert free(dynamo) == {}
+    assert calls > 2, calls  # it took several bounded calls
+    assert client.get_item(TableName=TABLE, Key=state_key)["Item"]["done"] == {"BOOL": True}
+    dynamo.delete(T, "b")
+    dynamo.delete(T, "c")
+    assert set(free(dynamo)) == {K2, K3}  # each counted exactly once: now at zero

@@ -69,6 +69,8 @@ FREE: Final = "free_since"
 # distinct packages has the rest moved just after (`FunctionDeletes`).
 IN_TRANSACTION_MAX: Final = 40
 _SCAN_PAGE = 500
+# Pages one call scans at most: a sweep Lambda's run is bounded; the next run resumes.
+_SCAN_PAGES_PER_CALL = 20
 # The backfill's second pass waits this long after the first: longer than any request
 # of a process of the previous Treadle can still be running (`backfill`).
 SECOND_PASS_AFTER_MS: Final = 3_600_000
@@ -246,7 +248,7 @@ class DynamoCodeRefs:
             },
             "Limit": _SCAN_PAGE,
         }
-        while True:
+        for _ in range(_SCAN_PAGES_PER_CALL):
             if cursor:
                 request["ExclusiveStartKey"] = json.loads(cursor)
             else:
@@ -280,6 +282,7 @@ class DynamoCodeRefs:
                 return True
             if cursor is None and self._now_ms() < first_done + self._second_after:
                 return False
+        return False  # the next call goes on from the saved cursor
 
     def _index_execution(self, item: Item) -> None:
         """Give an execution written before the index its `code_key`. Every writer of
