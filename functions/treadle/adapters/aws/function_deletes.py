@@ -8,7 +8,10 @@ execution is pinned to it (`version_pins`). A function's is a fenced record
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
 
 from treadle.adapters.aws import tables as t
 from treadle.adapters.aws.code_refs import IN_TRANSACTION_MAX, counted, ref_updates
@@ -26,9 +29,19 @@ from treadle.adapters.aws.function_items import (
     version_sk,
 )
 from treadle.adapters.aws.items import key
-from treadle.adapters.aws.optimistic import DELETING, LIVE, Condition, FencedRecord
+from treadle.adapters.aws.optimistic import (
+    ATTEMPTS,
+    DELETING,
+    LIVE,
+    Condition,
+    FencedRecord,
+    backoff,
+    lost_race,
+)
 from treadle.adapters.aws.version_pins import read_pins, unpinned_checks
 from treadle.domain.errors import ConcurrentModification, Conflict, InvalidParameter
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
@@ -161,10 +174,22 @@ class FunctionDeletes:
             audit=audit,
         )
         # Counts of more packages than one transaction takes: moved now that the
-        # function is gone, each batch sent once with its own token (a retry is
-        # idempotent). A crash before leaves them too high: the packages stay.
+        # function is gone. A batch cancelled by a concurrent count's write applied
+        # nothing and goes again; one that still fails, or a crash before, leaves its
+        # counts too high: the packages stay, and the delete (done) is not failed.
         for start in range(0, len(later), 100):
-            self._table.transact(later[start : start + 100])
+            self._release_counts(later[start : start + 100])
+
+    def _release_counts(self, items: list[TransactWriteItemTypeDef]) -> None:
+        for attempt in range(ATTEMPTS):
+            try:
+                self._table.transact(items)
+                return
+            except ClientError as exc:
+                if not lost_race(exc):
+                    break
+            backoff(attempt)
+        log.warning("%d code package counts left too high (kept packages)", len(items))
 
     def _version_sks(self, pk: str) -> list[str]:
         found = self._table.query(

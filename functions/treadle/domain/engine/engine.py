@@ -226,9 +226,9 @@ class Engine:
         if queued:
             queue.hold(ex, ws)
         slot = None if queued or self.lanes is None else self.lanes.reserve(ex.arn)
-        begun = None if slot is None else self._lease_at_start(ex, ws)
-        commit = to_commit(ex, ws, self.config.wait_time_scale)
         try:
+            begun = None if slot is None else self._lease_at_start(ex, ws)
+            commit = to_commit(ex, ws, self.config.wait_time_scale)
             self.store.create(commit)
         except AlreadyExists:
             if slot is not None:
