@@ -27,15 +27,14 @@ from treadle.domain.engine import (
     invocation,
     queue,
     redrive,
+    starting,
     timers,
 )
 from treadle.domain.engine.checkpoint import CheckpointResult, apply_checkpoint
 from treadle.domain.engine.config import EngineConfig
-from treadle.domain.engine.start import input_hash, new_execution, same_start
 from treadle.domain.engine.tokens import TokenCodec
 from treadle.domain.engine.working_set import WorkingSet, open_working_set, to_commit
 from treadle.domain.errors import (
-    AlreadyExists,
     ConcurrentModification,
     Conflict,
     InvalidParameter,
@@ -66,7 +65,6 @@ from treadle.domain.ports import (
     FunctionVersion,
     Ids,
     InvocationLanes,
-    InvocationSlot,
     Timer,
     TimerKind,
 )
@@ -205,63 +203,11 @@ class Engine:
     ) -> tuple[Execution, bool]:
         """Start an execution, idempotently on its name, under `limits` (pinned; default
         AWS's); `queued`: accept it QUEUED, to be promoted later. Returns (execution,
-        created)."""
-        digest = input_hash(input_payload)
-        if name is not None:
-            existing = self.store.find_by_name(fn.tenant, fn.function_name, name)
-            if existing is not None:
-                return same_start(existing, digest), False
-        exec_id = exec_id or self.ids.execution_id()
-        now = self.clock.now_ms()
-        ex, ws = new_execution(
-            fn,
-            name or exec_id,
-            exec_id,
-            input_payload,
-            now_ms=now,
-            config=self.config,
-            parent=parent,
-            limits=limits,
-        )
-        if queued:
-            queue.hold(ex, ws)
-        slot = None if queued or self.lanes is None else self.lanes.reserve(ex.arn)
-        try:
-            begun = None if slot is None else self._lease_at_start(ex, ws)
-            commit = to_commit(ex, ws, self.config.wait_time_scale)
-            self.store.create(commit)
-        except AlreadyExists:
-            if slot is not None:
-                slot.release()
-            existing = self.store.find_by_name(fn.tenant, fn.function_name, ex.name)
-            if existing is None:
-                raise
-            return same_start(existing, digest), False
-        except BaseException:
-            if slot is not None:
-                slot.release()
-            raise
-        self.after_commit(commit)
-        self._hand_over(slot, ex.arn, begun)
-        return ex, True
-
-    def _lease_at_start(self, ex: Execution, ws: WorkingSet) -> invocation.Begun | None:
-        """The first invocation's lease, in the start's own commit (`InvocationLanes`):
-        instead of the INVOKE timer due now, the lease's."""
-        ws.set_timers = [t for t in ws.set_timers if t.kind is not TimerKind.INVOKE]
-        return invocation.begin(
-            ex, ws, functions=self.functions, ids=self.ids, tokens=self.tokens, config=self.config
-        )
-
-    def _hand_over(
-        self, slot: InvocationSlot | None, arn: str, begun: invocation.Begun | None
-    ) -> None:
-        if slot is None:
-            return
-        if begun is None:  # nothing to invoke after all (the start closed it)
-            slot.release()
-            return
-        slot.run(lambda: self._invoke(arn, begun))
+        created). A free lane slot runs its first invocation at once (`starting.py`)."""
+        return starting.start(
+            self, fn, name, input_payload, parent=parent, exec_id=exec_id, limits=limits,
+            queued=queued,
+        )  # fmt: skip
 
     def start_batch(
         self,
@@ -273,15 +219,7 @@ class Engine:
         """Start many executions of one version with one `create_batch`: per entry
         (name, input), (execution, created) or the error of that entry alone; entry i
         is accepted QUEUED if `queued[i]`."""
-        plan = batch.plan(
-            fn, entries, store=self.store, ids=self.ids, now_ms=self.clock.now_ms(),
-            config=self.config, limits=limits, queued=queued,
-        )  # fmt: skip
-        created = self.store.create_batch(plan.commits)
-        for commit, was_created in zip(plan.commits, created, strict=True):
-            if was_created:
-                self.after_commit(commit)
-        return batch.settle(plan, created, self.store)
+        return starting.start_batch(self, fn, entries, limits, queued)
 
     def redrive(
         self,
@@ -319,9 +257,9 @@ class Engine:
             return
         if begun is None:
             return
-        self._invoke(arn, begun)
+        self.invoke_leased(arn, begun)
 
-    def _invoke(self, arn: str, begun: invocation.Begun) -> None:
+    def invoke_leased(self, arn: str, begun: invocation.Begun) -> None:
         """Invoke under the lease `begun` took; act on the outcome."""
         body = json.dumps(begun.envelope).encode()
         try:
