@@ -187,19 +187,3 @@ def test_the_schedulers_slots_count_against_the_invocation_lane() -> None:
         time.sleep(0.01)
     assert fourth is not None
     scheduler.stop()
-
-
-def test_a_batch_start_hands_over_as_many_as_the_lane_has_room_for(h: Harness) -> None:
-    lanes = Lanes(width=2)
-    h.engine.lanes = lanes
-    h.runtime.scripts.extend([one_step] * 3)
-    results = h.engine.start_batch(h.fn, [("a", '"1"'), ("b", '"2"'), ("c", '"3"'), ("a", '"1"')])
-    arns = [r[0].arn for r in results if not isinstance(r, Exception)]
-    leased = [h.store.load(arn).execution.invocation_active for arn in arns[:3]]
-    assert leased == [True, True, False]  # the third waits for its INVOKE timer
-    assert lanes.taken == 2 and len(lanes.pending) == 2
-    assert arns[3] == arns[0]  # the repeated name is the same start, no slot taken
-    lanes.run_pending()
-    h.pump()
-    assert [h.store.get(arn).status.value for arn in arns[:3]] == ["SUCCEEDED"] * 3
-    assert lanes.taken == 0

@@ -82,32 +82,15 @@ def start_batch(
     limits: ExecutionLimits | None,
     queued: Sequence[bool],
 ) -> list[batch.Started | TreadleError]:
-    leased: dict[str, tuple[InvocationSlot, invocation.Begun | None]] = {}
-
-    def lease(ex: Execution, ws: WorkingSet) -> None:
-        slot = None if engine.lanes is None else engine.lanes.reserve(ex.arn)
-        if slot is not None:  # as `start` does, while a lane has room
-            leased[ex.arn] = (slot, _lease(engine, ex, ws))
-
-    try:
-        plan = batch.plan(
-            fn, entries, store=engine.store, ids=engine.ids, now_ms=engine.clock.now_ms(),
-            config=engine.config, limits=limits, queued=queued, lease=lease,
-        )  # fmt: skip
-        created = engine.store.create_batch(plan.commits)
-    except BaseException:
-        for slot, _ in leased.values():
-            slot.release()
-        raise
+    # No hand-over here: measured (W2b, 100 per call) within noise, +2%, not kept.
+    plan = batch.plan(
+        fn, entries, store=engine.store, ids=engine.ids, now_ms=engine.clock.now_ms(),
+        config=engine.config, limits=limits, queued=queued,
+    )  # fmt: skip
+    created = engine.store.create_batch(plan.commits)
     for commit, was_created in zip(plan.commits, created, strict=True):
-        held = leased.pop(commit.execution.arn, None)
-        if not was_created:
-            if held is not None:
-                held[0].release()
-            continue
-        engine.after_commit(commit)
-        if held is not None:
-            _hand_over(engine, held[0], commit.execution.arn, held[1])
+        if was_created:
+            engine.after_commit(commit)
     return batch.settle(plan, created, engine.store)
 
 
