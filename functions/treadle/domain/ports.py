@@ -6,7 +6,7 @@ Every port has an embedded adapter (SQLite, local sandbox, threads) and an AWS o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -390,29 +390,6 @@ class Ids(Protocol):
     def callback_id(self) -> str: ...
 
     def revision_id(self) -> str: ...
-
-
-class InvocationSlot(Protocol):
-    """A place reserved in the invocation lane (`InvocationLanes.reserve`)."""
-
-    def run(self, work: Callable[[], None]) -> None:
-        """Run `work` in the lane (its thread, later); the slot is freed after it."""
-
-    def release(self) -> None:
-        """Give the slot back unused."""
-
-
-class InvocationLanes(Protocol):
-    """Where invocations run, when the dispatcher runs them in this process (embedded).
-
-    A start that finds a free slot takes its first invocation's lease in its own commit
-    and hands the invocation straight to the lane: one commit, one scheduler pass and
-    one thread switch fewer than leaving it to the INVOKE timer. The lease's timer is
-    set as for any invocation, so a crash before or during it is recovered the same way.
-    """
-
-    def reserve(self, arn: str) -> InvocationSlot | None:
-        """A free slot for `arn`'s invocation, kept from the timer loop; None if full."""
 
 
 class Dispatcher(Protocol):

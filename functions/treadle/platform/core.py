@@ -53,6 +53,7 @@ from treadle.artifacts.tokens import RepoTokens
 from treadle.console.mount import attach_console
 from treadle.domain.audit import AuditLog
 from treadle.domain.engine import Engine, EngineConfig, TokenCodec
+from treadle.domain.lanes import InvocationLanes
 from treadle.domain.logs import LogStore
 from treadle.domain.notification_ports import (
     EventPublisher,
@@ -69,7 +70,6 @@ from treadle.domain.ports import (
     FunctionRuntime,
     FunctionStore,
     Ids,
-    InvocationLanes,
     LastUsedStore,
 )
 from treadle.domain.schedules import Calendar, ScheduleStore

@@ -45,6 +45,7 @@ from treadle.domain.errors import (
     TreadleError,
     Unavailable,
 )
+from treadle.domain.lanes import InvocationLanes
 from treadle.domain.models import (
     TERMINAL_EXECUTION_STATUSES,
     CheckpointRequest,
@@ -64,7 +65,6 @@ from treadle.domain.ports import (
     FunctionStore,
     FunctionVersion,
     Ids,
-    InvocationLanes,
     Timer,
     TimerKind,
 )

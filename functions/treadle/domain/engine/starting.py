@@ -18,8 +18,9 @@ from treadle.domain.engine import batch, invocation, queue
 from treadle.domain.engine.start import input_hash, new_execution, same_start
 from treadle.domain.engine.working_set import WorkingSet, to_commit
 from treadle.domain.errors import AlreadyExists, TreadleError
+from treadle.domain.lanes import InvocationSlot
 from treadle.domain.models import Execution, ExecutionLimits
-from treadle.domain.ports import FunctionVersion, InvocationSlot, TimerKind
+from treadle.domain.ports import FunctionVersion, TimerKind
 
 if TYPE_CHECKING:
     from treadle.domain.engine.engine import Engine

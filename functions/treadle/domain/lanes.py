@@ -1,0 +1,30 @@
+"""Where invocations run when the dispatcher runs them in this process (embedded): the
+port a start uses to hand its first invocation straight over (`engine/starting.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+
+class InvocationSlot(Protocol):
+    """A place reserved in the invocation lane (`InvocationLanes.reserve`)."""
+
+    def run(self, work: Callable[[], None]) -> None:
+        """Run `work` in the lane (its thread, later); the slot is freed after it."""
+
+    def release(self) -> None:
+        """Give the slot back unused."""
+
+
+class InvocationLanes(Protocol):
+    """Where invocations run, when the dispatcher runs them in this process (embedded).
+
+    A start that finds a free slot takes its first invocation's lease in its own commit
+    and hands the invocation straight to the lane: one commit, one scheduler pass and
+    one thread switch fewer than leaving it to the INVOKE timer. The lease's timer is
+    set as for any invocation, so a crash before or during it is recovered the same way.
+    """
+
+    def reserve(self, arn: str) -> InvocationSlot | None:
+        """A free slot for `arn`'s invocation, kept from the timer loop; None if full."""
