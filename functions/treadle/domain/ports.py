@@ -82,6 +82,10 @@ class Commit:
     status_event: StatusEvent | None = None
     # The audit record of the call that made this change, written with it (domain/audit).
     audit: AuditRecord | None = None
+    # The stored (status, invocation_active) the change was computed from, which the
+    # version check makes exact: a store may leave what did not move unwritten (None:
+    # unknown, write both).
+    before: tuple[ExecutionStatus, bool] | None = None
 
 
 @dataclass(frozen=True)

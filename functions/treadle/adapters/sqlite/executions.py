@@ -100,20 +100,25 @@ class SqliteExecutionStore:
         record = ex.model_copy(update={"version_seq": new_version}).model_dump_json()
         # The running count's column (`domain/concurrency.py`), with the row's own write.
         sets, clears = invoke_timer_change(commit)
+        # Only the columns that move are named: SQLite rewrites every index and fires
+        # every `UPDATE OF` trigger whose column is in the SET list, changed or not, and
+        # a statement with triggers needs a statement journal. A checkpoint that changes
+        # neither status nor lease then writes the row and no index page (13 -> 6 WAL
+        # pages per W1 step, measured).
+        assignments = ["version_seq = ?", "record = ?"]
+        params: list[object] = [new_version, record]
+        if commit.before is None or commit.before[0] is not ex.status:
+            assignments.append("status = ?")
+            params.append(ex.status.value)
+        if commit.before is None or commit.before[1] != ex.invocation_active:
+            assignments.append("invocation_active = ?")
+            params.append(int(ex.invocation_active))
+        if sets or clears:
+            assignments.append("invoking = ?")
+            params.append(1 if sets else 0)
         cur = conn.execute(
-            "UPDATE executions SET status = ?, invocation_active = ?, version_seq = ?,"
-            " record = ?, invoking = CASE WHEN ? THEN 1 WHEN ? THEN 0 ELSE invoking END"
-            " WHERE arn = ? AND version_seq = ?",
-            (
-                ex.status.value,
-                int(ex.invocation_active),
-                new_version,
-                record,
-                sets,
-                clears,
-                ex.arn,
-                ex.version_seq,
-            ),
+            f"UPDATE executions SET {', '.join(assignments)} WHERE arn = ? AND version_seq = ?",
+            (*params, ex.arn, ex.version_seq),
         )
         if cur.rowcount != 1:
             # What this writer saw is stale: the next load must come from the database.

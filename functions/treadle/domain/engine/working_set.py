@@ -38,6 +38,7 @@ class WorkingSet:
     # The status before this change (None: a new execution): `to_commit` adds the
     # status-change event when the status moved.
     status_before: ExecutionStatus | None = None
+    active_before: bool = False
 
     def put(self, op: Operation) -> StoredOperation:
         self.change_seq += 1
@@ -80,6 +81,7 @@ def open_working_set(snap: Snapshot, now_ms: int) -> tuple[Execution, WorkingSet
         ops=dict(snap.operations),
         log=EventLog(ex.next_event_id, []),
         status_before=ex.status,
+        active_before=ex.invocation_active,
     )
     return ex, ws
 
@@ -111,6 +113,7 @@ def to_commit(
         client_token=ws.client_token,
         status_event=event,
         audit=audit,
+        before=None if ws.status_before is None else (ws.status_before, ws.active_before),
     )
 
 
