@@ -18,12 +18,6 @@ once per group instead of once per write, and the WAL takes one append for pages
 several writes share (an index's, a counter's). Why by hand: sqlite3 has no such
 mode, and a write thread of its own would add a hand-off to every write.
 
-Background checkpoints (`background_checkpoints=True`, the engine's file): SQLite
-copies the WAL back into the database inside the COMMIT that crosses its threshold,
-so every ~1000 pages one writer spends milliseconds in a checkpoint while holding the
-write lock, and every waiting writer with it. A thread of the file's own with its own
-connection runs PASSIVE checkpoints instead, which SQLite lets run beside the writer;
-the writers' own threshold stays as a net, raised, for when that thread falls behind.
 """
 
 from __future__ import annotations
@@ -45,11 +39,6 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_S = 30
 # Writes one group commit takes at most: bounds how long the first one waits.
 GROUP_MAX = 64
-# Background checkpoints: after this many commits, or this long after the last one.
-CHECKPOINT_COMMITS = 64
-CHECKPOINT_IDLE_S = 1.0
-# The writers' own checkpoint threshold (pages) when a background thread does the work.
-WRITER_CHECKPOINT_PAGES = 20_000
 
 T = TypeVar("T")
 
@@ -76,9 +65,7 @@ def connect(path: Path) -> sqlite3.Connection:
 class SqliteFile:
     """One database file behind one connection and one (re-entrant) lock."""
 
-    def __init__(
-        self, path: Path, *, schema: str = "", background_checkpoints: bool = False
-    ) -> None:
+    def __init__(self, path: Path, *, schema: str = "") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._conn = connect(path)
@@ -96,10 +83,6 @@ class SqliteFile:
             self._conn.execute("PRAGMA temp_store=MEMORY")
             if schema:
                 self._conn.executescript(schema)
-        self._checkpoints: _Checkpointer | None = None
-        if background_checkpoints:
-            self._conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
-            self._checkpoints = _Checkpointer(path)
 
     @contextmanager
     def locked(self) -> Iterator[sqlite3.Connection]:
@@ -124,7 +107,6 @@ class SqliteFile:
             except BaseException:
                 self._rollback()
                 raise
-            self._committed()
             boundary(Kind.COMMIT, "after")
 
     def grouped(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -175,12 +157,8 @@ class SqliteFile:
             for item in group:
                 item.done = True
         if committed:
-            self._committed()
             boundary(Kind.COMMIT, "after")
 
-    def _committed(self) -> None:
-        if self._checkpoints is not None:
-            self._checkpoints.committed()
 
     def _rollback(self) -> None:
         # SQLite may have rolled back already (SQLITE_FULL can end the transaction),
@@ -193,48 +171,6 @@ class SqliteFile:
                 log.warning("rollback of %s failed", self.path, exc_info=True)
 
     def close(self) -> None:
-        if self._checkpoints is not None:
-            self._checkpoints.close()
         with self._lock:
             self._conn.close()
 
-
-class _Checkpointer:
-    """PASSIVE checkpoints of one WAL file on a thread of their own (see the module's
-    docstring). `committed` is called under the file's lock, so its count needs none."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._conn = connect(path)
-        self._wake = threading.Event()
-        self._closing = False
-        self._commits = 0
-        self._thread = threading.Thread(
-            target=self._run, name=f"checkpoint-{path.name}", daemon=True
-        )
-        self._thread.start()
-
-    def committed(self) -> None:
-        self._commits += 1
-        if self._commits >= CHECKPOINT_COMMITS:
-            self._wake.set()
-
-    def _run(self) -> None:
-        while not self._closing:
-            self._wake.wait(CHECKPOINT_IDLE_S)
-            self._wake.clear()
-            if self._closing or not self._commits:
-                continue
-            self._commits = 0
-            try:
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            except sqlite3.Error:
-                # A full disk, say: the frames stay in the WAL, which is durable; the
-                # next round (or the writers' own threshold) copies them back.
-                log.warning("checkpoint of %s failed", self._path, exc_info=True)
-
-    def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-        self._thread.join(timeout=BUSY_TIMEOUT_S)
-        self._conn.close()

@@ -241,7 +241,7 @@ CREATE TABLE IF NOT EXISTS last_used (
 
 class Database:
     def __init__(self, path: Path) -> None:
-        self._file = SqliteFile(path, background_checkpoints=True)
+        self._file = SqliteFile(path)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
