@@ -72,6 +72,7 @@ def test_the_provided_sdk_sends_a_blocked_checkpoint_without_its_1_ms_wait() -> 
     import socket
     import threading
 
+    import aws_durable_execution_sdk_python.execution as sdk_execution
     import aws_durable_execution_sdk_python.lambda_service as sdk_service
     import aws_durable_execution_sdk_python.state as sdk_state
 
@@ -79,6 +80,7 @@ def test_the_provided_sdk_sends_a_blocked_checkpoint_without_its_1_ms_wait() -> 
 
     # install() changes the process's SDK: put everything back for the other tests.
     before = sdk_state._BLOCKED_CALLER_WAIT_SECONDS
+    pool = sdk_execution.ThreadPoolExecutor
     stop = sdk_state.ExecutionState.stop_checkpointing
     client = sdk_service.LambdaClient.__dict__.get("_cached_boto_client")
     ours, theirs = socket.socketpair()
@@ -86,8 +88,10 @@ def test_the_provided_sdk_sends_a_blocked_checkpoint_without_its_1_ms_wait() -> 
         assert durable_channel.install(ours, threading.Lock())
         # Positive, so queued operations still join the batch; far below the SDK's 1 ms.
         assert 0 < sdk_state._BLOCKED_CALLER_WAIT_SECONDS < 1e-4
+        assert sdk_execution.ThreadPoolExecutor is durable_channel._InvocationThreads
     finally:
         sdk_state._BLOCKED_CALLER_WAIT_SECONDS = before
+        sdk_execution.ThreadPoolExecutor = pool  # type: ignore[misc]
         sdk_state.ExecutionState.stop_checkpointing = stop  # type: ignore[method-assign]
         sdk_service.LambdaClient._cached_boto_client = client
         ours.close()
