@@ -159,7 +159,6 @@ class SqliteFile:
         if committed:
             boundary(Kind.COMMIT, "after")
 
-
     def _rollback(self) -> None:
         # SQLite may have rolled back already (SQLITE_FULL can end the transaction),
         # and a failed COMMIT may leave it open: roll back only what is still open, and
@@ -173,4 +172,3 @@ class SqliteFile:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
