@@ -17,7 +17,6 @@ them all durable before any of them returns. Under load the lock then changes ha
 once per group instead of once per write, and the WAL takes one append for pages
 several writes share (an index's, a counter's). Why by hand: sqlite3 has no such
 mode, and a write thread of its own would add a hand-off to every write.
-
 """
 
 from __future__ import annotations
