@@ -237,6 +237,51 @@ def test_an_event_stays_in_the_outbox_until_relayed_and_on_the_stream_after(
     assert _all(stores) == [("run1", "RUNNING"), ("run1", "FAILED")]
 
 
+def test_events_taken_out_of_the_middle_of_the_outbox_leave_the_others_in_it(
+    stores: Stores,
+) -> None:
+    for i in range(4):
+        _start(stores, f"run{i}", T0 + i)
+    pending = stores.events.unrelayed(10)
+    assert len(pending) == 4
+    # Newer than the oldest, and one already taken out: both leave exactly the rest.
+    stores.events.mark_relayed([pending[2]])
+    stores.events.mark_relayed([pending[1], pending[2]])
+    assert [e.name for e in stores.events.unrelayed(10)] == ["run0", "run3"]
+    stores.events.mark_relayed(pending)
+    assert stores.events.unrelayed(10) == []
+
+
+def test_sqlite_takes_the_oldest_events_out_of_a_long_outbox_without_reading_it_all(
+    tmp_path: Path,
+) -> None:
+    db = Database(tmp_path / "treadle.db")
+    try:
+        stores = Stores(
+            "sqlite", SqliteExecutionStore(db), SqliteStatusEvents(db), SqliteWebhookStore(db)
+        )
+        for i in range(3000):
+            _start(stores, f"run{i}", T0 + i)
+        batch = stores.events.unrelayed(100)
+        with db.file.locked() as conn:  # the writer's connection: the update runs on it
+            steps = [0]
+
+            def count() -> int:
+                steps[0] += 1
+                return 0
+
+            conn.set_progress_handler(count, 100)  # per 100 VM instructions
+            try:
+                stores.events.mark_relayed(batch)
+            finally:
+                conn.set_progress_handler(None, 0)
+        # A look per event through the 3,000-row outbox is ~150 handler calls each.
+        assert steps[0] < 1000, steps[0]
+        assert [e.name for e in stores.events.unrelayed(1)] == ["run100"]
+    finally:
+        db.close()
+
+
 # -- webhooks and deliveries -----------------------------------------------------------
 
 
