@@ -68,6 +68,7 @@ class WorkerHandle:
         self._chan = chan
         self._log_fd = log_fd
         self._log_open = True
+        self._status_fd: int | None = None  # /proc/<pid>/status, opened at first look
         self._frames = protocol.FrameReader()
         self._queued: list[protocol.Frame] = []
         self._partial = b""
@@ -182,21 +183,28 @@ class WorkerHandle:
         return lines
 
     def peak_rss_kb(self) -> int:
-        peak = 0
+        # One descriptor kept per worker and read again from its start: a third of the
+        # cost of an open, a read and a close per look (two per invocation, more from the
+        # watchdog). It stays bound to this process: once it is gone, reads fail rather
+        # than see a process that got its pid since.
         try:
-            with open(f"/proc/{self.proc.pid}/status", "rb") as status:
-                for line in status:
-                    if line.startswith(b"VmHWM:"):
-                        peak = int(line.split()[1])
-        except (OSError, ValueError, IndexError):
+            if self._status_fd is None:
+                fd = os.open(f"/proc/{self.proc.pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+                if not self.proc.running():  # the pid was already another's: not ours
+                    os.close(fd)
+                    return 0
+                self._status_fd = fd
+            status = os.pread(self._status_fd, 4096, 0)
+            at = status.index(b"VmHWM:") + 6
+            return int(status[at : status.index(b"kB", at)])
+        except (OSError, ValueError):
             return 0
-        # Still running after the read: the pid was ours, not a recycled one.
-        return peak if self.proc.running() else 0
 
-    def over_memory(self) -> bool:
+    def over_memory(self, peak_kb: int | None = None) -> bool:
         # The high-water mark, not the current RSS: a spike between two samples counts,
         # as it would have met Lambda's cgroup limit.
-        return self.peak_rss_kb() > self.memory_mb * 1024
+        peak = self.peak_rss_kb() if peak_kb is None else peak_kb
+        return peak > self.memory_mb * 1024
 
     def kill(self) -> None:
         self.proc.kill()
@@ -223,6 +231,9 @@ class WorkerHandle:
             self._chan.close()
         with contextlib.suppress(OSError):
             os.close(self._log_fd)
+        if self._status_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._status_fd)
         if self._on_discard is not None:
             self._on_discard()  # its cgroup: whatever is left in it is killed, then removed
 

@@ -360,8 +360,10 @@ class LocalSandbox:
         handle = self._acquire(fn)
         healthy = False
         try:
-            error, body, healthy = self._run(handle, fn, payload, request_id, on_call, trace_header)
-            memory_kb = handle.peak_rss_kb()
+            error, body, healthy, peak_kb = self._run(
+                handle, fn, payload, request_id, on_call, trace_header
+            )
+            memory_kb = handle.peak_rss_kb() if peak_kb is None else peak_kb
             init_ms, handle.init_ms = handle.init_ms, None
             # Before the logs: what a leftover process wrote belongs to this invocation.
             healthy = handle.sweep() and healthy
@@ -387,20 +389,21 @@ class LocalSandbox:
         request_id: str,
         on_call: CallHandler | None = None,
         trace_header: str | None = None,
-    ) -> tuple[dict[str, Any] | None, bytes, bool]:
-        """(error, result body, whether the worker may serve again)."""
+    ) -> tuple[dict[str, Any] | None, bytes, bool, int | None]:
+        """(error, result body, whether the worker may serve again, its peak RSS in KiB if
+        read after the result)."""
         handle.begin()
         budget = fn.timeout_s
         if not handle.ready:
             got = handle.wait_frame("ready", handle.spawned_at + INIT_TIMEOUT_S + fn.timeout_s)
             if isinstance(got, str):
-                return failed(handle, fn.timeout_s, request_id, got), b"", False
+                return failed(handle, fn.timeout_s, request_id, got), b"", False, None
             header, _ = got
             if header.get("oom"):
-                return out_of_memory(handle, request_id), b"", False
+                return out_of_memory(handle, request_id), b"", False, None
             if header.get("error") is not None:
                 handle.wait_exit(EXIT_WAIT_S)  # it exits after an init error, like Lambda's
-                return as_error(header["error"]), b"", False
+                return as_error(header["error"]), b"", False, None
             handle.ready = True
             init_s = time.monotonic() - handle.spawned_at
             handle.init_ms = init_s * 1000
@@ -416,9 +419,10 @@ class LocalSandbox:
         failure = handle.send(request, payload, deadline)
         got = failure or handle.wait_frame("result", deadline, on_call)
         if isinstance(got, str):
-            return failed(handle, fn.timeout_s, request_id, got), b"", False
+            return failed(handle, fn.timeout_s, request_id, got), b"", False, None
         header, body = got
-        if header.get("oom") or handle.oom or handle.over_memory():
-            return out_of_memory(handle, request_id), b"", False
+        peak_kb = handle.peak_rss_kb()
+        if header.get("oom") or handle.oom or handle.over_memory(peak_kb):
+            return out_of_memory(handle, request_id), b"", False, None
         error = header.get("error")
-        return (None if error is None else as_error(error)), body, True
+        return (None if error is None else as_error(error)), body, True, peak_kb
