@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,12 +42,17 @@ class SqliteLogStore:
         self, tenant: str, log_group: str, log_stream: str, events: Sequence[tuple[int, str]]
     ) -> None:
         now = int(time.time() * 1000)
-        with self._db.transaction() as conn:
+        rows = [(tenant, log_group, log_stream, ts, now, msg) for ts, msg in events]
+
+        def insert(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "INSERT INTO log_events (tenant, log_group, log_stream, timestamp_ms,"
                 " ingestion_ms, message) VALUES (?, ?, ?, ?, ?, ?)",
-                [(tenant, log_group, log_stream, ts, now, msg) for ts, msg in events],
+                rows,
             )
+
+        # Every invocation appends its lines: concurrent ones share one commit.
+        self._db.grouped(insert)
 
     def log_group_exists(self, tenant: str, log_group: str) -> bool:
         with self._db.locked() as conn:
