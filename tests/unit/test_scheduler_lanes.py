@@ -80,7 +80,7 @@ def test_invocations_run_at_most_the_lane_width_at_once(
             running[0] -= 1
             done.append(timer.arn)
 
-    scheduler, rows = harness(invoke, workers=2, invoke_workers=3, young_invocations=3)
+    scheduler, rows = harness(invoke, workers=2, invoke_workers=3)
     for i in range(30):
         rows.put(_timer(TimerKind.INVOKE, f"e{i}"))
     scheduler.wake(0)
@@ -172,41 +172,3 @@ def test_a_backlog_is_read_a_half_lane_at_a_time_not_once_per_freed_slot(
     # A read per freed slot passes over every row in flight: ~9 rows per invocation
     # here (8 in flight + 1). A read per half lane: 8 + 4 rows per 4 invocations.
     assert read[0] / n < 5, read[0] / n
-
-
-def test_short_invocations_work_half_the_lane_at_once_and_long_ones_stop_counting(
-    harness: Callable[..., tuple[TimerScheduler, Rows]],
-) -> None:
-    lock = threading.Lock()
-    running, peak, short_done = [0], [0], []
-    release = threading.Event()
-
-    def invoke(timer: Timer) -> None:
-        if timer.arn.startswith("arn:long"):
-            release.wait(10)  # tenant code that takes its time
-            return
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.02)
-        with lock:
-            running[0] -= 1
-            short_done.append(timer.arn)
-
-    scheduler, rows = harness(invoke, workers=2, invoke_workers=8, young_s=0.2)
-    for i in range(2):
-        rows.put(_timer(TimerKind.INVOKE, f"long{i}"))
-    scheduler.wake(0)
-    time.sleep(0.05)
-    for i in range(20):
-        rows.put(_timer(TimerKind.INVOKE, f"short{i}"))
-    scheduler.wake(0)
-    deadline = time.monotonic() + 10
-    while len(short_done) < 20 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    release.set()
-    # Every short one ran beside the long ones, and never more than half the lane's 8 at
-    # once (the 6 threads the long ones left would run 6). Past their youth the long ones
-    # left their places to short ones (else 2 at once at most).
-    assert len(short_done) == 20
-    assert 3 <= peak[0] <= 4, peak[0]

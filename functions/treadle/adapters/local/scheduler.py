@@ -20,10 +20,6 @@ It reads only for a lane that is hungry, with no more handed to it than it has t
 read refills half a lane. Reading whenever one slot frees cost a read of every in-flight
 row per invocation under a backlog (W2b: a tenth of the server's time under the GIL).
 
-Within the invocation lane, at most half its width work at once while young (`gate`):
-a waiting thread costs nothing, each working one makes GIL hand-offs dearer, and a long
-handler stops counting once it is past its youth.
-
 A start may also reserve a slot of the invocation lane (`reserve`, the
 `InvocationLanes` port) and hand its first invocation over directly: counted like a
 timer in flight, so the lane's bound holds for both.
@@ -36,7 +32,6 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from treadle.adapters.local.gate import YOUNG_S, YoungGate
 from treadle.domain.errors import StorageFull
 from treadle.domain.ports import Clock, ExecutionStore, Timer, TimerKind
 from treadle.failpoints import Kind, boundary
@@ -63,13 +58,8 @@ class TimerScheduler:
         *,
         workers: int = 16,
         invoke_workers: int = 16,
-        young_invocations: int | None = None,
-        young_s: float = YOUNG_S,
     ) -> None:
         self._store = store
-        # Invocations at work at once while short (`gate`): half the lane by default.
-        young = invoke_workers // 2 if young_invocations is None else young_invocations
-        self._gate = YoungGate(young, young_s)
         self._clock = clock
         self._handler = handler
         self._pools = {
@@ -182,7 +172,7 @@ class TimerScheduler:
 
     def _run_reserved(self, work: Callable[[], None], key: tuple[str, str, str]) -> None:
         try:
-            self._gate.run(work)
+            work()
         except Exception:
             if not self._stopping:
                 # The lease's timer is a row: it runs the invocation again when due.
@@ -203,10 +193,7 @@ class TimerScheduler:
     def _run(self, timer: Timer, key: tuple[str, str, str], lane: str) -> None:
         try:
             boundary(Kind.TIMER, "before")
-            if lane == _INVOKE:
-                self._gate.run(lambda: self._handler(timer))
-            else:
-                self._handler(timer)
+            self._handler(timer)
             boundary(Kind.TIMER, "after")
             with self._cond:
                 self._backoff.pop(key, None)
