@@ -68,7 +68,8 @@ class WorkerHandle:
         self._chan = chan
         self._log_fd = log_fd
         self._log_open = True
-        self._status_fd: int | None = None  # /proc/<pid>/status, opened at first look
+        # Opened now, while the process is surely this worker: read for its peak RSS.
+        self._status_fd = _open_status(proc)
         self._frames = protocol.FrameReader()
         self._queued: list[protocol.Frame] = []
         self._partial = b""
@@ -187,14 +188,11 @@ class WorkerHandle:
         # cost of an open, a read and a close per look (two per invocation, more from the
         # watchdog). It stays bound to this process: once it is gone, reads fail rather
         # than see a process that got its pid since.
+        fd = self._status_fd
+        if fd is None:
+            return 0
         try:
-            if self._status_fd is None:
-                fd = os.open(f"/proc/{self.proc.pid}/status", os.O_RDONLY | os.O_CLOEXEC)
-                if not self.proc.running():  # the pid was already another's: not ours
-                    os.close(fd)
-                    return 0
-                self._status_fd = fd
-            status = os.pread(self._status_fd, 4096, 0)
+            status = os.pread(fd, 4096, 0)
             at = status.index(b"VmHWM:") + 6
             return int(status[at : status.index(b"kB", at)])
         except (OSError, ValueError):
@@ -231,11 +229,23 @@ class WorkerHandle:
             self._chan.close()
         with contextlib.suppress(OSError):
             os.close(self._log_fd)
-        if self._status_fd is not None:
+        fd, self._status_fd = self._status_fd, None
+        if fd is not None:
             with contextlib.suppress(OSError):
-                os.close(self._status_fd)
+                os.close(fd)
         if self._on_discard is not None:
             self._on_discard()  # its cgroup: whatever is left in it is killed, then removed
+
+
+def _open_status(proc: WorkerProcess) -> int | None:
+    try:
+        fd = os.open(f"/proc/{proc.pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if not proc.running():  # gone before the open: the pid may be another's already
+        os.close(fd)
+        return None
+    return fd
 
 
 def _error(error_type: str, request_id: str, detail: str) -> dict[str, Any]:
