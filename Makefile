@@ -29,7 +29,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
-# Treadle beside DBOS (SQLite, PostgreSQL) and Restate in one run (not part of CI; ~40 min):
+# Treadle beside DBOS (SQLite, PostgreSQL) and Restate in one run (not part of CI; ~12 min with the peers installed):
 # the peers harness in ../shared/peers (or TREADLE_PEERS_DIR); PEERS_ARGS passes options.
 bench-peers: $(STAMP)
 	$(PY) -m benchmarks.peers $(PEERS_ARGS)
