@@ -82,6 +82,23 @@ def _sqlite(tmp: Path) -> tuple[Backend, Callable[[], None]]:
     return backend, db.close
 
 
+def _sqlite_processes(tmp: Path) -> tuple[Backend, Callable[[], None]]:
+    # Another writer is another server process: its own connection and cache on the same
+    # file. Its cached snapshots are optimistic: every commit is conditional on the
+    # version it was computed from, and a refused one reloads.
+    opened: list[Database] = []
+
+    def make() -> SqliteExecutionStore:
+        opened.append(Database(tmp / "executions.db"))
+        return SqliteExecutionStore(opened[-1])
+
+    def close() -> None:
+        for db in opened:
+            db.close()
+
+    return Backend("sqlite-processes", make(), make), close
+
+
 def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # Never reach a real account or an endpoint configured in the environment.
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_S3"):
@@ -112,6 +129,7 @@ def _dynamodb(tmp: Path) -> tuple[Backend, Callable[[], None]]:
 
 BACKENDS: dict[str, Callable[[Path], tuple[Backend, Callable[[], None]]]] = {
     "sqlite": _sqlite,
+    "sqlite-processes": _sqlite_processes,
     "dynamodb": _dynamodb,
 }
 

@@ -55,6 +55,30 @@ def _dynamodb(_tmp: Path) -> tuple[Any, Callable[[], None]]:
 STORES: dict[str, Factory] = {"sqlite": _sqlite, "dynamodb": _dynamodb}
 
 
+def _sqlite_processes(tmp: Path) -> tuple[Any, Any, Callable[[], None]]:
+    # Two server processes: each its own connection and cache on one file.
+    first, second = Database(tmp / "functions.db"), Database(tmp / "functions.db")
+
+    def close() -> None:
+        first.close()
+        second.close()
+
+    return SqliteFunctionStore(first), SqliteFunctionStore(second), close
+
+
+def _dynamodb_processes(tmp: Path) -> tuple[Any, Any, Callable[[], None]]:
+    store, cleanup = _dynamodb(tmp)
+    there = DynamoFunctionStore(boto3.client("dynamodb", region_name=REGION), TABLE)
+    return store, there, cleanup
+
+
+# Two writers of the same functions, as two processes of one server (or two Lambdas).
+PROCESSES: dict[str, Callable[[Path], tuple[Any, Any, Callable[[], None]]]] = {
+    "sqlite-processes": _sqlite_processes,
+    "dynamodb": _dynamodb_processes,
+}
+
+
 def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # Never reach a real account or an endpoint configured in the environment.
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"):
@@ -131,6 +155,35 @@ def test_create_get_and_replace_latest(store: FunctionStore) -> None:
     for missing in ("1", "0", "01", "x"):
         with pytest.raises(NotFound):
             store.get(T, "fn", missing)
+
+
+@pytest.fixture(params=sorted(PROCESSES))
+def processes(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[FunctionStore, FunctionStore]]:
+    _aws_env(monkeypatch)
+    here, there, cleanup = PROCESSES[request.param](tmp_path)
+    yield here, there
+    cleanup()
+
+
+def test_what_another_process_replaces_or_deletes_is_not_served_from_cache(
+    processes: tuple[FunctionStore, FunctionStore],
+) -> None:
+    here, there = processes
+    there.put_latest(_fn(), create=True)
+    there.publish(T, "fn", None)
+    assert here.get(T, "fn").handler == "app.handler"  # now cached here
+    assert here.get(T, "fn", "1").version == "1"
+    replaced = _fn(handler="other.handler")
+    there.put_latest(replaced, create=False)
+    assert here.get(T, "fn") == replaced
+    there.delete(T, "fn", "1")
+    with pytest.raises(NotFound):
+        here.get(T, "fn", "1")
+    there.delete(T, "fn")
+    with pytest.raises(NotFound):
+        here.get(T, "fn")
 
 
 def test_the_whole_model_round_trips(store: FunctionStore) -> None:

@@ -52,6 +52,31 @@ def _dynamodb(_tmp: Path) -> tuple[Any, Callable[[], None]]:
 
 
 STORES: dict[str, Factory] = {"sqlite": _sqlite, "dynamodb": _dynamodb}
+
+
+def _sqlite_processes(tmp: Path) -> tuple[Any, Any, Callable[[], None]]:
+    # Two server processes: each its own connection and caches on one file.
+    here = SqliteTenantStore(tmp / "tenants.sqlite")
+    there = SqliteTenantStore(tmp / "tenants.sqlite")
+
+    def close() -> None:
+        here.close()
+        there.close()
+
+    return here, there, close
+
+
+def _dynamodb_processes(tmp: Path) -> tuple[Any, Any, Callable[[], None]]:
+    here, cleanup = _dynamodb(tmp)
+    there = DynamoTenantStore(boto3.client("dynamodb", region_name=REGION), TABLE)
+    return here, there, cleanup
+
+
+# Two writers of the same tenants, as two processes of one server (or two Lambdas).
+PROCESSES: dict[str, Callable[[Path], tuple[Any, Any, Callable[[], None]]]] = {
+    "sqlite-processes": _sqlite_processes,
+    "dynamodb": _dynamodb_processes,
+}
 NOW = 1_700_000_000_000
 
 
@@ -204,6 +229,31 @@ def test_keys_are_created_listed_and_switched(store: TenantStore) -> None:
         store.create_key("999999999999", now_ms=NOW)
     with pytest.raises(NotFound):
         store.list_keys("999999999999")
+
+
+@pytest.fixture(params=sorted(PROCESSES))
+def processes(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[TenantStore, TenantStore]]:
+    _aws_env(monkeypatch)
+    here, there, cleanup = PROCESSES[request.param](tmp_path)
+    yield here, there
+    cleanup()
+
+
+def test_a_key_or_tenant_changed_by_another_process_is_not_served_from_cache(
+    processes: tuple[TenantStore, TenantStore],
+) -> None:
+    here, there = processes
+    tenant, key = there.create_tenant_with_key("acme", now_ms=NOW)
+    found = here.find_key(key.access_key_id)  # now cached here
+    assert found is not None and found[0].status is KeyStatus.ACTIVE
+    assert not here.get_tenant(tenant.account_id).disabled
+    there.set_key_status(tenant.account_id, key.access_key_id, KeyStatus.INACTIVE)
+    found = here.find_key(key.access_key_id)
+    assert found is not None and found[0].status is KeyStatus.INACTIVE
+    there.set_tenant_disabled(tenant.account_id, True)
+    assert here.get_tenant(tenant.account_id).disabled
 
 
 def test_rotation_leaves_exactly_one_active_key(store: TenantStore) -> None:

@@ -255,7 +255,9 @@ class Platform(ABC):
 
 
 def lock_data_dir(data: Path) -> int:
-    """One platform per data directory: the stores cache what they wrote."""
+    """One platform per data directory: the snapshot cache of executions, the timers in
+    flight and the background loops (relay, promoter, retention) assume one process.
+    (The caches of function versions and tenants already follow other writers.)"""
     fd = os.open(data / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -197,6 +197,28 @@ CREATE TABLE IF NOT EXISTS functions (
     body TEXT NOT NULL,
     PRIMARY KEY (tenant, name, version)
 );
+-- Moves with every write of a function version, in its transaction: a process that
+-- caches versions (`SqliteFunctionStore`) sees another process's writes by
+-- reading one row.
+CREATE TABLE IF NOT EXISTS generations (
+    name TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS functions_generation_insert AFTER INSERT ON functions
+BEGIN
+    INSERT INTO generations (name, n) VALUES ('functions', 1)
+    ON CONFLICT (name) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS functions_generation_update AFTER UPDATE ON functions
+BEGIN
+    INSERT INTO generations (name, n) VALUES ('functions', 1)
+    ON CONFLICT (name) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS functions_generation_delete AFTER DELETE ON functions
+BEGIN
+    INSERT INTO generations (name, n) VALUES ('functions', 1)
+    ON CONFLICT (name) DO UPDATE SET n = n + 1;
+END;
 CREATE TABLE IF NOT EXISTS aliases (
     tenant TEXT NOT NULL,
     function_name TEXT NOT NULL,

@@ -5,6 +5,7 @@ invariant between them is one transaction."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 
 from treadle.adapters.sqlite import code_refs
 from treadle.adapters.sqlite.audit import insert_audit
@@ -32,13 +33,32 @@ _REVISION_MOVED = (
 class SqliteFunctionStore:
     """Function versions in SQLite, with a cache of what was read.
 
-    Every invocation looks its function up; the platform is the only writer of its data
-    directory, so the cache is invalidated on every write of that function.
+    Every invocation looks its function up. The cache is emptied of a function on every
+    write of it made here, and emptied whole whenever the `functions` generation (moved
+    by triggers in every write's transaction) is not the one it was filled at: a write
+    by another process on the data directory (a second server process, a restore) is
+    seen at the next look, for one read of one row (measured: nothing in W1 or W2).
     """
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._cache: dict[tuple[str, str, str], FunctionVersion] = {}
+        self._generation = 0
+        self._generation_lock = threading.Lock()
+
+    def _sync(self) -> int:
+        """The current generation, having forgotten what was cached under another one.
+        Read before the version itself, and a version is cached only if the generation
+        did not move meanwhile: a write landing between the two reads cannot leave its
+        old row cached."""
+        with self._db.read() as conn:
+            row = conn.execute("SELECT n FROM generations WHERE name = 'functions'").fetchone()
+        generation = int(row[0]) if row else 0
+        with self._generation_lock:
+            if generation != self._generation:
+                self._cache.clear()
+                self._generation = generation
+        return generation
 
     def _forget(self, tenant: str, name: str) -> None:
         for key in [k for k in self._cache if k[0] == tenant and k[1] == name]:
@@ -105,6 +125,7 @@ class SqliteFunctionStore:
         )
 
     def get(self, tenant: str, name: str, version: str = LATEST) -> FunctionVersion:
+        seen = self._sync()
         cached = self._cache.get((tenant, name, version))
         if cached is not None:
             return cached
@@ -117,7 +138,9 @@ class SqliteFunctionStore:
             suffix = "" if version == LATEST else f":{version}"
             raise NotFound(f"Function not found: {name}{suffix}")
         fn = FunctionVersion.model_validate_json(row[0])
-        self._cache[(tenant, name, version)] = fn
+        with self._generation_lock:
+            if seen == self._generation:
+                self._cache[(tenant, name, version)] = fn
         return fn
 
     def publish(

@@ -97,12 +97,16 @@ class SqliteTenantStore(TenantStoreBase):
         self._db = SqliteFile(path, schema=_SCHEMA + AUDIT_SCHEMA)
         with self._db.transaction() as conn:
             _add_egress(conn)
-        # Every authenticated request reads its key and tenant; they change rarely and
-        # only through this object (one server owns a data directory), so reads are
-        # served from memory, filled under the lock and emptied by every write. Misses
-        # are not kept: unknown key ids sent by anyone must not grow the cache.
+        # Every authenticated request reads its key and tenant; they change rarely, so
+        # reads are served from memory, filled under the lock and emptied by every write
+        # made here. Misses are not kept: unknown key ids sent by anyone must not grow
+        # the cache. The caches are also emptied whenever another process wrote the file
+        # (a second server process, a restore, an operator's sqlite3): `PRAGMA
+        # data_version` moves with every commit of another connection and costs no I/O,
+        # so a key revoked there stops working here at once, not at a restart.
         self._tenant_cache: dict[str, Tenant] = {}
         self._key_cache: dict[str, tuple[AccessKey, Tenant]] = {}
+        self._data_version: int | None = None
         for suffix in ("-wal", "-shm"):
             side = path.with_name(path.name + suffix)
             if side.exists():
@@ -118,6 +122,14 @@ class SqliteTenantStore(TenantStoreBase):
             self._tenant_cache.clear()
             self._key_cache.clear()
             yield conn
+
+    def _sync(self, conn: sqlite3.Connection) -> None:
+        """Under the lock: forget what was cached if another process wrote meanwhile."""
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._tenant_cache.clear()
+            self._key_cache.clear()
+            self._data_version = version
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._db.locked() as conn:
@@ -181,10 +193,11 @@ class SqliteTenantStore(TenantStoreBase):
         return tenant
 
     def get_tenant(self, account_id: str) -> Tenant:
-        cached = self._tenant_cache.get(account_id)
-        if cached is not None:
-            return cached
         with self._db.locked() as conn:
+            self._sync(conn)
+            cached = self._tenant_cache.get(account_id)
+            if cached is not None:
+                return cached
             tenant = self._require_tenant(conn, account_id)
             self._tenant_cache[account_id] = tenant
         return tenant
@@ -299,10 +312,11 @@ class SqliteTenantStore(TenantStoreBase):
             self._write_key(conn, access)
 
     def find_key(self, access_key_id: str) -> tuple[AccessKey, Tenant] | None:
-        cached = self._key_cache.get(access_key_id)
-        if cached is not None:
-            return cached
         with self._db.locked() as conn:
+            self._sync(conn)
+            cached = self._key_cache.get(access_key_id)
+            if cached is not None:
+                return cached
             row = conn.execute(
                 f"SELECT {_KEY_COLS}, {_TENANT_COLS} FROM access_keys k "
                 "JOIN tenants t ON t.account_id = k.tenant WHERE k.access_key_id = ?",
