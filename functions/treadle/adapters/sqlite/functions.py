@@ -61,8 +61,11 @@ class SqliteFunctionStore:
         return generation
 
     def _forget(self, tenant: str, name: str) -> None:
-        for key in [k for k in self._cache if k[0] == tenant and k[1] == name]:
-            self._cache.pop(key, None)
+        # Under the lock the cache is filled and emptied by: iterating it while another
+        # thread adds a version would fail ("dictionary changed size").
+        with self._generation_lock:
+            for key in [k for k in self._cache if k[0] == tenant and k[1] == name]:
+                self._cache.pop(key, None)
 
     def put_latest(
         self,
