@@ -129,7 +129,11 @@ def _fill_and_recover(srv: ServerProcess, data: Path) -> None:
         if not full:
             try:
                 payload = json.dumps({"n": i, "pad": "x" * 150_000})
-                started.append(_arn(lam.invoke(FunctionName="wf", Payload=payload)))
+                # Asynchronous: a synchronous start the disk fills under would hold the
+                # loop for the whole wait of a synchronous Invoke (50 s).
+                started.append(
+                    _arn(lam.invoke(FunctionName="wf", InvocationType="Event", Payload=payload))
+                )
             except ClientError as exc:
                 full.append(exc)
         if refused and full:

@@ -10,6 +10,7 @@ import pytest
 
 from treadle.adapters.local.basics import SystemClock
 from treadle.adapters.local.scheduler import TimerScheduler
+from treadle.domain.errors import StorageFull
 from treadle.domain.ports import Timer, TimerKind
 
 
@@ -172,3 +173,73 @@ def test_a_backlog_is_read_a_half_lane_at_a_time_not_once_per_freed_slot(
     # A read per freed slot passes over every row in flight: ~9 rows per invocation
     # here (8 in flight + 1). A read per half lane: 8 + 4 rows per 4 invocations.
     assert read[0] / n < 5, read[0] / n
+
+
+def test_an_invocation_whose_outcome_the_store_refused_has_its_lease_ended_soon(
+    harness: Callable[..., tuple[TimerScheduler, Rows]],
+) -> None:
+    """The lease's row is due at the function's timeout plus a margin; the invocation is
+    over, so the loop fires its INVOKE timer again after a short backoff, doubling while
+    the store still refuses."""
+    fired: list[Timer] = []
+    again = threading.Event()
+
+    def invoke(timer: Timer) -> None:
+        fired.append(timer)
+        if len(fired) <= 2:
+            # The lease was taken (its timer moved to the lease's end), then the
+            # outcome's commit was refused.
+            rows.put(Timer(timer.arn, TimerKind.INVOKE, "", SystemClock().now_ms() + 600_000))
+            raise StorageFull("No space left")
+        again.set()
+
+    scheduler, rows = harness(invoke)
+    first = _timer(TimerKind.INVOKE, "refused")
+    rows.put(first)
+    scheduler.wake(first.due_ms)
+    assert again.wait(5), f"the lease was not ended early: fired {len(fired)} time(s)"
+    assert len(fired) == 3
+    # Each early end is a lapsed lease for the engine: due after the invocation began.
+    assert fired[0].due_ms < fired[1].due_ms < fired[2].due_ms
+    assert fired[2].due_ms - fired[1].due_ms >= fired[1].due_ms - fired[0].due_ms  # backs off
+
+
+def test_a_start_handed_over_whose_outcome_the_store_refused_has_its_lease_ended_soon(
+    harness: Callable[..., tuple[TimerScheduler, Rows]],
+) -> None:
+    fired: list[Timer] = []
+    done = threading.Event()
+
+    def invoke(timer: Timer) -> None:
+        fired.append(timer)
+        done.set()
+
+    scheduler, _ = harness(invoke)
+    slot = scheduler.reserve("arn:started")
+    assert slot is not None
+
+    def work() -> None:
+        raise StorageFull("No space left")
+
+    slot.run(work)
+    assert done.wait(5)
+    assert [(t.arn, t.kind) for t in fired] == [("arn:started", TimerKind.INVOKE)]
+
+
+def test_an_invocation_that_failed_otherwise_waits_for_its_leases_end(
+    harness: Callable[..., tuple[TimerScheduler, Rows]],
+) -> None:
+    """A bug is not a refused commit: firing again would only repeat it."""
+    fired: list[Timer] = []
+
+    def invoke(timer: Timer) -> None:
+        fired.append(timer)
+        rows.put(Timer(timer.arn, TimerKind.INVOKE, "", SystemClock().now_ms() + 600_000))
+        raise ValueError("a bug")
+
+    scheduler, rows = harness(invoke)
+    first = _timer(TimerKind.INVOKE, "bug")
+    rows.put(first)
+    scheduler.wake(first.due_ms)
+    time.sleep(1.5)  # three times the first early end's delay
+    assert len(fired) == 1

@@ -23,6 +23,15 @@ row per invocation under a backlog (W2b: a tenth of the server's time under the 
 A start may also reserve a slot of the invocation lane (`reserve`, the
 `InvocationLanes` port) and hand its first invocation over directly: counted like a
 timer in flight, so the lane's bound holds for both.
+
+An invocation whose outcome could not be committed (the disk full, the store
+unavailable: `Unavailable`) still holds its lease in the store, and the lease's timer is
+due only at the function's timeout plus a margin: up to a quarter of an hour. Nothing
+runs under that lease any more (the invocation is over), so the loop ends it early, in
+memory: the INVOKE timer is fired again after a backoff (`_ending`), and the engine
+takes it as a lapsed lease, as it would at the lease's end. The platform then carries
+on seconds after space comes back instead of at the lease's end; if the process dies
+first, the lease's row is still there.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from treadle.domain.errors import StorageFull
+from treadle.domain.errors import StorageFull, Unavailable
 from treadle.domain.ports import Clock, ExecutionStore, Timer, TimerKind
 from treadle.failpoints import Kind, boundary
 
@@ -40,6 +49,10 @@ log = logging.getLogger(__name__)
 
 _IDLE_POLL_S = 1.0
 _FAILURE_BACKOFF_MS = 1000
+# Ending the lease of an invocation whose outcome was refused: first after this, then
+# doubling up to the cap while the store still refuses.
+_LEASE_END_FIRST_MS = 500
+_LEASE_END_CAP_MS = 8000
 _INVOKE, _OTHER = "invoke", "other"
 # Work handed to a lane beyond its threads: keeps them busy between two passes.
 _QUEUE_FACTOR = 2
@@ -77,6 +90,8 @@ class TimerScheduler:
         self._left_behind = False
         self._in_flight: set[tuple[str, str, str]] = set()
         self._backoff: dict[tuple[str, str, str], int] = {}
+        # Leases to end early: key -> (when, the delay after which it was set).
+        self._ending: dict[tuple[str, str, str], tuple[int, int]] = {}
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
 
@@ -145,6 +160,7 @@ class TimerScheduler:
             with self._cond:
                 self._left_behind = True
             return
+        self._end_leases(now)
         for timer in self._store.due_timers(now, skip + sum(free.values())):
             key = (timer.arn, timer.kind.value, timer.op_id)
             lane = _lane(timer)
@@ -158,6 +174,30 @@ class TimerScheduler:
                 self._in_flight.add(key)
                 self._queued[lane] += 1
             self._pools[lane].submit(self._run, timer, key, lane)
+
+    def _end_leases(self, now: int) -> None:
+        """Fire, as due now, the INVOKE timers of leases held by refused outcomes."""
+        with self._cond:
+            for key, (when, delay) in list(self._ending.items()):
+                if when > now or key in self._in_flight:
+                    continue
+                if self._queued[_INVOKE] >= self._capacity[_INVOKE]:
+                    self._left_behind = True
+                    return
+                del self._ending[key]
+                self._in_flight.add(key)
+                self._queued[_INVOKE] += 1
+                timer = Timer(key[0], TimerKind.INVOKE, "", now)
+                self._pools[_INVOKE].submit(self._run, timer, key, _INVOKE, delay)
+
+    def _refused(self, key: tuple[str, str, str], exc: Exception, last_delay: int) -> None:
+        """An invocation's work failed: if the store refused it, end its lease soon."""
+        if isinstance(exc, Unavailable):
+            delay = min(last_delay * 2, _LEASE_END_CAP_MS) if last_delay else _LEASE_END_FIRST_MS
+            when = self._clock.now_ms() + delay
+            with self._cond:
+                self._ending[key] = (when, delay)
+            self.wake(when)
 
     def reserve(self, arn: str) -> _Slot | None:
         key = (arn, TimerKind.INVOKE.value, "")
@@ -173,10 +213,17 @@ class TimerScheduler:
     def _run_reserved(self, work: Callable[[], None], key: tuple[str, str, str]) -> None:
         try:
             work()
-        except Exception:
+            with self._cond:
+                self._ending.pop(key, None)
+        except Exception as exc:
             if not self._stopping:
-                # The lease's timer is a row: it runs the invocation again when due.
-                log.exception("invocation %s failed; its lease timer retries it", key)
+                # The lease's timer is a row: it runs the invocation again when due, or
+                # sooner if the store refused the outcome.
+                if isinstance(exc, StorageFull):
+                    log.warning("invocation %s failed; retrying soon: %s", key, exc)
+                else:
+                    log.exception("invocation %s failed; its lease timer retries it", key)
+                self._refused(key, exc, 0)
         finally:
             self._free(key, _INVOKE)
 
@@ -190,13 +237,15 @@ class TimerScheduler:
                 self._woken = True
                 self._cond.notify_all()
 
-    def _run(self, timer: Timer, key: tuple[str, str, str], lane: str) -> None:
+    def _run(self, timer: Timer, key: tuple[str, str, str], lane: str, ending: int = 0) -> None:
+        """`ending`: this fires a lease's early end, set after that delay (0: a row's)."""
         try:
             boundary(Kind.TIMER, "before")
             self._handler(timer)
             boundary(Kind.TIMER, "after")
             with self._cond:
                 self._backoff.pop(key, None)
+                self._ending.pop(key, None)
         except Exception as exc:
             if self._stopping:
                 # Shutting down: the sandbox is gone under it. The row stays; the next
@@ -209,6 +258,8 @@ class TimerScheduler:
                 log.exception("timer %s failed; retrying later", key)
             with self._cond:
                 self._backoff[key] = self._clock.now_ms() + _FAILURE_BACKOFF_MS
+            if lane == _INVOKE:
+                self._refused(key, exc, ending)
         finally:
             self._free(key, lane)
 
@@ -218,6 +269,10 @@ class TimerScheduler:
 
     def _sleep_for(self) -> float:
         nxt = self._store.next_due_ms()
+        with self._cond:
+            ending = min((when for when, _ in self._ending.values()), default=None)
+        if ending is not None:
+            nxt = ending if nxt is None else min(nxt, ending)
         if nxt is None:
             return _IDLE_POLL_S
         delta = (nxt - self._clock.now_ms()) / 1000
