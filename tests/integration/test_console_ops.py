@@ -70,13 +70,22 @@ def test_the_feed_reports_status_changes_after_the_pages_cursor_and_only_the_ten
     assert [c["status"] for c in mine] == ["RUNNING", "SUCCEEDED"]
     assert mine[0]["name"] == "f1" and mine[1]["previousStatus"] == "RUNNING"
 
-    # The neighbour's feed, read from its own page's cursor, says nothing of it.
-    held = other.get("/console/events", params={"cursor": other_cursor}).json()
+    # The neighbour's feed, read from its own page's cursor, says nothing of it. (Not
+    # held: the changes are already in the stream; holding would only wait 15 s.)
+    held = other.get("/console/events", params={"cursor": other_cursor, "wait": "0"}).json()
     assert held["changes"] == []
     # The page rendered now listens from after those changes (none is replayed).
     now = _cursor(web.get("/console/executions").text)
     assert now != cursor
-    assert web.get("/console/events", params={"cursor": now}).json()["changes"] == []
+    caught_up = web.get("/console/events", params={"cursor": now, "wait": "0"}).json()
+    assert caught_up["changes"] == []
+    # A held read ends when it is told to.
+    started = time.monotonic()
+    assert web.get("/console/events", params={"cursor": now, "wait": "1"}).json()["changes"] == []
+    assert 0.9 <= time.monotonic() - started < 10
+    for bad in ("16", "-1", "soon"):
+        out = web.get("/console/events", params={"cursor": now, "wait": bad})
+        assert out.status_code == 400 and "wait must be" in out.json()["message"], bad
     assert "data-cursor" not in web.get(execution_path(arn)).text  # closed: nothing to hear
 
 

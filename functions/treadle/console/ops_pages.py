@@ -58,15 +58,19 @@ class OpsPages:
 
     def events(self, ctx: Ctx) -> Response:
         """`{"cursor", "changes": [{arn, name, status, previousStatus}]}`: the changes
-        after `cursor`, held up to LIVE_WAIT_S while there are none."""
+        after `cursor`, held up to LIVE_WAIT_S while there are none (`wait`: fewer
+        seconds, 0 to only catch up)."""
         cursor = ctx.q("cursor")
+        wait = ctx.q("wait") or str(LIVE_WAIT_S)
+        if not wait.isdigit() or int(wait) > LIVE_WAIT_S:
+            return _json(
+                {"message": f"wait must be a whole number of seconds, 0 to {LIVE_WAIT_S}"}, 400
+            )
         api = self._api(ctx)
         try:
             if not cursor:
                 return _json({"cursor": tail_cursor(api), "changes": []})
-            page = api.get(
-                STREAM, cursor=cursor, limit=str(STREAM_PAGE), waitSeconds=str(LIVE_WAIT_S)
-            )
+            page = api.get(STREAM, cursor=cursor, limit=str(STREAM_PAGE), waitSeconds=wait)
         except ApiError as err:
             return _json({"message": err.message}, err.status)
         changes = [_change(e) for e in page.get("events", [])]
