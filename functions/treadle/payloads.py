@@ -5,10 +5,10 @@ Shared by the CLI (`treadle.cli.render`) and the web console.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from typing import Any
-
-from aws_durable_execution_sdk_python.serdes import EXTENDED_TYPES_SERDES, SerDesContext
 
 # Fields that hold a payload as the SDK serialises it.
 _PAYLOADS = frozenset({"Payload", "Result", "InputPayload"})
@@ -24,11 +24,20 @@ def decoded(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _sdk_deserialize() -> Callable[[str], Any]:
+    """The SDK's decoder, imported on first use: the SDK (and the boto3 it imports) is a
+    sixth of `treadle dev`'s start, and only the console's and CLI's readers need it."""
+    from aws_durable_execution_sdk_python.serdes import EXTENDED_TYPES_SERDES, SerDesContext
+
+    return lambda raw: EXTENDED_TYPES_SERDES.deserialize(raw, SerDesContext("", ""))
+
+
 def decoded_payload(raw: Any) -> Any:
     if not isinstance(raw, str):
         return decoded(raw)
     try:
-        return EXTENDED_TYPES_SERDES.deserialize(raw, SerDesContext("", ""))
+        return _sdk_deserialize()(raw)
     except Exception:  # not the SDK's envelope: plain JSON, or text
         try:
             return json.loads(raw)
