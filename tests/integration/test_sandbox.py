@@ -296,6 +296,97 @@ def test_least_recently_used_idle_worker_is_evicted_at_max_workers(
         sb.close()
 
 
+TMP_NOTES = """
+import os, time
+
+def note(event, context):
+    path = os.path.join(os.environ["TMPDIR"], "note")
+    if event.get("crash"):
+        os._exit(3)
+    time.sleep(event.get("sleep", 0))
+    if "write" in event:
+        with open(path, "w") as f:
+            f.write(event["write"])
+    read = open(path).read() if os.path.exists(path) else None
+    return {"pid": os.getpid(), "note": read, "tmp": os.environ["TMPDIR"]}
+"""
+
+
+def _host_tmp(sb: LocalSandbox, fn: SandboxFunction) -> Path:
+    return Path(sb._tmps.path(fn.key))
+
+
+def _mounted(path: Path) -> bool:
+    points = (line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines())
+    return os.path.realpath(path) in points
+
+
+def test_an_environment_reclaimed_as_least_recently_used_takes_its_tmp_with_it(
+    tmp_path: Path,
+) -> None:
+    """As Lambda reclaims an idle environment: its /tmp (a tmpfs, so memory) goes too, not
+    at the version's next update or the server's restart."""
+    notes = write_code(tmp_path / "notes", {"notes.py": TMP_NOTES})
+    sb = LocalSandbox(work_dir=tmp_path / "sb", max_workers=2)
+    sb.start()
+    try:
+        a, b, c = (function(notes, "notes.note") for _ in range(3))
+        first = result(call(sb, a, {"write": "kept in a's environment"}))
+        assert first["note"] == "kept in a's environment"
+        assert _host_tmp(sb, a).is_dir()
+        if os.geteuid() == 0:
+            assert _mounted(_host_tmp(sb, a))
+        result(call(sb, b))
+        result(call(sb, c))  # at max_workers: a's worker, the least recently used, goes
+        assert wait_gone(first["pid"])
+        assert not _host_tmp(sb, a).exists()
+        assert not _mounted(_host_tmp(sb, a))
+        assert not any(p.name.startswith(".retired-") for p in _host_tmp(sb, a).parent.iterdir())
+        again = result(call(sb, a))  # a new environment: an empty /tmp
+        assert again["pid"] != first["pid"] and again["note"] is None
+    finally:
+        sb.close()
+
+
+def test_a_worker_replacing_a_crashed_one_still_sees_its_environments_tmp(
+    tmp_path: Path,
+) -> None:
+    notes = write_code(tmp_path / "notes", {"notes.py": TMP_NOTES})
+    sb = LocalSandbox(work_dir=tmp_path / "sb", max_workers=2)
+    sb.start()
+    try:
+        a = function(notes, "notes.note")
+        first = result(call(sb, a, {"write": "before the crash"}))
+        crashed = call(sb, a, {"crash": True})
+        assert crashed.error is not None  # the runtime exited
+        after = result(call(sb, a))
+        assert after["pid"] != first["pid"] and after["note"] == "before the crash"
+    finally:
+        sb.close()
+
+
+def test_reclaiming_one_idle_worker_keeps_the_tmp_its_busy_sibling_uses(tmp_path: Path) -> None:
+    notes = write_code(tmp_path / "notes", {"notes.py": TMP_NOTES})
+    sb = LocalSandbox(work_dir=tmp_path / "sb", max_workers=2, max_warm_per_function=2)
+    sb.start()
+    try:
+        a, other = function(notes, "notes.note"), function(notes, "notes.note")
+        result(call(sb, a, {"write": "shared"}))
+        with ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(call, sb, a, {"sleep": 2})  # the warm worker, kept busy
+            time.sleep(0.5)
+            second = result(call(sb, a))  # a second worker of `a`, idle after this
+            # At max_workers: the idle worker of `a` goes, its busy sibling stays, and
+            # so does their environment's /tmp.
+            result(call(sb, other))
+            assert wait_gone(second["pid"])
+            assert _host_tmp(sb, a).is_dir()
+            assert result(busy.result())["note"] == "shared"
+        assert result(call(sb, a))["note"] == "shared"
+    finally:
+        sb.close()
+
+
 def test_context_object(sandbox: LocalSandbox, code: Path) -> None:
     fn = function(code, "common.ctx", timeout_s=7.0)
     request_id = uuid4()

@@ -4,7 +4,9 @@ As on Lambda, an environment's /tmp outlives a runtime crash (the runtime is
 re-initialised in the same environment), so a worker that replaces a crashed one sees
 what its predecessor wrote; workers of one version belong to one tenant's function, so
 sharing it between that version's warm workers crosses no isolation boundary. It goes
-when the version is evicted or the sandbox closes.
+when the version is evicted, when its last worker is reclaimed as least recently used
+(`retire`: as Lambda reclaims an idle environment; a tmpfs holds its files in memory),
+or when the sandbox closes.
 
 Root: a tmpfs mounted in the platform's own mount namespace, once per environment,
 `size=<EphemeralStorage>m,mode=0700,uid=gid=<tenant's>`, so writes past the
@@ -15,9 +17,11 @@ Confined workers see it at /tmp (`rootfs`). Elsewhere: a plain directory, unlimi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import threading
 from pathlib import Path
@@ -78,6 +82,33 @@ class EnvTmps:
                 self._mounted.discard(path)
                 _unmount(path)
         shutil.rmtree(path, ignore_errors=True)
+
+    def retire(self, key: str) -> None:
+        """The environment is reclaimed: its /tmp goes now. A tmpfs is unmounted at once
+        (its memory is freed when no worker holds it); a plain directory is moved aside
+        and deleted in the background, off the caller's lock."""
+        path = self.path(key)
+        with self._lock:
+            mounted = path in self._mounted
+            if mounted:
+                self._mounted.discard(path)
+                _unmount(path)
+            trash = path.with_name(f".retired-{path.name}-{secrets.token_hex(4)}")
+            try:
+                path.rename(trash)  # a new worker of the version makes a fresh one
+            except OSError:  # never made, or still a mount point: nothing to reclaim
+                return
+        if mounted:
+            with contextlib.suppress(OSError):
+                trash.rmdir()  # the empty mount point
+                return
+        threading.Thread(
+            target=shutil.rmtree,
+            args=(trash,),
+            kwargs={"ignore_errors": True},
+            name="sandbox-tmp-retire",
+            daemon=True,
+        ).start()
 
     def clear(self) -> None:
         """Unmount and remove every environment's /tmp, this run's or a crashed one's."""

@@ -4,7 +4,8 @@ Processes: the (multi-threaded) server never forks. `start()` launches one zygot
 (`zygote.py`) with a scrubbed environment; it pre-imports boto3 and the durable SDK and
 forks a worker per function version on demand, so a cold start costs a fork and the
 handler's own imports. Workers of one `key` stay warm and serve one invocation at a
-time; idle ones are evicted least recently used first.
+time; idle ones are evicted least recently used first (and the environment's /tmp with
+the last of them, `envtmp`).
 
 Memory: the server samples each busy worker's peak RSS (VmHWM) and kills it past the
 function's memory size, which is what Lambda's cgroup does; RLIMIT_DATA in the worker
@@ -27,7 +28,7 @@ import os
 import shutil
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -86,6 +87,7 @@ class LocalSandbox:
         self._lru: OrderedDict[WorkerHandle, None] = OrderedDict()  # idle, oldest first
         self._busy: set[WorkerHandle] = set()
         self._spawning = 0
+        self._spawning_keys: Counter[str] = Counter()
         self._generations: dict[str, int] = {}
         self._closed = False
         self._zygote_lock = threading.Lock()
@@ -228,6 +230,7 @@ class LocalSandbox:
                 if not self._evict_lru_locked():
                     self._capacity.wait()
             self._spawning += 1
+            self._spawning_keys[fn.key] += 1
             generation = self._generations.get(fn.key, 0)
         handle = None
         try:
@@ -235,6 +238,9 @@ class LocalSandbox:
         finally:
             with self._lock:
                 self._spawning -= 1
+                self._spawning_keys[fn.key] -= 1
+                if not self._spawning_keys[fn.key]:
+                    del self._spawning_keys[fn.key]
                 if handle is not None:
                     self._busy.add(handle)
                 self._capacity.notify()
@@ -263,6 +269,15 @@ class LocalSandbox:
         handle = next(iter(self._lru))
         self._forget_idle_locked(handle)
         handle.discard()
+        key = handle.key
+        if (
+            key not in self._idle
+            and key not in self._spawning_keys
+            and not any(busy.key == key for busy in self._busy)
+        ):
+            # Its last worker: the environment is reclaimed, /tmp with it (`envtmp`).
+            # Under the lock, so that no worker of the version starts on it meanwhile.
+            self._tmps.retire(key)
         return True
 
     def _release(self, handle: WorkerHandle, healthy: bool) -> None:
