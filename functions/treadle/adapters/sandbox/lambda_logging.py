@@ -136,6 +136,11 @@ def _log_level_from_env() -> str:
     return level if level in logging.getLevelNamesMapping() else "INFO"
 
 
+def set_level_from_env() -> None:
+    """The root level from AWS_LAMBDA_LOG_LEVEL, once the function's environment is set."""
+    logging.getLogger().setLevel(_log_level_from_env())
+
+
 def setup_logging(sink: LogSink) -> None:
     logging.Formatter.converter = time.gmtime  # as awslambdaric does
     root = logging.getLogger()
