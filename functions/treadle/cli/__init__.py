@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from treadle.cli import dev, executions, functions, logs, tenants
-from treadle.cli.remote import CliError, Remote
-from treadle.cli.render import Output
+from treadle.cli import dev
 
 
 def _common() -> argparse.ArgumentParser:
@@ -30,21 +28,31 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(*, clients: bool = True) -> argparse.ArgumentParser:
+    """Every command; `clients=False`: `dev` alone (see `main`)."""
     top = argparse.ArgumentParser(prog="treadle", description="Durable workflows, embedded.")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     dev.add_parser(sub)
-    common = _common()
-    for module in (executions, logs, functions, tenants):
-        module.add_parser(sub, common)
+    if clients:
+        from treadle.cli import executions, functions, logs, tenants
+
+        common = _common()
+        for module in (executions, logs, functions, tenants):
+            module.add_parser(sub, common)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # `treadle dev` is parsed without the client commands: their modules (boto3, rich) are
+    # a tenth of a second of the platform's start and have no part in running it.
+    args = parser(clients=argv[:1] != ["dev"]).parse_args(argv)
     if args.command == "dev":
         # `dev` sets up its own lines from its settings (--log-level, --log-format).
         return int(args.run(args))
+    from treadle.cli.remote import CliError, Remote
+    from treadle.cli.render import Output
+
     try:
         remote = Remote.open(args.profile, args.endpoint_url, args.region)
         return int(args.run(remote, Output(args.json), args))
