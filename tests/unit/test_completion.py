@@ -44,3 +44,20 @@ def test_a_wait_that_times_out_is_forgotten() -> None:
     notifier = CompletionNotifier()
     assert notifier.wait("arn", 0.05, lambda: False) is False
     assert notifier.waiters() == 0
+
+
+def test_a_stop_ends_every_wait_and_the_later_ones_at_once() -> None:
+    notifier = CompletionNotifier()
+    results: list[bool] = []
+    waiting = threading.Thread(target=lambda: results.append(notifier.wait("arn", 30, bool)))
+    waiting.start()
+    while notifier.waiters() == 0:
+        time.sleep(0.001)
+    notifier.stop()
+    waiting.join(timeout=5)
+    assert results == [False] and notifier.stopping  # not closed: it runs on
+    started = time.monotonic()
+    assert notifier.wait("other", 30, bool) is False
+    assert time.monotonic() - started < 1
+    assert notifier.wait("closed", 30, lambda: True) is True  # a closed one still says so
+    assert notifier.waiters() == 0

@@ -15,6 +15,20 @@ class CompletionNotifier:
         self._lock = threading.Lock()
         # arn -> (event, number of waiters on it)
         self._waiting: dict[str, tuple[threading.Event, int]] = {}
+        self._stopping = False
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def stop(self) -> None:
+        """The server is stopping: every wait ends now and later ones at once, so that no
+        held request holds the stop up (the executions go on after the restart)."""
+        with self._lock:
+            self._stopping = True
+            events = [event for event, _ in self._waiting.values()]
+        for event in events:
+            event.set()
 
     def execution_closed(self, arn: str) -> None:
         with self._lock:
@@ -39,10 +53,10 @@ class CompletionNotifier:
                 if is_closed():
                     return True
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or self._stopping:
                     return False
                 if event.wait(min(remaining, 1.0)):
-                    return True
+                    return not self._stopping or is_closed()
         finally:
             with self._lock:
                 event, count = self._waiting[arn]

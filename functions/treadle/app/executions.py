@@ -159,15 +159,20 @@ class ExecutionService:
         """The wait ended before the execution closed; it runs on. A function error, not a
         5xx: SDK clients retry 5xx, and each retry without an execution name would start
         another execution."""
-        body = {
-            "errorType": SYNC_INVOKE_TIMEOUT_ERROR,
-            "errorMessage": (
+        if self.notifier.stopping:
+            message = (
+                f"Durable execution {arn} is still running: the platform is stopping, and "
+                "the execution continues once it is back. Poll GetDurableExecution with its "
+                "ARN for the result."
+            )
+        else:
+            message = (
                 f"Durable execution {arn} is still running after {self.sync_invoke_wait_s:g} s, "
                 "the longest a synchronous invoke waits here. It continues: poll "
                 "GetDurableExecution with its ARN for the result, or invoke long executions "
                 "with InvocationType=Event."
-            ),
-        }
+            )
+        body = {"errorType": SYNC_INVOKE_TIMEOUT_ERROR, "errorMessage": message}
         return InvokeResult(200, json.dumps(body).encode(), fn.version, arn, "Unhandled")
 
     def _closed(self, arn: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -50,6 +51,12 @@ class NotificationService:
         self.source = source
         self.allow_private = allow_private
         self._sleep = sleep
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """The server is stopping: a held long poll answers at its next look (within
+        POLL_INTERVAL_S) instead of holding the stop up; the client polls again."""
+        self._stopping.set()
 
     # -- the stream ----------------------------------------------------------------------
 
@@ -70,7 +77,7 @@ class NotificationService:
         while True:
             events, next_cursor = self.events.read(tenant, cursor, limit, self.clock.now_ms())
             left = deadline - time.monotonic()
-            if events or left <= 0:
+            if events or left <= 0 or self._stopping.is_set():
                 return [envelope(e, self.source) for e in events], next_cursor
             self._sleep(min(POLL_INTERVAL_S, left))
 

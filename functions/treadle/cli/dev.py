@@ -27,6 +27,7 @@ from treadle.settings import (
 )
 
 log = logging.getLogger("treadle")
+GRACEFUL_STOP_S = 5
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -85,7 +86,14 @@ def dev(args: argparse.Namespace) -> int:
     platform.start()
     adapter = AsgiAdapter(platform.app)
     config = uvicorn.Config(
-        adapter, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=75
+        adapter,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_keep_alive=75,
+        # Past this, requests still running at a stop are cut (a plain function's handler
+        # may run for 15 minutes); held requests have been ended already (below).
+        timeout_graceful_shutdown=GRACEFUL_STOP_S,
     )
     server = uvicorn.Server(config)
     url = f"http://{settings.host}:{port}"
@@ -123,6 +131,15 @@ def dev(args: argparse.Namespace) -> int:
         _ready()
 
     server.startup = startup  # type: ignore[method-assign]
+    original_shutdown = server.shutdown
+
+    async def shutdown(sockets: list[socket.socket] | None = None) -> None:
+        # Synchronous durable invokes and long polls answer now (the executions go on
+        # after a restart), instead of holding the stop up for up to 50 s each.
+        platform.end_held_requests()
+        await original_shutdown(sockets=sockets)
+
+    server.shutdown = shutdown  # type: ignore[method-assign]
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         server.should_exit = True

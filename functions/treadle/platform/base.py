@@ -118,6 +118,7 @@ class Platform(ABC):
         self.gc = core.gc
         self.promoter = core.promoter
         self.promotion_signal = core.promotion_signal
+        self.end_held_requests = core.end_held_requests
         self.tenants = ports.tenants
         self._stores = ports
         if self.sandbox_runtime is not None and settings.durable_channel:

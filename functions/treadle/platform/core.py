@@ -8,7 +8,7 @@ mapping.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from treadle.adapters.sandbox.durable_channel import ENV_FLAG as DURABLE_CHANNEL_FLAG
@@ -132,6 +132,9 @@ class Core:
     # Promotes queued starts (app/promoter.py); None without a start queue.
     promoter: Promoter | None = None
     promotion_signal: PromotionSignal = field(default_factory=PromotionSignal)
+    # Ends the requests held open (synchronous durable invokes, long polls): the server
+    # is stopping, and they would hold its stop up for their whole wait.
+    end_held_requests: Callable[[], None] = lambda: None
 
 
 def build_core(
@@ -287,15 +290,19 @@ def build_core(
         )
     ).register(v1)
     allow_private = settings.webhooks_may_call_private
-    NotificationsApi(
-        NotificationService(
-            ports.status_events,
-            ports.webhooks,
-            ports.clock,
-            source=settings.event_source,
-            allow_private=allow_private,
-        )
-    ).register(v1)
+    notifications = NotificationService(
+        ports.status_events,
+        ports.webhooks,
+        ports.clock,
+        source=settings.event_source,
+        allow_private=allow_private,
+    )
+    NotificationsApi(notifications).register(v1)
+
+    def end_held_requests() -> None:
+        notifier.stop()
+        notifications.stop()
+
     relay = Relay(
         ports.status_events,
         ports.webhooks,
@@ -349,6 +356,7 @@ def build_core(
         gc=gc,
         promoter=promoter,
         promotion_signal=promotion_signal,
+        end_held_requests=end_held_requests,
     )
 
 
