@@ -213,8 +213,9 @@ class TimerScheduler:
     def _run_reserved(self, work: Callable[[], None], key: tuple[str, str, str]) -> None:
         try:
             work()
-            with self._cond:
-                self._ending.pop(key, None)
+            if self._ending:  # rarely: no lock taken per invocation for it
+                with self._cond:
+                    self._ending.pop(key, None)
         except Exception as exc:
             if not self._stopping:
                 # The lease's timer is a row: it runs the invocation again when due, or
