@@ -301,3 +301,22 @@ def test_every_status_change_is_put_on_the_event_bus(
         assert {d["durableExecutionArn"] for d in details} == {ex.arn}
         assert details[1]["functionArn"].endswith(":function:f:$LATEST")
     assert world.relay.events.unrelayed(10) == []  # the outbox is empty once published
+
+
+def test_a_held_long_poll_answers_at_once_when_the_service_stops(world: World) -> None:
+    """A stopping server must not wait out the stream's 20 s holds: they answer, with no
+    events and a cursor to poll again from."""
+    answered: list[tuple[list[dict[str, Any]], str]] = []
+    held = threading.Thread(
+        target=lambda: answered.append(world.service.stream(T, None, 10, 20, latest=True))
+    )
+    held.start()
+    time.sleep(0.3)
+    assert answered == []  # held: nothing new
+    started = time.monotonic()
+    world.service.stop()
+    held.join(timeout=5)
+    assert answered and answered[0][0] == [] and answered[0][1]
+    assert time.monotonic() - started < 2
+    events, _ = world.service.stream(T, None, 10, 20, latest=True)  # later ones at once
+    assert events == []
