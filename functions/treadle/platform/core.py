@@ -129,12 +129,12 @@ class Core:
     relay: Relay  # hands status changes to webhooks and publishers (app/relay.py)
     metrics: DurableMetrics  # what /metrics shows (docs/observability.md)
     gc: GarbageCollector  # tenants' GC policies (app/gc.py), run by the platform's loop
+    # Ends the requests held open (synchronous durable invokes, long polls): the server
+    # is stopping, and they would hold its stop up for their whole wait.
+    end_held_requests: Callable[[], None]
     # Promotes queued starts (app/promoter.py); None without a start queue.
     promoter: Promoter | None = None
     promotion_signal: PromotionSignal = field(default_factory=PromotionSignal)
-    # Ends the requests held open (synchronous durable invokes, long polls): the server
-    # is stopping, and they would hold its stop up for their whole wait.
-    end_held_requests: Callable[[], None] = lambda: None
 
 
 def build_core(

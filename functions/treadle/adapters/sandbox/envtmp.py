@@ -5,7 +5,7 @@ re-initialised in the same environment), so a worker that replaces a crashed one
 what its predecessor wrote; workers of one version belong to one tenant's function, so
 sharing it between that version's warm workers crosses no isolation boundary. It goes
 when the version is evicted, when its last worker is reclaimed as least recently used
-(`retire`: as Lambda reclaims an idle environment; a tmpfs holds its files in memory),
+(as Lambda reclaims an idle environment; a tmpfs holds its files in memory),
 or when the sandbox closes.
 
 Root: a tmpfs mounted in the platform's own mount namespace, once per environment,
@@ -76,17 +76,10 @@ class EnvTmps:
             )
 
     def remove(self, key: str) -> None:
-        path = self.path(key)
-        with self._lock:
-            if path in self._mounted:
-                self._mounted.discard(path)
-                _unmount(path)
-        shutil.rmtree(path, ignore_errors=True)
-
-    def retire(self, key: str) -> None:
-        """The environment is reclaimed: its /tmp goes now. A tmpfs is unmounted at once
-        (its memory is freed when no worker holds it); a plain directory is moved aside
-        and deleted in the background, off the caller's lock."""
+        """The environment is gone (its version changed, or its last worker was reclaimed):
+        its /tmp goes now. A tmpfs is unmounted at once (its memory is freed when no worker
+        holds it); a plain directory is moved aside and deleted in the background, off the
+        caller's lock (the sandbox's, on reclaim)."""
         path = self.path(key)
         with self._lock:
             mounted = path in self._mounted
@@ -106,7 +99,7 @@ class EnvTmps:
             target=shutil.rmtree,
             args=(trash,),
             kwargs={"ignore_errors": True},
-            name="sandbox-tmp-retire",
+            name="sandbox-tmp-remove",
             daemon=True,
         ).start()
 

@@ -277,7 +277,7 @@ class LocalSandbox:
         ):
             # Its last worker: the environment is reclaimed, /tmp with it (`envtmp`).
             # Under the lock, so that no worker of the version starts on it meanwhile.
-            self._tmps.retire(key)
+            self._tmps.remove(key)
         return True
 
     def _release(self, handle: WorkerHandle, healthy: bool) -> None:
