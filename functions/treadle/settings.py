@@ -34,6 +34,7 @@ ENV_ACCOUNT = "TREADLE_DEFAULT_ACCOUNT"
 ENV_WAIT_TIME_SCALE = "TREADLE_WAIT_TIME_SCALE"
 ENV_SANDBOX_WARM = "TREADLE_SANDBOX_WARM_PER_FUNCTION"
 ENV_INVOKE_CONCURRENCY = "TREADLE_INVOKE_CONCURRENCY"
+ENV_PROCESSES = "TREADLE_PROCESSES"
 ENV_DURABLE_CHANNEL = "TREADLE_DURABLE_CHANNEL"
 ENV_ADMIN_KEY_ID = "TREADLE_ADMIN_ACCESS_KEY_ID"
 ENV_ADMIN_SECRET = "TREADLE_ADMIN_SECRET_ACCESS_KEY"
@@ -78,6 +79,12 @@ ENV_OTEL_EXPORTER = "TREADLE_OTEL_EXPORTER"
 # Tests only: crash at a durability boundary, or count them (treadle/failpoints.py).
 # Not a setting: it is read once at import, never through `Settings`.
 ENV_FAILPOINT = "TREADLE_FAILPOINT"
+# Set by `treadle dev --processes N` for the processes it starts besides itself, never
+# by users: which one it is, the port it shares and the data directory lock it holds.
+ENV_PROCESS_INDEX = "TREADLE_PROCESS_INDEX"
+ENV_LISTEN_PORT = "TREADLE_LISTEN_PORT"
+ENV_LOCK_FD = "TREADLE_LOCK_FD"
+ENV_READY_FD = "TREADLE_READY_FD"
 # boto3's own name: one endpoint for every service (moto server, LocalStack).
 ENV_AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 
@@ -93,6 +100,7 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ("wait_time_scale", ENV_WAIT_TIME_SCALE),
     ("sandbox_warm_per_function", ENV_SANDBOX_WARM),
     ("invoke_concurrency", ENV_INVOKE_CONCURRENCY),
+    ("processes", ENV_PROCESSES),
     ("durable_channel", ENV_DURABLE_CHANNEL),
     ("admin_access_key_id", ENV_ADMIN_KEY_ID),
     ("admin_secret_access_key", ENV_ADMIN_SECRET),
@@ -147,6 +155,10 @@ class Settings(BaseModel):
     # Durable invocations running at once (each holds a sandbox worker); more wait in
     # the scheduler's queue. Past the warm count, each extra one would fork a worker.
     invoke_concurrency: int = Field(default=16, ge=1, le=1024)
+    # Server processes sharing the data directory (embedded backend): each serves the
+    # API and drives its share of the executions (`domain/partition`), so the platform
+    # is not bound to one interpreter's lock. 1: the single process of old.
+    processes: int = Field(default=1, ge=1, le=64)
     max_request_bytes: int = 6 * 1024 * 1024
     # Sandbox workers send the SDK's checkpoints over their own channel instead of HTTP.
     durable_channel: bool = True
@@ -274,6 +286,14 @@ class Settings(BaseModel):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _processes_embedded(self) -> Settings:
+        # The AWS backend's scale-out is Lambda's and SQS's own: its timers are messages
+        # any consumer may take, not rows partitioned between processes.
+        if self.processes > 1 and self.backend != "embedded":
+            raise ValueError(f"{ENV_PROCESSES} above 1 is for the embedded backend only")
+        return self
 
     @model_validator(mode="after")
     def _admin_pair(self) -> Settings:

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     # `treadle dev` is parsed without the client commands: their modules (boto3, rich) are
     # a tenth of a second of the platform's start and have no part in running it.
     args = parser(clients=argv[:1] != ["dev"]).parse_args(argv)
+    args.argv = argv  # `treadle dev --processes N` starts the others with the same
     if args.command == "dev":
         # `dev` sets up its own lines from its settings (--log-level, --log-format).
         return int(args.run(args))

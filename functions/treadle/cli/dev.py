@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -22,17 +23,25 @@ from treadle.settings import (
     ENV_LOG_LEVEL,
     ENV_OTEL_EXPORTER,
     ENV_PORT,
+    ENV_PROCESSES,
     ENV_WAIT_TIME_SCALE,
     Settings,
 )
 
 log = logging.getLogger("treadle")
 GRACEFUL_STOP_S = 5
+# How long the first of `--processes N` waits for the others before it says "ready".
+READY_WAIT_S = 60
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, *, shared: bool = False) -> socket.socket:
+    """`shared`: one of the sockets of `--processes N` on one port. The kernel spreads
+    new connections over them by address hash; one socket shared by all would hand most
+    to the process whose event loop happens to wake first (measured: 30 of 30)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     # Responses go out as two writes (head, body): without TCP_NODELAY, Nagle holds the
     # second until the client ACKs the first, which delayed ACK postpones by ~40 ms.
     # Linux passes the option on to accepted connections.
@@ -55,6 +64,7 @@ def dev(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             log_format=args.log_format,
             otel_exporter=args.otel_exporter,
+            processes=args.processes,
         )
     except ValidationError as exc:
         print(f"treadle: invalid settings: {Settings.describe_error(exc)}", file=sys.stderr)
@@ -64,26 +74,39 @@ def dev(args: argparse.Namespace) -> int:
     import uvicorn
 
     from treadle.api.asgi import AsgiAdapter
+    from treadle.cli.processes import Supervisor, role_from_env
+    from treadle.domain.partition import Partition
     from treadle.observability import server_log, tracing
     from treadle.platform import ADMIN_PROFILE, TENANT_PROFILE, StartupError, open_platform
 
+    role = role_from_env()  # one of the others of `--processes N`, started by the first
     server_log.configure(settings.log_level, settings.log_format)
     provider = tracing.configure(settings.otel_exporter)
+    listen_port = settings.port if role is None else role.port
     try:
-        sock = _bind(settings.host, settings.port)
+        sock = _bind(settings.host, listen_port, shared=settings.processes > 1)
     except OSError as exc:
         print(
-            f"treadle: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+            f"treadle: cannot listen on {settings.host}:{listen_port}: {exc.strerror}",
             file=sys.stderr,
         )
         return 2
     port = sock.getsockname()[1]
     try:
-        platform = open_platform(settings, endpoint=f"http://{settings.host}:{port}")
+        platform = open_platform(
+            settings,
+            endpoint=f"http://{settings.host}:{port}",
+            partition=Partition(0 if role is None else role.index, settings.processes),
+            lock_fd=None if role is None else role.lock_fd,
+        )
     except StartupError as exc:
         print(f"treadle: {exc.message}", file=sys.stderr)
         return 2
     platform.start()
+    supervisor = None
+    if role is None and settings.processes > 1:
+        supervisor = Supervisor(args.argv, settings.processes, port, platform.lock_fd)
+        supervisor.start()
     adapter = AsgiAdapter(platform.app)
     config = uvicorn.Config(
         adapter,
@@ -99,6 +122,10 @@ def dev(args: argparse.Namespace) -> int:
     url = f"http://{settings.host}:{port}"
 
     def _ready() -> None:
+        if role is not None:
+            log.info("server process %d of %d is ready", role.index, settings.processes)
+            role.ready()
+            return
         creds = platform.credentials_path
         where = f"data in {settings.data_dir}"
         if settings.backend == "aws":
@@ -128,6 +155,11 @@ def dev(args: argparse.Namespace) -> int:
 
     async def startup(sockets: list[socket.socket] | None = None) -> None:
         await original_startup(sockets=sockets)
+        # "Ready" once every process serves (this one serves meanwhile).
+        if supervisor is not None and not await asyncio.to_thread(
+            supervisor.wait_ready, READY_WAIT_S
+        ):
+            log.warning("not every server process is ready yet; serving with those that are")
         _ready()
 
     server.startup = startup  # type: ignore[method-assign]
@@ -136,6 +168,8 @@ def dev(args: argparse.Namespace) -> int:
     async def shutdown(sockets: list[socket.socket] | None = None) -> None:
         # Synchronous durable invokes and long polls answer now (the executions go on
         # after a restart), instead of holding the stop up for up to 50 s each.
+        if supervisor is not None:
+            supervisor.signal_stop()  # the others stop alongside, in the same way
         platform.end_held_requests()
         await original_shutdown(sockets=sockets)
 
@@ -152,6 +186,8 @@ def dev(args: argparse.Namespace) -> int:
         # stopped; what is left to do is the same orderly close as after SIGTERM.
         log.info("interrupted: stopping")
     finally:
+        if supervisor is not None:
+            supervisor.wait(GRACEFUL_STOP_S + 2)
         adapter.close()
         platform.close()
         if provider is not None:
@@ -228,5 +264,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=None,
         help="where OpenTelemetry spans go; otlp reads the OTEL_EXPORTER_OTLP_* variables "
         f"(default: ${ENV_OTEL_EXPORTER} or {defaults.otel_exporter})",
+    )
+    p_dev.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="server processes sharing the data directory and the port, each driving its "
+        f"share of the executions (default: ${ENV_PROCESSES} or {defaults.processes})",
     )
     p_dev.set_defaults(run=dev)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ from treadle.app.schedule_firing import ScheduleFirer
 from treadle.domain.engine import Engine
 from treadle.domain.errors import TreadleError
 from treadle.domain.logs import LogStore
+from treadle.domain.partition import Partition
 from treadle.observability.running_seed import running_by_function
 from treadle.platform.core import Ports, build_core, sandbox_env
 from treadle.settings import Settings
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 
 ADMIN_PROFILE = "treadle-admin"
 TENANT_PROFILE = "treadle"
+# How long a start waits for the data directory's lock to be released.
+LOCK_WAIT_S = 2.0
 # The developer's own tenant on their own machine: the limits of a big account.
 DEV_TENANT_QUOTAS = Quotas(
     max_functions=10_000,
@@ -76,19 +80,29 @@ class Platform(ABC):
     schedule_recheck_ms = 60_000
     relay: Relay
 
-    def __init__(self, settings: Settings, *, endpoint: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        endpoint: str | None = None,
+        partition: Partition | None = None,
+        lock_fd: int | None = None,
+    ) -> None:
         """`endpoint`: where tenant code and Git clients reach the API (default: the
-        configured `api_url`, else host:port)."""
+        configured `api_url`, else host:port). `partition`: this process's place among
+        several sharing the data directory (`domain/partition`); a process other than the
+        first is given the first's lock (`lock_fd`, inherited) instead of taking it."""
         self.settings = settings
+        self.partition = partition or Partition()
         self.endpoint = endpoint or settings.api_url or f"http://{settings.host}:{settings.port}"
         data = settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
         # Before any store opens: the platform's files are private (0600/0700, umask 077).
         protect_data_dir(data)
-        self._lock_fd = lock_data_dir(data)
+        self._lock_fd = lock_data_dir(data) if lock_fd is None else held_lock(data, lock_fd)
         self.credentials_path = data / "credentials"
         self.clock = SystemClock()
-        self.ids = RandomIds()
+        self.ids = RandomIds(self.partition)
         self.sandbox: LocalSandbox | None = None
         self.sandbox_runtime: SandboxRuntime | None = None
         self._running: Sequence[Background] = ()
@@ -105,6 +119,7 @@ class Platform(ABC):
                 admin_key=self.admin_key,
                 endpoint=self.endpoint,
                 schedule_recheck_ms=self.schedule_recheck_ms,
+                processes=self.partition.count,
             )
         except BaseException:
             self._close_adapters()
@@ -155,8 +170,15 @@ class Platform(ABC):
 
     def _local_sandbox(self, code: UnpackedCode, logs: LogStore) -> SandboxRuntime:
         """Tenant code in local sandbox processes, with its tenant's sandbox key."""
+        # Each process its own workers, zygote, /tmp mounts and tenant namespaces: the
+        # sandbox's names are its work directory's (cgroups carry the server's pid). The
+        # tenants' uids are one table for all: a tenant is the same uid in each.
+        part = self.partition
+        data = self.settings.data_dir
         self.sandbox = LocalSandbox(
-            work_dir=self.settings.data_dir / "sandbox",
+            work_dir=data / ("sandbox" if part.primary else f"sandbox-{part.index}"),
+            private_root=data,
+            ids_path=data / "sandbox" / "tenant-ids.json",
             max_warm_per_function=self.settings.sandbox_warm_per_function,
             subnet=self.settings.sandbox_subnet,
         )
@@ -224,16 +246,21 @@ class Platform(ABC):
 
     def start(self, *, background: bool = True) -> None:
         """Start-up of a long-running process (not of a Lambda container)."""
-        self.ensure_credentials()
+        primary = self.partition.primary
+        if primary:
+            self.ensure_credentials()
         self.start_sandbox()
-        # Before any work: executions RUNNING since an earlier process count in the gauge.
-        stores = self._stores
-        self.metrics.seed_running(
-            running_by_function(
-                stores.tenants, stores.functions, stores.executions, stores.clock.now_ms()
+        if primary:
+            # Before any work: executions RUNNING since an earlier process count in the
+            # gauge (of the first process only: the gauge is per process).
+            stores = self._stores
+            self.metrics.seed_running(
+                running_by_function(
+                    stores.tenants, stores.functions, stores.executions, stores.clock.now_ms()
+                )
             )
-        )
-        # One process drives these stores: a lease it finds held died with the last one.
+        # One process drives these executions (all of them, or its partition's): a lease
+        # it finds held died with the last one.
         recovered = self.engine.recover()
         if recovered:
             log.info("recovered %d invocations interrupted by a restart", recovered)
@@ -242,6 +269,11 @@ class Platform(ABC):
             self._running = self._background()
             for work in self._running:
                 work.start()
+
+    @property
+    def lock_fd(self) -> int:
+        """The data directory's lock, for the processes that share it (`--processes`)."""
+        return self._lock_fd
 
     def close(self) -> None:
         for work in reversed(self._running):
@@ -255,14 +287,33 @@ class Platform(ABC):
         os.close(self._lock_fd)
 
 
-def lock_data_dir(data: Path) -> int:
-    """One platform per data directory: the snapshot cache of executions, the timers in
-    flight and the background loops (relay, promoter, retention) assume one process.
-    (The caches of function versions and tenants already follow other writers.)"""
-    fd = os.open(data / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+def held_lock(data: Path, fd: int) -> int:
+    """The data directory's lock, inherited from the process that took it (`--processes`):
+    checked to be that very file, and held (a lock on an inherited descriptor is shared)."""
     try:
+        same = os.path.samestat(os.fstat(fd), os.stat(data / "lock"))
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StartupError(f"{data} is in use by another treadle process") from None
+    except OSError:
+        same = False
+    if not same:
+        raise StartupError(f"the lock of {data} was not passed to this process")
     return fd
+
+
+def lock_data_dir(data: Path) -> int:
+    """One platform per data directory: the background loops (relay, promoter,
+    retention) and the recovery of leases at start assume one platform. Its processes
+    (`--processes`) share the lock it took, so a new start waits for the last of them:
+    after a kill -9 of the first, the others are still exiting for a few milliseconds.
+    (The caches of executions, function versions and tenants follow other writers.)"""
+    fd = os.open(data / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise StartupError(f"{data} is in use by another treadle process") from None
+            time.sleep(0.02)

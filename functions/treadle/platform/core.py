@@ -80,7 +80,7 @@ from treadle.observability import server_log
 from treadle.observability.metrics import DurableMetrics
 from treadle.observability.runtime import ObservedRuntime
 from treadle.settings import Settings
-from treadle.tenancy.admin import TenantAdmin
+from treadle.tenancy.admin import QuotaGuard, TenantAdmin
 from treadle.tenancy.sandbox_keys import SandboxKeys
 
 
@@ -145,7 +145,9 @@ def build_core(
     admin_key: tuple[str, str],
     endpoint: str,
     schedule_recheck_ms: int = 60_000,
+    processes: int = 1,
 ) -> Core:
+    """`processes`: how many server processes share the stores (quotas per process)."""
     sandbox_keys = SandboxKeys(token_secret)
     repo_tokens = RepoTokens(ports.tokens, ports.repositories.refs, now_ms=ports.clock.now_ms)
     auth = Authenticator(
@@ -187,6 +189,7 @@ def build_core(
         ports.tenants,
         executions=ports.executions,
         functions=ports.functions,
+        guard=QuotaGuard(processes=processes),
         queue=ports.start_queue,
     )
     promoter = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from treadle.adapters.cron import CronCalendar
 from treadle.adapters.local.code import LocalCodeStore
+from treadle.adapters.local.doorbell import Doorbells
 from treadle.adapters.local.objects import LocalObjectStore
 from treadle.adapters.local.scheduler import TimerScheduler
 from treadle.adapters.sqlite.audit import SqliteAuditLog
@@ -41,17 +42,20 @@ class EmbeddedPlatform(Platform):
     db: Database | None = None
     audit: SqliteAuditLog | None = None
     schedule_store: SqliteScheduleStore | None = None
+    doorbells: Doorbells | None = None
     # The scheduler thread looks as often as it likes: a buffered firing starts within
     # seconds of the previous execution's close.
     schedule_recheck_ms = 2_000
 
     def _ports(self) -> Ports:
         data = self.settings.data_dir
-        # Before any store opens a file: a damaged one stops the start with its name.
-        check_data_dir(data)
+        part = self.partition
+        if part.primary:
+            # Before any store opens a file: a damaged one stops the start with its name.
+            check_data_dir(data)
         self.db = Database(data / "treadle.db")
-        executions = SqliteExecutionStore(self.db)
-        code = LocalCodeStore(data / "code")
+        executions = SqliteExecutionStore(self.db, partition=part)
+        code = LocalCodeStore(data / "code", clean=part.primary)
         logs = SqliteLogStore(data / "logs.db")
         # The scheduler fires timers into the engine, which is built after it.
         self.scheduler = TimerScheduler(
@@ -59,7 +63,11 @@ class EmbeddedPlatform(Platform):
             self.clock,
             self._fire,
             invoke_workers=self.settings.invoke_concurrency,
+            partition=part,
+            ring=None if part.whole else self._ring,
         )
+        if not part.whole:
+            self.doorbells = Doorbells(data / "run", part.index, self.scheduler.wake)
         runtime = self._local_sandbox(code, logs)
         functions = SqliteFunctionStore(self.db)
         self.schedule_store = SqliteScheduleStore(data / "schedules.db")
@@ -102,14 +110,25 @@ class EmbeddedPlatform(Platform):
     def _fire(self, timer: Timer) -> None:
         self.engine.fire(timer)
 
+    def _ring(self, index: int, due_ms: int) -> None:
+        if self.doorbells is not None:
+            self.doorbells.ring(index, due_ms)
+
     def _background(self) -> list[Background]:
+        own: list[Background] = [self.scheduler]
+        if self.doorbells is not None:
+            own.insert(0, self.doorbells)
+        if not self.partition.primary:
+            # The first process runs the singletons below for all: a queued start closed
+            # here is promoted by its safety scan (within PROMOTE_INTERVAL_S).
+            return own
         # Status changes reach webhooks within about a second of their commit.
         promoting: list[Background] = []
         if self.promoter is not None:
             promoting.append(PromoterLoop(self.promoter, self.promotion_signal, PROMOTE_INTERVAL_S))
         return [
             *promoting,
-            self.scheduler,
+            *own,
             ScheduleLoop(self.schedules, self.clock),
             Periodic("relay", RELAY_INTERVAL_S, self.relay.run_once),
             Periodic("audit retention", AUDIT_PURGE_INTERVAL_S, self._purge_audit),
@@ -121,6 +140,8 @@ class EmbeddedPlatform(Platform):
             self.audit.purge_expired()
 
     def _close_adapters(self) -> None:
+        if self.doorbells is not None:
+            self.doorbells.stop()
         if self.db is not None:
             self.db.close()
         if self.schedule_store is not None:

@@ -197,11 +197,15 @@ class QuotaGuard:
 
     Counts are passed in as they would be *after* the request (including the function
     being created, the code being stored, the execution being started), so the check
-    is `value > quota`. The bucket is per process, like the replay memory.
+    is `value > quota`. The bucket is per process, like the replay memory: with
+    `processes` server processes on one data directory each holds its share of the rate.
     """
 
-    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, monotonic: Callable[[], float] = time.monotonic, *, processes: int = 1
+    ) -> None:
         self._monotonic = monotonic
+        self._share = max(1, processes)
         self._lock = threading.Lock()
         self._buckets: dict[str, _Bucket] = {}
 
@@ -211,7 +215,7 @@ class QuotaGuard:
         Capacity is one second's worth (at least 1): a burst up to the rate, then the
         steady rate. Quota changes apply at once because the rate is read on each call.
         """
-        rate = tenant.quotas.max_starts_per_second
+        rate = tenant.quotas.max_starts_per_second / self._share
         capacity = max(1.0, rate)
         now = self._monotonic()
         with self._lock:
@@ -224,7 +228,7 @@ class QuotaGuard:
                 wait_s = (1.0 - bucket.tokens) / rate
                 raise RateExceeded(
                     f"Rate exceeded: account {tenant.account_id} may start "
-                    f"{rate:g} executions per second.",
+                    f"{tenant.quotas.max_starts_per_second:g} executions per second.",
                     reason="CallerRateLimitExceeded",
                     retry_after_s=math.ceil(wait_s * 1000) / 1000,
                 )

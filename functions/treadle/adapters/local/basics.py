@@ -6,6 +6,8 @@ import secrets
 import time
 import uuid
 
+from treadle.domain.partition import Partition
+
 
 class SystemClock:
     def now_ms(self) -> int:
@@ -13,8 +15,12 @@ class SystemClock:
 
 
 class RandomIds:
+    def __init__(self, partition: Partition | None = None) -> None:
+        # Several processes on one data directory: this one starts executions it owns.
+        self._partition = partition or Partition()
+
     def execution_id(self) -> str:
-        return str(uuid.uuid4())
+        return self._partition.owned_id(lambda: str(uuid.uuid4()))
 
     def request_id(self) -> str:
         return str(uuid.uuid4())

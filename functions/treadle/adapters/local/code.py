@@ -39,7 +39,9 @@ _SHARED_ENTRY = re.compile(r"[0-9a-f]{64}|\.tmp-.*")
 
 
 class LocalCodeStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, clean: bool = True) -> None:
+        """`clean`: sweep what an earlier run left (the first of several processes does;
+        another's sweep could take an upload of a live process for a leftover)."""
         self._zips = root / "zips"
         self._unpacked = root / "unpacked"
         for path, mode in ((root, 0o711), (self._zips, 0o700), (self._unpacked, 0o711)):
@@ -47,9 +49,10 @@ class LocalCodeStore:
             path.chmod(mode)
         self._lock = threading.Lock()
         self._homes: dict[str, int | None] = {}  # tenant -> group its directory was set for
-        self._drop_shared_trees()
-        for leftover in self._zips.glob(".tmp-*"):  # of an upload cut short by a crash
-            leftover.unlink(missing_ok=True)
+        if clean:
+            self._drop_shared_trees()
+            for leftover in self._zips.glob(".tmp-*"):  # of an upload cut short by a crash
+                leftover.unlink(missing_ok=True)
 
     def _drop_shared_trees(self) -> None:
         # Trees unpacked before they were per tenant (unpacked/<sha256>, readable by any
@@ -120,8 +123,9 @@ class LocalCodeStore:
             found = None
         if found is None:
             home.mkdir()
-        for leftover in home.glob(".tmp-*"):  # of an unpacking cut short by a crash
-            _remove_tree(leftover)
+        for leftover in home.glob(".tmp-*"):  # of an unpacking cut short by a crash...
+            if not _unpacking_elsewhere(leftover.name):  # ...not one under way in a process
+                _remove_tree(leftover)
         if group is not None:
             os.chown(home, -1, group)
         home.chmod(0o750 if group is not None else 0o700)
@@ -131,7 +135,8 @@ class LocalCodeStore:
     def _unpack(self, key: str, home: Path, target: Path, group: int | None) -> None:
         # Unpacked next to its final place: renaming a read-only directory into another
         # parent needs write access to it (its ".." changes), which only root has.
-        tmp = Path(tempfile.mkdtemp(dir=home, prefix=".tmp-"))
+        # Named with this process's pid: several processes may unpack into one home.
+        tmp = Path(tempfile.mkdtemp(dir=home, prefix=f".tmp-{os.getpid()}-"))
         try:
             with zipfile.ZipFile(io.BytesIO(self.get(key))) as zf:
                 zf.extractall(tmp)
@@ -142,7 +147,12 @@ class LocalCodeStore:
                 if group is not None:
                     os.chown(p, -1, group)
                 p.chmod(dir_mode if p.is_dir() else file_mode)
-            os.rename(tmp, target)
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+                _remove_tree(tmp)  # another process unpacked the same package first
         except BaseException:
             _remove_tree(tmp)
             raise
@@ -208,3 +218,9 @@ def validate_zip(zip_bytes: bytes) -> None:
                 raise InvalidCode(f"Corrupt file in code package: {bad}")
     except zipfile.BadZipFile:
         raise InvalidCode("Could not unzip uploaded file. Please check your file.") from None
+
+
+def _unpacking_elsewhere(name: str) -> bool:
+    """Whether `.tmp-<pid>-...` is being unpacked by another live process."""
+    pid = name.split("-")[1] if name.count("-") >= 2 else ""
+    return pid.isdigit() and int(pid) != os.getpid() and os.path.exists(f"/proc/{pid}")

@@ -24,6 +24,11 @@ A start may also reserve a slot of the invocation lane (`reserve`, the
 `InvocationLanes` port) and hand its first invocation over directly: counted like a
 timer in flight, so the lane's bound holds for both.
 
+Several processes on one data directory (`domain/partition`): each loop reads only
+the timers of the executions its process owns, and a change committed here that sets
+another process's timer due soon rings that process's doorbell (`ring`), since its loop
+would otherwise find it only at its next look (up to a second later).
+
 An invocation whose outcome could not be committed (the disk full, the store
 unavailable: `Unavailable`) still holds its lease in the store, and the lease's timer is
 due only at the function's timeout plus a margin: up to a quarter of an hour. Nothing
@@ -42,6 +47,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from treadle.domain.errors import StorageFull, Unavailable
+from treadle.domain.partition import Partition, owner
 from treadle.domain.ports import Clock, ExecutionStore, Timer, TimerKind
 from treadle.failpoints import Kind, boundary
 
@@ -71,7 +77,13 @@ class TimerScheduler:
         *,
         workers: int = 16,
         invoke_workers: int = 16,
+        partition: Partition | None = None,
+        ring: Callable[[int, int], None] | None = None,
     ) -> None:
+        """`partition`: this process's share of the timers (the store reads only those);
+        `ring(index, due_ms)`: wake process `index` for a timer of its own."""
+        self._partition = partition or Partition()
+        self._ring = ring
         self._store = store
         self._clock = clock
         self._handler = handler
@@ -107,9 +119,23 @@ class TimerScheduler:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def dispatch(self, timers: Sequence[Timer], now_ms: int) -> list[Timer]:
-        """The loop reads the rows itself: wake it for the earliest; nothing is left."""
-        if timers:
+        """The loop reads the rows itself: wake it for the earliest; nothing is left.
+        Another process's timer due before its loop looks again rings its doorbell."""
+        if not timers:
+            return []
+        part = self._partition
+        if part.whole:
             self.wake(min(timer.due_ms for timer in timers))
+            return []
+        earliest: dict[int, int] = {}
+        for timer in timers:
+            index = owner(timer.arn, part.count)
+            earliest[index] = min(earliest.get(index, timer.due_ms), timer.due_ms)
+        for index, due in earliest.items():
+            if index == part.index:
+                self.wake(due)
+            elif self._ring is not None and due <= now_ms + int(_IDLE_POLL_S * 1000):
+                self._ring(index, due)
         return []
 
     def wake(self, due_ms: int) -> None:
@@ -200,6 +226,8 @@ class TimerScheduler:
             self.wake(when)
 
     def reserve(self, arn: str) -> _Slot | None:
+        if not self._partition.owns(arn):
+            return None  # its INVOKE timer runs it, in the process that owns it
         key = (arn, TimerKind.INVOKE.value, "")
         with self._cond:
             if self._stopping or self._queued[_INVOKE] >= self._capacity[_INVOKE]:

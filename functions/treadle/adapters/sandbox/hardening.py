@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Entries whose owners (the code store, the sandbox) protect what is inside them.
+# Entries whose owners (the code store, the sandbox) protect what is inside them; also
+# `sandbox-<n>`, the sandboxes of the other processes of `treadle dev --processes`.
 TRAVERSABLE = frozenset({"code", "sandbox"})
 
 
@@ -32,6 +33,7 @@ def protect_data_dir(data_dir: Path) -> None:
             if entry.is_symlink():
                 continue  # e.g. credentials linked to ~/.aws/credentials: not ours to change
             if entry.is_dir():
-                os.chmod(entry.path, 0o711 if entry.name in TRAVERSABLE else 0o700)
+                traversable = entry.name in TRAVERSABLE or entry.name.startswith("sandbox-")
+                os.chmod(entry.path, 0o711 if traversable else 0o700)
             else:
                 os.chmod(entry.path, 0o600)

@@ -2,8 +2,9 @@
 
 Privileged (the platform runs as root): every tenant has a uid of its own, gid equal,
 so that one tenant's processes cannot open another's files, nor the platform's. The
-uid is allocated on first use and recorded (`tenant-ids.json` in the sandbox's work
-directory), not derived by hashing: 12-digit account ids do not fit injectively in 32
+uid is allocated on first use and recorded (`tenant-ids.json`, shared by the sandboxes
+of every server process of the data directory and allocated under a file lock), not
+derived by hashing: 12-digit account ids do not fit injectively in 32
 bits, and two tenants sharing a uid would share their files. Allocation starts at
 0x70000000: above the range systemd hands to containers (0x00080000-0x6FFFFFFF),
 below its "foreign" range (0x7FFE0000) and below 2**31 (tools that read uids as signed
@@ -21,6 +22,7 @@ kernel has it, and share the host's network. Either way the worker does the work
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -50,7 +52,12 @@ def _warn_once(message: str) -> None:
 
 
 class TenantIds:
-    """tenant -> uid, allocated once and kept (a file written atomically, 0600)."""
+    """tenant -> uid, allocated once and kept (a file written atomically, 0600).
+
+    Several processes may allocate (`treadle dev --processes`): a mapping never changes
+    once written, so a cached one is always right, and a tenant not in the cache is
+    looked up again in the file, under an exclusive lock of `<path>.lock`, before a uid
+    is allocated for it."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -70,18 +77,30 @@ class TenantIds:
         if not _TENANT.fullmatch(tenant):
             raise ValueError(f"not a tenant id: {tenant!r}")
         with self._lock:
-            ids = self._load()
-            found = ids.get(tenant)
+            found = self._load().get(tenant)
             if found is not None:
                 return found
-            taken = set(ids.values())
-            uid = max(taken, default=UID_BASE - 1) + 1
-            while uid in taken or _is_account(uid):
-                uid += 1
-            if uid >= UID_LIMIT:
-                raise RuntimeError("no sandbox uid left")
-            self._save({**ids, tenant: uid})
-            return uid
+            fd = os.open(f"{self._path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._ids = None  # another process may have written since the cache
+                return self._allocate(tenant)
+            finally:
+                os.close(fd)  # releases the lock
+
+    def _allocate(self, tenant: str) -> int:
+        ids = self._load()
+        found = ids.get(tenant)
+        if found is not None:
+            return found
+        taken = set(ids.values())
+        uid = max(taken, default=UID_BASE - 1) + 1
+        while uid in taken or _is_account(uid):
+            uid += 1
+        if uid >= UID_LIMIT:
+            raise RuntimeError("no sandbox uid left")
+        self._save({**ids, tenant: uid})
+        return uid
 
     def _save(self, ids: dict[str, int]) -> None:
         # Written before use: a uid handed out and then forgotten in a crash could be
@@ -113,13 +132,16 @@ class Confinement:
         privileged: bool | None,
         network: bool | None = None,
         subnet: IPv4Network = egress.DEFAULT_SUBNET,
+        ids_path: Path | None = None,
     ) -> None:
+        # ids_path: the tenant uids' file, shared by the processes of one data directory
+        # (default: in the work directory).
         self.privileged = os.geteuid() == 0 if privileged is None else privileged
         if self.privileged and os.geteuid() != 0:
             raise ValueError("privileged confinement needs the platform to run as root")
         self._work_dir = work_dir
         self._private_root = private_root
-        self._ids = TenantIds(work_dir / "tenant-ids.json")
+        self._ids = TenantIds(ids_path or work_dir / "tenant-ids.json")
         self._new_root = False  # workers get a root of their own (`rootfs`): known at start
         # tenant -> its facets directory on the host (made on demand), when facets are on.
         self.facets: Callable[[str], Path] | None = None

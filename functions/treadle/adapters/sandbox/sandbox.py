@@ -69,16 +69,20 @@ class LocalSandbox:
         network: bool | None = None,
         max_processes: int | None = cgroups.MAX_PROCESSES,
         subnet: IPv4Network = egress.DEFAULT_SUBNET,
+        ids_path: Path | None = None,
     ) -> None:
         # private_root: what tenant code must not see (default: the work dir's parent,
         # the data dir). privileged: tenants as own uids (default: if root; else Landlock).
         # network: a network namespace per tenant (default: when privileged).
         # max_processes: per worker (None: no cgroups, no limit; for measurements).
         # subnet: where tenants' links to the host are numbered (`egress`).
+        # ids_path: the tenants' uids, shared by the sandboxes of one data directory.
         self._work_dir = Path(work_dir)
         self._tmps = EnvTmps(self._work_dir / "tmp")
         root = self._work_dir.parent if private_root is None else Path(private_root)
-        self._confinement = Confinement(self._work_dir, root, privileged, network, subnet)
+        self._confinement = Confinement(
+            self._work_dir, root, privileged, network, subnet, ids_path=ids_path
+        )
         self._max_warm = max(1, max_warm_per_function)
         self._max_workers = max(1, max_workers)
         self._lock = threading.Lock()

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from treadle.disk_full import translating_disk_full
+from treadle.domain.partition import owner
 from treadle.failpoints import Kind, boundary
 
 log = logging.getLogger(__name__)
@@ -56,9 +57,13 @@ class _Queued:
 
 def connect(path: Path) -> sqlite3.Connection:
     """A connection in autocommit mode: transactions are the explicit BEGINs below."""
-    return sqlite3.connect(
+    conn = sqlite3.connect(
         str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S
     )
+    # Which process owns an execution (`domain/partition`), for the reads of several
+    # processes sharing the file: each reads only its own timers.
+    conn.create_function("treadle_owner", 2, owner, deterministic=True)
+    return conn
 
 
 class SqliteFile:

@@ -16,6 +16,7 @@ from treadle.domain.audit import AuditRecord
 from treadle.domain.concurrency import invoke_timer_change
 from treadle.domain.errors import AlreadyExists, ConcurrentModification, InvalidParameter, NotFound
 from treadle.domain.models import Event, Execution, Operation
+from treadle.domain.partition import Partition
 from treadle.domain.ports import (
     Commit,
     ExecutionQuery,
@@ -46,8 +47,16 @@ class SqliteExecutionStore:
     execution on each checkpoint.
     """
 
-    def __init__(self, db: Database, cache_size: int = 4096) -> None:
+    def __init__(
+        self, db: Database, cache_size: int = 4096, partition: Partition | None = None
+    ) -> None:
         self._db = db
+        # Several processes on the file: the timers and leases this one drives. The
+        # filter is SQL (`treadle_owner`), so a backlog of another process's due rows
+        # never fills this one's read window.
+        self._partition = partition or Partition()
+        part = self._partition
+        self._mine = "" if part.whole else f" AND treadle_owner(arn, {part.count}) = {part.index}"
         self._cache: SnapshotCache[Snapshot] = SnapshotCache(cache_size)
 
     # -- writes ----------------------------------------------------------------
@@ -320,7 +329,7 @@ class SqliteExecutionStore:
     def due_timers(self, now_ms: int, limit: int) -> list[Timer]:
         with self._db.read() as conn:
             rows = conn.execute(
-                "SELECT arn, kind, op_id, due_ms FROM timers WHERE due_ms <= ?"
+                f"SELECT arn, kind, op_id, due_ms FROM timers WHERE due_ms <= ?{self._mine}"
                 " ORDER BY due_ms LIMIT ?",
                 (now_ms, limit),
             ).fetchall()
@@ -328,12 +337,19 @@ class SqliteExecutionStore:
 
     def next_due_ms(self) -> int | None:
         with self._db.read() as conn:
-            row = conn.execute("SELECT MIN(due_ms) FROM timers").fetchone()
+            if self._partition.whole:
+                row = conn.execute("SELECT MIN(due_ms) FROM timers").fetchone()
+            else:  # in due order: stops at the first of this process's rows
+                row = conn.execute(
+                    f"SELECT due_ms FROM timers WHERE 1{self._mine} ORDER BY due_ms LIMIT 1"
+                ).fetchone()
         return int(row[0]) if row and row[0] is not None else None
 
     def active_invocations(self) -> list[str]:
         with self._db.read() as conn:
-            rows = conn.execute("SELECT arn FROM executions WHERE invocation_active = 1").fetchall()
+            rows = conn.execute(
+                f"SELECT arn FROM executions WHERE invocation_active = 1{self._mine}"
+            ).fetchall()
         return [r[0] for r in rows]
 
     def count_running(self, tenant: str) -> int:
