@@ -67,6 +67,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--peers", nargs="+", default=list(DEFAULT_PEERS), help="harness peers to run")
     p.add_argument("--runs", type=int, default=3, help="Treadle runs per workload (median)")
+    p.add_argument(
+        "--processes", type=int, default=2, help="Treadle's server processes (one per core here)"
+    )
     p.add_argument("--out", type=Path, default=None, help="results directory (default: new)")
     p.add_argument("--from-dir", type=Path, default=None, help="only print a past run's table")
     p.add_argument("--skip-setup", action="store_true", help="peers are installed already")
@@ -107,6 +110,7 @@ def run_peers(args: argparse.Namespace, out: Path) -> list[str]:
 def run_treadle(args: argparse.Namespace, out: Path) -> None:
     only = ",".join(sorted({r.treadle[0] for r in ROWS}))
     cmd = [sys.executable, "-m", "benchmarks.run", "--only", only, "--runs", str(args.runs)]
+    cmd += ["--processes", str(args.processes)]
     cmd += ["--json", str(out / "treadle.json")]
     console.print(f"[bold]$ {' '.join(cmd)}[/bold]")
     if subprocess.call(cmd) != 0:

@@ -26,6 +26,7 @@ from benchmarks.profiling import FORMATS, MODES, Profiler
 from benchmarks.report import WorkloadResult, meta, print_table, write_json
 from benchmarks.server import BenchServer
 from benchmarks.spec import Deadline, Env, Options, Workload, WorkloadTimeout
+from treadle.settings import ENV_PROCESSES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORKLOADS: dict[str, Workload] = {
@@ -65,6 +66,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repos-count", type=int, default=10_000, help="R1 repositories (10000: full)")
     p.add_argument("--threads", type=int, default=4, help="client threads for fan-outs")
     p.add_argument(
+        "--processes", type=int, default=1, help="server processes (treadle dev --processes)"
+    )
+    p.add_argument(
         "--time-scale",
         type=float,
         default=1.0,
@@ -79,7 +83,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep-data", action="store_true", help="keep the servers' data dirs")
     args = p.parse_args(argv)
     counts = (args.runs, args.w4_runs, args.w4_count, args.w3_count, args.w2_count, args.w2b_count)
-    if min(*counts, args.repos_count) < 1:
+    if min(*counts, args.repos_count, args.processes) < 1:
         p.error("counts and runs must be at least 1")
     if args.time_scale <= 0:
         p.error("--time-scale must be positive")
@@ -151,7 +155,10 @@ def execute(wl: Workload, options: Options, args: argparse.Namespace) -> Workloa
     console.print(f"[bold]{wl.id}[/] {title}")
     started = time.monotonic()
     deadline = Deadline.after(wl.budget_s(options) * options.time_scale)
-    server = BenchServer(keep_data=options.keep_data) if wl.needs_server else None
+    server = None
+    if wl.needs_server:
+        processes = {ENV_PROCESSES: str(options.processes)} if options.processes > 1 else None
+        server = BenchServer(keep_data=options.keep_data, env=processes)
     profiler: Profiler | None = None
     meter: procfs.LoadMeter | None = None
     try:
@@ -217,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         client_threads=args.threads,
         time_scale=args.time_scale,
         keep_data=args.keep_data,
+        processes=args.processes,
     )
     workloads = _selected(args.only)
     if args.profile and args.profile.lower() not in {w.id.lower() for w in workloads}:

@@ -51,6 +51,7 @@ class Options:
     client_threads: int = 4
     time_scale: float = 1.0  # multiplies every workload's time budget
     keep_data: bool = False
+    processes: int = 1  # `treadle dev --processes`: server processes on the data directory
 
 
 @dataclass

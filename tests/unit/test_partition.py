@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from treadle.adapters.local.basics import RandomIds, SystemClock
-from treadle.adapters.local.doorbell import Doorbells
+from treadle.adapters.local.doorbell import SCHEDULES, Doorbells
 from treadle.adapters.local.scheduler import TimerScheduler
 from treadle.domain.partition import Partition, owner
 from treadle.domain.ports import Timer, TimerKind
@@ -100,7 +100,14 @@ def test_a_ring_wakes_the_process_it_is_for_with_the_due_time(tmp_path: Path) ->
         got.append(due)
         woke.set()
 
-    first = Doorbells(tmp_path / "run", 0, lambda due: None)
+    signals: list[int] = []
+    signalled = threading.Event()
+
+    def on_signal(code: int) -> None:
+        signals.append(code)
+        signalled.set()
+
+    first = Doorbells(tmp_path / "run", 0, lambda due: None, on_signal)
     second = Doorbells(tmp_path / "run", 1, on_ring)
     first.start()
     second.start()
@@ -108,6 +115,9 @@ def test_a_ring_wakes_the_process_it_is_for_with_the_due_time(tmp_path: Path) ->
         first.ring(1, 1234)
         assert woke.wait(5)
         assert got == [1234]
+        second.signal(0, SCHEDULES)  # a schedule changed in the second process
+        assert signalled.wait(5)
+        assert signals == [SCHEDULES]
         first.ring(7, 99)  # nobody there: dropped, not raised
     finally:
         first.stop()

@@ -10,11 +10,14 @@ import zipfile
 from io import BytesIO
 from pathlib import Path
 
+import pytest
+
 from contract.test_execution_store import _change, _start
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.sandbox.identity import TenantIds
 from treadle.adapters.sqlite.db import Database
 from treadle.adapters.sqlite.executions import SqliteExecutionStore
+from treadle.domain.errors import ConcurrentModification
 from treadle.domain.models import Execution
 from treadle.domain.partition import Partition, owner
 from treadle.domain.ports import Commit
@@ -132,3 +135,28 @@ def test_a_process_other_than_the_first_leaves_uploads_under_way_alone(tmp_path:
     assert uploading.exists()
     LocalCodeStore(tmp_path / "code")  # the first, starting: an earlier run's leftover
     assert not uploading.exists()
+
+
+def test_a_process_never_computes_a_change_of_another_ones_execution_on_an_old_copy(
+    tmp_path: Path,
+) -> None:
+    db = Database(tmp_path / "treadle.db")
+    try:
+        whole = SqliteExecutionStore(db)
+        made = [_start(whole, f"s{i}") for i in range(8)]
+        theirs = next(ex for ex in made if owner(ex.arn, 2) == 1)
+        mine = next(ex for ex in made if owner(ex.arn, 2) == 0)
+        here = SqliteExecutionStore(Database(db.file.path), partition=Partition(0, 2))
+        there = SqliteExecutionStore(Database(db.file.path), partition=Partition(1, 2))
+        for ex in (theirs, mine):
+            _change(here, ex.arn)  # `here` has both in its cache now
+            _change(there, ex.arn)  # and both move on in the other process
+        # Another's: always the current copy.
+        assert here.load(theirs.arn).execution.version_seq == 3
+        # Its own may come from its cache: a write computed on an old copy is refused on
+        # its version, and the next load is the current one.
+        with pytest.raises(ConcurrentModification):
+            here.commit(Commit(execution=here.load(mine.arn).execution))
+        assert here.load(mine.arn).execution.version_seq == 3
+    finally:
+        db.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from treadle.adapters.cron import CronCalendar
 from treadle.adapters.local.code import LocalCodeStore
-from treadle.adapters.local.doorbell import Doorbells
+from treadle.adapters.local.doorbell import PROMOTE, SCHEDULES, Doorbells
 from treadle.adapters.local.objects import LocalObjectStore
 from treadle.adapters.local.scheduler import TimerScheduler
 from treadle.adapters.sqlite.audit import SqliteAuditLog
@@ -67,7 +67,9 @@ class EmbeddedPlatform(Platform):
             ring=None if part.whole else self._ring,
         )
         if not part.whole:
-            self.doorbells = Doorbells(data / "run", part.index, self.scheduler.wake)
+            self.doorbells = Doorbells(
+                data / "run", part.index, self.scheduler.wake, self._signalled
+            )
         runtime = self._local_sandbox(code, logs)
         functions = SqliteFunctionStore(self.db)
         self.schedule_store = SqliteScheduleStore(data / "schedules.db")
@@ -114,13 +116,31 @@ class EmbeddedPlatform(Platform):
         if self.doorbells is not None:
             self.doorbells.ring(index, due_ms)
 
+    def _signalled(self, code: int) -> None:
+        """Another process changed a schedule or freed capacity (the first process's)."""
+        if code == SCHEDULES:
+            self.schedules.changed()
+        elif code == PROMOTE:
+            self.promotion_signal.wake()
+
+    def _tell_the_first(self) -> None:
+        """In a process other than the first: its singletons hear of changes made here."""
+        bells = self.doorbells
+        if bells is None or self.partition.primary:
+            return
+        self.schedules.on_change(lambda: bells.signal(0, SCHEDULES))
+        self.engine.slot_listeners = (
+            *self.engine.slot_listeners,
+            lambda arn: bells.signal(0, PROMOTE),
+        )
+
     def _background(self) -> list[Background]:
         own: list[Background] = [self.scheduler]
         if self.doorbells is not None:
             own.insert(0, self.doorbells)
         if not self.partition.primary:
-            # The first process runs the singletons below for all: a queued start closed
-            # here is promoted by its safety scan (within PROMOTE_INTERVAL_S).
+            # The first process runs the singletons below for all.
+            self._tell_the_first()
             return own
         # Status changes reach webhooks within about a second of their commit.
         promoting: list[Background] = []

@@ -4,7 +4,9 @@ A change committed in one process may set a timer that another process drives (a
 callback answered here for an execution that process owns, `domain/partition`). The
 owner's scheduler would find it at its next look, up to a second later; the doorbell
 wakes it now. A ring carries only the timer's due time: the owner reads the row itself,
-so a lost ring costs latency, never work.
+so a lost ring costs latency, never work. Two more rings are for the first process's
+singletons: a schedule changed elsewhere (its loop may sleep a minute) and capacity
+freed elsewhere (the promoter of queued starts would wait for its next scan).
 
 One FIFO per process, `<run dir>/doorbell-<index>`, in the private data directory (no
 tenant reaches it). A FIFO rather than a Unix socket: a socket's path is limited to
@@ -29,6 +31,9 @@ log = logging.getLogger(__name__)
 
 _RING = struct.Struct(">q")
 _STOP = -1
+# Signals (negative, unlike due times): what `on_signal` is called with.
+SCHEDULES = -2
+PROMOTE = -3
 
 
 def _fifo(path: Path) -> None:
@@ -45,10 +50,19 @@ def _fifo(path: Path) -> None:
 class Doorbells:
     """This process's doorbell (rung by the others) and the others' (rung from here)."""
 
-    def __init__(self, run_dir: Path, index: int, on_ring: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        index: int,
+        on_ring: Callable[[int], None],
+        on_signal: Callable[[int], None] | None = None,
+    ) -> None:
+        """`on_ring(due_ms)`: a timer of this process is due then; `on_signal(code)`:
+        SCHEDULES or PROMOTE was rung here."""
         self._dir = run_dir
         self._index = index
         self._on_ring = on_ring
+        self._on_signal = on_signal
         self._lock = threading.Lock()
         self._out: dict[int, int] = {}  # index -> write descriptor, opened on first ring
         self._stopped = False
@@ -86,6 +100,13 @@ class Doorbells:
 
     def ring(self, index: int, due_ms: int) -> None:
         """Wake process `index` for a timer due at `due_ms` (best effort, never blocks)."""
+        self._send(index, due_ms)
+
+    def signal(self, index: int, code: int) -> None:
+        """Ring SCHEDULES or PROMOTE at process `index` (best effort, never blocks)."""
+        self._send(index, code)
+
+    def _send(self, index: int, value: int) -> None:
         with self._lock:
             fd = self._out.get(index)
             if fd is None:
@@ -95,7 +116,7 @@ class Doorbells:
                     return
                 self._out[index] = fd
             try:
-                os.write(fd, _RING.pack(due_ms))
+                os.write(fd, _RING.pack(value))
             except OSError as exc:
                 if exc.errno != errno.EAGAIN:  # EPIPE: that process is gone; reopen next time
                     os.close(fd)
@@ -112,8 +133,12 @@ class Doorbells:
             if _STOP in dues:
                 os.close(self._in)
                 return
-            if dues:
-                try:
-                    self._on_ring(min(dues))
-                except Exception:  # the doorbell must outlive one bad wake-up
-                    log.exception("doorbell wake-up failed")
+            try:
+                timers = [due for due in dues if due >= 0]
+                if timers:
+                    self._on_ring(min(timers))
+                if self._on_signal is not None:
+                    for code in {due for due in dues if due < _STOP}:
+                        self._on_signal(code)
+            except Exception:  # the doorbell must outlive one bad wake-up
+                log.exception("doorbell wake-up failed")

@@ -252,7 +252,12 @@ class SqliteExecutionStore:
         return _row_execution(row[0])
 
     def load(self, arn: str) -> Snapshot:
-        cached = self._cache.get(arn)
+        # Another process's execution is read from the file: its owner changes it all the
+        # time, and a change computed on an old snapshot that writes nothing (an error,
+        # a no-op) has no version check to catch it. This process's own are changed
+        # elsewhere only by requests it did not take (a callback, a stop), and its next
+        # change of one writes: refused on its version, then loaded again.
+        cached = self._cache.get(arn) if self._partition.owns(arn) else None
         if cached is not None:
             return Snapshot(
                 execution=cached.execution.model_copy(), operations=dict(cached.operations)
