@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -155,5 +156,52 @@ def test_two_processes_share_the_work_and_outlive_a_crash_of_either(tmp_path: Pa
         srv.stop()
         assert srv.proc.returncode == 0, srv.log_path.read_text()[-3000:]
         assert not any(os.path.exists(f"/proc/{pid}") for pid in others)
+    finally:
+        srv.stop()
+
+
+COUNT = 300
+
+
+def _start_until_taken(srv: ServerProcess, n: int, deadline: float) -> str:
+    """Start execution `k<n>`, again and again through crashes: a start is idempotent by
+    its name, so one that committed before its answer was lost is found, not doubled."""
+    while True:
+        try:
+            return _start(srv, {"n": n, "wait": 1}, f"k{n}")
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_kill_9_of_either_process_under_load_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path / "data", wait_time_scale=0.01, env={ENV_PROCESSES: "2"})
+    srv.start()
+    try:
+        assert srv.proc is not None
+        first = srv.proc.pid
+        lam = client(srv)
+        deploy(lam, "wf", {"handler.py": WORKFLOW})
+        deadline = time.monotonic() + 90
+        with ThreadPoolExecutor(6) as pool:
+            starts = [pool.submit(_start_until_taken, srv, n, deadline) for n in range(COUNT)]
+            time.sleep(0.4)
+            (second,) = _others(first)
+            os.kill(second, signal.SIGKILL)  # mid-load: its invocations die with it
+            time.sleep(0.8)
+            taken = sum(f.done() for f in starts)
+            port = srv.port
+            srv.kill()  # and then all of them
+            srv.start(port=port)
+            arns = [f.result() for f in starts]
+        lam = client(srv)
+        for n, arn in enumerate(arns):
+            _until(f"k{n} done", lambda arn=arn: _status(lam, arn) == "SUCCEEDED", 60)
+            done = lam.get_durable_execution(DurableExecutionArn=arn)
+            assert json.loads(done["Result"]) == {"first": 2 * n}
+        listed = lam.list_durable_executions_by_function(FunctionName="wf", MaxItems=1000)
+        assert len(listed["DurableExecutions"]) == COUNT  # none lost, none started twice
+        assert 0 < taken < COUNT, taken  # the kills came while starts were under way
     finally:
         srv.stop()
