@@ -12,9 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from benchmarks import procfs
+from benchmarks.lean import ARN_HEADER as ARN_HEADER  # the soak reads it from here
 from benchmarks.spec import Env, WorkloadTimeout
-
-ARN_HEADER = "x-amz-durable-execution-arn"
 
 
 def epoch(ts: datetime | float) -> float:
@@ -39,7 +38,7 @@ def start_many(
 ) -> Started:
     """Asynchronous (Event) invokes from a few client threads, as fast as they go."""
     threads = threads or env.options.client_threads
-    clients = env.clients(threads)
+    starters = env.starters(threads)
     arns: list[str | None] = [None] * len(payloads)
     latencies: list[list[float]] = [[] for _ in range(threads)]
     errors = [0] * threads
@@ -47,14 +46,13 @@ def start_many(
     first = time.time()
 
     def worker(t: int) -> None:
-        lam = clients[t]
+        start = starters[t]
         for i in range(t, len(bodies), threads):
             if env.deadline.passed():
                 return
             t0 = time.perf_counter()
             try:
-                resp = lam.invoke(FunctionName=function, InvocationType="Event", Payload=bodies[i])
-                arns[i] = str(resp["ResponseMetadata"]["HTTPHeaders"][ARN_HEADER])
+                arns[i] = start(function, bodies[i])
             except Exception:  # counted and reported; one failure must not stop the run
                 errors[t] += 1
             latencies[t].append((time.perf_counter() - t0) * 1000)
@@ -202,15 +200,20 @@ class MemorySampler:
 
 
 def fan_out(
-    env: Env, items: Sequence[Any], work: Callable[[Any, Any], Any], threads: int | None = None
+    env: Env,
+    items: Sequence[Any],
+    work: Callable[[Any, Any], Any],
+    threads: int | None = None,
+    clients: Sequence[Any] | None = None,
 ) -> list[Any]:
-    """Apply `work(client, item)` to every item from a few client threads, in order.
+    """Apply `work(client, item)` to every item from a few client threads, in order
+    (`clients`: one per thread; default boto3's).
 
     A failed call leaves its result None (and is counted by the caller) rather than
     ending the run: under load a platform may refuse a few requests.
     """
     threads = threads or env.options.client_threads
-    clients = env.clients(threads)
+    clients = clients or env.clients(threads)
     results: list[Any] = [None] * len(items)
 
     def worker(t: int) -> None:

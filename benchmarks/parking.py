@@ -25,6 +25,7 @@ from benchmarks.common import (
     wait_all_closed,
     wait_quiet,
 )
+from benchmarks.lean import LeanInvoker
 from benchmarks.server import deploy
 from benchmarks.spec import Env, Metric, Workload
 
@@ -100,6 +101,11 @@ def _answer(lam: Any, callback_id: str) -> bool:
     return True  # fan_out leaves None where the call raised
 
 
+def _answer_lean(lean: LeanInvoker, callback_id: str) -> bool:
+    lean.succeed_callback(callback_id, b'"ok"')
+    return True
+
+
 def setup_parker(env: Env) -> None:
     deploy(env.lam, PARKER, handlers.FILES, handlers.handler("callback"))
 
@@ -114,7 +120,11 @@ def run_parker(env: Env) -> dict[str, float]:
     park_done = max((at for _, at in parked.values()), default=float("nan"))
     stuck = len(started.arns) - len(parked)
     answered_from = time.time()
-    answers = fan_out(env, [cid for cid, _ in parked.values()], _answer)
+    ids = [cid for cid, _ in parked.values()]
+    if env.options.client == "lean":
+        answers = fan_out(env, ids, _answer_lean, clients=env.lean(env.options.client_threads))
+    else:
+        answers = fan_out(env, ids, _answer)
     answered_to = time.time()
     answered = sum(a is not None for a in answers)
     env.deadline.check(f"answering: {answered:,} of {len(parked):,} answered")

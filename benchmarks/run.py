@@ -69,6 +69,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--processes", type=int, default=1, help="server processes (treadle dev --processes)"
     )
     p.add_argument(
+        "--client",
+        choices=("lean", "boto3"),
+        default="lean",
+        help="the start workloads' Invoke client (benchmarks/lean.py; boto3: the old one)",
+    )
+    p.add_argument(
         "--time-scale",
         type=float,
         default=1.0,
@@ -225,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         time_scale=args.time_scale,
         keep_data=args.keep_data,
         processes=args.processes,
+        client=args.client,
     )
     workloads = _selected(args.only)
     if args.profile and args.profile.lower() not in {w.id.lower() for w in workloads}:

@@ -151,21 +151,27 @@ class BenchServer:
         self.stop()
 
 
+def credentials(srv: BenchServer) -> tuple[str, str]:
+    """The default tenant's key pair, as `treadle dev` wrote it to its data dir."""
+    found = read_profile(srv.data_dir / "credentials", "treadle")
+    if found is None:
+        raise RuntimeError(f"no credentials in {srv.data_dir}: is the server started?")
+    return found["aws_access_key_id"], found["aws_secret_access_key"]
+
+
 def client(srv: BenchServer, *, pool: int = 10, read_timeout: float = 120.0) -> Any:
     """A Lambda client with retries off: a retry would hide a failure inside a latency.
 
     It signs as the default tenant, with the keys `treadle dev` wrote to its data dir.
     """
-    found = read_profile(srv.data_dir / "credentials", "treadle")
-    if found is None:
-        raise RuntimeError(f"no credentials in {srv.data_dir}: is the server started?")
+    key_id, secret = credentials(srv)
     session = boto3.session.Session()
     return session.client(
         "lambda",
         endpoint_url=srv.url,
         region_name=REGION,
-        aws_access_key_id=found["aws_access_key_id"],
-        aws_secret_access_key=found["aws_secret_access_key"],
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
         config=Config(
             retries={"total_max_attempts": 1},
             read_timeout=read_timeout,

@@ -6,9 +6,11 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from benchmarks.server import BenchServer, client
+from benchmarks.lean import ARN_HEADER, LeanInvoker
+from benchmarks.server import REGION, BenchServer, client, credentials
 
 
 class WorkloadTimeout(Exception):
@@ -52,6 +54,7 @@ class Options:
     time_scale: float = 1.0  # multiplies every workload's time budget
     keep_data: bool = False
     processes: int = 1  # `treadle dev --processes`: server processes on the data directory
+    client: str = "lean"  # the start workloads' Invoke client: "lean" or "boto3" (`lean.py`)
 
 
 @dataclass
@@ -69,6 +72,7 @@ class Env:
     state: dict[str, Any] = field(default_factory=dict)  # what setup() leaves for the runs
     partial: dict[str, float] = field(default_factory=dict)
     _clients: list[Any] = field(default_factory=list)
+    _lean: list[LeanInvoker] = field(default_factory=list)
 
     @property
     def srv(self) -> BenchServer:
@@ -80,6 +84,20 @@ class Env:
         while len(self._clients) < n:
             self._clients.append(client(self.srv))
         return self._clients[:n]
+
+    def starters(self, n: int) -> list[Callable[[str, bytes], str]]:
+        """`n` ways to start an execution by asynchronous Invoke (function, payload) ->
+        its ARN, one per client thread: `lean.py`'s, or boto3's with `--client boto3`."""
+        if self.options.client == "boto3":
+            return [partial(_boto3_start, lam) for lam in self.clients(n)]
+        return [lean.start for lean in self.lean(n)]
+
+    def lean(self, n: int) -> list[LeanInvoker]:
+        """`n` lean clients (`lean.py`), made once and reused."""
+        while len(self._lean) < n:
+            key_id, secret = credentials(self.srv)
+            self._lean.append(LeanInvoker(self.srv.url, key_id, secret, REGION))
+        return self._lean[:n]
 
     @property
     def lam(self) -> Any:
@@ -141,3 +159,8 @@ def percentile(values: Sequence[float], p: float) -> float:
         return float("nan")
     k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
     return ordered[k]
+
+
+def _boto3_start(lam: Any, function: str, body: bytes) -> str:
+    resp = lam.invoke(FunctionName=function, InvocationType="Event", Payload=body)
+    return str(resp["ResponseMetadata"]["HTTPHeaders"][ARN_HEADER])
