@@ -81,7 +81,6 @@ class Supervisor:
 
     def __init__(self, argv: list[str], count: int, port: int, lock_fd: int) -> None:
         self._argv = argv
-        self._count = count
         self._port = port
         self._lock_fd = lock_fd
         self._stopping = threading.Event()
@@ -101,10 +100,6 @@ class Supervisor:
         """Whether every process came up within `timeout_s` (each its first time)."""
         deadline = time.monotonic() + timeout_s
         return all(e.wait(max(0.0, deadline - time.monotonic())) for e in self._ready.values())
-
-    def pids(self) -> dict[int, int]:
-        with self._lock:
-            return {i: p.pid for i, p in self._procs.items()}
 
     def signal_stop(self) -> None:
         """Ask every process to stop (they end held requests and drain like the first)."""
@@ -159,8 +154,18 @@ class Supervisor:
             with self._lock:
                 if self._stopping.is_set():
                     return
-                proc, ready_r = self._spawn(index)
-                self._procs[index] = proc
+                try:
+                    proc, ready_r = self._spawn(index)
+                    self._procs[index] = proc
+                except OSError:  # no process could be made (out of memory, of pids)
+                    log.exception("cannot start server process %d; trying again", index)
+                    spawned = False
+                else:
+                    spawned = True
+            if not spawned:
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                continue
             born = time.monotonic()
             with contextlib.suppress(OSError):
                 if os.read(ready_r, 1):  # empty: it exited before serving
