@@ -24,18 +24,12 @@ def test_a_lean_start_is_an_asynchronous_invoke_the_server_accepts(
     arns = [invoker.start("lean", json.dumps({"n": n}).encode()) for n in range(3)]
     assert len(set(arns)) == 3 and all("/durable-execution/" in arn for arn in arns)
     for n, arn in enumerate(arns):
-        deadline = time.monotonic() + 30
-        while (ex := lam.get_durable_execution(DurableExecutionArn=arn))["Status"] == "RUNNING":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        ex = _closed(lam, arn)
         assert ex["Status"] == "SUCCEEDED" and json.loads(ex["Result"]) == {"first": 2 * n}
     waiting = invoker.start("lean", json.dumps({"n": 7, "callback": True}).encode())
     callback = _callback(lam, waiting)
     invoker.succeed_callback(callback, b'"yes"')
-    deadline = time.monotonic() + 30
-    while (ex := lam.get_durable_execution(DurableExecutionArn=waiting))["Status"] == "RUNNING":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    ex = _closed(lam, waiting)
     assert json.loads(ex["Result"]) == {"first": 14, "approval": '"yes"'}  # as boto3 sends it
     forged = LeanInvoker(server.url, key_id, "not-the-secret", REGION)
     with pytest.raises(InvokeError, match="HTTP 403"):
@@ -51,3 +45,11 @@ def _callback(lam: Any, arn: str) -> str:
                 return str(event["CallbackStartedDetails"]["CallbackId"])
         time.sleep(0.05)
     raise AssertionError(f"{arn} never waited for its callback")
+
+
+def _closed(lam: Any, arn: str) -> Any:
+    deadline = time.monotonic() + 30
+    while (ex := lam.get_durable_execution(DurableExecutionArn=arn))["Status"] == "RUNNING":
+        assert time.monotonic() < deadline, f"{arn} still running"
+        time.sleep(0.05)
+    return ex

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import zipfile
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
 
@@ -23,30 +24,39 @@ from treadle.domain.partition import Partition, owner
 from treadle.domain.ports import Commit
 
 
-def test_each_process_reads_only_the_timers_and_leases_of_its_own_executions(
-    tmp_path: Path,
-) -> None:
-    db = Database(tmp_path / "treadle.db")
-    try:
-        whole = SqliteExecutionStore(db)
-        parts = [
-            SqliteExecutionStore(Database(db.file.path), partition=Partition(i, 2)) for i in (0, 1)
-        ]
-        made = [_start(whole, f"e{i}", invoke=True, start_ms=100 + i) for i in range(40)]
-        for ex in made[::3]:
-            _change(whole, ex.arn, lambda loaded: _leased(loaded))
-        by_owner = {i: [ex.arn for ex in made if owner(ex.arn, 2) == i] for i in (0, 1)}
-        assert by_owner[0] and by_owner[1]
-        for i, store in enumerate(parts):
-            due = store.due_timers(10**12, 100)
-            assert [t.arn for t in due] == by_owner[i]
-            assert store.next_due_ms() == min(t.due_ms for t in due)
-            assert set(store.active_invocations()) == {
-                ex.arn for ex in made[::3] if owner(ex.arn, 2) == i
-            }
-        assert len(whole.due_timers(10**12, 100)) == 40
-    finally:
+@pytest.fixture
+def connect(tmp_path: Path) -> Iterator[Callable[[], Database]]:
+    """Connections to one `treadle.db`, each as another process would open it."""
+    opened: list[Database] = []
+
+    def open_one() -> Database:
+        opened.append(Database(tmp_path / "treadle.db"))
+        return opened[-1]
+
+    yield open_one
+    for db in opened:
         db.close()
+
+
+def test_each_process_reads_only_the_timers_and_leases_of_its_own_executions(
+    connect: Callable[[], Database],
+) -> None:
+    db = connect()
+    whole = SqliteExecutionStore(db)
+    parts = [SqliteExecutionStore(connect(), partition=Partition(i, 2)) for i in (0, 1)]
+    made = [_start(whole, f"e{i}", invoke=True, start_ms=100 + i) for i in range(40)]
+    for ex in made[::3]:
+        _change(whole, ex.arn, _leased)
+    by_owner = {i: [ex.arn for ex in made if owner(ex.arn, 2) == i] for i in (0, 1)}
+    assert by_owner[0] and by_owner[1]
+    for i, store in enumerate(parts):
+        due = store.due_timers(10**12, 100)
+        assert [t.arn for t in due] == by_owner[i]
+        assert store.next_due_ms() == min(t.due_ms for t in due)
+        assert set(store.active_invocations()) == {
+            ex.arn for ex in made[::3] if owner(ex.arn, 2) == i
+        }
+    assert len(whole.due_timers(10**12, 100)) == 40
 
 
 def _leased(loaded: Execution) -> Commit:
@@ -54,20 +64,19 @@ def _leased(loaded: Execution) -> Commit:
     return Commit(execution=loaded)
 
 
-def test_a_backlog_of_another_process_never_fills_this_ones_read(tmp_path: Path) -> None:
-    db = Database(tmp_path / "treadle.db")
-    try:
-        whole = SqliteExecutionStore(db)
-        mine = SqliteExecutionStore(db, partition=Partition(0, 2))
-        made = [_start(whole, f"b{i}", invoke=True, start_ms=100 + i) for i in range(60)]
-        theirs = [ex for ex in made if owner(ex.arn, 2) == 1]
-        last_mine = [ex for ex in made if owner(ex.arn, 2) == 0][-1]
-        # Every row of the other process is due before this one's last row.
-        assert all(ex.start_ms < last_mine.start_ms for ex in theirs[:20])
-        due = mine.due_timers(10**12, 5)
-        assert len(due) == 5 and all(owner(t.arn, 2) == 0 for t in due)
-    finally:
-        db.close()
+def test_a_backlog_of_another_process_never_fills_this_ones_read(
+    connect: Callable[[], Database],
+) -> None:
+    db = connect()
+    whole = SqliteExecutionStore(db)
+    mine = SqliteExecutionStore(db, partition=Partition(0, 2))
+    made = [_start(whole, f"b{i}", invoke=True, start_ms=100 + i) for i in range(60)]
+    theirs = [ex for ex in made if owner(ex.arn, 2) == 1]
+    last_mine = [ex for ex in made if owner(ex.arn, 2) == 0][-1]
+    # Every row of the other process is due before this one's last row.
+    assert all(ex.start_ms < last_mine.start_ms for ex in theirs[:20])
+    due = mine.due_timers(10**12, 5)
+    assert len(due) == 5 and all(owner(t.arn, 2) == 0 for t in due)
 
 
 def test_processes_give_a_tenant_one_uid_and_two_tenants_two(tmp_path: Path) -> None:
@@ -138,25 +147,22 @@ def test_a_process_other_than_the_first_leaves_uploads_under_way_alone(tmp_path:
 
 
 def test_a_process_never_computes_a_change_of_another_ones_execution_on_an_old_copy(
-    tmp_path: Path,
+    connect: Callable[[], Database],
 ) -> None:
-    db = Database(tmp_path / "treadle.db")
-    try:
-        whole = SqliteExecutionStore(db)
-        made = [_start(whole, f"s{i}") for i in range(8)]
-        theirs = next(ex for ex in made if owner(ex.arn, 2) == 1)
-        mine = next(ex for ex in made if owner(ex.arn, 2) == 0)
-        here = SqliteExecutionStore(Database(db.file.path), partition=Partition(0, 2))
-        there = SqliteExecutionStore(Database(db.file.path), partition=Partition(1, 2))
-        for ex in (theirs, mine):
-            _change(here, ex.arn)  # `here` has both in its cache now
-            _change(there, ex.arn)  # and both move on in the other process
-        # Another's: always the current copy.
-        assert here.load(theirs.arn).execution.version_seq == 3
-        # Its own may come from its cache: a write computed on an old copy is refused on
-        # its version, and the next load is the current one.
-        with pytest.raises(ConcurrentModification):
-            here.commit(Commit(execution=here.load(mine.arn).execution))
-        assert here.load(mine.arn).execution.version_seq == 3
-    finally:
-        db.close()
+    db = connect()
+    whole = SqliteExecutionStore(db)
+    made = [_start(whole, f"s{i}") for i in range(8)]
+    theirs = next(ex for ex in made if owner(ex.arn, 2) == 1)
+    mine = next(ex for ex in made if owner(ex.arn, 2) == 0)
+    here = SqliteExecutionStore(connect(), partition=Partition(0, 2))
+    there = SqliteExecutionStore(connect(), partition=Partition(1, 2))
+    for ex in (theirs, mine):
+        _change(here, ex.arn)  # `here` has both in its cache now
+        _change(there, ex.arn)  # and both move on in the other process
+    # Another's: always the current copy.
+    assert here.load(theirs.arn).execution.version_seq == 3
+    # Its own may come from its cache: a write computed on an old copy is refused on
+    # its version, and the next load is the current one.
+    with pytest.raises(ConcurrentModification):
+        here.commit(Commit(execution=here.load(mine.arn).execution))
+    assert here.load(mine.arn).execution.version_seq == 3
