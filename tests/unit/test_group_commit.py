@@ -1,8 +1,7 @@
 """Group commit (`SqliteFile.grouped`): writes queued by threads waiting for the writer
-lock are run by its holder and committed together; each caller gets its own result or
-its own error, a write that fails takes only itself back (the group runs again, each
-write in a savepoint), and a group that fails whole (SQLite ended the transaction)
-writes nothing and says so to all."""
+lock are run by its holder, each in a savepoint, and committed together; each caller
+gets its own result or its own error, a write that fails takes only itself back, and a
+group that fails whole (SQLite ended the transaction) writes nothing and says so to all."""
 
 from __future__ import annotations
 
@@ -72,57 +71,6 @@ def test_a_failing_write_takes_back_only_itself(tmp_path: Path) -> None:
         f.grouped(half_then_fail)  # runs the queued write too, in the same group
     f.grouped(lambda conn: conn.execute("INSERT INTO t VALUES ('b', 2)"))
     assert _rows(f) == {"a": 1, "b": 2}
-
-
-def test_a_failing_write_in_the_middle_keeps_the_writes_before_and_after_it(
-    tmp_path: Path,
-) -> None:
-    f = SqliteFile(tmp_path / "g.db", schema=SCHEMA)
-    runs: list[str] = []
-
-    def write(key: str) -> Callable[[sqlite3.Connection], int]:
-        def work(conn: sqlite3.Connection) -> int:
-            runs.append(key)
-            return conn.execute("INSERT INTO t VALUES (?, 1)", (key,)).rowcount
-
-        return work
-
-    def fail(conn: sqlite3.Connection) -> None:
-        conn.execute("INSERT INTO t VALUES ('failed', 1)")
-        raise KeyError("refused")
-
-    first, after = _queued(write("first")), _queued(write("after"))
-    f._queue.extend([first, _queued(fail), after])
-    assert f.grouped(write("last")) == 1
-    assert _rows(f) == {"first": 1, "after": 1, "last": 1}
-    assert first.result == 1 and after.result == 1 and after.error is None
-    # Optimistic first (stopped by the failure), then again with savepoints.
-    assert runs == ["first", "first", "after", "last"]
-
-
-def test_a_lone_write_that_fails_leaves_nothing_behind(tmp_path: Path) -> None:
-    f = SqliteFile(tmp_path / "g.db", schema=SCHEMA)
-
-    def half_then_fail(conn: sqlite3.Connection) -> None:
-        conn.execute("INSERT INTO t (k, v) VALUES ('half', 1)")
-        raise KeyError("refused")
-
-    with pytest.raises(KeyError):
-        f.grouped(half_then_fail)
-    assert _rows(f) == {}
-    f.grouped(lambda conn: conn.execute("INSERT INTO t VALUES ('b', 2)"))
-    assert _rows(f) == {"b": 2}
-
-
-def test_writes_that_succeed_take_no_savepoints(tmp_path: Path) -> None:
-    f = SqliteFile(tmp_path / "g.db", schema=SCHEMA)
-    statements: list[str] = []
-    f._conn.set_trace_callback(statements.append)
-    f._queue.append(_queued(lambda conn: conn.execute("INSERT INTO t VALUES ('a', 1)")))
-    f.grouped(lambda conn: conn.execute("INSERT INTO t VALUES ('b', 2)"))
-    f._conn.set_trace_callback(None)
-    assert _rows(f) == {"a": 1, "b": 2}
-    assert [s.split()[0] for s in statements] == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
 
 
 def test_a_group_that_fails_whole_writes_nothing_and_tells_every_writer(

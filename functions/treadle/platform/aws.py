@@ -173,7 +173,7 @@ class AwsPlatform(Platform):
         code = S3CodeStore(s3, self.bucket, LocalCodeStore(settings.data_dir / "code"))
         logs: LogStore
         if settings.log_store == "local":
-            logs = self.log_store = SqliteLogStore(settings.data_dir / "logs.db")
+            logs = SqliteLogStore(settings.data_dir / "logs.db")
         else:
             # Emulators evaluate few filter patterns (moto: plain terms), AWS all of them.
             logs = CloudWatchLogStore(

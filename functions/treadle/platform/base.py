@@ -27,7 +27,6 @@ from treadle.adapters.sandbox.function_runtime import SandboxRuntime, UnpackedCo
 from treadle.adapters.sandbox.hardening import protect_data_dir
 from treadle.adapters.sandbox.tenant_egress import SandboxEgress
 from treadle.adapters.sqlite.facets import SqliteFacetStore
-from treadle.adapters.sqlite.logs import SqliteLogStore
 from treadle.api.app import Application
 from treadle.api.channel import DurableChannel, FacetChannel
 from treadle.api.sandbox_endpoint import SandboxEndpoints
@@ -105,8 +104,6 @@ class Platform(ABC):
         self.clock = SystemClock()
         self.ids = RandomIds(self.partition)
         self.sandbox: LocalSandbox | None = None
-        # Its lines are written behind: closed (written out) when the platform stops.
-        self.log_store: SqliteLogStore | None = None
         self.sandbox_runtime: SandboxRuntime | None = None
         self._running: Sequence[Background] = ()
         # Why tenants' code is not isolated from each other here (empty: it is).
@@ -286,8 +283,6 @@ class Platform(ABC):
             self.relay.close()
         if self.sandbox is not None:
             self.sandbox.close()
-        if self.log_store is not None:
-            self.log_store.close()  # after the sandbox: no invocation appends any more
         self._close_adapters()
         os.close(self._lock_fd)
 

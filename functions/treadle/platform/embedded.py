@@ -56,7 +56,7 @@ class EmbeddedPlatform(Platform):
         self.db = Database(data / "treadle.db")
         executions = SqliteExecutionStore(self.db, partition=part)
         code = LocalCodeStore(data / "code", clean=part.primary)
-        logs = self.log_store = SqliteLogStore(data / "logs.db")
+        logs = SqliteLogStore(data / "logs.db")
         # The scheduler fires timers into the engine, which is built after it.
         self.scheduler = TimerScheduler(
             executions,

@@ -12,12 +12,11 @@ checks it makes cannot interleave with another writer, thread or process.
 
 Group commit (`grouped`): the hot writes (the engine's commits) are functions rather
 than blocks, so that whichever thread holds the lock runs every write queued by the
-threads waiting for it in one transaction, and one COMMIT makes them all durable
-before any of them returns (a write that fails is taken back alone: `_run_group`).
-Under load the lock then changes hands once per group instead of once per write, and
-the WAL takes one append for pages several writes share (an index's, a counter's).
-Why by hand: sqlite3 has no such mode, and a write thread of its own would add a
-hand-off to every write.
+threads waiting for it, each in a savepoint of one transaction, and one COMMIT makes
+them all durable before any of them returns. Under load the lock then changes hands
+once per group instead of once per write, and the WAL takes one append for pages
+several writes share (an index's, a counter's). Why by hand: sqlite3 has no such
+mode, and a write thread of its own would add a hand-off to every write.
 """
 
 from __future__ import annotations
@@ -115,11 +114,9 @@ class SqliteFile:
             boundary(Kind.COMMIT, "after")
 
     def grouped(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """`work(conn)` in a write transaction, atomically (nothing of it stays if it
-        raises), maybe with other threads' writes: committed, or raising what it raised,
-        before this returns. `work` may run on another thread, so it reads no thread's
-        state, and may run twice (again after a rollback: `_run_group`), so it does
-        database work and nothing else that a second run would do differently."""
+        """`work(conn)` in a write transaction, atomically (a savepoint of its own), maybe
+        with other threads' writes: committed, or raising what it raised, before this
+        returns. `work` may run on another thread, so it reads no thread's state."""
         if getattr(self._combining, "active", False):
             return work(self._conn)  # called from a write of this group: part of it
         item = _Queued(work)
@@ -136,46 +133,21 @@ class SqliteFile:
         return item.result  # type: ignore[no-any-return]
 
     def _run_group(self, group: list[_Queued]) -> None:
-        # Optimistically without savepoints: a write that fails is rare (a conflict),
-        # and two statements per write are a fifth of a W2 execution's statements,
-        # each a GIL release and re-acquisition under the write lock. A failure rolls
-        # the group back whole and runs it again with a savepoint per write, which
-        # keeps the failing write's effects out and the others' in. The writes are
-        # database work (and idempotent forgetting of cached state): running one again
-        # after a rollback does what it did the first time.
-        if self._try_group(group, isolated=len(group) == 1):
-            return
-        self._try_group(group, isolated=True)
-
-    def _try_group(self, group: list[_Queued], *, isolated: bool) -> bool:
-        """Run `group` in one transaction; False (rolled back, nothing recorded) if a
-        write failed and `isolated` is False, for a second try that isolates it."""
         conn = self._conn
         self._combining.active = True
-        committed = retry = False
-        savepoints = isolated and len(group) > 1
+        committed = False
         try:
             conn.execute("BEGIN IMMEDIATE")
             for item in group:
-                if savepoints:
-                    conn.execute("SAVEPOINT w")
+                conn.execute("SAVEPOINT w")
                 try:
                     item.result = item.work(conn)
                 except Exception as exc:  # that write's failure, not the group's...
+                    item.error = exc
                     if not conn.in_transaction:
                         raise  # ...unless SQLite ended the transaction (a full disk)
-                    if not isolated:
-                        self._rollback()
-                        retry = True
-                        return False
-                    item.error = exc
-                    if savepoints:
-                        conn.execute("ROLLBACK TO w")
-                    else:  # the only write: nothing of it may stay
-                        self._rollback()
-                        return True
-                if savepoints:
-                    conn.execute("RELEASE w")
+                    conn.execute("ROLLBACK TO w")
+                conn.execute("RELEASE w")
             boundary(Kind.COMMIT, "before")
             conn.execute("COMMIT")
             committed = True
@@ -186,12 +158,10 @@ class SqliteFile:
                 item.error = exc
         finally:
             self._combining.active = False
-            if not retry:
-                for item in group:
-                    item.done = True
+            for item in group:
+                item.done = True
         if committed:
             boundary(Kind.COMMIT, "after")
-        return True
 
     def _rollback(self) -> None:
         # SQLite may have rolled back already (SQLITE_FULL can end the transaction),

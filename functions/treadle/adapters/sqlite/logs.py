@@ -1,21 +1,9 @@
-"""SQLite adapter of the LogStore port (its own database file: logs are not state).
-
-Appends are written behind (`_Writer`): an invocation hands its lines over and goes
-on, and one thread writes what every invocation handed over meanwhile in one
-transaction. On a busy server that is one commit for several invocations instead of
-one each, taken off the path that holds a sandbox worker. As on Lambda, whose logs
-reach CloudWatch after the invocation returns, a line becomes readable shortly after
-its invocation ends; reads in this process write what is pending first, so they see
-every line appended before them. What a kill -9 can lose is what was handed over in
-the last few milliseconds (`FLUSH_AFTER_S`); a clean stop writes everything (`close`).
-"""
+"""SQLite adapter of the LogStore port (its own database file: logs are not state)."""
 
 from __future__ import annotations
 
 import base64
-import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,20 +18,7 @@ from treadle.domain.logs import (
     check_filter_limit,
 )
 
-log = logging.getLogger(__name__)
-
 _SCAN_BATCH = 1000
-# How long the writer lets lines gather after the first one it finds: more lines per
-# commit against a longer window for a kill -9.
-FLUSH_AFTER_S = 0.005
-# Lines waiting beyond which an append writes them itself: memory stays bounded when
-# the disk is slower than the lines come.
-MAX_PENDING = 50_000
-_INSERT = (
-    "INSERT INTO log_events (tenant, log_group, log_stream, timestamp_ms,"
-    " ingestion_ms, message) VALUES (?, ?, ?, ?, ?, ?)"
-)
-_Row = tuple[str, str, str, int, int, str]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS log_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -62,24 +37,24 @@ CREATE INDEX IF NOT EXISTS log_events_by_group
 class SqliteLogStore:
     def __init__(self, path: Path) -> None:
         self._db = SqliteFile(path, schema=_SCHEMA)
-        self._writer = _Writer(self._db)
 
     def append(
         self, tenant: str, log_group: str, log_stream: str, events: Sequence[tuple[int, str]]
     ) -> None:
         now = int(time.time() * 1000)
-        self._writer.add([(tenant, log_group, log_stream, ts, now, msg) for ts, msg in events])
+        rows = [(tenant, log_group, log_stream, ts, now, msg) for ts, msg in events]
 
-    def flush(self) -> None:
-        """Write every line appended so far (reads call it: they see all of them)."""
-        self._writer.flush()
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO log_events (tenant, log_group, log_stream, timestamp_ms,"
+                " ingestion_ms, message) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
 
-    def close(self) -> None:
-        self._writer.close()
-        self._db.close()
+        # Every invocation appends its lines: concurrent ones share one commit.
+        self._db.grouped(insert)
 
     def log_group_exists(self, tenant: str, log_group: str) -> bool:
-        self.flush()
         with self._db.locked() as conn:
             row = conn.execute(
                 "SELECT 1 FROM log_events WHERE tenant = ? AND log_group = ? LIMIT 1",
@@ -91,7 +66,6 @@ class SqliteLogStore:
         self, tenant: str, *, prefix: str | None, limit: int, next_token: str | None
     ) -> DescribePage:
         check_describe_limit(limit)
-        self.flush()
         after = _decode(next_token) if next_token else ""
         with self._db.locked() as conn:
             rows = conn.execute(
@@ -120,7 +94,6 @@ class SqliteLogStore:
         next_token: str | None,
     ) -> DescribePage:
         check_describe_limit(limit)
-        self.flush()
         # An offset: streams are few per group next to their events, and the order by last
         # event changes as streams grow, which a key cursor would not survive either.
         offset = _offset(next_token) if next_token else 0
@@ -163,7 +136,6 @@ class SqliteLogStore:
         next_token: str | None,
     ) -> FilterResult:
         check_filter_limit(limit)
-        self.flush()
         match = compile_pattern(pattern)
         cursor = (-1, -1)
         if next_token:
@@ -213,77 +185,6 @@ class SqliteLogStore:
                     return FilterResult(events=events, next_token=token)
             if len(rows) < _SCAN_BATCH:
                 return FilterResult(events=events, next_token=None)
-
-
-class _Writer:
-    """Writes appended lines behind, on a thread of its own started at the first line.
-
-    Why by hand: the sqlite3 module has no asynchronous writes, and a queue and a pool
-    would add a hand-off per line where this adds one per batch.
-    """
-
-    def __init__(self, db: SqliteFile) -> None:
-        self._db = db
-        self._pending: list[_Row] = []
-        self._cond = threading.Condition()
-        # One batch written at a time, in the order the lines came.
-        self._writing = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def add(self, rows: list[_Row]) -> None:
-        with self._cond:
-            if not self._closed:
-                self._pending.extend(rows)
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="log-writer", daemon=True
-                    )
-                    self._thread.start()
-                self._cond.notify()
-                if len(self._pending) < MAX_PENDING:
-                    return
-                rows = []  # pending, and too many of them: written here and now
-        if rows:
-            self._write(rows)  # closed: no writer thread any more
-        else:
-            self.flush()
-
-    def flush(self) -> None:
-        with self._writing:
-            with self._cond:
-                rows, self._pending = self._pending, []
-            self._write(rows)
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self.flush()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return  # `close` writes what is left
-            time.sleep(FLUSH_AFTER_S)
-            self.flush()
-
-    def _write(self, rows: list[_Row]) -> None:
-        if not rows:
-            return
-
-        def insert(conn: sqlite3.Connection) -> None:
-            conn.executemany(_INSERT, rows)
-
-        try:
-            self._db.grouped(insert)
-        except Exception:  # logs are best effort; the invocations they tell of are done
-            log.exception("could not store %d log lines", len(rows))
 
 
 def _encode(value: str) -> str:
