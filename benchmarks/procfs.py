@@ -155,3 +155,57 @@ def self_rss_mib() -> float:
 def process_pss_mib(pid: int) -> float:
     """One process's proportional set size (its share of pages shared with others)."""
     return _kib(f"/proc/{pid}/smaps_rollup", "Pss:") / 1024
+
+
+@dataclass(frozen=True)
+class TaskStats:
+    """One thread of a process: its context switches and CPU ticks so far."""
+
+    voluntary: int  # it blocked: a lock, the GIL, I/O, a sleep
+    involuntary: int  # it was preempted
+    ticks: int  # utime + stime
+
+
+def tasks(pid: int) -> dict[int, TaskStats]:
+    """Every live thread of `pid` by its thread id (threads that ended are not counted)."""
+    out: dict[int, TaskStats] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        base = f"/proc/{pid}/task/{tid}"
+        try:
+            with open(f"{base}/status") as f:
+                status = dict(line.split(":", 1) for line in f if "ctxt_switches" in line)
+            with open(f"{base}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue  # ended between the listing and the read
+        fields = raw[raw.rindex(")") + 2 :].split()
+        out[int(tid)] = TaskStats(
+            int(status["voluntary_ctxt_switches"]),
+            int(status["nonvoluntary_ctxt_switches"]),
+            int(fields[11]) + int(fields[12]),
+        )
+    return out
+
+
+def user_system_s(pid: int) -> tuple[float, float]:
+    """The process's own user and system CPU seconds (its threads', not its children's)."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0, 0.0
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+
+
+def written_bytes(pid: int) -> int:
+    """Bytes the process has caused to be sent to storage (`/proc/<pid>/io`)."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
