@@ -35,6 +35,7 @@ ENV_WAIT_TIME_SCALE = "TREADLE_WAIT_TIME_SCALE"
 ENV_SANDBOX_WARM = "TREADLE_SANDBOX_WARM_PER_FUNCTION"
 ENV_INVOKE_CONCURRENCY = "TREADLE_INVOKE_CONCURRENCY"
 ENV_PROCESSES = "TREADLE_PROCESSES"
+ENV_PIN_CORES = "TREADLE_PIN_CORES"
 ENV_DURABLE_CHANNEL = "TREADLE_DURABLE_CHANNEL"
 ENV_ADMIN_KEY_ID = "TREADLE_ADMIN_ACCESS_KEY_ID"
 ENV_ADMIN_SECRET = "TREADLE_ADMIN_SECRET_ACCESS_KEY"
@@ -85,6 +86,8 @@ ENV_PROCESS_INDEX = "TREADLE_PROCESS_INDEX"
 ENV_LISTEN_PORT = "TREADLE_LISTEN_PORT"
 ENV_LOCK_FD = "TREADLE_LOCK_FD"
 ENV_READY_FD = "TREADLE_READY_FD"
+# Also set for them: the cores the first process could use before it pinned itself.
+ENV_CPUS = "TREADLE_CPUS"
 # boto3's own name: one endpoint for every service (moto server, LocalStack).
 ENV_AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
 
@@ -101,6 +104,7 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ("sandbox_warm_per_function", ENV_SANDBOX_WARM),
     ("invoke_concurrency", ENV_INVOKE_CONCURRENCY),
     ("processes", ENV_PROCESSES),
+    ("pin_cores", ENV_PIN_CORES),
     ("durable_channel", ENV_DURABLE_CHANNEL),
     ("admin_access_key_id", ENV_ADMIN_KEY_ID),
     ("admin_secret_access_key", ENV_ADMIN_SECRET),
@@ -159,6 +163,9 @@ class Settings(BaseModel):
     # API and drives its share of the executions (`domain/partition`), so the platform
     # is not bound to one interpreter's lock. 1: the single process of old.
     processes: int = Field(default=1, ge=1, le=64)
+    # Each server process keeps its threads on one core, its sandbox workers on all
+    # (`treadle/affinity.py`: the GIL's hand-offs are far cheaper on one core).
+    pin_cores: bool = True
     max_request_bytes: int = 6 * 1024 * 1024
     # Sandbox workers send the SDK's checkpoints over their own channel instead of HTTP.
     durable_channel: bool = True

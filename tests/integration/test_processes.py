@@ -43,6 +43,29 @@ def _others(first_pid: int) -> list[int]:
     return found
 
 
+def _cores(pid: int) -> set[frozenset[int]]:
+    """The core sets of `pid`'s threads (one set if they all share one)."""
+    found = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            found.add(frozenset(os.sched_getaffinity(int(tid))))
+        except OSError:
+            continue  # ended meanwhile
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if entry.isdigit() and int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+            kids.append(int(entry))
+    return kids
+
+
 def _until(what: str, check: Any, timeout_s: float = 30) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -92,6 +115,16 @@ def test_two_processes_share_the_work_and_outlive_a_crash_of_either(srv: ServerP
     first = srv.proc.pid
     (second,) = _others(first)  # ready before the first says so
     lam = client(srv)
+    all_cores = frozenset(os.sched_getaffinity(0))
+    if len(all_cores) >= 2:
+        # Each process's threads on a core of their own (`treadle/affinity.py`)...
+        low, high = sorted(all_cores)[:2]
+        assert _cores(first) == {frozenset({low})}
+        assert _cores(second) == {frozenset({high})}
+        # ...and what they start (the zygote, hence its workers) on every core.
+        zygotes = [p for p in _children(first) if p != second] + _children(second)
+        assert len(zygotes) >= 2
+        assert all(_cores(pid) == {all_cores} for pid in zygotes)
 
     # Both take starts, each with ids it owns; waits and steps run in their owner.
     arns = [_start(srv, {"n": i, "wait": 1}, f"w{i}") for i in range(24)]
@@ -122,6 +155,8 @@ def test_two_processes_share_the_work_and_outlive_a_crash_of_either(srv: ServerP
         "the second process restarted", lambda: [p for p in _others(first) if p != second]
     )
     assert again != second
+    if len(all_cores) >= 2:  # started by a thread on the first's core: it takes its own
+        _until("the restarted process on its core", lambda: _cores(again) == {frozenset({high})})
     rest = waiting[6:]
     for arn in rest[:3]:
         client(srv).send_durable_execution_callback_success(CallbackId=callbacks[arn], Result=b"ok")

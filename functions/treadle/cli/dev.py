@@ -73,6 +73,7 @@ def dev(args: argparse.Namespace) -> int:
     # and need none of the platform (half a second of imports for each of their runs).
     import uvicorn
 
+    from treadle import affinity
     from treadle.api.asgi import AsgiAdapter
     from treadle.cli.processes import Supervisor, role_from_env
     from treadle.domain.partition import Partition
@@ -80,6 +81,9 @@ def dev(args: argparse.Namespace) -> int:
     from treadle.platform import ADMIN_PROFILE, TENANT_PROFILE, StartupError, open_platform
 
     role = role_from_env()  # one of the others of `--processes N`, started by the first
+    if settings.pin_cores:
+        # First, so that every thread started from here on inherits it.
+        affinity.pin(0 if role is None else role.index)
     server_log.configure(settings.log_level, settings.log_format)
     provider = tracing.configure(settings.otel_exporter)
     listen_port = settings.port if role is None else role.port

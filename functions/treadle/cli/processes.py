@@ -28,7 +28,14 @@ import threading
 import time
 from dataclasses import dataclass
 
-from treadle.settings import ENV_LISTEN_PORT, ENV_LOCK_FD, ENV_PROCESS_INDEX, ENV_READY_FD
+from treadle import affinity
+from treadle.settings import (
+    ENV_CPUS,
+    ENV_LISTEN_PORT,
+    ENV_LOCK_FD,
+    ENV_PROCESS_INDEX,
+    ENV_READY_FD,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +140,8 @@ class Supervisor:
             ENV_LISTEN_PORT: str(self._port),
             ENV_LOCK_FD: str(self._lock_fd),
             ENV_READY_FD: str(ready_w),
+            # Started from a thread kept on this process's core: it takes its own.
+            ENV_CPUS: affinity.children_cores(),
         }
         try:
             proc = subprocess.Popen(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import treadle
+from treadle import affinity
 from treadle.adapters.sandbox import protocol
 
 log = logging.getLogger(__name__)
@@ -101,9 +102,11 @@ class Zygote:
             "TZ": ":UTC",
             "HOME": str(self._home),
         }
+        # The cores the server could use before it kept itself on one (`affinity`).
+        cores = affinity.children_cores()
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-I", "-c", _BOOT, str(theirs.fileno()), _SRC_ROOT],
+                [sys.executable, "-I", "-c", _BOOT, str(theirs.fileno()), _SRC_ROOT, cores],
                 env=env,
                 cwd=self._home,
                 stdin=subprocess.DEVNULL,

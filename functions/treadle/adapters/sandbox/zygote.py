@@ -226,6 +226,10 @@ class Zygote:
 
 def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
+    if len(sys.argv) > 3 and sys.argv[3]:
+        # The server keeps its own threads on one core (`treadle/affinity.py`); this
+        # process and the workers it forks run on every core it was allowed.
+        os.sched_setaffinity(0, {int(core) for core in sys.argv[3].split(",")})
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     caps = confine.probe()  # before the imports: its probe forks a small image
