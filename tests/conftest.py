@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,14 @@ if str(Path(__file__).parent.parent) not in sys.path:
     sys.path.append(str(Path(__file__).parent.parent))
 
 from support import moto_serial
+from treadle.settings import ENV_PIN_CORES
+
+# Servers the tests start run two at a time (two xdist workers on two cores) beside the
+# tests' own processes: each keeping its threads on one core (`treadle/affinity.py`),
+# they would often share one, and the suite took 16 minutes instead of 9. Pinning is
+# tested where it is the subject: tests/unit/test_affinity.py, tests/integration/
+# test_processes.py (which turns it on).
+os.environ.setdefault(ENV_PIN_CORES, "false")
 
 # moto's DynamoDB with DynamoDB's own write isolation (support/moto_serial.py).
 moto_serial.install()

@@ -12,10 +12,13 @@ execution, system time 2.1 -> 0.9 ms, W2 124 -> 179 completed/s. The process use
 about one core anyway (one GIL); the sandbox workers, which are processes of their
 own, run on every core.
 
-So each server process puts its threads on one core (process i on the i-th allowed
-core, modulo their count), and what it starts runs on all of them again: the zygote
-(`unpinned_argument`, hence its workers) and the other processes of `--processes N`
-(`ENV_CPUS`), each of which then takes its own core. On one core there is nothing to do.
+So each server process puts its threads on one core, and what it starts runs on all
+of them again: the zygote (its argument, hence its workers) and the other processes of
+`--processes N` (`ENV_CPUS`, the cores in the first process's order), each of which
+then takes its own: process i the i-th, modulo their count. The first process's core
+is the one it is running on when it pins, so that servers started independently on
+one machine (two data directories, a test suite's) spread over the cores instead of
+all taking the first. On one core there is nothing to do.
 """
 
 from __future__ import annotations
@@ -27,32 +30,49 @@ from treadle.settings import ENV_CPUS
 
 log = logging.getLogger(__name__)
 
-# The cores this process could use before it pinned itself: what its children get.
-_allowed: frozenset[int] | None = None
+# The cores this process could use before it pinned itself, in its order: what its
+# children get.
+_allowed: tuple[int, ...] | None = None
 
 
-def allowed_cores() -> frozenset[int]:
-    """The cores this process may use: those it was started with, or those its parent
-    passed on (`ENV_CPUS`) when the parent had pinned itself already."""
+def _current_core() -> int | None:
+    """The core this thread last ran on (field 39 of /proc/self/stat)."""
+    try:
+        with open("/proc/self/stat") as f:
+            raw = f.read()
+        return int(raw[raw.rindex(")") + 2 :].split()[36])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def core_order() -> tuple[int, ...]:
+    """The cores this process may use, in the order processes take them: as its parent
+    passed them on (`ENV_CPUS`) when the parent had pinned itself already, else those it
+    was started with, from the one it runs on."""
     if _allowed is not None:
         return _allowed
     passed = os.environ.get(ENV_CPUS)
     if passed:
         try:
-            return frozenset(int(c) for c in passed.split(","))
+            return tuple(int(c) for c in passed.split(","))
         except ValueError:
             log.warning("ignoring %s=%r: not a list of core numbers", ENV_CPUS, passed)
-    return frozenset(os.sched_getaffinity(0))
+    cores = sorted(os.sched_getaffinity(0))
+    now = _current_core()
+    if now in cores:
+        at = cores.index(now)
+        cores = cores[at:] + cores[:at]
+    return tuple(cores)
 
 
 def pin(index: int) -> int | None:
     """Put this process's threads, those running and those to come, on one core: the
-    `index`-th allowed one (modulo their count). The core, or None if there is one only."""
+    `index`-th of `core_order` (modulo their count). The core, or None if there is one."""
     global _allowed
-    cores = allowed_cores()
+    cores = core_order()
     if len(cores) < 2:
         return None
-    core = sorted(cores)[index % len(cores)]
+    core = cores[index % len(cores)]
     _allowed = cores
     try:
         for tid in os.listdir("/proc/self/task"):
@@ -76,7 +96,7 @@ def unpin() -> None:
     _allowed = None
     for tid in os.listdir("/proc/self/task"):
         try:
-            os.sched_setaffinity(int(tid), cores)
+            os.sched_setaffinity(int(tid), set(cores))
         except OSError:
             continue
 
@@ -84,4 +104,4 @@ def unpin() -> None:
 def children_cores() -> str:
     """What a child started from a pinned process is to run on ("" if not pinned):
     for `ENV_CPUS`, or the zygote's argument (it widens its cores itself: `zygote.main`)."""
-    return ",".join(str(c) for c in sorted(_allowed)) if _allowed is not None else ""
+    return ",".join(str(c) for c in _allowed) if _allowed is not None else ""

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import treadle
-from treadle import affinity
 from treadle.adapters.sandbox import protocol
 
 log = logging.getLogger(__name__)
@@ -102,7 +101,10 @@ class Zygote:
             "TZ": ":UTC",
             "HOME": str(self._home),
         }
-        # The cores the server could use before it kept itself on one (`affinity`).
+        # The cores the server could use before it kept itself on one. Imported here:
+        # the zygote imports this module, and none of the server's outside the sandbox.
+        from treadle import affinity
+
         cores = affinity.children_cores()
         try:
             self._process = subprocess.Popen(
