@@ -14,8 +14,13 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _stat_fields(pid: int) -> list[str] | None:
+    return _fields_at(f"/proc/{pid}/stat")
+
+
+def _fields_at(path: str) -> list[str] | None:
+    """The fields of a `stat` file (a process's or a thread's) after the command name."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
+        with open(path) as f:
             raw = f.read()
     except OSError:
         return None
@@ -178,11 +183,11 @@ def tasks(pid: int) -> dict[int, TaskStats]:
         try:
             with open(f"{base}/status") as f:
                 status = dict(line.split(":", 1) for line in f if "ctxt_switches" in line)
-            with open(f"{base}/stat") as f:
-                raw = f.read()
         except OSError:
             continue  # ended between the listing and the read
-        fields = raw[raw.rindex(")") + 2 :].split()
+        fields = _fields_at(f"{base}/stat")
+        if fields is None:
+            continue
         out[int(tid)] = TaskStats(
             int(status["voluntary_ctxt_switches"]),
             int(status["nonvoluntary_ctxt_switches"]),

@@ -121,11 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             continue  # idle through the run
         cpu = g.ticks / procfs._TICK * per
         print(f"{name:32} {g.threads:5} {cpu:7.2f} {g.voluntary / n:8.1f} {g.involuntary / n:9.1f}")
-    total = Group()
-    for g in groups.values():
-        total.voluntary += g.voluntary
-        total.involuntary += g.involuntary
-    print(f"{'all':32} {'':5} {'':7} {total.voluntary / n:8.1f} {total.involuntary / n:9.1f}")
+    blocked = sum(g.voluntary for g in groups.values())
+    preempted = sum(g.involuntary for g in groups.values())
+    print(f"{'all':32} {'':5} {'':7} {blocked / n:8.1f} {preempted / n:9.1f}")
     return 0
 
 
