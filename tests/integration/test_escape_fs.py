@@ -13,7 +13,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import sys
+import tempfile
+import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -28,6 +31,7 @@ from support.server import deploy
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.sandbox import LocalSandbox, SandboxFunction
 from treadle.adapters.sandbox.confine import probe
+from treadle.adapters.sandbox.mounts import under
 
 ROOT = os.geteuid() == 0
 pytestmark = [
@@ -125,9 +129,17 @@ def _function(
     )
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    base = tmp_path_factory.mktemp("escape-fs")
+# "spare": each tenant ran code before, so its functions start from a spare confined
+# for it ahead (`spares.TenantSpares`): every attack below is made from such a worker too.
+# "spare-var": the same with the data directory outside /tmp, as in production (a test's
+# data directory is under /tmp, where a spare's code goes another way: `rootfs`).
+@pytest.fixture(scope="module", params=["fresh", "spare", "spare-var"])
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    if request.param == "spare-var":
+        base = Path(tempfile.mkdtemp(prefix="escape-fs-", dir="/var/tmp"))
+        request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    else:
+        base = tmp_path_factory.mktemp("escape-fs")
     data = base / "data"
     data.mkdir()
     outside = base / "outside"
@@ -139,9 +151,25 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     try:
         a = _function(code, sandbox, key, "111111111111")
         b = _function(code, sandbox, key, "222222222222")
-        yield Env(sandbox, data, outside, a, b)
+        env = Env(sandbox, data, outside, a, b)
+        if request.param != "fresh":
+            _from_spares(env, code, key)
+        yield env
     finally:
         sandbox.close()
+
+
+def _from_spares(env: Env, code: LocalCodeStore, key: str) -> None:
+    """Each tenant runs another function first; then A's and B's own start from spares."""
+    for account in ("111111111111", "222222222222"):
+        env.run(_function(code, env.sandbox, key, account))
+    deadline = time.monotonic() + 30
+    while len(env.sandbox.tenant_spares()[0]) < 2:
+        assert time.monotonic() < deadline, "no spare was confined for the tenants"
+        time.sleep(0.02)
+    served = env.sandbox.tenant_spares()[1]
+    assert env.run(env.a)["uid"] != env.run(env.b)["uid"]
+    assert env.sandbox.tenant_spares()[1] == served + 2
 
 
 def _host_tmp(env: Env, fn: SandboxFunction) -> Path:
@@ -175,8 +203,15 @@ def test_host_files_outside_the_allow_list_do_not_exist(env: Env) -> None:
     assert set(got["reads"].values()) == {"ENOENT"}, got["reads"]
     lists = got["lists"]
     assert name not in json.dumps(lists)
-    assert not {"home", "opt", "srv", "var", "mnt", "boot"} & set(lists["/"]), lists["/"]
+    # The code's own path is shown (LAMBDA_TASK_ROOT stays valid): its directories only.
+    code_path = env.b.code_dir.resolve().parts
+    host_dirs = {"home", "opt", "srv", "var", "mnt", "boot"} - {code_path[1]}
+    assert not host_dirs & set(lists["/"]), lists["/"]
     for gone in (str(env.outside), "/var/tmp", "/home"):
+        if under(str(env.b.code_dir.resolve()), gone):
+            # Only the way to the code: the outside dir, its sibling, is not there.
+            assert lists[gone] == [code_path[len(Path(gone).parts)]], (gone, lists[gone])
+            continue
         assert lists[gone] == "ENOENT", (gone, lists[gone])
     assert "shadow" not in lists["/etc"] and "passwd" in lists["/etc"]
     assert set(lists["/dev"]) <= {

@@ -35,7 +35,7 @@ from typing import Any
 
 from treadle.adapters.sandbox import landlock, netns, rootfs
 from treadle.adapters.sandbox.mounts import LIBC as _LIBC
-from treadle.adapters.sandbox.mounts import MS_PRIVATE, MS_REC, check, under
+from treadle.adapters.sandbox.mounts import MS_PRIVATE, MS_REC, check, has_open_tree, under
 
 _CLONE_NEWNS = 0x00020000
 # The platform's own source, of which a confined worker sees its runtime only.
@@ -67,6 +67,7 @@ def probe() -> dict[str, Any]:
         "mount_ns": mount_ns,
         "landlock": landlock.abi_version(),
         "cap_last": _cap_last() if root else 0,
+        "open_tree": mount_ns and has_open_tree(),
     }
 
 
@@ -156,6 +157,38 @@ def apply(plan: Mapping[str, Any], code_dir: str, caps: Mapping[str, Any]) -> No
             rootfs.prepare(_runtime_only(python_dirs()))
         rootfs.enter(code_dir, tmp_dir, hide, facets)
     drop_privileges(int(uid), int(uid), int(caps.get("cap_last") or 63))
+
+
+def spare_supported(caps: Mapping[str, Any]) -> bool:
+    """Whether a worker can be confined before it knows its function (`apply_spare`)."""
+    return bool(caps.get("root") and caps.get("mount_ns") and caps.get("open_tree"))
+
+
+def apply_spare(plan: Mapping[str, Any], code_home: str, caps: Mapping[str, Any]) -> None:
+    """`apply` for a tenant's spare, up to what needs the function: its root without
+    /tmp and code, still root (`finish_spare` completes it)."""
+    if plan.get("uid") is None or not spare_supported(caps):
+        raise PermissionError("a spare is confined ahead only with a new root and a uid")
+    if plan.get("netns"):
+        netns.join(str(plan["netns"]))
+    if not rootfs.prepared():
+        rootfs.prepare(_runtime_only(python_dirs()))
+    hide = [os.path.realpath(p) for p in plan["hide"]]
+    rootfs.enter_spare(code_home, hide, plan.get("facets"))
+
+
+def finish_spare(
+    plan: Mapping[str, Any],
+    code_dir: str,
+    code_home: str,
+    fds: tuple[int, int],
+    caps: Mapping[str, Any],
+) -> None:
+    """The function's /tmp and code (`fds`: copies of the platform's mounts of them),
+    then the tenant's uid for good, as `apply` ends."""
+    rootfs.attach_function(fds[0], fds[1], code_dir, code_home)
+    uid = int(plan["uid"])
+    drop_privileges(uid, uid, int(caps.get("cap_last") or 63))
 
 
 def _runtime_only(python: list[str]) -> list[str]:

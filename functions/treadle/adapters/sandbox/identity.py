@@ -179,15 +179,21 @@ class Confinement:
         """
         if tenant is None:
             return None
-        uid = None
-        if self.privileged:
-            uid = self._ids.uid(tenant)
-            if tmp_dir.stat().st_uid != uid:  # a tmpfs is mounted with its owner already
-                os.chown(tmp_dir, uid, uid)
-                tmp_dir.chmod(0o700)
+        plan = self.tenant_plan(tenant)
+        uid = plan["uid"]
+        if uid is not None and tmp_dir.stat().st_uid != uid:
+            # A tmpfs is mounted with its owner already.
+            os.chown(tmp_dir, uid, uid)
+            tmp_dir.chmod(0o700)
+        plan["tmp_dir"] = str(tmp_dir)
+        return plan
+
+    def tenant_plan(self, tenant: str) -> dict[str, Any]:
+        """`plan` less the function's /tmp: what a tenant's spare is confined by."""
+        uid = self._ids.uid(tenant) if self.privileged else None
         # Hidden whole: the platform's files, other versions' /tmp, the zygote's home.
         hide = sorted({str(self._private_root.resolve()), str(self._work_dir.resolve())})
-        plan: dict[str, Any] = {"uid": uid, "tmp_dir": str(tmp_dir), "hide": hide}
+        plan: dict[str, Any] = {"uid": uid, "hide": hide}
         if self.facets is not None:
             # Writable by the worker (`rootfs` binds it; Landlock allows it).
             plan["facets"] = os.path.realpath(self.facets(tenant))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import ctypes
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from treadle.adapters.sandbox.mounts import (
     LIBC,
@@ -39,6 +39,7 @@ from treadle.adapters.sandbox.mounts import (
     MS_RDONLY,
     MS_REC,
     MS_REMOUNT,
+    attach,
     check,
     mount,
     outermost,
@@ -138,9 +139,9 @@ class Layout:
             ]
         )
 
-    def shown(self, code_dir: str, python: Iterable[str]) -> list[tuple[str, str, bool]]:
+    def shown(self, code_dir: str | None, python: Iterable[str]) -> list[tuple[str, str, bool]]:
         """(path in the new root, host path, is a directory) of every read-only bind."""
-        extra = outermost([*python, code_dir])
+        extra = outermost([*python, *([code_dir] if code_dir else [])])
         return [*self.binds, *((p, p, True) for p in extra if not self._in_system(p))]
 
     def _in_system(self, path: str) -> bool:
@@ -245,6 +246,89 @@ def enter(code_dir: str, tmp_dir: str, hide: Sequence[str], facets: str | None =
     _pivot(stage)
 
 
+def enter_spare(code_home: str, hide: Sequence[str], facets: str | None = None) -> None:
+    """`enter` for a tenant's spare, which knows its tenant but not yet its function.
+
+    The same tree, less two mounts made by `attach_function` once the function is
+    known: /tmp stays an empty mount point, and the function's code goes in
+    `code_home` (its tenant's directory of unpacked code), a tmpfs of mount points
+    shown read-only. Both come as copies of the platform's mounts passed by fd, since
+    after the pivot nothing of the host's tree can be bound any more."""
+    layout = _LAYOUT
+    if layout is None:
+        raise RuntimeError("rootfs.prepare was not called")
+    if not layout.stage:
+        raise OSError("no directory to assemble a root at")
+    stage = layout.stage
+    python = [p for p in layout.python if not any(under(h, p) for h in hide)]
+    binds = layout.shown(None, python)
+    if any(under(p, "/tmp") for p, _, _ in binds):
+        raise OSError("the interpreter lives under /tmp: no spare can be confined ahead")
+    home = None if under(code_home, "/tmp") else code_home
+    made = set(layout.dirs)
+    wanted = [p for p, _, _ in binds[len(layout.binds) :]] + ([home] if home else [])
+    extra = [p for p in _parents(wanted) if p not in made]
+    if facets is not None:
+        extra += [p for p in _parents([FACETS]) if p not in made and p not in extra]
+    check(LIBC.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    fds: list[tuple[str, int]] = []
+    facets_fd: int | None = None
+    umask = os.umask(0o022)
+    try:
+        if facets is not None:
+            facets_fd = os.open(facets, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        for path, real, is_dir in binds:
+            flags = os.O_PATH | os.O_CLOEXEC | (os.O_DIRECTORY if is_dir else 0)
+            fds.append((path, os.open(real, flags)))
+        mount("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=256k")
+        for path in [*layout.dirs, *extra]:
+            os.mkdir(stage + path, 0o755)
+        for path, _, is_dir in binds:
+            if not is_dir:
+                os.mknod(stage + path, stat.S_IFREG | 0o644)
+        for path, fd in fds:
+            mount(f"/proc/self/fd/{fd}", stage + path, None, MS_BIND | MS_REC)
+        for path, target in layout.links:
+            os.symlink(target, stage + path)
+        if home is not None:
+            mount("tmpfs", stage + home, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16k")
+        _read_only(stage, [stage + p for p, _, _ in binds])
+        if facets_fd is not None:
+            _writable(stage + FACETS, facets_fd)
+        _dev(stage + "/dev", layout.devices)
+        proc_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+        mount("proc", stage + "/proc", "proc", proc_flags, "hidepid=invisible")
+    finally:
+        os.umask(umask)
+        for _, fd in fds:
+            os.close(fd)
+        if facets_fd is not None:
+            os.close(facets_fd)
+    _pivot(stage)
+
+
+def attach_function(tmp_fd: int, code_fd: int, code_dir: str, code_home: str) -> None:
+    """A spare's last two mounts (see `enter_spare`), still as root, after the pivot."""
+    if os.path.dirname(code_dir) != code_home:
+        raise PermissionError(f"{code_dir} is not code of this spare's tenant")
+    attach(tmp_fd, "/tmp")
+    if not _setattr("/tmp", 0, _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV):
+        mount(None, "/tmp", None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
+    if under(code_dir, "/tmp"):
+        _inside_tmp("", code_dir, code_fd, attach)
+        return
+    # The code home went read-only with the rest of the tree: writable for one mkdir.
+    attrs = _MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV
+    if not _setattr(code_home, 0, 0, _MOUNT_ATTR_RDONLY):
+        mount(None, code_home, None, MS_REMOUNT | MS_NOSUID | MS_NODEV)
+    os.mkdir(code_dir, 0o755)
+    attach(code_fd, code_dir)
+    if not _setattr(code_home, _AT_RECURSIVE, attrs):
+        mount(None, code_dir, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        mount(None, code_home, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
 def _writable(target: str, fd: int) -> None:
     # After the tree went read-only: this bind alone stays writable (no exec, no devices).
     mount(f"/proc/self/fd/{fd}", target, None, MS_BIND)
@@ -253,12 +337,15 @@ def _writable(target: str, fd: int) -> None:
         mount(None, target, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-def _inside_tmp(stage: str, path: str, fd: int) -> None:
+def _inside_tmp(
+    stage: str, path: str, fd: int, place: Callable[[int, str], None] | None = None
+) -> None:
     """Show a directory whose usual path is under /tmp (a data dir there: tests, dev).
 
     Its mount point is made in the environment's /tmp, which the tenant writes: a
     component it replaced by a symlink is refused rather than followed (only its own
-    namespace could be misled, but the worker then does not start).
+    namespace could be misled, but the worker then does not start). `place`: how `fd`
+    becomes a mount there (default: a bind of the path it holds).
     """
     current = stage
     for part in path.strip("/").split("/"):
@@ -268,7 +355,10 @@ def _inside_tmp(stage: str, path: str, fd: int) -> None:
         except FileExistsError:
             if not stat.S_ISDIR(os.lstat(current).st_mode):
                 raise PermissionError(f"{current} is not a directory") from None
-    mount(f"/proc/self/fd/{fd}", current, None, MS_BIND | MS_REC)
+    if place is None:
+        mount(f"/proc/self/fd/{fd}", current, None, MS_BIND | MS_REC)
+    else:
+        place(fd, current)
     attrs = _MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV
     if not _setattr(current, _AT_RECURSIVE, attrs):
         mount(None, current, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)

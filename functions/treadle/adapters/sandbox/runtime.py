@@ -204,14 +204,41 @@ def _before_spec() -> lambda_logging.LogSink:
     return sink
 
 
-def _receive_spec(chan: socket.socket) -> dict[str, Any] | None:
+def _first_frame(chan: socket.socket) -> dict[str, Any] | None:
+    """The spec, or the frame that makes this worker a tenant's spare (`TenantSpares`)."""
     frame = protocol.recv_frame(chan)
     if frame is None:
         return None  # the server gave up on this worker before sending it
     header, _ = frame
-    if header.get("t") != "spec":
+    if header.get("t") not in ("spec", "spare"):
         raise protocol.ProtocolError(f"expected the spec, got {header.get('t')!r}")
     return header
+
+
+def _receive_spec(chan: socket.socket) -> dict[str, Any] | None:
+    header = _first_frame(chan)
+    if header is not None and header["t"] != "spec":
+        raise protocol.ProtocolError(f"expected the spec, got {header['t']!r}")
+    return header
+
+
+def _finish_spare(
+    chan: socket.socket, spare: dict[str, Any], spec: dict[str, Any], caps: dict[str, Any]
+) -> dict[str, Any]:
+    """A spare's function: the spec names the same tenant (uid), its /tmp and code come
+    as two mount fds right after it; returns the plan the spare was confined by."""
+    plan: dict[str, Any] = spare["confine"]
+    if (spec.get("confine") or {}).get("uid") != plan["uid"]:
+        raise PermissionError("a spec for another tenant than this spare's")
+    _, fds, _, _ = socket.recv_fds(chan, 1, 2)
+    try:
+        if len(fds) != 2:
+            raise protocol.ProtocolError(f"expected two mount fds, got {len(fds)}")
+        confine.finish_spare(plan, spec["code_dir"], spare["code_home"], (fds[0], fds[1]), caps)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return plan
 
 
 def _enter(spec: dict[str, Any]) -> bool:
@@ -263,12 +290,21 @@ def main(
         _detach(chan_fd, log_fd, zygote_pid)
         chan = socket.socket(fileno=chan_fd)
         sink = _before_spec()
-        spec = _receive_spec(chan)
+        spec = _first_frame(chan)
+        spare = None
+        if spec is not None and spec["t"] == "spare":
+            # A tenant's spare: confined as far as its tenant allows while it waits.
+            spare = spec
+            confine.apply_spare(spare["confine"], spare["code_home"], caps)
+            spec = _receive_spec(chan)
         if spec is None:
             raise SystemExit(0)
         cgroups.limit(spec.get("resources"))  # while root: before the uid changes
         plan = spec.get("confine")
-        if plan is not None:
+        if spare is not None:
+            plan = _finish_spare(chan, spare, spec, caps)
+            _watch_parent(zygote_pid)  # a change of uid clears the parent-death signal
+        elif plan is not None:
             # Any failure raises: a worker that could not be confined never runs code.
             confine.apply(plan, spec["code_dir"], caps)
             _watch_parent(zygote_pid)  # a change of uid clears the parent-death signal

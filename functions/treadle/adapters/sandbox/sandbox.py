@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -34,7 +35,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from treadle.adapters.sandbox import cgroups, egress, protocol
+from treadle.adapters.sandbox import cgroups, egress, mounts, protocol
 from treadle.adapters.sandbox.envtmp import EnvTmps
 from treadle.adapters.sandbox.handle import (
     EXIT_WAIT_S,
@@ -46,7 +47,7 @@ from treadle.adapters.sandbox.handle import (
 )
 from treadle.adapters.sandbox.identity import Confinement
 from treadle.adapters.sandbox.netns import PolicyOf, Serve
-from treadle.adapters.sandbox.spares import SparePool, start_worker
+from treadle.adapters.sandbox.spares import SparePool, Started, TenantSpares, start_worker
 from treadle.adapters.sandbox.spawner import Zygote, ZygoteGone
 from treadle.adapters.sandbox.spec import InvocationOutcome, SandboxFunction, worker_spec
 
@@ -101,6 +102,7 @@ class LocalSandbox:
         self._max_processes = max_processes
         self._groups: cgroups.ResourceGroups | None = None
         self._spares = SparePool(None, self._tmps.root)
+        self._tenant_spares: TenantSpares | None = None
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -113,7 +115,13 @@ class LocalSandbox:
                 cgroups.report(groups, self._confinement.privileged)
                 self._groups = groups if groups.available else None
                 self._spares = SparePool(self._groups, self._tmps.root, lambda: self._zygote)
-            self._running_zygote_locked(stale=None)
+            caps = self._running_zygote_locked(stale=None).caps
+            privileged = self._confinement.privileged and caps.get("open_tree")
+            if self._tenant_spares is None and self._groups is not None and privileged:
+                # Like the spares above, only where workers have cgroups of their own.
+                self._tenant_spares = TenantSpares(
+                    self._groups, self._tmps.root, self._confinement.tenant_plan
+                )
 
     def _live_zygote(self, stale: Zygote | None) -> Zygote:
         with self._zygote_lock:
@@ -163,6 +171,9 @@ class LocalSandbox:
                 self._watchdog.join(timeout=5)
                 self._watchdog = None
             self._spares.close()
+            if self._tenant_spares is not None:
+                self._tenant_spares.close()
+                self._tenant_spares = None
             if self._zygote is not None:
                 self._zygote.stop()
                 self._zygote = None
@@ -329,11 +340,14 @@ class LocalSandbox:
             and (spec["confine"] or {}).get("uid")
         ):
             spec["resources"] = {"nproc": self._max_processes}  # no cgroups: per tenant uid
-        started = self._spares.take(zygote) or start_worker(zygote, tmp_dir, groups)
+        spare = self._tenant_spare(zygote, fn, spec)
+        started = spare or self._spares.take(zygote) or start_worker(zygote, tmp_dir, groups)
         proc, ours, group = started.proc, started.chan, started.group
         try:
             ours.settimeout(INIT_TIMEOUT_S)
             protocol.send_frame(ours, spec)
+            if spare is not None:
+                _send_mounts(ours, [tmp_dir, fn.code_dir])
         except (OSError, protocol.ProtocolError):
             pass  # it died (or will, on a bad first frame): the first wait reports how
         finally:
@@ -348,6 +362,21 @@ class LocalSandbox:
             group=group,
             on_discard=None if groups is None else lambda: groups.release(group),
         )
+
+    def tenant_spares(self) -> tuple[list[str], int]:
+        """The tenants with a spare confined ahead, and how many cold starts took one."""
+        spares = self._tenant_spares
+        return ([], 0) if spares is None else (spares.ready(), spares.served)
+
+    def _tenant_spare(
+        self, zygote: Zygote, fn: SandboxFunction, spec: dict[str, Any]
+    ) -> Started | None:
+        """The tenant's spare confined ahead (`spares.TenantSpares`), if it has one."""
+        spares = self._tenant_spares
+        if spares is None or fn.tenant is None or (spec["confine"] or {}).get("uid") is None:
+            return None
+        # Its root shows the tenant's code home, where `attach_function` puts the code.
+        return spares.take(fn.tenant, zygote, str(fn.code_dir.parent))
 
     def _watch(self) -> None:
         while not self._stop.wait(WATCHDOG_INTERVAL_S):
@@ -445,3 +474,13 @@ class LocalSandbox:
             return out_of_memory(handle, request_id), b"", False, None
         error = header.get("error")
         return (None if error is None else as_error(error)), body, True, peak_kb
+
+
+def _send_mounts(chan: socket.socket, paths: list[Path]) -> None:
+    """Copies of the mounts at `paths`, as fds a spare attaches in its own namespace."""
+    fds = [mounts.clone_tree(str(path)) for path in paths]
+    try:
+        socket.send_fds(chan, [b"m"], fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
