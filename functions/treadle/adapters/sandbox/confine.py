@@ -116,11 +116,21 @@ def capabilities() -> dict[str, int]:
 
 def drop_privileges(uid: int, gid: int, cap_last: int) -> None:
     """Become uid/gid with nothing that could lead back to root; verified, or raise."""
+    _bound(cap_last)
+    _become(uid, gid)
+
+
+def _bound(cap_last: int) -> None:
+    """No execve can ever give anything back: what the capabilities in use do not need,
+    so a spare does it while it waits (it still mounts with them afterwards)."""
     check(_LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
     for cap in range(cap_last + 1):
         # The bounding set limits what any later execve can grant.
         if _LIBC.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:
             check(-1, f"prctl(PR_CAPBSET_DROP, {cap})")
+
+
+def _become(uid: int, gid: int) -> None:
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     # Leaving uid 0 without SECBIT_KEEP_CAPS clears permitted, effective and ambient.
@@ -175,6 +185,7 @@ def apply_spare(plan: Mapping[str, Any], code_home: str, caps: Mapping[str, Any]
         rootfs.prepare(_runtime_only(python_dirs()))
     hide = [os.path.realpath(p) for p in plan["hide"]]
     rootfs.enter_spare(code_home, hide, plan.get("facets"))
+    _bound(int(caps.get("cap_last") or 63))
 
 
 def finish_spare(
@@ -188,7 +199,7 @@ def finish_spare(
     then the tenant's uid for good, as `apply` ends."""
     rootfs.attach_function(fds[0], fds[1], code_dir, code_home)
     uid = int(plan["uid"])
-    drop_privileges(uid, uid, int(caps.get("cap_last") or 63))
+    _become(uid, uid)  # the bounding set went in `apply_spare`
 
 
 def _runtime_only(python: list[str]) -> list[str]:

@@ -201,7 +201,14 @@ def _before_spec() -> lambda_logging.LogSink:
     importlib.invalidate_caches()
     sink = lambda_logging.LogSink(1)
     lambda_logging.setup_logging(sink)
+    # The zygote's (scrubbed) environment goes: the spec brings all of the function's.
+    os.environ.clear()
+    global _DATA_BASE
+    _DATA_BASE = _vm_data_bytes()  # the zygote's image: what the function adds counts
     return sink
+
+
+_DATA_BASE = 0  # the worker's data segment before its function (`_before_spec`)
 
 
 def _first_frame(chan: socket.socket) -> dict[str, Any] | None:
@@ -263,7 +270,7 @@ def _enter(spec: dict[str, Any]) -> bool:
 
 
 def _limit_memory(memory_mb: int) -> None:
-    limit = _vm_data_bytes() + ((memory_mb + DATA_SLACK_MB) << 20)
+    limit = (_DATA_BASE or _vm_data_bytes()) + ((memory_mb + DATA_SLACK_MB) << 20)
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
