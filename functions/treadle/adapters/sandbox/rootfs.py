@@ -183,18 +183,54 @@ def enter(code_dir: str, tmp_dir: str, hide: Sequence[str], facets: str | None =
     `hide`: what must not be shown, even as part of the interpreter's directories.
     `facets`: the tenant's facets directory, shown writable at `FACETS`.
     """
+    layout = _layout()
+    python = [p for p in layout.python if not any(under(h, p) for h in hide)]
+    binds = layout.shown(code_dir, python)
+    _assemble(layout, binds, facets, tmp_dir=tmp_dir, code_home=None)
+
+
+def enter_spare(code_home: str, hide: Sequence[str], facets: str | None = None) -> None:
+    """`enter` for a tenant's spare, which knows its tenant but not yet its function.
+
+    The same tree, less two mounts made by `attach_function` once the function is
+    known: /tmp stays an empty mount point, and the function's code goes in
+    `code_home` (its tenant's directory of unpacked code), a tmpfs of mount points
+    shown read-only. Both come as copies of the platform's mounts passed by fd, since
+    after the pivot nothing of the host's tree can be bound any more."""
+    layout = _layout()
+    python = [p for p in layout.python if not any(under(h, p) for h in hide)]
+    binds = layout.shown(None, python)
+    if any(under(p, "/tmp") for p, _, _ in binds):
+        raise OSError("the interpreter lives under /tmp: no spare can be confined ahead")
+    home = None if under(code_home, "/tmp") else code_home  # else: `attach_function`
+    _assemble(layout, binds, facets, tmp_dir=None, code_home=home)
+
+
+def _layout() -> Layout:
     layout = _LAYOUT
     if layout is None:
         raise RuntimeError("rootfs.prepare was not called")
     if not layout.stage:
         raise OSError("no directory to assemble a root at")
+    return layout
+
+
+def _assemble(
+    layout: Layout,
+    binds: Sequence[tuple[str, str, bool]],
+    facets: str | None,
+    *,
+    tmp_dir: str | None,
+    code_home: str | None,
+) -> None:
+    """The new root at the stage, pivoted to: `binds` read-only, `tmp_dir` at /tmp (a
+    spare: none yet), `code_home` an empty tmpfs of mount points (a spare's)."""
     stage = layout.stage
-    python = [p for p in layout.python if not any(under(h, p) for h in hide)]
-    binds = layout.shown(code_dir, python)
     outside = [(p, r, d) for p, r, d in binds if not under(p, "/tmp")]
     inside = [(p, r, d) for p, r, d in binds if under(p, "/tmp")]
     made = set(layout.dirs)
-    extra = [p for p in _parents(p for p, _, _ in outside[len(layout.binds) :]) if p not in made]
+    shown = [p for p, _, _ in outside[len(layout.binds) :]] + ([code_home] if code_home else [])
+    extra = [p for p in _parents(shown) if p not in made]
     if facets is not None:
         extra += [p for p in _parents([FACETS]) if p not in made and p not in extra]
     check(LIBC.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
@@ -203,11 +239,12 @@ def enter(code_dir: str, tmp_dir: str, hide: Sequence[str], facets: str | None =
     # Opened before the stage covers anything, after unshare: a bind mount's source
     # must be a mount of the caller's namespace.
     fds: list[tuple[str, int]] = []
+    tmp_fd: int | None = None
     facets_fd: int | None = None
     umask = os.umask(0o022)
     try:
-        tmp_fd = os.open(tmp_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        fds.append(("/tmp", tmp_fd))
+        if tmp_dir is not None:
+            tmp_fd = os.open(tmp_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         if facets is not None:
             facets_fd = os.open(facets, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         for path, real, is_dir in [*outside, *inside]:
@@ -219,21 +256,23 @@ def enter(code_dir: str, tmp_dir: str, hide: Sequence[str], facets: str | None =
         for path, _, is_dir in outside:
             if not is_dir:
                 os.mknod(stage + path, stat.S_IFREG | 0o644)
-        for path, fd in fds[1 : len(outside) + 1]:
+        for path, fd in fds[: len(outside)]:
             mount(f"/proc/self/fd/{fd}", stage + path, None, MS_BIND | MS_REC)
         for path, target in layout.links:
             os.symlink(target, stage + path)
-        devices = layout.devices
+        if code_home is not None:
+            mount("tmpfs", stage + code_home, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16k")
         _read_only(stage, [stage + p for p, _, _ in outside])
-        mount(f"/proc/self/fd/{tmp_fd}", stage + "/tmp", None, MS_BIND | MS_REC)
-        if not _setattr(stage + "/tmp", 0, _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV):
-            flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV
-            mount(None, stage + "/tmp", None, flags)
+        if tmp_fd is not None:
+            mount(f"/proc/self/fd/{tmp_fd}", stage + "/tmp", None, MS_BIND | MS_REC)
+            if not _setattr(stage + "/tmp", 0, _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV):
+                flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV
+                mount(None, stage + "/tmp", None, flags)
         if facets_fd is not None:
             _writable(stage + FACETS, facets_fd)
-        for path, fd in fds[len(outside) + 1 :]:
+        for path, fd in fds[len(outside) :]:
             _inside_tmp(stage, path, fd)
-        _dev(stage + "/dev", devices)
+        _dev(stage + "/dev", layout.devices)
         # hidepid=invisible: other uids' /proc/<pid> do not exist for tenant code.
         proc_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
         mount("proc", stage + "/proc", "proc", proc_flags, "hidepid=invisible")
@@ -241,70 +280,9 @@ def enter(code_dir: str, tmp_dir: str, hide: Sequence[str], facets: str | None =
         os.umask(umask)
         for _, fd in fds:
             os.close(fd)
-        if facets_fd is not None:
-            os.close(facets_fd)
-    _pivot(stage)
-
-
-def enter_spare(code_home: str, hide: Sequence[str], facets: str | None = None) -> None:
-    """`enter` for a tenant's spare, which knows its tenant but not yet its function.
-
-    The same tree, less two mounts made by `attach_function` once the function is
-    known: /tmp stays an empty mount point, and the function's code goes in
-    `code_home` (its tenant's directory of unpacked code), a tmpfs of mount points
-    shown read-only. Both come as copies of the platform's mounts passed by fd, since
-    after the pivot nothing of the host's tree can be bound any more."""
-    layout = _LAYOUT
-    if layout is None:
-        raise RuntimeError("rootfs.prepare was not called")
-    if not layout.stage:
-        raise OSError("no directory to assemble a root at")
-    stage = layout.stage
-    python = [p for p in layout.python if not any(under(h, p) for h in hide)]
-    binds = layout.shown(None, python)
-    if any(under(p, "/tmp") for p, _, _ in binds):
-        raise OSError("the interpreter lives under /tmp: no spare can be confined ahead")
-    home = None if under(code_home, "/tmp") else code_home
-    made = set(layout.dirs)
-    wanted = [p for p, _, _ in binds[len(layout.binds) :]] + ([home] if home else [])
-    extra = [p for p in _parents(wanted) if p not in made]
-    if facets is not None:
-        extra += [p for p in _parents([FACETS]) if p not in made and p not in extra]
-    check(LIBC.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
-    fds: list[tuple[str, int]] = []
-    facets_fd: int | None = None
-    umask = os.umask(0o022)
-    try:
-        if facets is not None:
-            facets_fd = os.open(facets, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        for path, real, is_dir in binds:
-            flags = os.O_PATH | os.O_CLOEXEC | (os.O_DIRECTORY if is_dir else 0)
-            fds.append((path, os.open(real, flags)))
-        mount("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=256k")
-        for path in [*layout.dirs, *extra]:
-            os.mkdir(stage + path, 0o755)
-        for path, _, is_dir in binds:
-            if not is_dir:
-                os.mknod(stage + path, stat.S_IFREG | 0o644)
-        for path, fd in fds:
-            mount(f"/proc/self/fd/{fd}", stage + path, None, MS_BIND | MS_REC)
-        for path, target in layout.links:
-            os.symlink(target, stage + path)
-        if home is not None:
-            mount("tmpfs", stage + home, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16k")
-        _read_only(stage, [stage + p for p, _, _ in binds])
-        if facets_fd is not None:
-            _writable(stage + FACETS, facets_fd)
-        _dev(stage + "/dev", layout.devices)
-        proc_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
-        mount("proc", stage + "/proc", "proc", proc_flags, "hidepid=invisible")
-    finally:
-        os.umask(umask)
-        for _, fd in fds:
-            os.close(fd)
-        if facets_fd is not None:
-            os.close(facets_fd)
+        for maybe in (tmp_fd, facets_fd):
+            if maybe is not None:
+                os.close(maybe)
     _pivot(stage)
 
 
