@@ -340,18 +340,20 @@ class LocalSandbox:
             and (spec["confine"] or {}).get("uid")
         ):
             spec["resources"] = {"nproc": self._max_processes}  # no cgroups: per tenant uid
-        spare = self._tenant_spare(zygote, fn, spec)
+        spare, mount_fds = self._tenant_spare(zygote, fn, spec, tmp_dir)
         started = spare or self._spares.take(zygote) or start_worker(zygote, tmp_dir, groups)
         proc, ours, group = started.proc, started.chan, started.group
         try:
             ours.settimeout(INIT_TIMEOUT_S)
             protocol.send_frame(ours, spec)
-            if spare is not None:
-                _send_mounts(ours, [tmp_dir, fn.code_dir])
+            if mount_fds:
+                socket.send_fds(ours, [b"m"], mount_fds)
         except (OSError, protocol.ProtocolError):
             pass  # it died (or will, on a bad first frame): the first wait reports how
         finally:
             ours.settimeout(None)
+            for fd in mount_fds:
+                os.close(fd)
         return WorkerHandle(
             key=fn.key,
             generation=generation,
@@ -369,14 +371,28 @@ class LocalSandbox:
         return ([], 0) if spares is None else (spares.ready(), spares.served)
 
     def _tenant_spare(
-        self, zygote: Zygote, fn: SandboxFunction, spec: dict[str, Any]
-    ) -> Started | None:
-        """The tenant's spare confined ahead (`spares.TenantSpares`), if it has one."""
+        self, zygote: Zygote, fn: SandboxFunction, spec: dict[str, Any], tmp_dir: Path
+    ) -> tuple[Started | None, list[int]]:
+        """The tenant's spare confined ahead (`spares.TenantSpares`), if it has one, and
+        the copies of the /tmp and code mounts it attaches (sent after the spec)."""
         spares = self._tenant_spares
         if spares is None or fn.tenant is None or (spec["confine"] or {}).get("uid") is None:
-            return None
+            return None, []
         # Its root shows the tenant's code home, where `attach_function` puts the code.
-        return spares.take(fn.tenant, zygote, str(fn.code_dir.parent))
+        spare = spares.take(fn.tenant, zygote, str(fn.code_dir.parent))
+        if spare is None:
+            return None, []
+        fds: list[int] = []
+        try:
+            for path in (tmp_dir, fn.code_dir):
+                fds.append(mounts.clone_tree(str(path)))
+        except OSError as exc:  # a fresh worker binds them itself: no reason to fail
+            log.warning("sandbox: no mount copies for a spare (%s): a fresh worker starts", exc)
+            for fd in fds:
+                os.close(fd)
+            spare.discard(self._groups)
+            return None, []
+        return spare, fds
 
     def _watch(self) -> None:
         while not self._stop.wait(WATCHDOG_INTERVAL_S):
@@ -474,13 +490,3 @@ class LocalSandbox:
             return out_of_memory(handle, request_id), b"", False, None
         error = header.get("error")
         return (None if error is None else as_error(error)), body, True, peak_kb
-
-
-def _send_mounts(chan: socket.socket, paths: list[Path]) -> None:
-    """Copies of the mounts at `paths`, as fds a spare attaches in its own namespace."""
-    fds = [mounts.clone_tree(str(path)) for path in paths]
-    try:
-        socket.send_fds(chan, [b"m"], fds)
-    finally:
-        for fd in fds:
-            os.close(fd)
