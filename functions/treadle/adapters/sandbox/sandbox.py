@@ -35,7 +35,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from treadle.adapters.sandbox import cgroups, egress, mounts, protocol
+from treadle.adapters.sandbox import cgroups, confine, egress, mounts, protocol
 from treadle.adapters.sandbox.envtmp import EnvTmps
 from treadle.adapters.sandbox.handle import (
     EXIT_WAIT_S,
@@ -116,7 +116,7 @@ class LocalSandbox:
                 self._groups = groups if groups.available else None
                 self._spares = SparePool(self._groups, self._tmps.root, lambda: self._zygote)
             caps = self._running_zygote_locked(stale=None).caps
-            privileged = self._confinement.privileged and caps.get("open_tree")
+            privileged = self._confinement.privileged and confine.spare_supported(caps)
             if self._tenant_spares is None and self._groups is not None and privileged:
                 # Like the spares above, only where workers have cgroups of their own.
                 self._tenant_spares = TenantSpares(
