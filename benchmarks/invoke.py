@@ -2,9 +2,14 @@
 
 Plain (non-durable) functions, synchronous `Invoke` through boto3. Cold: the first
 invoke of a function created just before (a fork from the zygote plus the handler's
-import). Warm: a trivial handler invoked back to back; the handler reports its own
-time, which is subtracted. The HTTP floor (a keep-alive GET of /v1/health, no SigV4,
-no sandbox) shows how much of a warm invoke is HTTP and the client.
+import, unless the platform did those as the function was created). Its control: after
+each cold sample another function is created and the warm function invoked, so that
+`cold - control` is what the first invoke of a new version adds under the same
+conditions (a warm invoke right after a CreateFunction is slower than one back to
+back: caches, idle cores). Warm: a trivial handler invoked back to back; the handler
+reports its own time, which is subtracted. The HTTP floor (a keep-alive GET of
+/v1/health, no SigV4, no sandbox) shows how much of a warm invoke is HTTP and the
+client.
 """
 
 from __future__ import annotations
@@ -61,13 +66,17 @@ def _http_floor_ms(url: str, n: int) -> float:
 
 def run(env: Env) -> dict[str, float]:
     lam = env.lam
-    cold = []
+    cold, control, create = [], [], []
     for _ in range(COLD_SAMPLES):
         env.deadline.check("cold starts")
         env.state["seq"] += 1
         name = f"c1-cold-{env.state['seq']}"
+        t0 = time.perf_counter()
         deploy(lam, name, handlers.FILES, handlers.handler("plain"), durable=False)
+        create.append((time.perf_counter() - t0) * 1000)
         cold.append(_invoke(lam, name)[0])
+        deploy(lam, f"{name}-control", handlers.FILES, handlers.handler("plain"), durable=False)
+        control.append(_invoke(lam, WARM_FN)[0])
     raw, added = [], []
     client, server = [], []
     for _ in range(WARM_SAMPLES):
@@ -80,6 +89,9 @@ def run(env: Env) -> dict[str, float]:
     return {
         "cold_p50_ms": median(cold),
         "cold_max_ms": max(cold),
+        "cold_added_ms": median(cold) - median(control),
+        "control_p50_ms": median(control),
+        "create_p50_ms": median(create),
         "warm_added_ms": median(added),
         "warm_p50_ms": median(raw),
         "warm_p99_ms": percentile(raw, 99),
@@ -96,6 +108,16 @@ WORKLOAD = Workload(
     metrics=(
         Metric("cold_p50_ms", "cold start p50", "ms", target=10),
         Metric("cold_max_ms", "cold start max", "ms"),
+        Metric(
+            "cold_added_ms",
+            "cold start added: p50 cold - p50 warm invoke right after a create",
+            "ms",
+            target=1,
+        ),
+        Metric("control_p50_ms", "warm invoke right after a create p50 (the control)", "ms"),
+        Metric(
+            "create_p50_ms", "CreateFunction p50 (the new version's Init, when run ahead)", "ms"
+        ),
         Metric("warm_added_ms", "warm: platform's added cost (p50 of latency - own)", "ms", 0.5),
         Metric("warm_p50_ms", "warm: raw invoke latency p50", "ms"),
         Metric("warm_p99_ms", "warm: raw invoke latency p99", "ms"),

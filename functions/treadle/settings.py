@@ -33,6 +33,7 @@ ENV_REGION = "TREADLE_REGION"
 ENV_ACCOUNT = "TREADLE_DEFAULT_ACCOUNT"
 ENV_WAIT_TIME_SCALE = "TREADLE_WAIT_TIME_SCALE"
 ENV_SANDBOX_WARM = "TREADLE_SANDBOX_WARM_PER_FUNCTION"
+ENV_SANDBOX_INIT_AHEAD = "TREADLE_SANDBOX_INIT_AHEAD"
 ENV_INVOKE_CONCURRENCY = "TREADLE_INVOKE_CONCURRENCY"
 ENV_PROCESSES = "TREADLE_PROCESSES"
 ENV_PIN_CORES = "TREADLE_PIN_CORES"
@@ -102,6 +103,7 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ("default_account", ENV_ACCOUNT),
     ("wait_time_scale", ENV_WAIT_TIME_SCALE),
     ("sandbox_warm_per_function", ENV_SANDBOX_WARM),
+    ("sandbox_init_ahead", ENV_SANDBOX_INIT_AHEAD),
     ("invoke_concurrency", ENV_INVOKE_CONCURRENCY),
     ("processes", ENV_PROCESSES),
     ("pin_cores", ENV_PIN_CORES),
@@ -156,6 +158,9 @@ class Settings(BaseModel):
     # Warm workers kept per function version: as many as invocations commonly run at
     # once, or each extra invocation costs a fork (forked workers share most pages).
     sandbox_warm_per_function: int = Field(default=16, ge=1, le=256)
+    # A new version's first worker imports its handler as the code is published, from
+    # its tenant's spare (`LocalSandbox.prepare`), not at its first invoke.
+    sandbox_init_ahead: bool = True
     # Durable invocations running at once (each holds a sandbox worker); more wait in
     # the scheduler's queue. Past the warm count, each extra one would fork a worker.
     invoke_concurrency: int = Field(default=16, ge=1, le=1024)

@@ -188,6 +188,7 @@ class Platform(ABC):
             logs=logs,
             platform_env=sandbox_env(self.settings, self.endpoint),
             tenant_env=self.sandbox_keys.env,
+            init_ahead=self.settings.sandbox_init_ahead,
         )
         return self.sandbox_runtime
 

@@ -59,6 +59,7 @@ class SandboxRuntime:
         logs: LogStore,
         platform_env: Mapping[str, str],
         tenant_env: Callable[[str], Mapping[str, str]] | None = None,
+        init_ahead: bool = True,
     ) -> None:
         self._sandbox = sandbox
         self._code = code
@@ -66,6 +67,7 @@ class SandboxRuntime:
         self._platform_env = dict(platform_env)
         # Per tenant: the credentials its code signs with (its "execution role").
         self._tenant_env = tenant_env
+        self._init_ahead = init_ahead
         self._on_call: CallHandler | None = None
         self._facet_calls: TenantCallHandler | None = None
 
@@ -123,14 +125,16 @@ class SandboxRuntime:
         )
 
     def prepare(self, fn: FunctionVersion) -> None:
-        """Unpack the tenant's copy of the code now: a millisecond and more off the cold start.
+        """Ready new code ahead of its first invoke, as Lambda readies a function between
+        CreateFunction and its first invoke (its state goes Pending -> Active).
 
-        As Lambda readies a function between CreateFunction and its first invoke (its
-        state goes Pending -> Active), not during that invoke.
+        The tenant's copy of the code is unpacked and its network namespace made (in
+        `_spec`); with `init_ahead`, the version's first worker starts from the tenant's
+        confined spare and imports the handler now (`LocalSandbox.prepare`).
         """
-        self._code.unpacked(fn.code_key, fn.tenant, group=self._sandbox.tenant_group(fn.tenant))
-        # Its network namespace (once per tenant, about a millisecond) too.
-        self._sandbox.tenant_endpoint(fn.tenant)
+        spec = self._spec(fn)
+        if self._init_ahead and self._sandbox.prepare(spec):
+            log.debug("%s:%s initialised ahead of its first invoke", fn.function_name, fn.version)
 
     def invoke(self, fn: FunctionVersion, payload: bytes, request_id: str) -> InvocationOutcome:
         outcome = self._sandbox.invoke(

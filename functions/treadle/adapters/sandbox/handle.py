@@ -64,6 +64,7 @@ class WorkerHandle:
         self.spawned_at = time.monotonic()
         self.ready = False
         self.init_ms: float | None = None  # its Init phase, reported by its first invocation
+        self._served = False  # begin() was called: its init lines went to that invocation
         self.oom = False  # set by the server's memory watchdog before it kills
         self._chan = chan
         self._log_fd = log_fd
@@ -81,9 +82,26 @@ class WorkerHandle:
         self._on_discard = on_discard
 
     def begin(self) -> None:
-        self._lines = []
-        self._log_bytes = 0
-        self._dropped = 0
+        # What its Init phase wrote (read while it was prepared ahead, `LocalSandbox.
+        # prepare`) belongs to its first invocation, as on Lambda.
+        if self._served:
+            self._lines = []
+            self._log_bytes = 0
+            self._dropped = 0
+        self._served = True
+
+    def await_ready(self, deadline: float) -> Failure | dict[str, Any] | None:
+        """Wait for the end of its Init phase: None once ready (`init_ms` set), else a
+        failure of the wait or the `ready` frame's header (an init error, or its memory)."""
+        got = self.wait_frame("ready", deadline)
+        if isinstance(got, str):
+            return got
+        header, _ = got
+        if header.get("oom") or header.get("error") is not None:
+            return header
+        self.ready = True
+        self.init_ms = (time.monotonic() - self.spawned_at) * 1000
+        return None
 
     def send(self, header: dict[str, Any], body: bytes, deadline: float) -> Failure | None:
         remaining = deadline - time.monotonic()

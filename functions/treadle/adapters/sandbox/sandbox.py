@@ -35,7 +35,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from treadle.adapters.sandbox import cgroups, confine, egress, mounts, protocol
+from treadle.adapters.sandbox import cgroups, confine, egress, protocol
 from treadle.adapters.sandbox.envtmp import EnvTmps
 from treadle.adapters.sandbox.handle import (
     EXIT_WAIT_S,
@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 
 # Lambda's Init phase has its own 10 s; beyond that, init eats into the timeout.
 INIT_TIMEOUT_S = 10.0
+# How long `prepare` (inside the request that published the code) waits for the Init
+# phase it started; a longer one goes on alone and the first invoke waits for the rest.
+PREPARE_WAIT_S = 0.5
 WATCHDOG_INTERVAL_S = 0.05
 
 
@@ -93,6 +96,7 @@ class LocalSandbox:
         self._busy: set[WorkerHandle] = set()
         self._spawning = 0
         self._spawning_keys: Counter[str] = Counter()
+        self._preparing: set[str] = set()  # keys whose first worker `prepare` is starting
         self._generations: dict[str, int] = {}
         self._closed = False
         self._zygote_lock = threading.Lock()
@@ -240,6 +244,9 @@ class LocalSandbox:
                 if handle is not None:
                     self._busy.add(handle)
                     return handle
+                if fn.key in self._preparing:  # its worker is a moment away (`prepare`)
+                    self._capacity.wait()
+                    continue
                 if len(self._lru) + len(self._busy) + self._spawning < self._max_workers:
                     break
                 if not self._evict_lru_locked():
@@ -260,6 +267,62 @@ class LocalSandbox:
                     self._busy.add(handle)
                 self._capacity.notify()
         return handle
+
+    def prepare(self, fn: SandboxFunction) -> bool:
+        """Start a new version's first worker ahead of its first invoke, from the spare its
+        tenant has confined ahead: the Init phase (the handler's import) runs now, as
+        Lambda may initialise an environment before it is invoked, and the first invoke
+        finds the worker warm. Waits up to `PREPARE_WAIT_S` for it; a longer Init goes on
+        and the first invoke waits for its end, as in a cold start. Only for a tenant
+        with a spare, only where the version has no worker yet and one fits without
+        evicting another; False if nothing was started. The Init's log lines go to the
+        first invocation; a failed Init is dropped, and the first invoke's cold start
+        meets (and reports) it again.
+        """
+        spares = self._tenant_spares
+        if spares is None or fn.tenant is None:
+            return False
+        zygote = self._live_zygote(None)
+        if not spares.has(fn.tenant, zygote):
+            return False
+        with self._lock:
+            if (
+                self._closed
+                or fn.key in self._idle
+                or fn.key in self._spawning_keys
+                or fn.key in self._preparing
+                or any(busy.key == fn.key for busy in self._busy)
+                or len(self._lru) + len(self._busy) + self._spawning >= self._max_workers
+            ):
+                return False
+            self._preparing.add(fn.key)
+            self._spawning += 1
+            self._spawning_keys[fn.key] += 1
+            generation = self._generations.get(fn.key, 0)
+        handle = None
+        healthy = False
+        try:
+            try:
+                handle = self._spawn_from(zygote, fn, generation)
+            finally:
+                with self._lock:
+                    self._spawning -= 1
+                    self._spawning_keys[fn.key] -= 1
+                    if not self._spawning_keys[fn.key]:
+                        del self._spawning_keys[fn.key]
+                    if handle is not None:
+                        self._busy.add(handle)  # the watchdog samples it while it inits
+            got = handle.await_ready(time.monotonic() + PREPARE_WAIT_S)
+            healthy = got is None or got == "timeout"  # ready, or still initialising
+        except ZygoteGone:
+            pass  # the first invoke starts a new zygote and its worker
+        finally:
+            with self._lock:
+                self._preparing.discard(fn.key)
+                self._capacity.notify_all()  # an invoke waiting for this worker
+            if handle is not None:
+                self._release(handle, healthy)
+        return handle is not None and healthy
 
     def _pop_idle_locked(self, key: str) -> WorkerHandle | None:
         while idle := self._idle.get(key):
@@ -340,7 +403,12 @@ class LocalSandbox:
             and (spec["confine"] or {}).get("uid")
         ):
             spec["resources"] = {"nproc": self._max_processes}  # no cgroups: per tenant uid
-        spare, mount_fds = self._tenant_spare(zygote, fn, spec, tmp_dir)
+        spare: Started | None = None
+        mount_fds: list[int] = []
+        spares = self._tenant_spares
+        uid = (spec["confine"] or {}).get("uid")
+        if spares is not None and fn.tenant is not None and uid is not None:
+            spare, mount_fds = spares.take_with_mounts(fn.tenant, zygote, tmp_dir, fn.code_dir)
         started = spare or self._spares.take(zygote) or start_worker(zygote, tmp_dir, groups)
         proc, ours, group = started.proc, started.chan, started.group
         try:
@@ -369,30 +437,6 @@ class LocalSandbox:
         """The tenants with a spare confined ahead, and how many cold starts took one."""
         spares = self._tenant_spares
         return ([], 0) if spares is None else (spares.ready(), spares.served)
-
-    def _tenant_spare(
-        self, zygote: Zygote, fn: SandboxFunction, spec: dict[str, Any], tmp_dir: Path
-    ) -> tuple[Started | None, list[int]]:
-        """The tenant's spare confined ahead (`spares.TenantSpares`), if it has one, and
-        the copies of the /tmp and code mounts it attaches (sent after the spec)."""
-        spares = self._tenant_spares
-        if spares is None or fn.tenant is None or (spec["confine"] or {}).get("uid") is None:
-            return None, []
-        # Its root shows the tenant's code home, where `attach_function` puts the code.
-        spare = spares.take(fn.tenant, zygote, str(fn.code_dir.parent))
-        if spare is None:
-            return None, []
-        fds: list[int] = []
-        try:
-            for path in (tmp_dir, fn.code_dir):
-                fds.append(mounts.clone_tree(str(path)))
-        except OSError as exc:  # a fresh worker binds them itself: no reason to fail
-            log.warning("sandbox: no mount copies for a spare (%s): a fresh worker starts", exc)
-            for fd in fds:
-                os.close(fd)
-            spare.discard(self._groups)
-            return None, []
-        return spare, fds
 
     def _watch(self) -> None:
         while not self._stop.wait(WATCHDOG_INTERVAL_S):
@@ -459,19 +503,15 @@ class LocalSandbox:
         handle.begin()
         budget = fn.timeout_s
         if not handle.ready:
-            got = handle.wait_frame("ready", handle.spawned_at + INIT_TIMEOUT_S + fn.timeout_s)
-            if isinstance(got, str):
-                return failed(handle, fn.timeout_s, request_id, got), b"", False, None
-            header, _ = got
-            if header.get("oom"):
+            init = handle.await_ready(handle.spawned_at + INIT_TIMEOUT_S + fn.timeout_s)
+            if isinstance(init, str):
+                return failed(handle, fn.timeout_s, request_id, init), b"", False, None
+            if init is not None and init.get("oom"):
                 return out_of_memory(handle, request_id), b"", False, None
-            if header.get("error") is not None:
+            if init is not None:
                 handle.wait_exit(EXIT_WAIT_S)  # it exits after an init error, like Lambda's
-                return as_error(header["error"]), b"", False, None
-            handle.ready = True
-            init_s = time.monotonic() - handle.spawned_at
-            handle.init_ms = init_s * 1000
-            budget -= max(0.0, init_s - INIT_TIMEOUT_S)
+                return as_error(init["error"]), b"", False, None
+            budget -= max(0.0, (handle.init_ms or 0.0) / 1000 - INIT_TIMEOUT_S)
         deadline = time.monotonic() + budget
         request = {
             "t": "invoke",

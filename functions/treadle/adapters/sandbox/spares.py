@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from treadle.adapters.sandbox import protocol
+from treadle.adapters.sandbox import mounts, protocol
 from treadle.adapters.sandbox.cgroups import ResourceGroups, WorkerGroup
 from treadle.adapters.sandbox.spawner import WorkerProcess, Zygote
 
@@ -205,6 +205,33 @@ class TenantSpares:
             self._died(spare)
         spare.discard(self._groups)
         return None
+
+    def has(self, tenant: str, zygote: Zygote) -> bool:
+        """Whether the tenant has a spare of this zygote now (it may be taken meanwhile)."""
+        with self._lock:
+            found = self._spares.get(tenant)
+        return found is not None and found[0].zygote is zygote
+
+    def take_with_mounts(
+        self, tenant: str, zygote: Zygote, tmp_dir: Path, code_dir: Path
+    ) -> tuple[Started | None, list[int]]:
+        """The tenant's spare and copies of the /tmp and code mounts it attaches (sent
+        after the spec), or (None, []) if it has none or the kernel refuses the copies."""
+        # Its root shows the tenant's code home, where `attach_function` puts the code.
+        spare = self.take(tenant, zygote, str(code_dir.parent))
+        if spare is None:
+            return None, []
+        fds: list[int] = []
+        try:
+            for path in (tmp_dir, code_dir):
+                fds.append(mounts.clone_tree(str(path)))
+        except OSError as exc:  # a fresh worker binds them itself: no reason to fail
+            log.warning("sandbox: no mount copies for a spare (%s): a fresh worker starts", exc)
+            for fd in fds:
+                os.close(fd)
+            spare.discard(self._groups)
+            return None, []
+        return spare, fds
 
     def _died(self, spare: Started) -> None:
         """A spare that died waiting could not be confined here: after a few, none more."""
