@@ -5,7 +5,7 @@ Processes: the (multi-threaded) server never forks. `start()` launches one zygot
 forks a worker per function version on demand, so a cold start costs a fork and the
 handler's own imports. Workers of one `key` stay warm and serve one invocation at a
 time; idle ones are evicted least recently used first (and the environment's /tmp with
-the last of them, `envtmp`).
+the last of them, `envtmp`): `pool` keeps that account.
 
 Memory: the server samples each busy worker's peak RSS (VmHWM) and kills it past the
 function's memory size, which is what Lambda's cgroup does; RLIMIT_DATA in the worker
@@ -29,7 +29,6 @@ import shutil
 import socket
 import threading
 import time
-from collections import Counter, OrderedDict
 from collections.abc import Callable
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -47,6 +46,7 @@ from treadle.adapters.sandbox.handle import (
 )
 from treadle.adapters.sandbox.identity import Confinement
 from treadle.adapters.sandbox.netns import PolicyOf, Serve
+from treadle.adapters.sandbox.pool import WorkerPool
 from treadle.adapters.sandbox.spares import SparePool, Started, TenantSpares, start_worker
 from treadle.adapters.sandbox.spawner import Zygote, ZygoteGone
 from treadle.adapters.sandbox.spec import InvocationOutcome, SandboxFunction, worker_spec
@@ -87,18 +87,11 @@ class LocalSandbox:
         self._confinement = Confinement(
             self._work_dir, root, privileged, network, subnet, ids_path=ids_path
         )
-        self._max_warm = max(1, max_warm_per_function)
-        self._max_workers = max(1, max_workers)
-        self._lock = threading.Lock()
-        self._capacity = threading.Condition(self._lock)
-        self._idle: dict[str, list[WorkerHandle]] = {}
-        self._lru: OrderedDict[WorkerHandle, None] = OrderedDict()  # idle, oldest first
-        self._busy: set[WorkerHandle] = set()
-        self._spawning = 0
-        self._spawning_keys: Counter[str] = Counter()
-        self._preparing: set[str] = set()  # keys whose first worker `prepare` is starting
-        self._generations: dict[str, int] = {}
-        self._closed = False
+        self._pool = WorkerPool(
+            max_warm=max_warm_per_function,
+            max_workers=max_workers,
+            environment_gone=self._tmps.remove,  # its /tmp (`envtmp`)
+        )
         self._zygote_lock = threading.Lock()
         self._zygote: Zygote | None = None
         self._stop = threading.Event()
@@ -112,8 +105,7 @@ class LocalSandbox:
 
     def start(self) -> None:
         with self._zygote_lock:
-            with self._lock:
-                self._closed = False
+            self._pool.open()
             if self._groups is None and self._max_processes is not None:
                 groups = cgroups.ResourceGroups(self._max_processes)
                 cgroups.report(groups, self._confinement.privileged)
@@ -129,7 +121,7 @@ class LocalSandbox:
 
     def _live_zygote(self, stale: Zygote | None) -> Zygote:
         with self._zygote_lock:
-            if self._closed:
+            if self._pool.closed:
                 raise RuntimeError("sandbox is closed")
             return self._running_zygote_locked(stale)
 
@@ -159,13 +151,7 @@ class LocalSandbox:
 
     def close(self) -> None:
         with self._zygote_lock:
-            with self._lock:
-                self._closed = True
-                idle = list(self._lru)
-                busy = list(self._busy)
-                self._idle.clear()
-                self._lru.clear()
-                self._capacity.notify_all()
+            idle, busy = self._pool.close()
             for handle in idle:
                 handle.discard()
             for handle in busy:
@@ -223,50 +209,9 @@ class LocalSandbox:
         self._confinement.set_egress(tenant, policy)
 
     def evict(self, key: str) -> None:
-        with self._lock:
-            self._generations[key] = self._generations.get(key, 0) + 1
-            handles = self._idle.pop(key, [])
-            for handle in handles:
-                self._lru.pop(handle, None)
-            self._capacity.notify_all()
-        for handle in handles:
+        for handle in self._pool.evict(key):
             handle.discard()
         self._tmps.remove(key)  # /tmp of the environment (`envtmp`)
-
-    # -- the pool -------------------------------------------------------------------
-
-    def _acquire(self, fn: SandboxFunction) -> WorkerHandle:
-        with self._lock:
-            while True:
-                if self._closed:
-                    raise RuntimeError("sandbox is closed")
-                handle = self._pop_idle_locked(fn.key)
-                if handle is not None:
-                    self._busy.add(handle)
-                    return handle
-                if fn.key in self._preparing:  # its worker is a moment away (`prepare`)
-                    self._capacity.wait()
-                    continue
-                if len(self._lru) + len(self._busy) + self._spawning < self._max_workers:
-                    break
-                if not self._evict_lru_locked():
-                    self._capacity.wait()
-            self._spawning += 1
-            self._spawning_keys[fn.key] += 1
-            generation = self._generations.get(fn.key, 0)
-        handle = None
-        try:
-            handle = self._spawn(fn, generation)
-        finally:
-            with self._lock:
-                self._spawning -= 1
-                self._spawning_keys[fn.key] -= 1
-                if not self._spawning_keys[fn.key]:
-                    del self._spawning_keys[fn.key]
-                if handle is not None:
-                    self._busy.add(handle)
-                self._capacity.notify()
-        return handle
 
     def prepare(self, fn: SandboxFunction) -> bool:
         """Start a new version's first worker ahead of its first invoke, from the spare its
@@ -275,9 +220,9 @@ class LocalSandbox:
         finds the worker warm. Waits up to `PREPARE_WAIT_S` for it; a longer Init goes on
         and the first invoke waits for its end, as in a cold start. Only for a tenant
         with a spare, only where the version has no worker yet and one fits without
-        evicting another; False if nothing was started. The Init's log lines go to the
-        first invocation; a failed Init is dropped, and the first invoke's cold start
-        meets (and reports) it again.
+        evicting another (`WorkerPool.prepare`); False if none was kept. The Init's log
+        lines go to the first invocation; a failed Init is dropped, and the first
+        invoke's cold start meets (and reports) it again.
         """
         spares = self._tenant_spares
         if spares is None or fn.tenant is None:
@@ -285,95 +230,17 @@ class LocalSandbox:
         zygote = self._live_zygote(None)
         if not spares.has(fn.tenant, zygote):
             return False
-        with self._lock:
-            if (
-                self._closed
-                or fn.key in self._idle
-                or fn.key in self._spawning_keys
-                or fn.key in self._preparing
-                or any(busy.key == fn.key for busy in self._busy)
-                or len(self._lru) + len(self._busy) + self._spawning >= self._max_workers
-            ):
-                return False
-            self._preparing.add(fn.key)
-            self._spawning += 1
-            self._spawning_keys[fn.key] += 1
-            generation = self._generations.get(fn.key, 0)
-        handle = None
-        healthy = False
-        try:
-            try:
-                handle = self._spawn_from(zygote, fn, generation)
-            finally:
-                with self._lock:
-                    self._spawning -= 1
-                    self._spawning_keys[fn.key] -= 1
-                    if not self._spawning_keys[fn.key]:
-                        del self._spawning_keys[fn.key]
-                    if handle is not None:
-                        self._busy.add(handle)  # the watchdog samples it while it inits
+
+        def ready(handle: WorkerHandle) -> bool:
             got = handle.await_ready(time.monotonic() + PREPARE_WAIT_S)
-            healthy = got is None or got == "timeout"  # ready, or still initialising
-        except ZygoteGone:
-            pass  # the first invoke starts a new zygote and its worker
-        finally:
-            with self._lock:
-                self._preparing.discard(fn.key)
-                self._capacity.notify_all()  # an invoke waiting for this worker
-            if handle is not None:
-                self._release(handle, healthy)
-        return handle is not None and healthy
+            return got is None or got == "timeout"  # ready, or still initialising
 
-    def _pop_idle_locked(self, key: str) -> WorkerHandle | None:
-        while idle := self._idle.get(key):
-            handle = idle[-1]  # most recently used: the others may age out
-            self._forget_idle_locked(handle)
-            if handle.proc.running():
-                return handle
-            handle.discard()
-        return None
-
-    def _forget_idle_locked(self, handle: WorkerHandle) -> None:
-        self._lru.pop(handle, None)
-        idle = self._idle.get(handle.key, [])
-        if handle in idle:
-            idle.remove(handle)
-        if not idle:
-            self._idle.pop(handle.key, None)
-
-    def _evict_lru_locked(self) -> bool:
-        if not self._lru:
-            return False
-        handle = next(iter(self._lru))
-        self._forget_idle_locked(handle)
-        handle.discard()
-        key = handle.key
-        if (
-            key not in self._idle
-            and key not in self._spawning_keys
-            and not any(busy.key == key for busy in self._busy)
-        ):
-            # Its last worker: the environment is reclaimed, /tmp with it (`envtmp`).
-            # Under the lock, so that no worker of the version starts on it meanwhile.
-            self._tmps.remove(key)
-        return True
-
-    def _release(self, handle: WorkerHandle, healthy: bool) -> None:
-        with self._lock:
-            self._busy.discard(handle)
-            keep = (
-                healthy
-                and not self._closed
-                and handle.generation == self._generations.get(handle.key, 0)
-                and len(self._idle.get(handle.key, ())) < self._max_warm
-                and not handle.proc.exited.is_set()
+        try:
+            return self._pool.prepare(
+                fn.key, lambda generation: self._spawn_from(zygote, fn, generation), ready
             )
-            if keep:
-                self._idle.setdefault(handle.key, []).append(handle)
-                self._lru[handle] = None
-            self._capacity.notify()
-        if not keep:
-            handle.discard()
+        except ZygoteGone:
+            return False  # the first invoke starts a new zygote and its worker
 
     def _spawn(self, fn: SandboxFunction, generation: int) -> WorkerHandle:
         stale: Zygote | None = None
@@ -440,13 +307,7 @@ class LocalSandbox:
 
     def _watch(self) -> None:
         while not self._stop.wait(WATCHDOG_INTERVAL_S):
-            with self._lock:
-                busy = list(self._busy)
-                dead = [h for h in self._lru if h.proc.exited.is_set()]
-                for handle in dead:
-                    self._forget_idle_locked(handle)
-            for handle in dead:
-                handle.discard()
+            busy = self._pool.watch()
             if self._groups is not None:
                 self._groups.collect()  # cgroups whose tasks were still exiting
             for handle in busy:
@@ -465,7 +326,7 @@ class LocalSandbox:
         trace_header: str | None = None,
     ) -> InvocationOutcome:
         started = time.time()
-        handle = self._acquire(fn)
+        handle = self._pool.acquire(fn.key, lambda generation: self._spawn(fn, generation))
         healthy = False
         try:
             error, body, healthy, peak_kb = self._run(
@@ -477,7 +338,7 @@ class LocalSandbox:
             healthy = handle.sweep() and healthy
             logs = handle.end_logs()
         finally:
-            self._release(handle, healthy)
+            self._pool.release(handle, healthy)
         return InvocationOutcome(
             request_id=request_id,
             payload=None if error is not None else body,
