@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -134,6 +135,7 @@ class _Target:
     """One server and the clients the validator uses against it."""
 
     def __init__(self, server: ServerProcess) -> None:
+        self.server = server
         self.lam = client(server)
         self.clients = AwsClients(
             MappingProxyType(
@@ -223,7 +225,23 @@ class ConformanceRun:
         result = self.results[rid].result(timeout=TEST_TIMEOUT_S - 60)
         if isinstance(result, str):
             pytest.fail(result)
-        assert result.passed, "\n".join(result.errors)
+        assert result.passed, "\n".join([*result.errors, *self._server_lines(rid)])
+
+    def _server_lines(self, rid: str, keep: int = 60) -> list[str]:
+        """What the servers logged about the requirement's functions: the temporary
+        directory and its logs are gone once the run ends, and a rare failure (a hang
+        after a callback on the AWS backend, seen once in CI) needs them."""
+        names = re.compile(rf"-{re.escape(rid)}(?!\d)")
+        lines: list[str] = []
+        for target in (self.fast, self.real):
+            try:
+                text = target.server.log_path.read_text(errors="replace")
+            except OSError:
+                continue
+            lines += [line for line in text.splitlines() if names.search(line)]
+        if not lines:
+            return []
+        return ["", f"server log lines naming {rid} (last {keep}):", *lines[-keep:]]
 
 
 @contextmanager

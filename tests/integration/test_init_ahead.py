@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from support.server import deploy
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.sandbox import LocalSandbox, SandboxFunction
 from treadle.adapters.sandbox.confine import probe
@@ -178,3 +179,22 @@ def test_a_version_with_workers_is_not_prepared_again(env: Env) -> None:
     assert not env.sandbox.prepare(fn)
     again, _ = env.result(fn)
     assert again["pid"] == first["pid"] and again["inits"] == "x"
+
+
+def _imported_before_invoke(lam: Any, name: str, **qualifier: str) -> bool:
+    before_invoke = time.time()
+    resp = lam.invoke(FunctionName=name, Payload=b"{}", **qualifier)
+    body = json.loads(resp["Payload"].read())
+    assert "FunctionError" not in resp, body
+    return bool(body["imported"] < before_invoke)
+
+
+def test_created_and_published_versions_are_initialised_ahead_through_the_api(lam: Any) -> None:
+    deploy(lam, "warm-up", {"handler.py": QUICK}, durable=False)
+    assert not _imported_before_invoke(lam, "warm-up")  # the tenant's first code: cold
+    time.sleep(0.5)  # its spare is confined meanwhile
+    deploy(lam, "ahead", {"handler.py": QUICK}, durable=False)
+    assert _imported_before_invoke(lam, "ahead")
+    time.sleep(0.5)
+    version = lam.publish_version(FunctionName="ahead")["Version"]
+    assert _imported_before_invoke(lam, "ahead", Qualifier=version)

@@ -399,7 +399,9 @@ class FunctionService:
     def publish(self, tenant: str, name: str, description: str | None) -> FunctionVersion:
         with self._lock(tenant, name):
             audit = pending_record(resource=self.function_arn(tenant, name))
-            return self.store.publish(tenant, name, description, audit=audit)
+            version = self.store.publish(tenant, name, description, audit=audit)
+        self._prepare(version)  # invoked by its number or an alias: a key of its own
+        return version
 
     def get(self, tenant: str, name: str, qualifier: str | None) -> FunctionVersion:
         return resolve(self.store, self.aliases, tenant, name, qualifier)
