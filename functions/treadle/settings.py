@@ -34,6 +34,7 @@ ENV_ACCOUNT = "TREADLE_DEFAULT_ACCOUNT"
 ENV_WAIT_TIME_SCALE = "TREADLE_WAIT_TIME_SCALE"
 ENV_SANDBOX_WARM = "TREADLE_SANDBOX_WARM_PER_FUNCTION"
 ENV_SANDBOX_INIT_AHEAD = "TREADLE_SANDBOX_INIT_AHEAD"
+ENV_SANDBOX_IDLE = "TREADLE_SANDBOX_IDLE_SECONDS"
 ENV_INVOKE_CONCURRENCY = "TREADLE_INVOKE_CONCURRENCY"
 ENV_PROCESSES = "TREADLE_PROCESSES"
 ENV_PIN_CORES = "TREADLE_PIN_CORES"
@@ -104,6 +105,7 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ("wait_time_scale", ENV_WAIT_TIME_SCALE),
     ("sandbox_warm_per_function", ENV_SANDBOX_WARM),
     ("sandbox_init_ahead", ENV_SANDBOX_INIT_AHEAD),
+    ("sandbox_idle_s", ENV_SANDBOX_IDLE),
     ("invoke_concurrency", ENV_INVOKE_CONCURRENCY),
     ("processes", ENV_PROCESSES),
     ("pin_cores", ENV_PIN_CORES),
@@ -161,6 +163,9 @@ class Settings(BaseModel):
     # A new version's first worker imports its handler as the code is published, from
     # its tenant's spare (`LocalSandbox.prepare`), not at its first invoke.
     sandbox_init_ahead: bool = True
+    # A version's idle workers beyond its most recently used one stop after this long
+    # (each holds tens of MiB); the last one stays warm until evicted.
+    sandbox_idle_s: float = Field(default=60.0, gt=0)
     # Durable invocations running at once (each holds a sandbox worker); more wait in
     # the scheduler's queue. Past the warm count, each extra one would fork a worker.
     invoke_concurrency: int = Field(default=16, ge=1, le=1024)

@@ -49,11 +49,14 @@ class Spawner:
         return spawn
 
 
-def _pool(max_warm: int = 2, max_workers: int = 3) -> tuple[WorkerPool, list[str]]:
+def _pool(
+    max_warm: int = 2, max_workers: int = 3, idle_s: float | None = None
+) -> tuple[WorkerPool, list[str]]:
     gone: list[str] = []
-    return WorkerPool(
-        max_warm=max_warm, max_workers=max_workers, environment_gone=gone.append
-    ), gone
+    pool = WorkerPool(
+        max_warm=max_warm, max_workers=max_workers, environment_gone=gone.append, idle_s=idle_s
+    )
+    return pool, gone
 
 
 def test_a_released_worker_serves_the_next_invoke_of_its_version() -> None:
@@ -158,3 +161,28 @@ def test_a_prepared_worker_that_is_not_ready_is_dropped() -> None:
     assert not pool.prepare("a", spawn("a"), lambda _w: False)
     assert spawn.made[0].discarded
     assert pool.acquire("a", spawn("a")) is not spawn.made[0]
+
+
+def test_idle_workers_beyond_a_versions_last_used_one_stop_after_the_idle_time() -> None:
+    pool, gone = _pool(max_warm=4, max_workers=8, idle_s=10)
+    spawn = Spawner()
+    a = [pool.acquire("a", spawn("a")) for _ in range(3)]
+    b = pool.acquire("b", spawn("b"))
+    for worker in [*a, b]:
+        pool.release(worker, healthy=True)
+    released = time.monotonic()
+    pool.watch(now=released + 5)
+    assert not any(w.discarded for w in spawn.made)
+    pool.watch(now=released + 11)
+    assert [w.discarded for w in spawn.made] == [True, True, False, False]
+    assert gone == []  # each version keeps a worker, and its environment
+    assert pool.acquire("a", spawn("a")) is a[2]  # the one kept serves the next invoke
+
+
+def test_without_an_idle_time_idle_workers_stay() -> None:
+    pool, _ = _pool(max_warm=4, max_workers=8)
+    spawn = Spawner()
+    for worker in [pool.acquire("a", spawn("a")) for _ in range(3)]:
+        pool.release(worker, healthy=True)
+    pool.watch(now=time.monotonic() + 3600)
+    assert not any(w.discarded for w in spawn.made)

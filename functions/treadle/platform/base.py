@@ -180,6 +180,7 @@ class Platform(ABC):
             private_root=data,
             ids_path=data / "sandbox" / "tenant-ids.json",
             max_warm_per_function=self.settings.sandbox_warm_per_function,
+            idle_s=self.settings.sandbox_idle_s,
             subnet=self.settings.sandbox_subnet,
         )
         self.sandbox_runtime = SandboxRuntime(

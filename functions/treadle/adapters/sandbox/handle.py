@@ -62,6 +62,7 @@ class WorkerHandle:
         self.proc = proc
         self.memory_mb = memory_mb
         self.spawned_at = time.monotonic()
+        self.idle_since = 0.0  # when it last went idle (`pool`)
         self.ready = False
         self.init_ms: float | None = None  # its Init phase, reported by its first invocation
         self._served = False  # begin() was called: its init lines went to that invocation

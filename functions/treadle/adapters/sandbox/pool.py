@@ -10,11 +10,15 @@ may start. The policy only; `sandbox` makes the processes and runs invocations o
   than start another.
 - When a version's last worker goes, `environment_gone(key)` runs under the pool's lock,
   so that no worker of that version starts meanwhile (its /tmp is removed there).
+- Idle workers of a version beyond its most recently used one stop after `idle_s`: a
+  burst's workers do not stay resident (each is tens of MiB) while its executions wait,
+  and the version keeps one warm worker for its next invoke.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 
@@ -25,8 +29,14 @@ Spawn = Callable[[int], WorkerHandle]  # the key's generation -> its new worker
 
 class WorkerPool:
     def __init__(
-        self, *, max_warm: int, max_workers: int, environment_gone: Callable[[str], None]
+        self,
+        *,
+        max_warm: int,
+        max_workers: int,
+        environment_gone: Callable[[str], None],
+        idle_s: float | None = None,
     ) -> None:
+        self._idle_s = idle_s  # None: idle workers stay until evicted
         self._max_warm = max(1, max_warm)
         self._max_workers = max(1, max_workers)
         self._environment_gone = environment_gone
@@ -128,6 +138,7 @@ class WorkerPool:
                 and not handle.proc.exited.is_set()
             )
             if keep:
+                handle.idle_since = time.monotonic()
                 self._idle.setdefault(handle.key, []).append(handle)
                 self._lru[handle] = None
             self._capacity.notify()
@@ -144,14 +155,21 @@ class WorkerPool:
             self._capacity.notify_all()
         return handles
 
-    def watch(self) -> list[WorkerHandle]:
-        """The busy workers; idle ones that died are discarded."""
+    def watch(self, now: float | None = None) -> list[WorkerHandle]:
+        """The busy workers; idle ones that died, or that outstayed `idle_s` beside a
+        more recent one of their version, are discarded."""
+        cutoff = None if self._idle_s is None else (now or time.monotonic()) - self._idle_s
         with self._lock:
             busy = list(self._busy)
-            dead = [h for h in self._lru if h.proc.exited.is_set()]
-            for handle in dead:
+            gone = [h for h in self._lru if h.proc.exited.is_set()]
+            if cutoff is not None:
+                for idle in self._idle.values():
+                    # In release order: the last is the one the next invoke takes.
+                    gone += [h for h in idle[:-1] if h.idle_since <= cutoff]
+            gone = list(dict.fromkeys(gone))
+            for handle in gone:
                 self._forget_idle_locked(handle)
-        for handle in dead:
+        for handle in gone:
             handle.discard()
         return busy
 

@@ -74,6 +74,7 @@ class LocalSandbox:
         max_processes: int | None = cgroups.MAX_PROCESSES,
         subnet: IPv4Network = egress.DEFAULT_SUBNET,
         ids_path: Path | None = None,
+        idle_s: float | None = None,
     ) -> None:
         # private_root: what tenant code must not see (default: the work dir's parent,
         # the data dir). privileged: tenants as own uids (default: if root; else Landlock).
@@ -81,6 +82,7 @@ class LocalSandbox:
         # max_processes: per worker (None: no cgroups, no limit; for measurements).
         # subnet: where tenants' links to the host are numbered (`egress`).
         # ids_path: the tenants' uids, shared by the sandboxes of one data directory.
+        # idle_s: how long a version's idle workers beyond its last used one stay.
         self._work_dir = Path(work_dir)
         self._tmps = EnvTmps(self._work_dir / "tmp")
         root = self._work_dir.parent if private_root is None else Path(private_root)
@@ -91,6 +93,7 @@ class LocalSandbox:
             max_warm=max_warm_per_function,
             max_workers=max_workers,
             environment_gone=self._tmps.remove,  # its /tmp (`envtmp`)
+            idle_s=idle_s,
         )
         self._zygote_lock = threading.Lock()
         self._zygote: Zygote | None = None
