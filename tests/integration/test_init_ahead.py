@@ -10,19 +10,17 @@ workers already.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
 import uuid
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.server import deploy
+from support.server import deploy, zip_files
 from treadle.adapters.local.code import LocalCodeStore
 from treadle.adapters.sandbox import LocalSandbox, SandboxFunction
 from treadle.adapters.sandbox.confine import probe
@@ -60,21 +58,13 @@ def handler(event, context):
 """
 
 
-def _zip(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, text in files.items():
-            zf.writestr(name, text)
-    return buf.getvalue()
-
-
 class Env:
     def __init__(self, sandbox: LocalSandbox, code: LocalCodeStore) -> None:
         self.sandbox = sandbox
         self.code = code
 
     def function(self, source: str, tenant: str = TENANT) -> SandboxFunction:
-        key = self.code.put(_zip({"handler.py": source}))
+        key = self.code.put(zip_files({"handler.py": source}))
         return SandboxFunction(
             key=f"{tenant}/fn/1/{uuid.uuid4().hex}",
             code_dir=self.code.unpacked(key, tenant, group=self.sandbox.tenant_group(tenant)),
