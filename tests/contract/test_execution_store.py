@@ -587,6 +587,14 @@ def test_find_event_returns_the_first_of_a_type_about_an_operation(
     _change(store, ex.arn, events(("StepStarted", "s1"), ("StepStarted", "s2")))
     _change(store, ex.arn, events(("StepFailed", "s1")))
     _change(store, ex.arn, events(("StepStarted", "s1"), ("StepSucceeded", "s1")))
+    # The type the engine asks for (a chained invoke's start), which SQLite indexes.
+    _change(store, ex.arn, events(("ChainedInvokeStarted", "c2"), ("ChainedInvokeStarted", "c1")))
+    _change(store, ex.arn, events(("ChainedInvokeStarted", "c1")))
+    chained = store.find_event(ex.arn, "c1", "ChainedInvokeStarted")
+    assert chained is not None and chained.EventId == 8
+    assert (chained.model_extra or {})["ChainedInvokeStartedDetails"] == {"Mark": 8}
+    assert store.find_event(ex.arn, "s1", "ChainedInvokeStarted") is None
+    assert store.find_event(ex.arn, "c1", "StepStarted") is None
     found = store.find_event(ex.arn, "s1", "StepStarted")
     assert found is not None and found.EventId == 2
     assert (found.model_extra or {})["StepStartedDetails"] == {"Mark": 2}

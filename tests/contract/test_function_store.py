@@ -52,7 +52,17 @@ def _dynamodb(_tmp: Path) -> tuple[Any, Callable[[], None]]:
     return store, lambda: mock.__exit__(None, None, None)
 
 
-STORES: dict[str, Factory] = {"sqlite": _sqlite, "dynamodb": _dynamodb}
+def _sqlite_sole_writer(tmp: Path) -> tuple[Any, Callable[[], None]]:
+    # One server process: its cache follows its own writes without reading the file's.
+    db = Database(tmp / "functions.db")
+    return SqliteFunctionStore(db, sole_writer=True), db.close
+
+
+STORES: dict[str, Factory] = {
+    "sqlite": _sqlite,
+    "sqlite-sole-writer": _sqlite_sole_writer,
+    "dynamodb": _dynamodb,
+}
 
 
 def _sqlite_processes(tmp: Path) -> tuple[Any, Any, Callable[[], None]]:

@@ -110,6 +110,7 @@ class Application:
         target: str | None = None,
         access_key_id: str = "",
         source_address: str = "",
+        headers: dict[str, str] | None = None,
     ) -> Response:
         """An in-process call as an already authenticated principal: `tenant`, or the
         admin when None. Only the signature check is skipped: routing, validation,
@@ -118,9 +119,11 @@ class Application:
         `/v1/admin/...` only, a tenant its own usage and everything else (the same policy
         as `Authenticator`). `target` names a CloudWatch Logs operation
         (`Logs_20140328.FilterLogEvents`). A mutating call is audited like the API's own,
-        under the session's key id and the browser's address.
+        under the session's key id and the browser's address. `headers` (lower-case
+        names) are the request's own, such as Invoke's `x-amz-invocation-type`.
         """
         request = Request(method=method, path=path, query=query or {}, body=body)
+        request.headers.update(headers or {})
         request.headers["content-type"] = "application/json"
         request.access_key_id = access_key_id
         request.principal_kind = PrincipalKind.ADMIN if tenant is None else PrincipalKind.TENANT_KEY

@@ -71,7 +71,8 @@ class EmbeddedPlatform(Platform):
                 data / "run", part.index, self.scheduler.wake, self._signalled
             )
         runtime = self._local_sandbox(code, logs)
-        functions = SqliteFunctionStore(self.db)
+        # One process: nothing but its own store writes the functions (the lock).
+        functions = SqliteFunctionStore(self.db, sole_writer=part.whole)
         self.schedule_store = SqliteScheduleStore(data / "schedules.db")
         tenant_store = SqliteTenantStore(data / "tenants.db")
         refs = SqliteRefStore(data / "git" / "refs.db")

@@ -27,6 +27,10 @@ from treadle.domain.ports import (
 )
 from treadle.domain.usage import ExecutionCounts
 
+# The event types `find_event` looks up by operation, the only ones the partial index
+# `events_chained` (db.py) holds. Named here and in its WHERE clause: keep both in step.
+INDEXED_EVENTS = frozenset({"ChainedInvokeStarted"})
+
 
 @dataclass(frozen=True)
 class _Rows:
@@ -307,11 +311,18 @@ class SqliteExecutionStore:
         ]
 
     def find_event(self, arn: str, op_id: str, event_type: str) -> Event | None:
+        # A partial index covers only the types in INDEXED_EVENTS, and SQLite uses it
+        # only for a query that names the type as a literal, not as a parameter.
+        params: tuple[str, ...] = (arn, op_id)
+        if event_type in INDEXED_EVENTS:
+            type_clause = f"event_type = '{event_type}'"
+        else:  # not asked by the engine: the execution's events, read through
+            type_clause, params = "event_type = ?", (arn, op_id, event_type)
         with self._db.read() as conn:
             row = conn.execute(
-                "SELECT body FROM events WHERE arn = ? AND op_id = ? AND event_type = ?"
+                f"SELECT body FROM events WHERE arn = ? AND op_id = ? AND {type_clause}"
                 " ORDER BY event_id LIMIT 1",
-                (arn, op_id, event_type),
+                params,
             ).fetchone()
         return Event.model_validate_json(row[0]) if row else None
 

@@ -46,7 +46,7 @@ def complete(
     """SendDurableExecutionCallbackSuccess/Failure: `error` None is a success."""
     ensure_open(ex, ws, op_id)
     succeeded = error is None
-    op = ws.ops[op_id].op.model_copy(deep=True)
+    op = ws.ops[op_id].op.deep_copy()
     trigger = "callback_success" if succeeded else "callback_failure"
     op.Status = OperationStatus(next_operation_status("CALLBACK", op.Status, trigger))
     op.EndTimestamp = ws.now_ms
@@ -75,7 +75,7 @@ def timed_out(ex: Execution, ws: WorkingSet, timer: Timer, config: EngineConfig)
     stored = ws.ops.get(timer.op_id)
     if stored is None or stored.op.Status is not OperationStatus.STARTED:
         return
-    op = stored.op.model_copy(deep=True)
+    op = stored.op.deep_copy()
     trigger, error_type, message = _TIMEOUTS[timer.kind]
     error = ErrorObject(ErrorType=error_type, ErrorMessage=message)
     op.Status = OperationStatus(next_operation_status("CALLBACK", op.Status, trigger))

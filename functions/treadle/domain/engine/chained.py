@@ -96,7 +96,7 @@ def _settle(
     result: str | None,
     error: ErrorObject | None,
 ) -> None:
-    op = op.model_copy(deep=True)
+    op = op.deep_copy()
     op.Status = OperationStatus(next_operation_status("CHAINED_INVOKE", op.Status, trigger))
     op.EndTimestamp = ws.now_ms
     op.ChainedInvokeDetails = ChainedInvokeDetails(Result=result, Error=error)

@@ -219,7 +219,7 @@ def _checkpoint_execution(
 ) -> None:
     """EXECUTION SUCCEED/FAIL: the outcome is kept; closing waits for the invocation end."""
     stored = ws.ops[ex.exec_id]
-    op = stored.op.model_copy(deep=True)
+    op = stored.op.deep_copy()
     op.Status = OperationStatus(next_operation_status("EXECUTION", op.Status, action))
     op.EndTimestamp = ws.now_ms
     ws.put(op)

@@ -54,7 +54,7 @@ def close(
     ws.set_timers.clear()
     exec_stored = ws.ops.get(ex.exec_id)
     if exec_stored is not None and exec_stored.op.Status is OperationStatus.STARTED:
-        op = exec_stored.op.model_copy(deep=True)
+        op = exec_stored.op.deep_copy()
         trigger = _CLOSE_TRIGGERS[status]
         op.Status = OperationStatus(next_operation_status("EXECUTION", op.Status, trigger))
         op.EndTimestamp = now

@@ -69,4 +69,4 @@ def _due_operation(
         ws.clear_timers.clear()
         ws.set_timers.append(Timer(ex.arn, timer.kind, timer.op_id, ws.now_ms + _RECHECK_MS))
         return None
-    return stored.op.model_copy(deep=True)
+    return stored.op.deep_copy()

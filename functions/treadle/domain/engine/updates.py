@@ -42,7 +42,7 @@ def apply_update(ws: WorkingSet, u: OperationUpdate, arn: str, new_callback_id: 
     current = stored.op if stored else None
     status = next_operation_status(u.Type, current.Status if current else None, u.Action)
     now = ws.now_ms
-    op = current.model_copy(deep=True) if current else _new_op(u, status, now)
+    op = current.deep_copy() if current else _new_op(u, status, now)
     op.Status = OperationStatus(status)
     if u.Type is OperationType.STEP:
         _apply_step(ws, u, op, arn)
