@@ -51,7 +51,17 @@ def _dynamodb(_tmp: Path) -> tuple[Any, Callable[[], None]]:
     return DynamoTenantStore(client, TABLE), lambda: mock.__exit__(None, None, None)
 
 
-STORES: dict[str, Factory] = {"sqlite": _sqlite, "dynamodb": _dynamodb}
+def _sqlite_sole_writer(tmp: Path) -> tuple[Any, Callable[[], None]]:
+    # One server process: its caches follow its own writes without asking the file.
+    store = SqliteTenantStore(tmp / "tenants.sqlite", sole_writer=True)
+    return store, store.close
+
+
+STORES: dict[str, Factory] = {
+    "sqlite": _sqlite,
+    "sqlite-sole-writer": _sqlite_sole_writer,
+    "dynamodb": _dynamodb,
+}
 
 
 def _sqlite_processes(tmp: Path) -> tuple[Any, Any, Callable[[], None]]:

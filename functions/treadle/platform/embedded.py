@@ -71,10 +71,11 @@ class EmbeddedPlatform(Platform):
                 data / "run", part.index, self.scheduler.wake, self._signalled
             )
         runtime = self._local_sandbox(code, logs)
-        # One process: nothing but its own store writes the functions (the lock).
+        # One process: only its own stores write their files (it holds the lock), so their
+        # caches need not look for other writers.
         functions = SqliteFunctionStore(self.db, sole_writer=part.whole)
         self.schedule_store = SqliteScheduleStore(data / "schedules.db")
-        tenant_store = SqliteTenantStore(data / "tenants.db")
+        tenant_store = SqliteTenantStore(data / "tenants.db", sole_writer=part.whole)
         refs = SqliteRefStore(data / "git" / "refs.db")
         # Each file's audit table holds the records of its own changes; read merged.
         self.audit = SqliteAuditLog(

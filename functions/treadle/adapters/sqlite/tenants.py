@@ -90,7 +90,7 @@ def _private_file(path: Path) -> None:
 
 
 class SqliteTenantStore(TenantStoreBase):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, sole_writer: bool = False) -> None:
         if not path.parent.exists():
             path.parent.mkdir(parents=True, mode=0o700)
         _private_file(path)
@@ -104,6 +104,10 @@ class SqliteTenantStore(TenantStoreBase):
         # (a second server process, a restore, an operator's sqlite3): `PRAGMA
         # data_version` moves with every commit of another connection and costs no I/O,
         # so a key revoked there stops working here at once, not at a restart.
+        # `sole_writer` (one server process, holding the data directory's lock): every
+        # write is this store's own, so the check is skipped; it was a statement per
+        # look-up, three look-ups per Invoke.
+        self._sole_writer = sole_writer
         self._tenant_cache: dict[str, Tenant] = {}
         self._key_cache: dict[str, tuple[AccessKey, Tenant]] = {}
         self._data_version: int | None = None
@@ -125,6 +129,8 @@ class SqliteTenantStore(TenantStoreBase):
 
     def _sync(self, conn: sqlite3.Connection) -> None:
         """Under the lock: forget what was cached if another process wrote meanwhile."""
+        if self._sole_writer:
+            return
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:
             self._tenant_cache.clear()
