@@ -1,7 +1,9 @@
 """A start that finds a free invocation slot takes its first lease in its own commit and
 hands the invocation straight over (`InvocationLanes`): one commit fewer, the same
 history, the lane's bound kept, and a crash before the hand-off recovered like any
-lapsed lease. Without a free slot, the INVOKE timer runs it as before."""
+lapsed lease. Without a free slot, the INVOKE timer runs it as before. A change that
+makes a parked execution invocable (a wait elapsed, a callback answered) does the same
+(`domain/engine/handover.py`)."""
 
 from __future__ import annotations
 
@@ -187,3 +189,133 @@ def test_the_schedulers_slots_count_against_the_invocation_lane() -> None:
         time.sleep(0.01)
     assert fourth is not None
     scheduler.stop()
+
+
+# -- a parked execution made invocable: the same hand-over -----------------------------
+
+
+def wait_then_done(h: Harness) -> None:
+    def first(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        wait = {"Id": "w", "Type": "WAIT", "Action": "START", "WaitOptions": {"WaitSeconds": 5}}
+        hh.checkpoint(env, [wait])
+        return {"Status": "PENDING"}
+
+    def second(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        ops = {o["Id"]: o for o in env["InitialExecutionState"]["Operations"]}
+        assert ops["w"]["Status"] == "SUCCEEDED"
+        return {"Status": "SUCCEEDED", "Result": "2"}
+
+    h.runtime.scripts += [first, second]
+
+
+def test_a_wait_that_elapses_with_a_free_slot_commits_the_lease_with_it(
+    h: Harness, tmp_path: Path
+) -> None:
+    plain = Harness(tmp_path / "plain")
+    wait_then_done(plain)
+    ex_plain, _ = plain.engine.start(plain.fn, "n", None)
+    plain.pump()
+    plain_commits = _counting(plain)
+    plain.clock.advance(5_000)
+    plain.pump()
+
+    wait_then_done(h)
+    ex, _ = h.engine.start(h.fn, "n", None)
+    h.pump()  # the first invocation parks on the wait
+    lanes = Lanes(width=4)
+    h.engine.lanes = lanes
+    commits = _counting(h)
+    h.clock.advance(5_000)
+    h.pump()  # fires the WAIT timer only: its commit takes the lease
+    parked = h.store.load(ex.arn).execution
+    assert parked.invocation_active and parked.generation == 2
+    assert h.store.due_timers(h.clock.now_ms(), 10) == []  # no INVOKE timer due now
+    assert lanes.taken == 1 and len(lanes.pending) == 1
+    lanes.run_pending()
+    assert lanes.taken == 0
+    assert h.store.get(ex.arn).status.value == "SUCCEEDED"
+    assert h.history(ex.arn) == plain.history(ex_plain.arn)
+    assert len(commits) == len(plain_commits) - 1
+    assert (
+        h.runtime.envelopes[1]["InitialExecutionState"]["Operations"][1:]
+        == (plain.runtime.envelopes[1]["InitialExecutionState"]["Operations"][1:])
+    )
+
+
+def test_a_wait_that_elapses_without_a_free_slot_leaves_it_to_the_invoke_timer(
+    h: Harness,
+) -> None:
+    wait_then_done(h)
+    ex, _ = h.engine.start(h.fn, "n", None)
+    h.pump()
+    h.engine.lanes = Lanes(width=0)
+    h.clock.advance(5_000)
+    [wait_timer] = h.store.due_timers(h.clock.now_ms(), 10)
+    h.engine.fire(wait_timer)
+    assert not h.store.load(ex.arn).execution.invocation_active
+    assert [t.kind for t in h.store.due_timers(h.clock.now_ms(), 10)] == [TimerKind.INVOKE]
+    h.pump()
+    assert h.store.get(ex.arn).status.value == "SUCCEEDED"
+
+
+def test_a_timer_that_asks_for_no_invocation_gives_its_slot_back(h: Harness) -> None:
+    def long_wait(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        wait = {"Id": "w", "Type": "WAIT", "Action": "START", "WaitOptions": {"WaitSeconds": 9}}
+        hh.checkpoint(env, [wait])
+        return {"Status": "PENDING"}
+
+    h.runtime.scripts.append(long_wait)
+    ex, _ = h.engine.start(h.fn, "n", None)
+    h.pump()
+    h.engine.stop(ex.arn, None)  # closed: the WAIT timer finds nothing to do
+    lanes = Lanes(width=4)
+    h.engine.lanes = lanes
+    h.clock.advance(9_000)
+    h.pump()
+    assert lanes.taken == 0 and lanes.pending == []
+    assert h.store.get(ex.arn).status.value == "STOPPED"
+
+
+def test_a_callback_answered_with_a_free_slot_hands_its_invocation_over(h: Harness) -> None:
+    ids: dict[str, str] = {}
+
+    def first(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        res = hh.checkpoint(env, [{"Id": "c", "Type": "CALLBACK", "Action": "START"}])
+        [op] = [o for o in res.Operations if o.Id == "c"]
+        assert op.CallbackDetails is not None and op.CallbackDetails.CallbackId
+        ids["c"] = op.CallbackDetails.CallbackId
+        return {"Status": "PENDING"}
+
+    def second(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
+        ops = {o["Id"]: o for o in env["InitialExecutionState"]["Operations"]}
+        assert ops["c"]["CallbackDetails"]["Result"] == '"yes"'
+        return {"Status": "SUCCEEDED", "Result": "1"}
+
+    h.runtime.scripts += [first, second]
+    ex, _ = h.engine.start(h.fn, "n", None)
+    h.pump()
+    lanes = Lanes(width=4)
+    h.engine.lanes = lanes
+    h.engine.complete_callback(h.fn.tenant, ids["c"], result='"yes"')
+    assert h.store.load(ex.arn).execution.invocation_active
+    assert len(lanes.pending) == 1
+    lanes.run_pending()
+    assert h.store.get(ex.arn).status.value == "SUCCEEDED"
+    assert "CallbackSucceeded" in h.history(ex.arn)
+
+
+def test_a_crash_between_a_resume_and_its_hand_off_is_recovered_as_a_lapsed_lease(
+    h: Harness,
+) -> None:
+    wait_then_done(h)
+    ex, _ = h.engine.start(h.fn, "n", None)
+    h.pump()
+    h.engine.lanes = Lanes(width=4)
+    h.clock.advance(5_000)
+    h.pump()  # the lease is committed; the process dies before the slot runs it
+    h.engine.lanes = None  # the restarted process
+    assert h.engine.recover() == 1
+    h.clock.advance(60_000)
+    h.pump()
+    assert h.store.get(ex.arn).status.value == "SUCCEEDED"
+    assert h.history(ex.arn).count("WaitSucceeded") == 1

@@ -24,6 +24,7 @@ from treadle.domain.engine import (
     chained,
     control,
     events,
+    handover,
     invocation,
     queue,
     redrive,
@@ -334,14 +335,16 @@ class Engine:
                     handler(ex, ws, timer, self.config)
 
             try:
-                self._change(timer.arn, change)
+                handover.change_then_invoke(self, timer.arn, change)
             except NotFound:
                 log.debug("timer of a deleted execution %s", timer.arn)
 
         return fire
 
     def _child_done(self, timer: Timer) -> None:
-        self._change(timer.arn, lambda ex, ws: chained.child_done(ex, ws, timer, self.store))
+        handover.change_then_invoke(
+            self, timer.arn, lambda ex, ws: chained.child_done(ex, ws, timer, self.store)
+        )
 
     def _start_child(self, timer: Timer) -> None:
         """CHAINED_START: start the durable child, or run the plain function now."""
@@ -382,7 +385,9 @@ class Engine:
             self._plain_outcome(timer, (outcome.payload or b"null").decode(), None)
 
     def _plain_outcome(self, timer: Timer, result: str | None, error: ErrorObject | None) -> None:
-        self._change(timer.arn, lambda ex, ws: chained.plain_outcome(ex, ws, timer, result, error))
+        handover.change_then_invoke(
+            self, timer.arn, lambda ex, ws: chained.plain_outcome(ex, ws, timer, result, error)
+        )
 
     def _clear(self, timer: Timer) -> None:
         self._change(timer.arn, lambda ex, ws: ws.clear_timers.append((timer.kind, timer.op_id)))
@@ -408,7 +413,9 @@ class Engine:
         limit = callbacks.MAX_CALLBACK_RESULT_BYTES
         if result is not None and len(result.encode()) > limit:
             raise PayloadTooLarge(f"Callback result exceeds {limit} bytes.")
-        self._change(arn, lambda ex, ws: callbacks.complete(ex, ws, op_id, result, error))
+        handover.change_then_invoke(
+            self, arn, lambda ex, ws: callbacks.complete(ex, ws, op_id, result, error)
+        )
 
     def send_event(
         self, arn: str, event_type: str, payload: str | None, ttl_s: int = events.DEFAULT_TTL_S
@@ -421,7 +428,9 @@ class Engine:
             raise PayloadTooLarge(f"Event payload exceeds {limit} bytes.")
         if not 1 <= ttl_s <= events.MAX_TTL_S:
             raise InvalidParameter(f"ttlSeconds must be between 1 and {events.MAX_TTL_S}.")
-        return self._change(arn, lambda ex, ws: events.send(ex, ws, event_type, payload, ttl_s))
+        return handover.change_then_invoke(
+            self, arn, lambda ex, ws: events.send(ex, ws, event_type, payload, ttl_s)
+        )
 
     def heartbeat_callback(self, tenant: str, callback_id: str) -> None:
         arn, op_id, heartbeat_s = self._callback_target(tenant, callback_id)
@@ -440,7 +449,7 @@ class Engine:
         self._change(arn, lambda ex, ws: control.pause(ex, ws, reason, timeout_paused))
 
     def resume(self, arn: str, reason: str | None) -> None:
-        self._change(arn, lambda ex, ws: control.resume(ex, ws, reason))
+        handover.change_then_invoke(self, arn, lambda ex, ws: control.resume(ex, ws, reason))
 
     def delete(self, arn: str) -> int:
         with self._lock(arn):

@@ -2,11 +2,10 @@
 commit, and its first invocation handed straight to a lane when one has room.
 
 A start that finds a free slot (`InvocationLanes.reserve`, embedded only) takes its
-first invocation's lease in its own commit and gives the invocation to that slot: one
-commit, one scheduler pass and one thread switch fewer than leaving it to the INVOKE
-timer. The lease's timer is set as for any invocation, so a crash between the commit
-and the hand-off is recovered like any lapsed lease. Without a slot (lane full, AWS, a
-queued start) the INVOKE timer due now runs it, as before.
+first invocation's lease in its own commit and gives the invocation to that slot
+(`handover.py`): one commit, one scheduler pass and one thread switch fewer than leaving
+it to the INVOKE timer. Without a slot (lane full, AWS, a queued start) the INVOKE
+timer due now runs it, as before.
 """
 
 from __future__ import annotations
@@ -14,13 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from treadle.domain.engine import batch, invocation, queue
+from treadle.domain.engine import batch, handover, queue
 from treadle.domain.engine.start import input_hash, new_execution, same_start
-from treadle.domain.engine.working_set import WorkingSet, to_commit
+from treadle.domain.engine.working_set import to_commit
 from treadle.domain.errors import AlreadyExists, TreadleError
-from treadle.domain.lanes import InvocationSlot
 from treadle.domain.models import Execution, ExecutionLimits
-from treadle.domain.ports import FunctionVersion, TimerKind
+from treadle.domain.ports import FunctionVersion
 
 if TYPE_CHECKING:
     from treadle.domain.engine.engine import Engine
@@ -57,7 +55,7 @@ def start(
         queue.hold(ex, ws)
     slot = None if queued or engine.lanes is None else engine.lanes.reserve(ex.arn)
     try:
-        begun = None if slot is None else _lease(engine, ex, ws)
+        begun = None if slot is None else handover.lease(engine, ex, ws)
         commit = to_commit(ex, ws, engine.config.wait_time_scale)
         engine.store.create(commit)
     except AlreadyExists:
@@ -72,7 +70,7 @@ def start(
             slot.release()
         raise
     engine.after_commit(commit)
-    _hand_over(engine, slot, ex.arn, begun)
+    handover.hand_over(engine, slot, ex.arn, begun)
     return ex, True
 
 
@@ -93,24 +91,3 @@ def start_batch(
         if was_created:
             engine.after_commit(commit)
     return batch.settle(plan, created, engine.store)
-
-
-def _lease(engine: Engine, ex: Execution, ws: WorkingSet) -> invocation.Begun | None:
-    """The first invocation's lease, in the start's own commit: instead of the INVOKE
-    timer due now, the lease's."""
-    ws.set_timers = [t for t in ws.set_timers if t.kind is not TimerKind.INVOKE]
-    return invocation.begin(
-        ex, ws, functions=engine.functions, ids=engine.ids, tokens=engine.tokens,
-        config=engine.config,
-    )  # fmt: skip
-
-
-def _hand_over(
-    engine: Engine, slot: InvocationSlot | None, arn: str, begun: invocation.Begun | None
-) -> None:
-    if slot is None:
-        return
-    if begun is None:  # nothing to invoke after all (the start closed it)
-        slot.release()
-        return
-    slot.run(lambda: engine.invoke_leased(arn, begun))
