@@ -53,11 +53,17 @@ WARM_UP = 300
 EVENT = {"x-amz-invocation-type": "Event"}
 
 
+WAIT_ID = "c81e728d9d4c2f63"  # the SDK's id of a handler's first operation, as for the step
+
+
 class PlayedWorker:
-    """The sandbox's place, played in-process: what the SDK does for one step."""
+    """The sandbox's place, played in-process: what the SDK does for one step, or with
+    `wait_s` for a durable wait then one step (the first invocation parks, the second
+    replays the wait and runs the step)."""
 
     def __init__(self) -> None:
         self.calls = 0
+        self.wait_s: int | None = None
 
     def invoke(
         self,
@@ -70,22 +76,23 @@ class PlayedWorker:
         started = time.time()
         envelope = json.loads(payload)
         assert on_call is not None, "the durable channel serves no calls"
-        update = {"Id": "c4ca4238a0b92382", "Type": "STEP", "SubType": "Step", "Name": "only"}
-        params = {
-            "DurableExecutionArn": envelope["DurableExecutionArn"],
-            "CheckpointToken": envelope["CheckpointToken"],
-            "Updates": [
-                {**update, "Action": "START"},
-                {**update, "Action": "SUCCEED", "Payload": "1"},
-            ],
-        }
-        header, _body = on_call("checkpoint", json.dumps(params).encode())
-        if header.get("error"):
-            raise RuntimeError(f"checkpoint refused: {header['error']}")
+        replayed = {op["Id"] for op in envelope["InitialExecutionState"]["Operations"]}
         self.calls += 1
+        if self.wait_s is not None and WAIT_ID not in replayed:
+            wait = {"Id": WAIT_ID, "Type": "WAIT", "SubType": "Wait", "Action": "START"}
+            _checkpoint(on_call, envelope, [{**wait, "WaitOptions": {"WaitSeconds": self.wait_s}}])
+            answer = {"Status": "PENDING"}
+        else:
+            update = {"Id": "c4ca4238a0b92382", "Type": "STEP", "SubType": "Step", "Name": "only"}
+            _checkpoint(
+                on_call,
+                envelope,
+                [{**update, "Action": "START"}, {**update, "Action": "SUCCEED", "Payload": "1"}],
+            )
+            answer = {"Status": "SUCCEEDED", "Result": "1"}
         return InvocationOutcome(
             request_id=request_id,
-            payload=json.dumps({"Status": "SUCCEEDED", "Result": "1"}).encode(),
+            payload=json.dumps(answer).encode(),
             error=None,
             logs=[],
             started_at=started,
@@ -102,6 +109,17 @@ class PlayedWorker:
 
     def tenant_group(self, tenant: str) -> int | None:
         return None
+
+
+def _checkpoint(on_call: CallHandler, envelope: dict[str, Any], updates: list[Any]) -> None:
+    params = {
+        "DurableExecutionArn": envelope["DurableExecutionArn"],
+        "CheckpointToken": envelope["CheckpointToken"],
+        "Updates": updates,
+    }
+    header, _body = on_call("checkpoint", json.dumps(params).encode())
+    if header.get("error"):
+        raise RuntimeError(f"checkpoint refused: {header['error']}")
 
 
 class PlayedPlatform(EmbeddedPlatform):
@@ -141,10 +159,12 @@ class _Closed:
 
 
 @contextmanager
-def played_platform() -> Iterator[tuple[PlayedPlatform, str, _Closed]]:
+def played_platform(
+    wait_time_scale: float = 1.0,
+) -> Iterator[tuple[PlayedPlatform, str, _Closed]]:
     """A started embedded platform in a fresh data directory, its worker played."""
     root = Path(tempfile.mkdtemp(prefix="treadle-engine-bench-"))
-    settings = Settings.from_env(data_dir=root / "data", port=0)
+    settings = Settings.from_env(data_dir=root / "data", port=0, wait_time_scale=wait_time_scale)
     platform = PlayedPlatform(settings, endpoint="http://127.0.0.1:1")
     closed = _Closed()
     engine = platform.engine
@@ -291,6 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pages", action="store_true", help="b-trees written per execution")
     parser.add_argument("--warm-up", type=int, default=WARM_UP, help="executions first")
     parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="a durable wait before the step (1 s at a time scale of 0.001): each execution"
+        " parks and is resumed by its timer, as W3s and W4",
+    )
+    parser.add_argument(
         "--all-cores", action="store_true", help="do not pin this process to one core"
     )
     args = parser.parse_args(argv)
@@ -298,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         # One core, as the server's threads are (`treadle/affinity.py`): threads handing
         # the GIL across two cores cost more and vary more.
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    with played_platform() as (platform, tenant, closed):
+    PlayedPlatform.played.wait_s = 1 if args.wait else None
+    with played_platform(0.001 if args.wait else 1.0) as (platform, tenant, closed):
         deploy(platform, tenant)
         start_many(platform, tenant, closed, args.warm_up)
         figures = []

@@ -34,3 +34,18 @@ def test_wal_frames_reads_the_frames_of_the_current_salt_only() -> None:
     wal = header + frame(7, 0, b"SALTSALT") + frame(9, 10, b"SALTSALT") + frame(3, 1, b"OLDSALT!")
     assert engine.wal_frames(wal) == [(7, False), (9, True)]
     assert engine.wal_frames(b"") == []
+
+
+def test_with_a_wait_each_execution_parks_and_is_resumed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    played = engine.PlayedPlatform.played
+    before = played.calls
+    argv = ["--count", "20", "--rounds", "1", "--warm-up", "2", "--all-cores", "--wait"]
+    try:
+        assert engine.main(argv) == 0
+    finally:
+        played.wait_s = None
+    # Two invocations per execution: the one that parks, the one its wait's end resumes.
+    assert played.calls - before == 2 * (20 + 2)
+    assert "ms CPU per execution" in capsys.readouterr().out
