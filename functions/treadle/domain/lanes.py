@@ -1,5 +1,6 @@
 """Where invocations run when the dispatcher runs them in this process (embedded): the
-port a start uses to hand its first invocation straight over (`engine/starting.py`)."""
+port a start, or a change that resumes an execution, uses to hand the invocation straight
+over (`engine/handover.py`)."""
 
 from __future__ import annotations
 
