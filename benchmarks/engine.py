@@ -1,14 +1,17 @@
 """The server's own CPU per one-step execution, in one process, without HTTP or workers.
 
     .venv/bin/python -m benchmarks.engine                   # 3 rounds of 3,000
-    .venv/bin/python -m benchmarks.engine --profile 30      # and cProfile's top 30
+    .venv/bin/python -m benchmarks.engine --profile 30      # and py-spy's top 30
     .venv/bin/python -m benchmarks.engine --sql             # and the time of each SQL statement
+    .venv/bin/python -m benchmarks.engine --pages           # and the WAL pages, by b-tree
+    .venv/bin/python -m benchmarks.engine --wait            # executions that park on a wait
 
 W2's figures move by ±10% from one run to the next on this VM (the scheduler, the other
 core, the client), so a change worth 3% of the server's CPU cannot be seen there. This
 measures what a change to the engine, the stores or the layers around an invocation
-does to the server's CPU, to about 1%: the embedded platform, as `treadle dev` builds
-it, serves W2's one-step executions, asynchronous Invokes made in-process with
+does to the server's CPU alone (the VM still moves it by a few percent between runs:
+compare runs made in turn). The embedded platform, as `treadle dev` builds it, serves
+W2's one-step executions, asynchronous Invokes made in-process with
 `Application.call_as` (routing, validation, audit, the start, the lane, the engine,
 the durable channel's decoding, the logs' store: everything but the HTTP server and the
 signature check). The sandbox is replaced by a worker played in-process: for each
@@ -21,14 +24,14 @@ exchanging frames (`benchmarks.threads` shows those in the real server).
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
+import base64
 import json
 import os
-import pstats
 import shutil
+import signal
 import sqlite3
 import struct
+import subprocess
 import tempfile
 import threading
 import time
@@ -38,7 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks import handlers
+from benchmarks import handlers, profile_summary, profiling
 from benchmarks.server import zip_files
 from treadle.adapters.sandbox.function_runtime import SandboxRuntime, UnpackedCode
 from treadle.adapters.sandbox.handle import CallHandler
@@ -195,7 +198,7 @@ def deploy(platform: PlayedPlatform, tenant: str) -> None:
             "Runtime": "python3.11",
             "Role": "arn:aws:iam::123456789012:role/treadle-bench",
             "Handler": handlers.handler("one_step"),
-            "Code": {"ZipFile": __import__("base64").b64encode(code).decode()},
+            "Code": {"ZipFile": base64.b64encode(code).decode()},
             "DurableConfig": {"ExecutionTimeout": 3600, "RetentionPeriodInDays": 1},
         },
     )
@@ -306,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.engine", description=__doc__)
     parser.add_argument("--count", type=int, default=3000, help="executions per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--profile", type=int, default=0, metavar="TOP", help="cProfile's top")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="TOP", help="py-spy's top functions"
+    )
     parser.add_argument("--sql", action="store_true", help="time each SQL statement")
     parser.add_argument("--pages", action="store_true", help="b-trees written per execution")
     parser.add_argument("--warm-up", type=int, default=WARM_UP, help="executions first")
@@ -349,17 +354,37 @@ def main(argv: list[str] | None = None) -> int:
             for text, (n, t) in sorted(stats.items(), key=lambda kv: -kv[1][1])[:25]:
                 print(f"{t * 1e6 / args.count:8.1f} µs {n / args.count:5.2f} per execution  {text}")
         if args.profile:
-            # cProfile sees the thread it is enabled on: the lanes' threads run the
-            # invocations, so profile every thread started from here on.
-            profile = cProfile.Profile()
-            threading.setprofile(lambda *_a: None)
-            profile.enable()
-            start_many(platform, tenant, closed, args.count)
-            profile.disable()
-            out = io.StringIO()
-            pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(args.profile)
-            print(out.getvalue())
+            _profiled(
+                args.profile, args.count, lambda: start_many(platform, tenant, closed, args.count)
+            )
     return 0
+
+
+def _profiled(top: int, count: int, work: Callable[[], None]) -> None:
+    """`work` (`count` executions) under py-spy (every thread: the lanes run the
+    invocations, which cProfile, enabled on one thread, would not see), then the summary
+    of `profile_summary` in ms per execution."""
+    exe = profiling.py_spy()
+    if exe is None:
+        print("py-spy is not installed (pip install py-spy): not profiled")
+        return
+    out = Path(tempfile.mkdtemp(prefix="treadle-engine-profile-")) / "profile.speedscope.json"
+    spy = subprocess.Popen(
+        profiling.command(exe, os.getpid(), out, "speedscope"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # attached before the work starts
+    try:
+        work()
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        spy.wait(timeout=120)
+    if not out.exists():
+        print("py-spy wrote no profile (ptrace not allowed here?)")
+        return
+    print(f"\nprofile: {out}")
+    profile_summary.main([str(out), "--per", str(count), "--top", str(top)])
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-SERVER_MARK = "treadle.cli"
+# What names a server process in py-spy's frames: `treadle dev`, or the in-process
+# platform of `benchmarks.engine`.
+SERVER_MARKS = ("treadle.cli", "benchmarks.engine")
 # Frames every sample shares: the process, the thread's bootstrap, the pool's loop.
 _PLUMBING = ("process ", "Thread._bootstrap", "Thread.run", "_worker", "_WorkItem.run")
 
@@ -49,7 +51,7 @@ def summarise(doc: dict[str, Any]) -> dict[str, dict[str, Counter[str]]]:
         # With --subprocesses a child's stacks start with its ancestors' process frames:
         # the innermost process frame names the process.
         owner = [str(frames[i]["name"]) for i in samples[0] if _is_process(frames[i])][-1:]
-        side = "server" if owner and SERVER_MARK in owner[0] else "sandbox"
+        side = "server" if owner and any(m in owner[0] for m in SERVER_MARKS) else "sandbox"
         unit = 1.0 if profile.get("unit") == "seconds" else 1e-3
         for stack, weight in zip(profile["samples"], profile["weights"], strict=True):
             if not stack:

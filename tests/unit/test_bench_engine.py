@@ -49,3 +49,12 @@ def test_with_a_wait_each_execution_parks_and_is_resumed(
     # Two invocations per execution: the one that parks, the one its wait's end resumes.
     assert played.calls - before == 2 * (20 + 2)
     assert "ms CPU per execution" in capsys.readouterr().out
+
+
+def test_without_py_spy_the_profile_says_so(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine.profiling, "py_spy", lambda: None)
+    argv = ["--count", "5", "--rounds", "1", "--warm-up", "1", "--all-cores", "--profile", "3"]
+    assert engine.main(argv) == 0
+    assert "py-spy is not installed" in capsys.readouterr().out
