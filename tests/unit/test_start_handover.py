@@ -259,18 +259,13 @@ def test_a_wait_that_elapses_without_a_free_slot_leaves_it_to_the_invoke_timer(
 
 
 def test_a_timer_that_asks_for_no_invocation_gives_its_slot_back(h: Harness) -> None:
-    def long_wait(env: dict[str, Any], hh: Harness) -> dict[str, Any]:
-        wait = {"Id": "w", "Type": "WAIT", "Action": "START", "WaitOptions": {"WaitSeconds": 9}}
-        hh.checkpoint(env, [wait])
-        return {"Status": "PENDING"}
-
-    h.runtime.scripts.append(long_wait)
+    wait_then_done(h)
     ex, _ = h.engine.start(h.fn, "n", None)
     h.pump()
     h.engine.stop(ex.arn, None)  # closed: the WAIT timer finds nothing to do
     lanes = Lanes(width=4)
     h.engine.lanes = lanes
-    h.clock.advance(9_000)
+    h.clock.advance(5_000)
     h.pump()
     assert lanes.taken == 0 and lanes.pending == []
     assert h.store.get(ex.arn).status.value == "STOPPED"

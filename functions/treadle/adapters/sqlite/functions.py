@@ -49,11 +49,11 @@ class SqliteFunctionStore:
     def __init__(self, db: Database, *, sole_writer: bool = False) -> None:
         self._db = db
         self._cache: dict[tuple[str, str, str], FunctionVersion] = {}
+        # The file's generation; a sole writer's counts its own writes instead, moved
+        # before and after each commit (`_forget`).
         self._generation = 0
         self._generation_lock = threading.Lock()
         self._sole_writer = sole_writer
-        # Moved by each of this store's writes, before and after its commit.
-        self._own_writes = 0
 
     def _sync(self) -> int:
         """The current generation, having forgotten what was cached under another one.
@@ -61,7 +61,7 @@ class SqliteFunctionStore:
         did not move meanwhile: a write landing between the two reads cannot leave its
         old row cached. A sole writer's generation is its count of its own writes."""
         if self._sole_writer:
-            return self._own_writes
+            return self._generation
         with self._db.read() as conn:
             row = conn.execute("SELECT n FROM generations WHERE name = 'functions'").fetchone()
         generation = int(row[0]) if row else 0
@@ -75,7 +75,8 @@ class SqliteFunctionStore:
         # Under the lock the cache is filled and emptied by: iterating it while another
         # thread adds a version would fail ("dictionary changed size").
         with self._generation_lock:
-            self._own_writes += 1
+            if self._sole_writer:
+                self._generation += 1
             for key in [k for k in self._cache if k[0] == tenant and k[1] == name]:
                 self._cache.pop(key, None)
 
@@ -154,8 +155,7 @@ class SqliteFunctionStore:
             raise NotFound(f"Function not found: {name}{suffix}")
         fn = FunctionVersion.model_validate_json(row[0])
         with self._generation_lock:
-            current = self._own_writes if self._sole_writer else self._generation
-            if seen == current:
+            if seen == self._generation:
                 self._cache[(tenant, name, version)] = fn
         return fn
 
