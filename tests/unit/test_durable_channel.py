@@ -38,6 +38,8 @@ def test_checkpoint_and_state_over_the_channel(tmp_path: Path) -> None:
             json.dumps({"DurableExecutionArn": arn, "CheckpointToken": new_token}).encode(),
         )
         seen["state"] = json.loads(body)
+        ops, _ = hh.engine.get_state(arn, new_token, None, None)
+        seen["wire"] = [o.wire() for o in ops]  # the shape the HTTP route answers with
         seen["bad_batch"] = channel(
             "checkpoint",
             json.dumps(
@@ -59,6 +61,7 @@ def test_checkpoint_and_state_over_the_channel(tmp_path: Path) -> None:
     assert header == {} and body["CheckpointToken"]
     assert [o["Id"] for o in body["NewExecutionState"]["Operations"]] == ["s"]
     assert {o["Id"] for o in seen["state"]["Operations"]} >= {"s"}
+    assert seen["state"]["Operations"] == seen["wire"] and "NextMarker" not in seen["state"]
     reused = seen["reused"][0]["error"]
     assert reused["code"] == "InvalidParameterValueException" and reused["status"] == 400
     assert reused["message"].startswith("Invalid checkpoint token")

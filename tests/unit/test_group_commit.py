@@ -107,3 +107,24 @@ def test_a_write_made_inside_a_grouped_write_is_part_of_it(tmp_path: Path) -> No
 def _queued(work: Callable[[sqlite3.Connection], object]) -> _Queued:
     """A write another thread queued before the lock's next holder takes the queue."""
     return _Queued(work)
+
+
+def test_a_write_alone_in_its_group_runs_without_a_savepoint_and_fails_whole(
+    tmp_path: Path,
+) -> None:
+    f = SqliteFile(tmp_path / "g.db", schema=SCHEMA)
+    statements: list[str] = []
+    with f.locked() as conn:
+        conn.set_trace_callback(statements.append)
+
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (k, v) VALUES ('half', 1)")
+        raise KeyError("refused")
+
+    assert f.grouped(lambda conn: conn.execute("INSERT INTO t VALUES ('a', 1)").rowcount) == 1
+    assert statements == ["BEGIN IMMEDIATE", "INSERT INTO t VALUES ('a', 1)", "COMMIT"]
+    with pytest.raises(KeyError):
+        f.grouped(half_then_fail)
+    assert not any(s.startswith(("SAVEPOINT", "RELEASE")) for s in statements)
+    f.grouped(lambda conn: conn.execute("INSERT INTO t VALUES ('b', 2)"))
+    assert _rows(f) == {"a": 1, "b": 2}  # the failed write's half is not there

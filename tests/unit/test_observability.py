@@ -16,11 +16,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from treadle.domain.notifications import StatusEvent
 from treadle.domain.ports import FunctionVersion, InvocationOutcome
+from treadle.observability import runtime as observed_runtime
 from treadle.observability import server_log, tracing
 from treadle.observability.emf import EmfMetrics
 from treadle.observability.metrics import DurableMetrics, metric_names
 from treadle.observability.runtime import ObservedRuntime
-from treadle.observability.trace_context import current_trace_header
+from treadle.observability.trace_context import current_trace_header, execution_trace_header
 
 A, B = "111111111111", "222222222222"
 
@@ -251,3 +252,32 @@ def test_with_no_exporter_tenant_code_still_gets_an_unsampled_header() -> None:
     header = tracing.xray_header(trace.INVALID_SPAN)
     assert header.endswith(";Sampled=0") and header.startswith("Root=1-")
     assert tracing.configure("none") is None
+
+
+def test_with_no_exporter_an_invocation_makes_no_span_and_hands_on_the_same_headers(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arn = f"arn:aws:lambda:us-east-1:{A}:function:orders:3/durable-execution/e/1"
+    payload = json.dumps({"DurableExecutionArn": arn}).encode()
+    # No provider installed: what the API's tracer then is, and the header its span gives.
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: trace.ProxyTracerProvider())
+    assert not tracing.recording()
+    with trace.NoOpTracer().start_as_current_span(
+        "Invoke orders", context=observed_runtime._parent(payload, "req-3")
+    ) as span:
+        expected = tracing.xray_header(span)
+    inner = CheckpointingRuntime()
+    metrics = DurableMetrics()
+    ObservedRuntime(inner, metrics).invoke(FN, payload, "req-3")
+    ObservedRuntime(inner, metrics).invoke(FN, b"{}", "req-4")
+    ObservedRuntime(inner, metrics).invoke(FN, b"{}", "req-5")
+    assert spans.get_finished_spans() == ()  # neither the invocations nor their checkpoints
+    durable, plain, other_plain = inner.headers
+    assert durable == expected
+    assert durable is not None and durable.startswith(execution_trace_header(arn) + ";")
+    assert durable.endswith(";Sampled=0")
+    # A plain invoke gets a fresh, unsampled root each time, as from Lambda.
+    assert plain is not None and other_plain is not None
+    assert plain.endswith(";Sampled=0") and plain.split(";")[0] != other_plain.split(";")[0]
+    assert current_trace_header.get() is None
+    assert samples(metrics)[("Invocations_total", A, "orders")] == 3

@@ -7,7 +7,6 @@ import re
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import TracerProvider
 
 from treadle.domain.ports import FunctionRuntime, FunctionVersion, InvocationOutcome
 from treadle.observability import server_log
@@ -16,8 +15,9 @@ from treadle.observability.trace_context import (
     current_trace_header,
     execution_trace_id,
     span_id_of,
+    xray_header_of,
 )
-from treadle.observability.tracing import tracer, xray_header
+from treadle.observability.tracing import recording, tracer, xray_header
 
 # The engine's envelope starts with the ARN (`invocation.py` builds it in that order), so
 # a look at its head finds it without parsing a payload that may be megabytes long.
@@ -30,7 +30,7 @@ def _parent(payload: bytes, request_id: str) -> Context | None:
     if match is None:
         return None
     # Sampled only when spans are exported: a non-sampled parent keeps the SDK quiet.
-    sampled = isinstance(trace.get_tracer_provider(), TracerProvider)
+    sampled = recording()
     parent = trace.SpanContext(
         trace_id=execution_trace_id(match.group(1).decode()),
         span_id=span_id_of(request_id),
@@ -58,6 +58,32 @@ class ObservedRuntime:
         self._inner.prepare(fn)
 
     def invoke(self, fn: FunctionVersion, payload: bytes, request_id: str) -> InvocationOutcome:
+        if recording():
+            outcome, error_type = self._traced(fn, payload, request_id)
+        else:
+            # The header a non-recording span would give, without the span.
+            token = current_trace_header.set(_untraced_header(payload, request_id))
+            try:
+                outcome = self._inner.invoke(fn, payload, request_id)
+            finally:
+                current_trace_header.reset(token)
+            error_type = _error_type(outcome)
+        if self._metrics is not None:
+            duration = float(outcome.ended_ms - outcome.started_ms)
+            self._metrics.invoked(fn.tenant, fn.function_name, duration, error_type is not None)
+        if error_type is not None:
+            server_log.invocation_failed(
+                tenant=fn.tenant,
+                function=fn.function_name,
+                request_id=request_id,
+                execution_arn=_execution_arn(payload),
+                error_type=error_type,
+            )
+        return outcome
+
+    def _traced(
+        self, fn: FunctionVersion, payload: bytes, request_id: str
+    ) -> tuple[InvocationOutcome, str | None]:
         with tracer().start_as_current_span(
             f"Invoke {fn.function_name}",
             context=_parent(payload, request_id),
@@ -74,20 +100,22 @@ class ObservedRuntime:
                 outcome = self._inner.invoke(fn, payload, request_id)
             finally:
                 current_trace_header.reset(token)
-            error_type = None
-            if outcome.error is not None:
-                error_type = str(outcome.error.get("errorType") or "Unhandled")
+            error_type = _error_type(outcome)
+            if error_type is not None:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, error_type))
                 span.set_attribute("faas.error_type", error_type)
-        if self._metrics is not None:
-            duration = float(outcome.ended_ms - outcome.started_ms)
-            self._metrics.invoked(fn.tenant, fn.function_name, duration, error_type is not None)
-        if error_type is not None:
-            server_log.invocation_failed(
-                tenant=fn.tenant,
-                function=fn.function_name,
-                request_id=request_id,
-                execution_arn=_execution_arn(payload),
-                error_type=error_type,
-            )
-        return outcome
+        return outcome, error_type
+
+
+def _error_type(outcome: InvocationOutcome) -> str | None:
+    if outcome.error is None:
+        return None
+    return str(outcome.error.get("errorType") or "Unhandled")
+
+
+def _untraced_header(payload: bytes, request_id: str) -> str:
+    match = _ARN_AT_HEAD.match(payload[:1200])
+    if match is None:
+        return xray_header(trace.INVALID_SPAN)  # a fresh root, as for any plain invoke
+    arn = match.group(1).decode()
+    return xray_header_of(execution_trace_id(arn), span_id_of(request_id), sampled=False)

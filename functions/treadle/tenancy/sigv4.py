@@ -21,6 +21,7 @@ layer calls `release_replay` on retryable responses (429, 5xx) so retries still 
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 import hmac
 import re
@@ -175,6 +176,7 @@ def parse_signature(request: HttpRequest) -> SignedParts:
 # -- freshness --------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)  # strptime is slow; one timestamp signs a second's requests
 def _epoch_ms(timestamp: str) -> int:
     if not _TIMESTAMP_RE.fullmatch(timestamp):
         raise IncompleteSignature(f"Invalid date '{timestamp}': expected YYYYMMDDTHHMMSSZ.")

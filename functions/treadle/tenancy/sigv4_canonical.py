@@ -7,6 +7,7 @@ what the client sent, freshness, replay) is `treadle.tenancy.sigv4`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
@@ -107,10 +108,13 @@ def canonical_request(request: HttpRequest, parts: SignedParts, payload_hash: st
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """The key a scope's requests are signed with: four HMACs, the same all day for one
+    key, so kept (as clients keep it): every request of a key on a day needs it."""
     key = f"AWS4{secret}".encode()
     for part in (date, region, service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        key = hmac.digest(key, part.encode(), "sha256")
     return key
 
 
@@ -119,4 +123,4 @@ def expected_signature(secret: str, parts: SignedParts, canonical: str) -> str:
         [ALGORITHM, parts.timestamp, parts.scope, hashlib.sha256(canonical.encode()).hexdigest()]
     )
     key = signing_key(secret, parts.scope_date, parts.region, parts.service)
-    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, string_to_sign.encode(), "sha256").hex()

@@ -12,11 +12,12 @@ checks it makes cannot interleave with another writer, thread or process.
 
 Group commit (`grouped`): the hot writes (the engine's commits) are functions rather
 than blocks, so that whichever thread holds the lock runs every write queued by the
-threads waiting for it, each in a savepoint of one transaction, and one COMMIT makes
-them all durable before any of them returns. Under load the lock then changes hands
-once per group instead of once per write, and the WAL takes one append for pages
-several writes share (an index's, a counter's). Why by hand: sqlite3 has no such
-mode, and a write thread of its own would add a hand-off to every write.
+threads waiting for it, each in a savepoint of one transaction (a write alone needs
+none), and one COMMIT makes them all durable before any of them returns. Under load
+the lock then changes hands once per group instead of once per write, and the WAL
+takes one append for pages several writes share (an index's, a counter's). Why by
+hand: sqlite3 has no such mode, and a write thread of its own would add a hand-off to
+every write.
 """
 
 from __future__ import annotations
@@ -138,16 +139,27 @@ class SqliteFile:
         committed = False
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for item in group:
-                conn.execute("SAVEPOINT w")
+            if len(group) == 1:
+                # Alone (most groups: 86% in W2), a write needs no savepoint: its failure
+                # is the transaction's, taken back whole. Two statements fewer.
+                alone = group[0]
                 try:
-                    item.result = item.work(conn)
-                except Exception as exc:  # that write's failure, not the group's...
-                    item.error = exc
-                    if not conn.in_transaction:
-                        raise  # ...unless SQLite ended the transaction (a full disk)
-                    conn.execute("ROLLBACK TO w")
-                conn.execute("RELEASE w")
+                    alone.result = alone.work(conn)
+                except Exception as exc:
+                    alone.error = exc
+                    self._rollback()
+                    return
+            else:
+                for item in group:
+                    conn.execute("SAVEPOINT w")
+                    try:
+                        item.result = item.work(conn)
+                    except Exception as exc:  # that write's failure, not the group's...
+                        item.error = exc
+                        if not conn.in_transaction:
+                            raise  # ...unless SQLite ended the transaction (a full disk)
+                        conn.execute("ROLLBACK TO w")
+                    conn.execute("RELEASE w")
             boundary(Kind.COMMIT, "before")
             conn.execute("COMMIT")
             committed = True
