@@ -1,7 +1,7 @@
 """OpenTelemetry: a span per invocation and per checkpoint; the trace id handed on.
 
-Off by default (`TREADLE_OTEL_EXPORTER=none`): no provider is installed, the API's
-spans are non-recording and cost a few attribute look-ups, and nothing is written.
+Off by default (`TREADLE_OTEL_EXPORTER=none`): no provider is installed, no span is
+made (`recording`) and nothing is written.
 Tenant code gets the trace the way Lambda hands it: `_X_AMZN_TRACE_ID`
 (`Root=1-xxxxxxxx-xxxxxxxxxxxxxxxxxxxxxxxx;Parent=...;Sampled=...`), set in the worker
 for each invocation (`trace_context`).
