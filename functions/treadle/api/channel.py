@@ -33,8 +33,7 @@ class DurableChannel:
                 request = CheckpointRequest.model_validate(params)
                 with checkpoint_span(arn, len(request.Updates)):
                     result = self._engine.checkpoint(arn, request)
-                out = b'{"NewExecutionState":{"Operations":' + _ops_json(result.Operations)
-                out += b"}"
+                out = b'{"NewExecutionState":{"Operations":%s}' % _ops_json(result.Operations)
                 if result.CheckpointToken:
                     out += b',"CheckpointToken":' + json.dumps(result.CheckpointToken).encode()
             elif op == "state":

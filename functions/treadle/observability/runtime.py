@@ -24,15 +24,21 @@ from treadle.observability.tracing import recording, tracer, xray_header
 _ARN_AT_HEAD = re.compile(rb'^\{\s*"DurableExecutionArn"\s*:\s*"([^"\\]{1,1024})"')
 
 
+def _arn_at_head(payload: bytes) -> str | None:
+    """The execution ARN a durable envelope starts with; None for a plain payload."""
+    match = _ARN_AT_HEAD.match(payload[:1200])
+    return None if match is None else match.group(1).decode()
+
+
 def _parent(payload: bytes, request_id: str) -> Context | None:
     """The execution's trace as a remote parent: all its invocations share one trace."""
-    match = _ARN_AT_HEAD.match(payload[:1200])
-    if match is None:
+    arn = _arn_at_head(payload)
+    if arn is None:
         return None
     # Sampled only when spans are exported: a non-sampled parent keeps the SDK quiet.
     sampled = recording()
     parent = trace.SpanContext(
-        trace_id=execution_trace_id(match.group(1).decode()),
+        trace_id=execution_trace_id(arn),
         span_id=span_id_of(request_id),
         is_remote=True,
         trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else 0),
@@ -114,8 +120,7 @@ def _error_type(outcome: InvocationOutcome) -> str | None:
 
 
 def _untraced_header(payload: bytes, request_id: str) -> str:
-    match = _ARN_AT_HEAD.match(payload[:1200])
-    if match is None:
+    arn = _arn_at_head(payload)
+    if arn is None:
         return xray_header(trace.INVALID_SPAN)  # a fresh root, as for any plain invoke
-    arn = match.group(1).decode()
     return xray_header_of(execution_trace_id(arn), span_id_of(request_id), sampled=False)
