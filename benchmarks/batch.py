@@ -31,7 +31,7 @@ def _http(srv: BenchServer) -> httpx.Client:
     return httpx.Client(base_url=srv.url, auth=auth, timeout=120)
 
 
-def _start_batches(env: Env, count: int, prefix: str) -> Started:
+def start_batches(env: Env, count: int, prefix: str) -> Started:
     threads = env.options.client_threads
     batches = [list(range(i, min(count, i + BATCH))) for i in range(0, count, BATCH)]
     arns: list[list[str]] = [[] for _ in batches]
@@ -75,7 +75,7 @@ def _start_batches(env: Env, count: int, prefix: str) -> Started:
 
 def setup(env: Env) -> None:
     deploy(env.lam, FUNCTION, handlers.FILES, handlers.handler("one_step"))
-    wait_all_closed(env, FUNCTION, _start_batches(env, 2 * BATCH, "warm"))
+    wait_all_closed(env, FUNCTION, start_batches(env, 2 * BATCH, "warm"))
     env.state["w2b_round"] = 0
 
 
@@ -83,7 +83,7 @@ def run(env: Env) -> dict[str, float]:
     n = env.options.w2b_count
     env.state["w2b_round"] += 1
     prefix = f"r{env.state['w2b_round']}"
-    figures = throughput.measure(env, FUNCTION, n, lambda: _start_batches(env, n, prefix))
+    figures = throughput.measure(env, FUNCTION, n, lambda: start_batches(env, n, prefix))
     figures["batch_p50_ms"] = figures.pop("start_p50_ms")  # one call starts 100
     return figures
 

@@ -5,6 +5,7 @@
     .venv/bin/python -m benchmarks.engine --sql             # and the time of each SQL statement
     .venv/bin/python -m benchmarks.engine --pages           # and the WAL pages, by b-tree
     .venv/bin/python -m benchmarks.engine --wait            # executions that park on a wait
+    .venv/bin/python -m benchmarks.engine --batch           # started by batch starts (W2b)
 
 W2's figures move by ±10% from one run to the next on this VM (the scheduler, the other
 core, the client), so a change worth 3% of the server's CPU cannot be seen there. This
@@ -53,6 +54,7 @@ from treadle.settings import Settings
 
 FUNCTION = "e1-one-step"
 WARM_UP = 300
+BATCH = 100  # W2b's starts per call
 EVENT = {"x-amz-invocation-type": "Event"}
 
 
@@ -129,6 +131,7 @@ class PlayedPlatform(EmbeddedPlatform):
     """The embedded platform with its sandbox played in-process."""
 
     played = PlayedWorker()
+    batch = False  # `--batch`: W2b's starts
 
     def _local_sandbox(self, code: UnpackedCode, logs: LogStore) -> SandboxRuntime:
         self.sandbox_runtime = SandboxRuntime(
@@ -205,31 +208,41 @@ def deploy(platform: PlayedPlatform, tenant: str) -> None:
 
 
 def start_many(platform: PlayedPlatform, tenant: str, closed: _Closed, n: int) -> None:
-    """`n` asynchronous Invokes, one after the other, then wait for all to close."""
-    path = f"/2015-03-31/functions/{FUNCTION}/invocations"
+    """`n` asynchronous Invokes, one after the other (or batch starts of 100 with
+    `--batch`), then wait for all to close."""
     target = closed.n + n
-    for _ in range(n):
-        response = platform.app.call_as(tenant, "POST", path, body=b"{}", headers=EVENT)
-        if response.status != 202:
-            raise RuntimeError(f"Invoke: HTTP {response.status} {response.body[:300]!r}")
+    if PlayedPlatform.batch:
+        path = f"/v1/functions/{FUNCTION}/executions:batch"
+        for i in range(0, n, BATCH):
+            body = {"executions": [{"input": {}} for _ in range(min(BATCH, n - i))]}
+            _call(platform, tenant, path, body)
+    else:
+        path = f"/2015-03-31/functions/{FUNCTION}/invocations"
+        for _ in range(n):
+            response = platform.app.call_as(tenant, "POST", path, body=b"{}", headers=EVENT)
+            if response.status != 202:
+                raise RuntimeError(f"Invoke: HTTP {response.status} {response.body[:300]!r}")
     closed.wait_for(target)
 
 
 class _TimedConnection:
-    """A connection whose statements are timed by their text (`--sql`)."""
+    """A connection whose statements are timed by their text (`--sql`): wall time and
+    the calling thread's CPU (on one core, a statement's wall time also holds the other
+    threads that ran while it waited for the disk or the GIL)."""
 
     def __init__(self, conn: sqlite3.Connection, stats: dict[str, list[float]]) -> None:
         self._conn = conn
         self._stats = stats
 
     def _timed(self, kind: str, run: Callable[..., Any], sql: str, *args: Any) -> Any:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             return run(sql, *args)
         finally:
             entry = self._stats[kind + " ".join(sql.split())[:100]]
             entry[0] += 1
             entry[1] += time.perf_counter() - t0
+            entry[2] += time.thread_time() - c0
 
     def execute(self, sql: str, *args: Any) -> Any:
         return self._timed("", self._conn.execute, sql, *args)
@@ -242,7 +255,7 @@ class _TimedConnection:
 
 
 def _time_sql(platform: PlayedPlatform) -> dict[str, list[float]]:
-    stats: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    stats: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
     assert platform.db is not None
     file = platform.db.file
     file._conn = _TimedConnection(file._conn, stats)  # type: ignore[assignment]
@@ -322,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         " parks and is resumed by its timer, as W3s and W4",
     )
     parser.add_argument(
+        "--batch", action="store_true", help="W2b: started by batch starts of 100, not Invoke"
+    )
+    parser.add_argument(
         "--all-cores", action="store_true", help="do not pin this process to one core"
     )
     args = parser.parse_args(argv)
@@ -330,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         # the GIL across two cores cost more and vary more.
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     PlayedPlatform.played.wait_s = 1 if args.wait else None
+    PlayedPlatform.batch = args.batch
     with played_platform(0.001 if args.wait else 1.0) as (platform, tenant, closed):
         deploy(platform, tenant)
         start_many(platform, tenant, closed, args.warm_up)
@@ -348,11 +365,15 @@ def main(argv: list[str] | None = None) -> int:
             stats = _time_sql(platform)
             start_many(platform, tenant, closed, args.count)
             total = sum(v[1] for v in stats.values())
+            cpu = sum(v[2] for v in stats.values())
             calls = sum(v[0] for v in stats.values())
-            print(f"\nSQL: {total * 1000 / args.count:.3f} ms wall, {calls / args.count:.1f}"
-                  " statements per execution")  # fmt: skip
-            for text, (n, t) in sorted(stats.items(), key=lambda kv: -kv[1][1])[:25]:
-                print(f"{t * 1e6 / args.count:8.1f} µs {n / args.count:5.2f} per execution  {text}")
+            per = 1e6 / args.count
+            print(f"\nSQL: {total * per / 1000:.3f} ms wall, {cpu * per / 1000:.3f} ms CPU,"
+                  f" {calls / args.count:.1f} statements per execution")  # fmt: skip
+            print("    wall      CPU")
+            for text, (n, t, c) in sorted(stats.items(), key=lambda kv: -kv[1][2])[:25]:
+                line = f"{t * per:6.1f} µs {c * per:6.1f} µs {n / args.count:5.2f}/execution"
+                print(f"{line}  {text}")
         if args.profile:
             _profiled(
                 args.profile, args.count, lambda: start_many(platform, tenant, closed, args.count)

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.threads                 # 2,000 one-step executions
     .venv/bin/python -m benchmarks.threads --count 5000
+    .venv/bin/python -m benchmarks.threads --batch         # W2b: batch starts of 100
 
 A py-spy profile shows which Python code holds the GIL; it does not show what the
 server pays around it. This does: per group of threads (the HTTP pool, the invocation
@@ -24,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from benchmarks import procfs, throughput
+from benchmarks import batch, procfs, throughput
 from benchmarks.common import closed_summary, start_many, wait_all_closed
 from benchmarks.profiling import py_spy
 from benchmarks.server import BenchServer
@@ -82,19 +83,29 @@ def _dump(pid: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=2000, help="executions to time")
+    parser.add_argument(
+        "--batch", action="store_true", help="W2b: started by batch starts of 100, not Invoke"
+    )
     args = parser.parse_args(argv)
     server = BenchServer()
     server.start()
     try:
         env = Env(server=server, options=Options(), deadline=Deadline.after(900))
-        throughput.setup(env)
-        fn = throughput.FUNCTION
-        wait_all_closed(env, fn, start_many(env, fn, [{}] * WARM_UP))
+        if args.batch:
+            batch.setup(env)
+            fn = batch.FUNCTION
+        else:
+            throughput.setup(env)
+            fn = throughput.FUNCTION
+            wait_all_closed(env, fn, start_many(env, fn, [{}] * WARM_UP))
         pid = server.pid
         tasks0, tree0 = procfs.tasks(pid), procfs.tree_cpu(pid)
         own0, wrote0 = procfs.user_system_s(pid), procfs.written_bytes(pid)
         client0 = time.process_time()
-        started = start_many(env, fn, [{}] * args.count)
+        if args.batch:
+            started = batch.start_batches(env, args.count, "timed")
+        else:
+            started = start_many(env, fn, [{}] * args.count)
         client = time.process_time() - client0
         done = wait_all_closed(env, fn, started)
         tasks1, tree1 = procfs.tasks(pid), procfs.tree_cpu(pid)

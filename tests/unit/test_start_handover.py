@@ -18,30 +18,33 @@ import pytest
 from support.engine_harness import Harness, step
 from treadle.adapters.local.basics import SystemClock
 from treadle.adapters.local.scheduler import TimerScheduler
-from treadle.domain.ports import Commit, TimerKind
+from treadle.domain.ports import Commit, Timer, TimerKind
 
 
 class Lanes:
-    """Slots handed out up to `width`; work kept until the test runs it."""
+    """Slots handed out up to `width`, then `backlog` queued ones; work kept until the
+    test runs it."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, backlog: int = 0) -> None:
         self.width = width
+        self.backlog = backlog
         self.taken = 0
         self.pending: list[Callable[[], None]] = []
 
     def reserve(self, arn: str) -> Lanes.Slot | None:
-        if self.taken >= self.width:
+        if self.taken >= self.width + self.backlog:
             return None
         self.taken += 1
-        return Lanes.Slot(self)
+        return Lanes.Slot(self, queued=self.taken > self.width)
 
     def run_pending(self) -> None:
         while self.pending:
             self.pending.pop(0)()
 
     class Slot:
-        def __init__(self, lanes: Lanes) -> None:
+        def __init__(self, lanes: Lanes, queued: bool) -> None:
             self.lanes = lanes
+            self.queued = queued
 
         def run(self, work: Callable[[], None]) -> None:
             def then_free() -> None:
@@ -169,13 +172,23 @@ def test_the_schedulers_slots_count_against_the_invocation_lane() -> None:
         def next_due_ms(self) -> None:
             return None
 
-    scheduler = TimerScheduler(NoRows(), SystemClock(), lambda t: None, invoke_workers=1)  # type: ignore[arg-type]
+    scheduler = TimerScheduler(
+        NoRows(),  # type: ignore[arg-type]
+        SystemClock(),
+        lambda t: None,
+        invoke_workers=1,
+        backlog_max=1,
+    )
     scheduler.start()
     first = scheduler.reserve("arn:a")
     second = scheduler.reserve("arn:b")  # the lane's queue holds one more
     assert first is not None and second is not None
-    assert scheduler.reserve("arn:c") is None  # full: invoke_workers x 2
-    assert scheduler.reserve("arn:a") is None  # and never twice for one execution
+    assert not first.queued and not second.queued
+    queued = scheduler.reserve("arn:c")  # full (invoke_workers x 2): behind them
+    assert queued is not None and queued.queued
+    assert scheduler.reserve("arn:d") is None  # and the backlog (of one) is full
+    assert scheduler.reserve("arn:a") is None  # never twice for one execution
+    queued.release()
     second.release()
     ran: list[str] = []
     third = scheduler.reserve("arn:c")
@@ -314,3 +327,183 @@ def test_a_crash_between_a_resume_and_its_hand_off_is_recovered_as_a_lapsed_leas
     h.pump()
     assert h.store.get(ex.arn).status.value == "SUCCEEDED"
     assert h.history(ex.arn).count("WaitSucceeded") == 1
+
+
+# -- a full lane: the invocation queued in memory behind the others --------------------
+
+
+def _completed(h: Harness, arn: str) -> list[dict[str, Any]]:
+    events = h.store.events(arn, after_id=0, limit=1000)
+    return [
+        (e.model_extra or {})["InvocationCompletedDetails"]
+        for e in events
+        if e.EventType == "InvocationCompleted"
+    ]
+
+
+def test_a_start_queued_behind_a_full_lane_commits_its_lease_marked_and_runs_later(
+    h: Harness, tmp_path: Path
+) -> None:
+    plain = Harness(tmp_path / "plain")
+    plain.runtime.scripts.append(one_step)
+    ex_plain, _ = plain.engine.start(plain.fn, "n", '"in"')
+    plain.pump()
+
+    lanes = Lanes(width=0, backlog=1)
+    h.engine.lanes = lanes
+    h.runtime.scripts.append(one_step)
+    ex, _ = h.engine.start(h.fn, "n", '"in"')
+    leased = h.store.load(ex.arn).execution
+    assert leased.invocation_active and leased.lease_queued and leased.generation == 1
+    assert h.store.due_timers(h.clock.now_ms(), 10) == []  # no INVOKE row for the loop
+    h.clock.advance(2_000)  # it waits behind the others
+    ran_at = h.clock.now_ms()
+    lanes.run_pending()
+
+    done = h.store.load(ex.arn).execution
+    assert done.status.value == "SUCCEEDED" and not done.lease_queued
+    assert h.history(ex.arn) == plain.history(ex_plain.arn)
+    [details] = _completed(h, ex.arn)
+    assert details["StartTimestamp"] == ran_at  # when it ran, not when it was queued
+
+
+def test_a_restart_gives_a_queued_lease_back_at_once_and_counts_no_crash(h: Harness) -> None:
+    h.engine.lanes = Lanes(width=0, backlog=1)
+    ex, _ = h.engine.start(h.fn, "n", '"in"')
+    h.engine.lanes = None  # the process died with its backlog; this is the next one
+    assert h.engine.recover() == 1
+    given_back = h.store.load(ex.arn).execution
+    assert not given_back.invocation_active and not given_back.lease_queued
+    due = h.store.due_timers(h.clock.now_ms(), 10)
+    assert [t.kind for t in due] == [TimerKind.INVOKE]  # now, not after a retry's backoff
+    h.runtime.scripts.append(one_step)
+    h.pump()
+    done = h.store.load(ex.arn).execution
+    assert done.status.value == "SUCCEEDED" and done.invocation_attempts == 0
+    assert len(_completed(h, ex.arn)) == 1  # its own; no crash recorded before it
+    assert "Error" not in _completed(h, ex.arn)[0]
+
+
+def test_an_invocation_lease_that_ran_is_still_charged_a_crash_on_restart(h: Harness) -> None:
+    h.engine.lanes = Lanes(width=1)
+    ex, _ = h.engine.start(h.fn, "n", '"in"')  # a free slot: not queued
+    assert not h.store.load(ex.arn).execution.lease_queued
+    h.engine.lanes = None
+    assert h.engine.recover() == 1
+    h.runtime.scripts.append(one_step)
+    h.clock.advance(60_000)
+    h.pump()
+    crash, ok = _completed(h, ex.arn)
+    assert crash["Error"]["Payload"]["ErrorType"] == "Runtime.ExitError" and "Error" not in ok
+
+
+def test_a_queued_lease_whose_timer_fires_after_its_process_died_counts_no_crash(
+    h: Harness,
+) -> None:
+    h.engine.lanes = Lanes(width=0, backlog=1)
+    ex, _ = h.engine.start(h.fn, "n", '"in"')
+    h.engine.lanes = None  # died, and nothing recovered it: its lease's timer lapses
+    h.runtime.scripts.append(one_step)
+    h.clock.advance(3_600_000)
+    h.pump()
+    done = h.store.load(ex.arn).execution
+    assert done.status.value == "SUCCEEDED" and done.invocation_attempts == 0
+    assert ["Error" in d for d in _completed(h, ex.arn)] == [False]
+
+
+def test_a_batch_start_hands_each_execution_over_free_then_queued(h: Harness) -> None:
+    lanes = Lanes(width=2, backlog=2)
+    h.engine.lanes = lanes
+    commits = _counting(h)
+    created = h.engine.start_batch(h.fn, [(f"n{i}", None) for i in range(5)], None, [False] * 5)
+    arns = [r[0].arn for r in created if isinstance(r, tuple)]
+    leases = [h.store.load(arn).execution for arn in arns]
+    assert [(x.invocation_active, x.lease_queued) for x in leases] == [
+        (True, False), (True, False), (True, True), (True, True), (False, False)
+    ]  # fmt: skip
+    assert [t.arn for t in h.store.due_timers(h.clock.now_ms(), 10)] == [arns[4]]  # no slot
+    h.runtime.scripts += [one_step] * 5
+    lanes.run_pending()
+    h.pump()
+    assert {h.store.get(arn).status.value for arn in arns} == {"SUCCEEDED"}
+    # After the batch's one creation (with the leases): each its checkpoint and its end,
+    # and the fifth, without a slot, its lease.
+    assert len(commits) == 5 * 2 + 1
+
+
+def test_a_batch_that_fails_gives_its_slots_back(h: Harness) -> None:
+    lanes = Lanes(width=1, backlog=1)
+    h.engine.lanes = lanes
+
+    def refused(commits: Any) -> list[bool]:
+        raise RuntimeError("disk on fire")
+
+    h.store.create_batch = refused  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        h.engine.start_batch(h.fn, [("a", None), ("b", None)], None, [False, False])
+    assert lanes.taken == 0 and lanes.pending == []
+
+
+def test_a_full_lane_queues_in_order_and_leaves_room_for_due_rows() -> None:
+    """Queued slots run oldest first, and a due row the loop reads still gets into the
+    lane meanwhile (the backlog keeps no more than the lane's threads busy)."""
+    gate = threading.Event()
+    order: list[str] = []
+    row_ran = threading.Event()
+    lock = threading.Lock()
+
+    class OneRow:
+        def __init__(self) -> None:
+            self.rows = [Timer("arn:row", TimerKind.INVOKE, "", 0)]
+
+        def due_timers(self, now_ms: int, limit: int) -> list[Timer]:
+            return self.rows[:limit]
+
+        def next_due_ms(self) -> int | None:
+            return 0 if self.rows else None
+
+    store = OneRow()
+
+    def fire(timer: Timer) -> None:
+        store.rows = []
+        with lock:
+            order.append("row")
+        row_ran.set()
+
+    scheduler = TimerScheduler(
+        store,  # type: ignore[arg-type]
+        SystemClock(),
+        fire,
+        invoke_workers=2,
+        backlog_max=10,
+    )
+    # Four free slots (two threads, two more waiting), all held at the gate...
+    busy = [scheduler.reserve(f"arn:busy{i}") for i in range(4)]
+    queued = [scheduler.reserve(f"arn:q{i}") for i in range(6)]
+    assert all(s is not None and not s.queued for s in busy)
+    assert all(s is not None and s.queued for s in queued)
+    for i, slot in enumerate(busy):
+        assert slot is not None
+        slot.run(lambda i=i: (gate.wait(10), order.append(f"busy{i}")))
+    running = threading.Semaphore(0)
+
+    def queued_work(name: str) -> Callable[[], None]:
+        def work() -> None:
+            with lock:
+                order.append(name)
+            time.sleep(0.05)
+            running.release()
+
+        return work
+
+    for i, slot in enumerate(queued):
+        assert slot is not None
+        slot.run(queued_work(f"q{i}"))
+    scheduler.start()  # ...while the loop has a due row to hand to the lane
+    gate.set()
+    for _ in queued:
+        assert running.acquire(timeout=10)
+    assert row_ran.wait(10)
+    scheduler.stop()
+    assert [n for n in order if n.startswith("q")] == [f"q{i}" for i in range(6)]
+    assert order.index("row") < order.index("q5")  # not behind the whole backlog

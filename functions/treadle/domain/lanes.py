@@ -9,7 +9,12 @@ from typing import Protocol
 
 
 class InvocationSlot(Protocol):
-    """A place reserved in the invocation lane (`InvocationLanes.reserve`)."""
+    """A place reserved in the invocation lane (`InvocationLanes.reserve`).
+
+    `queued`: the lane is full and the invocation waits, in memory, behind the others
+    (its lease says so: `Execution.lease_queued`)."""
+
+    queued: bool
 
     def run(self, work: Callable[[], None]) -> None:
         """Run `work` in the lane (its thread, later); the slot is freed after it."""
@@ -28,4 +33,5 @@ class InvocationLanes(Protocol):
     """
 
     def reserve(self, arn: str) -> InvocationSlot | None:
-        """A free slot for `arn`'s invocation, kept from the timer loop; None if full."""
+        """A slot for `arn`'s invocation, kept from the timer loop: free now, or queued
+        behind others while the backlog has room; None if not."""

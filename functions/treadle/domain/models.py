@@ -309,6 +309,10 @@ class Execution(BaseModel):
     invocation_start_ms: int | None = None
     request_id: str | None = None
     invocation_attempts: int = 0
+    # A lease taken while the invocation lane was full (`engine/handover.py`): its
+    # invocation waits in memory behind others, so a restart before it ends is the
+    # platform's, not the handler's: the lease is given back without a crash counted.
+    lease_queued: bool = False
     # Change counters: every operation change gets the next `change_seq`; the
     # handler has seen everything up to `delivered_seq`; backend completions
     # bump `backend_seq` so a suspended handler is re-invoked.

@@ -22,7 +22,13 @@ row per invocation under a backlog (W2b: a tenth of the server's time under the 
 
 A start may also reserve a slot of the invocation lane (`reserve`, the
 `InvocationLanes` port) and hand its first invocation over directly: counted like a
-timer in flight, so the lane's bound holds for both.
+timer in flight, so the lane's bound holds for both. When the lane is full the slot is
+a queued one: the invocation (its lease already committed) waits in the backlog, in
+memory, and a lane thread that frees takes the oldest, keeping no more than its threads
+busy with them so that due rows read by the loop get the rest of the lane. The backlog
+is bounded (`backlog_max`); past it, the INVOKE timer's row waits instead, as before.
+Its leases' timers are not due (they lapse at the function's timeout), so the loop's
+read does not count them among the rows it will pass over.
 
 Several processes on one data directory (`domain/partition`): each loop reads only
 the timers of the executions its process owns, and a change committed here that sets
@@ -43,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -62,6 +69,9 @@ _LEASE_END_CAP_MS = 8000
 _INVOKE, _OTHER = "invoke", "other"
 # Work handed to a lane beyond its threads: keeps them busy between two passes.
 _QUEUE_FACTOR = 2
+# Invocations queued in memory behind a full lane, at most (`reserve`): each holds its
+# envelope (~1-3 KiB), and a restart gives back each one's lease in a commit.
+BACKLOG_MAX = 10_000
 
 
 def _lane(timer: Timer) -> str:
@@ -79,6 +89,7 @@ class TimerScheduler:
         invoke_workers: int = 16,
         partition: Partition | None = None,
         ring: Callable[[int, int], None] | None = None,
+        backlog_max: int = BACKLOG_MAX,
     ) -> None:
         """`partition`: this process's share of the timers (the store reads only those);
         `ring(index, due_ms)`: wake process `index` for a timer of its own."""
@@ -94,6 +105,11 @@ class TimerScheduler:
         self._threads = {_INVOKE: invoke_workers, _OTHER: workers}
         self._capacity = {lane: n * _QUEUE_FACTOR for lane, n in self._threads.items()}
         self._queued = {_INVOKE: 0, _OTHER: 0}
+        # Queued slots (`reserve`): reserved, and the work of those already run, oldest
+        # first; their keys are in `_in_flight` from the reservation on.
+        self._backlog_max = backlog_max
+        self._backlogged = 0
+        self._backlog: deque[tuple[Callable[[], None], tuple[str, str, str]]] = deque()
         self._cond = threading.Condition()
         self._woken = False
         # None while a pass runs; else the instant the loop will look again by itself.
@@ -180,7 +196,8 @@ class TimerScheduler:
             # Rows the read will meet and pass over: in flight, or failing and backing off
             # (oldest due first, they would otherwise fill the window and starve the rest).
             self._backoff = {k: until for k, until in self._backoff.items() if until > now}
-            skip = len(self._in_flight) + len(self._backoff)
+            # A backlogged lease's row is not due (see the module's docstring).
+            skip = len(self._in_flight) - self._backlogged + len(self._backoff)
             self._left_behind = False
         if not any(self._hungry(lane, self._capacity[lane] - n) for lane, n in free.items()):
             with self._cond:
@@ -230,13 +247,44 @@ class TimerScheduler:
             return None  # its INVOKE timer runs it, in the process that owns it
         key = (arn, TimerKind.INVOKE.value, "")
         with self._cond:
-            if self._stopping or self._queued[_INVOKE] >= self._capacity[_INVOKE]:
+            if self._stopping or key in self._in_flight:
                 return None
-            if key in self._in_flight:
+            # Behind the backlog if there is one: first come, first invoked.
+            if self._backlogged == 0 and self._queued[_INVOKE] < self._capacity[_INVOKE]:
+                self._in_flight.add(key)
+                self._queued[_INVOKE] += 1
+                return _Slot(self, key)
+            if self._backlogged >= self._backlog_max:
                 return None
             self._in_flight.add(key)
+            self._backlogged += 1
+        return _Slot(self, key, queued=True)
+
+    def _enqueue(self, work: Callable[[], None], key: tuple[str, str, str]) -> None:
+        """A queued slot's work: run now if the lane has room after all, else waits."""
+        with self._cond:
+            self._backlog.append((work, key))
+            self._take_backlog()
+
+    def _take_backlog(self) -> None:
+        """Hand the backlog's oldest to the lane while fewer than its threads are busy
+        (the loop fills the rest from rows). Called holding `_cond`."""
+        pool = self._pools[_INVOKE]
+        while self._backlog and self._queued[_INVOKE] < self._threads[_INVOKE]:
+            work, key = self._backlog.popleft()
+            self._backlogged -= 1
             self._queued[_INVOKE] += 1
-        return _Slot(self, key)
+            try:
+                pool.submit(self._run_reserved, work, key)
+            except RuntimeError:  # the pool is shut down: stopping; the lease timer remains
+                self._queued[_INVOKE] -= 1
+                self._in_flight.discard(key)
+
+    def _unreserve(self, key: tuple[str, str, str]) -> None:
+        """A queued slot given back unused."""
+        with self._cond:
+            self._in_flight.discard(key)
+            self._backlogged -= 1
 
     def _run_reserved(self, work: Callable[[], None], key: tuple[str, str, str]) -> None:
         try:
@@ -260,6 +308,8 @@ class TimerScheduler:
         with self._cond:
             self._in_flight.discard(key)
             self._queued[lane] -= 1
+            if self._backlog and lane == _INVOKE:
+                self._take_backlog()
             # Only a pass that left work behind needs another one now, and only once the
             # lane is hungry; otherwise the timers this one set have woken the loop.
             if self._left_behind and self._hungry(lane, self._queued[lane]):
@@ -310,15 +360,22 @@ class TimerScheduler:
 
 
 class _Slot:
-    """A reserved place in the invocation lane (`TimerScheduler.reserve`)."""
+    """A reserved place in the invocation lane (`TimerScheduler.reserve`): free, or
+    `queued` in its backlog."""
 
-    def __init__(self, scheduler: TimerScheduler, key: tuple[str, str, str]) -> None:
+    def __init__(
+        self, scheduler: TimerScheduler, key: tuple[str, str, str], queued: bool = False
+    ) -> None:
         self._scheduler = scheduler
         self._key = key
         self._spent = False
+        self.queued = queued
 
     def run(self, work: Callable[[], None]) -> None:
         self._spent = True
+        if self.queued:
+            self._scheduler._enqueue(work, self._key)
+            return
         try:
             self._scheduler._pools[_INVOKE].submit(self._scheduler._run_reserved, work, self._key)
         except RuntimeError:  # the pool is shut down: stopping; the lease timer remains
@@ -327,4 +384,7 @@ class _Slot:
     def release(self) -> None:
         if not self._spent:
             self._spent = True
-            self._scheduler._free(self._key, _INVOKE)
+            if self.queued:
+                self._scheduler._unreserve(self._key)
+            else:
+                self._scheduler._free(self._key, _INVOKE)

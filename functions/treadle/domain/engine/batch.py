@@ -8,13 +8,13 @@ own; the rest become new executions, one `Commit` each, for one `create_batch`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from treadle.domain.engine import queue
 from treadle.domain.engine.config import EngineConfig
 from treadle.domain.engine.start import input_hash, new_execution, same_start
-from treadle.domain.engine.working_set import to_commit
+from treadle.domain.engine.working_set import WorkingSet, to_commit
 from treadle.domain.errors import ConcurrentModification, TreadleError
 from treadle.domain.models import Execution, ExecutionLimits
 from treadle.domain.ports import Commit, ExecutionStore, FunctionVersion, Ids
@@ -41,8 +41,11 @@ def plan(
     config: EngineConfig,
     limits: ExecutionLimits | None = None,
     queued: Sequence[bool] = (),
+    before_commit: Callable[[Execution, WorkingSet], None] | None = None,
 ) -> Plan:
-    """`queued[i]`: entry i is accepted QUEUED (`engine/queue.py`) if it is new."""
+    """`queued[i]`: entry i is accepted QUEUED (`engine/queue.py`) if it is new.
+    `before_commit(ex, ws)`: on each new execution not queued, before its commit is made
+    (its first invocation's lease, `starting.py`)."""
     out = Plan(fn, [None] * len(entries))
     fresh: dict[str, Execution] = {}  # names this batch creates
     for i, (name, input_payload) in enumerate(entries):
@@ -64,6 +67,8 @@ def plan(
         )  # fmt: skip
         if i < len(queued) and queued[i]:
             queue.hold(ex, ws)
+        elif before_commit is not None:
+            before_commit(ex, ws)
         fresh[ex.name] = ex
         out.results[i] = (ex, True)
         out.commits.append(to_commit(ex, ws, config.wait_time_scale))

@@ -263,6 +263,7 @@ class Engine:
     def invoke_leased(self, arn: str, begun: invocation.Begun) -> None:
         """Invoke under the lease `begun` took; act on the outcome."""
         body = json.dumps(begun.envelope).encode()
+        started_ms = self.clock.now_ms()
         try:
             outcome = self.runtime.invoke(begun.fn, body, begun.request_id)
         except (Throttled, Unavailable) as exc:
@@ -273,7 +274,10 @@ class Engine:
             )
             return
         self._change(
-            arn, lambda ex, ws: invocation.finish(ex, ws, begun.generation, outcome, self.config)
+            arn,
+            lambda ex, ws: invocation.finish(
+                ex, ws, begun.generation, outcome, self.config, started_ms
+            ),
         )
 
     def recover(self) -> int:

@@ -53,17 +53,28 @@ def begin(
     tokens: TokenCodec,
     config: EngineConfig,
     due_ms: int | None = None,
+    queued: bool = False,
 ) -> Begun | None:
     """Take the invocation lease; None if there is nothing to invoke.
 
     `due_ms` is the due time of the INVOKE timer that fired (None: not a timer's).
+    `queued`: the invocation will wait in memory behind others (`Execution.lease_queued`).
     """
-    if ex.invocation_active and due_ms is not None and due_ms <= (ex.invocation_start_ms or 0):
+    if (
+        ex.invocation_active
+        and not ex.lease_queued
+        and due_ms is not None
+        and due_ms <= (ex.invocation_start_ms or 0)
+    ):
         # A copy of the timer that started the running invocation (SQS delivers at least
         # once, a copy even while the first is being handled): its lease has not run
         # out. Every timer that ends a lease is due after the invocation began.
         return None
     ws.clear_timers.append((TimerKind.INVOKE, ""))
+    if ex.invocation_active and ex.lease_queued:
+        # The process that queued it is gone (its memory with it): nothing ran under it
+        # that the platform can blame on the handler.
+        ex.invocation_active = ex.lease_queued = False
     if ex.status in TERMINAL_EXECUTION_STATUSES or ex.paused:
         return None
     if ex.invocation_active:
@@ -88,6 +99,7 @@ def begin(
     ex.generation += 1
     ex.token_seq = 0
     ex.invocation_active = True
+    ex.lease_queued = queued
     ex.invocation_start_ms = ws.now_ms
     ex.request_id = ids.request_id()
     ex.delivered_seq = ws.change_seq
@@ -169,11 +181,17 @@ def finish(
     generation: int,
     outcome: InvocationOutcome,
     config: EngineConfig,
+    started_ms: int | None = None,
 ) -> None:
-    """Act on what the invocation of lease `generation` returned."""
+    """Act on what the invocation of lease `generation` returned (`started_ms`: when it
+    left the lane's queue, for a lease taken before)."""
     if ex.generation != generation or not ex.invocation_active:
         return  # fenced: a stop, timeout or newer invocation won
     ws.clear_timers.append((TimerKind.INVOKE, ""))
+    if ex.lease_queued:
+        ex.lease_queued = False
+        if started_ms is not None:  # its InvocationCompleted says when it ran
+            ex.invocation_start_ms = started_ms
     status, result, error, runtime_error = parse_outcome(outcome)
     invocation_completed(ex, ws, runtime_error)
     if runtime_error is not None:
@@ -200,14 +218,18 @@ def not_started(ex: Execution, ws: WorkingSet, generation: int, config: EngineCo
     if ex.generation != generation or not ex.invocation_active:
         return
     ws.clear_timers.append((TimerKind.INVOKE, ""))
-    ex.invocation_active = False
+    ex.invocation_active = ex.lease_queued = False
     delay_ms = int(config.invocation_retry_base_s * 1000)
     ws.set_timers.append(Timer(ex.arn, TimerKind.INVOKE, "", ws.now_ms + delay_ms))
 
 
 def expire_lease(ex: Execution, ws: WorkingSet, now_ms: int) -> None:
-    """After a restart: an invocation that was running died with the old process."""
-    if ex.invocation_active:
+    """After a restart: an invocation that was running died with the old process; one
+    still queued behind others (`lease_queued`) is given back, no crash counted."""
+    if ex.invocation_active and ex.lease_queued:
+        ex.invocation_active = ex.lease_queued = False
+        ws.set_timers.append(Timer(ex.arn, TimerKind.INVOKE, "", now_ms))
+    elif ex.invocation_active:
         # Due after the invocation began, as `begin` tells a lease's end by that.
         due = max(now_ms, (ex.invocation_start_ms or 0) + 1)
         ws.set_timers.append(Timer(ex.arn, TimerKind.INVOKE, "", due))
