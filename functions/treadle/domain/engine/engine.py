@@ -10,7 +10,6 @@ in the lifecycle modules, plain functions over (Execution, WorkingSet): `start`,
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -262,10 +261,9 @@ class Engine:
 
     def invoke_leased(self, arn: str, begun: invocation.Begun) -> None:
         """Invoke under the lease `begun` took; act on the outcome."""
-        body = json.dumps(begun.envelope).encode()
         started_ms = self.clock.now_ms()
         try:
-            outcome = self.runtime.invoke(begun.fn, body, begun.request_id)
+            outcome = self.runtime.invoke(begun.fn, begun.payload, begun.request_id)
         except (Throttled, Unavailable) as exc:
             log.warning("invocation of %s not started (%s); retrying soon", arn, exc)
             self._change(

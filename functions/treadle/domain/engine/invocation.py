@@ -7,6 +7,7 @@ failed is retried with backoff until the attempts run out.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,10 +37,11 @@ from treadle.domain.ports import (
 
 @dataclass(frozen=True)
 class Begun:
-    """An invocation whose lease is taken: what to invoke, with what, under which lease."""
+    """An invocation whose lease is taken: what to invoke, with what (the envelope as
+    JSON: it may wait in a backlog of thousands), under which lease."""
 
     fn: FunctionVersion
-    envelope: dict[str, Any]
+    payload: bytes
     generation: int
     request_id: str
 
@@ -115,15 +117,19 @@ def begin(
             "NextMarker": marker or "",
         },
     }
-    return Begun(fn, envelope, ex.generation, ex.request_id)
+    return Begun(fn, json.dumps(envelope).encode(), ex.generation, ex.request_id)
 
 
 def _pinned(ex: Execution, functions: FunctionStore) -> FunctionVersion:
     # The function must still exist; its code is the one the execution started on.
     current = functions.get(ex.tenant, ex.function_name, ex.version)
-    if ex.pinned_function is None:
+    pinned = ex.pinned_function
+    if pinned is None or pinned.get("revision_id") == current.revision_id:
+        # The same revision of the same version is the same document (every change of
+        # code or configuration takes a new revision, as Lambda's RevisionId): the
+        # store's copy, shared, rather than one built per invocation.
         return current
-    return FunctionVersion.model_validate(ex.pinned_function)
+    return FunctionVersion.model_validate(pinned)
 
 
 def page(
