@@ -27,8 +27,8 @@ a queued one: the invocation (its lease already committed) waits in the backlog,
 memory, and a lane thread that frees takes the oldest, keeping no more than its threads
 busy with them so that due rows read by the loop get the rest of the lane. The backlog
 is bounded (`backlog_max`); past it, the INVOKE timer's row waits instead, as before.
-Its leases' timers are not due (they lapse at the function's timeout), so the loop's
-read does not count them among the rows it will pass over.
+Its leases' timers are not due (they allow for the wait: `queued_lease_allowance_s`),
+so the loop's read does not count them among the rows it will pass over.
 
 Several processes on one data directory (`domain/partition`): each loop reads only
 the timers of the executions its process owns, and a change committed here that sets

@@ -10,6 +10,11 @@ class EngineConfig:
     max_invocation_attempts: int = 3
     invocation_retry_base_s: float = 1.0
     lease_margin_s: int = 30
+    # A lease taken for an invocation queued behind a full lane (`handover.py`) runs out
+    # this much later: its wait in the backlog is not the invocation's, and its row must
+    # not fall due (and fill the timer loop's reads) while it waits. A restart gives
+    # such leases back at once (`Engine.recover`), so nothing waits on this.
+    queued_lease_allowance_s: int = 3600
     default_execution_timeout_s: int = 86_400
     default_retention_days: int = 14
     # Test clock: WAIT and step-retry timers fire after this fraction of their

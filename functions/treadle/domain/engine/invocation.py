@@ -106,6 +106,8 @@ def begin(
     ex.request_id = ids.request_id()
     ex.delivered_seq = ws.change_seq
     lease_ms = (fn.timeout_s + config.lease_margin_s) * 1000
+    if queued:
+        lease_ms += config.queued_lease_allowance_s * 1000
     ws.set_timers.append(Timer(ex.arn, TimerKind.INVOKE, "", ws.now_ms + lease_ms))
     token = tokens.encode(TokenClaims(ex.exec_id, ex.generation, 0))
     ops, marker = page(list(ws.ops.values()), 0, config)
