@@ -26,10 +26,11 @@ class InvocationSlot(Protocol):
 class InvocationLanes(Protocol):
     """Where invocations run, when the dispatcher runs them in this process (embedded).
 
-    A start that finds a free slot takes its first invocation's lease in its own commit
-    and hands the invocation straight to the lane: one commit, one scheduler pass and
-    one thread switch fewer than leaving it to the INVOKE timer. The lease's timer is
-    set as for any invocation, so a crash before or during it is recovered the same way.
+    A start that gets a slot takes its first invocation's lease in its own commit and
+    hands the invocation straight to the lane: one commit, one scheduler pass and one
+    thread switch fewer than leaving it to the INVOKE timer. The lease's timer is set as
+    for any invocation, so a crash before or during it is recovered the same way (a
+    queued one's is given back without a crash counted: `Execution.lease_queued`).
     """
 
     def reserve(self, arn: str) -> InvocationSlot | None:

@@ -19,8 +19,8 @@ than leaving it to a row: a flood of starts or resumes (a batch of 100, 50,000 w
 due at once) then costs each one neither a lease commit of its own nor a pass of the
 timer loop (measured: a third of a queued one-step execution's CPU). Such a lease is
 marked (`Execution.lease_queued`): a restart before its invocation ends gives it back
-without counting a crash, as nothing ran that the handler could be blamed for, or
-nothing the platform can tell from it.
+without counting a crash, since the platform cannot tell whether the invocation had
+begun, and the restart is the platform's doing, not the handler's.
 """
 
 from __future__ import annotations
