@@ -517,3 +517,37 @@ def test_a_full_lane_queues_in_order_and_leaves_room_for_due_rows() -> None:
     scheduler.stop()
     assert [n for n in order if n.startswith("q")] == [f"q{i}" for i in range(6)]
     assert order.index("row") < order.index("q5")  # not behind the whole backlog
+
+
+def test_a_stopping_lane_drops_its_backlog_and_queues_nothing_more() -> None:
+    """Stopping leaves the queued leases to the next start (`Engine.recover` gives them
+    back): nothing of the backlog runs once the pools are shut."""
+
+    class NoRows:
+        def due_timers(self, now_ms: int, limit: int) -> list[Any]:
+            return []
+
+        def next_due_ms(self) -> None:
+            return None
+
+    scheduler = TimerScheduler(
+        NoRows(),  # type: ignore[arg-type]
+        SystemClock(),
+        lambda t: None,
+        invoke_workers=1,
+        backlog_max=5,
+    )
+    scheduler.start()
+    gate = threading.Event()
+    held = [scheduler.reserve(f"arn:busy{i}") for i in range(2)]
+    for slot in held:
+        assert slot is not None
+        slot.run(lambda: gate.wait(10) and None)
+    ran: list[str] = []
+    queued = scheduler.reserve("arn:q")
+    assert queued is not None and queued.queued
+    queued.run(lambda: ran.append("q"))
+    scheduler.stop()
+    gate.set()
+    time.sleep(0.1)
+    assert ran == [] and scheduler.reserve("arn:later") is None
