@@ -1,4 +1,4 @@
-"""Where W2's server CPU goes, by thread: CPU and context switches per execution.
+"""Where W2's (or W2b's) server CPU goes, by thread: CPU and context switches per execution.
 
     .venv/bin/python -m benchmarks.threads                 # 2,000 one-step executions
     .venv/bin/python -m benchmarks.threads --count 5000

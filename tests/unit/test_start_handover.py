@@ -1,9 +1,10 @@
 """A start that finds a free invocation slot takes its first lease in its own commit and
 hands the invocation straight over (`InvocationLanes`): one commit fewer, the same
 history, the lane's bound kept, and a crash before the hand-off recovered like any
-lapsed lease. Without a free slot, the INVOKE timer runs it as before. A change that
-makes a parked execution invocable (a wait elapsed, a callback answered) does the same
-(`domain/engine/handover.py`)."""
+lapsed lease. A change that makes a parked execution invocable (a wait elapsed, a
+callback answered) does the same (`domain/engine/handover.py`). A full lane queues the
+invocation in memory behind the others, its lease marked so that a restart gives it back
+without a crash counted; past the backlog's bound, the INVOKE timer runs it as before."""
 
 from __future__ import annotations
 
