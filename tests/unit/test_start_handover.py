@@ -166,21 +166,29 @@ def test_a_crash_between_the_start_and_its_hand_off_is_recovered_as_a_lapsed_lea
     assert "InvocationCompleted" in h.history(ex.arn)
 
 
-def test_the_schedulers_slots_count_against_the_invocation_lane() -> None:
-    class NoRows:
-        def due_timers(self, now_ms: int, limit: int) -> list[Any]:
-            return []
+class NoRows:
+    """A store with no due timers: the lane's slots alone."""
 
-        def next_due_ms(self) -> None:
-            return None
+    def due_timers(self, now_ms: int, limit: int) -> list[Any]:
+        return []
 
-    scheduler = TimerScheduler(
+    def next_due_ms(self) -> None:
+        return None
+
+
+def _rowless(backlog_max: int) -> TimerScheduler:
+    """A scheduler over no rows, with one invocation thread (two slots) and a backlog."""
+    return TimerScheduler(
         NoRows(),  # type: ignore[arg-type]
         SystemClock(),
         lambda t: None,
         invoke_workers=1,
-        backlog_max=1,
+        backlog_max=backlog_max,
     )
+
+
+def test_the_schedulers_slots_count_against_the_invocation_lane() -> None:
+    scheduler = _rowless(backlog_max=1)
     scheduler.start()
     first = scheduler.reserve("arn:a")
     second = scheduler.reserve("arn:b")  # the lane's queue holds one more
@@ -523,21 +531,7 @@ def test_a_full_lane_queues_in_order_and_leaves_room_for_due_rows() -> None:
 def test_a_stopping_lane_drops_its_backlog_and_queues_nothing_more() -> None:
     """Stopping leaves the queued leases to the next start (`Engine.recover` gives them
     back): nothing of the backlog runs once the pools are shut."""
-
-    class NoRows:
-        def due_timers(self, now_ms: int, limit: int) -> list[Any]:
-            return []
-
-        def next_due_ms(self) -> None:
-            return None
-
-    scheduler = TimerScheduler(
-        NoRows(),  # type: ignore[arg-type]
-        SystemClock(),
-        lambda t: None,
-        invoke_workers=1,
-        backlog_max=5,
-    )
+    scheduler = _rowless(backlog_max=5)
     scheduler.start()
     gate = threading.Event()
     held = [scheduler.reserve(f"arn:busy{i}") for i in range(2)]
