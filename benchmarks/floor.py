@@ -78,17 +78,22 @@ def round_trip_us(n: int = ROUND_TRIPS) -> tuple[float, float]:
         os._exit(0)
     child.close()
     message, samples = b"x" * 64, []
-    cpu_before = time.process_time()
-    for _ in range(n + 100):
-        t0 = time.perf_counter()
-        parent.sendall(message)
-        got = 0
-        while got < len(message):
-            got += len(parent.recv(64))
-        samples.append(time.perf_counter() - t0)
-    cpu = time.process_time() - cpu_before
-    parent.close()
-    _, _, usage = os.wait4(pid, 0)
+    try:
+        cpu_before = time.process_time()
+        for _ in range(n + 100):
+            t0 = time.perf_counter()
+            parent.sendall(message)
+            got = 0
+            while got < len(message):
+                chunk = parent.recv(64)
+                if not chunk:
+                    raise RuntimeError("the echoing child closed its end")
+                got += len(chunk)
+            samples.append(time.perf_counter() - t0)
+        cpu = time.process_time() - cpu_before
+    finally:
+        parent.close()  # the child sees the end and exits; it is reaped either way
+        _, _, usage = os.wait4(pid, 0)
     cpu += usage.ru_utime + usage.ru_stime
     return median(samples[100:]) * 1e6, cpu / (n + 100) * 1e6
 
@@ -97,7 +102,11 @@ def sdk_us(count: int = SDK_INVOCATIONS) -> dict[str, float]:
     """The SDK's own CPU per one-step invocation and per step, in a process of its own
     (the measurement points the SDK's cached client at an instant one)."""
     command = [sys.executable, "-m", "benchmarks.sdk_floor", "--json", "--count", str(count)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    # This process's import path, so the child finds `benchmarks` wherever it was run from.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=False, timeout=120, env=env
+    )
     if done.returncode != 0:
         raise RuntimeError(f"benchmarks.sdk_floor failed: {done.stderr.strip()[-500:]}")
     figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
