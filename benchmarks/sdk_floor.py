@@ -20,11 +20,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from benchmarks import handlers
+from treadle.adapters.sandbox.contract import LambdaContext
+from treadle.adapters.sandbox.lambda_logging import LogSink
 
 # The SDK finds the execution's own operation by the ARN's last segment.
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:floor:1/durable-execution/floor/execution"
@@ -60,15 +63,6 @@ class InstantClient:
         return {"Operations": []}
 
 
-class _Context:
-    aws_request_id = "request"
-    function_name = "floor"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:floor"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
-
-
 def _envelope(event: dict[str, Any]) -> dict[str, Any]:
     start = {
         "Id": "execution",
@@ -82,6 +76,13 @@ def _envelope(event: dict[str, Any]) -> dict[str, Any]:
         "CheckpointToken": "token-0",
         "InitialExecutionState": {"Operations": [start], "NextMarker": ""},
     }
+
+
+def _context() -> LambdaContext:
+    """The context a sandbox worker hands the handler (its log lines go nowhere)."""
+    sink = LogSink(os.open(os.devnull, os.O_WRONLY))
+    deadline_ms = int(time.time() * 1000) + 3_600_000
+    return LambdaContext("request", deadline_ms, "arn:aws:lambda:::function:floor", sink)
 
 
 def prepare() -> tuple[dict[str, Callable[..., Any]], InstantClient]:
@@ -98,13 +99,15 @@ def prepare() -> tuple[dict[str, Callable[..., Any]], InstantClient]:
     return namespace, client
 
 
-def cpu_us(handler: Callable[..., Any], event: dict[str, Any], count: int) -> float:
+def cpu_us(
+    handler: Callable[..., Any], event: dict[str, Any], count: int, context: LambdaContext
+) -> float:
     """CPU µs of this process (all its threads) per invocation, after a warm-up."""
     for _ in range(max(20, count // 10)):
-        _succeeds(handler(_envelope(event), _Context()))
+        _succeeds(handler(_envelope(event), context))
     before = time.process_time()
     for _ in range(count):
-        _succeeds(handler(_envelope(event), _Context()))
+        _succeeds(handler(_envelope(event), context))
     return (time.process_time() - before) / count * 1e6
 
 
@@ -115,14 +118,15 @@ def _succeeds(answer: dict[str, Any]) -> None:
 
 def measure(count: int, rounds: int) -> dict[str, float]:
     namespace, client = prepare()
-    one, steps = namespace["one_step"], namespace["steps"]
-    invocation = min(cpu_us(one, {}, count) for _ in range(rounds))
-    many = min(cpu_us(steps, {"n": 21}, max(1, count // 10)) for _ in range(rounds))
-    single = min(cpu_us(steps, {"n": 1}, max(1, count // 10)) for _ in range(rounds))
+    one, steps, context = namespace["one_step"], namespace["steps"], _context()
+    few = max(1, count // 10)
+    invocation = min(cpu_us(one, {}, count, context) for _ in range(rounds))
+    many = min(cpu_us(steps, {"n": 21}, few, context) for _ in range(rounds))
+    single = min(cpu_us(steps, {"n": 1}, few, context) for _ in range(rounds))
     # What the SDK checkpointed for one 21-step invocation: one call per step, or the
     # figures above are not the SDK's work.
     before = client.checkpoints
-    steps(_envelope({"n": 21}), _Context())
+    steps(_envelope({"n": 21}), context)
     return {
         "sdk_invocation_us": invocation,
         "sdk_step_us": max(0.0, (many - single) / 20),
